@@ -1,0 +1,90 @@
+"""Client authentication at the token, revocation and introspection
+endpoints (RFC 6749 §2.3, OAuth 2.1 §2.4): none, client_secret_basic,
+client_secret_post."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+from typing import Mapping
+from urllib.parse import unquote
+
+import attrs
+
+from .context import Context, token_hash
+from .effects import Flow, GetClient
+from .errors import InvalidClient, InvalidRequest
+from .http import Request, single
+from .models import Client
+
+
+@attrs.frozen
+class Credentials:
+    client_id: str
+    secret: str | None = attrs.field(repr=False)
+    method: str
+
+
+def _basic(header: str) -> tuple[str, str]:
+    scheme, _, encoded = header.strip().partition(" ")
+    if scheme.lower() != "basic":
+        raise InvalidClient("unsupported Authorization scheme")
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        raise InvalidClient("malformed Basic credentials", headers=basic_challenge()) from None
+    client_id, sep, secret = decoded.partition(":")
+    if not sep:
+        raise InvalidClient("malformed Basic credentials", headers=basic_challenge())
+    # RFC 6749 §2.3.1: id and secret are form-urlencoded inside Basic.
+    return unquote(client_id.replace("+", " ")), unquote(secret.replace("+", " "))
+
+
+def basic_challenge() -> tuple[tuple[str, str], ...]:
+    # RFC 6749 §5.2: a 401 for a client that used the Authorization header
+    # MUST say which scheme to use.
+    return (("www-authenticate", 'Basic realm="oauth"'),)
+
+
+def credentials(request: Request, form: Mapping[str, list[str]]) -> Credentials:
+    """The credentials the request presents, by exactly one method."""
+    header = request.header("authorization")
+    form_id = single(form, "client_id")
+    form_secret = single(form, "client_secret")
+    if header is not None:
+        client_id, secret = _basic(header)
+        if form_secret is not None:
+            # OAuth 2.1 §2.4: a client MUST NOT use more than one method.
+            raise InvalidRequest("use either HTTP Basic or client_secret in the body, not both")
+        if form_id is not None and form_id != client_id:
+            raise InvalidRequest("client_id in the body differs from the one in Basic credentials")
+        return Credentials(client_id, secret, "client_secret_basic")
+    if form_id is None:
+        raise InvalidClient("client authentication is required")
+    if form_secret is not None:
+        return Credentials(form_id, form_secret, "client_secret_post")
+    return Credentials(form_id, None, "none")
+
+
+def check_secret(secret: str | None, expected_hash: str | None) -> bool:
+    """Constant-time comparison of a presented secret with a stored hash."""
+    if secret is None or expected_hash is None:
+        return False
+    return hmac.compare_digest(token_hash(secret), expected_hash)
+
+
+def authenticate(request: Request, form: Mapping[str, list[str]], ctx: Context) -> Flow[Client]:
+    """The registered client the request authenticates as, or InvalidClient."""
+    creds = credentials(request, form)
+    challenge = basic_challenge() if creds.method == "client_secret_basic" else ()
+    client = yield GetClient(ctx.tenant.slug, creds.client_id)
+    if client is None:
+        raise InvalidClient("unknown client", headers=challenge)
+    if client.token_endpoint_auth_method != creds.method:
+        raise InvalidClient(
+            f"the client is registered for {client.token_endpoint_auth_method}", headers=challenge
+        )
+    if creds.method != "none" and not check_secret(creds.secret, client.secret_hash):
+        raise InvalidClient("client authentication failed", headers=challenge)
+    return client

@@ -1,0 +1,47 @@
+"""What a flow knows about the world: the time, a source of randomness and
+the tenant. Drivers build one per request; tests pin every value."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from typing import Callable
+
+import attrs
+
+from .tenant import Tenant
+
+
+@attrs.frozen
+class Context:
+    tenant: Tenant
+    # Seconds since the epoch, read once per request.
+    now: int
+    # Returns n random bytes from a CSPRNG.
+    random: Callable[[int], bytes] = attrs.field(repr=False)
+    # Signs the browser's consent and CSRF cookies (HMAC-SHA256).
+    cookie_key: bytes = attrs.field(repr=False)
+
+    def token(self, prefix: str) -> str:
+        """A new opaque credential: prefix + 256 random bits, base64url."""
+        return prefix + urlsafe(self.random(32))
+
+    def random_string(self, nbytes: int = 32) -> str:
+        return urlsafe(self.random(nbytes))
+
+    def new_id(self) -> str:
+        """An identifier that is not a secret (128 random bits, hex)."""
+        return self.random(16).hex()
+
+
+def urlsafe(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def token_hash(value: str) -> str:
+    """How a token, code, state or client secret is stored and looked up.
+
+    Our credentials carry 256 random bits, so an unsalted SHA-256 is enough:
+    there is nothing to guess from the hash.
+    """
+    return hashlib.sha256(value.encode("utf-8")).hexdigest()

@@ -1,0 +1,77 @@
+"""The browser's cookies: the signed list of clients a person approved, and
+the CSRF cookie that binds a consent form to the browser that saw it."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+
+from .context import Context, urlsafe
+from .http import Request
+
+# The browser remembers this many approved clients per tenant, newest first.
+MAX_REMEMBERED = 20
+
+
+def cookie_name(ctx: Context, base: str) -> str:
+    # __Host- binds the cookie to this exact host, https only (RFC 6265bis §4.1.3.2).
+    return ("__Host-" if ctx.tenant.secure else "") + base
+
+
+def set_cookie(ctx: Context, base: str, value: str, max_age: int) -> tuple[str, str]:
+    attrs = [f"{cookie_name(ctx, base)}={value}", "Path=/", "HttpOnly", "SameSite=Lax", f"Max-Age={max_age}"]
+    if ctx.tenant.secure:
+        attrs.append("Secure")
+    return ("set-cookie", "; ".join(attrs))
+
+
+def _sign(ctx: Context, payload: bytes) -> str:
+    return urlsafe(hmac.new(ctx.cookie_key, payload, hashlib.sha256).digest())
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def approved_clients(ctx: Context, request: Request) -> list[str]:
+    """Client ids this browser approved for this tenant, if the cookie is
+    intact, ours, for this tenant and unexpired; else none."""
+    raw = request.cookies().get(cookie_name(ctx, "mcp_consent"))
+    if not raw or "." not in raw:
+        return []
+    body, _, signature = raw.partition(".")
+    try:
+        payload = _unb64(body)
+    except (binascii.Error, ValueError):
+        return []
+    if not hmac.compare_digest(_sign(ctx, payload), signature):
+        return []
+    try:
+        data = json.loads(payload)
+    except ValueError:
+        return []
+    if not isinstance(data, dict) or data.get("t") != ctx.tenant.slug:
+        return []
+    if not isinstance(data.get("e"), int) or data["e"] <= ctx.now:
+        return []
+    clients = data.get("c")
+    if not isinstance(clients, list) or not all(isinstance(c, str) for c in clients):
+        return []
+    return clients
+
+
+def remember_client(ctx: Context, request: Request, client_id: str) -> tuple[str, str]:
+    """The Set-Cookie header that adds ``client_id`` to the approved list."""
+    clients = [client_id] + [c for c in approved_clients(ctx, request) if c != client_id]
+    ttl = ctx.tenant.policy.consent_ttl
+    payload = json.dumps(
+        {"t": ctx.tenant.slug, "c": clients[:MAX_REMEMBERED], "e": ctx.now + ttl}, separators=(",", ":")
+    ).encode()
+    return set_cookie(ctx, "mcp_consent", urlsafe(payload) + "." + _sign(ctx, payload), ttl)
+
+
+def csrf_cookie(request: Request, ctx: Context) -> str | None:
+    return request.cookies().get(cookie_name(ctx, "mcp_csrf"))

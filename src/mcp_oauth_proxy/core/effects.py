@@ -1,0 +1,225 @@
+"""Effects: what a flow asks the outside world to do, and the two drivers.
+
+A flow is a generator: it yields effect objects, receives their results, and
+returns a :class:`~.http.Response`. A failure in carrying out an effect is
+thrown back into the flow, so ordinary try/except works inside the core. The
+same flow runs under :func:`run_sync` (WSGI, CLI) and :func:`run_async`
+(ASGI; asyncio and trio alike, since it awaits only what ``perform`` gives).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Awaitable, Callable, ClassVar, Generator, TypeVar
+
+import attrs
+
+from .http import HttpRequest
+from .models import (
+    AccessToken,
+    AuthSession,
+    Client,
+    CodeGrant,
+    ConsentRequest,
+    Grant,
+    RefreshToken,
+    UpstreamTokens,
+)
+
+T = TypeVar("T")
+Flow = Generator["Effect", Any, T]
+
+
+class Effect:
+    """Base of every effect."""
+
+
+@attrs.frozen
+class Fetch(Effect):
+    """Send an HTTP request upstream -> HttpResponse.
+    Failures (refused, timeout, TLS) are thrown back as FetchFailed."""
+
+    request: HttpRequest
+
+
+@attrs.frozen
+class Sleep(Effect):
+    """Wait a moment (waiting for another replica's upstream refresh) -> None."""
+
+    seconds: float
+
+
+class StoreEffect(Effect):
+    """An effect carried out by calling one Store method with the effect's
+    fields, in order, as arguments."""
+
+    method: ClassVar[str]
+
+    def apply(self, store: Any) -> Any:
+        return getattr(store, self.method)(*attrs.astuple(self, recurse=False))
+
+
+def _store_effect(method: str) -> Callable[[type], type]:
+    def wrap(cls: type) -> type:
+        cls.method = method  # type: ignore[attr-defined]
+        return attrs.frozen(cls)
+
+    return wrap
+
+
+@_store_effect("save_client")
+class SaveClient(StoreEffect):
+    client: Client
+
+
+@_store_effect("get_client")
+class GetClient(StoreEffect):
+    tenant: str
+    client_id: str
+
+
+@_store_effect("save_consent_request")
+class SaveConsentRequest(StoreEffect):
+    consent: ConsentRequest
+
+
+@_store_effect("take_consent_request")
+class TakeConsentRequest(StoreEffect):
+    tenant: str
+    id_hash: str
+    now: int
+
+
+@_store_effect("save_auth_session")
+class SaveAuthSession(StoreEffect):
+    session: AuthSession
+
+
+@_store_effect("take_auth_session")
+class TakeAuthSession(StoreEffect):
+    tenant: str
+    state_hash: str
+    now: int
+
+
+@_store_effect("save_grant_and_code")
+class SaveGrantAndCode(StoreEffect):
+    grant: Grant
+    code: CodeGrant
+
+
+@_store_effect("take_code")
+class TakeCode(StoreEffect):
+    tenant: str
+    code_hash: str
+    now: int
+
+
+@_store_effect("revoke_grant_of_code")
+class RevokeGrantOfCode(StoreEffect):
+    tenant: str
+    code_hash: str
+
+
+@_store_effect("issue_tokens")
+class IssueTokens(StoreEffect):
+    tenant: str
+    grant_id: str
+    access: AccessToken
+    refresh: RefreshToken | None
+
+
+@_store_effect("get_access_token")
+class GetAccessToken(StoreEffect):
+    tenant: str
+    token_hash: str
+
+
+@_store_effect("get_refresh_token")
+class GetRefreshToken(StoreEffect):
+    tenant: str
+    token_hash: str
+
+
+@_store_effect("rotate_refresh_token")
+class RotateRefreshToken(StoreEffect):
+    tenant: str
+    token_hash: str
+    now: int
+    grace: int
+    access: AccessToken
+    refresh: RefreshToken
+
+
+@_store_effect("revoke_access_token")
+class RevokeAccessToken(StoreEffect):
+    tenant: str
+    token_hash: str
+
+
+@_store_effect("revoke_grant")
+class RevokeGrant(StoreEffect):
+    tenant: str
+    grant_id: str
+
+
+@_store_effect("get_grant")
+class GetGrant(StoreEffect):
+    tenant: str
+    grant_id: str
+
+
+@_store_effect("claim_upstream_refresh")
+class ClaimUpstreamRefresh(StoreEffect):
+    tenant: str
+    grant_id: str
+    version: int
+    now: int
+    lease_until: int
+
+
+@_store_effect("release_upstream_refresh")
+class ReleaseUpstreamRefresh(StoreEffect):
+    tenant: str
+    grant_id: str
+    version: int
+
+
+@_store_effect("update_upstream_tokens")
+class UpdateUpstreamTokens(StoreEffect):
+    tenant: str
+    grant_id: str
+    version: int
+    tokens: UpstreamTokens
+
+
+# -- drivers ---------------------------------------------------------------------
+
+
+def run_sync(flow: Flow[T], perform: Callable[[Effect], Any]) -> T:
+    """Drive a flow to its end, carrying out each effect with ``perform``."""
+    value: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            effect = flow.send(value) if error is None else flow.throw(error)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+        try:
+            value, error = perform(effect), None
+        except Exception as exc:  # thrown back into the flow
+            value, error = None, exc
+
+
+async def run_async(flow: Flow[T], perform: Callable[[Effect], Awaitable[Any]]) -> T:
+    """:func:`run_sync` for an async ``perform`` (asyncio or trio)."""
+    value: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            effect = flow.send(value) if error is None else flow.throw(error)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+        try:
+            value, error = await perform(effect), None
+        except Exception as exc:
+            value, error = None, exc

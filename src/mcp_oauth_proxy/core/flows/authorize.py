@@ -1,0 +1,123 @@
+"""The authorization endpoint (RFC 6749 §4.1.1, OAuth 2.1 §4.1.1).
+
+The client and redirect URI are checked first; until both are known good,
+errors are HTML pages and nothing is redirected (RFC 6749 §4.1.2.1). After
+that, errors go back to the client with ``state`` and ``iss`` (RFC 9207).
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+from urllib.parse import urlsplit
+
+from .. import cookies
+from ..context import Context, token_hash
+from ..effects import Flow, GetClient, SaveConsentRequest
+from ..errors import (
+    AuthorizationRedirectError,
+    BrowserError,
+    InvalidRequest,
+    OAuthError,
+    UnauthorizedClient,
+    UnsupportedResponseType,
+)
+from ..http import Request, Response, form_params, query_params, required, single
+from ..models import AuthorizationRequest, Client, ConsentRequest
+from ..pages import ConsentView, consent_page
+from ..pkce import check_challenge
+from ..redirect_uris import is_loopback_host, matches
+from ..scopes import check_resource, choose_scope, parse_scope
+from .upstream_login import start_upstream_login
+
+
+def _client_and_redirect(params: Mapping[str, list[str]], ctx: Context) -> Flow[tuple[Client, str, bool]]:
+    client_id = single(params, "client_id")
+    if client_id is None:
+        raise BrowserError("Invalid request", "The request has no client_id.")
+    client = yield GetClient(ctx.tenant.slug, client_id)
+    if client is None:
+        raise BrowserError("Unknown application", "The application asking for access is not registered here.")
+    redirect_uri = single(params, "redirect_uri")
+    if redirect_uri is None:
+        # OAuth 2.1 §4.1.1: optional only when exactly one is registered.
+        if len(client.redirect_uris) != 1:
+            raise BrowserError("Invalid request", "The request has no redirect_uri.")
+        return client, client.redirect_uris[0], False
+    if not matches(redirect_uri, client.redirect_uris):
+        raise BrowserError(
+            "Invalid redirect", "The redirect_uri is not one the application registered; nothing was sent to it."
+        )
+    return client, redirect_uri, True
+
+
+def _validated_request(
+    params: Mapping[str, list[str]], client: Client, redirect_uri: str, given: bool, ctx: Context
+) -> AuthorizationRequest:
+    response_type = required(params, "response_type")
+    if response_type != "code":
+        raise UnsupportedResponseType("only response_type=code is supported")
+    if "authorization_code" not in client.grant_types:
+        raise UnauthorizedClient("the client is not registered for the authorization_code grant")
+    challenge = check_challenge(single(params, "code_challenge"), single(params, "code_challenge_method"))
+    allowed = ctx.tenant.scopes if client.scope is None else tuple(client.scope.split(" "))
+    scope = choose_scope(parse_scope(single(params, "scope")), allowed, allowed)
+    resource = check_resource(params.get("resource"), ctx.tenant.resource)
+    return AuthorizationRequest(
+        client_id=client.client_id,
+        redirect_uri=redirect_uri,
+        redirect_uri_given=given,
+        state=single(params, "state"),
+        scope=scope,
+        resource=resource,
+        code_challenge=challenge,
+    )
+
+
+def authorize(request: Request, ctx: Context) -> Flow[Response]:
+    try:
+        params = form_params(request) if request.method == "POST" else query_params(request)
+    except OAuthError as exc:
+        raise BrowserError("Invalid request", exc.description) from exc
+    client, redirect_uri, given = yield from _client_and_redirect(params, ctx)
+    try:
+        auth = _validated_request(params, client, redirect_uri, given, ctx)
+    except OAuthError as exc:
+        raise AuthorizationRedirectError(exc, redirect_uri, single(params, "state")) from exc
+
+    # MCP security best practices: consent per client before anything goes
+    # upstream; the browser remembers the clients it approved.
+    if client.client_id in cookies.approved_clients(ctx, request):
+        return (yield from start_upstream_login(ctx, auth, status=302))
+    return (yield from show_consent(request, ctx, client, auth))
+
+
+def show_consent(request: Request, ctx: Context, client: Client, auth: AuthorizationRequest) -> Flow[Response]:
+    # One CSRF cookie per browser, reused so that two tabs do not undo each other.
+    browser = cookies.csrf_cookie(request, ctx)
+    headers: tuple[tuple[str, str], ...] = ()
+    if browser is None or len(browser) < 43:
+        browser = ctx.random_string()
+        headers = (cookies.set_cookie(ctx, "mcp_csrf", browser, ctx.tenant.policy.session_ttl),)
+    request_id = ctx.random_string()
+    yield SaveConsentRequest(
+        ConsentRequest(
+            tenant=ctx.tenant.slug,
+            id_hash=token_hash(request_id),
+            request=auth,
+            browser_hash=token_hash(browser),
+            expires_at=ctx.now + ctx.tenant.policy.session_ttl,
+        )
+    )
+    redirect_host = urlsplit(auth.redirect_uri)
+    view = ConsentView(
+        action=ctx.tenant.endpoint("consent"),
+        request_id=request_id,
+        client_name=client.client_name or client.client_id,
+        client_id=client.client_id,
+        redirect_host=redirect_host.netloc or redirect_host.scheme + ":",
+        scopes=auth.scope,
+        upstream_scopes=ctx.tenant.upstream.scopes,
+        service=ctx.tenant.resource_name or ctx.tenant.issuer,
+        localhost_only=all(is_loopback_host(urlsplit(u).hostname) for u in client.redirect_uris),
+    )
+    return consent_page(view, headers)

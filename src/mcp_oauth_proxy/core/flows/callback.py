@@ -1,0 +1,164 @@
+"""The upstream's redirect back to us: check it, exchange the upstream code,
+learn who the person is, and give the client our own one-time code."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from ..context import Context, token_hash
+from ..effects import Fetch, Flow, SaveGrantAndCode, TakeAuthSession
+from ..errors import (
+    AccessDenied,
+    AuthorizationRedirectError,
+    BrowserError,
+    FetchFailed,
+    OAuthError,
+    ServerError,
+    TemporarilyUnavailable,
+    UpstreamUnavailable,
+)
+from ..http import Request, Response, add_query, query_params, redirect, single
+from ..models import AuthSession, CodeGrant, Grant, UpstreamTokens
+from ..upstream import (
+    UpstreamRefused,
+    check_id_token,
+    id_token_claims,
+    parse_token_response,
+    parse_userinfo,
+    token_request,
+    user_id_from,
+    userinfo_request,
+)
+
+# Upstream error codes the client can act on are passed on as they are;
+# the rest are our configuration's business, and become access_denied.
+_PASSED_ON = {"access_denied", "temporarily_unavailable", "server_error"}
+
+
+def _upstream_error(code: str) -> OAuthError:
+    if code == "temporarily_unavailable":
+        return TemporarilyUnavailable("the identity provider is temporarily unavailable")
+    if code == "server_error":
+        return ServerError("the identity provider had an error")
+    return AccessDenied("the sign-in at the identity provider was not completed")
+
+
+def _check_issuer(params: Mapping[str, list[str]], session: AuthSession, ctx: Context) -> None:
+    """RFC 9207 §2.4: mix-up defence as a client of the upstream."""
+    iss = single(params, "iss")
+    expected = session.upstream_issuer
+    if iss is None:
+        if ctx.tenant.upstream.iss_parameter_supported:
+            raise AccessDenied("the identity provider's response has no iss")
+        return
+    if expected is None or iss != expected:
+        raise AccessDenied("the response came from an unexpected identity provider")
+
+
+def _exchange(code: str, session: AuthSession, ctx: Context) -> Flow[tuple[UpstreamTokens, dict[str, Any]]]:
+    upstream = ctx.tenant.upstream
+    params = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "redirect_uri": ctx.tenant.endpoint("callback"),
+    }
+    if upstream.pkce:
+        params["code_verifier"] = session.upstream_code_verifier
+    response = yield Fetch(token_request(upstream, params))
+    return parse_token_response(response, ctx.now)
+
+
+def _identify(tokens: UpstreamTokens, document: dict[str, Any], session: AuthSession, ctx: Context) -> Flow[tuple[str, dict[str, Any]]]:
+    """The person's stable id and profile claims."""
+    upstream = ctx.tenant.upstream
+    sub = None
+    claims: dict[str, Any] = {}
+    if upstream.oidc:
+        id_token = document.get("id_token")
+        if not isinstance(id_token, str):
+            raise UpstreamUnavailable("the identity provider sent no id_token")
+        claims = id_token_claims(id_token)
+        sub = check_id_token(claims, upstream, session.nonce, ctx.now)
+        claims = {k: v for k, v in claims.items() if k not in ("nonce", "at_hash", "c_hash", "aud", "exp", "iat", "auth_time", "azp")}
+    if upstream.userinfo_endpoint is not None:
+        try:
+            profile = parse_userinfo((yield Fetch(userinfo_request(upstream, tokens.access_token))))
+        except (FetchFailed, UpstreamUnavailable):
+            if sub is None:
+                raise
+            profile = {}
+        # OIDC Core §5.3.2: the UserInfo sub MUST match the id_token's.
+        if sub is not None and profile and profile.get("sub") != sub:
+            raise UpstreamRefused("the identity provider's profile is for another person")
+        claims.update(profile)
+    user_id = sub if sub is not None else user_id_from(claims, upstream.user_id_claim)
+    return user_id, claims
+
+
+def callback(request: Request, ctx: Context) -> Flow[Response]:
+    try:
+        params = query_params(request)
+    except OAuthError as exc:
+        raise BrowserError("Invalid request", exc.description) from exc
+    state = single(params, "state")
+    if state is None:
+        raise BrowserError("Invalid request", "The identity provider's answer has no state.")
+    session = yield TakeAuthSession(ctx.tenant.slug, token_hash(state), ctx.now)
+    if session is None:
+        raise BrowserError(
+            "Sign-in expired", "This sign-in has expired or was already completed. Start again from the application."
+        )
+    auth = session.request
+    try:
+        _check_issuer(params, session, ctx)
+        error = single(params, "error")
+        if error is not None:
+            raise _upstream_error(error)
+        code = single(params, "code")
+        if code is None:
+            raise AccessDenied("the identity provider sent no code")
+        try:
+            tokens, document = yield from _exchange(code, session, ctx)
+            user_id, claims = yield from _identify(tokens, document, session, ctx)
+        except FetchFailed as exc:
+            raise UpstreamUnavailable("the identity provider could not be reached") from exc
+        except UpstreamRefused as exc:
+            raise AccessDenied(exc.description) from exc
+    except OAuthError as exc:
+        raise AuthorizationRedirectError(exc, auth.redirect_uri, auth.state) from exc
+
+    policy = ctx.tenant.policy
+    code_value = ctx.token("mcp_code_")
+    code_hash = token_hash(code_value)
+    grant = Grant(
+        tenant=ctx.tenant.slug,
+        grant_id=ctx.new_id(),
+        client_id=auth.client_id,
+        user_id=user_id,
+        scope=auth.scope,
+        resource=auth.resource,
+        code_hash=code_hash,
+        claims=claims,
+        upstream=tokens,
+        created_at=ctx.now,
+        expires_at=ctx.now + policy.refresh_token_ttl,
+    )
+    yield SaveGrantAndCode(
+        grant,
+        CodeGrant(
+            tenant=ctx.tenant.slug,
+            code_hash=code_hash,
+            grant_id=grant.grant_id,
+            client_id=auth.client_id,
+            user_id=user_id,
+            redirect_uri=auth.redirect_uri,
+            redirect_uri_given=auth.redirect_uri_given,
+            code_challenge=auth.code_challenge,
+            scope=auth.scope,
+            resource=auth.resource,
+            expires_at=ctx.now + policy.code_ttl,
+        ),
+    )
+    # RFC 9207 §2: iss in every authorization response.
+    location = add_query(auth.redirect_uri, {"code": code_value, "state": auth.state, "iss": ctx.tenant.issuer})
+    return redirect(location)

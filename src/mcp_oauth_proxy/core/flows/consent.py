@@ -1,0 +1,42 @@
+"""The person's answer to the consent page (a POST from our own form)."""
+
+from __future__ import annotations
+
+import hmac
+
+from .. import cookies
+from ..context import Context, token_hash
+from ..effects import Flow, GetClient, TakeConsentRequest
+from ..errors import AccessDenied, AuthorizationRedirectError, BrowserError, OAuthError
+from ..http import Request, Response, form_params, single
+from .upstream_login import start_upstream_login
+
+
+def consent(request: Request, ctx: Context) -> Flow[Response]:
+    try:
+        form = form_params(request)
+    except OAuthError as exc:
+        raise BrowserError("Invalid request", exc.description) from exc
+    request_id = single(form, "request_id")
+    decision = single(form, "decision")
+    if request_id is None or decision not in ("approve", "deny"):
+        raise BrowserError("Invalid request", "The consent form is incomplete.")
+    pending = yield TakeConsentRequest(ctx.tenant.slug, token_hash(request_id), ctx.now)
+    if pending is None:
+        raise BrowserError(
+            "Request expired", "This approval request has expired or was already answered. Start again from the application."
+        )
+    # CSRF: only the browser that was shown the page holds the cookie whose
+    # hash the request was saved with.
+    browser = cookies.csrf_cookie(request, ctx)
+    if browser is None or not hmac.compare_digest(token_hash(browser), pending.browser_hash):
+        raise BrowserError("Request refused", "This approval did not come from the page we showed.", status=403)
+    auth = pending.request
+    client = yield GetClient(ctx.tenant.slug, auth.client_id)
+    if client is None:
+        raise BrowserError("Unknown application", "The application is no longer registered here.")
+    if decision == "deny":
+        raise AuthorizationRedirectError(AccessDenied("the person denied the request"), auth.redirect_uri, auth.state)
+    # RFC 9700 §4.12 / MCP: 303 after a form POST, so the browser does not re-POST.
+    response = yield from start_upstream_login(ctx, auth, status=303)
+    return Response(response.status, response.headers + (cookies.remember_client(ctx, request, client.client_id),), response.body)

@@ -1,0 +1,105 @@
+"""The guard in front of the protected MCP endpoint (RFC 6750, RFC 9728 §5,
+MCP authorization): a bearer token becomes a principal, or a 401/403 that
+tells the client where to find our metadata."""
+
+from __future__ import annotations
+
+import attrs
+
+from ..context import Context, token_hash
+from ..effects import Flow, GetAccessToken
+from ..errors import InsufficientScope, InvalidToken, OAuthError
+from ..http import Request, Response, json_response
+from ..scopes import normalize_resource
+from .metadata import resource_metadata_url
+
+ACCESS_PREFIX = "mcp_at_"
+
+
+@attrs.frozen
+class Principal:
+    """Who a request to the protected resource acts for."""
+
+    tenant: str
+    user_id: str
+    client_id: str
+    scopes: tuple[str, ...]
+    expires_at: int
+    grant_id: str
+    resource: str
+
+
+def challenge(ctx: Context, error: OAuthError | None, scopes: tuple[str, ...]) -> str:
+    """The WWW-Authenticate value (RFC 6750 §3, RFC 9728 §5.1)."""
+    parts = [f'resource_metadata="{resource_metadata_url(ctx)}"']
+    if scopes:
+        parts.append(f'scope="{" ".join(scopes)}"')
+    if error is not None:
+        parts.append(f'error="{error.error}"')
+        if error.description:
+            parts.append(f'error_description="{error.description}"')
+    return "Bearer " + ", ".join(parts)
+
+
+def bearer_token(request: Request) -> str | None:
+    header = request.header("authorization")
+    if header is None:
+        return None
+    scheme, _, value = header.strip().partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        raise InvalidToken("the Authorization header is not a Bearer token")
+    return value.strip()
+
+
+def authenticate_bearer(request: Request, ctx: Context) -> Flow[Principal | None]:
+    """The principal of a valid token; None when no token was sent; raises
+    InvalidToken for a bad one."""
+    value = bearer_token(request)
+    if value is None:
+        return None
+    if not value.startswith(ACCESS_PREFIX):
+        # Not one of ours: never accepted or passed through (MCP authorization).
+        raise InvalidToken("the access token is not valid here")
+    record = yield GetAccessToken(ctx.tenant.slug, token_hash(value))
+    if record is None or record.tenant != ctx.tenant.slug:
+        raise InvalidToken("the access token is not valid here")
+    if record.expires_at <= ctx.now:
+        raise InvalidToken("the access token has expired")
+    # Audience binding (RFC 8707): the token must be for this resource.
+    if normalize_resource(record.resource) != normalize_resource(ctx.tenant.resource):
+        raise InvalidToken("the access token is for another resource")
+    return Principal(
+        tenant=record.tenant,
+        user_id=record.user_id,
+        client_id=record.client_id,
+        scopes=record.scope,
+        expires_at=record.expires_at,
+        grant_id=record.grant_id,
+        resource=record.resource,
+    )
+
+
+def denial(ctx: Context, error: OAuthError | None, scopes: tuple[str, ...]) -> Response:
+    headers = [("www-authenticate", challenge(ctx, error, scopes))]
+    if error is None:
+        # RFC 6750 §3.1: no error code when the request had no credentials.
+        return json_response({"error": "invalid_token", "error_description": "authorization required"}, 401, headers)
+    body = {"error": error.error, "error_description": error.description}
+    return json_response(body, error.status, headers)
+
+
+def guard(request: Request, ctx: Context, required_scopes: tuple[str, ...] | None = None) -> Flow[Principal | Response]:
+    """The principal, or the 401/403 response to send instead."""
+    required = ctx.tenant.required_scopes if required_scopes is None else required_scopes
+    advertised = required or ctx.tenant.scopes
+    try:
+        principal = yield from authenticate_bearer(request, ctx)
+    except InvalidToken as exc:
+        return denial(ctx, exc, advertised)
+    if principal is None:
+        return denial(ctx, None, advertised)
+    missing = [s for s in required if s not in principal.scopes]
+    if missing:
+        # RFC 6750 §3.1 / MCP: 403 insufficient_scope names the scopes needed.
+        return denial(ctx, InsufficientScope("the token lacks scope: " + " ".join(missing)), required)
+    return principal

@@ -1,0 +1,63 @@
+"""Token introspection (RFC 7662), for resource servers of the tenant and
+for clients asking about their own tokens."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from ..client_auth import authenticate, basic_challenge, check_secret, credentials
+from ..context import Context, token_hash
+from ..effects import Flow, GetAccessToken, GetRefreshToken
+from ..errors import InvalidClient
+from ..http import Request, Response, form_params, json_response, required
+
+
+def _caller(request: Request, form: Mapping[str, list[str]], ctx: Context) -> Flow[str | None]:
+    """None for a configured resource server (may see any token), else the
+    id of the authenticated client (may see its own tokens)."""
+    creds = credentials(request, form)
+    for server in ctx.tenant.resource_servers:
+        if server.client_id == creds.client_id:
+            if creds.method == "none" or not check_secret(creds.secret, server.secret_sha256):
+                raise InvalidClient("resource server authentication failed", headers=basic_challenge())
+            return None
+    if creds.method == "none":
+        raise InvalidClient("introspection needs client credentials")
+    client = yield from authenticate(request, form, ctx)
+    return client.client_id
+
+
+def introspect(request: Request, ctx: Context) -> Flow[Response]:
+    form = form_params(request)
+    caller = yield from _caller(request, form, ctx)
+    value = required(form, "token")
+    digest = token_hash(value)
+    record: Any = None
+    kind = None
+    if value.startswith("mcp_at_"):
+        record, kind = (yield GetAccessToken(ctx.tenant.slug, digest)), "access_token"
+    elif value.startswith("mcp_rt_"):
+        record, kind = (yield GetRefreshToken(ctx.tenant.slug, digest)), "refresh_token"
+        if record is not None and record.rotated_at is not None:
+            record = None
+    inactive = (
+        record is None
+        or record.expires_at <= ctx.now
+        or (caller is not None and record.client_id != caller)
+    )
+    if inactive:
+        # RFC 7662 §2.2: nothing more than active=false for such a token.
+        return json_response({"active": False})
+    return json_response(
+        {
+            "active": True,
+            "client_id": record.client_id,
+            "scope": " ".join(record.scope),
+            "exp": record.expires_at,
+            "iat": record.issued_at,
+            "sub": record.user_id,
+            "aud": record.resource,
+            "iss": ctx.tenant.issuer,
+            "token_type": "Bearer" if kind == "access_token" else kind,
+        }
+    )

@@ -1,0 +1,143 @@
+"""Dynamic client registration (RFC 7591)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import attrs
+
+from ..context import Context, token_hash
+from ..effects import Flow, SaveClient
+from ..errors import InvalidClientMetadata, InvalidRedirectUri, InvalidScope
+from ..http import Request, Response, json_response
+from ..models import Client
+from ..redirect_uris import check_registrable
+from ..scopes import parse_scope
+
+AUTH_METHODS = ("none", "client_secret_basic", "client_secret_post")
+GRANT_TYPES = ("authorization_code", "refresh_token")
+MAX_BODY = 64 * 1024
+MAX_REDIRECT_URIS = 20
+MAX_NAME = 200
+
+
+def _string(doc: dict[str, Any], key: str, limit: int = 2000) -> str | None:
+    value = doc.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > limit:
+        raise InvalidClientMetadata(f"{key} must be a string of at most {limit} characters")
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+        raise InvalidClientMetadata(f"{key} must not contain control characters")
+    return value
+
+
+def _string_list(doc: dict[str, Any], key: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    value = doc.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise InvalidClientMetadata(f"{key} must be an array of strings")
+    return tuple(dict.fromkeys(value))
+
+
+def parse_metadata(body: bytes) -> dict[str, Any]:
+    if len(body) > MAX_BODY:
+        raise InvalidClientMetadata("the registration request is too large")
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidClientMetadata("the body must be a JSON object") from exc
+    if not isinstance(doc, dict):
+        raise InvalidClientMetadata("the body must be a JSON object")
+    return doc
+
+
+def validate(doc: dict[str, Any], ctx: Context) -> Client:
+    """Check the metadata and build the client record (without id and secret)."""
+    application_type = _string(doc, "application_type") or "web"
+    if application_type not in ("web", "native"):
+        raise InvalidClientMetadata("application_type must be 'web' or 'native'")
+
+    grant_types = _string_list(doc, "grant_types", ("authorization_code",))
+    unsupported = [g for g in grant_types if g not in GRANT_TYPES]
+    if unsupported:
+        raise InvalidClientMetadata("unsupported grant_types: " + ", ".join(unsupported))
+    if "authorization_code" not in grant_types:
+        raise InvalidClientMetadata("grant_types must include authorization_code")
+    response_types = _string_list(doc, "response_types", ("code",))
+    if response_types != ("code",):
+        raise InvalidClientMetadata("response_types must be ['code']")
+
+    # RFC 7591 §2: the default is client_secret_basic.
+    method = _string(doc, "token_endpoint_auth_method") or "client_secret_basic"
+    if method not in AUTH_METHODS:
+        raise InvalidClientMetadata(f"token_endpoint_auth_method must be one of {', '.join(AUTH_METHODS)}")
+
+    redirect_uris = _string_list(doc, "redirect_uris", ())
+    if not redirect_uris:
+        raise InvalidRedirectUri("redirect_uris is required for the authorization_code grant")
+    if len(redirect_uris) > MAX_REDIRECT_URIS:
+        raise InvalidRedirectUri(f"at most {MAX_REDIRECT_URIS} redirect_uris")
+    for uri in redirect_uris:
+        check_registrable(uri, application_type)
+
+    scope = _string(doc, "scope")
+    if scope is not None:
+        try:
+            asked = parse_scope(scope)
+        except InvalidScope as exc:
+            raise InvalidClientMetadata("scope is malformed") from exc
+        unknown = [s for s in asked if s not in ctx.tenant.scopes]
+        if unknown:
+            raise InvalidClientMetadata("scope not offered by this server: " + " ".join(unknown))
+        scope = " ".join(asked)
+
+    return Client(
+        tenant=ctx.tenant.slug,
+        client_id="",
+        redirect_uris=redirect_uris,
+        token_endpoint_auth_method=method,
+        grant_types=grant_types,
+        response_types=response_types,
+        application_type=application_type,
+        created_at=ctx.now,
+        client_name=_string(doc, "client_name", MAX_NAME),
+        client_uri=_string(doc, "client_uri"),
+        scope=scope,
+    )
+
+
+def client_metadata(client: Client) -> dict[str, Any]:
+    """The registered metadata as returned to the client (RFC 7591 §3.2.1)."""
+    data: dict[str, Any] = {
+        "client_id": client.client_id,
+        "client_id_issued_at": client.created_at,
+        "redirect_uris": list(client.redirect_uris),
+        "token_endpoint_auth_method": client.token_endpoint_auth_method,
+        "grant_types": list(client.grant_types),
+        "response_types": list(client.response_types),
+        "application_type": client.application_type,
+    }
+    for key in ("client_name", "client_uri", "scope"):
+        value = getattr(client, key)
+        if value is not None:
+            data[key] = value
+    return data
+
+
+def register(request: Request, ctx: Context) -> Flow[Response]:
+    doc = parse_metadata(request.body)
+    client = validate(doc, ctx)
+    client_id = ctx.token("mcp_client_")
+    secret = None if client.is_public else ctx.token("mcp_secret_")
+    client = attrs.evolve(
+        client, client_id=client_id, secret_hash=None if secret is None else token_hash(secret)
+    )
+    yield SaveClient(client)
+    body = client_metadata(client)
+    if secret is not None:
+        body["client_secret"] = secret
+        body["client_secret_expires_at"] = 0
+    return json_response(body, status=201)

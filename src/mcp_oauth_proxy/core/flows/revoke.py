@@ -1,0 +1,30 @@
+"""Token revocation (RFC 7009)."""
+
+from __future__ import annotations
+
+from ..client_auth import authenticate
+from ..context import Context, token_hash
+from ..effects import Flow, GetAccessToken, GetRefreshToken, RevokeAccessToken, RevokeGrant
+from ..http import Request, Response, form_params, required, single
+
+
+def revoke(request: Request, ctx: Context) -> Flow[Response]:
+    form = form_params(request)
+    client = yield from authenticate(request, form, ctx)
+    value = required(form, "token")
+    # The hint only orders the look-ups (RFC 7009 §2.1); our prefixes decide.
+    single(form, "token_type_hint")
+    digest = token_hash(value)
+    tenant = ctx.tenant.slug
+    if value.startswith("mcp_rt_"):
+        refresh = yield GetRefreshToken(tenant, digest)
+        # Revoking a refresh token revokes its whole grant (RFC 7009 §2.1 SHOULD).
+        if refresh is not None and refresh.client_id == client.client_id:
+            yield RevokeGrant(tenant, refresh.grant_id)
+    elif value.startswith("mcp_at_"):
+        access = yield GetAccessToken(tenant, digest)
+        if access is not None and access.client_id == client.client_id:
+            yield RevokeAccessToken(tenant, digest)
+    # RFC 7009 §2.2: 200 whether or not the token was known; a token of
+    # another client is left alone and reported the same way.
+    return Response(200, (("cache-control", "no-store"), ("content-length", "0")))

@@ -1,0 +1,140 @@
+"""The token endpoint: authorization_code and refresh_token grants."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+from ..client_auth import authenticate
+from ..context import Context, token_hash
+from ..effects import Flow, GetRefreshToken, IssueTokens, RevokeGrantOfCode, RotateRefreshToken, TakeCode
+from ..errors import InvalidGrant, InvalidScope, InvalidTarget, UnauthorizedClient, UnsupportedGrantType
+from ..http import Request, Response, form_params, json_response, required, single
+from ..models import AccessToken, Client, RefreshToken, Rotation
+from ..pkce import check_verifier
+from ..scopes import check_resource, normalize_resource, parse_scope
+
+
+def _new_tokens(
+    ctx: Context, client: Client, grant_id: str, user_id: str, scope: tuple[str, ...], resource: str,
+    refresh_scope: tuple[str, ...], refresh_expires_at: int,
+) -> tuple[str, AccessToken, str | None, RefreshToken | None]:
+    policy = ctx.tenant.policy
+    access_value = ctx.token("mcp_at_")
+    access = AccessToken(
+        tenant=ctx.tenant.slug,
+        token_hash=token_hash(access_value),
+        grant_id=grant_id,
+        client_id=client.client_id,
+        user_id=user_id,
+        scope=scope,
+        resource=resource,
+        issued_at=ctx.now,
+        expires_at=ctx.now + policy.access_token_ttl,
+    )
+    if "refresh_token" not in client.grant_types:
+        return access_value, access, None, None
+    refresh_value = ctx.token("mcp_rt_")
+    refresh = RefreshToken(
+        tenant=ctx.tenant.slug,
+        token_hash=token_hash(refresh_value),
+        grant_id=grant_id,
+        client_id=client.client_id,
+        user_id=user_id,
+        scope=refresh_scope,
+        resource=resource,
+        issued_at=ctx.now,
+        expires_at=refresh_expires_at,
+    )
+    return access_value, access, refresh_value, refresh
+
+
+def _token_response(ctx: Context, access_value: str, access: AccessToken, refresh_value: str | None) -> Response:
+    body = {
+        "access_token": access_value,
+        "token_type": "Bearer",
+        "expires_in": access.expires_at - access.issued_at,
+        "scope": " ".join(access.scope),
+    }
+    if refresh_value is not None:
+        body["refresh_token"] = refresh_value
+    # RFC 6749 §5.1: Cache-Control: no-store (json_response adds it).
+    return json_response(body)
+
+
+def _check_resource_matches(form: Mapping[str, list[str]], bound: str, ctx: Context) -> None:
+    """RFC 8707 §2.2: a resource at the token endpoint must be ours and the
+    one the grant is bound to."""
+    if form.get("resource"):
+        check_resource(form["resource"], ctx.tenant.resource)
+        if any(normalize_resource(r) != normalize_resource(bound) for r in form["resource"] if r):
+            raise InvalidTarget("resource differs from the one authorized")
+
+
+def authorization_code_grant(form: Mapping[str, list[str]], client: Client, ctx: Context) -> Flow[Response]:
+    code = required(form, "code")
+    code_hash = token_hash(code)
+    grant = yield TakeCode(ctx.tenant.slug, code_hash, ctx.now)
+    if grant is None:
+        # RFC 6749 §4.1.2: a code used twice revokes what was issued from it.
+        yield RevokeGrantOfCode(ctx.tenant.slug, code_hash)
+        raise InvalidGrant("the code is unknown, expired or already used")
+    if grant.client_id != client.client_id:
+        raise InvalidGrant("the code was issued to another client")
+    redirect_uri = single(form, "redirect_uri")
+    # RFC 6749 §4.1.3: required if it was in the authorization request, and identical.
+    if (grant.redirect_uri_given or redirect_uri is not None) and redirect_uri != grant.redirect_uri:
+        raise InvalidGrant("redirect_uri does not match the authorization request")
+    check_verifier(single(form, "code_verifier"), grant.code_challenge)
+    _check_resource_matches(form, grant.resource, ctx)
+    refresh_expires = ctx.now + ctx.tenant.policy.refresh_token_ttl
+    access_value, access, refresh_value, refresh = _new_tokens(
+        ctx, client, grant.grant_id, grant.user_id, grant.scope, grant.resource, grant.scope, refresh_expires
+    )
+    issued = yield IssueTokens(ctx.tenant.slug, grant.grant_id, access, refresh)
+    if not issued:
+        raise InvalidGrant("the grant was revoked")
+    return _token_response(ctx, access_value, access, refresh_value)
+
+
+def refresh_token_grant(form: Mapping[str, list[str]], client: Client, ctx: Context) -> Flow[Response]:
+    if "refresh_token" not in client.grant_types:
+        raise UnauthorizedClient("the client is not registered for the refresh_token grant")
+    value = required(form, "refresh_token")
+    old_hash = token_hash(value)
+    old = yield GetRefreshToken(ctx.tenant.slug, old_hash)
+    if old is None or old.expires_at <= ctx.now:
+        raise InvalidGrant("the refresh token is unknown, expired or revoked")
+    # OAuth 2.1 §4.3.1: the refresh token is bound to the client it was issued to.
+    if old.client_id != client.client_id:
+        raise InvalidGrant("the refresh token was issued to another client")
+    # RFC 6749 §6: the scope may narrow, never widen.
+    scope = parse_scope(single(form, "scope")) or old.scope
+    wider = [s for s in scope if s not in old.scope]
+    if wider:
+        raise InvalidScope("scope exceeds the original grant: " + " ".join(wider))
+    _check_resource_matches(form, old.resource, ctx)
+    access_value, access, refresh_value, refresh = _new_tokens(
+        ctx, client, old.grant_id, old.user_id, scope, old.resource, old.scope, old.expires_at
+    )
+    assert refresh is not None
+    outcome = yield RotateRefreshToken(
+        ctx.tenant.slug, old_hash, ctx.now, ctx.tenant.policy.refresh_grace, access, refresh
+    )
+    if outcome is Rotation.REUSED:
+        # RFC 9700 §4.14.2: reuse of a rotated token revokes the family.
+        raise InvalidGrant("the refresh token was already used; the grant has been revoked")
+    if outcome is not Rotation.ROTATED:
+        raise InvalidGrant("the refresh token is unknown, expired or revoked")
+    return _token_response(ctx, access_value, access, refresh_value)
+
+
+def token(request: Request, ctx: Context) -> Flow[Response]:
+    form = form_params(request)
+    client = yield from authenticate(request, form, ctx)
+    grant_type = required(form, "grant_type")
+    if grant_type == "authorization_code":
+        return (yield from authorization_code_grant(form, client, ctx))
+    if grant_type == "refresh_token":
+        return (yield from refresh_token_grant(form, client, ctx))
+    raise UnsupportedGrantType(f"grant_type {grant_type!r} is not supported")
+

@@ -1,0 +1,37 @@
+"""Userinfo: the upstream's profile of the person behind a proxy access
+token, or the claims kept from login when the upstream cannot answer."""
+
+from __future__ import annotations
+
+from ..context import Context
+from ..effects import Fetch, Flow, GetGrant
+from ..errors import FetchFailed, InvalidToken, OAuthError
+from ..http import Request, Response, json_response
+from ..upstream import parse_userinfo, userinfo_request
+from .guard import authenticate_bearer, denial
+from .upstream_token import fresh_upstream_token
+
+
+def userinfo(request: Request, ctx: Context) -> Flow[Response]:
+    try:
+        principal = yield from authenticate_bearer(request, ctx)
+    except InvalidToken as exc:
+        return denial(ctx, exc, ())
+    if principal is None:
+        return denial(ctx, None, ())
+    claims: dict | None = None
+    if ctx.tenant.upstream.userinfo_endpoint is not None:
+        try:
+            access = yield from fresh_upstream_token(principal.grant_id, ctx)
+            claims = parse_userinfo((yield Fetch(userinfo_request(ctx.tenant.upstream, access))))
+        except InvalidToken as exc:
+            return denial(ctx, exc, ())
+        except (OAuthError, FetchFailed):
+            claims = None  # fall back to what login kept
+    if claims is None:
+        grant = yield GetGrant(ctx.tenant.slug, principal.grant_id)
+        if grant is None:
+            return denial(ctx, InvalidToken("the grant has been revoked"), ())
+        claims = dict(grant.claims)
+    # ``sub`` is always our stable user id (GitHub's profile has none).
+    return json_response({**claims, "sub": principal.user_id})

@@ -1,0 +1,167 @@
+"""The records the core asks the store to keep.
+
+Hashes, never the credentials themselves: ``*_hash`` fields hold
+:func:`~.context.token_hash` of a token, code, state or secret. Fields marked
+``secret`` in their metadata (upstream tokens, our upstream PKCE verifier) are
+the only plaintext secrets; every backend encrypts them before they rest.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+import attrs
+
+SECRET = {"secret": True}
+
+
+@attrs.frozen
+class Client:
+    """A registered client (RFC 7591)."""
+
+    tenant: str
+    client_id: str
+    redirect_uris: tuple[str, ...]
+    token_endpoint_auth_method: str
+    grant_types: tuple[str, ...]
+    response_types: tuple[str, ...]
+    application_type: str
+    created_at: int
+    client_name: str | None = None
+    client_uri: str | None = None
+    # Space-separated scopes the client may ask for; None: any of the tenant's.
+    scope: str | None = None
+    secret_hash: str | None = attrs.field(default=None, repr=False)
+
+    @property
+    def is_public(self) -> bool:
+        return self.token_endpoint_auth_method == "none"
+
+
+@attrs.frozen
+class AuthorizationRequest:
+    """A client's authorization request after validation."""
+
+    client_id: str
+    redirect_uri: str
+    # Whether redirect_uri was in the request: then the token request must
+    # repeat it (RFC 6749 §4.1.3).
+    redirect_uri_given: bool
+    state: str | None
+    scope: tuple[str, ...]
+    resource: str
+    code_challenge: str
+
+
+@attrs.frozen
+class ConsentRequest:
+    """An authorization request waiting for the person's approve or deny."""
+
+    tenant: str
+    id_hash: str
+    request: AuthorizationRequest
+    # Hash of the CSRF cookie the consent page set: only the browser that saw
+    # the page can answer it.
+    browser_hash: str = attrs.field(repr=False)
+    expires_at: int
+
+
+@attrs.frozen
+class AuthSession:
+    """Our authorization request to the upstream, keyed by the hash of its
+    ``state``; taken exactly once at the callback."""
+
+    tenant: str
+    state_hash: str
+    request: AuthorizationRequest
+    upstream_issuer: str | None
+    upstream_code_verifier: str = attrs.field(repr=False, metadata=SECRET)
+    nonce: str | None
+    expires_at: int
+
+
+@attrs.frozen
+class UpstreamTokens:
+    access_token: str = attrs.field(repr=False, metadata=SECRET)
+    refresh_token: str | None = attrs.field(default=None, repr=False, metadata=SECRET)
+    # None: the upstream did not say; the token is used until it is refused.
+    expires_at: int | None = None
+    token_type: str = "Bearer"
+    scope: str | None = None
+
+
+@attrs.frozen
+class Grant:
+    """One person's approval of one client: the upstream tokens obtained at
+    login, and the family of our tokens issued from it. Revoking the grant
+    revokes every token of the family."""
+
+    tenant: str
+    grant_id: str
+    client_id: str
+    user_id: str
+    scope: tuple[str, ...]
+    resource: str
+    code_hash: str
+    claims: dict[str, Any] = attrs.field(eq=False)
+    upstream: UpstreamTokens
+    created_at: int
+    expires_at: int
+    upstream_version: int = 0
+    # An upstream refresh in progress holds this lease until the time given.
+    refresh_lease_until: int | None = None
+    revoked: bool = False
+
+
+@attrs.frozen
+class CodeGrant:
+    """An authorization code (hash) and what it was issued for."""
+
+    tenant: str
+    code_hash: str
+    grant_id: str
+    client_id: str
+    user_id: str
+    redirect_uri: str
+    redirect_uri_given: bool
+    code_challenge: str
+    scope: tuple[str, ...]
+    resource: str
+    expires_at: int
+
+
+@attrs.frozen
+class AccessToken:
+    tenant: str
+    token_hash: str
+    grant_id: str
+    client_id: str
+    user_id: str
+    scope: tuple[str, ...]
+    resource: str
+    issued_at: int
+    expires_at: int
+
+
+@attrs.frozen
+class RefreshToken:
+    tenant: str
+    token_hash: str
+    grant_id: str
+    client_id: str
+    user_id: str
+    scope: tuple[str, ...]
+    resource: str
+    issued_at: int
+    expires_at: int
+    # When it was first exchanged for a successor; None while current.
+    rotated_at: int | None = None
+
+
+class Rotation(enum.Enum):
+    """What rotating a refresh token did."""
+
+    ROTATED = "rotated"  # the successor was stored
+    REUSED = "reused"  # presented after its grace window: the grant is revoked
+    GONE = "gone"  # unknown, expired or its grant is revoked

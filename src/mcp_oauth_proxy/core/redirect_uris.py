@@ -1,0 +1,101 @@
+"""Redirect URI rules: what may be registered, and how a requested URI is
+matched against the registered ones."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from urllib.parse import SplitResult, urlsplit
+
+from .errors import InvalidRedirectUri
+
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "[::1]", "::1"})
+# Schemes that run code or read local files in a browser; never a redirect.
+_FORBIDDEN_SCHEMES = frozenset({"javascript", "data", "file", "vbscript", "about", "blob", "filesystem"})
+# RFC 3986 §3.1
+_SCHEME = re.compile(r"[a-z][a-z0-9+.\-]*")
+MAX_URI_LENGTH = 2000
+
+
+def is_loopback_host(host: str | None) -> bool:
+    if host is None:
+        return False
+    host = host.lower()
+    if host in LOOPBACK_HOSTS:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _split(uri: str) -> SplitResult:
+    if len(uri) > MAX_URI_LENGTH:
+        raise InvalidRedirectUri("redirect URI is too long")
+    if any(ord(ch) < 0x21 or ord(ch) == 0x7F for ch in uri):
+        raise InvalidRedirectUri(f"redirect URI {uri!r} contains spaces or control characters")
+    try:
+        parts = urlsplit(uri)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as exc:
+        raise InvalidRedirectUri(f"redirect URI {uri!r} is not a valid URI") from exc
+    return parts
+
+
+def check_registrable(uri: str, application_type: str) -> None:
+    """Raise InvalidRedirectUri unless ``uri`` may be registered.
+
+    https anywhere; http only on loopback (RFC 8252 §7.3, RFC 9700 §4.1.3);
+    private-use schemes for native apps (RFC 8252 §7.1); no fragment
+    (RFC 6749 §3.1.2); never a scheme that runs script or reads files.
+    """
+    parts = _split(uri)
+    scheme = parts.scheme.lower()
+    if not scheme or not _SCHEME.fullmatch(scheme):
+        raise InvalidRedirectUri(f"redirect URI {uri!r} must be an absolute URI")
+    if "#" in uri:
+        raise InvalidRedirectUri(f"redirect URI {uri!r} must not contain a fragment")
+    if scheme in _FORBIDDEN_SCHEMES:
+        raise InvalidRedirectUri(f"redirect URI scheme {scheme!r} is not allowed")
+    if scheme == "https":
+        if not parts.hostname:
+            raise InvalidRedirectUri(f"redirect URI {uri!r} has no host")
+        return
+    if scheme == "http":
+        if not is_loopback_host(parts.hostname):
+            raise InvalidRedirectUri(
+                f"redirect URI {uri!r}: http is allowed only for localhost and loopback addresses"
+            )
+        return
+    if application_type != "native":
+        raise InvalidRedirectUri(
+            f"redirect URI {uri!r}: private-use URI schemes are only for native applications"
+        )
+
+
+def _without_port(parts: SplitResult) -> tuple[str, str, str, str, str]:
+    host = parts.hostname or ""
+    return (parts.scheme.lower(), host, parts.path, parts.query, parts.username or "")
+
+
+def matches(requested: str, registered: tuple[str, ...]) -> bool:
+    """Exact string match, except that a loopback redirect URI may use any
+    port (RFC 8252 §7.3: native apps bind an ephemeral port)."""
+    if requested in registered:
+        return True
+    try:
+        want = urlsplit(requested)
+        want.port  # noqa: B018
+    except ValueError:
+        return False
+    if want.scheme.lower() != "http" or not is_loopback_host(want.hostname):
+        return False
+    key = _without_port(want)
+    for uri in registered:
+        try:
+            have = urlsplit(uri)
+        except ValueError:
+            continue
+        if have.scheme.lower() == "http" and is_loopback_host(have.hostname) and _without_port(have) == key:
+            return True
+    return False

@@ -1,0 +1,147 @@
+"""Routing a request to its flow, and the one place errors become responses:
+JSON (RFC 6749 §5.2) on API endpoints, a redirect with ``iss`` to a verified
+client redirect URI, or an HTML page in the browser."""
+
+from __future__ import annotations
+
+from typing import Callable, Generator, Union
+from urllib.parse import urlsplit
+
+import attrs
+
+from .context import Context
+from .effects import Flow
+from .errors import (
+    AuthorizationRedirectError,
+    BrowserError,
+    FetchFailed,
+    MethodNotAllowed,
+    NotFound,
+    OAuthError,
+    StorageUnavailable,
+    TemporarilyUnavailable,
+    UpstreamUnavailable,
+)
+from .flows import authorize, callback, consent, introspect, metadata, register, revoke, token, userinfo
+from .http import Request, Response, add_query, json_response, redirect
+from .pages import error_page
+
+Handler = Callable[[Request, Context], Union[Response, Generator]]
+
+
+@attrs.frozen
+class Route:
+    methods: tuple[str, ...]
+    handler: Handler
+    # Called by browser-based clients with fetch(): answer CORS.
+    cors: bool = False
+    # Navigated to by a person: errors are HTML pages.
+    browser: bool = False
+
+
+def _static(fn: Callable[[Context], Response]) -> Handler:
+    return lambda request, ctx: fn(ctx)
+
+
+_OAUTH_ROUTES = {
+    "register": Route(("POST",), register.register, cors=True),
+    "authorize": Route(("GET", "POST"), authorize.authorize, browser=True),
+    "consent": Route(("POST",), consent.consent, browser=True),
+    "callback": Route(("GET",), callback.callback, browser=True),
+    "token": Route(("POST",), token.token, cors=True),
+    "userinfo": Route(("GET", "POST"), userinfo.userinfo, cors=True),
+    "revoke": Route(("POST",), revoke.revoke, cors=True),
+    "introspect": Route(("POST",), introspect.introspect, cors=True),
+    "jwks": Route(("GET",), _static(metadata.jwks), cors=True),
+}
+_AS_METADATA = Route(("GET",), _static(metadata.as_metadata), cors=True)
+_PR_METADATA = Route(("GET",), _static(metadata.pr_metadata), cors=True)
+
+
+def find_route(path: str, ctx: Context) -> Route | None:
+    """The route for a path, relative to the tenant's issuer and resource."""
+    issuer_path = ctx.tenant.issuer_path
+    resource_path = urlsplit(ctx.tenant.resource).path.rstrip("/")
+    as_paths = {
+        # RFC 8414 §3.1: path insertion; OIDC Discovery §4: path appending.
+        f"/.well-known/oauth-authorization-server{issuer_path}",
+        f"/.well-known/openid-configuration{issuer_path}",
+        f"{issuer_path}/.well-known/openid-configuration",
+        f"{issuer_path}/.well-known/oauth-authorization-server",
+    }
+    if path in as_paths:
+        return _AS_METADATA
+    # RFC 9728 §3.1 path insertion, and the root document clients fall back to.
+    if path in (f"/.well-known/oauth-protected-resource{resource_path}", "/.well-known/oauth-protected-resource"):
+        return _PR_METADATA
+    prefix = issuer_path + "/oauth/"
+    if path.startswith(prefix):
+        return _OAUTH_ROUTES.get(path[len(prefix):])
+    return None
+
+
+CORS_HEADERS = (
+    ("access-control-allow-origin", "*"),
+    ("access-control-expose-headers", "WWW-Authenticate"),
+)
+
+
+def _preflight(route: Route) -> Response:
+    return Response(
+        204,
+        CORS_HEADERS
+        + (
+            ("access-control-allow-methods", ", ".join(route.methods + ("OPTIONS",))),
+            ("access-control-allow-headers", "Authorization, Content-Type, MCP-Protocol-Version"),
+            ("access-control-max-age", "86400"),
+        ),
+    )
+
+
+def _error_response(exc: Exception, route: Route | None, request: Request, ctx: Context) -> Response:
+    if isinstance(exc, AuthorizationRedirectError):
+        # RFC 6749 §4.1.2.1 + RFC 9207 §2; 303 after our consent form POST.
+        location = add_query(
+            exc.redirect_uri,
+            {
+                "error": exc.error.error,
+                "error_description": exc.error.description or None,
+                "state": exc.state,
+                "iss": ctx.tenant.issuer,
+            },
+        )
+        return redirect(location, status=303 if request.method == "POST" else 302)
+    if isinstance(exc, BrowserError):
+        return error_page(exc.title, exc.detail, exc.status)
+    if isinstance(exc, StorageUnavailable):
+        exc = TemporarilyUnavailable("the service is temporarily unavailable; try again")
+    elif isinstance(exc, FetchFailed):
+        exc = UpstreamUnavailable("the identity provider could not be reached")
+    assert isinstance(exc, OAuthError)
+    if route is not None and route.browser:
+        return error_page("Something went wrong", exc.description or exc.error, exc.status)
+    body = {"error": exc.error}
+    if exc.description:
+        body["error_description"] = exc.description
+    return json_response(body, exc.status, exc.headers)
+
+
+def handle(request: Request, ctx: Context) -> Flow[Response]:
+    """The flow answering one request to one of the tenant's OAuth endpoints."""
+    route = find_route(request.path, ctx)
+    try:
+        if route is None:
+            raise NotFound("no such endpoint")
+        if request.method == "OPTIONS" and route.cors:
+            return _preflight(route)
+        if request.method not in route.methods:
+            raise MethodNotAllowed(
+                f"use {' or '.join(route.methods)}", headers=(("allow", ", ".join(route.methods)),)
+            )
+        result = route.handler(request, ctx)
+        response = (yield from result) if isinstance(result, Generator) else result
+    except (OAuthError, BrowserError, AuthorizationRedirectError, StorageUnavailable, FetchFailed) as exc:
+        response = _error_response(exc, route, request, ctx)
+    if route is not None and route.cors:
+        response = Response(response.status, response.headers + CORS_HEADERS, response.body)
+    return response

@@ -1,0 +1,98 @@
+"""A tenant's settings: who we are (issuer, resource), who logs people in
+(the upstream provider), and the policy (lifetimes, scopes).
+
+These are plain values; loading them from TOML and discovering an OIDC
+upstream's endpoints happen outside the core.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+import attrs
+
+
+@attrs.frozen
+class Upstream:
+    """The tenant's upstream identity provider, with its endpoints resolved."""
+
+    authorization_endpoint: str
+    token_endpoint: str
+    client_id: str
+    client_secret: str = attrs.field(default="", repr=False)
+    userinfo_endpoint: str | None = None
+    # The upstream's issuer: recorded per authorization session and compared
+    # with the ``iss`` of its authorization response (RFC 9207 §2.4).
+    issuer: str | None = None
+    scopes: tuple[str, ...] = ()
+    # OIDC upstreams get a nonce and have their id_token checked.
+    oidc: bool = False
+    # The upstream advertises authorization_response_iss_parameter_supported:
+    # then a callback without ``iss`` is refused (RFC 9207 §2.4).
+    iss_parameter_supported: bool = False
+    # Which userinfo claim names the person stably: OIDC ``sub``, GitHub ``id``.
+    user_id_claim: str = "sub"
+    # How we authenticate to the upstream token endpoint.
+    token_auth_method: str = "client_secret_post"
+    # Whether the upstream accepts our PKCE challenge (most do; harmless if ignored).
+    pkce: bool = True
+    extra_authorize_params: tuple[tuple[str, str], ...] = ()
+
+
+@attrs.frozen
+class Policy:
+    """Lifetimes in seconds, and the refresh-token grace window."""
+
+    access_token_ttl: int = 3600
+    refresh_token_ttl: int = 30 * 24 * 3600
+    code_ttl: int = 300
+    # Authorization session with the upstream (state) and consent requests.
+    session_ttl: int = 600
+    # A refresh token presented again this long after its rotation is treated
+    # as a retry, not as reuse (see flows/token.py).
+    refresh_grace: int = 30
+    # Refresh the upstream token this long before it expires.
+    upstream_refresh_skew: int = 60
+    # How long an upstream refresh may hold its lease before another may try.
+    upstream_refresh_lease: int = 30
+    # How long the browser remembers approved clients.
+    consent_ttl: int = 30 * 24 * 3600
+
+
+@attrs.frozen
+class ResourceServer:
+    """A protected resource allowed to introspect any token of the tenant
+    (RFC 7662 §2.1). Only the SHA-256 of its secret is kept."""
+
+    client_id: str
+    secret_sha256: str = attrs.field(repr=False)
+
+
+@attrs.frozen
+class Tenant:
+    slug: str
+    # Exactly the public base URL; compared as a plain string by clients
+    # (RFC 8414 §3.3), so a trailing slash matters.
+    issuer: str
+    # The protected MCP endpoint (RFC 9728 ``resource``, RFC 8707 audience).
+    resource: str
+    upstream: Upstream
+    scopes: tuple[str, ...] = ("mcp",)
+    # Scopes every request to the protected resource needs.
+    required_scopes: tuple[str, ...] = ()
+    policy: Policy = Policy()
+    resource_servers: tuple[ResourceServer, ...] = ()
+    resource_name: str | None = None
+
+    @property
+    def issuer_path(self) -> str:
+        """The path part of the issuer, without a trailing slash ('' at the root)."""
+        return urlsplit(self.issuer).path.rstrip("/")
+
+    def endpoint(self, name: str) -> str:
+        """The public URL of one of our endpoints, e.g. ``endpoint("token")``."""
+        return self.issuer.rstrip("/") + "/oauth/" + name
+
+    @property
+    def secure(self) -> bool:
+        return self.issuer.lower().startswith("https:")

@@ -1,0 +1,145 @@
+"""Talking to the upstream identity provider, as pure functions: build the
+requests a Fetch effect sends, and read what comes back."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from .errors import OAuthError, UpstreamUnavailable
+from .http import HttpRequest, HttpResponse
+from .models import UpstreamTokens
+from .tenant import Upstream
+
+MAX_UPSTREAM_BODY = 1024 * 1024
+
+
+class UpstreamRefused(OAuthError):
+    """The upstream answered with an OAuth error (a 4xx, or GitHub's 200 with
+    an ``error``): the grant or code is no good; the person must log in again."""
+
+    error = "access_denied"
+    status = 400
+
+
+def token_request(upstream: Upstream, params: dict[str, str]) -> HttpRequest:
+    """A POST to the upstream token endpoint, authenticated as our client."""
+    headers = [
+        ("content-type", "application/x-www-form-urlencoded"),
+        # GitHub answers form-encoded unless asked for JSON.
+        ("accept", "application/json"),
+    ]
+    body = dict(params)
+    if upstream.token_auth_method == "client_secret_basic":
+        # RFC 6749 §2.3.1: each part form-urlencoded before base64.
+        pair = f"{quote(upstream.client_id, safe='')}:{quote(upstream.client_secret, safe='')}"
+        headers.append(("authorization", "Basic " + base64.b64encode(pair.encode()).decode()))
+    else:
+        body["client_id"] = upstream.client_id
+        if upstream.client_secret:
+            body["client_secret"] = upstream.client_secret
+    return HttpRequest("POST", upstream.token_endpoint, tuple(headers), urlencode(body).encode())
+
+
+def userinfo_request(upstream: Upstream, access_token: str) -> HttpRequest:
+    assert upstream.userinfo_endpoint is not None
+    return HttpRequest(
+        "GET",
+        upstream.userinfo_endpoint,
+        (("authorization", f"Bearer {access_token}"), ("accept", "application/json")),
+    )
+
+
+def _json_object(response: HttpResponse) -> dict[str, Any]:
+    if len(response.body) > MAX_UPSTREAM_BODY:
+        raise UpstreamUnavailable("the identity provider's answer was too large")
+    try:
+        data = json.loads(response.body)
+    except (ValueError, UnicodeDecodeError):
+        raise UpstreamUnavailable("the identity provider gave an unreadable answer") from None
+    if not isinstance(data, dict):
+        raise UpstreamUnavailable("the identity provider gave an unreadable answer")
+    return data
+
+
+def parse_token_response(response: HttpResponse, now: int) -> tuple[UpstreamTokens, dict[str, Any]]:
+    """The tokens of a successful token response, plus the whole document
+    (for ``id_token``). Upstream error detail is never passed on."""
+    if response.status >= 500:
+        raise UpstreamUnavailable("the identity provider is unavailable")
+    data = _json_object(response) if response.body else {}
+    if response.status >= 400 or "error" in data:
+        if response.status >= 400 and "error" not in data:
+            raise UpstreamUnavailable("the identity provider gave an unexpected answer")
+        raise UpstreamRefused("the identity provider refused the grant")
+    if response.status != 200:
+        raise UpstreamUnavailable("the identity provider gave an unexpected answer")
+    access = data.get("access_token")
+    if not isinstance(access, str) or not access:
+        raise UpstreamUnavailable("the identity provider sent no access token")
+    refresh = data.get("refresh_token")
+    expires_in = data.get("expires_in")
+    if isinstance(expires_in, str) and expires_in.isdigit():
+        expires_in = int(expires_in)
+    scope = data.get("scope")
+    tokens = UpstreamTokens(
+        access_token=access,
+        refresh_token=refresh if isinstance(refresh, str) and refresh else None,
+        expires_at=now + expires_in if isinstance(expires_in, int) and expires_in > 0 else None,
+        token_type=str(data.get("token_type") or "Bearer"),
+        scope=scope if isinstance(scope, str) else None,
+    )
+    return tokens, data
+
+
+def parse_userinfo(response: HttpResponse) -> dict[str, Any]:
+    if response.status != 200:
+        raise UpstreamUnavailable("the identity provider did not return the user's profile")
+    return _json_object(response)
+
+
+def id_token_claims(id_token: str) -> dict[str, Any]:
+    """The claims of an id_token received straight from the token endpoint
+    over TLS (OIDC Core §3.1.3.7 item 6 allows TLS server validation in place
+    of the signature check for this case)."""
+    parts = id_token.split(".")
+    if len(parts) != 3:
+        raise UpstreamUnavailable("the identity provider sent a malformed id_token")
+    try:
+        payload = base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4))
+        claims = json.loads(payload)
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        raise UpstreamUnavailable("the identity provider sent a malformed id_token") from None
+    if not isinstance(claims, dict):
+        raise UpstreamUnavailable("the identity provider sent a malformed id_token")
+    return claims
+
+
+def check_id_token(claims: dict[str, Any], upstream: Upstream, nonce: str | None, now: int) -> str:
+    """OIDC Core §3.1.3.7: iss, aud, exp and nonce; returns ``sub``."""
+    if upstream.issuer is not None and claims.get("iss") != upstream.issuer:
+        raise UpstreamRefused("the id_token was issued by another identity provider")
+    aud = claims.get("aud")
+    audiences = aud if isinstance(aud, list) else [aud]
+    if upstream.client_id not in audiences:
+        raise UpstreamRefused("the id_token is not meant for this client")
+    exp = claims.get("exp")
+    if not isinstance(exp, (int, float)) or exp <= now:
+        raise UpstreamRefused("the id_token has expired")
+    if nonce is not None and claims.get("nonce") != nonce:
+        raise UpstreamRefused("the id_token nonce does not match")
+    sub = claims.get("sub")
+    if not isinstance(sub, str) or not sub:
+        raise UpstreamRefused("the id_token has no subject")
+    return sub
+
+
+def user_id_from(claims: dict[str, Any], claim: str) -> str:
+    """The stable user id: OIDC ``sub`` or GitHub's numeric ``id``."""
+    value = claims.get(claim)
+    if isinstance(value, bool) or not isinstance(value, (str, int)) or value == "":
+        raise UpstreamUnavailable(f"the identity provider's profile has no {claim!r}")
+    return str(value)

@@ -1,0 +1,214 @@
+"""The in-memory store: one process, nothing kept across restarts.
+
+A single lock makes every operation atomic for threaded WSGI servers too.
+Upstream secrets are kept encrypted here as in every backend.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import attrs
+
+from ..core.models import (
+    AccessToken,
+    AuthSession,
+    Client,
+    CodeGrant,
+    ConsentRequest,
+    Grant,
+    RefreshToken,
+    Rotation,
+    UpstreamTokens,
+)
+from .crypto import KeyRing, open_upstream, open_verifier, seal_upstream, seal_verifier
+
+_SEALED = UpstreamTokens(access_token="")  # stands in for the sealed tokens
+
+
+class MemoryStore:
+    def __init__(self, keyring: KeyRing | None = None) -> None:
+        self.keyring = keyring or KeyRing.generate()
+        self._lock = threading.Lock()
+        self._clients: dict[tuple[str, str], Client] = {}
+        self._consents: dict[tuple[str, str], ConsentRequest] = {}
+        self._sessions: dict[tuple[str, str], tuple[AuthSession, str]] = {}
+        self._grants: dict[tuple[str, str], tuple[Grant, str]] = {}
+        self._grant_by_code: dict[tuple[str, str], str] = {}
+        self._codes: dict[tuple[str, str], CodeGrant] = {}
+        self._access: dict[tuple[str, str], AccessToken] = {}
+        self._refresh: dict[tuple[str, str], RefreshToken] = {}
+
+    # -- clients ------------------------------------------------------------
+    def save_client(self, client: Client) -> None:
+        with self._lock:
+            self._clients[(client.tenant, client.client_id)] = client
+
+    def get_client(self, tenant: str, client_id: str) -> Client | None:
+        return self._clients.get((tenant, client_id))
+
+    # -- consent and sessions --------------------------------------------------
+    def save_consent_request(self, consent: ConsentRequest) -> None:
+        with self._lock:
+            self._consents[(consent.tenant, consent.id_hash)] = consent
+
+    def take_consent_request(self, tenant: str, id_hash: str, now: int) -> ConsentRequest | None:
+        with self._lock:
+            consent = self._consents.pop((tenant, id_hash), None)
+        return consent if consent is not None and consent.expires_at > now else None
+
+    def save_auth_session(self, session: AuthSession) -> None:
+        sealed = seal_verifier(self.keyring, session.tenant, session.state_hash, session.upstream_code_verifier)
+        with self._lock:
+            self._sessions[(session.tenant, session.state_hash)] = (
+                attrs.evolve(session, upstream_code_verifier=""),
+                sealed,
+            )
+
+    def take_auth_session(self, tenant: str, state_hash: str, now: int) -> AuthSession | None:
+        with self._lock:
+            entry = self._sessions.pop((tenant, state_hash), None)
+        if entry is None or entry[0].expires_at <= now:
+            return None
+        session, sealed = entry
+        return attrs.evolve(session, upstream_code_verifier=open_verifier(self.keyring, tenant, state_hash, sealed))
+
+    # -- grants and codes ------------------------------------------------------
+    def save_grant_and_code(self, grant: Grant, code: CodeGrant) -> None:
+        sealed = seal_upstream(self.keyring, grant.tenant, grant.grant_id, grant.upstream)
+        with self._lock:
+            self._grants[(grant.tenant, grant.grant_id)] = (attrs.evolve(grant, upstream=_SEALED), sealed)
+            self._grant_by_code[(grant.tenant, grant.code_hash)] = grant.grant_id
+            self._codes[(code.tenant, code.code_hash)] = code
+
+    def take_code(self, tenant: str, code_hash: str, now: int) -> CodeGrant | None:
+        with self._lock:
+            code = self._codes.pop((tenant, code_hash), None)
+        return code if code is not None and code.expires_at > now else None
+
+    def _revoke(self, tenant: str, grant_id: str) -> bool:
+        entry = self._grants.get((tenant, grant_id))
+        if entry is None or entry[0].revoked:
+            return False
+        self._grants[(tenant, grant_id)] = (attrs.evolve(entry[0], revoked=True), entry[1])
+        return True
+
+    def revoke_grant_of_code(self, tenant: str, code_hash: str) -> bool:
+        with self._lock:
+            grant_id = self._grant_by_code.get((tenant, code_hash))
+            return grant_id is not None and self._revoke(tenant, grant_id)
+
+    def revoke_grant(self, tenant: str, grant_id: str) -> None:
+        with self._lock:
+            self._revoke(tenant, grant_id)
+
+    def _live(self, tenant: str, grant_id: str) -> bool:
+        entry = self._grants.get((tenant, grant_id))
+        return entry is not None and not entry[0].revoked
+
+    # -- our tokens ------------------------------------------------------------
+    def issue_tokens(self, tenant: str, grant_id: str, access: AccessToken, refresh: RefreshToken | None) -> bool:
+        with self._lock:
+            if not self._live(tenant, grant_id):
+                return False
+            self._access[(tenant, access.token_hash)] = access
+            if refresh is not None:
+                self._refresh[(tenant, refresh.token_hash)] = refresh
+            return True
+
+    def get_access_token(self, tenant: str, token_hash: str) -> AccessToken | None:
+        token = self._access.get((tenant, token_hash))
+        return token if token is not None and self._live(tenant, token.grant_id) else None
+
+    def get_refresh_token(self, tenant: str, token_hash: str) -> RefreshToken | None:
+        token = self._refresh.get((tenant, token_hash))
+        return token if token is not None and self._live(tenant, token.grant_id) else None
+
+    def rotate_refresh_token(
+        self, tenant: str, token_hash: str, now: int, grace: int, access: AccessToken, refresh: RefreshToken
+    ) -> Rotation:
+        with self._lock:
+            old = self._refresh.get((tenant, token_hash))
+            if old is None or old.expires_at <= now or not self._live(tenant, old.grant_id):
+                return Rotation.GONE
+            if old.rotated_at is not None and now - old.rotated_at > grace:
+                self._revoke(tenant, old.grant_id)
+                return Rotation.REUSED
+            if old.rotated_at is None:
+                self._refresh[(tenant, token_hash)] = attrs.evolve(old, rotated_at=now)
+            self._access[(tenant, access.token_hash)] = access
+            self._refresh[(tenant, refresh.token_hash)] = refresh
+            return Rotation.ROTATED
+
+    def revoke_access_token(self, tenant: str, token_hash: str) -> None:
+        with self._lock:
+            self._access.pop((tenant, token_hash), None)
+
+    # -- upstream tokens ---------------------------------------------------------
+    def get_grant(self, tenant: str, grant_id: str) -> Grant | None:
+        entry = self._grants.get((tenant, grant_id))
+        if entry is None or entry[0].revoked:
+            return None
+        grant, sealed = entry
+        return attrs.evolve(grant, upstream=open_upstream(self.keyring, tenant, grant_id, sealed))
+
+    def claim_upstream_refresh(self, tenant: str, grant_id: str, version: int, now: int, lease_until: int) -> bool:
+        with self._lock:
+            entry = self._grants.get((tenant, grant_id))
+            if entry is None or entry[0].revoked or entry[0].upstream_version != version:
+                return False
+            lease = entry[0].refresh_lease_until
+            if lease is not None and lease > now:
+                return False
+            self._grants[(tenant, grant_id)] = (attrs.evolve(entry[0], refresh_lease_until=lease_until), entry[1])
+            return True
+
+    def release_upstream_refresh(self, tenant: str, grant_id: str, version: int) -> None:
+        with self._lock:
+            entry = self._grants.get((tenant, grant_id))
+            if entry is not None and entry[0].upstream_version == version:
+                self._grants[(tenant, grant_id)] = (attrs.evolve(entry[0], refresh_lease_until=None), entry[1])
+
+    def update_upstream_tokens(self, tenant: str, grant_id: str, version: int, tokens: UpstreamTokens) -> bool:
+        sealed = seal_upstream(self.keyring, tenant, grant_id, tokens)
+        with self._lock:
+            entry = self._grants.get((tenant, grant_id))
+            if entry is None or entry[0].revoked or entry[0].upstream_version != version:
+                return False
+            grant = attrs.evolve(entry[0], upstream_version=version + 1, refresh_lease_until=None)
+            self._grants[(tenant, grant_id)] = (grant, sealed)
+            return True
+
+    # -- housekeeping ------------------------------------------------------------
+    def delete_expired(self, now: int, limit: int = 1000) -> int:
+        removed = 0
+        with self._lock:
+            tables: list[dict[Any, Any]] = [self._consents, self._codes, self._access, self._refresh]
+            for table in tables:
+                for key in [k for k, v in table.items() if v.expires_at <= now][:limit]:
+                    del table[key]
+                    removed += 1
+            for key in [k for k, v in self._sessions.items() if v[0].expires_at <= now][:limit]:
+                del self._sessions[key]
+                removed += 1
+            for key in [k for k, v in self._grants.items() if v[0].expires_at <= now][:limit]:
+                grant = self._grants.pop(key)[0]
+                self._grant_by_code.pop((grant.tenant, grant.code_hash), None)
+                removed += 1
+        return removed
+
+    def dump(self) -> str:
+        """Everything held, every field included, as text: for tests that look
+        for plaintext secrets."""
+
+        def plain(value: Any) -> Any:
+            if attrs.has(type(value)):
+                return attrs.asdict(value)
+            if isinstance(value, tuple):
+                return [plain(v) for v in value]
+            return value
+
+        with self._lock:
+            tables = [self._clients, self._consents, self._sessions, self._grants, self._codes, self._access, self._refresh]
+            return repr([{k: plain(v) for k, v in table.items()} for table in tables])

@@ -1,0 +1,275 @@
+"""The authorization endpoint and the consent step (RFC 6749 §4.1.1,
+§4.1.2.1, RFC 9207, MCP security best practices on consent)."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qsl, urlsplit
+
+import attrs
+import pytest
+
+from support import ISSUER, REDIRECT, RESOURCE, Harness, params_of, tenant, upstream
+
+
+def _page(h: Harness, **extra: str):
+    client = h.register()
+    return client, h.request("GET", h.authorize_url(client["client_id"], **extra))
+
+
+def test_consent_page_shows_client_redirect_host_and_scopes():
+    h = Harness()
+    client, page = _page(h, scope="mcp")
+    assert page.status == 200
+    html = page.body.decode()
+    assert "Test Client" in html
+    assert "127.0.0.1:33418" in html  # the redirect host, shown prominently
+    assert "<li>mcp</li>" in html
+    assert "openid" in html  # the upstream scopes
+    assert 'action="https://acme.example.com/oauth/consent"' in html
+    # Anti-framing and no caching on every page.
+    assert page.header("x-frame-options") == "DENY"
+    assert "frame-ancestors 'none'" in page.header("content-security-policy")
+    assert page.header("cache-control") == "no-store"
+    # Nothing went upstream and no authorization session exists yet.
+    assert h.idp.sent == []
+    assert h.store._sessions == {}
+
+
+def test_consent_page_warns_when_client_only_redirects_to_localhost():
+    h = Harness()
+    _, page = _page(h)
+    assert "localhost" in page.body.decode() and 'class="warn"' in page.body.decode()
+
+
+def test_csrf_cookie_is_host_prefixed_secure_httponly_lax_over_https():
+    h = Harness()
+    _, page = _page(h)
+    cookie = page.header("set-cookie")
+    assert cookie.startswith("__Host-mcp_csrf=")
+    for attr in ("Path=/", "HttpOnly", "SameSite=Lax", "Secure"):
+        assert attr in cookie
+
+
+def test_cookie_has_no_host_prefix_or_secure_over_plain_http_localhost():
+    h = Harness(tenant=tenant(issuer="http://localhost:8000", resource="http://localhost:8000/mcp"))
+    _, page = _page(h)
+    cookie = page.header("set-cookie")
+    assert cookie.startswith("mcp_csrf=") and "Secure" not in cookie
+
+
+@pytest.mark.parametrize(
+    "query, why",
+    [
+        ({"client_id": ""}, "no client_id"),
+        ({"client_id": "mcp_client_unknown"}, "unknown client"),
+        ({"redirect_uri": "https://evil.example/cb"}, "unregistered redirect"),
+        ({"redirect_uri": "http://127.0.0.1:33418/other"}, "other path on loopback"),
+    ],
+)
+def test_bad_client_or_redirect_gets_an_html_page_and_never_a_redirect(query, why):
+    h = Harness()
+    client = h.register()
+    extra = {k: v for k, v in query.items() if k != "client_id"}
+    response = h.request("GET", h.authorize_url(query.get("client_id", client["client_id"]), **extra))
+    assert response.status == 400, why
+    assert response.header("location") is None
+    assert response.header("content-type").startswith("text/html")
+    assert response.header("x-frame-options") == "DENY"
+
+
+def test_duplicate_parameter_before_client_is_known_is_an_html_page():
+    h = Harness()
+    client = h.register()
+    url = h.authorize_url(client["client_id"]) + "&client_id=" + client["client_id"]
+    response = h.request("GET", url)
+    assert response.status == 400 and response.header("location") is None
+
+
+def test_loopback_redirect_may_use_any_port():
+    h = Harness()
+    client = h.register()
+    response = h.request("GET", h.authorize_url(client["client_id"], redirect_uri="http://127.0.0.1:5555/callback"))
+    assert response.status == 200
+
+
+def test_redirect_uri_may_be_omitted_when_exactly_one_is_registered():
+    h = Harness()
+    client = h.register()
+    response = h.request("GET", h.authorize_url(client["client_id"], redirect_uri=None))
+    assert response.status == 200
+
+
+@pytest.mark.parametrize(
+    "extra, error",
+    [
+        ({"response_type": "token"}, "unsupported_response_type"),
+        ({"response_type": None}, "invalid_request"),
+        ({"code_challenge": None}, "invalid_request"),
+        ({"code_challenge_method": "plain"}, "invalid_request"),
+        ({"code_challenge_method": None}, "invalid_request"),
+        ({"code_challenge": "short"}, "invalid_request"),
+        ({"scope": "admin"}, "invalid_scope"),
+        ({"scope": "mcp  mcp"}, "invalid_scope"),
+        ({"resource": "https://other.example.com/mcp"}, "invalid_target"),
+        ({"resource": "https://acme.example.com/other"}, "invalid_target"),
+    ],
+)
+def test_errors_after_the_redirect_is_verified_go_back_with_state_and_iss(extra, error):
+    h = Harness()
+    client, response = _page(h, **extra)
+    assert response.status == 302
+    location = response.header("location")
+    assert location.startswith(REDIRECT + "?")
+    params = params_of(location)
+    assert params["error"] == error
+    assert params["state"] == "client-state"
+    assert params["iss"] == ISSUER  # RFC 9207 §2
+
+
+@pytest.mark.parametrize("resource", ["HTTPS://ACME.EXAMPLE.COM/mcp", RESOURCE + "/", None])
+def test_resource_forms_that_name_our_resource_are_accepted(resource):
+    h = Harness()
+    _, page = _page(h, resource=resource)
+    assert page.status == 200
+
+
+def test_scope_is_limited_to_what_the_client_registered():
+    h = Harness()
+    client = h.register(scope="mcp")
+    response = h.request("GET", h.authorize_url(client["client_id"], scope="mcp:admin"))
+    assert params_of(response.header("location"))["error"] == "invalid_scope"
+
+
+def _approve(h: Harness, page) -> object:
+    return h.request("POST", f"{ISSUER}/oauth/consent",
+                     form={"request_id": h.consent_request_id(page), "decision": "approve"})
+
+
+def test_approve_redirects_upstream_with_303_state_pkce_and_nonce():
+    h = Harness()
+    client, page = _page(h)
+    response = _approve(h, page)
+    assert response.status == 303  # never 307 after a form POST
+    location = response.header("location")
+    assert location.startswith("https://idp.example.org/authorize?")
+    up = params_of(location)
+    assert up["client_id"] == "upstream-client"
+    assert up["redirect_uri"] == f"{ISSUER}/oauth/callback"
+    assert up["code_challenge_method"] == "S256" and len(up["code_challenge"]) == 43
+    assert len(up["state"]) >= 43 and up["nonce"]
+    assert up["scope"] == "openid profile email"
+    # The state is stored only as a hash, the verifier only encrypted.
+    dump = h.store.dump()
+    assert up["state"] not in dump
+    # The browser now remembers the approval, signed and bound to the tenant.
+    cookie = [v for n, v in response.headers if n == "set-cookie"][0]
+    assert cookie.startswith("__Host-mcp_consent=") and "HttpOnly" in cookie and "Secure" in cookie
+
+
+def test_a_remembered_client_skips_consent_for_this_tenant_only():
+    h = Harness()
+    client, page = _page(h)
+    _approve(h, page)
+    again = h.request("GET", h.authorize_url(client["client_id"]))
+    assert again.status == 302 and again.header("location").startswith("https://idp.example.org/")
+    # Another client still needs consent.
+    other = h.register()
+    assert h.request("GET", h.authorize_url(other["client_id"])).status == 200
+    # The same cookie presented to another tenant (same host, other slug) is ignored.
+    t2 = attrs.evolve(h.tenant, slug="globex")
+    h2 = Harness(tenant=t2, store=h.store, cookies=dict(h.cookies))
+    client2 = h2.register()
+    h2.cookies = dict(h.cookies)
+    assert h2.request("GET", h2.authorize_url(client2["client_id"])).status == 200
+
+
+def test_tampered_consent_cookie_is_ignored():
+    h = Harness()
+    client, page = _page(h)
+    _approve(h, page)
+    value = h.cookies["__Host-mcp_consent"]
+    h.cookies["__Host-mcp_consent"] = value[:-2] + ("AA" if not value.endswith("AA") else "BB")
+    assert h.request("GET", h.authorize_url(client["client_id"])).status == 200
+
+
+def test_expired_consent_cookie_is_ignored():
+    h = Harness()
+    client, page = _page(h)
+    _approve(h, page)
+    h.now += h.tenant.policy.consent_ttl + 1
+    assert h.request("GET", h.authorize_url(client["client_id"])).status == 200
+
+
+def test_deny_returns_access_denied_to_the_client_with_iss():
+    h = Harness()
+    client, page = _page(h)
+    response = h.request("POST", f"{ISSUER}/oauth/consent",
+                         form={"request_id": h.consent_request_id(page), "decision": "deny"})
+    assert response.status == 303
+    params = params_of(response.header("location"))
+    assert params == {"error": "access_denied", "error_description": "the person denied the request",
+                      "state": "client-state", "iss": ISSUER}
+    assert h.idp.sent == []
+
+
+def test_consent_post_without_the_browser_cookie_is_refused():
+    """CSRF: a form posted from another browser (no cookie) is refused."""
+    h = Harness()
+    client, page = _page(h)
+    request_id = h.consent_request_id(page)
+    h.cookies.clear()
+    response = h.request("POST", f"{ISSUER}/oauth/consent", form={"request_id": request_id, "decision": "approve"})
+    assert response.status == 403 and response.header("location") is None
+
+
+def test_consent_post_with_another_browsers_cookie_is_refused():
+    h = Harness()
+    client, page = _page(h)
+    request_id = h.consent_request_id(page)
+    h.cookies["__Host-mcp_csrf"] = "x" * 43
+    response = h.request("POST", f"{ISSUER}/oauth/consent", form={"request_id": request_id, "decision": "approve"})
+    assert response.status == 403
+
+
+def test_consent_is_answered_once_and_expires():
+    h = Harness()
+    client, page = _page(h)
+    request_id = h.consent_request_id(page)
+    assert h.request("POST", f"{ISSUER}/oauth/consent", form={"request_id": request_id, "decision": "approve"}).status == 303
+    again = h.request("POST", f"{ISSUER}/oauth/consent", form={"request_id": request_id, "decision": "approve"})
+    assert again.status == 400 and "expired" in again.body.decode()
+    _, page2 = _page(h)
+    h.now += h.tenant.policy.session_ttl
+    late = h.request("POST", f"{ISSUER}/oauth/consent", form={"request_id": h.consent_request_id(page2), "decision": "approve"})
+    assert late.status == 400
+
+
+@pytest.mark.parametrize("form", [{}, {"request_id": "x"}, {"request_id": "x", "decision": "maybe"}])
+def test_incomplete_consent_form_is_an_html_error(form):
+    h = Harness()
+    response = h.request("POST", f"{ISSUER}/oauth/consent", form=form)
+    assert response.status == 400 and response.header("content-type").startswith("text/html")
+
+
+def test_client_name_is_escaped_on_the_consent_page():
+    h = Harness()
+    client = h.register(client_name='<script>alert(1)</script>"')
+    page = h.request("GET", h.authorize_url(client["client_id"]))
+    html = page.body.decode()
+    assert "<script>alert(1)" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;&quot;" in html
+
+
+def test_authorize_by_post_form_is_supported():
+    h = Harness()
+    client = h.register()
+    query = urlsplit(h.authorize_url(client["client_id"])).query
+    response = h.request("POST", f"{ISSUER}/oauth/authorize", form=dict(parse_qsl(query)))
+    assert response.status == 200
+
+
+def test_oauth2_upstream_without_oidc_gets_no_nonce():
+    h = Harness(tenant=tenant(upstream=upstream(oidc=False)))
+    client, page = _page(h)
+    up = params_of(_approve(h, page).header("location"))
+    assert "nonce" not in up and up["scope"] == "read:user"

@@ -198,15 +198,22 @@ class Harness:
     def token(self, form: dict[str, str], headers: list[tuple[str, str]] | None = None) -> Response:
         return self.request("POST", f"{self.tenant.issuer}/oauth/token", form=form, headers=headers)
 
-    def redeem(self, client_id: str, code: str, **extra: str) -> Response:
+    def redeem(self, client_id: str | None, code: str, headers: list[tuple[str, str]] | None = None,
+               **extra: str | None) -> Response:
         form = {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT,
                 "code_verifier": VERIFIER, "client_id": client_id}
         form.update(extra)
-        return self.token({k: v for k, v in form.items() if v is not None})
+        return self.token({k: v for k, v in form.items() if v is not None}, headers)
 
     def tokens(self, **meta: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         client = self.register(**meta)
         params = self.login(client["client_id"])
-        response = self.redeem(client["client_id"], params["code"])
+        method = client["token_endpoint_auth_method"]
+        if method == "client_secret_basic":
+            pair = f"{client['client_id']}:{client['client_secret']}".encode()
+            headers = [("authorization", "Basic " + base64.b64encode(pair).decode())]
+            response = self.redeem(None, params["code"], headers)
+        else:
+            response = self.redeem(client["client_id"], params["code"], client_secret=client.get("client_secret"))
         assert response.status == 200, response.body
         return client, response.json()

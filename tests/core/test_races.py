@@ -1,0 +1,113 @@
+"""Races driven deterministically, without threads: two flows advanced to
+the same atomic effect, then answered in an order we choose."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from urllib.parse import urlencode
+
+from support import REDIRECT, VERIFIER, Harness
+from mcp_oauth_proxy.core.context import token_hash
+from mcp_oauth_proxy.core.effects import Effect, IssueTokens, RevokeGrantOfCode, RotateRefreshToken, TakeCode
+from mcp_oauth_proxy.core.http import Request
+from mcp_oauth_proxy.core.router import handle
+
+
+def _token_request(form: dict[str, str]) -> Request:
+    return Request("POST", "/oauth/token", headers=(("content-type", "application/x-www-form-urlencoded"),),
+                   body=urlencode(form).encode())
+
+
+class Stepper:
+    """Runs a flow one effect at a time against the harness's store."""
+
+    def __init__(self, h: Harness, flow) -> None:
+        self.perform = h.perform()
+        self.flow = flow
+        self.effect: Effect | None = None
+        self.result: Any = None
+        self.done = False
+
+    def start(self) -> "Stepper":
+        self.effect = self.flow.send(None)
+        return self
+
+    def run_until(self, kind: type) -> "Stepper":
+        """Carry out effects until the next one is of ``kind`` (not carried out)."""
+        while not isinstance(self.effect, kind):
+            self.step()
+            assert not self.done, f"flow ended before {kind.__name__}"
+        return self
+
+    def step(self) -> None:
+        try:
+            self.effect = self.flow.send(self.perform(self.effect))
+        except StopIteration as stop:
+            self.done, self.result = True, stop.value
+
+    def finish(self):
+        while not self.done:
+            self.step()
+        return self.result
+
+
+def test_two_redemptions_of_one_code_exactly_one_gets_tokens_and_they_are_revoked():
+    h = Harness()
+    client = h.register()
+    code = h.login(client["client_id"])["code"]
+    form = {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT,
+            "code_verifier": VERIFIER, "client_id": client["client_id"]}
+    a = Stepper(h, handle(_token_request(form), h.ctx())).start().run_until(TakeCode)
+    b = Stepper(h, handle(_token_request(form), h.ctx())).start().run_until(TakeCode)
+    # Both ask to take the code; A's take lands first, then B's.
+    a.step()
+    b.step()
+    assert isinstance(b.effect, RevokeGrantOfCode)  # B lost: it is a replay
+    assert isinstance(a.effect, IssueTokens)
+    # B revokes the grant before A stores its tokens: A must not get live tokens.
+    b_response = b.finish()
+    a_response = a.finish()
+    assert b_response.status == 400 and b_response.json()["error"] == "invalid_grant"
+    assert a_response.status == 400 and a_response.json()["error"] == "invalid_grant"
+    assert h.store._access == {}
+
+
+def test_replay_after_issue_revokes_the_issued_tokens():
+    h = Harness()
+    client = h.register()
+    code = h.login(client["client_id"])["code"]
+    form = {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT,
+            "code_verifier": VERIFIER, "client_id": client["client_id"]}
+    a = Stepper(h, handle(_token_request(form), h.ctx())).start().run_until(TakeCode)
+    b = Stepper(h, handle(_token_request(form), h.ctx())).start().run_until(TakeCode)
+    a_response = a.finish()
+    assert a_response.status == 200
+    assert b.finish().status == 400
+    # A's tokens were issued, then revoked by B's replay.
+    assert h.store.get_access_token("acme", token_hash(a_response.json()["access_token"])) is None
+
+
+def test_two_concurrent_refreshes_within_grace_both_succeed_in_one_family():
+    h = Harness()
+    client, first = h.tokens()
+    form = {"grant_type": "refresh_token", "refresh_token": first["refresh_token"], "client_id": client["client_id"]}
+    a = Stepper(h, handle(_token_request(form), h.ctx())).start().run_until(RotateRefreshToken)
+    b = Stepper(h, handle(_token_request(form), h.ctx())).start().run_until(RotateRefreshToken)
+    ra, rb = a.finish(), b.finish()
+    assert ra.status == 200 and rb.status == 200
+    grants = {v[0].grant_id for v in h.store._grants.values() if not v[0].revoked}
+    assert len(grants) == 1
+    assert {t.grant_id for t in h.store._refresh.values()} == grants
+
+
+def test_concurrent_refresh_after_grace_is_reuse_and_revokes():
+    h = Harness()
+    client, first = h.tokens()
+    form = {"grant_type": "refresh_token", "refresh_token": first["refresh_token"], "client_id": client["client_id"]}
+    a = Stepper(h, handle(_token_request(form), h.ctx())).start().run_until(RotateRefreshToken)
+    a_response = a.finish()
+    h.now += h.tenant.policy.refresh_grace + 5
+    b = Stepper(h, handle(_token_request(form), h.ctx())).start().run_until(RotateRefreshToken)
+    assert b.finish().status == 400
+    assert h.store.get_access_token("acme", token_hash(a_response.json()["access_token"])) is None

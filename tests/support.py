@@ -16,6 +16,7 @@ import attrs
 from mcp_oauth_proxy.core.context import Context
 from mcp_oauth_proxy.core.effects import Effect, run_sync
 from mcp_oauth_proxy.core.http import HttpRequest, HttpResponse, Request, Response
+from mcp_oauth_proxy.core.flows.guard import guard
 from mcp_oauth_proxy.core.router import handle
 from mcp_oauth_proxy.core.tenant import Policy, Tenant, Upstream
 from mcp_oauth_proxy.runtime import sync_performer
@@ -123,6 +124,19 @@ class Harness:
     now: int = NOW
     cookies: dict[str, str] = attrs.Factory(dict)
     seed: int = 0
+    # How a flow is run: the sync driver unless a test swaps in another.
+    driver: Callable[[Any], Any] | None = None
+
+    def run(self, flow: Any) -> Any:
+        if self.driver is not None:
+            return self.driver(flow)
+        return run_sync(flow, self.perform())
+
+    def guard(self, access_token: str, required: tuple[str, ...] | None = None) -> Any:
+        """The guard's answer (a Principal, or the 401/403 Response)."""
+        request = Request("POST", urlsplit(self.tenant.resource).path,
+                          headers=(("authorization", f"Bearer {access_token}"),))
+        return self.run(guard(request, self.ctx(), required))
 
     def ctx(self) -> Context:
         self.seed += 1
@@ -148,7 +162,7 @@ class Harness:
         if self.cookies:
             hdrs.append(("cookie", "; ".join(f"{k}={v}" for k, v in self.cookies.items())))
         req = Request(method, parts.path, parts.query, tuple(hdrs), data, scheme=parts.scheme, host=parts.netloc)
-        response = run_sync(handle(req, self.ctx()), self.perform())
+        response = self.run(handle(req, self.ctx()))
         for name, value in response.headers:
             if name == "set-cookie":
                 key, _, rest = value.partition("=")

@@ -195,31 +195,34 @@ class UpdateUpstreamTokens(StoreEffect):
 # -- drivers ---------------------------------------------------------------------
 
 
+def _advance(flow: Flow[T], value: Any, error: BaseException | None) -> tuple[bool, Any]:
+    """Resume the flow with a result or a failure: (True, its return value)
+    once it has ended, else (False, the next effect)."""
+    try:
+        return False, (flow.send(value) if error is None else flow.throw(error))
+    except StopIteration as stop:
+        return True, stop.value
+
+
 def run_sync(flow: Flow[T], perform: Callable[[Effect], Any]) -> T:
     """Drive a flow to its end, carrying out each effect with ``perform``."""
-    value: Any = None
-    error: BaseException | None = None
-    while True:
+    done, item = _advance(flow, None, None)
+    while not done:
         try:
-            effect = flow.send(value) if error is None else flow.throw(error)
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
-        try:
-            value, error = perform(effect), None
+            value, error = perform(item), None
         except Exception as exc:  # thrown back into the flow
             value, error = None, exc
+        done, item = _advance(flow, value, error)
+    return item  # type: ignore[no-any-return]
 
 
 async def run_async(flow: Flow[T], perform: Callable[[Effect], Awaitable[Any]]) -> T:
     """:func:`run_sync` for an async ``perform`` (asyncio or trio)."""
-    value: Any = None
-    error: BaseException | None = None
-    while True:
+    done, item = _advance(flow, None, None)
+    while not done:
         try:
-            effect = flow.send(value) if error is None else flow.throw(error)
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
-        try:
-            value, error = await perform(effect), None
+            value, error = await perform(item), None
         except Exception as exc:
             value, error = None, exc
+        done, item = _advance(flow, value, error)
+    return item  # type: ignore[no-any-return]

@@ -32,7 +32,9 @@ def is_loopback_host(host: str | None) -> bool:
 def _split(uri: str) -> SplitResult:
     if len(uri) > MAX_URI_LENGTH:
         raise InvalidRedirectUri("redirect URI is too long")
-    if any(ord(ch) < 0x21 or ord(ch) == 0x7F for ch in uri):
+    # C0, DEL, C1, Unicode separators, bidi controls and lone surrogates:
+    # none belongs in a URI (RFC 3986 §2) and some spoof or break headers.
+    if any(ord(ch) < 0x21 or not ch.isprintable() for ch in uri):
         raise InvalidRedirectUri(f"redirect URI {uri!r} contains spaces or control characters")
     try:
         parts = urlsplit(uri)
@@ -73,29 +75,33 @@ def check_registrable(uri: str, application_type: str) -> None:
         )
 
 
-def _without_port(parts: SplitResult) -> tuple[str, str, str, str, str]:
-    host = parts.hostname or ""
-    return (parts.scheme.lower(), host, parts.path, parts.query, parts.username or "")
+def _without_port(uri: str) -> tuple[str, str, str, str] | None:
+    """The parts a loopback redirect URI must share exactly, all but the port;
+    None unless ``uri`` is an http loopback URI without a fragment."""
+    try:
+        parts = urlsplit(uri)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        return None
+    # Registered URIs never have a fragment (RFC 6749 §3.1.2), so a requested
+    # one with "#" never matches.
+    scheme = uri.partition(":")[0]  # as written; urlsplit lower-cases it
+    if scheme.lower() != "http" or "#" in uri or not is_loopback_host(parts.hostname):
+        return None
+    netloc = parts.netloc
+    head, sep, tail = netloc.rpartition(":")
+    if sep and "]" not in tail and "@" not in tail:
+        netloc = head  # drop the port; user info and host stay as written
+    return (scheme, netloc, parts.path, parts.query)
 
 
 def matches(requested: str, registered: tuple[str, ...]) -> bool:
     """Exact string match, except that a loopback redirect URI may use any
-    port (RFC 8252 §7.3: native apps bind an ephemeral port)."""
+    port (RFC 8252 §7.3: native apps bind an ephemeral port). Everything but
+    the port is compared as written (RFC 9700 §4.1.3)."""
     if requested in registered:
         return True
-    try:
-        want = urlsplit(requested)
-        want.port  # noqa: B018
-    except ValueError:
+    key = _without_port(requested)
+    if key is None:
         return False
-    if want.scheme.lower() != "http" or not is_loopback_host(want.hostname):
-        return False
-    key = _without_port(want)
-    for uri in registered:
-        try:
-            have = urlsplit(uri)
-        except ValueError:
-            continue
-        if have.scheme.lower() == "http" and is_loopback_host(have.hostname) and _without_port(have) == key:
-            return True
-    return False
+    return any(_without_port(uri) == key for uri in registered)

@@ -53,7 +53,7 @@ def normalize_resource(uri: str) -> str | None:
         netloc = f"[{netloc}]"
     if port is not None and port != default_port:
         netloc += f":{port}"
-    path = parts.path.rstrip("/")
+    path = parts.path.removesuffix("/")  # one slash only: "/mcp//" is another path
     return urlunsplit((scheme, netloc, path, parts.query, ""))
 
 

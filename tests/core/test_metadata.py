@@ -193,12 +193,10 @@ def test_wrong_method_405_with_allow(url, method):
         ("/oauth/revoke", "POST"),
         ("/oauth/introspect", "POST"),
         ("/oauth/jwks", "GET"),
-        # Browser routes answer errors with an HTML page, which drops the header.
-        pytest.param("/oauth/callback", "GET", marks=pytest.mark.xfail(strict=True, reason=(
-            "router._error_response: on a browser route the 405 becomes error_page() without exc.headers, "
-            "so the Allow header RFC 9110 §15.5.6 requires is lost"))),
-        pytest.param("/oauth/consent", "POST", marks=pytest.mark.xfail(strict=True, reason="same: Allow lost on browser routes")),
-        pytest.param("/oauth/authorize", "GET, POST", marks=pytest.mark.xfail(strict=True, reason="same: Allow lost on browser routes")),
+        # Browser routes answer with an HTML page, which keeps the header too.
+        ("/oauth/callback", "GET"),
+        ("/oauth/consent", "POST"),
+        ("/oauth/authorize", "GET, POST"),
     ],
 )
 def test_oauth_endpoints_wrong_method(path, allow):

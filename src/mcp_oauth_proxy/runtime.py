@@ -1,8 +1,10 @@
 """Carrying out the core's effects in the real world: the clock, randomness,
-a store and outbound HTTP, for the sync and the async drivers."""
+a store, outbound HTTP and the audit log, for the sync and async drivers."""
 
 from __future__ import annotations
 
+import json
+import logging
 import secrets
 import time
 from typing import Any, Awaitable, Callable
@@ -11,13 +13,18 @@ import anyio
 import anyio.to_thread
 
 from .core.context import Context
-from .core.effects import Effect, Fetch, Sleep, StoreEffect
+from .core.effects import Audit, Effect, Fetch, FetchClientMetadata, Sleep, StoreEffect
+from .core.errors import FetchFailed
 from .core.http import HttpRequest, HttpResponse
 from .core.store import Store
 from .core.tenant import Tenant
 
 SyncFetch = Callable[[HttpRequest], HttpResponse]
 AsyncFetch = Callable[[HttpRequest], Awaitable[HttpResponse]]
+SyncDocumentFetch = Callable[[FetchClientMetadata], HttpResponse]
+AsyncDocumentFetch = Callable[[FetchClientMetadata], Awaitable[HttpResponse]]
+
+audit_log = logging.getLogger("mcp_oauth_proxy.audit")
 
 
 def new_context(tenant: Tenant, cookie_key: bytes) -> Context:
@@ -25,12 +32,37 @@ def new_context(tenant: Tenant, cookie_key: bytes) -> Context:
     return Context(tenant=tenant, now=int(time.time()), random=secrets.token_bytes, cookie_key=cookie_key)
 
 
-def sync_performer(store: Store, fetch: SyncFetch, sleep: Callable[[float], None] = time.sleep) -> Callable[[Effect], Any]:
+def log_audit(event: Audit) -> None:
+    """One structured record per event; the formatter decides text or JSON lines."""
+    fields = {"event": event.event, "tenant": event.tenant, "client_id": event.client_id, "user_id": event.user_id}
+    fields.update(dict(event.detail))
+    audit_log.info(json.dumps(fields, separators=(",", ":"), sort_keys=True), extra={"audit": fields})
+
+
+def _no_documents(effect: FetchClientMetadata) -> HttpResponse:
+    raise FetchFailed("client metadata documents are not enabled on this server")
+
+
+async def _no_documents_async(effect: FetchClientMetadata) -> HttpResponse:
+    return _no_documents(effect)
+
+
+def sync_performer(
+    store: Store,
+    fetch: SyncFetch,
+    sleep: Callable[[float], None] = time.sleep,
+    fetch_document: SyncDocumentFetch = _no_documents,
+    audit: Callable[[Audit], None] = log_audit,
+) -> Callable[[Effect], Any]:
     def perform(effect: Effect) -> Any:
         if isinstance(effect, StoreEffect):
             return effect.apply(store)
         if isinstance(effect, Fetch):
             return fetch(effect.request)
+        if isinstance(effect, FetchClientMetadata):
+            return fetch_document(effect)
+        if isinstance(effect, Audit):
+            return audit(effect)
         if isinstance(effect, Sleep):
             return sleep(effect.seconds)
         raise TypeError(f"unknown effect {effect!r}")
@@ -38,7 +70,14 @@ def sync_performer(store: Store, fetch: SyncFetch, sleep: Callable[[float], None
     return perform
 
 
-def async_performer(store: Store, fetch: AsyncFetch, *, store_blocks: bool = True) -> Callable[[Effect], Awaitable[Any]]:
+def async_performer(
+    store: Store,
+    fetch: AsyncFetch,
+    *,
+    store_blocks: bool = True,
+    fetch_document: AsyncDocumentFetch = _no_documents_async,
+    audit: Callable[[Audit], None] = log_audit,
+) -> Callable[[Effect], Awaitable[Any]]:
     """``store_blocks``: run store calls in a worker thread (SQL backends),
     so they do not block the event loop; the memory store need not."""
 
@@ -49,6 +88,10 @@ def async_performer(store: Store, fetch: AsyncFetch, *, store_blocks: bool = Tru
             return effect.apply(store)
         if isinstance(effect, Fetch):
             return await fetch(effect.request)
+        if isinstance(effect, FetchClientMetadata):
+            return await fetch_document(effect)
+        if isinstance(effect, Audit):
+            return audit(effect)
         if isinstance(effect, Sleep):
             return await anyio.sleep(effect.seconds)
         raise TypeError(f"unknown effect {effect!r}")

@@ -13,7 +13,8 @@ from urllib.parse import unquote
 import attrs
 
 from .context import Context, token_hash
-from .effects import Flow, GetClient
+from .cimd import load_client
+from .effects import Flow
 from .errors import InvalidClient, InvalidRequest
 from .http import Request, single
 from .models import Client
@@ -78,7 +79,7 @@ def authenticate(request: Request, form: Mapping[str, list[str]], ctx: Context) 
     """The registered client the request authenticates as, or InvalidClient."""
     creds = credentials(request, form)
     challenge = basic_challenge() if creds.method == "client_secret_basic" else ()
-    client = yield GetClient(ctx.tenant.slug, creds.client_id)
+    client = yield from load_client(creds.client_id, ctx)
     if client is None:
         raise InvalidClient("unknown client", headers=challenge)
     if client.token_endpoint_auth_method != creds.method:

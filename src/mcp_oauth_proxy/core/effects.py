@@ -42,6 +42,30 @@ class Fetch(Effect):
 
 
 @attrs.frozen
+class FetchClientMetadata(Effect):
+    """Fetch a client metadata document from the client's own URL ->
+    HttpResponse. The carrier guards against SSRF (https only, no redirects,
+    no private or reserved addresses unless ``allow_loopback`` lets loopback
+    through, short timeout, small size) and caches per Cache-Control
+    (see core/cimd.py cache_seconds). Refusals are thrown back as FetchFailed
+    whose message is safe to show the client."""
+
+    url: str
+    allow_loopback: bool
+
+
+@attrs.frozen
+class Audit(Effect):
+    """Record a security event -> None. Never carries a token, code or secret."""
+
+    event: str
+    tenant: str
+    client_id: str | None = None
+    user_id: str | None = None
+    detail: tuple[tuple[str, str], ...] = ()
+
+
+@attrs.frozen
 class Sleep(Effect):
     """Wait a moment (waiting for another replica's upstream refresh) -> None."""
 

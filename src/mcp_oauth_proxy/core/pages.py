@@ -65,6 +65,8 @@ class ConsentView:
     upstream_scopes: tuple[str, ...]
     service: str
     localhost_only: bool
+    # For a client identified by a metadata document: the host serving it.
+    client_host: str | None = None
 
 
 def consent_page(view: ConsentView, headers: tuple[tuple[str, str], ...] = ()) -> Response:
@@ -76,8 +78,14 @@ def consent_page(view: ConsentView, headers: tuple[tuple[str, str], ...] = ()) -
         if view.localhost_only
         else ""
     )
+    vouched = (
+        f'<p>This application is described by <span class="host">{escape(view.client_host)}</span>.</p>'
+        if view.client_host
+        else ""
+    )
     content = f"""<h1>Allow {escape(view.client_name)}?</h1>
 <p><strong>{escape(view.client_name)}</strong> wants to use <strong>{escape(view.service)}</strong> on your behalf.</p>
+{vouched}
 <p>After you approve, you will be sent back to: <span class="host">{escape(view.redirect_host)}</span></p>
 {warning}
 <p>It asks for:</p>

@@ -83,6 +83,10 @@ class Tenant:
     policy: Policy = Policy()
     resource_servers: tuple[ResourceServer, ...] = ()
     resource_name: str | None = None
+    # Accept https client_ids naming a Client ID Metadata Document.
+    client_metadata_documents: bool = True
+    # Let such documents live on loopback addresses (local development only).
+    client_metadata_allow_loopback: bool = False
 
     @property
     def issuer_path(self) -> str:

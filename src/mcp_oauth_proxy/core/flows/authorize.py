@@ -12,11 +12,12 @@ from urllib.parse import urlsplit
 
 from .. import cookies
 from ..context import Context, token_hash
-from ..effects import Flow, GetClient, SaveConsentRequest
+from ..cimd import is_metadata_url, load_client
+from ..effects import Flow, SaveConsentRequest
 from ..errors import (
     AuthorizationRedirectError,
     BrowserError,
-    InvalidRequest,
+    InvalidClient,
     OAuthError,
     UnauthorizedClient,
     UnsupportedResponseType,
@@ -34,7 +35,10 @@ def _client_and_redirect(params: Mapping[str, list[str]], ctx: Context) -> Flow[
     client_id = single(params, "client_id")
     if client_id is None:
         raise BrowserError("Invalid request", "The request has no client_id.")
-    client = yield GetClient(ctx.tenant.slug, client_id)
+    try:
+        client = yield from load_client(client_id, ctx)
+    except InvalidClient as exc:
+        raise BrowserError("Unknown application", exc.description) from exc
     if client is None:
         raise BrowserError("Unknown application", "The application asking for access is not registered here.")
     redirect_uri = single(params, "redirect_uri")
@@ -119,5 +123,7 @@ def show_consent(request: Request, ctx: Context, client: Client, auth: Authoriza
         upstream_scopes=ctx.tenant.upstream.scopes,
         service=ctx.tenant.resource_name or ctx.tenant.issuer,
         localhost_only=all(is_loopback_host(urlsplit(u).hostname) for u in client.redirect_uris),
+        # CIMD: the document's host is who vouches for this client.
+        client_host=urlsplit(client.client_id).netloc if is_metadata_url(client.client_id) else None,
     )
     return consent_page(view, headers)

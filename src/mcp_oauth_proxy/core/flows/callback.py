@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from ..context import Context, token_hash
-from ..effects import Fetch, Flow, SaveGrantAndCode, TakeAuthSession
+from ..effects import Audit, Fetch, Flow, SaveGrantAndCode, TakeAuthSession
 from ..errors import (
     AccessDenied,
     AuthorizationRedirectError,
@@ -159,6 +159,7 @@ def callback(request: Request, ctx: Context) -> Flow[Response]:
             expires_at=ctx.now + policy.code_ttl,
         ),
     )
+    yield Audit("login_completed", ctx.tenant.slug, auth.client_id, user_id, (("grant_id", grant.grant_id),))
     # RFC 9207 §2: iss in every authorization response.
     location = add_query(auth.redirect_uri, {"code": code_value, "state": auth.state, "iss": ctx.tenant.issuer})
     return redirect(location)

@@ -31,6 +31,7 @@ def authorization_server_metadata(ctx: Context) -> dict[str, Any]:
         "revocation_endpoint_auth_methods_supported": ["none", "client_secret_basic", "client_secret_post"],
         "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         "authorization_response_iss_parameter_supported": True,
+        "client_id_metadata_document_supported": t.client_metadata_documents,
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["none"],
     }

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import unicodedata
 from typing import Any
+from urllib.parse import urlsplit
 
 import attrs
 
 from ..context import Context, token_hash
-from ..effects import Flow, SaveClient
+from ..effects import Audit, Flow, SaveClient
 from ..errors import InvalidClientMetadata, InvalidRedirectUri, InvalidScope
 from ..http import Request, Response, json_response
 from ..models import Client
@@ -20,6 +22,9 @@ GRANT_TYPES = ("authorization_code", "refresh_token")
 MAX_BODY = 64 * 1024
 MAX_REDIRECT_URIS = 20
 MAX_NAME = 200
+# Bidi embeddings, overrides and isolates: they reorder what the consent page
+# shows (Unicode TR #36, "Trojan Source" CVE-2021-42574).
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
 def _string(doc: dict[str, Any], key: str, limit: int = 2000) -> str | None:
@@ -28,7 +33,7 @@ def _string(doc: dict[str, Any], key: str, limit: int = 2000) -> str | None:
         return None
     if not isinstance(value, str) or len(value) > limit:
         raise InvalidClientMetadata(f"{key} must be a string of at most {limit} characters")
-    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+    if any(unicodedata.category(ch) == "Cc" or ch in _BIDI_CONTROLS for ch in value):
         raise InvalidClientMetadata(f"{key} must not contain control characters")
     return value
 
@@ -47,7 +52,10 @@ def parse_metadata(body: bytes) -> dict[str, Any]:
         raise InvalidClientMetadata("the registration request is too large")
     try:
         doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+        # JSON's "\ud800" escapes give lone surrogates, which no response
+        # (or store) could encode as UTF-8 later.
+        json.dumps(doc, ensure_ascii=False).encode("utf-8")
+    except (ValueError, UnicodeError, RecursionError) as exc:
         raise InvalidClientMetadata("the body must be a JSON object") from exc
     if not isinstance(doc, dict):
         raise InvalidClientMetadata("the body must be a JSON object")
@@ -94,6 +102,11 @@ def validate(doc: dict[str, Any], ctx: Context) -> Client:
             raise InvalidClientMetadata("scope not offered by this server: " + " ".join(unknown))
         scope = " ".join(asked)
 
+    client_uri = _string(doc, "client_uri")
+    if client_uri is not None and urlsplit(client_uri).scheme.lower() not in ("https", "http"):
+        # RFC 7591 §5: a web page of the client, never script.
+        raise InvalidClientMetadata("client_uri must be an https or http URL")
+
     return Client(
         tenant=ctx.tenant.slug,
         client_id="",
@@ -104,7 +117,7 @@ def validate(doc: dict[str, Any], ctx: Context) -> Client:
         application_type=application_type,
         created_at=ctx.now,
         client_name=_string(doc, "client_name", MAX_NAME),
-        client_uri=_string(doc, "client_uri"),
+        client_uri=client_uri,
         scope=scope,
     )
 
@@ -136,6 +149,8 @@ def register(request: Request, ctx: Context) -> Flow[Response]:
         client, client_id=client_id, secret_hash=None if secret is None else token_hash(secret)
     )
     yield SaveClient(client)
+    yield Audit("client_registered", ctx.tenant.slug, client.client_id,
+                detail=(("client_name", client.client_name or ""), ("remote_addr", request.remote_addr)))
     body = client_metadata(client)
     if secret is not None:
         body["client_secret"] = secret

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..client_auth import authenticate
 from ..context import Context, token_hash
-from ..effects import Flow, GetAccessToken, GetRefreshToken, RevokeAccessToken, RevokeGrant
+from ..effects import Audit, Flow, GetAccessToken, GetRefreshToken, RevokeAccessToken, RevokeGrant
 from ..http import Request, Response, form_params, required, single
 
 
@@ -21,10 +21,12 @@ def revoke(request: Request, ctx: Context) -> Flow[Response]:
         # Revoking a refresh token revokes its whole grant (RFC 7009 §2.1 SHOULD).
         if refresh is not None and refresh.client_id == client.client_id:
             yield RevokeGrant(tenant, refresh.grant_id)
+            yield Audit("grant_revoked", tenant, client.client_id, refresh.user_id, (("grant_id", refresh.grant_id),))
     elif value.startswith("mcp_at_"):
         access = yield GetAccessToken(tenant, digest)
         if access is not None and access.client_id == client.client_id:
             yield RevokeAccessToken(tenant, digest)
+            yield Audit("access_token_revoked", tenant, client.client_id, access.user_id, (("grant_id", access.grant_id),))
     # RFC 7009 §2.2: 200 whether or not the token was known; a token of
     # another client is left alone and reported the same way.
     return Response(200, (("cache-control", "no-store"), ("content-length", "0")))

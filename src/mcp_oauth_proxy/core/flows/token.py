@@ -6,7 +6,7 @@ from typing import Mapping
 
 from ..client_auth import authenticate
 from ..context import Context, token_hash
-from ..effects import Flow, GetRefreshToken, IssueTokens, RevokeGrantOfCode, RotateRefreshToken, TakeCode
+from ..effects import Audit, Flow, GetRefreshToken, IssueTokens, RevokeGrantOfCode, RotateRefreshToken, TakeCode
 from ..errors import InvalidGrant, InvalidScope, InvalidTarget, UnauthorizedClient, UnsupportedGrantType
 from ..http import Request, Response, form_params, json_response, required, single
 from ..models import AccessToken, Client, RefreshToken, Rotation
@@ -76,7 +76,9 @@ def authorization_code_grant(form: Mapping[str, list[str]], client: Client, ctx:
     grant = yield TakeCode(ctx.tenant.slug, code_hash, ctx.now)
     if grant is None:
         # RFC 6749 §4.1.2: a code used twice revokes what was issued from it.
-        yield RevokeGrantOfCode(ctx.tenant.slug, code_hash)
+        revoked = yield RevokeGrantOfCode(ctx.tenant.slug, code_hash)
+        if revoked:
+            yield Audit("code_replay_grant_revoked", ctx.tenant.slug, client.client_id)
         raise InvalidGrant("the code is unknown, expired or already used")
     if grant.client_id != client.client_id:
         raise InvalidGrant("the code was issued to another client")
@@ -93,6 +95,7 @@ def authorization_code_grant(form: Mapping[str, list[str]], client: Client, ctx:
     issued = yield IssueTokens(ctx.tenant.slug, grant.grant_id, access, refresh)
     if not issued:
         raise InvalidGrant("the grant was revoked")
+    yield Audit("tokens_issued", ctx.tenant.slug, client.client_id, grant.user_id, (("grant_id", grant.grant_id),))
     return _token_response(ctx, access_value, access, refresh_value)
 
 
@@ -122,9 +125,12 @@ def refresh_token_grant(form: Mapping[str, list[str]], client: Client, ctx: Cont
     )
     if outcome is Rotation.REUSED:
         # RFC 9700 §4.14.2: reuse of a rotated token revokes the family.
+        yield Audit("refresh_reuse_grant_revoked", ctx.tenant.slug, client.client_id, old.user_id,
+                    (("grant_id", old.grant_id),))
         raise InvalidGrant("the refresh token was already used; the grant has been revoked")
     if outcome is not Rotation.ROTATED:
         raise InvalidGrant("the refresh token is unknown, expired or revoked")
+    yield Audit("tokens_refreshed", ctx.tenant.slug, client.client_id, old.user_id, (("grant_id", old.grant_id),))
     return _token_response(ctx, access_value, access, refresh_value)
 
 

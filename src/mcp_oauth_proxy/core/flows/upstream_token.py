@@ -10,6 +10,7 @@ import attrs
 
 from ..context import Context
 from ..effects import (
+    Audit,
     ClaimUpstreamRefresh,
     Fetch,
     Flow,
@@ -53,9 +54,13 @@ def _refresh(grant: Grant, ctx: Context) -> Flow[UpstreamTokens]:
     except UpstreamRefused:
         # The upstream no longer honours the grant: it is over.
         yield RevokeGrant(ctx.tenant.slug, grant.grant_id)
+        yield Audit("upstream_refresh_refused_grant_revoked", ctx.tenant.slug, grant.client_id, grant.user_id,
+                    (("grant_id", grant.grant_id),))
         raise InvalidToken("the identity provider ended the sign-in; sign in again") from None
     except (FetchFailed, UpstreamUnavailable):
         yield ReleaseUpstreamRefresh(ctx.tenant.slug, grant.grant_id, grant.upstream_version)
+        yield Audit("upstream_refresh_failed", ctx.tenant.slug, grant.client_id, grant.user_id,
+                    (("grant_id", grant.grant_id),))
         raise UpstreamUnavailable("the identity provider could not refresh the sign-in") from None
     # RFC 6749 §6: a new refresh token is optional; keep the old one if none came.
     if tokens.refresh_token is None:

@@ -1,0 +1,123 @@
+"""Client ID Metadata Documents (draft-ietf-oauth-client-id-metadata-document;
+the MCP authorization spec's preferred way for clients to identify
+themselves): a ``client_id`` that is an https URL names a JSON document
+describing the client, which we fetch (an SSRF-guarded Fetch) and check."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+from urllib.parse import urlsplit
+
+import attrs
+
+from .context import Context
+from .effects import FetchClientMetadata, Flow, GetClient
+from .flows.register import validate
+from .errors import FetchFailed, InvalidClient, InvalidClientMetadata, InvalidRedirectUri
+from .http import HttpResponse
+from .models import Client
+
+# A client metadata document is small; the draft suggests 5 KB as a limit.
+MAX_DOCUMENT = 5 * 1024
+# Cache lifetimes the Cache-Control of a document is clamped to (seconds).
+MIN_CACHE = 60
+MAX_CACHE = 24 * 3600
+_MAX_AGE = re.compile(r"(?:^|,)\s*(?:s-)?max-age\s*=\s*\"?(\d+)\"?", re.IGNORECASE)
+
+
+def is_metadata_url(client_id: str) -> bool:
+    return client_id.startswith("https://")
+
+
+def check_client_id_url(url: str) -> None:
+    """CIMD §3: https, with a path, no dot segments, fragment or userinfo."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise InvalidClient("the client_id URL is malformed") from None
+    if parts.scheme != "https" or not parts.hostname:
+        raise InvalidClient("the client_id URL must be https with a host")
+    if not parts.path or parts.path == "/":
+        raise InvalidClient("the client_id URL must have a path")
+    if any(seg in (".", "..") for seg in parts.path.split("/")):
+        raise InvalidClient("the client_id URL must not contain dot segments")
+    if "#" in url or parts.username is not None or parts.password is not None:
+        raise InvalidClient("the client_id URL must not contain a fragment or credentials")
+    if any(ord(ch) <= 0x20 or ord(ch) == 0x7F for ch in url):
+        raise InvalidClient("the client_id URL contains spaces or control characters")
+
+
+def cache_seconds(cache_control: str | None) -> int:
+    """How long to keep a document: its max-age clamped to
+    [MIN_CACHE, MAX_CACHE]; ``no-store``/``no-cache`` give the minimum, which
+    still spares the client's host a fetch per request."""
+    if not cache_control:
+        return MIN_CACHE
+    lowered = cache_control.lower()
+    if "no-store" in lowered or "no-cache" in lowered:
+        return MIN_CACHE
+    match = _MAX_AGE.search(cache_control)
+    if match is None:
+        return MIN_CACHE
+    return max(MIN_CACHE, min(MAX_CACHE, int(match.group(1))))
+
+
+def _document(response: HttpResponse) -> dict[str, Any]:
+    if response.status != 200:
+        raise InvalidClient(f"the client metadata document answered HTTP {response.status}")
+    if len(response.body) > MAX_DOCUMENT:
+        raise InvalidClient(f"the client metadata document is larger than {MAX_DOCUMENT} bytes")
+    content_type = (response.header("content-type") or "").split(";")[0].strip().lower()
+    if content_type != "application/json" and not content_type.endswith("+json"):
+        raise InvalidClient("the client metadata document is not served as application/json")
+    try:
+        doc = json.loads(response.body)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidClient("the client metadata document is not valid JSON") from None
+    if not isinstance(doc, dict):
+        raise InvalidClient("the client metadata document is not a JSON object")
+    return doc
+
+
+def client_from_document(url: str, response: HttpResponse, ctx: Context) -> Client:
+    """The client a fetched document describes, or InvalidClient with the reason."""
+    doc = _document(response)
+    # CIMD §4.1: exact, simple string comparison.
+    if doc.get("client_id") != url:
+        raise InvalidClient("the document's client_id is not its URL")
+    if not isinstance(doc.get("client_name"), str) or not doc["client_name"].strip():
+        raise InvalidClient("the client metadata document has no client_name")
+    # CIMD §4.1: no shared secrets in a public document.
+    if "client_secret" in doc or "client_secret_expires_at" in doc:
+        raise InvalidClient("the client metadata document must not contain a client secret")
+    method = doc.get("token_endpoint_auth_method", "none")
+    if method != "none":
+        raise InvalidClient("only token_endpoint_auth_method 'none' is supported for metadata documents")
+    # The document serves every authorization server: keep the scopes this
+    # tenant offers rather than refusing the client for the others.
+    scope = doc.get("scope")
+    if isinstance(scope, str):
+        offered = [s for s in scope.split() if s in ctx.tenant.scopes]
+        doc = {**doc, "scope": " ".join(offered) if offered else None}
+    try:
+        client = validate({**doc, "token_endpoint_auth_method": "none"}, ctx)
+    except (InvalidClientMetadata, InvalidRedirectUri) as exc:
+        raise InvalidClient(f"the client metadata document is invalid: {exc.description}") from None
+    return attrs.evolve(client, client_id=url)
+
+
+def load_client(client_id: str, ctx: Context) -> Flow[Client | None]:
+    """The client behind an id: a registered one, or one described by its
+    metadata document. InvalidClient says why a document was refused."""
+    if not (is_metadata_url(client_id) and ctx.tenant.client_metadata_documents):
+        return (yield GetClient(ctx.tenant.slug, client_id))
+    check_client_id_url(client_id)
+    try:
+        response = yield FetchClientMetadata(client_id, ctx.tenant.client_metadata_allow_loopback)
+    except FetchFailed as exc:
+        raise InvalidClient(f"the client metadata document could not be fetched: {exc}") from None
+    return client_from_document(client_id, response, ctx)
+

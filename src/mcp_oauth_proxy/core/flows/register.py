@@ -52,9 +52,6 @@ def parse_metadata(body: bytes) -> dict[str, Any]:
         raise InvalidClientMetadata("the registration request is too large")
     try:
         doc = json.loads(body)
-        # JSON's "\ud800" escapes give lone surrogates, which no response
-        # (or store) could encode as UTF-8 later.
-        json.dumps(doc, ensure_ascii=False).encode("utf-8")
     except (ValueError, UnicodeError, RecursionError) as exc:
         raise InvalidClientMetadata("the body must be a JSON object") from exc
     if not isinstance(doc, dict):
@@ -64,6 +61,12 @@ def parse_metadata(body: bytes) -> dict[str, Any]:
 
 def validate(doc: dict[str, Any], ctx: Context) -> Client:
     """Check the metadata and build the client record (without id and secret)."""
+    try:
+        # JSON's "\ud800" escapes give lone surrogates, which no response,
+        # page or store could encode as UTF-8 later.
+        json.dumps(doc, ensure_ascii=False).encode("utf-8")
+    except (ValueError, UnicodeError, RecursionError) as exc:
+        raise InvalidClientMetadata("the metadata must be valid Unicode text") from exc
     application_type = _string(doc, "application_type") or "web"
     if application_type not in ("web", "native"):
         raise InvalidClientMetadata("application_type must be 'web' or 'native'")

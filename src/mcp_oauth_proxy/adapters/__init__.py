@@ -1,0 +1,1 @@
+"""ASGI and WSGI adapters."""

@@ -1,0 +1,1 @@
+"""Outbound HTTP to identity providers and client metadata hosts."""

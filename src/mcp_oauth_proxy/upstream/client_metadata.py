@@ -1,0 +1,170 @@
+"""Fetching Client ID Metadata Documents from the open internet, safely.
+
+The URL comes from whoever calls our authorization endpoint, so the fetch is
+guarded against SSRF (MCP security best practices; CIMD §6): https only,
+every address the host resolves to must be public (loopback only where the
+tenant allows it for local development), the connection goes to the address
+that was checked (no second DNS answer), no redirects, a short timeout and a
+small size cap. Good answers are cached per their Cache-Control, clamped
+(core/cimd.py cache_seconds).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import ssl
+import threading
+import time
+from collections import OrderedDict
+from typing import Callable
+from urllib.parse import urlsplit, urlunsplit
+
+import anyio
+import httpx
+
+from ..core.cimd import MAX_DOCUMENT, cache_seconds
+from ..core.effects import FetchClientMetadata
+from ..core.errors import FetchFailed
+from ..core.http import HttpResponse
+
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def address_allowed(address: Address, allow_loopback: bool) -> bool:
+    """Public unicast only; loopback when allowed. Private, link-local,
+    shared (CGNAT), multicast, reserved and unspecified ranges are refused."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if address.is_loopback:
+        return allow_loopback
+    return address.is_global and not address.is_multicast
+
+
+def _target(url: str) -> tuple[str, int, str]:
+    parts = urlsplit(url)
+    if parts.scheme != "https" or not parts.hostname:
+        raise FetchFailed("the document URL must be https")
+    return parts.hostname, parts.port or 443, parts.netloc
+
+
+def _checked(infos: list[tuple], allow_loopback: bool) -> str:
+    addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
+    if not addresses:
+        raise FetchFailed("the document's host does not resolve")
+    # All of them, not just the first: a host may mix public and private answers.
+    if not all(address_allowed(a, allow_loopback) for a in addresses):
+        raise FetchFailed("the document's host resolves to a private or reserved address")
+    return str(addresses[0])
+
+
+def _pinned(url: str, address: str) -> tuple[str, dict[str, str], dict[str, str]]:
+    """The URL rewritten to the checked address, with the Host header and the
+    TLS server name kept, so the certificate is still verified for the host."""
+    parts = urlsplit(url)
+    host = f"[{address}]" if ":" in address else address
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    pinned = urlunsplit(("https", netloc, parts.path, parts.query, ""))
+    return pinned, {"host": parts.netloc, "accept": "application/json"}, {"sni_hostname": parts.hostname or ""}
+
+
+def _answer(status: int, headers: httpx.Headers, body: bytes) -> HttpResponse:
+    if 300 <= status < 400:
+        raise FetchFailed("the document URL redirects; redirects are not followed")
+    return HttpResponse(status, tuple(headers.items()), body)
+
+
+class _Cache:
+    def __init__(self, size: int, clock: Callable[[], float]) -> None:
+        self._entries: OrderedDict[str, tuple[float, HttpResponse]] = OrderedDict()
+        self._size = size
+        self._clock = clock
+        self._lock = threading.Lock()
+
+    def get(self, url: str) -> HttpResponse | None:
+        with self._lock:
+            entry = self._entries.get(url)
+            if entry is None or entry[0] <= self._clock():
+                self._entries.pop(url, None)
+                return None
+            self._entries.move_to_end(url)
+            return entry[1]
+
+    def put(self, url: str, response: HttpResponse) -> None:
+        if response.status != 200:
+            return
+        ttl = cache_seconds(response.header("cache-control"))
+        with self._lock:
+            self._entries[url] = (self._clock() + ttl, response)
+            self._entries.move_to_end(url)
+            while len(self._entries) > self._size:
+                self._entries.popitem(last=False)
+
+
+class DocumentFetcher:
+    """Carries out FetchClientMetadata effects, sync (``fetch``) or async
+    (``fetch_async``). ``verify`` is for tests that trust their own CA."""
+
+    def __init__(
+        self,
+        *,
+        timeout: float = 5.0,
+        verify: ssl.SSLContext | bool = True,
+        cache_size: int = 1000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._timeout = httpx.Timeout(timeout)
+        self._verify = verify
+        self._cache = _Cache(cache_size, clock)
+
+    def fetch(self, effect: FetchClientMetadata) -> HttpResponse:
+        cached = self._cache.get(effect.url)
+        if cached is not None:
+            return cached
+        host, port, _ = _target(effect.url)
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except (socket.gaierror, UnicodeError):
+            raise FetchFailed("the document's host does not resolve") from None
+        url, headers, extensions = _pinned(effect.url, _checked(infos, effect.allow_loopback))
+        try:
+            with httpx.Client(verify=self._verify, timeout=self._timeout, follow_redirects=False) as client:
+                with client.stream("GET", url, headers=headers, extensions=extensions) as response:
+                    body = b""
+                    for chunk in response.iter_bytes():
+                        body += chunk
+                        if len(body) > MAX_DOCUMENT:
+                            raise FetchFailed(f"the document is larger than {MAX_DOCUMENT} bytes")
+                    answer = _answer(response.status_code, response.headers, body)
+        except httpx.TimeoutException:
+            raise FetchFailed("the document's host did not answer in time") from None
+        except httpx.HTTPError:
+            raise FetchFailed("the document's host could not be reached over TLS") from None
+        self._cache.put(effect.url, answer)
+        return answer
+
+    async def fetch_async(self, effect: FetchClientMetadata) -> HttpResponse:
+        cached = self._cache.get(effect.url)
+        if cached is not None:
+            return cached
+        host, port, _ = _target(effect.url)
+        try:
+            infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except (socket.gaierror, UnicodeError):
+            raise FetchFailed("the document's host does not resolve") from None
+        url, headers, extensions = _pinned(effect.url, _checked(list(infos), effect.allow_loopback))
+        try:
+            async with httpx.AsyncClient(verify=self._verify, timeout=self._timeout, follow_redirects=False) as client:
+                async with client.stream("GET", url, headers=headers, extensions=extensions) as response:
+                    body = b""
+                    async for chunk in response.aiter_bytes():
+                        body += chunk
+                        if len(body) > MAX_DOCUMENT:
+                            raise FetchFailed(f"the document is larger than {MAX_DOCUMENT} bytes")
+                    answer = _answer(response.status_code, response.headers, body)
+        except httpx.TimeoutException:
+            raise FetchFailed("the document's host did not answer in time") from None
+        except httpx.HTTPError:
+            raise FetchFailed("the document's host could not be reached over TLS") from None
+        self._cache.put(effect.url, answer)
+        return answer

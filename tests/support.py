@@ -124,6 +124,7 @@ class Harness:
     now: int = NOW
     cookies: dict[str, str] = attrs.Factory(dict)
     seed: int = 0
+    remote_addr: str = ""
     # How a flow is run: the sync driver unless a test swaps in another.
     driver: Callable[[Any], Any] | None = None
 
@@ -161,7 +162,8 @@ class Harness:
             data = body
         if self.cookies:
             hdrs.append(("cookie", "; ".join(f"{k}={v}" for k, v in self.cookies.items())))
-        req = Request(method, parts.path, parts.query, tuple(hdrs), data, scheme=parts.scheme, host=parts.netloc)
+        req = Request(method, parts.path, parts.query, tuple(hdrs), data, scheme=parts.scheme, host=parts.netloc,
+                      remote_addr=self.remote_addr)
         response = self.run(handle(req, self.ctx()))
         for name, value in response.headers:
             if name == "set-cookie":

@@ -8,6 +8,7 @@ from urllib.parse import parse_qsl, urlsplit
 import attrs
 import pytest
 
+from mcp_oauth_proxy.core.tenant import Policy
 from support import ISSUER, REDIRECT, RESOURCE, Harness, params_of, tenant, upstream
 
 
@@ -193,7 +194,8 @@ def test_tampered_consent_cookie_is_ignored():
 
 
 def test_expired_consent_cookie_is_ignored():
-    h = Harness()
+    # The client's registration must outlive the cookie for this to test the cookie.
+    h = Harness(tenant=tenant(policy=Policy(unused_client_ttl=10**9)))
     client, page = _page(h)
     _approve(h, page)
     h.now += h.tenant.policy.consent_ttl + 1

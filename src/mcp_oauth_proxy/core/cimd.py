@@ -5,7 +5,6 @@ describing the client, which we fetch (an SSRF-guarded Fetch) and check."""
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 from urllib.parse import urlsplit
@@ -16,7 +15,7 @@ from .context import Context
 from .effects import FetchClientMetadata, Flow, GetClient
 from .flows.register import validate
 from .errors import FetchFailed, InvalidClient, InvalidClientMetadata, InvalidRedirectUri
-from .http import HttpResponse
+from .http import HttpResponse, parse_json
 from .models import Client
 
 # A client metadata document is small; the draft suggests 5 KB as a limit.
@@ -74,8 +73,8 @@ def _document(response: HttpResponse) -> dict[str, Any]:
     if content_type != "application/json" and not content_type.endswith("+json"):
         raise InvalidClient("the client metadata document is not served as application/json")
     try:
-        doc = json.loads(response.body)
-    except (ValueError, UnicodeDecodeError):
+        doc = parse_json(response.body)
+    except ValueError:
         raise InvalidClient("the client metadata document is not valid JSON") from None
     if not isinstance(doc, dict):
         raise InvalidClient("the client metadata document is not a JSON object")
@@ -113,7 +112,11 @@ def load_client(client_id: str, ctx: Context) -> Flow[Client | None]:
     """The client behind an id: a registered one, or one described by its
     metadata document. InvalidClient says why a document was refused."""
     if not (is_metadata_url(client_id) and ctx.tenant.client_metadata_documents):
-        return (yield GetClient(ctx.tenant.slug, client_id))
+        client = yield GetClient(ctx.tenant.slug, client_id)
+        # A registration that never completed an authorization has lapsed.
+        if client is not None and client.expires_at is not None and client.expires_at <= ctx.now:
+            return None
+        return client
     check_client_id_url(client_id)
     try:
         response = yield FetchClientMetadata(client_id, ctx.tenant.client_metadata_allow_loopback)

@@ -5,7 +5,6 @@ client_secret_post."""
 from __future__ import annotations
 
 import base64
-import binascii
 import hmac
 from typing import Mapping
 from urllib.parse import unquote
@@ -33,19 +32,13 @@ def _basic(header: str) -> tuple[str, str]:
         raise InvalidClient("unsupported Authorization scheme")
     try:
         decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
-        raise InvalidClient("malformed Basic credentials", headers=basic_challenge()) from None
+    except ValueError:  # binascii.Error, UnicodeDecodeError, and non-ASCII input
+        raise InvalidClient("malformed Basic credentials") from None
     client_id, sep, secret = decoded.partition(":")
     if not sep:
-        raise InvalidClient("malformed Basic credentials", headers=basic_challenge())
+        raise InvalidClient("malformed Basic credentials")
     # RFC 6749 §2.3.1: id and secret are form-urlencoded inside Basic.
     return unquote(client_id.replace("+", " ")), unquote(secret.replace("+", " "))
-
-
-def basic_challenge() -> tuple[tuple[str, str], ...]:
-    # RFC 6749 §5.2: a 401 for a client that used the Authorization header
-    # MUST say which scheme to use.
-    return (("www-authenticate", 'Basic realm="oauth"'),)
 
 
 def credentials(request: Request, form: Mapping[str, list[str]]) -> Credentials:
@@ -78,14 +71,13 @@ def check_secret(secret: str | None, expected_hash: str | None) -> bool:
 def authenticate(request: Request, form: Mapping[str, list[str]], ctx: Context) -> Flow[Client]:
     """The registered client the request authenticates as, or InvalidClient."""
     creds = credentials(request, form)
-    challenge = basic_challenge() if creds.method == "client_secret_basic" else ()
     client = yield from load_client(creds.client_id, ctx)
     if client is None:
-        raise InvalidClient("unknown client", headers=challenge)
+        raise InvalidClient("unknown client")
     if client.token_endpoint_auth_method != creds.method:
         raise InvalidClient(
-            f"the client is registered for {client.token_endpoint_auth_method}", headers=challenge
+            f"the client is registered for {client.token_endpoint_auth_method}"
         )
     if creds.method != "none" and not check_secret(creds.secret, client.secret_hash):
-        raise InvalidClient("client authentication failed", headers=challenge)
+        raise InvalidClient("client authentication failed")
     return client

@@ -10,7 +10,7 @@ import hmac
 import json
 
 from .context import Context, urlsafe
-from .http import Request
+from .http import Request, parse_json
 
 # The browser remembers this many approved clients per tenant, newest first.
 MAX_REMEMBERED = 20
@@ -47,10 +47,11 @@ def approved_clients(ctx: Context, request: Request) -> list[str]:
         payload = _unb64(body)
     except (binascii.Error, ValueError):
         return []
-    if not hmac.compare_digest(_sign(ctx, payload), signature):
+    # compare_digest takes str only when it is ASCII.
+    if not signature.isascii() or not hmac.compare_digest(_sign(ctx, payload), signature):
         return []
     try:
-        data = json.loads(payload)
+        data = parse_json(payload)
     except ValueError:
         return []
     if not isinstance(data, dict) or data.get("t") != ctx.tenant.slug:

@@ -216,6 +216,19 @@ class UpdateUpstreamTokens(StoreEffect):
     tokens: UpstreamTokens
 
 
+@_store_effect("mark_client_used")
+class MarkClientUsed(StoreEffect):
+    tenant: str
+    client_id: str
+
+
+@_store_effect("hit_counter")
+class HitCounter(StoreEffect):
+    key: str
+    window_start: int
+    expires_at: int
+
+
 # -- drivers ---------------------------------------------------------------------
 
 

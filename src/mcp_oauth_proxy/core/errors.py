@@ -24,9 +24,13 @@ class InvalidRequest(OAuthError):
 
 
 class InvalidClient(OAuthError):
-    # RFC 6749 §5.2: 401 when the client tried to authenticate.
+    # RFC 6749 §5.2: 401 when the client tried to authenticate, and RFC 9110
+    # §15.5.2: every 401 names a scheme to authenticate with.
     error = "invalid_client"
     status = 401
+
+    def __init__(self, description: str = "") -> None:
+        super().__init__(description, headers=(("www-authenticate", 'Basic realm="oauth"'),))
 
 
 class InvalidGrant(OAuthError):

@@ -159,6 +159,19 @@ def query_params(request: Request) -> dict[str, list[str]]:
     return parse_params(request.query)
 
 
+def parse_json(data: bytes | str) -> Any:
+    """JSON from an untrusted party. ValueError for anything that is not
+    clean JSON text: bad UTF-8, nesting deep enough to exhaust the stack, or
+    lone surrogates (``"\\ud800"``), which no response, page or store could
+    encode as UTF-8 later."""
+    try:
+        value = json.loads(data)
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except (ValueError, UnicodeError, RecursionError) as exc:
+        raise ValueError("not valid JSON text") from exc
+    return value
+
+
 # -- building responses --------------------------------------------------------
 
 NO_STORE = (("cache-control", "no-store"), ("pragma", "no-cache"))

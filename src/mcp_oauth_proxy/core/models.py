@@ -33,6 +33,9 @@ class Client:
     # Space-separated scopes the client may ask for; None: any of the tenant's.
     scope: str | None = None
     secret_hash: str | None = attrs.field(default=None, repr=False)
+    # A registration that never completes an authorization lapses at this
+    # time; None once it has (registration hygiene against spam).
+    expires_at: int | None = None
 
     @property
     def is_public(self) -> bool:

@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 import attrs
 
+from . import ratelimit
 from .context import Context
 from .effects import Flow
 from .errors import (
@@ -37,6 +38,8 @@ class Route:
     cors: bool = False
     # Navigated to by a person: errors are HTML pages.
     browser: bool = False
+    # Which of the tenant's RateLimits counts requests per remote address.
+    limit: str | None = None
 
 
 def _static(fn: Callable[[Context], Response]) -> Handler:
@@ -44,11 +47,11 @@ def _static(fn: Callable[[Context], Response]) -> Handler:
 
 
 _OAUTH_ROUTES = {
-    "register": Route(("POST",), register.register, cors=True),
-    "authorize": Route(("GET", "POST"), authorize.authorize, browser=True),
+    "register": Route(("POST",), register.register, cors=True, limit="register"),
+    "authorize": Route(("GET", "POST"), authorize.authorize, browser=True, limit="authorize"),
     "consent": Route(("POST",), consent.consent, browser=True),
-    "callback": Route(("GET",), callback.callback, browser=True),
-    "token": Route(("POST",), token.token, cors=True),
+    "callback": Route(("GET",), callback.callback, browser=True, limit="callback"),
+    "token": Route(("POST",), token.token, cors=True, limit="token"),
     "userinfo": Route(("GET", "POST"), userinfo.userinfo, cors=True),
     "revoke": Route(("POST",), revoke.revoke, cors=True),
     "introspect": Route(("POST",), introspect.introspect, cors=True),
@@ -139,6 +142,9 @@ def handle(request: Request, ctx: Context) -> Flow[Response]:
             raise MethodNotAllowed(
                 f"use {' or '.join(route.methods)}", headers=(("allow", ", ".join(route.methods)),)
             )
+        if route.limit is not None:
+            limit = getattr(ctx.tenant.rate_limits, route.limit)
+            yield from ratelimit.check(ctx, route.limit, limit, "address", request.remote_addr)
         result = route.handler(request, ctx)
         response = (yield from result) if isinstance(result, Generator) else result
     except (OAuthError, BrowserError, AuthorizationRedirectError, StorageUnavailable, FetchFailed) as exc:

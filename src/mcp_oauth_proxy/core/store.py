@@ -97,5 +97,13 @@ class Store(Protocol):
         """Replace the upstream tokens, only if still at ``version``; bumps the
         version and clears the lease."""
 
+    def mark_client_used(self, tenant: str, client_id: str) -> None:
+        """The client completed an authorization: its registration no longer lapses."""
+
+    def hit_counter(self, key: str, window_start: int, expires_at: int) -> int:
+        """Count one hit on ``key`` in the window starting at ``window_start``;
+        the count in that window, this hit included (rate limits; shared by
+        every replica using the store)."""
+
     def delete_expired(self, now: int, limit: int = 1000) -> int:
         """Remove up to ``limit`` expired records of each kind; the count removed."""

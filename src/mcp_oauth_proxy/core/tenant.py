@@ -57,6 +57,27 @@ class Policy:
     upstream_refresh_lease: int = 30
     # How long the browser remembers approved clients.
     consent_ttl: int = 30 * 24 * 3600
+    # A registered client that completes no authorization within this time lapses.
+    unused_client_ttl: int = 24 * 3600
+
+
+@attrs.frozen
+class RateLimit:
+    """At most this many requests per window (seconds), counted per remote
+    address and per client; 0 turns a count off."""
+
+    per_address: int = 0
+    per_client: int = 0
+    window: int = 60
+
+
+@attrs.frozen
+class RateLimits:
+    token: RateLimit = RateLimit(per_address=300, per_client=120)
+    # Also the cap on registrations per address and time.
+    register: RateLimit = RateLimit(per_address=20, window=3600)
+    authorize: RateLimit = RateLimit(per_address=120, per_client=60)
+    callback: RateLimit = RateLimit(per_address=120)
 
 
 @attrs.frozen
@@ -87,6 +108,7 @@ class Tenant:
     client_metadata_documents: bool = True
     # Let such documents live on loopback addresses (local development only).
     client_metadata_allow_loopback: bool = False
+    rate_limits: RateLimits = RateLimits()
 
     @property
     def issuer_path(self) -> str:

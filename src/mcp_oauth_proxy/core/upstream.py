@@ -4,13 +4,11 @@ requests a Fetch effect sends, and read what comes back."""
 from __future__ import annotations
 
 import base64
-import binascii
-import json
 from typing import Any
 from urllib.parse import quote, urlencode
 
 from .errors import OAuthError, UpstreamUnavailable
-from .http import HttpRequest, HttpResponse
+from .http import HttpRequest, HttpResponse, parse_json
 from .models import UpstreamTokens
 from .tenant import Upstream
 
@@ -57,8 +55,8 @@ def _json_object(response: HttpResponse) -> dict[str, Any]:
     if len(response.body) > MAX_UPSTREAM_BODY:
         raise UpstreamUnavailable("the identity provider's answer was too large")
     try:
-        data = json.loads(response.body)
-    except (ValueError, UnicodeDecodeError):
+        data = parse_json(response.body)
+    except ValueError:
         raise UpstreamUnavailable("the identity provider gave an unreadable answer") from None
     if not isinstance(data, dict):
         raise UpstreamUnavailable("the identity provider gave an unreadable answer")
@@ -110,8 +108,8 @@ def id_token_claims(id_token: str) -> dict[str, Any]:
         raise UpstreamUnavailable("the identity provider sent a malformed id_token")
     try:
         payload = base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4))
-        claims = json.loads(payload)
-    except (binascii.Error, ValueError, UnicodeDecodeError):
+        claims = parse_json(payload)
+    except ValueError:  # binascii.Error is one
         raise UpstreamUnavailable("the identity provider sent a malformed id_token") from None
     if not isinstance(claims, dict):
         raise UpstreamUnavailable("the identity provider sent a malformed id_token")

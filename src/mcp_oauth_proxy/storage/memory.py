@@ -39,6 +39,7 @@ class MemoryStore:
         self._codes: dict[tuple[str, str], CodeGrant] = {}
         self._access: dict[tuple[str, str], AccessToken] = {}
         self._refresh: dict[tuple[str, str], RefreshToken] = {}
+        self._counters: dict[tuple[str, int], tuple[int, int]] = {}
 
     # -- clients ------------------------------------------------------------
     def save_client(self, client: Client) -> None:
@@ -47,6 +48,18 @@ class MemoryStore:
 
     def get_client(self, tenant: str, client_id: str) -> Client | None:
         return self._clients.get((tenant, client_id))
+
+    def mark_client_used(self, tenant: str, client_id: str) -> None:
+        with self._lock:
+            client = self._clients.get((tenant, client_id))
+            if client is not None:
+                self._clients[(tenant, client_id)] = attrs.evolve(client, expires_at=None)
+
+    def hit_counter(self, key: str, window_start: int, expires_at: int) -> int:
+        with self._lock:
+            count = self._counters.get((key, window_start), (0, expires_at))[0] + 1
+            self._counters[(key, window_start)] = (count, expires_at)
+            return count
 
     # -- consent and sessions --------------------------------------------------
     def save_consent_request(self, consent: ConsentRequest) -> None:
@@ -191,6 +204,13 @@ class MemoryStore:
                     removed += 1
             for key in [k for k, v in self._sessions.items() if v[0].expires_at <= now][:limit]:
                 del self._sessions[key]
+                removed += 1
+            for key in [k for k, v in self._counters.items() if v[1] <= now][:limit]:
+                del self._counters[key]
+                removed += 1
+            lapsed = [k for k, c in self._clients.items() if c.expires_at is not None and c.expires_at <= now]
+            for key in lapsed[:limit]:
+                del self._clients[key]
                 removed += 1
             for key in [k for k, v in self._grants.items() if v[0].expires_at <= now][:limit]:
                 grant = self._grants.pop(key)[0]

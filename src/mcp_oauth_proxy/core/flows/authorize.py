@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Mapping
 from urllib.parse import urlsplit
 
-from .. import cookies
+from .. import cookies, ratelimit
 from ..context import Context, token_hash
 from ..cimd import is_metadata_url, load_client
 from ..effects import Flow, SaveConsentRequest
@@ -83,6 +83,7 @@ def authorize(request: Request, ctx: Context) -> Flow[Response]:
     except OAuthError as exc:
         raise BrowserError("Invalid request", exc.description) from exc
     client, redirect_uri, given = yield from _client_and_redirect(params, ctx)
+    yield from ratelimit.check(ctx, "authorize", ctx.tenant.rate_limits.authorize, "client", client.client_id)
     try:
         auth = _validated_request(params, client, redirect_uri, given, ctx)
     except OAuthError as exc:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from ..client_auth import authenticate, basic_challenge, check_secret, credentials
+from ..client_auth import authenticate, check_secret, credentials
 from ..context import Context, token_hash
 from ..effects import Flow, GetAccessToken, GetRefreshToken
 from ..errors import InvalidClient
@@ -19,7 +19,7 @@ def _caller(request: Request, form: Mapping[str, list[str]], ctx: Context) -> Fl
     for server in ctx.tenant.resource_servers:
         if server.client_id == creds.client_id:
             if creds.method == "none" or not check_secret(creds.secret, server.secret_sha256):
-                raise InvalidClient("resource server authentication failed", headers=basic_challenge())
+                raise InvalidClient("resource server authentication failed")
             return None
     if creds.method == "none":
         raise InvalidClient("introspection needs client credentials")

@@ -6,7 +6,17 @@ from typing import Mapping
 
 from ..client_auth import authenticate
 from ..context import Context, token_hash
-from ..effects import Audit, Flow, GetRefreshToken, IssueTokens, RevokeGrantOfCode, RotateRefreshToken, TakeCode
+from .. import ratelimit
+from ..effects import (
+    Audit,
+    Flow,
+    GetRefreshToken,
+    IssueTokens,
+    MarkClientUsed,
+    RevokeGrantOfCode,
+    RotateRefreshToken,
+    TakeCode,
+)
 from ..errors import InvalidGrant, InvalidScope, InvalidTarget, UnauthorizedClient, UnsupportedGrantType
 from ..http import Request, Response, form_params, json_response, required, single
 from ..models import AccessToken, Client, RefreshToken, Rotation
@@ -95,6 +105,8 @@ def authorization_code_grant(form: Mapping[str, list[str]], client: Client, ctx:
     issued = yield IssueTokens(ctx.tenant.slug, grant.grant_id, access, refresh)
     if not issued:
         raise InvalidGrant("the grant was revoked")
+    if client.expires_at is not None:
+        yield MarkClientUsed(ctx.tenant.slug, client.client_id)
     yield Audit("tokens_issued", ctx.tenant.slug, client.client_id, grant.user_id, (("grant_id", grant.grant_id),))
     return _token_response(ctx, access_value, access, refresh_value)
 
@@ -137,6 +149,7 @@ def refresh_token_grant(form: Mapping[str, list[str]], client: Client, ctx: Cont
 def token(request: Request, ctx: Context) -> Flow[Response]:
     form = form_params(request)
     client = yield from authenticate(request, form, ctx)
+    yield from ratelimit.check(ctx, "token", ctx.tenant.rate_limits.token, "client", client.client_id)
     grant_type = required(form, "grant_type")
     if grant_type == "authorization_code":
         return (yield from authorization_code_grant(form, client, ctx))

@@ -1,0 +1,159 @@
+"""The SQL tables, one per record of :mod:`..core.models`.
+
+Columns are named after the record's fields, so a row maps to a record and
+back without a per-table mapping. Keys are (tenant, id or hash): every
+lookup on the hot path is a primary-key or unique-index lookup. Secrets
+never rest here in plain text: our tokens, codes and client secrets are
+hashes, and the ``upstream`` and ``upstream_code_verifier`` columns hold
+ciphertexts from :mod:`.crypto`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import BigInteger, Boolean, Column, Dialect, Index, MetaData, String, Table, Text
+from sqlalchemy.dialects import mysql
+from sqlalchemy.types import TypeDecorator
+
+metadata = MetaData()
+
+# MariaDB compares strings case-insensitively by default; ids and hashes are
+# case-sensitive, so every table there uses the binary collation.
+_MYSQL = {"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin", "mysql_engine": "InnoDB"}
+
+_LONG_TEXT = Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
+
+
+class Json(TypeDecorator[Any]):
+    """Tuples, dicts and nested records of a row, as JSON text."""
+
+    impl = _LONG_TEXT
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
+        return None if value is None else json.dumps(value, separators=(",", ":"))
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Any:
+        return None if value is None else json.loads(value)
+
+
+def _tenant() -> Column[str]:
+    return Column("tenant", String(128), primary_key=True)
+
+
+def _key(name: str, length: int = 64) -> Column[str]:
+    return Column(name, String(length), primary_key=True)
+
+
+def _str(name: str, length: int = 255, nullable: bool = False) -> Column[str]:
+    return Column(name, String(length), nullable=nullable)
+
+
+def _text(name: str, nullable: bool = False) -> Column[str]:
+    return Column(name, _LONG_TEXT, nullable=nullable)
+
+
+def _time(name: str, nullable: bool = False) -> Column[int]:
+    return Column(name, BigInteger, nullable=nullable)
+
+
+clients = Table(
+    "clients", metadata,
+    _tenant(), _key("client_id", 255),
+    Column("redirect_uris", Json, nullable=False),
+    _str("token_endpoint_auth_method", 64),
+    Column("grant_types", Json, nullable=False),
+    Column("response_types", Json, nullable=False),
+    _str("application_type", 32),
+    _time("created_at"),
+    _text("client_name", nullable=True),
+    _text("client_uri", nullable=True),
+    _text("scope", nullable=True),
+    _str("secret_hash", 64, nullable=True),
+    **_MYSQL,
+)
+
+consent_requests = Table(
+    "consent_requests", metadata,
+    _tenant(), _key("id_hash"),
+    Column("request", Json, nullable=False),
+    _str("browser_hash", 64),
+    _time("expires_at"),
+    Index("consent_requests_expiry", "expires_at"),
+    **_MYSQL,
+)
+
+auth_sessions = Table(
+    "auth_sessions", metadata,
+    _tenant(), _key("state_hash"),
+    Column("request", Json, nullable=False),
+    _text("upstream_issuer", nullable=True),
+    _text("upstream_code_verifier"),  # ciphertext (seal_verifier)
+    _text("nonce", nullable=True),
+    _time("expires_at"),
+    Index("auth_sessions_expiry", "expires_at"),
+    **_MYSQL,
+)
+
+grants = Table(
+    "grants", metadata,
+    _tenant(), _key("grant_id", 128),
+    _text("client_id"),
+    _text("user_id"),
+    Column("scope", Json, nullable=False),
+    _text("resource"),
+    _str("code_hash", 64),
+    Column("claims", Json, nullable=False),
+    _text("upstream"),  # ciphertext (seal_upstream)
+    _time("created_at"),
+    _time("expires_at"),
+    Column("upstream_version", BigInteger, nullable=False),
+    _time("refresh_lease_until", nullable=True),
+    Column("revoked", Boolean, nullable=False),
+    # A replayed code revokes its grant (RFC 6749 §4.1.2): found by the code.
+    Index("grants_by_code", "tenant", "code_hash", unique=True),
+    Index("grants_expiry", "expires_at"),
+    **_MYSQL,
+)
+
+codes = Table(
+    "codes", metadata,
+    _tenant(), _key("code_hash"),
+    _str("grant_id", 128),
+    _text("client_id"),
+    _text("user_id"),
+    _text("redirect_uri"),
+    Column("redirect_uri_given", Boolean, nullable=False),
+    _str("code_challenge", 128),
+    Column("scope", Json, nullable=False),
+    _text("resource"),
+    _time("expires_at"),
+    Index("codes_expiry", "expires_at"),
+    **_MYSQL,
+)
+
+
+def _token_table(name: str, *extra: Column[Any]) -> Table:
+    return Table(
+        name, metadata,
+        _tenant(), _key("token_hash"),
+        _str("grant_id", 128),
+        _text("client_id"),
+        _text("user_id"),
+        Column("scope", Json, nullable=False),
+        _text("resource"),
+        _time("issued_at"),
+        _time("expires_at"),
+        *extra,
+        Index(f"{name}_expiry", "expires_at"),
+        **_MYSQL,
+    )
+
+
+access_tokens = _token_table("access_tokens")
+refresh_tokens = _token_table("refresh_tokens", _time("rotated_at", nullable=True))
+
+# The tables delete_expired sweeps, each with its primary key.
+EXPIRING = (consent_requests, auth_sessions, codes, access_tokens, refresh_tokens, grants)

@@ -1,0 +1,351 @@
+"""The SQL store (SQLAlchemy Core): SQLite, PostgreSQL, MariaDB/MySQL.
+
+Each method is one transaction whose precondition is checked by the database
+itself (``DELETE … RETURNING``, conditional ``UPDATE``), so several server
+processes can share one database. Semantics mirror :mod:`.memory` exactly.
+Connection failures surface as :class:`~..core.errors.StorageUnavailable`,
+which the core answers with a 503.
+"""
+
+from __future__ import annotations
+
+import threading
+from contextlib import nullcontext
+from typing import Any, Callable, ContextManager, Mapping, TypeVar
+
+import cattrs
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Table,
+    create_engine,
+    delete,
+    event,
+    exc,
+    func,
+    make_url,
+    select,
+    tuple_,
+    update,
+)
+from sqlalchemy.engine import URL
+from sqlalchemy.pool import StaticPool
+
+from ..core.errors import StorageUnavailable
+from ..core.models import (
+    AccessToken,
+    AuthSession,
+    Client,
+    CodeGrant,
+    ConsentRequest,
+    Grant,
+    RefreshToken,
+    Rotation,
+    UpstreamTokens,
+)
+from .crypto import KeyRing, open_upstream, open_verifier, seal_upstream, seal_verifier
+from .schema import EXPIRING, access_tokens, auth_sessions, clients, codes, consent_requests, grants, refresh_tokens
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+_convert = cattrs.Converter()
+_DRIVERS = {"postgresql": "postgresql+psycopg", "postgres": "postgresql+psycopg",
+            "mysql": "mysql+pymysql", "mariadb": "mysql+pymysql"}
+# SQLSTATEs / MySQL error numbers after which the whole transaction was
+# rolled back and may simply run again: deadlock, serialization failure.
+_RETRY_PG = {"40001", "40P01"}
+_RETRY_MYSQL = {1213, 1205}
+
+
+def sqlalchemy_url(url: str) -> URL:
+    """The URL with the driver this project installs (psycopg 3, PyMySQL)."""
+    parsed = make_url(url)
+    driver = _DRIVERS.get(parsed.drivername)
+    return parsed.set(drivername=driver) if driver else parsed
+
+
+def make_engine(url: str | URL, busy_timeout_ms: int = 30_000) -> Engine:
+    """An engine tuned for the store.
+
+    SQLite: WAL (readers never wait for the writer), a busy timeout, and
+    ``BEGIN IMMEDIATE`` for write transactions, so concurrent writers queue
+    for the lock instead of failing on upgrading a read lock.
+    """
+    parsed = sqlalchemy_url(url) if isinstance(url, str) else url
+    options: dict[str, Any] = {"hide_parameters": True}  # errors never echo a row
+    if parsed.get_backend_name() == "sqlite":
+        in_memory = parsed.database in (None, "", ":memory:")
+        options["connect_args"] = {"check_same_thread": False, "timeout": busy_timeout_ms / 1000}
+        if in_memory:
+            options["poolclass"] = StaticPool
+        engine = create_engine(parsed, **options)
+        _tune_sqlite(engine, wal=not in_memory, busy_timeout_ms=busy_timeout_ms)
+        return engine
+    if parsed.get_backend_name() in ("mysql", "mariadb"):
+        # Fewer gap locks than REPEATABLE READ; every precondition is in the
+        # statement itself, so READ COMMITTED is enough.
+        options["isolation_level"] = "READ COMMITTED"
+        options["pool_recycle"] = 3600  # under the server's wait_timeout
+    return create_engine(parsed, **options)
+
+
+def _tune_sqlite(engine: Engine, *, wal: bool, busy_timeout_ms: int) -> None:
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_conn: Any, record: Any) -> None:
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves, below
+        cursor = dbapi_conn.cursor()
+        if wal:
+            cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        write = conn.get_execution_options().get("sqlite_write", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def _row(record: Any, **override: Any) -> dict[str, Any]:
+    row: dict[str, Any] = _convert.unstructure(record)
+    row.update(override)
+    return row
+
+
+def _record(cls: type[T], row: Mapping[str, Any], **override: Any) -> T:
+    return _convert.structure({**row, **override}, cls)
+
+
+def _retryable(error: exc.DBAPIError) -> bool:
+    orig = error.orig
+    if getattr(orig, "sqlstate", None) in _RETRY_PG:
+        return True
+    args = getattr(orig, "args", ())
+    return bool(args) and args[0] in _RETRY_MYSQL
+
+
+class SqlStore:
+    def __init__(self, engine_or_url: Engine | str, keyring: KeyRing) -> None:
+        self.engine = engine_or_url if isinstance(engine_or_url, Engine) else make_engine(engine_or_url)
+        self.keyring = keyring
+        self._writer = self.engine.execution_options(sqlite_write=True)
+        dialect = self.engine.dialect.name
+        self._dialect = "mysql" if dialect == "mariadb" else dialect
+        # In-memory SQLite is one connection shared by every thread: take turns.
+        memory = dialect == "sqlite" and self.engine.url.database in (None, "", ":memory:")
+        self._turns: ContextManager[Any] = threading.Lock() if memory else nullcontext()
+
+    # -- running transactions ----------------------------------------------------
+    def _run(self, op: Callable[[Connection], R], *, write: bool) -> R:
+        """Run ``op`` in one transaction; a deadlock victim runs again."""
+        engine = self._writer if write else self.engine
+        for attempt in range(3):
+            try:
+                with self._turns, engine.connect() as conn, conn.begin():
+                    return op(conn)
+            except exc.DBAPIError as error:
+                if attempt < 2 and _retryable(error):
+                    continue
+                if isinstance(error, (exc.OperationalError, exc.InterfaceError)) or error.connection_invalidated:
+                    raise StorageUnavailable(f"the database failed: {type(error.orig).__name__}") from error
+                raise
+            except exc.TimeoutError as error:  # no pooled connection came free
+                raise StorageUnavailable("the database connection pool is exhausted") from error
+        raise AssertionError("unreachable")
+
+    def _write(self, op: Callable[[Connection], R]) -> R:
+        return self._run(op, write=True)
+
+    def _read(self, op: Callable[[Connection], R]) -> R:
+        return self._run(op, write=False)
+
+    def _upsert(self, conn: Connection, table: Table, row: dict[str, Any]) -> None:
+        """Insert, or replace the row with the same primary key (as the memory
+        store's dict assignment does)."""
+        keys = {c.name for c in table.primary_key.columns}
+        if self._dialect == "mysql":
+            from sqlalchemy.dialects.mysql import insert as mysql_insert
+
+            stmt = mysql_insert(table).values(row)
+            conn.execute(stmt.on_duplicate_key_update({k: stmt.inserted[k] for k in row if k not in keys}))
+            return
+        if self._dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert as pg_insert  # same API
+        stmt = pg_insert(table).values(row)
+        conn.execute(stmt.on_conflict_do_update(
+            index_elements=list(keys), set_={k: stmt.excluded[k] for k in row if k not in keys}))
+
+    @staticmethod
+    def _take(conn: Connection, table: Table, tenant: str, key: str, value: str) -> Any:
+        """Delete one row and return it: whoever deletes it, wins."""
+        stmt = delete(table).where(table.c.tenant == tenant, table.c[key] == value).returning(*table.c)
+        return conn.execute(stmt).mappings().first()
+
+    # -- clients -------------------------------------------------------------------
+    def save_client(self, client: Client) -> None:
+        self._write(lambda c: self._upsert(c, clients, _row(client)))
+
+    def get_client(self, tenant: str, client_id: str) -> Client | None:
+        row = self._read(lambda c: c.execute(select(clients).where(
+            clients.c.tenant == tenant, clients.c.client_id == client_id)).mappings().first())
+        return None if row is None else _record(Client, row)
+
+    # -- consent and sessions --------------------------------------------------------
+    def save_consent_request(self, consent: ConsentRequest) -> None:
+        self._write(lambda c: self._upsert(c, consent_requests, _row(consent)))
+
+    def take_consent_request(self, tenant: str, id_hash: str, now: int) -> ConsentRequest | None:
+        row = self._write(lambda c: self._take(c, consent_requests, tenant, "id_hash", id_hash))
+        return None if row is None or row["expires_at"] <= now else _record(ConsentRequest, row)
+
+    def save_auth_session(self, session: AuthSession) -> None:
+        sealed = seal_verifier(self.keyring, session.tenant, session.state_hash, session.upstream_code_verifier)
+        self._write(lambda c: self._upsert(c, auth_sessions, _row(session, upstream_code_verifier=sealed)))
+
+    def take_auth_session(self, tenant: str, state_hash: str, now: int) -> AuthSession | None:
+        row = self._write(lambda c: self._take(c, auth_sessions, tenant, "state_hash", state_hash))
+        if row is None or row["expires_at"] <= now:
+            return None
+        verifier = open_verifier(self.keyring, tenant, state_hash, row["upstream_code_verifier"])
+        return _record(AuthSession, row, upstream_code_verifier=verifier)
+
+    # -- grants and codes --------------------------------------------------------------
+    def save_grant_and_code(self, grant: Grant, code: CodeGrant) -> None:
+        sealed = seal_upstream(self.keyring, grant.tenant, grant.grant_id, grant.upstream)
+
+        def op(conn: Connection) -> None:
+            self._upsert(conn, grants, _row(grant, upstream=sealed))
+            self._upsert(conn, codes, _row(code))
+
+        self._write(op)
+
+    def take_code(self, tenant: str, code_hash: str, now: int) -> CodeGrant | None:
+        row = self._write(lambda c: self._take(c, codes, tenant, "code_hash", code_hash))
+        return None if row is None or row["expires_at"] <= now else _record(CodeGrant, row)
+
+    def revoke_grant_of_code(self, tenant: str, code_hash: str) -> bool:
+        stmt = update(grants).where(
+            grants.c.tenant == tenant, grants.c.code_hash == code_hash, grants.c.revoked.is_(False)
+        ).values(revoked=True)
+        return self._write(lambda c: c.execute(stmt).rowcount == 1)
+
+    def revoke_grant(self, tenant: str, grant_id: str) -> None:
+        stmt = update(grants).where(grants.c.tenant == tenant, grants.c.grant_id == grant_id).values(revoked=True)
+        self._write(lambda c: c.execute(stmt))
+
+    @staticmethod
+    def _live_grant(tenant: str, grant_id: Any) -> Any:
+        """A condition: the grant exists and is not revoked."""
+        return (
+            select(grants.c.grant_id)
+            .where(grants.c.tenant == tenant, grants.c.grant_id == grant_id, grants.c.revoked.is_(False))
+            .exists()
+        )
+
+    # -- our tokens -----------------------------------------------------------------------
+    # A token's grant is checked on every read, so a token stored while its
+    # grant is being revoked by another transaction is hidden all the same.
+    def issue_tokens(self, tenant: str, grant_id: str, access: AccessToken, refresh: RefreshToken | None) -> bool:
+        def op(conn: Connection) -> bool:
+            if not conn.execute(select(self._live_grant(tenant, grant_id))).scalar():
+                return False
+            self._upsert(conn, access_tokens, _row(access))
+            if refresh is not None:
+                self._upsert(conn, refresh_tokens, _row(refresh))
+            return True
+
+        return self._write(op)
+
+    def _get_token(self, table: Table, cls: type[T], tenant: str, token_hash: str) -> T | None:
+        stmt = select(table).where(
+            table.c.tenant == tenant, table.c.token_hash == token_hash, self._live_grant(tenant, table.c.grant_id)
+        )
+        row = self._read(lambda c: c.execute(stmt).mappings().first())
+        return None if row is None else _record(cls, row)
+
+    def get_access_token(self, tenant: str, token_hash: str) -> AccessToken | None:
+        return self._get_token(access_tokens, AccessToken, tenant, token_hash)
+
+    def get_refresh_token(self, tenant: str, token_hash: str) -> RefreshToken | None:
+        return self._get_token(refresh_tokens, RefreshToken, tenant, token_hash)
+
+    def rotate_refresh_token(
+        self, tenant: str, token_hash: str, now: int, grace: int, access: AccessToken, refresh: RefreshToken
+    ) -> Rotation:
+        old = refresh_tokens.c
+        mine = (old.tenant == tenant, old.token_hash == token_hash, old.expires_at > now)
+        # Current, or rotated within the grace window: the row lock this
+        # UPDATE takes makes concurrent rotations of one token queue here.
+        rotate = update(refresh_tokens).where(
+            *mine,
+            (old.rotated_at.is_(None)) | (old.rotated_at >= now - grace),
+            self._live_grant(tenant, old.grant_id),
+        ).values(rotated_at=func.coalesce(old.rotated_at, now))
+        # Rotated before the grace window: a replay, RFC 9700 §4.14.2.
+        stolen = select(old.grant_id).where(*mine, old.rotated_at < now - grace).scalar_subquery()
+        revoke = update(grants).where(
+            grants.c.tenant == tenant, grants.c.grant_id == stolen, grants.c.revoked.is_(False)
+        ).values(revoked=True)
+
+        def op(conn: Connection) -> Rotation:
+            if conn.execute(rotate).rowcount == 1:
+                self._upsert(conn, access_tokens, _row(access))
+                self._upsert(conn, refresh_tokens, _row(refresh))
+                return Rotation.ROTATED
+            return Rotation.REUSED if conn.execute(revoke).rowcount == 1 else Rotation.GONE
+
+        return self._write(op)
+
+    def revoke_access_token(self, tenant: str, token_hash: str) -> None:
+        stmt = delete(access_tokens).where(access_tokens.c.tenant == tenant, access_tokens.c.token_hash == token_hash)
+        self._write(lambda c: c.execute(stmt))
+
+    # -- upstream tokens ----------------------------------------------------------------
+    def get_grant(self, tenant: str, grant_id: str) -> Grant | None:
+        stmt = select(grants).where(grants.c.tenant == tenant, grants.c.grant_id == grant_id, grants.c.revoked.is_(False))
+        row = self._read(lambda c: c.execute(stmt).mappings().first())
+        if row is None:
+            return None
+        tokens = open_upstream(self.keyring, tenant, grant_id, row["upstream"])
+        return _record(Grant, row, upstream=_convert.unstructure(tokens))
+
+    def _grant_at(self, tenant: str, grant_id: str, version: int) -> Any:
+        return (grants.c.tenant == tenant, grants.c.grant_id == grant_id, grants.c.upstream_version == version)
+
+    def claim_upstream_refresh(self, tenant: str, grant_id: str, version: int, now: int, lease_until: int) -> bool:
+        lease = grants.c.refresh_lease_until
+        stmt = update(grants).where(
+            *self._grant_at(tenant, grant_id, version), grants.c.revoked.is_(False), lease.is_(None) | (lease <= now)
+        ).values(refresh_lease_until=lease_until)
+        return self._write(lambda c: c.execute(stmt).rowcount == 1)
+
+    def release_upstream_refresh(self, tenant: str, grant_id: str, version: int) -> None:
+        stmt = update(grants).where(*self._grant_at(tenant, grant_id, version)).values(refresh_lease_until=None)
+        self._write(lambda c: c.execute(stmt))
+
+    def update_upstream_tokens(self, tenant: str, grant_id: str, version: int, tokens: UpstreamTokens) -> bool:
+        sealed = seal_upstream(self.keyring, tenant, grant_id, tokens)
+        stmt = update(grants).where(*self._grant_at(tenant, grant_id, version), grants.c.revoked.is_(False)).values(
+            upstream=sealed, upstream_version=version + 1, refresh_lease_until=None
+        )
+        return self._write(lambda c: c.execute(stmt).rowcount == 1)
+
+    # -- housekeeping -----------------------------------------------------------------------
+    def delete_expired(self, now: int, limit: int = 1000) -> int:
+        """Each table in its own short transaction, so requests wait little."""
+        removed = 0
+        for table in EXPIRING:
+            key = tuple_(*table.primary_key.columns)
+            batch = select(*table.primary_key.columns).where(table.c.expires_at <= now).limit(limit)
+
+            def op(conn: Connection, table: Table = table, key: Any = key, batch: Any = batch) -> int:
+                keys = [tuple(r) for r in conn.execute(batch)]
+                if not keys:
+                    return 0
+                # Expiry is checked again: only what is still expired goes.
+                return conn.execute(delete(table).where(key.in_(keys), table.c.expires_at <= now)).rowcount
+
+            removed += self._write(op)
+        return removed

@@ -1,0 +1,105 @@
+"""Outbound HTTP to the upstream identity provider: the carriers of the
+core's Fetch effects, sync (WSGI) and async (ASGI on asyncio or trio).
+
+One pooled httpx client per carrier (connection reuse), TLS verified,
+timeouts on every phase, a cap on the answer's size, and no redirects
+followed: a 3xx comes back to the core as it is, which treats it as an
+unexpected answer. Every failure becomes ``FetchFailed`` with a fixed
+message, so nothing the upstream said (or how it failed) reaches a client.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from urllib.parse import urlsplit
+
+import httpx
+
+from ..core.errors import FetchFailed
+from ..core.http import HttpRequest, HttpResponse
+from ..core.upstream import MAX_UPSTREAM_BODY
+
+log = logging.getLogger("mcp_oauth_proxy.upstream")
+
+DEFAULT_TIMEOUT = 10.0
+_UNREACHABLE = "the identity provider could not be reached"
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _client_args(timeout: float, verify: ssl.SSLContext | bool) -> dict:
+    return {
+        "timeout": httpx.Timeout(timeout),
+        "verify": verify,
+        "follow_redirects": False,
+        "trust_env": False,  # no proxy or netrc picked up from the environment
+        "limits": httpx.Limits(max_connections=100, max_keepalive_connections=20),
+    }
+
+
+def _failed(request: HttpRequest, exc: Exception) -> FetchFailed:
+    # The exception class is enough to diagnose; its text may echo the URL's query.
+    parts = urlsplit(request.url)
+    log.warning("upstream request to %s://%s%s failed: %s", parts.scheme, parts.hostname, parts.path,
+                type(exc).__name__)
+    return FetchFailed(_UNREACHABLE)
+
+
+class SyncFetcher:
+    """Carries out Fetch effects with a blocking, pooled httpx client."""
+
+    def __init__(self, *, timeout: float = DEFAULT_TIMEOUT, verify: ssl.SSLContext | bool = True,
+                 max_body: int = MAX_UPSTREAM_BODY) -> None:
+        self._client = httpx.Client(**_client_args(timeout, verify))
+        self._max_body = max_body
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        try:
+            with self._client.stream(request.method, request.url, headers=list(request.headers),
+                                     content=request.body or None) as response:
+                body = bytearray()
+                for chunk in response.iter_bytes():
+                    body += chunk
+                    if len(body) > self._max_body:
+                        raise _TooLarge()
+                return HttpResponse(response.status_code, tuple(response.headers.items()), bytes(body))
+        except (httpx.HTTPError, httpx.InvalidURL, _TooLarge, ValueError) as exc:
+            raise _failed(request, exc) from None
+
+    def close(self) -> None:
+        self._client.close()
+
+
+class AsyncFetcher:
+    """Carries out Fetch effects with a pooled httpx.AsyncClient; works on
+    asyncio and trio (httpx runs on anyio). The client is made on first use,
+    inside the running event loop, and must be closed in that loop."""
+
+    def __init__(self, *, timeout: float = DEFAULT_TIMEOUT, verify: ssl.SSLContext | bool = True,
+                 max_body: int = MAX_UPSTREAM_BODY) -> None:
+        self._args = _client_args(timeout, verify)
+        self._client: httpx.AsyncClient | None = None
+        self._max_body = max_body
+
+    async def __call__(self, request: HttpRequest) -> HttpResponse:
+        if self._client is None:
+            self._client = httpx.AsyncClient(**self._args)
+        try:
+            async with self._client.stream(request.method, request.url, headers=list(request.headers),
+                                           content=request.body or None) as response:
+                body = bytearray()
+                async for chunk in response.aiter_bytes():
+                    body += chunk
+                    if len(body) > self._max_body:
+                        raise _TooLarge()
+                return HttpResponse(response.status_code, tuple(response.headers.items()), bytes(body))
+        except (httpx.HTTPError, httpx.InvalidURL, _TooLarge, ValueError) as exc:
+            raise _failed(request, exc) from None
+
+    async def aclose(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()

@@ -1,0 +1,183 @@
+"""Upstream presets: GitHub, Google, Auth0, any OIDC issuer, or plain OAuth 2
+endpoints, each turned into the core's :class:`~..core.tenant.Upstream`.
+
+OIDC issuers are discovered lazily and cached: discovery is a small flow
+yielding a Fetch effect, so the sync and async drivers share it, and an
+upstream that is down at startup only makes its tenant answer
+``temporarily_unavailable`` until a later request finds it up.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from typing import Any, Callable, Protocol
+
+import attrs
+
+from ..core.effects import Fetch, Flow
+from ..core.errors import EffectError
+from ..core.http import HttpRequest
+from ..core.tenant import Upstream
+
+log = logging.getLogger("mcp_oauth_proxy.upstream")
+
+# Discovered endpoints rarely change; look again once a day.
+DISCOVERY_TTL = 24 * 3600.0
+
+
+class UpstreamNotReady(EffectError):
+    """The tenant's upstream cannot be used yet (discovery failed, or its
+    credentials are not configured). The message is for the operator's log."""
+
+
+class UpstreamSource(Protocol):
+    def resolve(self) -> Flow[Upstream]:
+        """The upstream's endpoints; may yield a Fetch (discovery)."""
+        ...
+
+
+@attrs.frozen
+class Static:
+    """Endpoints known from the configuration."""
+
+    upstream: Upstream
+
+    def resolve(self) -> Flow[Upstream]:
+        return self.upstream
+        yield  # a generator, so callers drive every source alike
+
+
+@attrs.frozen
+class NotReady:
+    """A tenant whose upstream cannot work (e.g. its secret is not set)."""
+
+    reason: str
+
+    def resolve(self) -> Flow[Upstream]:
+        raise UpstreamNotReady(self.reason)
+        yield
+
+
+def _string(doc: dict[str, Any], key: str, required: bool = True) -> str | None:
+    value = doc.get(key)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value.startswith(("https://", "http://")):
+        raise UpstreamNotReady(f"discovery document: {key} is missing or not a URL")
+    return value
+
+
+def _auth_method(doc: dict[str, Any]) -> str:
+    # OIDC Discovery §3: the default is client_secret_basic.
+    methods = doc.get("token_endpoint_auth_methods_supported") or ["client_secret_basic"]
+    if isinstance(methods, list) and "client_secret_post" in methods and "client_secret_basic" not in methods:
+        return "client_secret_post"
+    return "client_secret_basic"
+
+
+class OidcDiscovery:
+    """An OIDC issuer whose endpoints come from its discovery document
+    (OIDC Discovery 1.0 §4), fetched once and cached."""
+
+    def __init__(self, issuer: str, client_id: str, client_secret: str, *, scopes: tuple[str, ...],
+                 token_auth_method: str | None = None, user_id_claim: str = "sub", pkce: bool = True,
+                 extra_authorize_params: tuple[tuple[str, str], ...] = (),
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.issuer = issuer
+        self._settings = dict(client_id=client_id, client_secret=client_secret, scopes=scopes,
+                              user_id_claim=user_id_claim, pkce=pkce, extra_authorize_params=extra_authorize_params)
+        self._auth_method = token_auth_method
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._cached: tuple[float, Upstream] | None = None
+
+    @property
+    def discovery_url(self) -> str:
+        return self.issuer.rstrip("/") + "/.well-known/openid-configuration"
+
+    def resolve(self) -> Flow[Upstream]:
+        with self._lock:
+            cached = self._cached
+        if cached is not None and cached[0] > self._clock():
+            return cached[1]
+        try:
+            response = yield Fetch(HttpRequest("GET", self.discovery_url, (("accept", "application/json"),)))
+        except EffectError:
+            raise UpstreamNotReady(f"discovery of {self.issuer} failed: no answer") from None
+        upstream = self._parse(response.status, response.body)
+        with self._lock:
+            self._cached = (self._clock() + DISCOVERY_TTL, upstream)
+        log.info("discovered the endpoints of %s", self.issuer)
+        return upstream
+
+    def _parse(self, status: int, body: bytes) -> Upstream:
+        if status != 200:
+            raise UpstreamNotReady(f"discovery of {self.issuer} failed: HTTP {status}")
+        try:
+            doc = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            raise UpstreamNotReady(f"discovery of {self.issuer} failed: not JSON") from None
+        if not isinstance(doc, dict):
+            raise UpstreamNotReady(f"discovery of {self.issuer} failed: not a JSON object")
+        # OIDC Discovery §4.3: the issuer MUST be identical to the one configured.
+        if doc.get("issuer") != self.issuer:
+            raise UpstreamNotReady(f"discovery of {self.issuer} failed: the document names another issuer")
+        return Upstream(
+            authorization_endpoint=_string(doc, "authorization_endpoint"),  # type: ignore[arg-type]
+            token_endpoint=_string(doc, "token_endpoint"),  # type: ignore[arg-type]
+            userinfo_endpoint=_string(doc, "userinfo_endpoint", required=False),
+            issuer=self.issuer,
+            oidc=True,
+            # RFC 9207 §3: then a response without iss is refused.
+            iss_parameter_supported=doc.get("authorization_response_iss_parameter_supported") is True,
+            token_auth_method=self._auth_method or _auth_method(doc),
+            **self._settings,  # type: ignore[arg-type]
+        )
+
+
+def github(client_id: str, client_secret: str, *, scopes: tuple[str, ...] = ("read:user",),
+           **overrides: Any) -> Static:
+    """GitHub OAuth apps: not OIDC; the stable user id is the numeric ``id``
+    of ``/user`` (logins can be renamed)."""
+    return Static(Upstream(
+        authorization_endpoint=overrides.pop("authorization_endpoint", None) or "https://github.com/login/oauth/authorize",
+        token_endpoint=overrides.pop("token_endpoint", None) or "https://github.com/login/oauth/access_token",
+        userinfo_endpoint=overrides.pop("userinfo_endpoint", None) or "https://api.github.com/user",
+        client_id=client_id,
+        client_secret=client_secret,
+        scopes=scopes,
+        user_id_claim="id",
+        token_auth_method="client_secret_post",
+        **overrides,
+    ))
+
+
+def oidc(issuer: str, client_id: str, client_secret: str, *, scopes: tuple[str, ...] = ("openid", "profile", "email"),
+         **options: Any) -> OidcDiscovery:
+    return OidcDiscovery(issuer, client_id, client_secret, scopes=scopes, **options)
+
+
+def google(client_id: str, client_secret: str, **options: Any) -> OidcDiscovery:
+    return oidc("https://accounts.google.com", client_id, client_secret, **options)
+
+
+def auth0(domain: str, client_id: str, client_secret: str, **options: Any) -> OidcDiscovery:
+    # Auth0's issuer is the tenant domain with a trailing slash.
+    return oidc(f"https://{domain}/", client_id, client_secret, **options)
+
+
+def oauth2(authorization_endpoint: str, token_endpoint: str, client_id: str, client_secret: str, *,
+           userinfo_endpoint: str | None = None, issuer: str | None = None, **options: Any) -> Static:
+    """Any OAuth 2 provider, endpoints given; the user id comes from userinfo."""
+    return Static(Upstream(
+        authorization_endpoint=authorization_endpoint,
+        token_endpoint=token_endpoint,
+        userinfo_endpoint=userinfo_endpoint,
+        issuer=issuer,
+        client_id=client_id,
+        client_secret=client_secret,
+        **options,
+    ))

@@ -1,0 +1,314 @@
+"""The TOML configuration: parsed with tomllib, structured with cattrs into
+attrs classes, then checked; every problem is reported once, naming its key
+(``tenants[0].upstream.client_id: missing``)."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import sys
+from pathlib import Path
+from typing import Any, Callable, Mapping, get_origin
+from urllib.parse import urlsplit
+
+import attrs
+import cattrs
+from cattrs.cols import list_structure_factory
+from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
+
+from .core.tenant import Policy
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+KINDS = ("oidc", "github", "google", "auth0", "oauth2")
+TOKEN_AUTH_METHODS = ("client_secret_post", "client_secret_basic")
+_SLUG = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+class ConfigError(Exception):
+    """The configuration is not usable; ``problems`` lists each one."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@attrs.frozen
+class UpstreamConfig:
+    kind: str
+    client_id: str | None = None
+    client_id_env: str | None = None
+    client_secret: str | None = attrs.field(default=None, repr=False)
+    client_secret_env: str | None = None
+    # oidc: the issuer to discover; auth0: the tenant's domain.
+    issuer: str | None = None
+    domain: str | None = None
+    # oauth2 (and overrides for github): explicit endpoints.
+    authorization_endpoint: str | None = None
+    token_endpoint: str | None = None
+    userinfo_endpoint: str | None = None
+    scopes: list[str] | None = None
+    user_id_claim: str | None = None
+    token_auth_method: str | None = None
+    pkce: bool = True
+
+
+@attrs.frozen
+class ResourceServerConfig:
+    client_id: str
+    secret_sha256: str = attrs.field(repr=False)
+
+
+@attrs.frozen
+class TenantConfig:
+    slug: str
+    issuer: str
+    resource: str
+    upstream: UpstreamConfig
+    backend: str | None = None
+    scopes: list[str] = attrs.field(factory=lambda: ["mcp"])
+    required_scopes: list[str] = attrs.field(factory=list)
+    resource_name: str | None = None
+    client_metadata_documents: bool = True
+    client_metadata_allow_loopback: bool = False
+    policy: Policy = Policy()
+    resource_servers: list[ResourceServerConfig] = attrs.field(factory=list)
+
+
+@attrs.frozen
+class ServerConfig:
+    listen: str = "127.0.0.1:8000"
+    database: str = "memory://"
+    trusted_proxies: list[str] = attrs.field(factory=list)
+    key_file: str | None = None
+    # Seconds for each phase of a request to an upstream.
+    upstream_timeout: float = 10.0
+    # Largest request body accepted (bytes).
+    max_body: int = 1024 * 1024
+
+
+@attrs.frozen
+class Config:
+    tenants: list[TenantConfig]
+    server: ServerConfig = attrs.field(factory=ServerConfig)
+
+
+# -- structuring: strict types, no silent conversions -------------------------
+
+
+class _Bad(ValueError):
+    """A value of the wrong type; its message is shown as it is."""
+
+
+_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+
+
+def _strict(kind: type) -> Callable[[Any, type], Any]:
+    def structure(value: Any, _: type) -> Any:
+        ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        if not ok:
+            raise _Bad(f"must be {_TYPE_NAMES[kind]}")
+        return value
+
+    return structure
+
+
+def _converter() -> cattrs.Converter:
+    converter = cattrs.Converter(forbid_extra_keys=True)
+    for kind in _TYPE_NAMES:
+        converter.register_structure_hook(kind, _strict(kind))
+
+    def list_factory(type_: Any) -> Callable[[Any, Any], Any]:
+        inner = list_structure_factory(type_, converter)
+
+        def structure(value: Any, t: Any) -> Any:
+            if not isinstance(value, list):
+                raise _Bad("must be a list")
+            return inner(value, t)
+
+        return structure
+
+    converter.register_structure_hook_factory(lambda t: get_origin(t) is list, list_factory)
+
+    def table(cls: type) -> Callable[[Any, type], Any]:
+        inner = converter.gen_structure_attrs_fromdict(cls)
+
+        def structure(value: Any, t: type) -> Any:
+            if not isinstance(value, dict):
+                raise _Bad("must be a table")
+            return inner(value, t)
+
+        return structure
+
+    # Leaves first: a class's structure function binds its fields' hooks when made.
+    for cls in (Policy, ResourceServerConfig, UpstreamConfig, TenantConfig, ServerConfig, Config):
+        converter.register_structure_hook(cls, table(cls))
+    return converter
+
+
+def _format(exc: BaseException, _: type | None) -> str:
+    if isinstance(exc, KeyError):
+        return "missing"
+    if isinstance(exc, ForbiddenExtraKeysError):
+        return "unknown key(s): " + ", ".join(sorted(exc.extra_fields))
+    if isinstance(exc, _Bad):
+        return str(exc)
+    return "invalid value"
+
+
+def _structure_problems(exc: Exception) -> list[str]:
+    problems = []
+    for line in cattrs.transform_error(exc, path="$", format_exception=_format):
+        message, _, where = line.rpartition(" @ ")
+        where = where.removeprefix("$").removeprefix(".")
+        if message.startswith("unknown key(s): "):
+            keys = message.removeprefix("unknown key(s): ").split(", ")
+            problems += [f"{where + '.' if where else ''}{key}: unknown key" for key in keys]
+        else:
+            problems.append(f"{where or '(top level)'}: {message}")
+    return problems
+
+
+# -- checks beyond types ----------------------------------------------------------
+
+
+def _url(value: str, where: str, problems: list[str], *, path_ok: bool = True) -> None:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        problems.append(f"{where}: must be an http or https URL")
+    elif parts.query or parts.fragment or "#" in value:
+        problems.append(f"{where}: must not have a query or fragment")
+    elif not path_ok and parts.path not in ("", "/"):
+        problems.append(f"{where}: must not have a path")
+
+
+def _check_upstream(up: UpstreamConfig, where: str, problems: list[str]) -> None:
+    if up.kind not in KINDS:
+        problems.append(f"{where}.kind: must be one of {', '.join(KINDS)}")
+        return
+    for name in ("client_id", "client_secret"):
+        given, env = getattr(up, name), getattr(up, name + "_env")
+        if given is not None and env is not None:
+            problems.append(f"{where}.{name}: give {name} or {name}_env, not both")
+        elif given is None and env is None:
+            problems.append(f"{where}.{name}: missing (or set {name}_env)")
+        elif env is not None and not _ENV_NAME.fullmatch(env):
+            problems.append(f"{where}.{name}_env: must be an environment variable name")
+    needed = {"oidc": ("issuer",), "auth0": ("domain",), "oauth2": ("authorization_endpoint", "token_endpoint")}
+    for key in needed.get(up.kind, ()):
+        if getattr(up, key) is None:
+            problems.append(f"{where}.{key}: missing (required for kind = \"{up.kind}\")")
+    for key in ("issuer", "authorization_endpoint", "token_endpoint", "userinfo_endpoint"):
+        if getattr(up, key) is not None:
+            _url(getattr(up, key), f"{where}.{key}", problems)
+    if up.domain is not None and not re.fullmatch(r"[A-Za-z0-9.-]+(:\d+)?", up.domain):
+        problems.append(f"{where}.domain: must be a host name, like example.eu.auth0.com")
+    if up.token_auth_method is not None and up.token_auth_method not in TOKEN_AUTH_METHODS:
+        problems.append(f"{where}.token_auth_method: must be one of {', '.join(TOKEN_AUTH_METHODS)}")
+
+
+def _check_tenant(t: TenantConfig, where: str, problems: list[str]) -> None:
+    if not _SLUG.fullmatch(t.slug):
+        problems.append(f"{where}.slug: must be 1-63 characters of a-z 0-9 _ - (starting with a letter or digit)")
+    _url(t.issuer, f"{where}.issuer", problems)
+    _url(t.resource, f"{where}.resource", problems)
+    if t.backend is not None:
+        _url(t.backend, f"{where}.backend", problems)
+    if not t.scopes:
+        problems.append(f"{where}.scopes: must name at least one scope")
+    for scope in t.required_scopes:
+        if scope not in t.scopes:
+            problems.append(f"{where}.required_scopes: {scope!r} is not in scopes")
+    for field in attrs.fields(Policy):
+        if getattr(t.policy, field.name) < 0:
+            problems.append(f"{where}.policy.{field.name}: must not be negative")
+    for field in ("access_token_ttl", "refresh_token_ttl", "code_ttl", "session_ttl"):
+        if getattr(t.policy, field) == 0:
+            problems.append(f"{where}.policy.{field}: must be positive")
+    _check_upstream(t.upstream, f"{where}.upstream", problems)
+
+
+def _check_server(s: ServerConfig, problems: list[str]) -> None:
+    host, sep, port = s.listen.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        problems.append("server.listen: must be HOST:PORT, like 127.0.0.1:8000")
+    if not s.database.startswith(("memory:", "sqlite:", "postgresql", "mysql", "mariadb")):
+        problems.append("server.database: must be memory://, sqlite:///FILE or a PostgreSQL/MySQL URL")
+    for i, entry in enumerate(s.trusted_proxies):
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            problems.append(f"server.trusted_proxies[{i}]: must be an IP address or network")
+    if s.upstream_timeout <= 0:
+        problems.append("server.upstream_timeout: must be positive")
+    if s.max_body <= 0:
+        problems.append("server.max_body: must be positive")
+
+
+def check(config: Config) -> list[str]:
+    problems: list[str] = []
+    _check_server(config.server, problems)
+    if not config.tenants:
+        problems.append("tenants: at least one [[tenants]] is needed")
+    seen_slugs: set[str] = set()
+    seen_issuers: set[str] = set()
+    for i, tenant in enumerate(config.tenants):
+        where = f"tenants[{i}]"
+        _check_tenant(tenant, where, problems)
+        if tenant.slug in seen_slugs:
+            problems.append(f"{where}.slug: {tenant.slug!r} is used by another tenant")
+        if tenant.issuer in seen_issuers:
+            problems.append(f"{where}.issuer: used by another tenant")
+        seen_slugs.add(tenant.slug)
+        seen_issuers.add(tenant.issuer)
+    return problems
+
+
+def parse(data: Mapping[str, Any]) -> Config:
+    """A checked Config from already-parsed TOML; raises ConfigError."""
+    try:
+        config = _converter().structure(dict(data), Config)
+    except (ClassValidationError, IterableValidationError, _Bad) as exc:
+        raise ConfigError(_structure_problems(exc)) from None
+    problems = check(config)
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def load(path: str | Path) -> Config:
+    """Read, structure and check a config file; raises ConfigError."""
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot be read ({exc.strerror})"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{path}: not valid TOML ({exc})"]) from None
+    return parse(data)
+
+
+def secret(value: str | None, env_name: str | None, environ: Mapping[str, str]) -> str | None:
+    """A secret given in the file, or read from the environment (None if unset)."""
+    if value is not None:
+        return value
+    return environ.get(env_name) or None if env_name else None
+
+
+def warnings(config: Config, environ: Mapping[str, str]) -> list[str]:
+    """Problems that do not stop the server, but stop a tenant's logins."""
+    found = []
+    for i, tenant in enumerate(config.tenants):
+        up = tenant.upstream
+        for name in ("client_id", "client_secret"):
+            env = getattr(up, name + "_env")
+            if env is not None and not environ.get(env):
+                found.append(f"tenants[{i}].upstream.{name}_env: environment variable {env} is not set; "
+                             "logins to this tenant fail until it is")
+    return found

@@ -1,0 +1,217 @@
+"""ASGI: the OAuth endpoints of every tenant (:class:`OAuthApp`), and a
+bearer guard in front of any ASGI app (:class:`BearerGuard`).
+
+Both run on asyncio and trio (anyio underneath). Store calls that block
+(SQL backends) run in a worker thread, off the event loop.
+
+An authorized request reaches the wrapped app with two scope entries:
+
+``scope["mcp_oauth_proxy.principal"]``
+    the :class:`~mcp_oauth_proxy.core.flows.guard.Principal` (user_id,
+    client_id, scopes, tenant, ...);
+``scope["mcp_oauth_proxy.upstream_token"]``
+    ``async () -> str``: the person's upstream access token, refreshed if it
+    has expired. Raises ``InvalidToken`` (sign in again) or
+    ``TemporarilyUnavailable``, both :class:`~mcp_oauth_proxy.core.errors.OAuthError`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Awaitable, Callable, MutableMapping
+
+from ..core.effects import run_async
+from ..core.flows.guard import Principal
+from ..core.http import Request, Response
+from ..runtime import async_performer
+from ..upstream.client_metadata import DocumentFetcher
+from ..upstream.http import AsyncFetcher
+from .site import (
+    PRINCIPAL_KEY,
+    UPSTREAM_TOKEN_KEY,
+    Entry,
+    Site,
+    guard_flow,
+    not_found,
+    oauth_flow,
+    payload_too_large,
+    server_error,
+    upstream_token_flow,
+)
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+log = logging.getLogger("mcp_oauth_proxy")
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class _Disconnected(Exception):
+    pass
+
+
+def _request(site: Site, scope: Scope, body: bytes = b"") -> Request:
+    headers = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope.get("headers", ())]
+    server = scope.get("server") or ("localhost", None)
+    default_host = server[0] if server[1] is None else f"{server[0]}:{server[1]}"
+    host = next((v for k, v in headers if k == "host"), default_host)
+    client = scope.get("client")
+    scheme, host, remote = site.origin(client[0] if client else None, headers, scope.get("scheme", "http"), host)
+    return Request(
+        method=scope["method"],
+        path=scope["path"],
+        query=scope.get("query_string", b"").decode("latin-1"),
+        headers=tuple(headers),
+        body=body,
+        scheme=scheme,
+        host=host,
+        remote_addr=remote,
+    )
+
+
+async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+    for name, value in scope.get("headers", ()):
+        if name.lower() == b"content-length" and value.strip().isdigit() and int(value) > limit:
+            raise _TooLarge()
+    body = bytearray()
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _Disconnected()
+        body += message.get("body", b"")
+        if len(body) > limit:
+            raise _TooLarge()
+        if not message.get("more_body", False):
+            return bytes(body)
+
+
+async def _send(send: Send, response: Response) -> None:
+    await send({
+        "type": "http.response.start",
+        "status": response.status,
+        "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers],
+    })
+    await send({"type": "http.response.body", "body": response.body})
+
+
+class _Carriers:
+    """Outbound HTTP for one app: pooled, made in the loop that uses it."""
+
+    def __init__(self, site: Site, upstream_timeout: float) -> None:
+        self.fetch = AsyncFetcher(timeout=upstream_timeout)
+        self.documents = DocumentFetcher()
+        self.perform = async_performer(site.store, self.fetch, store_blocks=site.store_blocks,
+                                       fetch_document=self.documents.fetch_async)
+
+    async def lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.fetch.aclose()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+class OAuthApp:
+    """Every OAuth endpoint of every tenant of ``site``; the tenant is picked
+    by Host (and issuer path). An unknown host gets a 404."""
+
+    def __init__(self, site: Site, *, upstream_timeout: float = 10.0) -> None:
+        self.site = site
+        self._carriers = _Carriers(site, upstream_timeout)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            return await self._carriers.lifespan(receive, send)
+        if scope["type"] != "http":
+            return  # no websockets here; returning closes the connection
+        try:
+            response = await self._answer(scope, receive)
+        except _Disconnected:
+            return
+        except Exception as exc:
+            response = server_error(f"{scope.get('method')} {scope.get('path')}", exc)
+        await _send(send, response)
+
+    async def _answer(self, scope: Scope, receive: Receive) -> Response:
+        entry = self.site.pick(_request(self.site, scope))
+        if entry is None:
+            return not_found()
+        try:
+            body = await _read_body(scope, receive, self.site.max_body)
+        except _TooLarge:
+            return payload_too_large(self.site.max_body)
+        request = _request(self.site, scope, body)
+        return await run_async(oauth_flow(entry, request, self.site.cookie_key), self._carriers.perform)
+
+    async def aclose(self) -> None:
+        """Close pooled connections (done on lifespan shutdown)."""
+        await self._carriers.fetch.aclose()
+
+
+class BearerGuard:
+    """Wraps an ASGI app (an MCP server) so it sees only requests with a valid
+    access token of the tenant picked by Host; serves the RFC 9728 metadata;
+    answers 401/403 with ``WWW-Authenticate`` (RFC 6750 §3, RFC 9728 §5.1).
+    ``required_scopes`` overrides the tenant's."""
+
+    def __init__(self, app: ASGIApp, site: Site, *, required_scopes: tuple[str, ...] | None = None,
+                 upstream_timeout: float = 10.0) -> None:
+        self.app = app
+        self.site = site
+        self.required_scopes = required_scopes
+        self._carriers = _Carriers(site, upstream_timeout)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            # The wrapped app owns the lifespan; close our pool on its shutdown.
+            async def receive_and_close() -> MutableMapping[str, Any]:
+                message = await receive()
+                if message["type"] == "lifespan.shutdown":
+                    await self._carriers.fetch.aclose()
+                return message
+
+            return await self.app(scope, receive_and_close, send)
+        if scope["type"] not in ("http", "websocket"):
+            return await self.app(scope, receive, send)
+        try:
+            verdict = await self._verdict(scope)
+        except Exception as exc:
+            verdict = server_error(f"guard of {scope.get('path')}", exc)
+        if isinstance(verdict, Response):
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1008})
+                return
+            await _send(send, verdict)
+            return
+        entry, principal = verdict
+        scope = dict(scope)
+        scope[PRINCIPAL_KEY] = principal
+        scope[UPSTREAM_TOKEN_KEY] = self._token_getter(entry, principal)
+        await self.app(scope, receive, send)
+
+    async def _verdict(self, scope: Scope) -> Response | tuple[Entry, Principal]:
+        request = _request(self.site, scope)
+        entry = self.site.pick(request)
+        if entry is None:
+            return not_found()
+        answer = await run_async(guard_flow(entry, request, self.site.cookie_key, self.required_scopes),
+                                 self._carriers.perform)
+        return answer if isinstance(answer, Response) else (entry, answer)
+
+    async def aclose(self) -> None:
+        await self._carriers.fetch.aclose()
+
+    def _token_getter(self, entry: Entry, principal: Principal) -> Callable[[], Awaitable[str]]:
+        async def upstream_token() -> str:
+            flow = upstream_token_flow(entry, principal.grant_id, self.site.cookie_key)
+            return await run_async(flow, self._carriers.perform)
+
+        return upstream_token

@@ -1,0 +1,172 @@
+"""What the ASGI and WSGI adapters share: the configured tenants, the store,
+trusted proxies, and the flows that wrap the core's per request (resolving
+the tenant's upstream first where the endpoint needs it)."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import traceback
+from typing import Iterable, Sequence, Union
+from urllib.parse import urlsplit
+
+import attrs
+
+from ..core.effects import Flow
+from ..core.errors import EffectError, TemporarilyUnavailable
+from ..core.flows import authorize, callback, consent, userinfo
+from ..core.flows.guard import Principal, guard
+from ..core.flows.upstream_token import fresh_upstream_token
+from ..core.http import Request, Response, json_response
+from ..core.pages import error_page
+from ..core.router import find_route, handle
+from ..core.store import Store
+from ..core.tenancy import pick_tenant
+from ..core.tenant import Tenant, Upstream
+from ..runtime import new_context
+from ..upstream.providers import Static, UpstreamNotReady, UpstreamSource
+
+log = logging.getLogger("mcp_oauth_proxy")
+
+PRINCIPAL_KEY = "mcp_oauth_proxy.principal"
+UPSTREAM_TOKEN_KEY = "mcp_oauth_proxy.upstream_token"
+MAX_BODY = 1024 * 1024
+
+# Stands in until the upstream is resolved; only endpoints that never talk
+# to the upstream run with it.
+UNRESOLVED = Upstream(authorization_endpoint="", token_endpoint="", client_id="")
+_NEEDS_UPSTREAM = (authorize.authorize, consent.consent, callback.callback, userinfo.userinfo)
+
+
+@attrs.frozen
+class Entry:
+    """A tenant, with the source of its upstream's endpoints."""
+
+    tenant: Tenant
+    source: UpstreamSource
+
+
+Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+
+
+class Site:
+    """The tenants one app serves, and how it trusts its callers."""
+
+    def __init__(
+        self,
+        tenants: Iterable[Tenant | tuple[Tenant, UpstreamSource]],
+        store: Store,
+        cookie_key: bytes,
+        *,
+        trusted_proxies: Iterable[str] = (),
+        max_body: int = MAX_BODY,
+        store_blocks: bool = True,
+    ) -> None:
+        self.entries: Sequence[Entry] = tuple(
+            Entry(attrs.evolve(t[0], upstream=UNRESOLVED), t[1]) if isinstance(t, tuple)
+            else Entry(t, Static(t.upstream))
+            for t in tenants
+        )
+        self.store = store
+        self.cookie_key = cookie_key
+        self.trusted: tuple[Network, ...] = tuple(ipaddress.ip_network(p, strict=False) for p in trusted_proxies)
+        self.max_body = max_body
+        self.store_blocks = store_blocks
+
+    def pick(self, request: Request) -> Entry | None:
+        tenant = pick_tenant([e.tenant for e in self.entries], request.host, request.path, request.scheme)
+        return next((e for e in self.entries if e.tenant is tenant), None)
+
+    def trusts(self, peer: str | None) -> bool:
+        if not peer or not self.trusted:
+            return False
+        try:
+            address = ipaddress.ip_address(peer.split("%")[0])
+        except ValueError:
+            return False
+        return any(address in network for network in self.trusted)
+
+    def origin(self, peer: str | None, headers: Sequence[tuple[str, str]], scheme: str, host: str) -> tuple[str, str, str]:
+        """(scheme, host, client address) of the public URL. X-Forwarded-*
+        are believed only from a trusted proxy (RFC 9700 §4.13); the
+        right-most value is the one that proxy added."""
+        remote = peer or ""
+        if not self.trusts(peer):
+            return scheme, host, remote
+
+        def last(name: str) -> str | None:
+            values = [v for n, v in headers if n == name]
+            if not values:
+                return None
+            return values[-1].split(",")[-1].strip() or None
+
+        proto = last("x-forwarded-proto")
+        if proto is not None and proto.lower() in ("http", "https"):
+            scheme = proto.lower()
+        host = last("x-forwarded-host") or host
+        return scheme, host, last("x-forwarded-for") or remote
+
+
+def _unavailable(browser: bool) -> Response:
+    exc = TemporarilyUnavailable("the identity provider is not available at the moment; try again later")
+    if browser:
+        return error_page("Temporarily unavailable", exc.description, exc.status)
+    return json_response({"error": exc.error, "error_description": exc.description}, exc.status,
+                         [("retry-after", "30")])
+
+
+def not_found() -> Response:
+    return json_response({"error": "not_found", "error_description": "no tenant is served at this address"}, 404)
+
+
+def server_error(where: str, exc: BaseException) -> Response:
+    # Only the type and the stack: an exception's message could carry a value.
+    frames = "".join(traceback.format_tb(exc.__traceback__))
+    log.error("unexpected %s while answering %s\n%s", type(exc).__name__, where, frames)
+    return json_response({"error": "server_error", "error_description": "an unexpected error occurred"}, 500)
+
+
+def payload_too_large(limit: int) -> Response:
+    return json_response({"error": "invalid_request", "error_description": f"the body is larger than {limit} bytes"}, 413)
+
+
+def oauth_flow(entry: Entry, request: Request, cookie_key: bytes) -> Flow[Response]:
+    """The core's answer, with the tenant's upstream resolved first where
+    the endpoint needs it."""
+    ctx = new_context(entry.tenant, cookie_key)
+    route = find_route(request.path, ctx)
+    if route is not None and route.handler in _NEEDS_UPSTREAM and request.method != "OPTIONS":
+        try:
+            upstream = yield from entry.source.resolve()
+        except UpstreamNotReady as exc:
+            log.warning("tenant %s: %s", entry.tenant.slug, exc)
+            return _unavailable(route.browser)
+        ctx = attrs.evolve(ctx, tenant=attrs.evolve(entry.tenant, upstream=upstream))
+    return (yield from handle(request, ctx))
+
+
+def is_resource_metadata(request: Request, entry: Entry) -> bool:
+    # RFC 9728 §3.1 path insertion, and the root document clients fall back to.
+    path = urlsplit(entry.tenant.resource).path.rstrip("/")
+    return request.path in ("/.well-known/oauth-protected-resource", f"/.well-known/oauth-protected-resource{path}")
+
+
+def guard_flow(entry: Entry, request: Request, cookie_key: bytes,
+               required_scopes: tuple[str, ...] | None) -> Flow[Principal | Response]:
+    """RFC 9728 metadata at its well-known URL, else the guard's answer."""
+    ctx = new_context(entry.tenant, cookie_key)
+    if is_resource_metadata(request, entry):
+        return (yield from handle(request, ctx))
+    return (yield from guard(request, ctx, required_scopes))
+
+
+def upstream_token_flow(entry: Entry, grant_id: str, cookie_key: bytes) -> Flow[str]:
+    """A fresh upstream access token for a grant. Raises OAuthError:
+    InvalidToken (sign in again) or TemporarilyUnavailable (try later)."""
+    try:
+        upstream = yield from entry.source.resolve()
+        ctx = new_context(entry.tenant, cookie_key)
+        ctx = attrs.evolve(ctx, tenant=attrs.evolve(entry.tenant, upstream=upstream))
+        return (yield from fresh_upstream_token(grant_id, ctx))
+    except (UpstreamNotReady, EffectError):
+        raise TemporarilyUnavailable("the identity provider is not available at the moment") from None

@@ -1,0 +1,162 @@
+"""WSGI: the OAuth endpoints of every tenant (:class:`OAuthWSGIApp`), and a
+bearer guard in front of any WSGI app (:class:`BearerGuardWSGI`), for Flask,
+Django, gunicorn and friends.
+
+An authorized request reaches the wrapped app with two environ entries:
+
+``environ["mcp_oauth_proxy.principal"]``
+    the :class:`~mcp_oauth_proxy.core.flows.guard.Principal`;
+``environ["mcp_oauth_proxy.upstream_token"]``
+    ``() -> str``: the person's upstream access token, refreshed if it has
+    expired. Raises ``InvalidToken`` (sign in again) or
+    ``TemporarilyUnavailable``, both :class:`~mcp_oauth_proxy.core.errors.OAuthError`.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any, Callable, Iterable
+
+from ..core.effects import run_sync
+from ..core.flows.guard import Principal
+from ..core.http import Request, Response
+from ..runtime import sync_performer
+from ..upstream.client_metadata import DocumentFetcher
+from ..upstream.http import SyncFetcher
+from .site import (
+    PRINCIPAL_KEY,
+    UPSTREAM_TOKEN_KEY,
+    Entry,
+    Site,
+    guard_flow,
+    not_found,
+    oauth_flow,
+    payload_too_large,
+    server_error,
+    upstream_token_flow,
+)
+
+Environ = dict[str, Any]
+StartResponse = Callable[..., Any]
+WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
+
+
+def _wsgi_str(value: str) -> str:
+    # PEP 3333: environ strings are bytes decoded as latin-1.
+    return value.encode("latin-1").decode("utf-8", "replace")
+
+
+def _request(site: Site, environ: Environ, body: bytes = b"") -> Request:
+    headers = []
+    for key, value in environ.items():
+        if key.startswith("HTTP_"):
+            headers.append((key[5:].replace("_", "-").lower(), value))
+        elif key in ("CONTENT_TYPE", "CONTENT_LENGTH") and value:
+            headers.append((key.replace("_", "-").lower(), value))
+    port = environ.get("SERVER_PORT", "")
+    default_host = environ.get("SERVER_NAME", "localhost") + (f":{port}" if port else "")
+    scheme, host, remote = site.origin(environ.get("REMOTE_ADDR"), headers, environ.get("wsgi.url_scheme", "http"),
+                                       environ.get("HTTP_HOST") or default_host)
+    return Request(
+        method=environ.get("REQUEST_METHOD", "GET"),
+        path=_wsgi_str(environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")) or "/",
+        query=environ.get("QUERY_STRING", ""),
+        headers=tuple(headers),
+        body=body,
+        scheme=scheme,
+        host=host,
+        remote_addr=remote,
+    )
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _read_body(environ: Environ, limit: int) -> bytes:
+    length = environ.get("CONTENT_LENGTH") or ""
+    stream = environ["wsgi.input"]
+    if length.strip().isdigit():
+        if int(length) > limit:
+            raise _TooLarge()
+        return stream.read(int(length)) if int(length) else b""
+    body = stream.read(limit + 1)
+    if len(body) > limit:
+        raise _TooLarge()
+    return body
+
+
+def _send(start_response: StartResponse, response: Response) -> list[bytes]:
+    reason = HTTPStatus(response.status).phrase if response.status in HTTPStatus._value2member_map_ else ""
+    headers = list(response.headers) + [("content-length", str(len(response.body)))]
+    start_response(f"{response.status} {reason}".strip(), headers)
+    return [response.body]
+
+
+def _perform(site: Site, upstream_timeout: float) -> Callable[[Any], Any]:
+    return sync_performer(site.store, SyncFetcher(timeout=upstream_timeout),
+                          fetch_document=DocumentFetcher().fetch)
+
+
+class OAuthWSGIApp:
+    """Every OAuth endpoint of every tenant of ``site``; an unknown host gets a 404."""
+
+    def __init__(self, site: Site, *, upstream_timeout: float = 10.0) -> None:
+        self.site = site
+        self._perform = _perform(site, upstream_timeout)
+
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        try:
+            response = self._answer(environ)
+        except Exception as exc:
+            response = server_error(f"{environ.get('REQUEST_METHOD')} {environ.get('PATH_INFO')}", exc)
+        return _send(start_response, response)
+
+    def _answer(self, environ: Environ) -> Response:
+        entry = self.site.pick(_request(self.site, environ))
+        if entry is None:
+            return not_found()
+        try:
+            body = _read_body(environ, self.site.max_body)
+        except _TooLarge:
+            return payload_too_large(self.site.max_body)
+        request = _request(self.site, environ, body)
+        return run_sync(oauth_flow(entry, request, self.site.cookie_key), self._perform)
+
+
+class BearerGuardWSGI:
+    """Wraps a WSGI app so it sees only requests with a valid access token;
+    serves the RFC 9728 metadata; answers 401/403 with ``WWW-Authenticate``."""
+
+    def __init__(self, app: WSGIApp, site: Site, *, required_scopes: tuple[str, ...] | None = None,
+                 upstream_timeout: float = 10.0) -> None:
+        self.app = app
+        self.site = site
+        self.required_scopes = required_scopes
+        self._perform = _perform(site, upstream_timeout)
+
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        try:
+            verdict = self._verdict(environ)
+        except Exception as exc:
+            verdict = server_error(f"guard of {environ.get('PATH_INFO')}", exc)
+        if isinstance(verdict, Response):
+            return _send(start_response, verdict)
+        entry, principal = verdict
+        environ[PRINCIPAL_KEY] = principal
+        environ[UPSTREAM_TOKEN_KEY] = self._token_getter(entry, principal)
+        return self.app(environ, start_response)
+
+    def _verdict(self, environ: Environ) -> Response | tuple[Entry, Principal]:
+        request = _request(self.site, environ)
+        entry = self.site.pick(request)
+        if entry is None:
+            return not_found()
+        answer = run_sync(guard_flow(entry, request, self.site.cookie_key, self.required_scopes), self._perform)
+        return answer if isinstance(answer, Response) else (entry, answer)
+
+    def _token_getter(self, entry: Entry, principal: Principal) -> Callable[[], str]:
+        def upstream_token() -> str:
+            return run_sync(upstream_token_flow(entry, principal.grant_id, self.site.cookie_key), self._perform)
+
+        return upstream_token

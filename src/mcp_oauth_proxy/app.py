@@ -1,0 +1,150 @@
+"""From a checked configuration to a running ASGI app: the store, the key
+ring, the tenants with their upstream presets, and the one app that answers
+the OAuth endpoints and guards each tenant's resource."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Mapping
+from urllib.parse import urlsplit
+
+import attrs
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from .adapters.asgi import ASGIApp, BearerGuard, OAuthApp, Receive, Scope, Send
+from .adapters.site import UNRESOLVED, Site
+from .config import Config, ServerConfig, TenantConfig, UpstreamConfig, secret
+from .core.http import json_response
+from .core.store import Store
+from .core.tenant import ResourceServer, Tenant
+from .storage.crypto import KeyRing
+from .storage.memory import MemoryStore
+from .upstream import providers
+
+log = logging.getLogger("mcp_oauth_proxy")
+
+
+def cookie_key(keyring: KeyRing) -> bytes:
+    """The consent-cookie signing key, derived from the active storage key
+    (RFC 5869), so every replica sharing the key ring agrees on it across
+    restarts. Rotating the active key logs browsers out of remembered consents."""
+    raw = keyring.raw_keys()[keyring.active]
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"mcp-oauth-proxy cookie key").derive(raw)
+
+
+def open_storage(server: ServerConfig) -> tuple[Store, KeyRing, bool]:
+    """(store, key ring, whether store calls block)."""
+    if server.database.startswith("memory:"):
+        keyring = KeyRing.generate()
+        return MemoryStore(keyring), keyring, False
+    # The SQL backends and key files live in storage/ (another module's work).
+    from .storage.keys import load_or_create_keyring  # type: ignore[import-not-found]
+    from .storage.open import open_store  # type: ignore[import-not-found]
+
+    keyring, created = load_or_create_keyring(server.key_file or "mcp-oauth-proxy.keys")
+    if created:
+        log.warning("created a new key file %s (keep it: it decrypts stored upstream tokens)", server.key_file)
+    return open_store(server.database, keyring), keyring, True
+
+
+def upstream_source(up: UpstreamConfig, environ: Mapping[str, str]) -> providers.UpstreamSource:
+    client_id = secret(up.client_id, up.client_id_env, environ)
+    client_secret = secret(up.client_secret, up.client_secret_env, environ)
+    if client_id is None or client_secret is None:
+        missing = up.client_id_env if client_id is None else up.client_secret_env
+        return providers.NotReady(f"environment variable {missing} is not set")
+    options: dict[str, Any] = {"pkce": up.pkce}
+    if up.scopes is not None:
+        options["scopes"] = tuple(up.scopes)
+    if up.kind == "github":
+        endpoints = {k: getattr(up, k) for k in ("authorization_endpoint", "token_endpoint", "userinfo_endpoint")}
+        return providers.github(client_id, client_secret, **options, **endpoints)
+    if up.token_auth_method is not None:
+        options["token_auth_method"] = up.token_auth_method
+    if up.user_id_claim is not None:
+        options["user_id_claim"] = up.user_id_claim
+    if up.kind == "oauth2":
+        assert up.authorization_endpoint and up.token_endpoint
+        return providers.oauth2(up.authorization_endpoint, up.token_endpoint, client_id, client_secret,
+                                userinfo_endpoint=up.userinfo_endpoint, **options)
+    if up.kind == "google":
+        return providers.google(client_id, client_secret, **options)
+    if up.kind == "auth0":
+        assert up.domain
+        return providers.auth0(up.domain, client_id, client_secret, **options)
+    assert up.kind == "oidc" and up.issuer
+    return providers.oidc(up.issuer, client_id, client_secret, **options)
+
+
+def tenant(t: TenantConfig) -> Tenant:
+    """The core's Tenant; its upstream is filled in per request by the Site."""
+    return Tenant(
+        slug=t.slug,
+        issuer=t.issuer,
+        resource=t.resource,
+        upstream=UNRESOLVED,
+        scopes=tuple(t.scopes),
+        required_scopes=tuple(t.required_scopes),
+        policy=t.policy,
+        resource_servers=tuple(ResourceServer(r.client_id, r.secret_sha256) for r in t.resource_servers),
+        resource_name=t.resource_name,
+        client_metadata_documents=t.client_metadata_documents,
+        client_metadata_allow_loopback=t.client_metadata_allow_loopback,
+    )
+
+
+def build_site(config: Config, environ: Mapping[str, str] | None = None) -> Site:
+    environ = os.environ if environ is None else environ
+    store, keyring, blocks = open_storage(config.server)
+    tenants = [(tenant(t), upstream_source(t.upstream, environ)) for t in config.tenants]
+    return Site(tenants, store, cookie_key(keyring), trusted_proxies=config.server.trusted_proxies,
+                max_body=config.server.max_body, store_blocks=blocks)
+
+
+async def _no_backend(scope: Scope, receive: Receive, send: Send) -> None:
+    response = json_response({"error": "not_found", "error_description": "no backend is configured for this resource"}, 404)
+    await send({"type": "http.response.start", "status": 404,
+                "headers": [(k.encode(), v.encode()) for k, v in response.headers]})
+    await send({"type": "http.response.body", "body": response.body})
+
+
+@attrs.define
+class ServerApp:
+    """The standalone server: each tenant's resource path goes through the
+    guard to ``backend`` (a 404 until forwarding is configured); every other
+    path is an OAuth endpoint."""
+
+    site: Site
+    oauth: OAuthApp
+    guarded: BearerGuard
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            return await self._lifespan(receive, send)
+        path = scope.get("path", "")
+        for entry in self.site.entries:
+            resource_path = urlsplit(entry.tenant.resource).path.rstrip("/")
+            if resource_path and (path == resource_path or path.startswith(resource_path + "/")):
+                return await self.guarded(scope, receive, send)
+        return await self.oauth(scope, receive, send)
+
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.oauth.aclose()
+                await self.guarded.aclose()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+def build_app(config: Config, environ: Mapping[str, str] | None = None, backend: ASGIApp = _no_backend) -> ServerApp:
+    site = build_site(config, environ)
+    timeout = config.server.upstream_timeout
+    return ServerApp(site, OAuthApp(site, upstream_timeout=timeout),
+                     BearerGuard(backend, site, upstream_timeout=timeout))

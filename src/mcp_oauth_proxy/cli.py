@@ -1,0 +1,110 @@
+"""The ``mcp-oauth-proxy`` command: ``serve`` runs the server on Hypercorn
+(asyncio, or trio with ``--trio``); ``check-config`` reports every problem
+of a config file without serving."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import logging
+import os
+import signal
+import sys
+from typing import Sequence
+
+import anyio
+
+from . import config as config_mod
+from .logs import configure_logging
+
+log = logging.getLogger("mcp_oauth_proxy")
+
+
+def _load(path: str) -> config_mod.Config | None:
+    try:
+        return config_mod.load(path)
+    except config_mod.ConfigError as exc:
+        print(f"{path}: configuration errors:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return None
+
+
+def check_config(args: argparse.Namespace) -> int:
+    config = _load(args.file)
+    if config is None:
+        return 1
+    for warning in config_mod.warnings(config, os.environ):
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"{args.file}: ok ({len(config.tenants)} tenant(s))")
+    return 0
+
+
+async def _serve(config: config_mod.Config, trio: bool) -> None:
+    from hypercorn.config import Config as HypercornConfig
+
+    from .app import build_app
+
+    app = build_app(config)
+    hyper = HypercornConfig()
+    hyper.bind = [config.server.listen]
+    # No access log: callback and authorize URLs carry codes and state.
+    hyper.accesslog = None
+    hyper.include_server_header = False
+    hyper.errorlog = logging.getLogger("hypercorn.error")  # through our handler, once
+
+    async def until_signalled() -> None:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for signum in signals:
+                log.info("stopping on %s", signal.Signals(signum).name)
+                return
+
+    if trio:
+        from hypercorn.trio import serve
+    else:
+        from hypercorn.asyncio import serve  # type: ignore[assignment]
+    for warning in config_mod.warnings(config, os.environ):
+        log.warning("%s", warning)
+    log.info("serving %d tenant(s) on http://%s", len(config.tenants), config.server.listen)
+    await serve(app, hyper, shutdown_trigger=until_signalled)  # type: ignore[arg-type]
+
+
+def serve(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if config is None:
+        return 1
+    anyio.run(_serve, config, args.trio, backend="trio" if args.trio else "asyncio")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="mcp-oauth-proxy", description=__doc__)
+    top.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    top.add_argument("--log-json", action="store_true", help="log JSON lines")
+    commands = top.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("serve", help="run the server")
+    run.add_argument("--config", required=True, help="the TOML config file")
+    run.add_argument("--trio", action="store_true", help="run on trio instead of asyncio")
+    run.set_defaults(func=serve)
+
+    check = commands.add_parser("check-config", help="report the problems of a config file")
+    check.add_argument("file")
+    check.set_defaults(func=check_config)
+
+    # The db/keys commands come from their own module, when it is installed.
+    if importlib.util.find_spec(f"{__package__}.cli_storage") is not None:
+        from . import cli_storage  # type: ignore[attr-defined]
+
+        cli_storage.add_commands(commands)
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    configure_logging(args.log_level, args.log_json)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

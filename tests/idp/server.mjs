@@ -19,8 +19,8 @@
 //     request says `Accept: application/json`, and reports OAuth errors with
 //     HTTP 200 and an `error` member, as GitHub does;
 //   * authorization responses carry no RFC 9207 `iss` parameter;
-//   * no id_token (the client asks for no `openid` scope) and no refresh
-//     token (GitHub OAuth apps get none);
+//   * no id_token (the client asks for no `openid` scope), no refresh
+//     token and no expires_in (GitHub OAuth app tokens do not expire);
 //   * the profile is at GET /user, with a numeric `id` and a `login`.
 
 import { createServer } from 'node:http';
@@ -249,8 +249,10 @@ async function main() {
       }
       await next();
       if (ctx.path === '/token' && ctx.method === 'POST' && ctx.body && typeof ctx.body === 'object') {
-        // GitHub reports token errors with HTTP 200.
+        // GitHub reports token errors with HTTP 200; its OAuth app tokens do
+        // not expire, and the answer says nothing about a lifetime.
         if (ctx.body.error) ctx.status = 200;
+        else delete ctx.body.expires_in;
         if (!(ctx.get('accept') || '').includes('application/json')) {
           const form = new URLSearchParams();
           for (const [k, v] of Object.entries(ctx.body)) if (v !== undefined && v !== null) form.set(k, String(v));

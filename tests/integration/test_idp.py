@@ -92,7 +92,8 @@ def test_github_mode_looks_like_github(github_idp: IdP) -> None:
     assert form.status_code == 200
     assert form.headers["content-type"].startswith("application/x-www-form-urlencoded")
     answer = dict(httpx.QueryParams(form.text))
-    assert answer["access_token"] and "refresh_token" not in answer and "id_token" not in answer
+    assert answer["access_token"]
+    assert not {"refresh_token", "id_token", "expires_in"} & answer.keys()
     user = httpx.get(github_idp.userinfo_endpoint, headers={"authorization": f"Bearer {answer['access_token']}"})
     assert user.json()["id"] == ADA["id"] and user.json()["login"] == "ada"
     # A used code: an error, with HTTP 200, as JSON when asked for.

@@ -1,0 +1,299 @@
+"""The whole flow through the real ASGI app (on asyncio and on trio) and the
+real WSGI app, with the tenant's upstream a real identity provider process
+(tests/idp: oidc-provider, as an OpenID provider and shaped like GitHub):
+
+discover -> register -> authorize -> our consent page -> the IdP's login
+(and consent) pages -> our callback -> token -> a guarded request (whose app
+uses the upstream token the guard hands it) -> refresh -> revoke -> refused.
+
+Our app is reached through httpx's ASGI/WSGI transports mounted on its
+host; the identity provider over real HTTP on 127.0.0.1. One httpx client
+is the browser (cookies for both hosts), following redirects by hand.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+import secrets
+from typing import Any, Generator
+from urllib.parse import urlencode
+
+import attrs
+import httpx
+import pytest
+
+from mcp_oauth_proxy.core.tenant import Policy
+
+from apps import AsgiSite, WsgiSite, lifespan, make_site, protected_asgi, protected_wsgi
+from browser import Person, Walk, walk_async, walk_sync
+from conftest import ADA, GRACE, IdP
+
+ISSUER = "http://acme.localhost:8000"
+RESOURCE = f"{ISSUER}/mcp"
+CALLBACK = f"{ISSUER}/oauth/callback"
+# The MCP client's own redirect URI: the walk stops when the browser is sent there.
+CLIENT_REDIRECT = "http://127.0.0.1:33418/callback"
+
+# Refresh the upstream token whenever the guard is asked for it (the skew is
+# longer than the identity provider's access token lifetime), so each
+# guarded request exercises a real upstream refresh_token grant.
+ALWAYS_REFRESH = Policy(upstream_refresh_skew=7200)
+
+
+@pytest.fixture(scope="module")
+def oidc_idp(start_idp) -> IdP:
+    return start_idp([CALLBACK])
+
+
+@pytest.fixture(scope="module")
+def github_idp(start_idp) -> IdP:
+    return start_idp([CALLBACK], mode="github")
+
+
+@attrs.frozen
+class Browse:
+    """A step of the flow: the person's browser, from this URL to the client."""
+
+    url: str
+    walk: Walk
+
+
+@attrs.frozen
+class Expect:
+    person: dict[str, Any]
+    user_id: str
+    # Whether each guarded request makes the proxy refresh the upstream token.
+    upstream_refreshes: bool
+    # The pages the person fills in, in order (ours, then the IdP's).
+    pages: tuple[str, ...]
+    # Stop after redeeming the code twice.
+    replay_code: bool = False
+
+
+def expectations(idp: IdP, person: dict[str, Any]) -> Expect:
+    if idp.mode == "oidc":
+        return Expect(person, person["sub"], True, ("consent", "login", "idp-consent"))
+    # GitHub: the numeric id names the person; its tokens do not expire.
+    return Expect(person, str(person["id"]), False, ("consent", "login", "idp-consent"))
+
+
+def page_kind(html: str) -> str:
+    if 'name="decision"' in html:
+        return "consent"
+    if 'type="password"' in html:
+        return "login"
+    if "/confirm" in html:
+        return "idp-consent"
+    return "other"
+
+
+Flow = Generator[Any, Any, dict[str, Any]]
+
+
+def _get(url: str, token: str | None = None) -> httpx.Request:
+    headers = {"accept": "application/json"}
+    if token is not None:
+        headers["authorization"] = f"Bearer {token}"
+    return httpx.Request("GET", url, headers=headers)
+
+
+def _form(url: str, data: dict[str, str]) -> httpx.Request:
+    return httpx.Request("POST", url, content=urlencode(data).encode(),
+                         headers={"content-type": "application/x-www-form-urlencoded", "accept": "application/json"})
+
+
+def whole_flow(expect: Expect) -> Flow:
+    """The client's side of the flow, as a generator of requests (and one
+    browser walk), so the same steps run on every driver."""
+    # Discovery, as an MCP client does it: 401 -> PRM -> AS metadata.
+    first = yield _get(RESOURCE)
+    assert first.status_code == 401, first.text
+    challenge = first.headers["www-authenticate"]
+    prm_url = re.search(r'resource_metadata="([^"]+)"', challenge).group(1)
+    prm = (yield _get(prm_url)).json()
+    assert prm["resource"] == RESOURCE and prm["authorization_servers"] == [ISSUER]
+    meta = (yield _get(f"{ISSUER}/.well-known/oauth-authorization-server")).json()
+    assert meta["issuer"] == ISSUER
+
+    registered = yield httpx.Request("POST", meta["registration_endpoint"], json={
+        "client_name": "Integration Client", "redirect_uris": [CLIENT_REDIRECT],
+        "token_endpoint_auth_method": "none", "grant_types": ["authorization_code", "refresh_token"],
+        "response_types": ["code"]})
+    assert registered.status_code == 201, registered.text
+    client_id = registered.json()["client_id"]
+
+    verifier = secrets.token_urlsafe(48)
+    state = secrets.token_urlsafe(16)
+    challenge_value = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    walk = Walk()
+    params = yield Browse(meta["authorization_endpoint"] + "?" + urlencode({
+        "response_type": "code", "client_id": client_id, "redirect_uri": CLIENT_REDIRECT, "scope": "mcp",
+        "state": state, "code_challenge": challenge_value, "code_challenge_method": "S256",
+        "resource": RESOURCE}), walk)
+    assert params["state"] == state and params["iss"] == ISSUER, params
+    assert "error" not in params, params
+    assert tuple(page_kind(p) for p in walk.pages) == expect.pages
+    # The browser went through our callback, sent there by the identity provider.
+    assert any(v.url.startswith(CALLBACK + "?") for v in walk.visits), walk.visits
+
+    tokens = yield _form(meta["token_endpoint"], {
+        "grant_type": "authorization_code", "code": params["code"], "redirect_uri": CLIENT_REDIRECT,
+        "client_id": client_id, "code_verifier": verifier, "resource": RESOURCE})
+    assert tokens.status_code == 200, tokens.text
+    issued = tokens.json()
+    assert issued["token_type"].lower() == "bearer" and issued["expires_in"] > 0
+    access, refresh = issued["access_token"], issued["refresh_token"]
+    if expect.replay_code:
+        # The code is single use; a replay revokes what it gave (RFC 6749 §4.1.2).
+        replay = yield _form(meta["token_endpoint"], {
+            "grant_type": "authorization_code", "code": params["code"], "redirect_uri": CLIENT_REDIRECT,
+            "client_id": client_id, "code_verifier": verifier})
+        assert replay.status_code == 400 and replay.json()["error"] == "invalid_grant"
+        refused = yield _get(RESOURCE, access)
+        assert refused.status_code == 401, refused.text
+        renewed = yield _form(meta["token_endpoint"], {
+            "grant_type": "refresh_token", "refresh_token": refresh, "client_id": client_id})
+        assert renewed.status_code == 400 and renewed.json()["error"] == "invalid_grant"
+        return {"client_id": client_id, "reports": []}
+
+    # The guarded app sees the person the identity provider logged in, and
+    # the upstream token it is handed works at the identity provider.
+    seen = []
+    for _ in range(2):
+        answer = yield _get(RESOURCE, access)
+        assert answer.status_code == 200, answer.text
+        seen.append(answer.json())
+    for report in seen:
+        assert report["user_id"] == expect.user_id
+        assert report["client_id"] == client_id and report["scopes"] == ["mcp"]
+        assert report["upstream_status"] == 200
+        assert report["upstream_profile"]["email"] == expect.person["email"]
+    if expect.upstream_refreshes:
+        assert seen[0]["upstream_token"] != seen[1]["upstream_token"], "the upstream token was not refreshed"
+    else:
+        assert seen[0]["upstream_token"] == seen[1]["upstream_token"]
+
+    # Our refresh token: rotated, and the new access token works.
+    renewed = yield _form(meta["token_endpoint"], {
+        "grant_type": "refresh_token", "refresh_token": refresh, "client_id": client_id})
+    assert renewed.status_code == 200, renewed.text
+    access2, refresh2 = renewed.json()["access_token"], renewed.json()["refresh_token"]
+    assert access2 != access and refresh2 != refresh
+    answer = yield _get(RESOURCE, access2)
+    assert answer.status_code == 200 and answer.json()["user_id"] == expect.user_id
+
+    # Revoking the refresh token ends the grant: its tokens are refused.
+    revoked = yield _form(meta["revocation_endpoint"], {"token": refresh2, "client_id": client_id,
+                                                        "token_type_hint": "refresh_token"})
+    assert revoked.status_code == 200, revoked.text
+    for token in (access2, access):
+        refused = yield _get(RESOURCE, token)
+        assert refused.status_code == 401, refused.text
+        assert 'error="invalid_token"' in refused.headers["www-authenticate"]
+    again = yield _form(meta["token_endpoint"], {
+        "grant_type": "refresh_token", "refresh_token": refresh2, "client_id": client_id})
+    assert again.status_code == 400 and again.json()["error"] == "invalid_grant"
+    return {"client_id": client_id, "reports": seen}
+
+
+async def drive_async(flow: Flow, client: httpx.AsyncClient, person: Person) -> dict[str, Any]:
+    answer: Any = None
+    while True:
+        try:
+            step = flow.send(answer)
+        except StopIteration as stop:
+            return stop.value
+        if isinstance(step, Browse):
+            answer = await walk_async(client, step.url, CLIENT_REDIRECT, person, step.walk)
+        else:
+            answer = await client.send(step)
+
+
+def drive_sync(flow: Flow, client: httpx.Client, person: Person) -> dict[str, Any]:
+    answer: Any = None
+    while True:
+        try:
+            step = flow.send(answer)
+        except StopIteration as stop:
+            return stop.value
+        if isinstance(step, Browse):
+            answer = walk_sync(client, step.url, CLIENT_REDIRECT, person, step.walk)
+        else:
+            answer = client.send(step)
+
+
+def _idp(request: pytest.FixtureRequest, kind: str) -> IdP:
+    return request.getfixturevalue(f"{kind}_idp")
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+@pytest.mark.parametrize("kind", ["oidc", "github"])
+@pytest.mark.anyio
+async def test_whole_flow_asgi(request: pytest.FixtureRequest, kind: str, anyio_backend: str) -> None:
+    idp = _idp(request, kind)
+    # Different people on the two event loops: the user id must come from the login.
+    person = ADA if anyio_backend == "asyncio" else GRACE
+    app = AsgiSite(make_site(idp, ISSUER, RESOURCE, ALWAYS_REFRESH), protected_asgi(idp.userinfo_endpoint))
+    async with lifespan(app.guarded):
+        async with httpx.AsyncClient(mounts={ISSUER: httpx.ASGITransport(app)}, trust_env=False,
+                                     timeout=20) as client:
+            result = await drive_async(whole_flow(expectations(idp, person)), client,
+                                       Person(person["username"], person["password"]))
+    await app.aclose()
+    assert result["reports"][0]["user_id"] == (person["sub"] if kind == "oidc" else str(person["id"]))
+
+
+@pytest.mark.parametrize("kind", ["oidc", "github"])
+def test_whole_flow_wsgi(request: pytest.FixtureRequest, kind: str) -> None:
+    idp = _idp(request, kind)
+    app = WsgiSite(make_site(idp, ISSUER, RESOURCE, ALWAYS_REFRESH), protected_wsgi(idp.userinfo_endpoint))
+    with httpx.Client(mounts={ISSUER: httpx.WSGITransport(app)}, trust_env=False, timeout=20) as client:
+        drive_sync(whole_flow(expectations(idp, ADA)), client, Person(ADA["username"], ADA["password"]))
+
+
+def test_code_replay_revokes_its_tokens(oidc_idp: IdP) -> None:
+    app = WsgiSite(make_site(oidc_idp, ISSUER, RESOURCE), protected_wsgi(oidc_idp.userinfo_endpoint))
+    with httpx.Client(mounts={ISSUER: httpx.WSGITransport(app)}, trust_env=False, timeout=20) as client:
+        expect = attrs.evolve(expectations(oidc_idp, ADA), replay_code=True)
+        drive_sync(whole_flow(expect), client, Person(ADA["username"], ADA["password"]))
+
+
+@pytest.mark.parametrize("kind", ["oidc", "github"])
+def test_wrong_password_never_reaches_our_callback(request: pytest.FixtureRequest, kind: str) -> None:
+    idp = _idp(request, kind)
+    app = WsgiSite(make_site(idp, ISSUER, RESOURCE), protected_wsgi(idp.userinfo_endpoint))
+    with httpx.Client(mounts={ISSUER: httpx.WSGITransport(app)}, trust_env=False, timeout=20) as client:
+        registered = client.post(f"{ISSUER}/oauth/register", json={
+            "redirect_uris": [CLIENT_REDIRECT], "token_endpoint_auth_method": "none"})
+        assert registered.status_code == 201
+        verifier = secrets.token_urlsafe(48)
+        url = f"{ISSUER}/oauth/authorize?" + urlencode({
+            "response_type": "code", "client_id": registered.json()["client_id"], "redirect_uri": CLIENT_REDIRECT,
+            "state": "s", "code_challenge_method": "S256",
+            "code_challenge": base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()})
+        walk = Walk()
+        with pytest.raises(AssertionError, match="-> 401"):
+            walk_sync(client, url, CLIENT_REDIRECT, Person("ada", "not the password"), walk)
+        assert not any(v.url.startswith(CALLBACK) for v in walk.visits)
+
+
+@pytest.mark.parametrize("kind", ["oidc", "github"])
+def test_person_denies_at_our_consent_page(request: pytest.FixtureRequest, kind: str) -> None:
+    """Deny on our page: the client gets access_denied with iss, and the
+    identity provider is never visited."""
+    idp = _idp(request, kind)
+    app = WsgiSite(make_site(idp, ISSUER, RESOURCE), protected_wsgi(idp.userinfo_endpoint))
+    with httpx.Client(mounts={ISSUER: httpx.WSGITransport(app)}, trust_env=False, timeout=20) as client:
+        registered = client.post(f"{ISSUER}/oauth/register", json={
+            "redirect_uris": [CLIENT_REDIRECT], "token_endpoint_auth_method": "none"})
+        verifier = secrets.token_urlsafe(48)
+        url = f"{ISSUER}/oauth/authorize?" + urlencode({
+            "response_type": "code", "client_id": registered.json()["client_id"], "redirect_uri": CLIENT_REDIRECT,
+            "state": "s", "code_challenge_method": "S256",
+            "code_challenge": base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()})
+        walk = Walk()
+        params = walk_sync(client, url, CLIENT_REDIRECT, Person("ada", ADA["password"], decision="deny"), walk)
+    assert params["error"] == "access_denied" and params["state"] == "s" and params["iss"] == ISSUER
+    assert not any(v.url.startswith(idp.issuer) for v in walk.visits)

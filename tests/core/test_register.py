@@ -240,3 +240,23 @@ def test_registered_client_can_use_its_loopback_redirect_on_any_port():
     assert page.status == 200, page.body  # the consent page
     page = h.request("GET", h.authorize_url(client["client_id"], redirect_uri="http://127.0.0.1:45678/callback#x"))
     assert page.status == 400 and page.header("location") is None  # never redirected
+
+
+def test_empty_scope_is_no_scope_and_port_zero_is_refused():
+    from support import Harness
+
+    h = Harness()
+    assert "scope" not in h.register(scope="")
+    response = h.request("POST", "https://acme.example.com/oauth/register",
+                         json_body={"redirect_uris": ["http://127.0.0.1:0/cb"]})
+    assert response.status == 400 and response.json()["error"] == "invalid_redirect_uri"
+
+
+def test_nan_and_infinity_are_not_json():
+    import pytest as _pytest
+
+    from mcp_oauth_proxy.core.http import parse_json
+
+    for text in ('{"exp": NaN}', '{"exp": Infinity}', '[-Infinity]'):
+        with _pytest.raises(ValueError):
+            parse_json(text)

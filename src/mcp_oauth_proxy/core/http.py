@@ -159,13 +159,18 @@ def query_params(request: Request) -> dict[str, list[str]]:
     return parse_params(request.query)
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def parse_json(data: bytes | str) -> Any:
     """JSON from an untrusted party. ValueError for anything that is not
     clean JSON text: bad UTF-8, nesting deep enough to exhaust the stack, or
     lone surrogates (``"\\ud800"``), which no response, page or store could
     encode as UTF-8 later."""
     try:
-        value = json.loads(data)
+        # NaN and Infinity are not JSON (RFC 8259 §6); Python would accept them.
+        value = json.loads(data, parse_constant=_no_constant)
         json.dumps(value, ensure_ascii=False).encode("utf-8")
     except (ValueError, UnicodeError, RecursionError) as exc:
         raise ValueError("not valid JSON text") from exc

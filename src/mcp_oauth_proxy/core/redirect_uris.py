@@ -38,7 +38,8 @@ def _split(uri: str) -> SplitResult:
         raise InvalidRedirectUri(f"redirect URI {uri!r} contains spaces or control characters")
     try:
         parts = urlsplit(uri)
-        parts.port  # noqa: B018 - raises ValueError on a bad port
+        if parts.port == 0:
+            raise ValueError("port 0")
     except ValueError as exc:
         raise InvalidRedirectUri(f"redirect URI {uri!r} is not a valid URI") from exc
     return parts

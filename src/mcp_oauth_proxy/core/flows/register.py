@@ -87,7 +87,7 @@ def validate(doc: dict[str, Any], ctx: Context) -> Client:
     for uri in redirect_uris:
         check_registrable(uri, application_type)
 
-    scope = _string(doc, "scope")
+    scope = _string(doc, "scope") or None  # an empty scope is no scope
     if scope is not None:
         try:
             asked = parse_scope(scope)

@@ -72,6 +72,8 @@ clients = Table(
     _text("client_uri", nullable=True),
     _text("scope", nullable=True),
     _str("secret_hash", 64, nullable=True),
+    _time("expires_at", nullable=True),  # NULL once used: never lapses
+    Index("clients_expiry", "expires_at"),
     **_MYSQL,
 )
 
@@ -155,5 +157,17 @@ def _token_table(name: str, *extra: Column[Any]) -> Table:
 access_tokens = _token_table("access_tokens")
 refresh_tokens = _token_table("refresh_tokens", _time("rotated_at", nullable=True))
 
-# The tables delete_expired sweeps, each with its primary key.
-EXPIRING = (consent_requests, auth_sessions, codes, access_tokens, refresh_tokens, grants)
+# Rate-limit windows, keyed by the SHA-256 of the limit's key (which may hold a
+# long client_id URL or an address).
+counters = Table(
+    "counters", metadata,
+    _key("key_hash"),
+    Column("window_start", BigInteger, primary_key=True, autoincrement=False),
+    Column("count", BigInteger, nullable=False),
+    _time("expires_at"),
+    Index("counters_expiry", "expires_at"),
+    **_MYSQL,
+)
+
+# The tables delete_expired sweeps.
+EXPIRING = (consent_requests, auth_sessions, codes, access_tokens, refresh_tokens, counters, clients, grants)

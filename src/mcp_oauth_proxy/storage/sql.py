@@ -9,6 +9,7 @@ which the core answers with a 503.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from contextlib import nullcontext
 from typing import Any, Callable, ContextManager, Mapping, TypeVar
@@ -28,6 +29,9 @@ from sqlalchemy import (
     tuple_,
     update,
 )
+from sqlalchemy.dialects.mysql import insert as mysql_insert
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import URL
 from sqlalchemy.pool import StaticPool
 
@@ -44,7 +48,17 @@ from ..core.models import (
     UpstreamTokens,
 )
 from .crypto import KeyRing, open_upstream, open_verifier, seal_upstream, seal_verifier
-from .schema import EXPIRING, access_tokens, auth_sessions, clients, codes, consent_requests, grants, refresh_tokens
+from .schema import (
+    EXPIRING,
+    access_tokens,
+    auth_sessions,
+    clients,
+    codes,
+    consent_requests,
+    counters,
+    grants,
+    refresh_tokens,
+)
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -159,23 +173,19 @@ class SqlStore:
     def _read(self, op: Callable[[Connection], R]) -> R:
         return self._run(op, write=False)
 
-    def _upsert(self, conn: Connection, table: Table, row: dict[str, Any]) -> None:
+    def _upsert(self, conn: Connection, table: Table, row: dict[str, Any], **on_conflict: Any) -> None:
         """Insert, or replace the row with the same primary key (as the memory
-        store's dict assignment does)."""
+        store's dict assignment does); ``on_conflict`` overrides columns of
+        the replacement with expressions on the existing row."""
         keys = {c.name for c in table.primary_key.columns}
         if self._dialect == "mysql":
-            from sqlalchemy.dialects.mysql import insert as mysql_insert
-
             stmt = mysql_insert(table).values(row)
-            conn.execute(stmt.on_duplicate_key_update({k: stmt.inserted[k] for k in row if k not in keys}))
+            new = {k: stmt.inserted[k] for k in row if k not in keys}
+            conn.execute(stmt.on_duplicate_key_update({**new, **on_conflict}))
             return
-        if self._dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as pg_insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert as pg_insert  # same API
-        stmt = pg_insert(table).values(row)
-        conn.execute(stmt.on_conflict_do_update(
-            index_elements=list(keys), set_={k: stmt.excluded[k] for k in row if k not in keys}))
+        stmt = (pg_insert if self._dialect == "postgresql" else sqlite_insert)(table).values(row)
+        new = {k: stmt.excluded[k] for k in row if k not in keys}
+        conn.execute(stmt.on_conflict_do_update(index_elements=list(keys), set_={**new, **on_conflict}))
 
     @staticmethod
     def _take(conn: Connection, table: Table, tenant: str, key: str, value: str) -> Any:
@@ -191,6 +201,22 @@ class SqlStore:
         row = self._read(lambda c: c.execute(select(clients).where(
             clients.c.tenant == tenant, clients.c.client_id == client_id)).mappings().first())
         return None if row is None else _record(Client, row)
+
+    def mark_client_used(self, tenant: str, client_id: str) -> None:
+        stmt = update(clients).where(clients.c.tenant == tenant, clients.c.client_id == client_id)
+        self._write(lambda c: c.execute(stmt.values(expires_at=None)))
+
+    def hit_counter(self, key: str, window_start: int, expires_at: int) -> int:
+        key_hash = hashlib.sha256(key.encode("utf-8")).hexdigest()
+        row = {"key_hash": key_hash, "window_start": window_start, "count": 1, "expires_at": expires_at}
+        current = select(counters.c.count).where(counters.c.key_hash == key_hash, counters.c.window_start == window_start)
+
+        def op(conn: Connection) -> int:
+            # The upsert's row lock is held to commit: the count read is ours.
+            self._upsert(conn, counters, row, count=counters.c.count + 1)
+            return int(conn.execute(current).scalar_one())
+
+        return self._write(op)
 
     # -- consent and sessions --------------------------------------------------------
     def save_consent_request(self, consent: ConsentRequest) -> None:

@@ -1,0 +1,81 @@
+"""Records for the storage tests, with defaults so a test names only what
+matters to it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mcp_oauth_proxy.core.models import (
+    AccessToken,
+    AuthorizationRequest,
+    AuthSession,
+    Client,
+    CodeGrant,
+    ConsentRequest,
+    Grant,
+    RefreshToken,
+    UpstreamTokens,
+)
+
+T0 = 1_800_000_000
+REQUEST = AuthorizationRequest(
+    client_id="client-1", redirect_uri="http://127.0.0.1:5000/cb", redirect_uri_given=True, state="s",
+    scope=("mcp", "mcp:admin"), resource="https://acme.example.com/mcp", code_challenge="c" * 43,
+)
+
+
+def client(tenant: str = "acme", client_id: str = "client-1", **kw: Any) -> Client:
+    base: dict[str, Any] = dict(
+        redirect_uris=("http://127.0.0.1:5000/cb", "https://app.example/cb"),
+        token_endpoint_auth_method="client_secret_post", grant_types=("authorization_code", "refresh_token"),
+        response_types=("code",), application_type="web", created_at=T0, client_name="Ünïcode app ✓",
+        client_uri="https://app.example", scope="mcp", secret_hash="ab" * 32,
+    )
+    base.update(kw)
+    return Client(tenant=tenant, client_id=client_id, **base)
+
+
+def consent(tenant: str = "acme", id_hash: str = "consent-1", expires_at: int = T0 + 600) -> ConsentRequest:
+    return ConsentRequest(tenant=tenant, id_hash=id_hash, request=REQUEST, browser_hash="b" * 64, expires_at=expires_at)
+
+
+def session(tenant: str = "acme", state_hash: str = "state-1", expires_at: int = T0 + 600) -> AuthSession:
+    return AuthSession(tenant=tenant, state_hash=state_hash, request=REQUEST, upstream_issuer="https://idp.example",
+                       upstream_code_verifier="the-upstream-verifier", nonce="n-1", expires_at=expires_at)
+
+
+def grant(tenant: str = "acme", grant_id: str = "grant-1", code_hash: str | None = None, **kw: Any) -> Grant:
+    base: dict[str, Any] = dict(
+        client_id="client-1", user_id="user-42", scope=("mcp",), resource="https://acme.example.com/mcp",
+        claims={"sub": "user-42", "email": "ada@example.org", "groups": ["a", "b"]},
+        upstream=UpstreamTokens("up-at", "up-rt", T0 + 3600, "Bearer", "openid"), created_at=T0,
+        expires_at=T0 + 86400,
+    )
+    base.update(kw)
+    return Grant(tenant=tenant, grant_id=grant_id, code_hash=code_hash or f"code-of-{grant_id}", **base)
+
+
+def code(g: Grant, expires_at: int = T0 + 60) -> CodeGrant:
+    return CodeGrant(
+        tenant=g.tenant, code_hash=g.code_hash, grant_id=g.grant_id, client_id=g.client_id, user_id=g.user_id,
+        redirect_uri="http://127.0.0.1:5000/cb", redirect_uri_given=False, code_challenge="c" * 43,
+        scope=g.scope, resource=g.resource, expires_at=expires_at,
+    )
+
+
+def access(g: Grant, token_hash: str, expires_at: int = T0 + 3600) -> AccessToken:
+    return AccessToken(tenant=g.tenant, token_hash=token_hash, grant_id=g.grant_id, client_id=g.client_id,
+                       user_id=g.user_id, scope=g.scope, resource=g.resource, issued_at=T0, expires_at=expires_at)
+
+
+def refresh(g: Grant, token_hash: str, expires_at: int = T0 + 86400) -> RefreshToken:
+    return RefreshToken(tenant=g.tenant, token_hash=token_hash, grant_id=g.grant_id, client_id=g.client_id,
+                        user_id=g.user_id, scope=g.scope, resource=g.resource, issued_at=T0, expires_at=expires_at)
+
+
+def with_tokens(store: Any, g: Grant, n: str = "1") -> tuple[AccessToken, RefreshToken]:
+    """Save the grant and its code, and issue one token pair."""
+    store.save_grant_and_code(g, code(g))
+    pair = access(g, f"at-{g.grant_id}-{n}"), refresh(g, f"rt-{g.grant_id}-{n}")
+    assert store.issue_tokens(g.tenant, g.grant_id, *pair)
+    return pair

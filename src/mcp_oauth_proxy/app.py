@@ -21,6 +21,7 @@ from .core.store import Store
 from .core.tenant import ResourceServer, Tenant
 from .storage.crypto import KeyRing
 from .storage.memory import MemoryStore
+from .storage.open import open_store
 from .upstream import providers
 
 log = logging.getLogger("mcp_oauth_proxy")
@@ -34,19 +35,26 @@ def cookie_key(keyring: KeyRing) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"mcp-oauth-proxy cookie key").derive(raw)
 
 
+def _keyring(server: ServerConfig) -> KeyRing:
+    if server.database.startswith("memory:"):
+        return KeyRing.generate()  # nothing outlives the process anyway
+    try:
+        from .storage.keys import load_or_create_keyring  # type: ignore[import-not-found]
+    except ImportError:  # the key-file module is not there yet
+        log.warning("no key file support: stored upstream tokens will not survive a restart")
+        return KeyRing.generate()
+    path = server.key_file or "mcp-oauth-proxy.keys"
+    keyring, created = load_or_create_keyring(path)
+    if created:
+        log.warning("created a new key file %s (keep it: it decrypts the stored upstream tokens)", path)
+    return keyring
+
+
 def open_storage(server: ServerConfig) -> tuple[Store, KeyRing, bool]:
     """(store, key ring, whether store calls block)."""
-    if server.database.startswith("memory:"):
-        keyring = KeyRing.generate()
-        return MemoryStore(keyring), keyring, False
-    # The SQL backends and key files live in storage/ (another module's work).
-    from .storage.keys import load_or_create_keyring  # type: ignore[import-not-found]
-    from .storage.open import open_store  # type: ignore[import-not-found]
-
-    keyring, created = load_or_create_keyring(server.key_file or "mcp-oauth-proxy.keys")
-    if created:
-        log.warning("created a new key file %s (keep it: it decrypts stored upstream tokens)", server.key_file)
-    return open_store(server.database, keyring), keyring, True
+    keyring = _keyring(server)
+    store = open_store(server.database, keyring)
+    return store, keyring, not isinstance(store, MemoryStore)
 
 
 def upstream_source(up: UpstreamConfig, environ: Mapping[str, str]) -> providers.UpstreamSource:

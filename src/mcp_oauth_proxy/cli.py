@@ -10,7 +10,7 @@ import logging
 import os
 import signal
 import sys
-from typing import Sequence
+from typing import Any, Sequence
 
 import anyio
 
@@ -40,12 +40,9 @@ def check_config(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _serve(config: config_mod.Config, trio: bool) -> None:
+async def _serve(app: Any, config: config_mod.Config, trio: bool) -> None:
     from hypercorn.config import Config as HypercornConfig
 
-    from .app import build_app
-
-    app = build_app(config)
     hyper = HypercornConfig()
     hyper.bind = [config.server.listen]
     # No access log: callback and authorize URLs carry codes and state.
@@ -63,8 +60,6 @@ async def _serve(config: config_mod.Config, trio: bool) -> None:
         from hypercorn.trio import serve
     else:
         from hypercorn.asyncio import serve  # type: ignore[assignment]
-    for warning in config_mod.warnings(config, os.environ):
-        log.warning("%s", warning)
     log.info("serving %d tenant(s) on http://%s", len(config.tenants), config.server.listen)
     await serve(app, hyper, shutdown_trigger=until_signalled)  # type: ignore[arg-type]
 
@@ -73,7 +68,17 @@ def serve(args: argparse.Namespace) -> int:
     config = _load(args.config)
     if config is None:
         return 1
-    anyio.run(_serve, config, args.trio, backend="trio" if args.trio else "asyncio")
+    from .app import build_app
+    from .storage.migrations import SchemaError
+
+    for warning in config_mod.warnings(config, os.environ):
+        log.warning("%s", warning)
+    try:
+        app = build_app(config)
+    except (SchemaError, OSError) as exc:
+        print(f"cannot start: {exc}", file=sys.stderr)
+        return 1
+    anyio.run(_serve, app, config, args.trio, backend="trio" if args.trio else "asyncio")
     return 0
 
 

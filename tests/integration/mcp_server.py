@@ -1,0 +1,94 @@
+"""An MCP server made with the official ``mcp`` SDK (``MCPServer``, streamable
+HTTP) protected by our ``BearerGuard``, with our OAuth endpoints beside it on
+the same host, served by Hypercorn on 127.0.0.1: an MCP server as a developer
+would embed the proxy in it.
+
+Run by tests/integration/test_mcp_sdk_client.py as its own process:
+
+    python mcp_server.py CONFIG.toml USERINFO_URL [--trio]
+
+CONFIG.toml is the proxy's configuration (one tenant; ``server.listen`` is
+where to serve). The ``whoami`` tool answers with the principal the guard
+put in the ASGI scope, and with the person's profile at the identity
+provider, fetched with the upstream token the guard hands the app.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+from typing import Any
+
+import anyio
+import httpx
+from hypercorn.config import Config as HypercornConfig
+from mcp.server.mcpserver import Context, MCPServer
+
+from mcp_oauth_proxy import config as config_mod
+from mcp_oauth_proxy.adapters.asgi import BearerGuard, OAuthApp
+from mcp_oauth_proxy.adapters.site import PRINCIPAL_KEY, UPSTREAM_TOKEN_KEY
+from mcp_oauth_proxy.app import build_site
+
+_OAUTH_PREFIXES = ("/oauth/", "/.well-known/oauth-authorization-server", "/.well-known/openid-configuration")
+
+
+def build(config: config_mod.Config, userinfo_url: str) -> Any:
+    site = build_site(config)
+    server = MCPServer("whoami")
+
+    @server.tool()
+    async def whoami(ctx: Context) -> dict[str, Any]:
+        """Who is calling: the principal our guard authenticated."""
+        scope = ctx.request_context.request.scope
+        principal = scope[PRINCIPAL_KEY]
+        token = await scope[UPSTREAM_TOKEN_KEY]()
+        async with httpx.AsyncClient(trust_env=False) as http:
+            profile = await http.get(userinfo_url, headers={"authorization": f"Bearer {token}"})
+        return {
+            "user_id": principal.user_id,
+            "client_id": principal.client_id,
+            "scopes": list(principal.scopes),
+            "email": profile.json().get("email") if profile.status_code == 200 else None,
+        }
+
+    guarded = BearerGuard(server.streamable_http_app(streamable_http_path="/mcp"), site)
+    oauth = OAuthApp(site)
+
+    async def app(scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"].startswith(_OAUTH_PREFIXES):
+            return await oauth(scope, receive, send)
+        # Everything else, lifespan included, goes to the guarded MCP app.
+        return await guarded(scope, receive, send)
+
+    return app
+
+
+async def main(config_path: str, userinfo_url: str, use_trio: bool) -> None:
+    config = config_mod.load(config_path)
+    app = build(config, userinfo_url)
+    hyper = HypercornConfig()
+    hyper.bind = [config.server.listen]
+    hyper.accesslog = None
+    hyper.graceful_timeout = 2
+
+    async def until_signalled() -> None:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for _ in signals:
+                return
+
+    if use_trio:
+        from hypercorn.trio import serve
+    else:
+        from hypercorn.asyncio import serve  # type: ignore[assignment]
+    await serve(app, hyper, shutdown_trigger=until_signalled)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("config")
+    parser.add_argument("userinfo_url")
+    parser.add_argument("--trio", action="store_true")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    anyio.run(main, args.config, args.userinfo_url, args.trio, backend="trio" if args.trio else "asyncio")

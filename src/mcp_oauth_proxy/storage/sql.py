@@ -79,28 +79,31 @@ def sqlalchemy_url(url: str) -> URL:
     return parsed.set(drivername=driver) if driver else parsed
 
 
-def make_engine(url: str | URL, busy_timeout_ms: int = 30_000) -> Engine:
-    """An engine tuned for the store.
+def make_engine(url: str | URL, busy_timeout_ms: int = 30_000, **options: Any) -> Engine:
+    """An engine tuned for the store; ``options`` go to ``create_engine``
+    (``pool_size``, …).
 
     SQLite: WAL (readers never wait for the writer), a busy timeout, and
     ``BEGIN IMMEDIATE`` for write transactions, so concurrent writers queue
     for the lock instead of failing on upgrading a read lock.
     """
     parsed = sqlalchemy_url(url) if isinstance(url, str) else url
-    options: dict[str, Any] = {"hide_parameters": True}  # errors never echo a row
+    options["hide_parameters"] = True  # errors never echo a row
     if parsed.get_backend_name() == "sqlite":
         in_memory = parsed.database in (None, "", ":memory:")
         options["connect_args"] = {"check_same_thread": False, "timeout": busy_timeout_ms / 1000}
         if in_memory:
             options["poolclass"] = StaticPool
+            options.pop("pool_size", None)
+            options.pop("max_overflow", None)
         engine = create_engine(parsed, **options)
         _tune_sqlite(engine, wal=not in_memory, busy_timeout_ms=busy_timeout_ms)
         return engine
     if parsed.get_backend_name() in ("mysql", "mariadb"):
         # Fewer gap locks than REPEATABLE READ; every precondition is in the
         # statement itself, so READ COMMITTED is enough.
-        options["isolation_level"] = "READ COMMITTED"
-        options["pool_recycle"] = 3600  # under the server's wait_timeout
+        options.setdefault("isolation_level", "READ COMMITTED")
+        options.setdefault("pool_recycle", 3600)  # under the server's wait_timeout
     return create_engine(parsed, **options)
 
 

@@ -1,0 +1,130 @@
+"""The TOML config: one clear message per problem, naming its key."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from mcp_oauth_proxy import config
+from mcp_oauth_proxy.app import upstream_source
+from mcp_oauth_proxy.upstream.providers import NotReady, OidcDiscovery, Static
+
+GOOD = """
+[server]
+listen = "127.0.0.1:8000"
+database = "memory://"
+trusted_proxies = ["10.0.0.0/8"]
+
+[[tenants]]
+slug = "acme"
+issuer = "http://acme.localhost:8000"
+resource = "http://acme.localhost:8000/mcp"
+backend = "http://127.0.0.1:9000/mcp"
+scopes = ["mcp"]
+
+[tenants.upstream]
+kind = "oidc"
+issuer = "https://login.example.com"
+client_id = "cid"
+client_secret_env = "ACME_SECRET"
+scopes = ["openid", "profile", "email"]
+
+[tenants.policy]
+access_token_ttl = 600
+refresh_grace = 10
+"""
+
+
+def problems(text: str) -> list[str]:
+    with pytest.raises(config.ConfigError) as info:
+        config.parse(tomllib.loads(text))
+    return info.value.problems
+
+
+def test_good_config_is_structured(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(GOOD)
+    c = config.load(path)
+    t = c.tenants[0]
+    assert c.server.trusted_proxies == ["10.0.0.0/8"] and t.backend == "http://127.0.0.1:9000/mcp"
+    assert t.policy.access_token_ttl == 600 and t.policy.refresh_grace == 10
+    assert t.upstream.kind == "oidc" and t.upstream.scopes == ["openid", "profile", "email"]
+
+
+def test_the_example_config_is_valid() -> None:
+    example = Path(__file__).parent.parent / "examples" / "mcp-oauth-proxy.toml"
+    assert config.load(example).tenants[0].upstream.kind == "github"
+
+
+@pytest.mark.parametrize(("edit", "expected"), [
+    (('client_id = "cid"\n', ""), "tenants[0].upstream.client_id: missing (or set client_id_env)"),
+    (('kind = "oidc"', 'kind = "okta"'), "tenants[0].upstream.kind: must be one of oidc, github, google, auth0, oauth2"),
+    (('kind = "oidc"\n', ""), "tenants[0].upstream.kind: missing"),
+    (('scopes = ["mcp"]', 'scopes = "mcp"'), "tenants[0].scopes: must be a list"),
+    (("access_token_ttl = 600", 'access_token_ttl = "10m"'), "tenants[0].policy.access_token_ttl: must be an integer"),
+    (('listen = "127.0.0.1:8000"', "listen = 8000"), "server.listen: must be a string"),
+    (('listen = "127.0.0.1:8000"', 'listen = "nowhere"'), "server.listen: must be HOST:PORT, like 127.0.0.1:8000"),
+    (("refresh_grace = 10", "refresh_grace = 10\nbogus = 1"), "tenants[0].policy.bogus: unknown key"),
+    (('["10.0.0.0/8"]', '["ten"]'), "server.trusted_proxies[0]: must be an IP address or network"),
+    (('issuer = "https://login.example.com"\n', ""), 'tenants[0].upstream.issuer: missing (required for kind = "oidc")'),
+    (('slug = "acme"\n', ""), "tenants[0].slug: missing"),
+    (('resource = "http://acme.localhost:8000/mcp"', 'resource = "ftp://x"'), "tenants[0].resource: must be an http or https URL"),
+])
+def test_one_clear_message_per_problem(edit: tuple[str, str], expected: str) -> None:
+    assert edit[0] in GOOD
+    assert problems(GOOD.replace(edit[0], edit[1], 1)) == [expected]
+
+
+def test_problems_in_the_second_tenant_name_it() -> None:
+    second = GOOD[GOOD.index("[[tenants]]"):].replace('"acme"', '"globex"').replace("acme.", "globex.")
+    text = GOOD + second.replace('kind = "oidc"', 'kind = "nope"')
+    assert problems(text) == ["tenants[1].upstream.kind: must be one of oidc, github, google, auth0, oauth2"]
+
+
+def test_duplicate_tenants_and_no_tenants() -> None:
+    assert problems(GOOD + GOOD[GOOD.index("[[tenants]]"):]) == [
+        "tenants[1].slug: 'acme' is used by another tenant", "tenants[1].issuer: used by another tenant"]
+    assert problems('[server]\nlisten = "127.0.0.1:1"\n') == ["tenants: missing"]
+
+
+def test_unreadable_and_invalid_toml(tmp_path: Path) -> None:
+    with pytest.raises(config.ConfigError, match="cannot be read"):
+        config.load(tmp_path / "absent.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[server\n")
+    with pytest.raises(config.ConfigError, match="not valid TOML"):
+        config.load(bad)
+
+
+def test_secrets_from_the_environment() -> None:
+    c = config.parse(tomllib.loads(GOOD))
+    up = c.tenants[0].upstream
+    source = upstream_source(up, {"ACME_SECRET": "s3cret"})
+    assert isinstance(source, OidcDiscovery) and source.issuer == "https://login.example.com"
+    assert isinstance(upstream_source(up, {}), NotReady)
+    assert config.warnings(c, {}) == [
+        "tenants[0].upstream.client_secret_env: environment variable ACME_SECRET is not set; "
+        "logins to this tenant fail until it is"]
+    assert config.warnings(c, {"ACME_SECRET": "s3cret"}) == []
+
+
+def test_secret_in_file_is_not_in_repr() -> None:
+    text = GOOD.replace('client_secret_env = "ACME_SECRET"', 'client_secret = "file-secret-value"')
+    c = config.parse(tomllib.loads(text))
+    assert "file-secret-value" not in repr(c)
+    source = upstream_source(c.tenants[0].upstream, {})
+    assert isinstance(source, OidcDiscovery)
+
+
+def test_github_preset_from_config() -> None:
+    text = GOOD.replace('kind = "oidc"', 'kind = "github"').replace('issuer = "https://login.example.com"\n', "")
+    c = config.parse(tomllib.loads(text.replace('scopes = ["openid", "profile", "email"]', "")))
+    source = upstream_source(c.tenants[0].upstream, {"ACME_SECRET": "s"})
+    assert isinstance(source, Static)
+    up = source.upstream
+    assert up.authorization_endpoint == "https://github.com/login/oauth/authorize"
+    assert up.token_endpoint == "https://github.com/login/oauth/access_token"
+    assert up.userinfo_endpoint == "https://api.github.com/user"
+    assert up.user_id_claim == "id" and not up.oidc and up.scopes == ("read:user",)

@@ -40,11 +40,18 @@ def _client_args(timeout: float, verify: ssl.SSLContext | bool) -> dict:
     }
 
 
+def _where(url: str) -> str:
+    """The URL without user info or query, which may carry credentials."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "an invalid URL"
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
+
+
 def _failed(request: HttpRequest, exc: Exception) -> FetchFailed:
-    # The exception class is enough to diagnose; its text may echo the URL's query.
-    parts = urlsplit(request.url)
-    log.warning("upstream request to %s://%s%s failed: %s", parts.scheme, parts.hostname, parts.path,
-                type(exc).__name__)
+    # The exception class is enough to diagnose; its text may echo the URL.
+    log.warning("upstream request to %s failed: %s", _where(request.url), type(exc).__name__)
     return FetchFailed(_UNREACHABLE)
 
 

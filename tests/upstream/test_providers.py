@@ -1,0 +1,69 @@
+"""Provider presets and OIDC discovery (against a LocalIdP on loopback)."""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import pytest
+from adapters.local_idp import LocalIdP
+
+from mcp_oauth_proxy.core.effects import run_sync
+from mcp_oauth_proxy.runtime import sync_performer
+from mcp_oauth_proxy.storage.memory import MemoryStore
+from mcp_oauth_proxy.upstream import providers
+from mcp_oauth_proxy.upstream.http import SyncFetcher
+
+
+@pytest.fixture
+def idp() -> Iterator[LocalIdP]:
+    server = LocalIdP("oidc")
+    yield server
+    server.stop()
+
+
+def resolve(source: Any) -> Any:
+    return run_sync(source.resolve(), sync_performer(MemoryStore(), SyncFetcher(timeout=1)))
+
+
+def test_discovery_reads_endpoints_and_is_cached(idp: LocalIdP) -> None:
+    now = [0.0]
+    source = providers.oidc(idp.url, "cid", "secret", clock=lambda: now[0])
+    up = resolve(source)
+    assert up.authorization_endpoint == f"{idp.url}/authorize" and up.token_endpoint == f"{idp.url}/token"
+    assert up.userinfo_endpoint == f"{idp.url}/userinfo" and up.issuer == idp.url
+    assert up.oidc and up.iss_parameter_supported and up.token_auth_method == "client_secret_basic"
+    assert up.client_id == "cid" and up.scopes == ("openid", "profile", "email")
+    idp.fault = "500"
+    assert resolve(source) == up  # cached: no request
+    assert idp.requests.count("/.well-known/openid-configuration") == 1
+    now[0] += providers.DISCOVERY_TTL + 1
+    with pytest.raises(providers.UpstreamNotReady):
+        resolve(source)  # looked again once the cache lapsed
+
+
+def test_discovery_refuses_another_issuer_and_bad_documents(idp: LocalIdP) -> None:
+    # OIDC Discovery §4.3: the document must name the configured issuer exactly.
+    other = providers.oidc(idp.url.replace("127.0.0.1", "localhost"), "cid", "secret")
+    with pytest.raises(providers.UpstreamNotReady, match="another issuer"):
+        resolve(other)
+    idp.fault = "garbage"
+    with pytest.raises(providers.UpstreamNotReady, match="not JSON"):
+        resolve(providers.oidc(idp.url, "cid", "secret"))
+    idp.stop()
+    with pytest.raises(providers.UpstreamNotReady, match="no answer"):
+        resolve(providers.oidc(idp.url, "cid", "secret"))
+
+
+def test_presets() -> None:
+    assert providers.google("cid", "s").issuer == "https://accounts.google.com"
+    assert providers.auth0("acme.eu.auth0.com", "cid", "s").issuer == "https://acme.eu.auth0.com/"
+    assert providers.auth0("acme.eu.auth0.com", "cid", "s").discovery_url == \
+        "https://acme.eu.auth0.com/.well-known/openid-configuration"
+    gh = resolve(providers.github("cid", "s"))
+    assert gh.token_endpoint == "https://github.com/login/oauth/access_token" and gh.user_id_claim == "id"
+    plain = resolve(providers.oauth2("https://a.example/auth", "https://a.example/token", "cid", "s",
+                                     userinfo_endpoint="https://a.example/me", user_id_claim="uid"))
+    assert plain.authorization_endpoint == "https://a.example/auth" and plain.user_id_claim == "uid"
+    assert not plain.oidc
+    with pytest.raises(providers.UpstreamNotReady, match="FOO"):
+        resolve(providers.NotReady("environment variable FOO is not set"))

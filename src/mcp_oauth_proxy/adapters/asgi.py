@@ -63,7 +63,7 @@ def _request(site: Site, scope: Scope, body: bytes = b"") -> Request:
     client = scope.get("client")
     scheme, host, remote = site.origin(client[0] if client else None, headers, scope.get("scheme", "http"), host)
     return Request(
-        method=scope["method"],
+        method=scope.get("method", "GET"),  # websocket scopes have none
         path=scope["path"],
         query=scope.get("query_string", b"").decode("latin-1"),
         headers=tuple(headers),

@@ -30,6 +30,7 @@ SQL_BACKENDS = [
     pytest.param("postgresql", marks=pytest.mark.postgresql),
     pytest.param("mariadb", marks=pytest.mark.mariadb),
 ]
+SERVER_BACKENDS = SQL_BACKENDS[1:]
 ALL_BACKENDS = ["memory", *SQL_BACKENDS]
 
 
@@ -103,3 +104,8 @@ def store(url: str, ring: KeyRing) -> Iterator[object]:
     engine = getattr(opened, "engine", None)
     if engine is not None:
         engine.dispose()
+
+
+@pytest.fixture(params=SERVER_BACKENDS)
+def server_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    yield from _isolated(request.param, tmp_path)

@@ -1,0 +1,92 @@
+"""Schema versions: an empty database is created on first open; an older
+one is upgraded only when asked."""
+
+from __future__ import annotations
+
+import multiprocessing
+
+import pytest
+import sqlalchemy
+
+from mcp_oauth_proxy.storage import migrations
+from mcp_oauth_proxy.storage.crypto import KeyRing
+from mcp_oauth_proxy.storage.migrations import Migration, SchemaError, SchemaOutdated, version_of
+from mcp_oauth_proxy.storage.open import open_store
+from mcp_oauth_proxy.storage.schema import metadata
+from mcp_oauth_proxy.storage.sql import make_engine
+
+
+def _tables(url: str) -> set[str]:
+    engine = make_engine(url)
+    try:
+        return set(sqlalchemy.inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def _add_extra(conn: sqlalchemy.Connection) -> None:
+    sqlalchemy.Table("extra", sqlalchemy.MetaData(), sqlalchemy.Column("id", sqlalchemy.Integer, primary_key=True),
+                     ).create(conn)
+
+
+def test_an_empty_database_is_created_at_the_latest_version(sql_url, ring):
+    store = open_store(sql_url, ring)
+    with store.engine.connect() as conn:
+        assert version_of(conn) == migrations.MIGRATIONS[-1].version
+    store.engine.dispose()
+    assert _tables(sql_url) == set(metadata.tables) | {"schema_version"}
+    open_store(sql_url, ring).engine.dispose()  # opening again changes nothing
+
+
+def test_an_older_schema_is_refused_naming_the_command_and_upgraded_when_asked(sql_url, ring, monkeypatch):
+    open_store(sql_url, ring).engine.dispose()  # a version-1 database
+    monkeypatch.setattr(migrations, "MIGRATIONS", (*migrations.MIGRATIONS, Migration(2, "an extra table", _add_extra)))
+    with pytest.raises(SchemaOutdated, match="version 1, this program needs version 2: run `mcp-oauth-proxy db upgrade`"):
+        open_store(sql_url, ring)
+    assert "extra" not in _tables(sql_url)
+    open_store(sql_url, ring, upgrade=True).engine.dispose()
+    assert "extra" in _tables(sql_url)
+    open_store(sql_url, ring).engine.dispose()
+
+
+def test_a_schema_newer_than_the_program_is_refused(sql_url, ring):
+    open_store(sql_url, ring).engine.dispose()
+    engine = make_engine(sql_url)
+    with engine.begin() as conn:
+        conn.execute(sqlalchemy.text(
+            "INSERT INTO schema_version (version, description, applied_at) VALUES (99, 'future', 0)"))
+    engine.dispose()
+    with pytest.raises(SchemaError, match="version 99, newer than"):
+        open_store(sql_url, ring)
+
+
+def test_tables_without_a_version_are_not_taken_over(sql_url, ring):
+    engine = make_engine(sql_url)
+    with engine.begin() as conn:
+        conn.execute(sqlalchemy.text("CREATE TABLE grants (id INTEGER PRIMARY KEY)"))
+    engine.dispose()
+    with pytest.raises(SchemaError, match=r"holds tables \['grants'\] but no schema version"):
+        open_store(sql_url, ring)
+
+
+def _open(url: str, keys: dict[str, bytes], results: multiprocessing.Queue) -> None:
+    try:
+        open_store(url, KeyRing(keys, "k1")).engine.dispose()
+        results.put("ok")
+    except Exception as error:
+        results.put(repr(error))
+
+
+def test_replicas_starting_together_on_an_empty_database_create_it_once(sql_url, ring):
+    mp = multiprocessing.get_context("fork")
+    results = mp.Queue()
+    starters = [mp.Process(target=_open, args=(sql_url, ring.raw_keys(), results)) for _ in range(4)]
+    for p in starters:
+        p.start()
+    assert [results.get(timeout=60) for _ in starters] == ["ok"] * 4
+    for p in starters:
+        p.join()
+    engine = make_engine(sql_url)
+    with engine.connect() as conn:
+        assert conn.execute(sqlalchemy.text("SELECT COUNT(*) FROM schema_version")).scalar() == len(migrations.MIGRATIONS)
+    engine.dispose()

@@ -19,6 +19,7 @@ from sqlalchemy import (
     Connection,
     Engine,
     Table,
+    bindparam,
     create_engine,
     delete,
     event,
@@ -119,8 +120,9 @@ def _tune_sqlite(engine: Engine, *, wal: bool, busy_timeout_ms: int) -> None:
 
     @event.listens_for(engine, "begin")
     def _begin(conn: Connection) -> None:
-        write = conn.get_execution_options().get("sqlite_write", False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+        # A read is one SELECT, atomic by itself; a write takes the lock first.
+        if conn.get_execution_options().get("sqlite_write", False):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def _row(record: Any, **override: Any) -> dict[str, Any]:
@@ -139,6 +141,21 @@ def _retryable(error: exc.DBAPIError) -> bool:
         return True
     args = getattr(orig, "args", ())
     return bool(args) and args[0] in _RETRY_MYSQL
+
+
+def _token_by_hash(table: Table) -> Any:
+    # Built once: the guard runs this on every request to the resource.
+    tenant = bindparam("tenant")
+    return select(table).where(
+        table.c.tenant == tenant,
+        table.c.token_hash == bindparam("token_hash"),
+        select(grants.c.grant_id).where(
+            grants.c.tenant == tenant, grants.c.grant_id == table.c.grant_id, grants.c.revoked.is_(False)
+        ).exists(),
+    )
+
+
+_TOKEN_BY_HASH = {t.name: _token_by_hash(t) for t in (access_tokens, refresh_tokens)}
 
 
 class SqlStore:
@@ -288,10 +305,8 @@ class SqlStore:
         return self._write(op)
 
     def _get_token(self, table: Table, cls: type[T], tenant: str, token_hash: str) -> T | None:
-        stmt = select(table).where(
-            table.c.tenant == tenant, table.c.token_hash == token_hash, self._live_grant(tenant, table.c.grant_id)
-        )
-        row = self._read(lambda c: c.execute(stmt).mappings().first())
+        stmt = _TOKEN_BY_HASH[table.name]
+        row = self._read(lambda c: c.execute(stmt, {"tenant": tenant, "token_hash": token_hash}).mappings().first())
         return None if row is None else _record(cls, row)
 
     def get_access_token(self, tenant: str, token_hash: str) -> AccessToken | None:

@@ -297,3 +297,33 @@ def test_person_denies_at_our_consent_page(request: pytest.FixtureRequest, kind:
         params = walk_sync(client, url, CLIENT_REDIRECT, Person("ada", ADA["password"], decision="deny"), walk)
     assert params["error"] == "access_denied" and params["state"] == "s" and params["iss"] == ISSUER
     assert not any(v.url.startswith(idp.issuer) for v in walk.visits)
+
+
+@pytest.mark.xfail(strict=True, reason="kind = \"oauth2\" ignores the configured issuer (app.upstream_source does not "
+                   "pass it to providers.oauth2), and the callback refuses any RFC 9207 iss when no issuer is known")
+def test_oauth2_upstream_that_sends_iss(oidc_idp: IdP) -> None:
+    """A plain OAuth 2 upstream (endpoints given, no discovery) that sends
+    RFC 9207 ``iss`` in its authorization responses, as oidc-provider,
+    Keycloak and others do; its issuer is in the config."""
+    from mcp_oauth_proxy import config as config_mod
+    from mcp_oauth_proxy.app import build_site
+
+    config = config_mod.parse({"tenants": [{
+        "slug": "acme", "issuer": ISSUER, "resource": RESOURCE,
+        "upstream": {"kind": "oauth2", "issuer": oidc_idp.issuer, "client_id": oidc_idp.client_id,
+                     "client_secret": oidc_idp.client_secret,
+                     "authorization_endpoint": oidc_idp.authorization_endpoint,
+                     "token_endpoint": oidc_idp.token_endpoint, "userinfo_endpoint": oidc_idp.userinfo_endpoint,
+                     "scopes": ["openid", "email"], "token_auth_method": "client_secret_post"}}]})
+    app = WsgiSite(build_site(config, {}), protected_wsgi(oidc_idp.userinfo_endpoint))
+    with httpx.Client(mounts={ISSUER: httpx.WSGITransport(app)}, trust_env=False, timeout=20) as client:
+        registered = client.post(f"{ISSUER}/oauth/register", json={
+            "redirect_uris": [CLIENT_REDIRECT], "token_endpoint_auth_method": "none"})
+        verifier = secrets.token_urlsafe(48)
+        url = f"{ISSUER}/oauth/authorize?" + urlencode({
+            "response_type": "code", "client_id": registered.json()["client_id"], "redirect_uri": CLIENT_REDIRECT,
+            "state": "s", "code_challenge_method": "S256",
+            "code_challenge": base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()})
+        params = walk_sync(client, url, CLIENT_REDIRECT, Person(ADA["username"], ADA["password"]))
+    assert "error" not in params, params
+    assert "code" in params

@@ -141,3 +141,36 @@ def test_whole_flow_through_the_server_process(proxy: Proxy) -> None:
             refused = http.post(resource, json={}, headers={"authorization": f"Bearer {token}"})
             assert refused.status_code == 401
             assert 'error="invalid_token"' in refused.headers["www-authenticate"]
+
+
+@pytest.mark.xfail(strict=True, reason="app.ServerApp answers the lifespan itself and never passes it to the "
+                   "guarded backend, so a backend with a lifespan (the mcp SDK's session manager) never starts")
+def test_server_app_runs_the_backends_lifespan() -> None:
+    import anyio
+
+    from apps import lifespan
+    from mcp_oauth_proxy import config as config_mod
+    from mcp_oauth_proxy.app import build_app
+
+    seen: list[str] = []
+
+    async def backend(scope: dict, receive, send) -> None:
+        assert scope["type"] == "lifespan"
+        while True:
+            message = await receive()
+            seen.append(message["type"])
+            kind = message["type"].rsplit(".", 1)[-1]
+            await send({"type": f"lifespan.{kind}.complete"})
+            if kind == "shutdown":
+                return
+
+    config = config_mod.parse({"tenants": [{
+        "slug": "acme", "issuer": "http://127.0.0.1:9", "resource": "http://127.0.0.1:9/mcp",
+        "upstream": {"kind": "github", "client_id": "id", "client_secret": "secret"}}]})
+
+    async def run() -> None:
+        async with lifespan(build_app(config, {}, backend=backend)):
+            pass
+
+    anyio.run(run)
+    assert seen == ["lifespan.startup", "lifespan.shutdown"]

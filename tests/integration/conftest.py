@@ -1,148 +1,30 @@
-"""Fixtures that start real processes on 127.0.0.1 for the integration tests:
-the identity provider in ``tests/idp`` (the ``oidc-provider`` npm package),
-and helpers to wait for servers with deadlines.
-
-Without ``node``/``npm`` the tests that need the identity provider are
-skipped, unless ``MCP_OAUTH_PROXY_REQUIRE_DATABASES=1`` (CI), where that is
-a failure.
-"""
+"""Fixtures for the integration tests: start the identity provider process
+(see realidp.py) and stop every one started."""
 
 from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
-import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 from typing import Callable, Iterator
 
-import attrs
 import httpx
 import pytest
 
-IDP_DIR = Path(__file__).resolve().parent.parent / "idp"
-STARTUP_DEADLINE = 30.0
-INSTALL_DEADLINE = 300.0
-
-# The proxy's client at the identity provider.
-IDP_CLIENT_ID = "mcp-oauth-proxy"
-IDP_CLIENT_SECRET = "proxy-secret-at-the-idp-0123456789"
-
-# The people who can sign in at the identity provider (see tests/idp/server.mjs).
-ADA = {"username": "ada", "password": "correct horse battery staple", "sub": "ada-7f3c", "id": 4242,
-       "name": "Ada Lovelace", "email": "ada@example.org"}
-GRACE = {"username": "grace", "password": "cobol forever", "sub": "grace-19a0", "id": 1906,
-         "name": "Grace Hopper", "email": "grace@example.org"}
-
-
-def _required() -> bool:
-    return os.environ.get("MCP_OAUTH_PROXY_REQUIRE_DATABASES") == "1"
-
-
-def _unavailable(reason: str) -> None:
-    if _required():
-        pytest.fail(f"{reason} (MCP_OAUTH_PROXY_REQUIRE_DATABASES=1)", pytrace=False)
-    pytest.skip(reason)
-
-
-def free_port() -> int:
-    """A port that was free on 127.0.0.1 a moment ago (for servers that must
-    know their own URL before they start)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until(check: Callable[[], bool], deadline: float, what: str, proc: subprocess.Popen | None = None,
-               log: Path | None = None) -> None:
-    """Poll ``check`` until it is true, the process died, or the deadline passed."""
-    end = time.monotonic() + deadline
-    delay = 0.02
-    while True:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with {proc.returncode} before it was ready:\n{_tail(log)}")
-        try:
-            if check():
-                return
-        except (httpx.HTTPError, OSError):
-            pass
-        if time.monotonic() > end:
-            raise RuntimeError(f"{what} was not ready after {deadline:.0f}s:\n{_tail(log)}")
-        time.sleep(delay)
-        delay = min(delay * 2, 0.2)
-
-
-def _tail(log: Path | None, limit: int = 4000) -> str:
-    if log is None or not log.exists():
-        return ""
-    return log.read_text(errors="replace")[-limit:]
-
-
-def stop_process(proc: subprocess.Popen, grace: float = 5.0) -> None:
-    if proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=grace)
-
-
-# -- the identity provider -----------------------------------------------------
-
-
-@attrs.define
-class IdP:
-    """A running ``tests/idp/server.mjs``."""
-
-    issuer: str
-    mode: str
-    client_id: str
-    client_secret: str
-    redirect_uris: tuple[str, ...]
-    process: subprocess.Popen = attrs.field(repr=False)
-    log: Path = attrs.field(repr=False)
-
-    @property
-    def authorization_endpoint(self) -> str:
-        return f"{self.issuer}/auth"
-
-    @property
-    def token_endpoint(self) -> str:
-        return f"{self.issuer}/token"
-
-    @property
-    def userinfo_endpoint(self) -> str:
-        # GitHub's profile endpoint is /user; the OIDC one is in discovery (/me).
-        return f"{self.issuer}/user" if self.mode == "github" else f"{self.issuer}/me"
-
-    def stop(self) -> None:
-        stop_process(self.process)
-
-    def logs(self) -> str:
-        return _tail(self.log, 20000)
-
-
-def _ensure_installed() -> None:
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        _unavailable("node and npm are needed for the identity provider in tests/idp (install Node.js 20+)")
-    if (IDP_DIR / "node_modules" / "oidc-provider" / "package.json").exists():
-        return
-    try:
-        done = subprocess.run(
-            [npm, "ci", "--prefix", str(IDP_DIR), "--no-audit", "--no-fund"],
-            capture_output=True, text=True, timeout=INSTALL_DEADLINE,
-        )
-    except subprocess.TimeoutExpired:
-        _unavailable(f"npm ci --prefix {IDP_DIR} took longer than {INSTALL_DEADLINE:.0f}s")
-    if done.returncode != 0:
-        _unavailable(f"npm ci --prefix {IDP_DIR} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+from realidp import (
+    IDP_CLIENT_ID,
+    IDP_CLIENT_SECRET,
+    IDP_DIR,
+    STARTUP_DEADLINE,
+    IdP,
+    ensure_installed,
+    stop_process,
+    tail,
+    wait_until,
+)
 
 
 StartIdP = Callable[..., IdP]
@@ -153,7 +35,7 @@ def start_idp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StartIdP]:
     """A function that starts an identity provider process and returns it
     once it serves its discovery document. Every process started is stopped
     at the end of the session (or earlier by ``IdP.stop``)."""
-    _ensure_installed()
+    ensure_installed()
     node = shutil.which("node")
     assert node is not None
     started: list[IdP] = []
@@ -178,7 +60,7 @@ def start_idp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StartIdP]:
         reader.join(STARTUP_DEADLINE)
         if not line or not line[0].startswith(b"READY "):
             stop_process(proc)
-            raise RuntimeError(f"the identity provider did not start:\n{_tail(log)}")
+            raise RuntimeError(f"the identity provider did not start:\n{tail(log)}")
         issuer = line[0].decode().split()[1]
         idp = IdP(issuer, mode, client_id, client_secret, tuple(redirect_uris), proc, log)
         started.append(idp)
@@ -193,8 +75,3 @@ def start_idp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StartIdP]:
         idp.stop()
         if idp.process.stdout is not None:
             idp.process.stdout.close()
-
-
-@pytest.fixture(scope="session")
-def python_exe() -> str:
-    return sys.executable

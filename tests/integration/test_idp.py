@@ -13,8 +13,8 @@ import json
 import httpx
 import pytest
 
-from browser import Person, Walk, walk_sync
-from conftest import ADA, IdP
+from realidp_browser import Person, Walk, walk_sync
+from realidp import ADA, IdP
 
 REDIRECT = "http://127.0.0.1:9/oauth/callback"
 VERIFIER = "idp-test-verifier-" + "x" * 40

@@ -26,9 +26,9 @@ import pytest
 
 from mcp_oauth_proxy.core.tenant import Policy
 
-from apps import AsgiSite, WsgiSite, lifespan, make_site, protected_asgi, protected_wsgi
-from browser import Person, Walk, walk_async, walk_sync
-from conftest import ADA, GRACE, IdP
+from realidp_apps import AsgiSite, WsgiSite, lifespan, make_site, protected_asgi, protected_wsgi
+from realidp_browser import Person, Walk, walk_async, walk_sync
+from realidp import ADA, GRACE, IdP
 
 ISSUER = "http://acme.localhost:8000"
 RESOURCE = f"{ISSUER}/mcp"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import re
 import secrets
 import subprocess
@@ -20,8 +21,8 @@ import attrs
 import httpx
 import pytest
 
-from browser import Person, Walk, walk_sync
-from conftest import ADA, GRACE, IdP, free_port, stop_process, wait_until
+from realidp_browser import Person, Walk, walk_sync
+from realidp import ADA, GRACE, IdP, free_port, stop_process, wait_until
 
 CLIENT_REDIRECT = "http://127.0.0.1:33418/callback"
 DEADLINE = 30.0
@@ -75,7 +76,7 @@ def proxy(request: pytest.FixtureRequest, start_idp, tmp_path: Path) -> Iterator
     log = tmp_path / "serve.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=out, stdin=subprocess.DEVNULL, cwd=tmp_path,
-                                env={**__import__("os").environ, "TEST_IDP_CLIENT_SECRET": idp.client_secret})
+                                env={**os.environ, "TEST_IDP_CLIENT_SECRET": idp.client_secret})
     try:
         wait_until(lambda: httpx.get(f"{base}/.well-known/oauth-authorization-server", timeout=2,
                                      trust_env=False).status_code == 200,
@@ -148,7 +149,7 @@ def test_whole_flow_through_the_server_process(proxy: Proxy) -> None:
 def test_server_app_runs_the_backends_lifespan() -> None:
     import anyio
 
-    from apps import lifespan
+    from realidp_apps import lifespan
     from mcp_oauth_proxy import config as config_mod
     from mcp_oauth_proxy.app import build_app
 

@@ -26,7 +26,7 @@ from mcp_oauth_proxy.core.tenant import Policy, Tenant, Upstream
 from mcp_oauth_proxy.storage.memory import MemoryStore
 from mcp_oauth_proxy.upstream import providers
 
-from conftest import IdP
+from realidp import IdP
 
 # Only the Site's upstream source is used; the tenant's own upstream field
 # is replaced by what the source resolves.

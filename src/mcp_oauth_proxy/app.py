@@ -21,6 +21,7 @@ from .core.store import Store
 from .core.tenant import ResourceServer, Tenant
 from .storage.crypto import KeyRing
 from .storage.memory import MemoryStore
+from .storage.keys import load_or_create_keyring
 from .storage.open import open_store
 from .upstream import providers
 
@@ -38,11 +39,7 @@ def cookie_key(keyring: KeyRing) -> bytes:
 def _keyring(server: ServerConfig) -> KeyRing:
     if server.database.startswith("memory:"):
         return KeyRing.generate()  # nothing outlives the process anyway
-    try:
-        from .storage.keys import load_or_create_keyring  # type: ignore[import-not-found]
-    except ImportError:  # the key-file module is not there yet
-        log.warning("no key file support: stored upstream tokens will not survive a restart")
-        return KeyRing.generate()
+
     path = server.key_file or "mcp-oauth-proxy.keys"
     keyring, created = load_or_create_keyring(path)
     if created:
@@ -75,8 +72,9 @@ def upstream_source(up: UpstreamConfig, environ: Mapping[str, str]) -> providers
         options["user_id_claim"] = up.user_id_claim
     if up.kind == "oauth2":
         assert up.authorization_endpoint and up.token_endpoint
+        # With an issuer, its RFC 9207 iss in the callback is checked, not refused.
         return providers.oauth2(up.authorization_endpoint, up.token_endpoint, client_id, client_secret,
-                                userinfo_endpoint=up.userinfo_endpoint, **options)
+                                userinfo_endpoint=up.userinfo_endpoint, issuer=up.issuer, **options)
     if up.kind == "google":
         return providers.google(client_id, client_secret, **options)
     if up.kind == "auth0":
@@ -112,6 +110,12 @@ def build_site(config: Config, environ: Mapping[str, str] | None = None) -> Site
 
 
 async def _no_backend(scope: Scope, receive: Receive, send: Send) -> None:
+    if scope["type"] == "lifespan":
+        while True:
+            kind = (await receive())["type"].rsplit(".", 1)[-1]
+            await send({"type": f"lifespan.{kind}.complete"})
+            if kind == "shutdown":
+                return
     response = json_response({"error": "not_found", "error_description": "no backend is configured for this resource"}, 404)
     await send({"type": "http.response.start", "status": 404,
                 "headers": [(k.encode(), v.encode()) for k, v in response.headers]})
@@ -130,7 +134,7 @@ class ServerApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            return await self._lifespan(receive, send)
+            return await self._lifespan(scope, receive, send)
         path = scope.get("path", "")
         for entry in self.site.entries:
             resource_path = urlsplit(entry.tenant.resource).path.rstrip("/")
@@ -138,17 +142,16 @@ class ServerApp:
                 return await self.guarded(scope, receive, send)
         return await self.oauth(scope, receive, send)
 
-
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
-        while True:
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # The backend owns the lifespan (the guard passes it on); our pools
+        # close on its shutdown.
+        async def receive_and_close() -> dict[str, Any]:
             message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
+            if message["type"] == "lifespan.shutdown":
                 await self.oauth.aclose()
-                await self.guarded.aclose()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+            return message
+
+        await self.guarded(scope, receive_and_close, send)
 
 
 def build_app(config: Config, environ: Mapping[str, str] | None = None, backend: ASGIApp = _no_backend) -> ServerApp:

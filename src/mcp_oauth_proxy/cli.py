@@ -69,13 +69,15 @@ def serve(args: argparse.Namespace) -> int:
     if config is None:
         return 1
     from .app import build_app
+    from .core.errors import StorageUnavailable
+    from .storage.keys import KeyConfigError
     from .storage.migrations import SchemaError
 
     for warning in config_mod.warnings(config, os.environ):
         log.warning("%s", warning)
     try:
         app = build_app(config)
-    except (SchemaError, OSError) as exc:
+    except (SchemaError, StorageUnavailable, KeyConfigError, OSError) as exc:
         print(f"cannot start: {exc}", file=sys.stderr)
         return 1
     anyio.run(_serve, app, config, args.trio, backend="trio" if args.trio else "asyncio")

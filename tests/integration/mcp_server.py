@@ -5,12 +5,16 @@ would embed the proxy in it.
 
 Run by tests/integration/test_mcp_sdk_client.py as its own process:
 
-    python mcp_server.py CONFIG.toml USERINFO_URL [--trio]
+    python mcp_server.py CONFIG.toml USERINFO_URL [--trio] [--server-app]
 
 CONFIG.toml is the proxy's configuration (one tenant; ``server.listen`` is
 where to serve). The ``whoami`` tool answers with the principal the guard
 put in the ASGI scope, and with the person's profile at the identity
 provider, fetched with the upstream token the guard hands the app.
+
+By default the OAuth app and the guarded MCP app are put side by side here
+(embedding); with ``--server-app`` the MCP app is the backend of the
+standalone server's app (``mcp_oauth_proxy.app.build_app``).
 """
 
 from __future__ import annotations
@@ -28,13 +32,12 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp_oauth_proxy import config as config_mod
 from mcp_oauth_proxy.adapters.asgi import BearerGuard, OAuthApp
 from mcp_oauth_proxy.adapters.site import PRINCIPAL_KEY, UPSTREAM_TOKEN_KEY
-from mcp_oauth_proxy.app import build_site
+from mcp_oauth_proxy.app import build_app, build_site
 
 _OAUTH_PREFIXES = ("/oauth/", "/.well-known/oauth-authorization-server", "/.well-known/openid-configuration")
 
 
-def build(config: config_mod.Config, userinfo_url: str) -> Any:
-    site = build_site(config)
+def mcp_app(userinfo_url: str) -> Any:
     server = MCPServer("whoami")
 
     @server.tool()
@@ -52,7 +55,14 @@ def build(config: config_mod.Config, userinfo_url: str) -> Any:
             "email": profile.json().get("email") if profile.status_code == 200 else None,
         }
 
-    guarded = BearerGuard(server.streamable_http_app(streamable_http_path="/mcp"), site)
+    return server.streamable_http_app(streamable_http_path="/mcp")
+
+
+def build(config: config_mod.Config, userinfo_url: str, server_app: bool) -> Any:
+    if server_app:
+        return build_app(config, backend=mcp_app(userinfo_url))
+    site = build_site(config)
+    guarded = BearerGuard(mcp_app(userinfo_url), site)
     oauth = OAuthApp(site)
 
     async def app(scope: dict, receive: Any, send: Any) -> None:
@@ -64,9 +74,9 @@ def build(config: config_mod.Config, userinfo_url: str) -> Any:
     return app
 
 
-async def main(config_path: str, userinfo_url: str, use_trio: bool) -> None:
+async def main(config_path: str, userinfo_url: str, use_trio: bool, server_app: bool) -> None:
     config = config_mod.load(config_path)
-    app = build(config, userinfo_url)
+    app = build(config, userinfo_url, server_app)
     hyper = HypercornConfig()
     hyper.bind = [config.server.listen]
     hyper.accesslog = None
@@ -89,6 +99,7 @@ if __name__ == "__main__":
     parser.add_argument("config")
     parser.add_argument("userinfo_url")
     parser.add_argument("--trio", action="store_true")
+    parser.add_argument("--server-app", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    anyio.run(main, args.config, args.userinfo_url, args.trio, backend="trio" if args.trio else "asyncio")
+    anyio.run(main, args.config, args.userinfo_url, args.trio, args.server_app, backend="trio" if args.trio else "asyncio")

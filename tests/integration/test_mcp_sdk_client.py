@@ -1,7 +1,9 @@
 """A real MCP client (the official ``mcp`` SDK's ``OAuthClientProvider``)
 against a real MCP server process (``mcp_server.py``: the SDK's
 ``MCPServer`` behind our ``BearerGuard``, with our OAuth endpoints, on
-Hypercorn), whose upstream is the real identity provider process.
+Hypercorn; embedded side by side on asyncio, and as the backend of the
+standalone server's app on trio), whose upstream is the real identity
+provider process.
 
 The client discovers (401 -> protected resource metadata -> authorization
 server metadata), registers, and authorizes; the browser step is automated
@@ -75,7 +77,7 @@ scopes = ["openid", "profile", "email", "offline_access"]
 """
 
 
-@pytest.fixture(params=["asyncio", "trio"])
+@pytest.fixture(params=[("asyncio", "embedded"), ("trio", "server-app")], ids=["asyncio-embedded", "trio-server-app"])
 def served(request: pytest.FixtureRequest, start_idp, tmp_path: Path) -> Iterator[Served]:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -85,8 +87,11 @@ def served(request: pytest.FixtureRequest, start_idp, tmp_path: Path) -> Iterato
                                     client_id=idp.client_id))
     log = tmp_path / "mcp-server.log"
     cmd = [sys.executable, str(SERVER_SCRIPT), str(config), idp.userinfo_endpoint]
-    if request.param == "trio":
+    loop, composition = request.param
+    if loop == "trio":
         cmd.append("--trio")
+    if composition == "server-app":
+        cmd.append("--server-app")
     env = {**os.environ, "TEST_IDP_CLIENT_SECRET": idp.client_secret}
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=out, stdin=subprocess.DEVNULL,

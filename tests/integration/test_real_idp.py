@@ -299,8 +299,6 @@ def test_person_denies_at_our_consent_page(request: pytest.FixtureRequest, kind:
     assert not any(v.url.startswith(idp.issuer) for v in walk.visits)
 
 
-@pytest.mark.xfail(strict=True, reason="kind = \"oauth2\" ignores the configured issuer (app.upstream_source does not "
-                   "pass it to providers.oauth2), and the callback refuses any RFC 9207 iss when no issuer is known")
 def test_oauth2_upstream_that_sends_iss(oidc_idp: IdP) -> None:
     """A plain OAuth 2 upstream (endpoints given, no discovery) that sends
     RFC 9207 ``iss`` in its authorization responses, as oidc-provider,

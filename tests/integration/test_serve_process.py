@@ -144,8 +144,6 @@ def test_whole_flow_through_the_server_process(proxy: Proxy) -> None:
             assert 'error="invalid_token"' in refused.headers["www-authenticate"]
 
 
-@pytest.mark.xfail(strict=True, reason="app.ServerApp answers the lifespan itself and never passes it to the "
-                   "guarded backend, so a backend with a lifespan (the mcp SDK's session manager) never starts")
 def test_server_app_runs_the_backends_lifespan() -> None:
     import anyio
 

@@ -24,7 +24,6 @@ import sqlalchemy
 from mcp_oauth_proxy.core.models import AccessToken, CodeGrant, Grant, RefreshToken, UpstreamTokens
 from mcp_oauth_proxy.storage.crypto import KeyRing
 from mcp_oauth_proxy.storage.open import open_store
-from mcp_oauth_proxy.storage.schema import access_tokens
 from mcp_oauth_proxy.storage.sql import SqlStore, make_engine
 
 T0 = 1_800_000_000
@@ -57,18 +56,16 @@ def fill(store: SqlStore, start: int, stop: int) -> None:
             yield (TENANT, token_hash(i), GRANT, "bench-client", "user-1", '["mcp"]', FIELDS["resource"], T0,
                    T0 + 3600)
 
-    chunk = 50_000
-    with store.engine.begin() as conn:
+    # sqlite_write: one BEGIN IMMEDIATE transaction (see storage/sql.py), not a commit per row.
+    with store.engine.execution_options(sqlite_write=True).begin() as conn:
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
         if store.engine.dialect.name == "postgresql":
-            cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
             with cursor.copy(f"COPY access_tokens ({', '.join(columns)}) FROM STDIN") as copy:
                 for row in rows(start, stop):
                     copy.write_row(row)
         else:
-            table = access_tokens
-            raw = sqlalchemy.insert(sqlalchemy.table(table.name, *(sqlalchemy.column(c) for c in columns)))
-            for lo in range(start, stop, chunk):
-                conn.execute(raw, [dict(zip(columns, r)) for r in rows(lo, min(lo + chunk, stop))])
+            marks = ", ".join("?" * len(columns))
+            cursor.executemany(f"INSERT INTO access_tokens ({', '.join(columns)}) VALUES ({marks})", rows(start, stop))
     if store.engine.dialect.name == "postgresql":
         with store.engine.begin() as conn:
             conn.execute(sqlalchemy.text("ANALYZE access_tokens"))

@@ -67,10 +67,11 @@ R = TypeVar("R")
 _convert = cattrs.Converter()
 _DRIVERS = {"postgresql": "postgresql+psycopg", "postgres": "postgresql+psycopg",
             "mysql": "mysql+pymysql", "mariadb": "mysql+pymysql"}
-# SQLSTATEs / MySQL error numbers after which the whole transaction was
-# rolled back and may simply run again: deadlock, serialization failure.
+# Errors after which the whole transaction was rolled back and may simply run
+# again: serialization failure and deadlock (SQLSTATE), MySQL's deadlock.
 _RETRY_PG = {"40001", "40P01"}
-_RETRY_MYSQL = {1213, 1205}
+_RETRY_MYSQL = {1213}
+_ATTEMPTS = 3
 
 
 def sqlalchemy_url(url: str) -> URL:
@@ -173,12 +174,12 @@ class SqlStore:
     def _run(self, op: Callable[[Connection], R], *, write: bool) -> R:
         """Run ``op`` in one transaction; a deadlock victim runs again."""
         engine = self._writer if write else self.engine
-        for attempt in range(3):
+        for attempt in range(1, _ATTEMPTS + 1):
             try:
                 with self._turns, engine.connect() as conn, conn.begin():
                     return op(conn)
             except exc.DBAPIError as error:
-                if attempt < 2 and _retryable(error):
+                if attempt < _ATTEMPTS and _retryable(error):
                     continue
                 if isinstance(error, (exc.OperationalError, exc.InterfaceError)) or error.connection_invalidated:
                     raise StorageUnavailable(f"the database failed: {type(error.orig).__name__}") from error

@@ -24,7 +24,6 @@ from ..core.effects import run_async
 from ..core.flows.guard import Principal
 from ..core.http import Request, Response
 from ..runtime import async_performer
-from ..upstream.client_metadata import DocumentFetcher
 from ..upstream.http import AsyncFetcher
 from .site import (
     PRINCIPAL_KEY,
@@ -104,9 +103,8 @@ class _Carriers:
 
     def __init__(self, site: Site, upstream_timeout: float) -> None:
         self.fetch = AsyncFetcher(timeout=upstream_timeout)
-        self.documents = DocumentFetcher()
         self.perform = async_performer(site.store, self.fetch, store_blocks=site.store_blocks,
-                                       fetch_document=self.documents.fetch_async)
+                                       fetch_document=site.documents.fetch_async)
 
     async def lifespan(self, receive: Receive, send: Send) -> None:
         while True:

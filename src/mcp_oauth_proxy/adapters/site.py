@@ -24,6 +24,7 @@ from ..core.store import Store
 from ..core.tenancy import pick_tenant
 from ..core.tenant import Tenant, Upstream
 from ..runtime import new_context
+from ..upstream.client_metadata import DocumentFetcher
 from ..upstream.providers import Static, UpstreamNotReady, UpstreamSource
 
 log = logging.getLogger("mcp_oauth_proxy")
@@ -61,6 +62,7 @@ class Site:
         trusted_proxies: Iterable[str] = (),
         max_body: int = MAX_BODY,
         store_blocks: bool = True,
+        documents: DocumentFetcher | None = None,
     ) -> None:
         self.entries: Sequence[Entry] = tuple(
             Entry(attrs.evolve(t[0], upstream=UNRESOLVED), t[1]) if isinstance(t, tuple)
@@ -72,6 +74,8 @@ class Site:
         self.trusted: tuple[Network, ...] = tuple(ipaddress.ip_network(p, strict=False) for p in trusted_proxies)
         self.max_body = max_body
         self.store_blocks = store_blocks
+        # Client ID Metadata Documents: one fetcher, so one cache, per site.
+        self.documents = documents or DocumentFetcher()
 
     def pick(self, request: Request) -> Entry | None:
         tenant = pick_tenant([e.tenant for e in self.entries], request.host, request.path, request.scheme)

@@ -21,7 +21,6 @@ from ..core.effects import run_sync
 from ..core.flows.guard import Principal
 from ..core.http import Request, Response
 from ..runtime import sync_performer
-from ..upstream.client_metadata import DocumentFetcher
 from ..upstream.http import SyncFetcher
 from .site import (
     PRINCIPAL_KEY,
@@ -95,7 +94,7 @@ def _send(start_response: StartResponse, response: Response) -> list[bytes]:
 
 def _perform(site: Site, upstream_timeout: float) -> Callable[[Any], Any]:
     return sync_performer(site.store, SyncFetcher(timeout=upstream_timeout),
-                          fetch_document=DocumentFetcher().fetch)
+                          fetch_document=site.documents.fetch)
 
 
 class OAuthWSGIApp:

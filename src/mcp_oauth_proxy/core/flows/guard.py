@@ -63,7 +63,10 @@ def authenticate_bearer(request: Request, ctx: Context) -> Flow[Principal | None
     record = yield GetAccessToken(ctx.tenant.slug, token_hash(value))
     if record is None or record.tenant != ctx.tenant.slug:
         raise InvalidToken("the access token is not valid here")
-    if record.expires_at <= ctx.now:
+    # ``now`` is whole seconds, rounded down: the token stays good through its
+    # last second, so a client that counts expires_in from the moment it got
+    # the token never sees it refused early.
+    if record.expires_at < ctx.now:
         raise InvalidToken("the access token has expired")
     # Audience binding (RFC 8707): the token must be for this resource.
     if normalize_resource(record.resource) != normalize_resource(ctx.tenant.resource):

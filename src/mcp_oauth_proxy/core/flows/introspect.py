@@ -42,7 +42,7 @@ def introspect(request: Request, ctx: Context) -> Flow[Response]:
             record = None
     inactive = (
         record is None
-        or record.expires_at <= ctx.now
+        or record.expires_at < ctx.now  # good through its last second, as at the guard
         or (caller is not None and record.client_id != caller)
     )
     if inactive:

@@ -39,7 +39,7 @@ def _server(kind: str) -> tuple[str | None, str]:
     """The first URL of ``kind`` that answers, or None and why not."""
     reason = ""
     for url in SERVERS[kind]:
-        engine = make_engine(url)
+        engine = make_engine(url, connect_args={"connect_timeout": 3})
         try:
             with engine.connect() as conn:
                 conn.execute(sqlalchemy.text("SELECT 1"))

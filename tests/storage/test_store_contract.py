@@ -10,6 +10,7 @@ import pytest
 
 from mcp_oauth_proxy.core.errors import DecryptionFailed
 from mcp_oauth_proxy.core.models import Rotation, UpstreamTokens
+from mcp_oauth_proxy.core.store import Store
 from mcp_oauth_proxy.storage.crypto import KeyRing
 from storage_records import T0, access, client, code, consent, grant, refresh, session, with_tokens
 
@@ -17,6 +18,11 @@ from storage_records import T0, access, client, code, consent, grant, refresh, s
 def rotate(store: Any, rt: Any, now: int, grace: int = 30, n: str = "next") -> Rotation:
     g = grant(rt.tenant, rt.grant_id)
     return store.rotate_refresh_token(rt.tenant, rt.token_hash, now, grace, access(g, f"at-{n}"), refresh(g, f"rt-{n}"))
+
+
+def test_every_store_operation_is_implemented(store):
+    wanted = {name for name in vars(Store) if not name.startswith("_")}
+    assert wanted and {name for name in wanted if not callable(getattr(store, name, None))} == set()
 
 
 # -- clients -------------------------------------------------------------------

@@ -1,6 +1,7 @@
-"""Backends for the storage tests: memory, SQLite (a temporary file),
-PostgreSQL and MariaDB on 127.0.0.1. Each test gets an empty database of its
-own (PostgreSQL: a schema; MariaDB: a database), dropped afterwards.
+"""Backends for the storage tests: memory, SQLite (a temporary file, and in
+memory), PostgreSQL and MariaDB on 127.0.0.1. Each test gets an empty
+database of its own (PostgreSQL: a schema; MariaDB: a database), dropped
+afterwards.
 
 A server that cannot be reached skips its tests, unless
 MCP_OAUTH_PROXY_REQUIRE_DATABASES=1 (CI), where it fails them.
@@ -31,7 +32,7 @@ SQL_BACKENDS = [
     pytest.param("mariadb", marks=pytest.mark.mariadb),
 ]
 SERVER_BACKENDS = SQL_BACKENDS[1:]
-ALL_BACKENDS = ["memory", *SQL_BACKENDS]
+ALL_BACKENDS = ["memory", "sqlite-memory", *SQL_BACKENDS]
 
 
 @functools.cache
@@ -67,6 +68,9 @@ def _isolated(kind: str, tmp_path: Path) -> Iterator[str]:
         return
     if kind == "sqlite":
         yield f"sqlite:///{tmp_path / 'store.db'}"
+        return
+    if kind == "sqlite-memory":
+        yield "sqlite://"  # a database of the engine's own
         return
     base = server_url(kind)
     name = f"t_{secrets.token_hex(6)}"

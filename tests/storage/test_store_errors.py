@@ -4,6 +4,7 @@ StorageUnavailable (the core answers 503), and the store recovers by itself."""
 from __future__ import annotations
 
 import sqlite3
+import threading
 
 import pytest
 import sqlalchemy
@@ -70,3 +71,20 @@ def test_a_dropped_connection_fails_one_call_and_the_next_reconnects(server_db_u
         store.get_client("acme", "client-1")
     assert store.get_client("acme", "client-1") == client()
     store.engine.dispose()
+
+
+def test_an_in_memory_sqlite_store_takes_turns_between_threads():
+    store = open_store("sqlite://", KeyRing.generate())
+    barrier = threading.Barrier(8)
+    counts: list[int] = []
+
+    def hit() -> None:
+        barrier.wait()
+        counts.extend(store.hit_counter("k", 0, 60) for _ in range(20))
+
+    threads = [threading.Thread(target=hit) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(counts) == list(range(1, 161))

@@ -234,3 +234,17 @@ def test_a_client_may_introspect_only_its_own_tokens():
     other, other_tokens = h.tokens(token_endpoint_auth_method="client_secret_basic")
     assert _introspect(h, tokens["access_token"], client["client_id"], client["client_secret"]).json()["active"] is True
     assert _introspect(h, tokens["access_token"], other["client_id"], other["client_secret"]).json() == {"active": False}
+
+
+def test_guard_answers_503_when_the_store_is_down():
+    from mcp_oauth_proxy.core.errors import StorageUnavailable
+
+    h = Harness()
+
+    def down(effect):
+        raise StorageUnavailable("connection refused")
+
+    request = Request("POST", "/mcp", headers=(("authorization", "Bearer mcp_at_" + "x" * 43),))
+    response = run_sync(guard(request, h.ctx()), down)
+    assert response.status == 503 and response.json()["error"] == "temporarily_unavailable"
+    assert response.header("retry-after") and b"refused" not in response.body

@@ -8,7 +8,7 @@ import attrs
 
 from ..context import Context, token_hash
 from ..effects import Flow, GetAccessToken
-from ..errors import InsufficientScope, InvalidToken, OAuthError
+from ..errors import InsufficientScope, InvalidToken, OAuthError, StorageUnavailable
 from ..http import Request, Response, json_response
 from ..scopes import normalize_resource
 from .metadata import resource_metadata_url
@@ -99,6 +99,13 @@ def guard(request: Request, ctx: Context, required_scopes: tuple[str, ...] | Non
         principal = yield from authenticate_bearer(request, ctx)
     except InvalidToken as exc:
         return denial(ctx, exc, advertised)
+    except StorageUnavailable:
+        # Not the client's fault and not a verdict on its token: try again.
+        return json_response(
+            {"error": "temporarily_unavailable", "error_description": "the service is temporarily unavailable"},
+            503,
+            [("retry-after", "5")],
+        )
     if principal is None:
         return denial(ctx, None, advertised)
     missing = [s for s in required if s not in principal.scopes]

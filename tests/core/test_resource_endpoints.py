@@ -248,3 +248,21 @@ def test_guard_answers_503_when_the_store_is_down():
     response = run_sync(guard(request, h.ctx()), down)
     assert response.status == 503 and response.json()["error"] == "temporarily_unavailable"
     assert response.header("retry-after") and b"refused" not in response.body
+
+
+def test_guard_answers_cors_preflights_and_exposes_its_challenge():
+    h = Harness()
+    preflight = Request("OPTIONS", "/mcp", headers=(("origin", "https://app.example"),
+                                                    ("access-control-request-method", "POST")))
+    response = run_sync(guard(preflight, h.ctx()), h.perform())
+    assert response.status == 204
+    assert "Authorization" in response.header("access-control-allow-headers")
+    denied = _guard(h, None)
+    assert denied.header("access-control-allow-origin") == "*"
+    assert "WWW-Authenticate" in denied.header("access-control-expose-headers")
+    # A plain OPTIONS without the preflight header is not let through.
+    assert _guard_method(h, "OPTIONS").status == 401
+
+
+def _guard_method(h: Harness, method: str):
+    return run_sync(guard(Request(method, "/mcp"), h.ctx()), h.perform())

@@ -82,8 +82,21 @@ def authenticate_bearer(request: Request, ctx: Context) -> Flow[Principal | None
     )
 
 
+# Browser-based MCP clients must be able to read our challenge and to send
+# their preflight (which carries no token) to the protected endpoint.
+CORS = (
+    ("access-control-allow-origin", "*"),
+    ("access-control-expose-headers", "WWW-Authenticate, Mcp-Session-Id"),
+)
+PREFLIGHT = CORS + (
+    ("access-control-allow-methods", "GET, POST, DELETE, OPTIONS"),
+    ("access-control-allow-headers", "Authorization, Content-Type, Mcp-Session-Id, MCP-Protocol-Version, Last-Event-ID"),
+    ("access-control-max-age", "86400"),
+)
+
+
 def denial(ctx: Context, error: OAuthError | None, scopes: tuple[str, ...]) -> Response:
-    headers = [("www-authenticate", challenge(ctx, error, scopes))]
+    headers = [("www-authenticate", challenge(ctx, error, scopes)), *CORS]
     if error is None:
         # RFC 6750 §3.1: no error code when the request had no credentials.
         return json_response({"error": "invalid_token", "error_description": "authorization required"}, 401, headers)
@@ -93,6 +106,9 @@ def denial(ctx: Context, error: OAuthError | None, scopes: tuple[str, ...]) -> R
 
 def guard(request: Request, ctx: Context, required_scopes: tuple[str, ...] | None = None) -> Flow[Principal | Response]:
     """The principal, or the 401/403 response to send instead."""
+    if request.method == "OPTIONS" and request.header("access-control-request-method") is not None:
+        # A CORS preflight (Fetch standard §4.8) never carries credentials.
+        return Response(204, PREFLIGHT)
     required = ctx.tenant.required_scopes if required_scopes is None else required_scopes
     advertised = required or ctx.tenant.scopes
     try:

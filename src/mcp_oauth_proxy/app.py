@@ -14,9 +14,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from .adapters.asgi import ASGIApp, BearerGuard, OAuthApp, Receive, Scope, Send
+from .adapters.forward import Forwarder, backend_for
 from .adapters.site import UNRESOLVED, Site
 from .config import Config, ServerConfig, TenantConfig, UpstreamConfig, secret
-from .core.http import json_response
 from .core.store import Store
 from .core.tenant import ResourceServer, Tenant
 from .storage.crypto import KeyRing
@@ -109,24 +109,12 @@ def build_site(config: Config, environ: Mapping[str, str] | None = None) -> Site
                 max_body=config.server.max_body, store_blocks=blocks)
 
 
-async def _no_backend(scope: Scope, receive: Receive, send: Send) -> None:
-    if scope["type"] == "lifespan":
-        while True:
-            kind = (await receive())["type"].rsplit(".", 1)[-1]
-            await send({"type": f"lifespan.{kind}.complete"})
-            if kind == "shutdown":
-                return
-    response = json_response({"error": "not_found", "error_description": "no backend is configured for this resource"}, 404)
-    await send({"type": "http.response.start", "status": 404,
-                "headers": [(k.encode(), v.encode()) for k, v in response.headers]})
-    await send({"type": "http.response.body", "body": response.body})
-
-
 @attrs.define
 class ServerApp:
     """The standalone server: each tenant's resource path goes through the
-    guard to ``backend`` (a 404 until forwarding is configured); every other
-    path is an OAuth endpoint."""
+    guard to the backend (by default the :class:`Forwarder`, which sends it
+    to the tenant's ``backend`` URL, or answers 404 for a tenant without
+    one); every other path is an OAuth endpoint."""
 
     site: Site
     oauth: OAuthApp
@@ -154,8 +142,17 @@ class ServerApp:
         await self.guarded(scope, receive_and_close, send)
 
 
-def build_app(config: Config, environ: Mapping[str, str] | None = None, backend: ASGIApp = _no_backend) -> ServerApp:
+def forwarder(config: Config, site: Site) -> Forwarder:
+    """Forwarding to each tenant's ``backend`` (tenants without one get a 404)."""
+    return Forwarder(site, {t.slug: backend_for(t.resource, t.backend, t.forward_upstream_token_header)
+                            for t in config.tenants if t.backend is not None})
+
+
+def build_app(config: Config, environ: Mapping[str, str] | None = None, backend: ASGIApp | None = None) -> ServerApp:
+    """The served app; ``backend`` replaces forwarding (an app embedded in-process)."""
     site = build_site(config, environ)
     timeout = config.server.upstream_timeout
+    if backend is None:
+        backend = forwarder(config, site)
     return ServerApp(site, OAuthApp(site, upstream_timeout=timeout),
                      BearerGuard(backend, site, upstream_timeout=timeout))

@@ -27,6 +27,12 @@ KINDS = ("oidc", "github", "google", "auth0", "oauth2")
 TOKEN_AUTH_METHODS = ("client_secret_post", "client_secret_basic")
 _SLUG = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# A field name is a token (RFC 9110 §5.1, §5.6.2).
+_FIELD_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+# Headers the forwarder sets, strips or must pass through untouched (RFC 9110 §7.6.1, MCP).
+_RESERVED_FIELDS = ("authorization", "host", "cookie", "connection", "keep-alive", "transfer-encoding", "te",
+                    "trailer", "upgrade", "expect", "content-length", "content-type", "content-encoding", "accept",
+                    "accept-encoding", "mcp-session-id", "mcp-protocol-version", "last-event-id")
 
 
 class ConfigError(Exception):
@@ -70,6 +76,8 @@ class TenantConfig:
     resource: str
     upstream: UpstreamConfig
     backend: str | None = None
+    # Opt-in: the header that carries the person's fresh upstream access token to ``backend``.
+    forward_upstream_token_header: str | None = None
     scopes: list[str] = attrs.field(factory=lambda: ["mcp"])
     required_scopes: list[str] = attrs.field(factory=list)
     resource_name: str | None = None
@@ -220,6 +228,15 @@ def _check_tenant(t: TenantConfig, where: str, problems: list[str]) -> None:
     _url(t.resource, f"{where}.resource", problems)
     if t.backend is not None:
         _url(t.backend, f"{where}.backend", problems)
+    header = t.forward_upstream_token_header
+    if header is not None:
+        key = f"{where}.forward_upstream_token_header"
+        if t.backend is None:
+            problems.append(f"{key}: needs backend (it is a header of the forwarded requests)")
+        if not _FIELD_NAME.fullmatch(header):
+            problems.append(f"{key}: must be an HTTP header name, like X-Upstream-Token")
+        elif header.lower() in _RESERVED_FIELDS or header.lower().startswith(("x-mcp-", "proxy-")):
+            problems.append(f"{key}: {header} is a header the forwarder sets or passes on; name another")
     if not t.scopes:
         problems.append(f"{where}.scopes: must name at least one scope")
     for scope in t.required_scopes:

@@ -1,0 +1,388 @@
+"""Forwarding to a backend MCP server: ``mcp-oauth-proxy serve`` (asyncio
+and trio) as a real process in front of a real backend process (the ``mcp``
+SDK's server, ``forward_backend.py``), the upstream a LocalIdP over real
+HTTP; plus the forwarder's answers when things go wrong, in-process."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+from typing import Any, Iterator
+
+import anyio
+import attrs
+import httpx
+import httpx2
+import pytest
+from forward_backend import EVENTS
+from forward_servers import free_port, start_backend, start_proxy, stop, tail
+from local_idp import CLIENT_ID, CLIENT_SECRET, LocalIdP
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+from oauth_walk import drive, tokens
+from proxy_apps import site
+
+from mcp_oauth_proxy.adapters.forward import Backend, Forwarder, _target, backend_for
+from mcp_oauth_proxy.adapters.site import PRINCIPAL_KEY, UPSTREAM_TOKEN_KEY
+from mcp_oauth_proxy.core.errors import InvalidToken, TemporarilyUnavailable
+from mcp_oauth_proxy.core.flows.guard import Principal
+
+DEADLINE = 20.0
+TOKEN_HEADER = "X-Upstream-Token"
+ACCEPT = "application/json, text/event-stream"
+
+CONFIG = """\
+[server]
+listen = "127.0.0.1:{port}"
+database = "memory://"
+
+[[tenants]]
+slug = "acme"
+issuer = "{base}"
+resource = "{base}/mcp"
+backend = "{backend}/mcp"
+forward_upstream_token_header = "{header}"
+scopes = ["mcp"]
+
+[tenants.upstream]
+kind = "oidc"
+issuer = "{idp}"
+client_id = "{client_id}"
+client_secret_env = "FORWARD_TEST_IDP_SECRET"
+"""
+
+
+@attrs.frozen
+class Proxy:
+    base: str
+    backend: str
+    client_id: str
+    access_token: str
+    upstream_token: str
+    loop: str
+
+    @property
+    def mcp(self) -> str:
+        return f"{self.base}/mcp"
+
+    def bearer(self, **more: str) -> dict[str, str]:
+        return {"authorization": f"Bearer {self.access_token}", **more}
+
+
+@pytest.fixture(scope="module")
+def backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = free_port()
+    log = tmp_path_factory.mktemp("backend") / "backend.log"
+    proc = start_backend(port, log)
+    yield f"http://127.0.0.1:{port}"
+    stop(proc)
+    # uvicorn ends by re-raising the SIGTERM it handled.
+    assert proc.returncode in (0, -signal.SIGTERM), tail(log)
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[LocalIdP]:
+    server = LocalIdP("oidc")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module", params=["asyncio", "trio"])
+def proxy(request: pytest.FixtureRequest, backend: str, upstream: LocalIdP,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    where = tmp_path_factory.mktemp(f"proxy-{request.param}")
+    config = where / "forward.toml"
+    config.write_text(CONFIG.format(port=port, base=base, backend=backend, header=TOKEN_HEADER, idp=upstream.url,
+                                    client_id=CLIENT_ID))
+    log = where / "serve.log"
+    proc = start_proxy(config, base, log, {"FORWARD_TEST_IDP_SECRET": CLIENT_SECRET}, request.param == "trio")
+    try:
+        with httpx.Client(trust_env=False, follow_redirects=False, timeout=DEADLINE) as http:
+            client_id, issued = drive(tokens(base, f"{base}/mcp"), http)
+        # The upstream's access token from this login (LocalIdP numbers them).
+        upstream_token = f"idp-at-{upstream.issued}"
+        yield Proxy(base, backend, client_id, issued["access_token"], upstream_token, request.param)
+    finally:
+        stop(proc)
+    text = log.read_text(errors="replace")
+    assert proc.returncode == 0, tail(log)
+    # Tokens never reach the log.
+    assert issued["access_token"] not in text and upstream_token not in text
+
+
+def seen(backend: str) -> dict[str, Any]:
+    return httpx.get(f"{backend}/control/seen", trust_env=False, timeout=5).json()
+
+
+def requests_with(backend: str, query: str) -> list[dict[str, Any]]:
+    return [r for r in seen(backend)["seen"] if r["query"] == query]
+
+
+def open_gate(backend: str, key: str) -> None:
+    assert httpx.post(f"{backend}/control/open", params={"key": key}, trust_env=False, timeout=5).status_code == 200
+
+
+# -- through the server process --------------------------------------------------
+
+
+def test_mcp_client_session_through_the_proxy(proxy: Proxy) -> None:
+    anyio.run(_mcp_session, proxy)
+
+
+async def _mcp_session(proxy: Proxy) -> None:
+    logged: list[str] = []
+
+    async def on_log(params: Any) -> None:
+        logged.append(params.data)
+        if params.data == "before":
+            # The backend's first event reached us while its tool still waits:
+            # only now may it go on. A buffering proxy never gets here.
+            await anyio.to_thread.run_sync(open_gate, proxy.backend, f"gated-{proxy.loop}")
+
+    # What a client sends beyond its token is no identity: both are replaced.
+    forged = proxy.bearer(**{"X-MCP-User": "mallory", "x-mcp-scopes": "admin", TOKEN_HEADER: "forged"})
+    async with httpx2.AsyncClient(headers=forged, timeout=DEADLINE) as http:
+        with anyio.fail_after(DEADLINE):
+            async with Client(streamable_http_client(proxy.mcp, http_client=http), logging_callback=on_log,
+                              log_level="info") as client:
+                names = {tool.name for tool in (await client.list_tools()).tools}
+                assert {"headers", "gated"} <= names
+
+                result = await client.call_tool("headers", {})
+                assert not result.is_error, result
+                got = json.loads(result.content[0].text)
+                assert got["x-mcp-user"] == "user-42"
+                assert got["x-mcp-client-id"] == proxy.client_id
+                assert got["x-mcp-scopes"] == "mcp"
+                assert got[TOKEN_HEADER.lower()] == proxy.upstream_token
+                assert "authorization" not in got
+                assert got["host"] == proxy.backend.removeprefix("http://")
+                assert got["mcp-protocol-version"]
+
+                result = await client.call_tool("gated", {"key": f"gated-{proxy.loop}"})
+                assert not result.is_error and result.content[0].text == "done"
+                assert logged == ["before", "after"]
+    # Our token reached the backend on no request at all.
+    assert not any(k.lower() == "authorization" for r in seen(proxy.backend)["seen"] for k, _ in r["headers"])
+
+
+def test_sse_stream_arrives_intact_and_event_by_event(proxy: Proxy) -> None:
+    anyio.run(_sse_stream, proxy)
+
+
+async def _sse_stream(proxy: Proxy) -> None:
+    key = f"events-{proxy.loop}"
+    url = f"{proxy.mcp}/events?key={key}"
+    headers = proxy.bearer(**{"accept": "text/event-stream", "last-event-id": "7", "mcp-session-id": "sess-1",
+                              "mcp-protocol-version": "2025-06-18"})
+    async with httpx.AsyncClient(trust_env=False, timeout=DEADLINE) as http:
+        with anyio.fail_after(DEADLINE):
+            async with http.stream("GET", url, headers=headers) as response:
+                assert response.status_code == 200
+                assert response.headers["content-type"] == "text/event-stream"
+                assert response.headers["cache-control"] == "no-cache"
+                assert response.headers["x-backend-says"] == "hi"
+                assert "server" not in response.headers
+                received = b""
+                chunks = response.aiter_raw()
+                # The first event arrives while the backend holds back the rest.
+                while len(received) < len(EVENTS[0]):
+                    received += await chunks.__anext__()
+                assert received == EVENTS[0]
+                await anyio.to_thread.run_sync(open_gate, proxy.backend, key)
+                async for chunk in chunks:
+                    received += chunk
+    assert received == b"".join(EVENTS)
+    (request,) = requests_with(proxy.backend, f"key={key}")
+    assert request["method"] == "GET" and request["path"] == "/mcp/events"
+    sent = dict(request["headers"])
+    assert sent["last-event-id"] == "7" and sent["mcp-session-id"] == "sess-1"
+    assert sent["mcp-protocol-version"] == "2025-06-18"
+    assert "authorization" not in sent and sent["x-mcp-user"] == "user-42"
+
+
+def _rpc(method: str, id_: int | None = None, **params: Any) -> dict[str, Any]:
+    message: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
+    if params:
+        message["params"] = params
+    if id_ is not None:
+        message["id"] = id_
+    return message
+
+
+def _result(response: httpx.Response) -> dict[str, Any]:
+    if response.headers["content-type"].startswith("text/event-stream"):
+        data = [line[5:].strip() for line in response.text.splitlines() if line.startswith("data:")]
+        return json.loads(data[-1])
+    return response.json()
+
+
+def test_session_id_both_ways_and_delete_ends_the_session(proxy: Proxy) -> None:
+    headers = proxy.bearer(accept=ACCEPT)
+    with httpx.Client(trust_env=False, timeout=DEADLINE) as http:
+        init = http.post(proxy.mcp, headers=headers, json=_rpc(
+            "initialize", 1, protocolVersion="2025-06-18", capabilities={},
+            clientInfo={"name": "raw", "version": "1"}))
+        assert init.status_code == 200, init.text
+        assert _result(init)["result"]["serverInfo"]["name"] == "forward-backend"
+        session = init.headers["mcp-session-id"]
+        version = _result(init)["result"]["protocolVersion"]
+        headers = {**headers, "mcp-session-id": session, "mcp-protocol-version": version}
+        assert http.post(proxy.mcp, headers=headers, json=_rpc("notifications/initialized")).status_code == 202
+        listed = http.post(proxy.mcp, headers=headers, json=_rpc("tools/list", 2))
+        assert listed.status_code == 200 and "headers" in {t["name"] for t in _result(listed)["result"]["tools"]}
+
+        ended = http.delete(proxy.mcp, headers=headers)
+        assert ended.status_code in (200, 204), ended.text
+        after = http.post(proxy.mcp, headers=headers, json=_rpc("tools/list", 3))
+        assert after.status_code == 404  # MCP: a terminated session is not found
+    deletes = [r for r in seen(proxy.backend)["seen"] if r["method"] == "DELETE"]
+    assert any(dict(r["headers"]).get("mcp-session-id") == session for r in deletes)
+
+
+def test_no_token_is_refused_here_and_never_reaches_the_backend(proxy: Proxy) -> None:
+    query = f"probe=anonymous-{proxy.loop}"
+    with httpx.Client(trust_env=False, timeout=DEADLINE) as http:
+        for headers in ({}, {"authorization": "Bearer mcp_at_forged"}, {"authorization": "Bearer idp-at-1"}):
+            refused = http.post(f"{proxy.mcp}?{query}", headers={**headers, "accept": ACCEPT},
+                                json=_rpc("tools/list", 1))
+            assert refused.status_code == 401
+            assert "resource_metadata=" in refused.headers["www-authenticate"]
+        # An authorized request with the same query does arrive: the probe looks in the right place.
+        allowed = http.get(f"{proxy.mcp}/nowhere?{query}-ok", headers=proxy.bearer())
+        assert allowed.status_code == 404  # the backend's own answer
+    assert requests_with(proxy.backend, query) == []
+    assert [r["path"] for r in requests_with(proxy.backend, f"{query}-ok")] == ["/mcp/nowhere"]
+
+
+def test_a_client_going_away_cancels_the_backend_request(proxy: Proxy) -> None:
+    anyio.run(_goes_away, proxy)
+
+
+async def _goes_away(proxy: Proxy) -> None:
+    key = f"gone-{proxy.loop}"
+    async with httpx.AsyncClient(trust_env=False, timeout=DEADLINE) as http:
+        with anyio.fail_after(DEADLINE):
+            async with http.stream("GET", f"{proxy.mcp}/events?key={key}", headers=proxy.bearer()) as response:
+                assert response.status_code == 200
+                received = b""
+                async for chunk in response.aiter_raw():
+                    received += chunk
+                    if len(received) >= len(EVENTS[0]):
+                        break
+    # The connection is closed; the backend hears of it through us.
+    with anyio.fail_after(DEADLINE):
+        while key not in (await anyio.to_thread.run_sync(seen, proxy.backend))["gone"]:
+            await anyio.sleep(0.05)
+
+
+# -- the forwarder in-process: what it answers when things go wrong --------------
+
+
+PRINCIPAL = Principal(tenant="acme", user_id="user-42", client_id="client-1", scopes=("mcp", "extra"),
+                      expires_at=2**40, grant_id="g1", resource="http://acme.test/mcp")
+
+
+def _app(forwarder: Forwarder, getter: Any) -> Any:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await forwarder({**scope, PRINCIPAL_KEY: PRINCIPAL, UPSTREAM_TOKEN_KEY: getter}, receive, send)
+
+    return app
+
+
+def _client(app: Any) -> httpx.AsyncClient:
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://acme.test")
+    del client.headers["accept-encoding"]  # as a client that asks for no compression
+    return client
+
+
+async def _no_token() -> str:
+    raise AssertionError("the upstream token was asked for, though the tenant did not opt in")
+
+
+@pytest.mark.anyio
+async def test_backend_down_is_a_502_without_detail(oidc_idp: LocalIdP, anyio_backend: str) -> None:
+    port = free_port()  # nothing listens there
+    forwarder = Forwarder(site(oidc_idp), {"acme": Backend(f"http://127.0.0.1:{port}/mcp", "/mcp")})
+    async with _client(_app(forwarder, _no_token)) as http:
+        answer = await http.post("/mcp", json={}, headers={"authorization": "Bearer x"})
+    await forwarder.aclose()
+    assert answer.status_code == 502
+    assert answer.json()["error"] == "temporarily_unavailable"
+    assert str(port) not in answer.text and "127.0.0.1" not in answer.text
+
+
+@pytest.mark.anyio
+async def test_upstream_token_failures(oidc_idp: LocalIdP, anyio_backend: str, backend: str) -> None:
+    forwarder = Forwarder(site(oidc_idp), {"acme": Backend(f"{backend}/mcp", "/mcp", TOKEN_HEADER)})
+
+    async def sign_in_again() -> str:
+        raise InvalidToken("the upstream grant is gone")
+
+    async def later() -> str:
+        raise TemporarilyUnavailable("the identity provider is not available at the moment")
+
+    query = f"probe=token-failure-{anyio_backend}"
+    async with _client(_app(forwarder, sign_in_again)) as http:
+        denied = await http.post(f"/mcp?{query}", json={})
+    assert denied.status_code == 401 and denied.json()["error"] == "invalid_token"
+    assert denied.headers["www-authenticate"].startswith('Bearer resource_metadata="http://acme.test/')
+    assert 'error="invalid_token"' in denied.headers["www-authenticate"]
+    async with _client(_app(forwarder, later)) as http:
+        unavailable = await http.post(f"/mcp?{query}", json={})
+    assert unavailable.status_code == 503 and unavailable.json()["error"] == "temporarily_unavailable"
+    assert await anyio.to_thread.run_sync(requests_with, backend, query) == []
+    await forwarder.aclose()
+
+
+@pytest.mark.anyio
+async def test_without_the_opt_in_no_upstream_token_and_headers_filtered(
+        oidc_idp: LocalIdP, anyio_backend: str, backend: str) -> None:
+    key = f"plain-{anyio_backend}"
+    await anyio.to_thread.run_sync(open_gate, backend, key)
+    forwarder = Forwarder(site(oidc_idp), {"acme": Backend(f"{backend}/mcp", "/mcp")})
+    async with _client(_app(forwarder, _no_token)) as http:
+        answer = await http.get(f"/mcp/events?key={key}", headers={
+            "authorization": "Bearer mcp_at_ours", "x-mcp-client-id": "spoof", "connection": "x-private",
+            "x-private": "hop", "proxy-authorization": "Basic eA==", "cookie": "mcp_csrf=c; theirs=1",
+            "keep-alive": "timeout=5", "x-app": "kept"})
+    await forwarder.aclose()
+    assert answer.status_code == 200 and answer.content == b"".join(EVENTS)
+    (request,) = await anyio.to_thread.run_sync(requests_with, backend, f"key={key}")
+    names = [k for k, _ in request["headers"]]
+    sent = dict(request["headers"])
+    for gone in ("authorization", "x-private", "proxy-authorization", "keep-alive", TOKEN_HEADER.lower()):
+        assert gone not in sent, gone
+    assert sent["connection"] == "keep-alive"  # httpx's own, to the backend
+    assert names.count("x-mcp-client-id") == 1 and sent["x-mcp-client-id"] == "client-1"
+    assert sent["x-mcp-scopes"] == "mcp extra" and sent["x-app"] == "kept"
+    assert sent["cookie"] == "theirs=1" and sent["accept-encoding"] == "identity"
+
+
+@pytest.mark.anyio
+async def test_tenant_without_backend_and_other_methods(oidc_idp: LocalIdP, anyio_backend: str) -> None:
+    forwarder = Forwarder(site(oidc_idp), {"other": Backend("http://127.0.0.1:9/mcp", "/mcp")})
+    async with _client(_app(forwarder, _no_token)) as http:
+        missing = await http.post("/mcp", json={})
+    assert missing.status_code == 404 and missing.json()["error"] == "not_found"
+    forwarder = Forwarder(site(oidc_idp), {"acme": Backend("http://127.0.0.1:9/mcp", "/mcp")})
+    async with _client(_app(forwarder, _no_token)) as http:
+        put = await http.put("/mcp", json={})
+    assert put.status_code == 405 and put.headers["allow"] == "GET, POST, DELETE"
+
+
+@pytest.mark.parametrize(("path", "query", "backend", "expected"), [
+    ("/mcp", b"", "http://b:9000/mcp", "http://b:9000/mcp"),
+    ("/mcp/", b"", "http://b:9000/mcp", "http://b:9000/mcp"),
+    ("/mcp/x/y", b"a=1&b=%20", "http://b:9000/mcp", "http://b:9000/mcp/x/y?a=1&b=%20"),
+    ("/mcp/x", b"", "http://b:9000/api/", "http://b:9000/api/x"),
+    ("/mcp/a%2Fb", b"", "http://b:9000/", "http://b:9000/a%2Fb"),
+    ("/t/mcp", b"q", "http://b:9000/mcp", "http://b:9000/mcp?q"),
+])
+def test_paths_map_onto_the_backend(path: str, query: bytes, backend: str, expected: str) -> None:
+    resource = f"http://acme.test{path.split('/mcp')[0]}/mcp"
+    scope = {"path": path.replace("%2F", "/"), "raw_path": path.encode(), "query_string": query}
+    assert _target(scope, backend_for(resource, backend)) == expected

@@ -128,3 +128,38 @@ def test_github_preset_from_config() -> None:
     assert up.token_endpoint == "https://github.com/login/oauth/access_token"
     assert up.userinfo_endpoint == "https://api.github.com/user"
     assert up.user_id_claim == "id" and not up.oidc and up.scopes == ("read:user",)
+
+
+def test_upstream_token_header_opt_in() -> None:
+    with_header = GOOD.replace('scopes = ["mcp"]', 'scopes = ["mcp"]\nforward_upstream_token_header = "X-Upstream-Token"', 1)
+    assert config.parse(tomllib.loads(with_header)).tenants[0].forward_upstream_token_header == "X-Upstream-Token"
+    assert config.parse(tomllib.loads(GOOD)).tenants[0].forward_upstream_token_header is None
+    key = "tenants[0].forward_upstream_token_header"
+    for header, expected in [
+        ("X Upstream", f"{key}: must be an HTTP header name, like X-Upstream-Token"),
+        ("", f"{key}: must be an HTTP header name, like X-Upstream-Token"),
+        ("Authorization", f"{key}: Authorization is a header the forwarder sets or passes on; name another"),
+        ("X-MCP-Token", f"{key}: X-MCP-Token is a header the forwarder sets or passes on; name another"),
+        ("mcp-session-id", f"{key}: mcp-session-id is a header the forwarder sets or passes on; name another"),
+    ]:
+        text = with_header.replace('"X-Upstream-Token"', f'"{header}"')
+        assert problems(text) == [expected], header
+    assert problems(with_header.replace('backend = "http://127.0.0.1:9000/mcp"\n', "")) == [
+        f"{key}: needs backend (it is a header of the forwarded requests)"]
+    assert problems(GOOD.replace('scopes = ["mcp"]', "forward_upstream_token_header = 1", 1)) == [
+        f"{key}: must be a string"]
+
+
+def test_the_forwarding_example_passes_check_config(monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    from mcp_oauth_proxy.cli import main
+
+    example = Path(__file__).parent.parent / "examples" / "forward-to-backend.toml"
+    monkeypatch.setenv("OIDC_CLIENT_ID", "example-client")
+    monkeypatch.setenv("OIDC_CLIENT_SECRET", "example-secret")
+    assert main(["check-config", str(example)]) == 0
+    out, err = capsys.readouterr()
+    assert "ok (1 tenant(s))" in out and "warning" not in err
+    tenant = config.load(example).tenants[0]
+    assert tenant.backend == "http://127.0.0.1:9000/mcp"
+    assert tenant.forward_upstream_token_header == "X-Upstream-Token"

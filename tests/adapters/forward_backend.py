@@ -10,6 +10,7 @@ The official ``mcp`` SDK's ``MCPServer`` over streamable HTTP at ``/mcp``
   logs "after", answers "done" (its SSE stream stays open in between);
 - ``GET /mcp/events?key=K``: raw Server-Sent Events, ``EVENTS[0]``, then
   (after gate K opens) the rest; notes when its client goes away;
+- ``/mcp/broken``: one event, then the connection drops;
 - ``/control/open?key=K`` opens a gate; ``/control/seen`` lists every request
   that reached ``/mcp`` (method, path, query, headers) and every events
   stream whose client went away. The tests call these directly, not through
@@ -101,6 +102,11 @@ def app() -> Any:
                      "headers": [[k.decode("latin-1"), v.decode("latin-1")] for k, v in scope["headers"]]})
         if path == "/mcp/events":
             return await _events(scope, receive, send)
+        if path == "/mcp/broken":
+            # One event, then the connection drops mid-answer.
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
+            await send({"type": "http.response.body", "body": EVENTS[0], "more_body": True})
+            raise RuntimeError("the backend fails mid-stream")
         return await inner(scope, receive, send)
 
     return dispatch

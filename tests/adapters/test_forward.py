@@ -363,6 +363,29 @@ async def test_without_the_opt_in_no_upstream_token_and_headers_filtered(
 
 
 @pytest.mark.anyio
+async def test_a_chunked_body_goes_on_and_a_broken_stream_just_ends(
+        oidc_idp: LocalIdP, anyio_backend: str, backend: str) -> None:
+    forwarder = Forwarder(site(oidc_idp), {"acme": Backend(f"{backend}/mcp", "/mcp")})
+
+    async def chunks() -> Any:
+        message = json.dumps(_rpc("initialize", 1, protocolVersion="2025-06-18", capabilities={},
+                                  clientInfo={"name": "chunked", "version": "1"})).encode()
+        for i in range(0, len(message), 16):
+            yield message[i:i + 16]
+
+    async with _client(_app(forwarder, _no_token)) as http:
+        init = await http.post(f"/mcp?probe=chunked-{anyio_backend}", content=chunks(), headers={
+            "accept": ACCEPT, "content-type": "application/json"})
+        broken = await http.get("/mcp/broken")
+    await forwarder.aclose()
+    assert init.status_code == 200, init.text
+    assert _result(init)["result"]["serverInfo"]["name"] == "forward-backend"
+    (request,) = await anyio.to_thread.run_sync(requests_with, backend, f"probe=chunked-{anyio_backend}")
+    assert dict(request["headers"])["transfer-encoding"] == "chunked"
+    assert broken.status_code == 200 and broken.content == EVENTS[0]
+
+
+@pytest.mark.anyio
 async def test_tenant_without_backend_and_other_methods(oidc_idp: LocalIdP, anyio_backend: str) -> None:
     forwarder = Forwarder(site(oidc_idp), {"other": Backend("http://127.0.0.1:9/mcp", "/mcp")})
     async with _client(_app(forwarder, _no_token)) as http:

@@ -162,15 +162,20 @@ class Forwarder:
             cancel.cancel()
 
         headers = self._headers(scope, backend, principal, extra)
-        has_body = any(name in (b"content-length", b"transfer-encoding") for name, _ in scope.get("headers", ()))
+        # RFC 9112 §6.3: no Content-Length or Transfer-Encoding, no body; but an
+        # HTTP/2 POST need not say, so a POST's body is always streamed on.
+        has_body = scope["method"] == "POST" or any(
+            name in (b"content-length", b"transfer-encoding") for name, _ in scope.get("headers", ()))
         if not has_body:
             body_read.set()
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(watch, tasks.cancel_scope)
-            await self._exchange(scope, send, backend, headers, body() if has_body else None, lambda: gone)
+            await self._exchange(scope, send, backend, principal.tenant, headers, body() if has_body else None,
+                                 lambda: gone)
             tasks.cancel_scope.cancel()
 
-    async def _exchange(self, scope: Scope, send: Send, backend: Backend, headers: list[tuple[bytes, bytes]],
+    async def _exchange(self, scope: Scope, send: Send, backend: Backend, tenant: str,
+                        headers: list[tuple[bytes, bytes]],
                         content: AsyncIterator[bytes] | None, client_gone: Callable[[], bool]) -> None:
         if self._client is None:
             self._client = httpx.AsyncClient(timeout=self._timeout, follow_redirects=False, trust_env=False)
@@ -182,7 +187,7 @@ class Forwarder:
             if client_gone():
                 return
             # The class is enough to diagnose; the text could name the backend's internals.
-            log.warning("tenant backend request failed before answering: %s", type(exc).__name__)
+            log.warning("tenant %s: the backend failed before answering: %s", tenant, type(exc).__name__)
             return await _send(send, _unavailable())
         try:
             await send({"type": "http.response.start", "status": response.status_code,
@@ -191,7 +196,7 @@ class Forwarder:
                 async for chunk in response.aiter_raw():
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
             except httpx.HTTPError as exc:
-                log.warning("tenant backend stream ended early: %s", type(exc).__name__)
+                log.warning("tenant %s: the backend's answer ended early: %s", tenant, type(exc).__name__)
             await send({"type": "http.response.body", "body": b""})
         except OSError:
             pass  # the client went away while we were sending (ASGI spec)

@@ -47,10 +47,11 @@ def _keyring(server: ServerConfig) -> KeyRing:
     return keyring
 
 
-def open_storage(server: ServerConfig) -> tuple[Store, KeyRing, bool]:
-    """(store, key ring, whether store calls block)."""
+def open_storage(server: ServerConfig, upgrade: bool = False) -> tuple[Store, KeyRing, bool]:
+    """(store, key ring, whether store calls block); ``upgrade`` migrates an
+    older schema instead of refusing it."""
     keyring = _keyring(server)
-    store = open_store(server.database, keyring)
+    store = open_store(server.database, keyring, upgrade=upgrade)
     return store, keyring, not isinstance(store, MemoryStore)
 
 
@@ -98,12 +99,13 @@ def tenant(t: TenantConfig) -> Tenant:
         resource_name=t.resource_name,
         client_metadata_documents=t.client_metadata_documents,
         client_metadata_allow_loopback=t.client_metadata_allow_loopback,
+        rate_limits=t.rate_limits,
     )
 
 
-def build_site(config: Config, environ: Mapping[str, str] | None = None) -> Site:
+def build_site(config: Config, environ: Mapping[str, str] | None = None, upgrade: bool = False) -> Site:
     environ = os.environ if environ is None else environ
-    store, keyring, blocks = open_storage(config.server)
+    store, keyring, blocks = open_storage(config.server, upgrade)
     tenants = [(tenant(t), upstream_source(t.upstream, environ)) for t in config.tenants]
     return Site(tenants, store, cookie_key(keyring), trusted_proxies=config.server.trusted_proxies,
                 max_body=config.server.max_body, store_blocks=blocks)
@@ -148,9 +150,10 @@ def forwarder(config: Config, site: Site) -> Forwarder:
                             for t in config.tenants if t.backend is not None})
 
 
-def build_app(config: Config, environ: Mapping[str, str] | None = None, backend: ASGIApp | None = None) -> ServerApp:
+def build_app(config: Config, environ: Mapping[str, str] | None = None, backend: ASGIApp | None = None,
+              upgrade: bool = False) -> ServerApp:
     """The served app; ``backend`` replaces forwarding (an app embedded in-process)."""
-    site = build_site(config, environ)
+    site = build_site(config, environ, upgrade)
     timeout = config.server.upstream_timeout
     if backend is None:
         backend = forwarder(config, site)

@@ -5,7 +5,6 @@ of a config file without serving."""
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import logging
 import os
 import signal
@@ -14,7 +13,9 @@ from typing import Any, Sequence
 
 import anyio
 
+from . import cli_storage
 from . import config as config_mod
+from .housekeeping import collect_periodically
 from .logs import configure_logging
 
 log = logging.getLogger("mcp_oauth_proxy")
@@ -61,7 +62,19 @@ async def _serve(app: Any, config: config_mod.Config, trio: bool) -> None:
     else:
         from hypercorn.asyncio import serve  # type: ignore[assignment]
     log.info("serving %d tenant(s) on http://%s", len(config.tenants), config.server.listen)
-    await serve(app, hyper, shutdown_trigger=until_signalled)  # type: ignore[arg-type]
+    # Housekeeping runs beside the server, in a scope of its own, so that
+    # stopping it does not cancel the server's shutdown.
+    housekeeping = anyio.CancelScope()
+
+    async def collect_garbage() -> None:
+        with housekeeping:
+            await collect_periodically(app.site.store, config.server.gc_interval, config.server.gc_batch)
+
+    async with anyio.create_task_group() as tasks:
+        if config.server.gc_interval:
+            tasks.start_soon(collect_garbage)
+        await serve(app, hyper, shutdown_trigger=until_signalled)  # type: ignore[arg-type]
+        housekeeping.cancel()
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -76,7 +89,7 @@ def serve(args: argparse.Namespace) -> int:
     for warning in config_mod.warnings(config, os.environ):
         log.warning("%s", warning)
     try:
-        app = build_app(config)
+        app = build_app(config, upgrade=args.upgrade)
     except (SchemaError, StorageUnavailable, KeyConfigError, OSError) as exc:
         print(f"cannot start: {exc}", file=sys.stderr)
         return 1
@@ -93,17 +106,15 @@ def parser() -> argparse.ArgumentParser:
     run = commands.add_parser("serve", help="run the server")
     run.add_argument("--config", required=True, help="the TOML config file")
     run.add_argument("--trio", action="store_true", help="run on trio instead of asyncio")
+    run.add_argument("--upgrade", action="store_true",
+                     help="migrate an older database schema before serving (else serve refuses it)")
     run.set_defaults(func=serve)
 
     check = commands.add_parser("check-config", help="report the problems of a config file")
     check.add_argument("file")
     check.set_defaults(func=check_config)
 
-    # The db/keys commands come from their own module, when it is installed.
-    if importlib.util.find_spec(f"{__package__}.cli_storage") is not None:
-        from . import cli_storage  # type: ignore[attr-defined]
-
-        cli_storage.add_commands(commands)
+    cli_storage.add_commands(commands)
     return top
 
 

@@ -16,7 +16,7 @@ import cattrs
 from cattrs.cols import list_structure_factory
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
 
-from .core.tenant import Policy
+from .core.tenant import Policy, RateLimit, RateLimits
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -84,6 +84,10 @@ class TenantConfig:
     client_metadata_documents: bool = True
     client_metadata_allow_loopback: bool = False
     policy: Policy = Policy()
+    # Requests per window on token, register, authorize and callback, per
+    # remote address and per client; counted in the database, so replicas
+    # sharing it share the limits.
+    rate_limits: RateLimits = RateLimits()
     resource_servers: list[ResourceServerConfig] = attrs.field(factory=list)
 
 
@@ -97,6 +101,10 @@ class ServerConfig:
     upstream_timeout: float = 10.0
     # Largest request body accepted (bytes).
     max_body: int = 1024 * 1024
+    # Seconds between removals of expired records (0: never; `db gc` does it
+    # by hand), and how many of each kind one batch removes.
+    gc_interval: int = 300
+    gc_batch: int = 1000
 
 
 @attrs.frozen
@@ -248,6 +256,13 @@ def _check_tenant(t: TenantConfig, where: str, problems: list[str]) -> None:
     for field in ("access_token_ttl", "refresh_token_ttl", "code_ttl", "session_ttl"):
         if getattr(t.policy, field) == 0:
             problems.append(f"{where}.policy.{field}: must be positive")
+    for endpoint in attrs.fields(RateLimits):
+        limit: RateLimit = getattr(t.rate_limits, endpoint.name)
+        key = f"{where}.rate_limits.{endpoint.name}"
+        if limit.per_address < 0 or limit.per_client < 0:
+            problems.append(f"{key}: counts must not be negative (0 turns a count off)")
+        if limit.window <= 0:
+            problems.append(f"{key}.window: must be positive")
     _check_upstream(t.upstream, f"{where}.upstream", problems)
 
 
@@ -266,6 +281,10 @@ def _check_server(s: ServerConfig, problems: list[str]) -> None:
         problems.append("server.upstream_timeout: must be positive")
     if s.max_body <= 0:
         problems.append("server.max_body: must be positive")
+    if s.gc_interval < 0:
+        problems.append("server.gc_interval: must not be negative (0 turns it off)")
+    if s.gc_batch <= 0:
+        problems.append("server.gc_batch: must be positive")
 
 
 def check(config: Config) -> list[str]:

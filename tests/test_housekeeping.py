@@ -1,0 +1,141 @@
+"""The server's own housekeeping: expired records removed in batches while
+it runs; an older database schema refused by `serve` unless `--upgrade`;
+rate limits from the config."""
+
+from __future__ import annotations
+
+import anyio
+import attrs
+import pytest
+import sqlalchemy
+
+from support import Harness
+from mcp_oauth_proxy import cli
+from mcp_oauth_proxy import config as config_mod
+from mcp_oauth_proxy.app import build_app
+from mcp_oauth_proxy.core.errors import StorageUnavailable
+from mcp_oauth_proxy.core.tenant import RateLimit
+from mcp_oauth_proxy.housekeeping import collect, collect_periodically
+from mcp_oauth_proxy.storage import migrations
+from mcp_oauth_proxy.storage.memory import MemoryStore
+from mcp_oauth_proxy.storage.migrations import Migration
+
+
+def _expired_world(n: int) -> Harness:
+    h = Harness()
+    for _ in range(n):
+        h.tokens()
+    return h
+
+
+def test_collect_removes_every_expired_record_in_batches():
+    h = _expired_world(3)
+    calls = []
+    real = h.store.delete_expired
+
+    def counting(now, limit):
+        calls.append(limit)
+        return real(now, limit)
+
+    h.store.delete_expired = counting  # type: ignore[method-assign]
+    removed = collect(h.store, h.now + 10**9, batch=2)
+    assert removed > 6 and len(calls) > 2 and set(calls) == {2}
+    assert h.store._access == {} and h.store._refresh == {} and h.store._grants == {}
+
+
+def test_collect_keeps_what_has_not_expired():
+    h = _expired_world(1)
+    assert collect(h.store, h.now + 10, batch=100) == 0
+    assert h.store._access and h.store._grants
+
+
+def test_the_periodic_collection_runs_and_survives_an_outage():
+    h = _expired_world(2)
+    outages = {"left": 1}
+    real = h.store.delete_expired
+
+    def flaky(now, limit):
+        if outages["left"]:
+            outages["left"] -= 1
+            raise StorageUnavailable("down")
+        return real(now, limit)
+
+    h.store.delete_expired = flaky  # type: ignore[method-assign]
+
+    async def main() -> None:
+        with anyio.move_on_after(5):
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(collect_periodically, h.store, 0.01, 100, lambda: h.now + 10**9)
+                while h.store._access:
+                    await anyio.sleep(0.01)
+                tasks.cancel_scope.cancel()
+
+    anyio.run(main)
+    assert outages["left"] == 0 and h.store._access == {}
+
+
+CONFIG = """\
+[server]
+listen = "127.0.0.1:8123"
+database = "sqlite:///{db}"
+key_file = "{keys}"
+gc_interval = 60
+
+[[tenants]]
+slug = "acme"
+issuer = "http://127.0.0.1:8123"
+resource = "http://127.0.0.1:8123/mcp"
+
+[tenants.rate_limits.token]
+per_address = 7
+per_client = 3
+window = 10
+
+[tenants.upstream]
+kind = "github"
+client_id = "x"
+client_secret = "y"
+"""
+
+
+def test_serve_refuses_an_older_schema_naming_the_command_and_upgrade_migrates(tmp_path, monkeypatch, capsys):
+    path = tmp_path / "proxy.toml"
+    path.write_text(CONFIG.format(db=tmp_path / "proxy.db", keys=tmp_path / "proxy.keys"))
+    config = config_mod.load(str(path))
+    build_app(config).site.store.engine.dispose()  # a database at today's version
+
+    def add_extra(conn: sqlalchemy.Connection) -> None:
+        sqlalchemy.Table("extra", sqlalchemy.MetaData(), sqlalchemy.Column("id", sqlalchemy.Integer, primary_key=True)
+                         ).create(conn)
+
+    monkeypatch.setattr(migrations, "MIGRATIONS", (*migrations.MIGRATIONS, Migration(2, "extra", add_extra)))
+    assert cli.main(["serve", "--config", str(path)]) == 1
+    assert "mcp-oauth-proxy db upgrade" in capsys.readouterr().err
+    app = build_app(config, upgrade=True)  # what `serve --upgrade` does before serving
+    app.site.store.engine.dispose()
+    build_app(config).site.store.engine.dispose()  # now current: no refusal
+
+
+def test_rate_limits_and_gc_settings_come_from_the_config(tmp_path):
+    path = tmp_path / "proxy.toml"
+    path.write_text(CONFIG.format(db=tmp_path / "proxy.db", keys=tmp_path / "proxy.keys"))
+    config = config_mod.load(str(path))
+    assert config.server.gc_interval == 60
+    app = build_app(config)
+    tenant = app.site.entries[0].tenant
+    assert tenant.rate_limits.token == RateLimit(per_address=7, per_client=3, window=10)
+    assert tenant.rate_limits.register == RateLimit(per_address=20, window=3600)  # the default
+    app.site.store.engine.dispose()
+
+
+@pytest.mark.parametrize("table, message", [
+    ("[tenants.rate_limits.token]\nper_client = -1", "tenants[0].rate_limits.token: counts must not be negative"),
+    ("[tenants.rate_limits.register]\nwindow = 0", "tenants[0].rate_limits.register.window: must be positive"),
+])
+def test_bad_rate_limits_are_named(tmp_path, table, message):
+    base = CONFIG.split("[tenants.rate_limits.token]")[0] + table + "\n\n[tenants.upstream]" + CONFIG.split("[tenants.upstream]")[1]
+    path = tmp_path / "proxy.toml"
+    path.write_text(base.format(db=tmp_path / "proxy.db", keys=tmp_path / "proxy.keys"))
+    with pytest.raises(config_mod.ConfigError) as exc:
+        config_mod.load(str(path))
+    assert any(p.startswith(message) for p in exc.value.problems), exc.value.problems

@@ -139,3 +139,27 @@ def test_bad_rate_limits_are_named(tmp_path, table, message):
     with pytest.raises(config_mod.ConfigError) as exc:
         config_mod.load(str(path))
     assert any(p.startswith(message) for p in exc.value.problems), exc.value.problems
+
+
+def test_a_negative_token_cache_is_named(tmp_path):
+    path = tmp_path / "proxy.toml"
+    path.write_text(CONFIG.replace("gc_interval = 60", "token_cache_seconds = -1").format(
+        db=tmp_path / "proxy.db", keys=tmp_path / "proxy.keys"))
+    with pytest.raises(config_mod.ConfigError) as exc:
+        config_mod.load(str(path))
+    assert any(p.startswith("server.token_cache_seconds: must not be negative") for p in exc.value.problems)
+
+
+def test_the_served_store_remembers_tokens_unless_turned_off(tmp_path):
+    from mcp_oauth_proxy.storage.token_cache import TokenCache
+
+    path = tmp_path / "proxy.toml"
+    path.write_text(CONFIG.format(db=tmp_path / "proxy.db", keys=tmp_path / "proxy.keys"))
+    app = build_app(config_mod.load(str(path)))
+    assert isinstance(app.site.store, TokenCache) and app.site.store_blocks
+    app.site.store.engine.dispose()
+    path.write_text(CONFIG.replace("gc_interval = 60", "token_cache_seconds = 0").format(
+        db=tmp_path / "proxy.db", keys=tmp_path / "proxy.keys"))
+    app = build_app(config_mod.load(str(path)))
+    assert not isinstance(app.site.store, TokenCache)
+    app.site.store.engine.dispose()

@@ -23,6 +23,7 @@ from .storage.crypto import KeyRing
 from .storage.memory import MemoryStore
 from .storage.keys import load_or_create_keyring
 from .storage.open import open_store
+from .storage.token_cache import TokenCache
 from .upstream import providers
 
 log = logging.getLogger("mcp_oauth_proxy")
@@ -52,7 +53,10 @@ def open_storage(server: ServerConfig, upgrade: bool = False) -> tuple[Store, Ke
     older schema instead of refusing it."""
     keyring = _keyring(server)
     store = open_store(server.database, keyring, upgrade=upgrade)
-    return store, keyring, not isinstance(store, MemoryStore)
+    blocks = not isinstance(store, MemoryStore)
+    if server.token_cache_seconds > 0:
+        store = TokenCache(store, server.token_cache_seconds)
+    return store, keyring, blocks
 
 
 def upstream_source(up: UpstreamConfig, environ: Mapping[str, str]) -> providers.UpstreamSource:

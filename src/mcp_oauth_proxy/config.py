@@ -105,6 +105,10 @@ class ServerConfig:
     # by hand), and how many of each kind one batch removes.
     gc_interval: int = 300
     gc_batch: int = 1000
+    # Seconds a found access token is remembered by the guard of one process.
+    # Revocation through this process is exact; other replicas sharing the
+    # database may accept a revoked token this long. 0: always ask the database.
+    token_cache_seconds: float = 5.0
 
 
 @attrs.frozen
@@ -285,6 +289,8 @@ def _check_server(s: ServerConfig, problems: list[str]) -> None:
         problems.append("server.gc_interval: must not be negative (0 turns it off)")
     if s.gc_batch <= 0:
         problems.append("server.gc_batch: must be positive")
+    if s.token_cache_seconds < 0:
+        problems.append("server.token_cache_seconds: must not be negative (0 turns it off)")
 
 
 def check(config: Config) -> list[str]:

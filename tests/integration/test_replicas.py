@@ -15,6 +15,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -33,6 +34,7 @@ CONFIG = """\
 listen = "127.0.0.1:{port}"
 database = "{database}"
 key_file = "{key_file}"
+token_cache_seconds = {cache}
 
 [[tenants]]
 slug = "replica"
@@ -100,10 +102,10 @@ class Replica:
             stop_process(self.proc)
 
 
-def _replica(tmp_path: Path, name: str, database: str, idp: IdP) -> Replica:
+def _replica(tmp_path: Path, name: str, database: str, idp: IdP, cache: float = 0) -> Replica:
     port = free_port()
     config = tmp_path / f"{name}.toml"
-    config.write_text(CONFIG.format(port=port, database=database, key_file=tmp_path / "shared.keys",
+    config.write_text(CONFIG.format(port=port, database=database, key_file=tmp_path / "shared.keys", cache=cache,
                                     public=PUBLIC, idp_issuer=idp.issuer, client_id=idp.client_id))
     env = {**os.environ, "TEST_IDP_CLIENT_SECRET": idp.client_secret}
     return Replica(config, port, tmp_path / f"{name}.log", env)
@@ -154,10 +156,14 @@ def _redeem(browser: httpx.Client, client_id: str, code: str, redirect_uri: str)
         "code_verifier": VERIFIER, "client_id": client_id})
 
 
-def test_a_flow_moves_between_two_replicas_on_one_postgresql(start_idp, pg_database: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("cache", [0, 1])
+def test_a_flow_moves_between_two_replicas_on_one_postgresql(start_idp, pg_database: str, tmp_path: Path,
+                                                             cache: float) -> None:
+    """With token_cache_seconds = 0 revocation on A bites on B at once; with
+    a cache, B may accept the revoked token at most that long."""
     idp = start_idp([f"{PUBLIC}/oauth/callback"])
-    a = _replica(tmp_path, "a", pg_database, idp).start()
-    b = _replica(tmp_path, "b", pg_database, idp).start()
+    a = _replica(tmp_path, "a", pg_database, idp, cache).start()
+    b = _replica(tmp_path, "b", pg_database, idp, cache).start()
     try:
         # authorize on A; consent and callback on B; token on A; guard on B.
         route = {"/oauth/authorize": a, "/oauth/consent": b, "/oauth/callback": b, "/oauth/token": a,
@@ -186,7 +192,10 @@ def test_a_flow_moves_between_two_replicas_on_one_postgresql(start_idp, pg_datab
             route["/oauth/revoke"] = a
             assert browser.post(f"{PUBLIC}/oauth/revoke", data={
                 "token": refreshed.json()["refresh_token"], "client_id": client_id}).status_code == 200
-            assert browser.post(f"{PUBLIC}/mcp", headers=bearer, json={}).status_code == 401
+            revoked_at = time.monotonic()
+            while browser.post(f"{PUBLIC}/mcp", headers=bearer, json={}).status_code != 401:
+                assert cache and time.monotonic() - revoked_at < cache + 3, "B kept accepting a revoked token"
+                time.sleep(0.05)
         used = {port for _, port in balancer.seen}
         assert used == {a.port, b.port}
         assert (("/oauth/consent", b.port) in balancer.seen) and (("/oauth/authorize", a.port) in balancer.seen)

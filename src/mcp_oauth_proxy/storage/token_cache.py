@@ -1,0 +1,84 @@
+"""A short memory of access-token lookups in front of any store.
+
+The guard looks a token up on every request to the protected resource; most
+of what that costs is the database round trip (and, under ASGI, the hop to a
+worker thread), not the check. Remembering a found token for a few seconds
+takes both off the hot path.
+
+Revocation stays exact inside this process: every revoking operation that
+goes through this wrapper forgets what it revoked before it returns. Other
+processes sharing the database may still accept a revoked token until their
+memory of it lapses (``ttl`` seconds); set the TTL to 0 (no cache) where
+revocation must bite across replicas at once. Expiry is unaffected: the
+core checks it on every request against the record.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from typing import Any, Callable
+
+from ..core.models import AccessToken, RefreshToken, Rotation
+from ..core.store import Store
+
+
+class TokenCache:
+    """Wraps ``store``; every method not defined here is the store's own."""
+
+    def __init__(self, store: Store, ttl: float, size: int = 10_000,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.store = store
+        self._ttl = ttl
+        self._size = size
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[tuple[str, str], tuple[float, AccessToken]] = OrderedDict()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    def get_access_token(self, tenant: str, token_hash: str) -> AccessToken | None:
+        key = (tenant, token_hash)
+        now = self._clock()
+        with self._lock:
+            hit = self._entries.get(key)
+            if hit is not None and hit[0] > now:
+                return hit[1]
+        token = self.store.get_access_token(tenant, token_hash)
+        if token is not None:  # unknown tokens are never remembered
+            with self._lock:
+                self._entries[key] = (now + self._ttl, token)
+                self._entries.move_to_end(key)
+                while len(self._entries) > self._size:
+                    self._entries.popitem(last=False)
+        return token
+
+    def _forget(self, match: Callable[[AccessToken], bool]) -> None:
+        with self._lock:
+            for key in [k for k, (_, t) in self._entries.items() if match(t)]:
+                del self._entries[key]
+
+    def revoke_access_token(self, tenant: str, token_hash: str) -> None:
+        self.store.revoke_access_token(tenant, token_hash)
+        self._forget(lambda t: t.tenant == tenant and t.token_hash == token_hash)
+
+    def revoke_grant(self, tenant: str, grant_id: str) -> None:
+        self.store.revoke_grant(tenant, grant_id)
+        self._forget(lambda t: t.tenant == tenant and t.grant_id == grant_id)
+
+    def revoke_grant_of_code(self, tenant: str, code_hash: str) -> bool:
+        revoked = self.store.revoke_grant_of_code(tenant, code_hash)
+        if revoked:
+            # Which grant is not known here; a replayed code is rare enough
+            # to forget the tenant's whole memory.
+            self._forget(lambda t: t.tenant == tenant)
+        return revoked
+
+    def rotate_refresh_token(self, tenant: str, token_hash: str, now: int, grace: int,
+                             access: AccessToken, refresh: RefreshToken) -> Rotation:
+        outcome = self.store.rotate_refresh_token(tenant, token_hash, now, grace, access, refresh)
+        if outcome is Rotation.REUSED:  # the grant was revoked with it
+            self._forget(lambda t: t.tenant == tenant and t.grant_id == access.grant_id)
+        return outcome

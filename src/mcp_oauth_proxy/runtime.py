@@ -79,10 +79,17 @@ def async_performer(
     audit: Callable[[Audit], None] = log_audit,
 ) -> Callable[[Effect], Awaitable[Any]]:
     """``store_blocks``: run store calls in a worker thread (SQL backends),
-    so they do not block the event loop; the memory store need not."""
+    so they do not block the event loop; the memory store need not. A store
+    with ``peek(effect)`` (storage/token_cache.py) may answer from memory
+    first, sparing the thread hop."""
+    peek = getattr(store, "peek", None)
 
     async def perform(effect: Effect) -> Any:
         if isinstance(effect, StoreEffect):
+            if peek is not None:
+                remembered = peek(effect)
+                if remembered is not None:
+                    return remembered
             if store_blocks:
                 return await anyio.to_thread.run_sync(effect.apply, store)
             return effect.apply(store)

@@ -20,6 +20,7 @@ import time
 from collections import OrderedDict
 from typing import Any, Callable
 
+from ..core.effects import GetAccessToken
 from ..core.models import AccessToken, RefreshToken, Rotation
 from ..core.store import Store
 
@@ -39,13 +40,24 @@ class TokenCache:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.store, name)
 
+    def peek(self, effect: object) -> AccessToken | None:
+        """A remembered answer to a GetAccessToken effect, or None: lets an
+        async driver answer from memory without a hop to a worker thread."""
+        if isinstance(effect, GetAccessToken):
+            return self._remembered(effect.tenant, effect.token_hash, self._clock())
+        return None
+
+    def _remembered(self, tenant: str, token_hash: str, now: float) -> AccessToken | None:
+        with self._lock:
+            hit = self._entries.get((tenant, token_hash))
+            return hit[1] if hit is not None and hit[0] > now else None
+
     def get_access_token(self, tenant: str, token_hash: str) -> AccessToken | None:
         key = (tenant, token_hash)
         now = self._clock()
-        with self._lock:
-            hit = self._entries.get(key)
-            if hit is not None and hit[0] > now:
-                return hit[1]
+        remembered = self._remembered(tenant, token_hash, now)
+        if remembered is not None:
+            return remembered
         token = self.store.get_access_token(tenant, token_hash)
         if token is not None:  # unknown tokens are never remembered
             with self._lock:

@@ -3,6 +3,7 @@ path, by that path prefix)."""
 
 from __future__ import annotations
 
+import functools
 from typing import Iterable
 from urllib.parse import urlsplit
 
@@ -40,14 +41,21 @@ def pick_tenant(tenants: Iterable[Tenant], host: str, path: str, scheme: str = "
     best: Tenant | None = None
     best_len = -1
     for tenant in tenants:
-        hosts = {_authority(tenant.issuer), _authority(tenant.resource)}
+        hosts, prefixes = _places(tenant.issuer, tenant.resource)
         if want not in hosts:
             continue
-        prefixes = [tenant.issuer_path, urlsplit(tenant.resource).path.rstrip("/")]
         for prefix in prefixes:
             if _path_matches(path, prefix) and len(prefix) > best_len:
                 best, best_len = tenant, len(prefix)
     return best
+
+
+@functools.lru_cache(maxsize=1024)
+def _places(issuer: str, resource: str) -> tuple[frozenset[str], tuple[str, str]]:
+    """Where a tenant lives: its hosts, and its issuer and resource paths.
+    Parsed once per configuration, not per request."""
+    paths = (urlsplit(issuer).path.rstrip("/"), urlsplit(resource).path.rstrip("/"))
+    return frozenset({_authority(issuer), _authority(resource)}), paths
 
 
 def _path_matches(path: str, prefix: str) -> bool:

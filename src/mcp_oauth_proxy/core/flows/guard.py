@@ -69,7 +69,12 @@ def authenticate_bearer(request: Request, ctx: Context) -> Flow[Principal | None
     if record.expires_at < ctx.now:
         raise InvalidToken("the access token has expired")
     # Audience binding (RFC 8707): the token must be for this resource.
-    if normalize_resource(record.resource) != normalize_resource(ctx.tenant.resource):
+    # Tokens carry the tenant's resource string itself; compare it as such
+    # first, and only then as URIs (the resource may have been re-configured
+    # to an equivalent spelling).
+    if record.resource != ctx.tenant.resource and (
+        normalize_resource(record.resource) != normalize_resource(ctx.tenant.resource)
+    ):
         raise InvalidToken("the access token is for another resource")
     return Principal(
         tenant=record.tenant,

@@ -5,6 +5,7 @@ of a config file without serving."""
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import signal
@@ -93,6 +94,9 @@ def serve(args: argparse.Namespace) -> int:
     except (SchemaError, StorageUnavailable, KeyConfigError, OSError) as exc:
         print(f"cannot start: {exc}", file=sys.stderr)
         return 1
+    # What start-up built lives as long as the server: keep it out of every
+    # later garbage collection pass (they ran on each request's garbage).
+    gc.freeze()
     anyio.run(_serve, app, config, args.trio, backend="trio" if args.trio else "asyncio")
     return 0
 

@@ -4,6 +4,7 @@ the OAuth endpoints and guards each tenant's resource."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from typing import Any, Mapping
@@ -115,6 +116,12 @@ def build_site(config: Config, environ: Mapping[str, str] | None = None, upgrade
                 max_body=config.server.max_body, store_blocks=blocks)
 
 
+@functools.lru_cache(maxsize=64)
+def _resource_paths(resources: tuple[str, ...]) -> tuple[str, ...]:
+    """The tenants' protected paths, parsed once per configuration."""
+    return tuple(p for p in (urlsplit(r).path.rstrip("/") for r in resources) if p)
+
+
 @attrs.define
 class ServerApp:
     """The standalone server: each tenant's resource path goes through the
@@ -130,9 +137,8 @@ class ServerApp:
         if scope["type"] == "lifespan":
             return await self._lifespan(scope, receive, send)
         path = scope.get("path", "")
-        for entry in self.site.entries:
-            resource_path = urlsplit(entry.tenant.resource).path.rstrip("/")
-            if resource_path and (path == resource_path or path.startswith(resource_path + "/")):
+        for resource_path in _resource_paths(tuple(e.tenant.resource for e in self.site.entries)):
+            if path == resource_path or path.startswith(resource_path + "/"):
                 return await self.guarded(scope, receive, send)
         return await self.oauth(scope, receive, send)
 

@@ -12,6 +12,9 @@ from .errors import InvalidRequest
 
 
 def _lower_headers(headers: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    headers = tuple(headers)
+    if all(name.islower() for name, _ in headers):
+        return headers  # already lower case (ASGI servers send them so): no copy
     return tuple((name.lower(), value) for name, value in headers)
 
 

@@ -11,13 +11,14 @@ small size cap. Good answers are cached per their Cache-Control, clamped
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import socket
 import ssl
 import threading
 import time
 from collections import OrderedDict
-from typing import Callable
+from typing import Callable, Iterator
 from urllib.parse import urlsplit, urlunsplit
 
 import anyio
@@ -41,11 +42,11 @@ def address_allowed(address: Address, allow_loopback: bool) -> bool:
     return address.is_global and not address.is_multicast
 
 
-def _target(url: str) -> tuple[str, int, str]:
+def _target(url: str) -> tuple[str, int]:
     parts = urlsplit(url)
     if parts.scheme != "https" or not parts.hostname:
         raise FetchFailed("the document URL must be https")
-    return parts.hostname, parts.port or 443, parts.netloc
+    return parts.hostname, parts.port or 443
 
 
 def _checked(infos: list[tuple], allow_loopback: bool) -> str:
@@ -66,6 +67,23 @@ def _pinned(url: str, address: str) -> tuple[str, dict[str, str], dict[str, str]
     netloc = f"{host}:{parts.port}" if parts.port else host
     pinned = urlunsplit(("https", netloc, parts.path, parts.query, ""))
     return pinned, {"host": parts.netloc, "accept": "application/json"}, {"sni_hostname": parts.hostname or ""}
+
+
+@contextlib.contextmanager
+def _transport_failures() -> Iterator[None]:
+    """httpx's failures as FetchFailed, saying no more than the kind."""
+    try:
+        yield
+    except httpx.TimeoutException:
+        raise FetchFailed("the document's host did not answer in time") from None
+    except httpx.HTTPError:
+        raise FetchFailed("the document's host could not be reached over TLS") from None
+
+
+def _append(body: bytearray, chunk: bytes) -> None:
+    body += chunk
+    if len(body) > MAX_DOCUMENT:
+        raise FetchFailed(f"the document is larger than {MAX_DOCUMENT} bytes")
 
 
 def _answer(status: int, headers: httpx.Headers, body: bytes) -> HttpResponse:
@@ -121,25 +139,19 @@ class DocumentFetcher:
         cached = self._cache.get(effect.url)
         if cached is not None:
             return cached
-        host, port, _ = _target(effect.url)
+        host, port = _target(effect.url)
         try:
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except (socket.gaierror, UnicodeError):
             raise FetchFailed("the document's host does not resolve") from None
         url, headers, extensions = _pinned(effect.url, _checked(infos, effect.allow_loopback))
-        try:
+        with _transport_failures():
             with httpx.Client(verify=self._verify, timeout=self._timeout, follow_redirects=False) as client:
                 with client.stream("GET", url, headers=headers, extensions=extensions) as response:
-                    body = b""
+                    body = bytearray()
                     for chunk in response.iter_bytes():
-                        body += chunk
-                        if len(body) > MAX_DOCUMENT:
-                            raise FetchFailed(f"the document is larger than {MAX_DOCUMENT} bytes")
-                    answer = _answer(response.status_code, response.headers, body)
-        except httpx.TimeoutException:
-            raise FetchFailed("the document's host did not answer in time") from None
-        except httpx.HTTPError:
-            raise FetchFailed("the document's host could not be reached over TLS") from None
+                        _append(body, chunk)
+                    answer = _answer(response.status_code, response.headers, bytes(body))
         self._cache.put(effect.url, answer)
         return answer
 
@@ -147,24 +159,18 @@ class DocumentFetcher:
         cached = self._cache.get(effect.url)
         if cached is not None:
             return cached
-        host, port, _ = _target(effect.url)
+        host, port = _target(effect.url)
         try:
             infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except (socket.gaierror, UnicodeError):
             raise FetchFailed("the document's host does not resolve") from None
         url, headers, extensions = _pinned(effect.url, _checked(list(infos), effect.allow_loopback))
-        try:
+        with _transport_failures():
             async with httpx.AsyncClient(verify=self._verify, timeout=self._timeout, follow_redirects=False) as client:
                 async with client.stream("GET", url, headers=headers, extensions=extensions) as response:
-                    body = b""
+                    body = bytearray()
                     async for chunk in response.aiter_bytes():
-                        body += chunk
-                        if len(body) > MAX_DOCUMENT:
-                            raise FetchFailed(f"the document is larger than {MAX_DOCUMENT} bytes")
-                    answer = _answer(response.status_code, response.headers, body)
-        except httpx.TimeoutException:
-            raise FetchFailed("the document's host did not answer in time") from None
-        except httpx.HTTPError:
-            raise FetchFailed("the document's host could not be reached over TLS") from None
+                        _append(body, chunk)
+                    answer = _answer(response.status_code, response.headers, bytes(body))
         self._cache.put(effect.url, answer)
         return answer

@@ -267,6 +267,10 @@ def _check_tenant(t: TenantConfig, where: str, problems: list[str]) -> None:
             problems.append(f"{key}: counts must not be negative (0 turns a count off)")
         if limit.window <= 0:
             problems.append(f"{key}.window: must be positive")
+        # A registration has no client yet; a callback's client is known only
+        # once its single-use state is spent, too late to refuse it kindly.
+        if endpoint.name in ("register", "callback") and limit.per_client:
+            problems.append(f"{key}.per_client: {endpoint.name} is counted per address only")
     _check_upstream(t.upstream, f"{where}.upstream", problems)
 
 

@@ -20,6 +20,8 @@ from __future__ import annotations
 import logging
 from typing import Any, Awaitable, Callable, MutableMapping
 
+import attrs
+
 from ..core.effects import run_async
 from ..core.flows.guard import Principal
 from ..core.http import Request, Response
@@ -54,7 +56,7 @@ class _Disconnected(Exception):
     pass
 
 
-def _request(site: Site, scope: Scope, body: bytes = b"") -> Request:
+def _request(site: Site, scope: Scope) -> Request:
     headers = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope.get("headers", ())]
     server = scope.get("server") or ("localhost", None)
     default_host = server[0] if server[1] is None else f"{server[0]}:{server[1]}"
@@ -66,7 +68,6 @@ def _request(site: Site, scope: Scope, body: bytes = b"") -> Request:
         path=scope["path"],
         query=scope.get("query_string", b"").decode("latin-1"),
         headers=tuple(headers),
-        body=body,
         scheme=scheme,
         host=host,
         remote_addr=remote,
@@ -139,14 +140,15 @@ class OAuthApp:
         await _send(send, response)
 
     async def _answer(self, scope: Scope, receive: Receive) -> Response:
-        entry = self.site.pick(_request(self.site, scope))
+        request = _request(self.site, scope)
+        entry = self.site.pick(request)
         if entry is None:
             return not_found()
         try:
             body = await _read_body(scope, receive, self.site.max_body)
         except _TooLarge:
             return payload_too_large(self.site.max_body)
-        request = _request(self.site, scope, body)
+        request = attrs.evolve(request, body=body)
         return await run_async(oauth_flow(entry, request, self.site.cookie_key), self._carriers.perform)
 
     async def aclose(self) -> None:

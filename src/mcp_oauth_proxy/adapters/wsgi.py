@@ -17,6 +17,8 @@ from __future__ import annotations
 from http import HTTPStatus
 from typing import Any, Callable, Iterable
 
+import attrs
+
 from ..core.effects import run_sync
 from ..core.flows.guard import Principal
 from ..core.http import Request, Response
@@ -45,7 +47,7 @@ def _wsgi_str(value: str) -> str:
     return value.encode("latin-1").decode("utf-8", "replace")
 
 
-def _request(site: Site, environ: Environ, body: bytes = b"") -> Request:
+def _request(site: Site, environ: Environ) -> Request:
     headers = []
     for key, value in environ.items():
         if key.startswith("HTTP_"):
@@ -61,7 +63,6 @@ def _request(site: Site, environ: Environ, body: bytes = b"") -> Request:
         path=_wsgi_str(environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")) or "/",
         query=environ.get("QUERY_STRING", ""),
         headers=tuple(headers),
-        body=body,
         scheme=scheme,
         host=host,
         remote_addr=remote,
@@ -112,14 +113,15 @@ class OAuthWSGIApp:
         return _send(start_response, response)
 
     def _answer(self, environ: Environ) -> Response:
-        entry = self.site.pick(_request(self.site, environ))
+        request = _request(self.site, environ)
+        entry = self.site.pick(request)
         if entry is None:
             return not_found()
         try:
             body = _read_body(environ, self.site.max_body)
         except _TooLarge:
             return payload_too_large(self.site.max_body)
-        request = _request(self.site, environ, body)
+        request = attrs.evolve(request, body=body)
         return run_sync(oauth_flow(entry, request, self.site.cookie_key), self._perform)
 
 

@@ -28,6 +28,7 @@ from ..core.cimd import MAX_DOCUMENT, cache_seconds
 from ..core.effects import FetchClientMetadata
 from ..core.errors import FetchFailed
 from ..core.http import HttpResponse
+from .http import TooLarge, append_limited
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -74,16 +75,12 @@ def _transport_failures() -> Iterator[None]:
     """httpx's failures as FetchFailed, saying no more than the kind."""
     try:
         yield
+    except TooLarge:
+        raise FetchFailed(f"the document is larger than {MAX_DOCUMENT} bytes") from None
     except httpx.TimeoutException:
         raise FetchFailed("the document's host did not answer in time") from None
     except httpx.HTTPError:
         raise FetchFailed("the document's host could not be reached over TLS") from None
-
-
-def _append(body: bytearray, chunk: bytes) -> None:
-    body += chunk
-    if len(body) > MAX_DOCUMENT:
-        raise FetchFailed(f"the document is larger than {MAX_DOCUMENT} bytes")
 
 
 def _answer(status: int, headers: httpx.Headers, body: bytes) -> HttpResponse:
@@ -150,7 +147,7 @@ class DocumentFetcher:
                 with client.stream("GET", url, headers=headers, extensions=extensions) as response:
                     body = bytearray()
                     for chunk in response.iter_bytes():
-                        _append(body, chunk)
+                        append_limited(body, chunk, MAX_DOCUMENT)
                     answer = _answer(response.status_code, response.headers, bytes(body))
         self._cache.put(effect.url, answer)
         return answer
@@ -170,7 +167,7 @@ class DocumentFetcher:
                 async with client.stream("GET", url, headers=headers, extensions=extensions) as response:
                     body = bytearray()
                     async for chunk in response.aiter_bytes():
-                        _append(body, chunk)
+                        append_limited(body, chunk, MAX_DOCUMENT)
                     answer = _answer(response.status_code, response.headers, bytes(body))
         self._cache.put(effect.url, answer)
         return answer

@@ -26,8 +26,15 @@ DEFAULT_TIMEOUT = 10.0
 _UNREACHABLE = "the identity provider could not be reached"
 
 
-class _TooLarge(Exception):
-    pass
+class TooLarge(Exception):
+    """An answer grew past the size its reader allows."""
+
+
+def append_limited(body: bytearray, chunk: bytes, limit: int) -> None:
+    """Add a chunk of an answer being read, refusing to hold more than ``limit`` bytes."""
+    body += chunk
+    if len(body) > limit:
+        raise TooLarge()
 
 
 def _client_args(timeout: float, verify: ssl.SSLContext | bool) -> dict:
@@ -69,11 +76,9 @@ class SyncFetcher:
                                      content=request.body or None) as response:
                 body = bytearray()
                 for chunk in response.iter_bytes():
-                    body += chunk
-                    if len(body) > self._max_body:
-                        raise _TooLarge()
+                    append_limited(body, chunk, self._max_body)
                 return HttpResponse(response.status_code, tuple(response.headers.items()), bytes(body))
-        except (httpx.HTTPError, httpx.InvalidURL, _TooLarge, ValueError) as exc:
+        except (httpx.HTTPError, httpx.InvalidURL, TooLarge, ValueError) as exc:
             raise _failed(request, exc) from None
 
     def close(self) -> None:
@@ -99,11 +104,9 @@ class AsyncFetcher:
                                            content=request.body or None) as response:
                 body = bytearray()
                 async for chunk in response.aiter_bytes():
-                    body += chunk
-                    if len(body) > self._max_body:
-                        raise _TooLarge()
+                    append_limited(body, chunk, self._max_body)
                 return HttpResponse(response.status_code, tuple(response.headers.items()), bytes(body))
-        except (httpx.HTTPError, httpx.InvalidURL, _TooLarge, ValueError) as exc:
+        except (httpx.HTTPError, httpx.InvalidURL, TooLarge, ValueError) as exc:
             raise _failed(request, exc) from None
 
     async def aclose(self) -> None:

@@ -30,12 +30,9 @@ from ..upstream import (
     userinfo_request,
 )
 
-# Upstream error codes the client can act on are passed on as they are;
-# the rest are our configuration's business, and become access_denied.
-_PASSED_ON = {"access_denied", "temporarily_unavailable", "server_error"}
-
-
 def _upstream_error(code: str) -> OAuthError:
+    """Upstream codes the client can act on are passed on as they are; the
+    rest are our configuration's business, and become access_denied."""
     if code == "temporarily_unavailable":
         return TemporarilyUnavailable("the identity provider is temporarily unavailable")
     if code == "server_error":

@@ -52,14 +52,25 @@ class Stepper:
         return self.result
 
 
-def test_two_redemptions_of_one_code_exactly_one_gets_tokens_and_they_are_revoked():
-    h = Harness()
+def _code_form(h: Harness) -> dict[str, str]:
+    """A token request redeeming a fresh code of a newly registered client."""
     client = h.register()
     code = h.login(client["client_id"])["code"]
-    form = {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT,
+    return {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT,
             "code_verifier": VERIFIER, "client_id": client["client_id"]}
-    a = Stepper(h, handle(_token_request(form), h.ctx())).start().run_until(TakeCode)
-    b = Stepper(h, handle(_token_request(form), h.ctx())).start().run_until(TakeCode)
+
+
+def _parked_at(h: Harness, form: dict[str, str], kind: type) -> tuple[Stepper, Stepper]:
+    """Two token flows of the same request, each stopped just before ``kind``."""
+    def parked() -> Stepper:
+        return Stepper(h, handle(_token_request(form), h.ctx())).start().run_until(kind)
+
+    return parked(), parked()
+
+
+def test_two_redemptions_of_one_code_exactly_one_gets_tokens_and_they_are_revoked():
+    h = Harness()
+    a, b = _parked_at(h, _code_form(h), TakeCode)
     # Both ask to take the code; A's take lands first, then B's.
     a.step()
     b.step()
@@ -75,12 +86,7 @@ def test_two_redemptions_of_one_code_exactly_one_gets_tokens_and_they_are_revoke
 
 def test_replay_after_issue_revokes_the_issued_tokens():
     h = Harness()
-    client = h.register()
-    code = h.login(client["client_id"])["code"]
-    form = {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT,
-            "code_verifier": VERIFIER, "client_id": client["client_id"]}
-    a = Stepper(h, handle(_token_request(form), h.ctx())).start().run_until(TakeCode)
-    b = Stepper(h, handle(_token_request(form), h.ctx())).start().run_until(TakeCode)
+    a, b = _parked_at(h, _code_form(h), TakeCode)
     a_response = a.finish()
     assert a_response.status == 200
     assert b.finish().status == 400
@@ -92,8 +98,7 @@ def test_two_concurrent_refreshes_within_grace_both_succeed_in_one_family():
     h = Harness()
     client, first = h.tokens()
     form = {"grant_type": "refresh_token", "refresh_token": first["refresh_token"], "client_id": client["client_id"]}
-    a = Stepper(h, handle(_token_request(form), h.ctx())).start().run_until(RotateRefreshToken)
-    b = Stepper(h, handle(_token_request(form), h.ctx())).start().run_until(RotateRefreshToken)
+    a, b = _parked_at(h, form, RotateRefreshToken)
     ra, rb = a.finish(), b.finish()
     assert ra.status == 200 and rb.status == 200
     grants = {v[0].grant_id for v in h.store._grants.values() if not v[0].revoked}

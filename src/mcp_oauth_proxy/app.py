@@ -4,7 +4,6 @@ the OAuth endpoints and guards each tenant's resource."""
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 from typing import Any, Mapping
@@ -116,12 +115,6 @@ def build_site(config: Config, environ: Mapping[str, str] | None = None, upgrade
                 max_body=config.server.max_body, store_blocks=blocks)
 
 
-@functools.lru_cache(maxsize=64)
-def _resource_paths(resources: tuple[str, ...]) -> tuple[str, ...]:
-    """The tenants' protected paths, parsed once per configuration."""
-    return tuple(p for p in (urlsplit(r).path.rstrip("/") for r in resources) if p)
-
-
 @attrs.define
 class ServerApp:
     """The standalone server: each tenant's resource path goes through the
@@ -132,12 +125,18 @@ class ServerApp:
     site: Site
     oauth: OAuthApp
     guarded: BearerGuard
+    # The tenants' protected paths, parsed once.
+    resource_paths: tuple[str, ...] = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        paths = (urlsplit(e.tenant.resource).path.rstrip("/") for e in self.site.entries)
+        self.resource_paths = tuple(p for p in paths if p)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             return await self._lifespan(scope, receive, send)
         path = scope.get("path", "")
-        for resource_path in _resource_paths(tuple(e.tenant.resource for e in self.site.entries)):
+        for resource_path in self.resource_paths:
             if path == resource_path or path.startswith(resource_path + "/"):
                 return await self.guarded(scope, receive, send)
         return await self.oauth(scope, receive, send)

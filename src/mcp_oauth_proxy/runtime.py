@@ -27,9 +27,14 @@ AsyncDocumentFetch = Callable[[FetchClientMetadata], Awaitable[HttpResponse]]
 audit_log = logging.getLogger("mcp_oauth_proxy.audit")
 
 
+def now_seconds() -> int:
+    """The time now, as the core counts it: whole seconds since the epoch."""
+    return int(time.time())
+
+
 def new_context(tenant: Tenant, cookie_key: bytes) -> Context:
     """A context for one request: the time now, the system CSPRNG."""
-    return Context(tenant=tenant, now=int(time.time()), random=secrets.token_bytes, cookie_key=cookie_key)
+    return Context(tenant=tenant, now=now_seconds(), random=secrets.token_bytes, cookie_key=cookie_key)
 
 
 def log_audit(event: Audit) -> None:

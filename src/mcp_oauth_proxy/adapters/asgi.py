@@ -74,6 +74,29 @@ def _request(site: Site, scope: Scope) -> Request:
     )
 
 
+def _guard_view(site: Site, scope: Scope) -> tuple[str, str, str, str, str | None] | None:
+    """(method, scheme, host, path, Authorization) for the guard's
+    remembered-token path, read without building a whole Request; None where
+    that would not give the same answer as :func:`_request` (no Host, a
+    repeated Host or Authorization), and the guard flow decides."""
+    if site.trusted:  # X-Forwarded-* may be believed: read them as the flow does
+        request = _request(site, scope)
+        return request.method, request.scheme, request.host, request.path, request.header("authorization")
+    host = authorization = None
+    for name, value in scope.get("headers", ()):
+        if name == b"host":
+            if host is not None:
+                return None
+            host = value.decode("latin-1")
+        elif name == b"authorization":
+            if authorization is not None:
+                return None
+            authorization = value.decode("latin-1")
+    if host is None:
+        return None
+    return scope.get("method", "GET"), scope.get("scheme", "http"), host, scope["path"], authorization
+
+
 async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
     for name, value in scope.get("headers", ()):
         if name.lower() == b"content-length" and value.strip().isdigit() and int(value) > limit:
@@ -198,6 +221,10 @@ class BearerGuard:
         await self.app(scope, receive, send)
 
     async def _verdict(self, scope: Scope) -> Response | tuple[Entry, Principal]:
+        view = _guard_view(self.site, scope)
+        remembered = None if view is None else self.site.remembered(*view, self.required_scopes)
+        if remembered is not None:
+            return remembered
         request = _request(self.site, scope)
         entry = self.site.pick(request)
         if entry is None:

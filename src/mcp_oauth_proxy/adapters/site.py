@@ -4,6 +4,7 @@ the tenant's upstream first where the endpoint needs it)."""
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import traceback
@@ -13,9 +14,18 @@ from urllib.parse import urlsplit
 import attrs
 
 from ..core.effects import Flow
-from ..core.errors import EffectError, TemporarilyUnavailable
+from ..core.context import token_hash
+from ..core.errors import EffectError, InvalidToken, TemporarilyUnavailable
 from ..core.flows import authorize, callback, consent, userinfo
-from ..core.flows.guard import Principal, guard
+from ..core.flows.guard import (
+    Principal,
+    bearer_value,
+    guard,
+    missing_scopes,
+    ours,
+    principal_of,
+    required_scopes_of,
+)
 from ..core.flows.upstream_token import fresh_upstream_token
 from ..core.http import Request, Response, json_response
 from ..core.pages import error_page
@@ -23,7 +33,7 @@ from ..core.router import find_route, handle
 from ..core.store import Store
 from ..core.tenancy import pick_tenant
 from ..core.tenant import Tenant, Upstream
-from ..runtime import new_context
+from ..runtime import new_context, now_seconds
 from ..upstream.client_metadata import DocumentFetcher
 from ..upstream.providers import Static, UpstreamNotReady, UpstreamSource
 
@@ -76,10 +86,42 @@ class Site:
         self.store_blocks = store_blocks
         # Client ID Metadata Documents: one fetcher, so one cache, per site.
         self.documents = documents or DocumentFetcher()
+        # The tenants never change, so neither does the tenant of a place:
+        # the guard asks this on every request, mostly for the same few places.
+        self.pick_at = functools.lru_cache(maxsize=4096)(self._pick_at)
+        # A store that keeps found access tokens in memory (storage/token_cache.py).
+        self._remembered_token = getattr(store, "remembered", None)
 
     def pick(self, request: Request) -> Entry | None:
-        tenant = pick_tenant([e.tenant for e in self.entries], request.host, request.path, request.scheme)
+        return self.pick_at(request.scheme, request.host, request.path)
+
+    def _pick_at(self, scheme: str, host: str, path: str) -> Entry | None:
+        tenant = pick_tenant([e.tenant for e in self.entries], host, path, scheme)
         return next((e for e in self.entries if e.tenant is tenant), None)
+
+    def remembered(self, method: str, scheme: str, host: str, path: str, authorization: str | None,
+                   required_scopes: tuple[str, ...] | None) -> tuple[Entry, Principal] | None:
+        """The guard's yes, when the token cache alone can give it: the same
+        checks as the guard flow, without its driver, context or thread hop.
+        None in every other case (no token, a token not in memory, any
+        refusal, a CORS preflight, the metadata URL): the guard flow then
+        gives the answer."""
+        if self._remembered_token is None or authorization is None or method == "OPTIONS":
+            return None
+        entry = self.pick_at(scheme, host, path)
+        if entry is None or is_resource_metadata(path, entry):
+            return None
+        try:
+            value = bearer_value(authorization)
+            if value is None or not ours(value):
+                return None
+            record = self._remembered_token(entry.tenant.slug, token_hash(value))
+            principal = principal_of(record, entry.tenant, now_seconds())
+        except InvalidToken:
+            return None
+        if missing_scopes(principal, required_scopes_of(entry.tenant, required_scopes)):
+            return None
+        return entry, principal
 
     def trusts(self, peer: str | None) -> bool:
         if not peer or not self.trusted:
@@ -149,17 +191,21 @@ def oauth_flow(entry: Entry, request: Request, cookie_key: bytes) -> Flow[Respon
     return (yield from handle(request, ctx))
 
 
-def is_resource_metadata(request: Request, entry: Entry) -> bool:
+def is_resource_metadata(path: str, entry: Entry) -> bool:
     # RFC 9728 §3.1 path insertion, and the root document clients fall back to.
-    path = urlsplit(entry.tenant.resource).path.rstrip("/")
-    return request.path in ("/.well-known/oauth-protected-resource", f"/.well-known/oauth-protected-resource{path}")
+    if not path.startswith(_PRM):
+        return False
+    return path in (_PRM, _PRM + urlsplit(entry.tenant.resource).path.rstrip("/"))
+
+
+_PRM = "/.well-known/oauth-protected-resource"
 
 
 def guard_flow(entry: Entry, request: Request, cookie_key: bytes,
                required_scopes: tuple[str, ...] | None) -> Flow[Principal | Response]:
     """RFC 9728 metadata at its well-known URL, else the guard's answer."""
     ctx = new_context(entry.tenant, cookie_key)
-    if is_resource_metadata(request, entry):
+    if is_resource_metadata(request.path, entry):
         return (yield from handle(request, ctx))
     return (yield from guard(request, ctx, required_scopes))
 

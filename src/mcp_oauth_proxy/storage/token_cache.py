@@ -44,10 +44,12 @@ class TokenCache:
         """A remembered answer to a GetAccessToken effect, or None: lets an
         async driver answer from memory without a hop to a worker thread."""
         if isinstance(effect, GetAccessToken):
-            return self._remembered(effect.tenant, effect.token_hash, self._clock())
+            return self.remembered(effect.tenant, effect.token_hash)
         return None
 
-    def _remembered(self, tenant: str, token_hash: str, now: float) -> AccessToken | None:
+    def remembered(self, tenant: str, token_hash: str, now: float | None = None) -> AccessToken | None:
+        """The token, if it was found within the last TTL; never asks the store."""
+        now = self._clock() if now is None else now
         with self._lock:
             hit = self._entries.get((tenant, token_hash))
             return hit[1] if hit is not None and hit[0] > now else None
@@ -55,7 +57,7 @@ class TokenCache:
     def get_access_token(self, tenant: str, token_hash: str) -> AccessToken | None:
         key = (tenant, token_hash)
         now = self._clock()
-        remembered = self._remembered(tenant, token_hash, now)
+        remembered = self.remembered(tenant, token_hash, now)
         if remembered is not None:
             return remembered
         token = self.store.get_access_token(tenant, token_hash)

@@ -10,7 +10,9 @@ from ..context import Context, token_hash
 from ..effects import Flow, GetAccessToken
 from ..errors import InsufficientScope, InvalidToken, OAuthError, StorageUnavailable
 from ..http import Request, Response, json_response
+from ..models import AccessToken
 from ..scopes import normalize_resource
+from ..tenant import Tenant
 from .metadata import resource_metadata_url
 
 ACCESS_PREFIX = "mcp_at_"
@@ -41,8 +43,10 @@ def challenge(ctx: Context, error: OAuthError | None, scopes: tuple[str, ...]) -
     return "Bearer " + ", ".join(parts)
 
 
-def bearer_token(request: Request) -> str | None:
-    header = request.header("authorization")
+def bearer_value(header: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer`` header value (RFC 6750
+    §2.1); None when there is no header; raises InvalidToken for another
+    scheme or an empty token."""
     if header is None:
         return None
     scheme, _, value = header.strip().partition(" ")
@@ -51,29 +55,22 @@ def bearer_token(request: Request) -> str | None:
     return value.strip()
 
 
-def authenticate_bearer(request: Request, ctx: Context) -> Flow[Principal | None]:
-    """The principal of a valid token; None when no token was sent; raises
-    InvalidToken for a bad one."""
-    value = bearer_token(request)
-    if value is None:
-        return None
-    if not value.startswith(ACCESS_PREFIX):
-        # Not one of ours: never accepted or passed through (MCP authorization).
-        raise InvalidToken("the access token is not valid here")
-    record = yield GetAccessToken(ctx.tenant.slug, token_hash(value))
-    if record is None or record.tenant != ctx.tenant.slug:
+def principal_of(record: AccessToken | None, tenant: Tenant, now: int) -> Principal:
+    """The principal of a looked-up access token; raises InvalidToken when
+    there is none, or it is another tenant's, expired, or for another resource."""
+    if record is None or record.tenant != tenant.slug:
         raise InvalidToken("the access token is not valid here")
     # ``now`` is whole seconds, rounded down: the token stays good through its
     # last second, so a client that counts expires_in from the moment it got
     # the token never sees it refused early.
-    if record.expires_at < ctx.now:
+    if record.expires_at < now:
         raise InvalidToken("the access token has expired")
     # Audience binding (RFC 8707): the token must be for this resource.
     # Tokens carry the tenant's resource string itself; compare it as such
     # first, and only then as URIs (the resource may have been re-configured
     # to an equivalent spelling).
-    if record.resource != ctx.tenant.resource and (
-        normalize_resource(record.resource) != normalize_resource(ctx.tenant.resource)
+    if record.resource != tenant.resource and (
+        normalize_resource(record.resource) != normalize_resource(tenant.resource)
     ):
         raise InvalidToken("the access token is for another resource")
     return Principal(
@@ -85,6 +82,33 @@ def authenticate_bearer(request: Request, ctx: Context) -> Flow[Principal | None
         grant_id=record.grant_id,
         resource=record.resource,
     )
+
+
+def ours(value: str) -> bool:
+    """Whether a bearer value has the shape of our access tokens. Any other
+    token is never looked up, accepted or passed through (MCP authorization)."""
+    return value.startswith(ACCESS_PREFIX)
+
+
+def authenticate_bearer(request: Request, ctx: Context) -> Flow[Principal | None]:
+    """The principal of a valid token; None when no token was sent; raises
+    InvalidToken for a bad one."""
+    value = bearer_value(request.header("authorization"))
+    if value is None:
+        return None
+    if not ours(value):
+        raise InvalidToken("the access token is not valid here")
+    record = yield GetAccessToken(ctx.tenant.slug, token_hash(value))
+    return principal_of(record, ctx.tenant, ctx.now)
+
+
+def required_scopes_of(tenant: Tenant, override: tuple[str, ...] | None) -> tuple[str, ...]:
+    """The scopes a request must carry: the guard's own list, else the tenant's."""
+    return tenant.required_scopes if override is None else override
+
+
+def missing_scopes(principal: Principal, required: tuple[str, ...]) -> list[str]:
+    return [s for s in required if s not in principal.scopes]
 
 
 # Browser-based MCP clients must be able to read our challenge and to send
@@ -114,7 +138,7 @@ def guard(request: Request, ctx: Context, required_scopes: tuple[str, ...] | Non
     if request.method == "OPTIONS" and request.header("access-control-request-method") is not None:
         # A CORS preflight (Fetch standard §4.8) never carries credentials.
         return Response(204, PREFLIGHT)
-    required = ctx.tenant.required_scopes if required_scopes is None else required_scopes
+    required = required_scopes_of(ctx.tenant, required_scopes)
     advertised = required or ctx.tenant.scopes
     try:
         principal = yield from authenticate_bearer(request, ctx)
@@ -129,7 +153,7 @@ def guard(request: Request, ctx: Context, required_scopes: tuple[str, ...] | Non
         )
     if principal is None:
         return denial(ctx, None, advertised)
-    missing = [s for s in required if s not in principal.scopes]
+    missing = missing_scopes(principal, required)
     if missing:
         # RFC 6750 §3.1 / MCP: 403 insufficient_scope names the scopes needed.
         return denial(ctx, InsufficientScope("the token lacks scope: " + " ".join(missing)), required)

@@ -1,0 +1,212 @@
+"""The guard's remembered-token path (Site.remembered): a token the token
+cache holds is admitted without the guard flow. It must never say yes where
+the flow says no, nor hand over another principal: here both guards, one
+over a TokenCache and one over the bare store, answer the same requests."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import anyio
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from mcp_oauth_proxy.adapters import asgi
+from mcp_oauth_proxy.adapters.asgi import BearerGuard
+from mcp_oauth_proxy.adapters.site import PRINCIPAL_KEY, Site
+from mcp_oauth_proxy.adapters.wsgi import BearerGuardWSGI
+from mcp_oauth_proxy.core.models import AccessToken
+from mcp_oauth_proxy.core.tenant import Tenant
+from mcp_oauth_proxy.runtime import now_seconds
+from mcp_oauth_proxy.storage.token_cache import TokenCache
+from support import upstream
+
+TENANTS = (
+    Tenant(slug="acme", issuer="http://acme.test", resource="http://acme.test/mcp", upstream=upstream(),
+           scopes=("mcp", "admin"), required_scopes=("mcp",)),
+    Tenant(slug="globex", issuer="http://globex.test", resource="http://globex.test/mcp", upstream=upstream(),
+           scopes=("mcp",)),
+    # A tenant under an issuer path, beside another on the same host.
+    Tenant(slug="t1", issuer="http://auth.test/t1", resource="http://auth.test/t1/mcp", upstream=upstream(),
+           scopes=("mcp",)),
+    Tenant(slug="t2", issuer="http://auth.test/t2", resource="http://auth.test/t2/mcp", upstream=upstream(),
+           scopes=("mcp",)),
+)
+
+
+def _record(name: str, tenant: str, resource: str, scope: tuple[str, ...] = ("mcp",), ttl: int = 3600) -> AccessToken:
+    now = now_seconds()
+    return AccessToken(tenant=tenant, token_hash=hashlib.sha256(f"mcp_at_{name}".encode()).hexdigest(),
+                       grant_id=f"grant-{name}", client_id=f"client-{name}", user_id=f"user-{name}", scope=scope,
+                       resource=resource, issued_at=now - 10, expires_at=now + ttl)
+
+
+RECORDS = [
+    _record("acme", "acme", "http://acme.test/mcp"),
+    _record("acme-admin", "acme", "http://acme.test/mcp", ("mcp", "admin")),
+    _record("acme-spelled", "acme", "HTTP://ACME.test:80/mcp"),  # the same resource, spelled otherwise
+    _record("acme-noscope", "acme", "http://acme.test/mcp", ("admin",)),
+    _record("acme-expired", "acme", "http://acme.test/mcp", ttl=-5),
+    _record("acme-elsewhere", "acme", "http://acme.test/other"),
+    _record("globex", "globex", "http://globex.test/mcp"),
+    _record("t1", "t1", "http://auth.test/t1/mcp"),
+    _record("t2", "t2", "http://auth.test/t2/mcp"),
+]
+
+
+class LookupStore:
+    """Answers a lookup by the hash alone, whatever tenant asks: so the
+    guard's own check that a token is the tenant's is what refuses it."""
+
+    def __init__(self) -> None:
+        self.by_hash = {r.token_hash: r for r in RECORDS}
+        self.lookups = 0
+
+    def get_access_token(self, tenant: str, token_hash: str) -> AccessToken | None:
+        self.lookups += 1
+        return self.by_hash.get(token_hash)
+
+
+def _sites(trusted: tuple[str, ...] = ()) -> tuple[Site, Site, LookupStore]:
+    """(a site whose guard remembers every token, one that never does, the store)"""
+    store = LookupStore()
+    cache = TokenCache(store, 60)  # type: ignore[arg-type]
+    for record in RECORDS:
+        for tenant in TENANTS:
+            cache.get_access_token(tenant.slug, record.token_hash)
+    fast = Site(TENANTS, cache, b"k" * 32, trusted_proxies=trusted, store_blocks=False)  # type: ignore[arg-type]
+    slow = Site(TENANTS, store, b"k" * 32, trusted_proxies=trusted, store_blocks=False)  # type: ignore[arg-type]
+    return fast, slow, store
+
+
+async def shown(scope: Any, receive: Any, send: Any) -> None:
+    p = scope[PRINCIPAL_KEY]
+    body = json.dumps([p.tenant, p.user_id, p.client_id, list(p.scopes), p.grant_id, p.resource]).encode()
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _answer(app: Any, scope: dict[str, Any]) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await app(dict(scope), receive, send)
+    return sent[0]["status"], sent[0]["headers"], b"".join(m.get("body", b"") for m in sent[1:])
+
+
+def _scope(method: str, path: str, headers: list[tuple[bytes, bytes]], peer: str) -> dict[str, Any]:
+    return {"type": "http", "method": method, "scheme": "http", "path": path, "raw_path": path.encode(),
+            "query_string": b"", "headers": headers, "client": (peer, 4000), "server": ("127.0.0.1", 8000)}
+
+
+TOKENS = [f"mcp_at_{r.grant_id.removeprefix('grant-')}" for r in RECORDS] + ["mcp_at_unknown", "other_token"]
+authorization = st.one_of(
+    st.sampled_from(TOKENS).flatmap(lambda t: st.sampled_from([
+        f"Bearer {t}", f"Bearer {t}", f"bearer {t}", f"BEARER  {t} ", f"Basic {t}", f"Bearer{t}", t])),
+    st.sampled_from(["Bearer", "Bearer ", ""]),
+)
+host = st.sampled_from([b"acme.test", b"ACME.TEST:80", b"acme.test:8080", b"globex.test", b"auth.test",
+                        b"evil.test", b""])
+header = st.one_of(
+    st.tuples(st.sampled_from([b"host", b"host", b"Host"]), host),
+    st.tuples(st.sampled_from([b"authorization", b"authorization", b"Authorization"]),
+              authorization.map(str.encode)),
+    st.tuples(st.just(b"x-forwarded-host"), st.sampled_from([b"globex.test", b"acme.test", b"auth.test"])),
+    st.tuples(st.just(b"x-forwarded-proto"), st.sampled_from([b"https", b"http"])),
+    st.tuples(st.just(b"access-control-request-method"), st.just(b"POST")),
+)
+# Mostly a plausible request (a Host, a bearer token), with odd headers added.
+headers = st.tuples(st.lists(st.tuples(st.just(b"host"), host), max_size=1, min_size=1),
+                    st.lists(st.tuples(st.just(b"authorization"), authorization.map(str.encode)), max_size=1,
+                             min_size=1),
+                    st.lists(header, max_size=3)).flatmap(lambda parts: st.permutations(sum(parts, [])))
+request = st.tuples(
+    st.sampled_from(["GET", "POST", "DELETE", "OPTIONS"]),
+    st.sampled_from(["/mcp", "/mcp/x", "/t1/mcp", "/t2/mcp/y", "/t1/other", "/other",
+                     "/.well-known/oauth-protected-resource", "/.well-known/oauth-protected-resource/mcp",
+                     "/.well-known/oauth-protected-resource/t1/mcp"]),
+    headers,
+    st.sampled_from(["127.0.0.1", "10.0.0.7"]),
+    st.sampled_from([None, ("mcp",), ("admin",), ()]),
+)
+
+
+VALID = [(b"host", b"acme.test"), (b"authorization", b"Bearer mcp_at_acme")]
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.booleans(), request)
+# The cases where a shortcut would most likely go wrong, always tried:
+# a CORS preflight carrying a good token, the metadata URL, a second Host
+# or Authorization header, and X-Forwarded-Host from a trusted proxy.
+@example(False, ("OPTIONS", "/mcp", [*VALID, (b"access-control-request-method", b"POST")], "127.0.0.1", None))
+@example(False, ("GET", "/.well-known/oauth-protected-resource", VALID, "127.0.0.1", None))
+@example(False, ("GET", "/mcp", [*VALID, (b"host", b"globex.test"), (b"authorization", b"Bearer mcp_at_globex")],
+                 "127.0.0.1", None))
+@example(False, ("GET", "/mcp", [(b"host", b"globex.test"), *VALID], "127.0.0.1", None))
+@example(False, ("GET", "/mcp", [(b"authorization", b"Bearer mcp_at_globex"), *VALID], "127.0.0.1", None))
+@example(True, ("GET", "/mcp", [*VALID, (b"x-forwarded-host", b"globex.test")], "10.0.0.7", None))
+def test_the_remembered_path_answers_as_the_guard_flow(behind_proxy: bool, req: Any) -> None:
+    method, path, headers, peer, required = req
+    fast, slow, _ = _sites(("10.0.0.0/8",) if behind_proxy else ())
+    scope = _scope(method, path, headers, peer)
+
+    async def both() -> tuple[Any, Any]:
+        return (await _answer(BearerGuard(shown, fast, required_scopes=required), scope),
+                await _answer(BearerGuard(shown, slow, required_scopes=required), scope))
+
+    remembered, flowed = anyio.run(both)
+    assert remembered == flowed
+
+
+def test_a_remembered_token_skips_the_guard_flow_and_the_store(monkeypatch: pytest.MonkeyPatch) -> None:
+    fast, _, store = _sites()
+    store.lookups = 0
+
+    def no_flow(*args: Any) -> Any:
+        raise AssertionError("the guard flow ran")
+
+    monkeypatch.setattr(asgi, "guard_flow", no_flow)
+    scope = _scope("POST", "/mcp", [(b"host", b"acme.test"), (b"authorization", b"Bearer mcp_at_acme")], "1.2.3.4")
+    status, _, body = anyio.run(_answer, BearerGuard(shown, fast), scope)
+    assert status == 200 and json.loads(body)[:3] == ["acme", "user-acme", "client-acme"]
+    assert store.lookups == 0
+
+
+@pytest.mark.parametrize("token, status", [("mcp_at_acme-expired", 401), ("mcp_at_acme-noscope", 403),
+                                           ("mcp_at_globex", 401), ("mcp_at_acme-elsewhere", 401)])
+def test_a_remembered_token_the_guard_refuses_is_refused_by_the_flow(token: str, status: int) -> None:
+    fast, _, _ = _sites()
+    scope = _scope("GET", "/mcp", [(b"host", b"acme.test"), (b"authorization", f"Bearer {token}".encode())], "1.2.3.4")
+    got, headers, _ = anyio.run(_answer, BearerGuard(shown, fast), scope)
+    assert got == status and any(name == b"www-authenticate" for name, _ in headers)
+
+
+def test_the_wsgi_guard_admits_a_remembered_token_and_refuses_a_remembered_expired_one() -> None:
+    fast, _, store = _sites()
+    store.lookups = 0
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [])
+        return [environ[PRINCIPAL_KEY].user_id.encode()]
+
+    guard = BearerGuardWSGI(app, fast)
+    statuses: list[str] = []
+
+    def call(token: str) -> bytes:
+        environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/mcp", "HTTP_HOST": "acme.test", "wsgi.url_scheme": "http",
+                   "HTTP_AUTHORIZATION": f"Bearer {token}", "REMOTE_ADDR": "1.2.3.4"}
+        return b"".join(guard(environ, lambda status, headers: statuses.append(status)))
+
+    assert call("mcp_at_acme") == b"user-acme" and statuses[-1].startswith("200")
+    call("mcp_at_acme-expired")
+    assert statuses[-1].startswith("401")
+    assert store.lookups == 0  # both answered from memory

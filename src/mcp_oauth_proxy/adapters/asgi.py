@@ -205,7 +205,9 @@ class BearerGuard:
         if scope["type"] not in ("http", "websocket"):
             return await self.app(scope, receive, send)
         try:
-            verdict = await self._verdict(scope)
+            # Most requests carry a token still in memory: answer those
+            # without starting the guard flow.
+            verdict = self._remembered(scope) or await self._verdict(scope)
         except Exception as exc:
             verdict = server_error(f"guard of {scope.get('path')}", exc)
         if isinstance(verdict, Response):
@@ -220,11 +222,11 @@ class BearerGuard:
         scope[UPSTREAM_TOKEN_KEY] = self._token_getter(entry, principal)
         await self.app(scope, receive, send)
 
-    async def _verdict(self, scope: Scope) -> Response | tuple[Entry, Principal]:
+    def _remembered(self, scope: Scope) -> tuple[Entry, Principal] | None:
         view = _guard_view(self.site, scope)
-        remembered = None if view is None else self.site.remembered(*view, self.required_scopes)
-        if remembered is not None:
-            return remembered
+        return None if view is None else self.site.remembered(*view, self.required_scopes)
+
+    async def _verdict(self, scope: Scope) -> Response | tuple[Entry, Principal]:
         request = _request(self.site, scope)
         entry = self.site.pick(request)
         if entry is None:

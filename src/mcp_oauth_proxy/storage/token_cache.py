@@ -50,9 +50,9 @@ class TokenCache:
     def remembered(self, tenant: str, token_hash: str, now: float | None = None) -> AccessToken | None:
         """The token, if it was found within the last TTL; never asks the store."""
         now = self._clock() if now is None else now
-        with self._lock:
-            hit = self._entries.get((tenant, token_hash))
-            return hit[1] if hit is not None and hit[0] > now else None
+        # One dict read is atomic; the lock guards only compound updates.
+        hit = self._entries.get((tenant, token_hash))
+        return hit[1] if hit is not None and hit[0] > now else None
 
     def get_access_token(self, tenant: str, token_hash: str) -> AccessToken | None:
         key = (tenant, token_hash)

@@ -5,7 +5,8 @@ guard handed it."""
 from __future__ import annotations
 
 import json
-from typing import Any
+import time
+from typing import Any, Callable
 
 from local_idp import CLIENT_ID, CLIENT_SECRET, LocalIdP
 
@@ -19,9 +20,9 @@ from mcp_oauth_proxy.storage.memory import MemoryStore
 from mcp_oauth_proxy.upstream import providers
 
 
-def source(idp: LocalIdP) -> providers.UpstreamSource:
+def source(idp: LocalIdP, clock: Callable[[], float] = time.monotonic) -> providers.UpstreamSource:
     if idp.shape == "oidc":
-        return providers.oidc(idp.url, CLIENT_ID, CLIENT_SECRET)
+        return providers.oidc(idp.url, CLIENT_ID, CLIENT_SECRET, clock=clock)
     return providers.github(CLIENT_ID, CLIENT_SECRET, authorization_endpoint=f"{idp.url}/authorize",
                             token_endpoint=f"{idp.url}/token", userinfo_endpoint=f"{idp.url}/user")
 
@@ -31,8 +32,10 @@ def tenant(slug: str) -> Tenant:
                   upstream=UNRESOLVED, scopes=("mcp",))
 
 
-def site(idp: LocalIdP, slugs: tuple[str, ...] = ("acme",), **kw: Any) -> Site:
-    return Site([(tenant(s), source(idp)) for s in slugs], MemoryStore(), b"c" * 32, **kw)
+def site(idp: LocalIdP, slugs: tuple[str, ...] = ("acme",), clock: Callable[[], float] = time.monotonic,
+         **kw: Any) -> Site:
+    """``clock`` is the one OIDC discovery waits by."""
+    return Site([(tenant(s), source(idp, clock)) for s in slugs], MemoryStore(), b"c" * 32, **kw)
 
 
 def _echo_body(principal: Any, token: str | None, error: OAuthError | None) -> tuple[int, bytes]:

@@ -12,6 +12,8 @@ from local_idp import LocalIdP
 from oauth_walk import REDIRECT, at_upstream, bearer, drive_async, params, register, to_upstream, tokens
 from proxy_apps import asgi_app, site
 
+from mcp_oauth_proxy.upstream import providers
+
 pytestmark = pytest.mark.anyio
 ISSUER, RESOURCE = "http://acme.test", "http://acme.test/mcp"
 FAULTS = ["refused", "timeout", "500", "garbage"]
@@ -75,13 +77,20 @@ async def test_callback_fault_redirects_with_temporarily_unavailable(
 async def test_discovery_fault_gives_503_until_the_upstream_is_up(
         oidc_idp: LocalIdP, faults: Faults, fault: str, anyio_backend: str) -> None:
     faults.start(fault)
-    app = asgi_app(site(oidc_idp), timeout=0.3)
+    now = [0.0]
+    app = asgi_app(site(oidc_idp, clock=lambda: now[0]), timeout=0.3)
     async with client(app) as c:
         registered = await drive_async(register(ISSUER), c)  # needs no upstream
         page = await c.get("/oauth/authorize", params={"client_id": registered["client_id"]})
         assert page.status_code == 503 and "text/html" in page.headers["content-type"]
         assert_no_upstream_detail(page.text, oidc_idp)
         faults.end()
+        # Discovery is tried again only after a wait: meanwhile 503 at once.
+        asked = oidc_idp.requests.count("/.well-known/openid-configuration")
+        again = await c.get("/oauth/authorize", params={"client_id": registered["client_id"]})
+        assert again.status_code == 503
+        assert oidc_idp.requests.count("/.well-known/openid-configuration") == asked
+        now[0] += providers.RETRY_FIRST
         _, tok = await drive_async(tokens(ISSUER, RESOURCE), c)
         assert tok["access_token"].startswith("mcp_at_")
 

@@ -37,8 +37,45 @@ def test_discovery_reads_endpoints_and_is_cached(idp: LocalIdP) -> None:
     assert resolve(source) == up  # cached: no request
     assert idp.requests.count("/.well-known/openid-configuration") == 1
     now[0] += providers.DISCOVERY_TTL + 1
-    with pytest.raises(providers.UpstreamNotReady):
-        resolve(source)  # looked again once the cache lapsed
+    assert resolve(source) == up  # looked again once the cache lapsed; the failure keeps what it had
+    assert idp.requests.count("/.well-known/openid-configuration") == 2
+    idp.fault = None
+    assert resolve(source) == up  # and waits before looking again
+    assert idp.requests.count("/.well-known/openid-configuration") == 2
+    now[0] += providers.RETRY_FIRST
+    assert resolve(source) == up
+    assert idp.requests.count("/.well-known/openid-configuration") == 3
+    now[0] += providers.DISCOVERY_TTL - 1
+    assert resolve(source) == up  # a success starts a new day
+    assert idp.requests.count("/.well-known/openid-configuration") == 3
+
+
+def test_a_failed_discovery_is_tried_again_after_a_growing_wait(idp: LocalIdP) -> None:
+    now = [0.0]
+    source = providers.oidc(idp.url, "cid", "secret", clock=lambda: now[0])
+    idp.fault = "500"
+    with pytest.raises(providers.UpstreamNotReady, match="HTTP 500"):
+        resolve(source)
+    waits = []
+    for _ in range(8):
+        asked = idp.requests.count("/.well-known/openid-configuration")
+        waited = 0.0
+        while True:  # step the clock until discovery is tried again
+            now[0] += 0.5
+            waited += 0.5
+            try:
+                resolve(source)
+            except providers.UpstreamNotReady as exc:
+                if "HTTP 500" in str(exc):
+                    break
+                # Meanwhile the answer comes at once, and nothing is sent.
+                assert "trying again in" in str(exc)
+                assert idp.requests.count("/.well-known/openid-configuration") == asked
+        waits.append(waited)
+    assert waits == [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0]
+    idp.fault = None
+    now[0] += providers.RETRY_MAX
+    assert resolve(source).token_endpoint == f"{idp.url}/token"
 
 
 def test_discovery_refuses_another_issuer_and_bad_documents(idp: LocalIdP) -> None:

@@ -4,7 +4,10 @@ endpoints, each turned into the core's :class:`~..core.tenant.Upstream`.
 OIDC issuers are discovered lazily and cached: discovery is a small flow
 yielding a Fetch effect, so the sync and async drivers share it, and an
 upstream that is down at startup only makes its tenant answer
-``temporarily_unavailable`` until a later request finds it up.
+``temporarily_unavailable`` until a later request finds it up. After a
+failed discovery the next try waits (1 s, doubling up to 60 s), so a down
+issuer is neither hammered nor waited on by every request; a failed daily
+refresh keeps the endpoints found before.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ log = logging.getLogger("mcp_oauth_proxy.upstream")
 
 # Discovered endpoints rarely change; look again once a day.
 DISCOVERY_TTL = 24 * 3600.0
+# Waits before trying discovery again after consecutive failures.
+RETRY_FIRST, RETRY_MAX = 1.0, 60.0
 
 
 class UpstreamNotReady(EffectError):
@@ -92,24 +97,40 @@ class OidcDiscovery:
         self._auth_method = token_auth_method
         self._clock = clock
         self._lock = threading.Lock()
-        self._cached: tuple[float, Upstream] | None = None
+        self._cached: tuple[float, Upstream] | None = None  # (look again after, endpoints)
+        self._failures = 0
+        self._retry_at = 0.0
 
     @property
     def discovery_url(self) -> str:
         return self.issuer.rstrip("/") + "/.well-known/openid-configuration"
 
     def resolve(self) -> Flow[Upstream]:
+        now = self._clock()
         with self._lock:
-            cached = self._cached
-        if cached is not None and cached[0] > self._clock():
-            return cached[1]
+            cached, retry_at = self._cached, self._retry_at
+        if cached is not None and (cached[0] > now or retry_at > now):
+            return cached[1]  # fresh; or stale while a failed refresh waits to be tried again
+        if retry_at > now:
+            raise UpstreamNotReady(f"discovery of {self.issuer} failed; trying again in {retry_at - now:.0f} s")
         try:
-            response = yield Fetch(HttpRequest("GET", self.discovery_url, (("accept", "application/json"),)))
-        except EffectError:
-            raise UpstreamNotReady(f"discovery of {self.issuer} failed: no answer") from None
-        upstream = self._parse(response.status, response.body)
+            try:
+                response = yield Fetch(HttpRequest("GET", self.discovery_url, (("accept", "application/json"),)))
+            except EffectError:
+                raise UpstreamNotReady(f"discovery of {self.issuer} failed: no answer") from None
+            upstream = self._parse(response.status, response.body)
+        except UpstreamNotReady as exc:
+            with self._lock:
+                self._failures = min(self._failures + 1, 16)  # past the cap anyway; keeps 2**n small
+                self._retry_at = self._clock() + min(RETRY_MAX, RETRY_FIRST * 2 ** (self._failures - 1))
+            if cached is None:
+                raise
+            # The endpoints found before most likely still work.
+            log.warning("%s; keeping the endpoints found before", exc)
+            return cached[1]
         with self._lock:
             self._cached = (self._clock() + DISCOVERY_TTL, upstream)
+            self._failures, self._retry_at = 0, 0.0
         log.info("discovered the endpoints of %s", self.issuer)
         return upstream
 

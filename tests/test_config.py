@@ -68,6 +68,8 @@ def test_the_example_config_is_valid() -> None:
     (('listen = "127.0.0.1:8000"', 'listen = "nowhere"'), "server.listen: must be HOST:PORT, like 127.0.0.1:8000"),
     (("refresh_grace = 10", "refresh_grace = 10\nbogus = 1"), "tenants[0].policy.bogus: unknown key"),
     (('["10.0.0.0/8"]', '["ten"]'), "server.trusted_proxies[0]: must be an IP address or network"),
+    (('database = "memory://"', 'database = "memory://"\nmax_forward_body = 0'),
+     "server.max_forward_body: must be positive"),
     (('issuer = "https://login.example.com"\n', ""), 'tenants[0].upstream.issuer: missing (required for kind = "oidc")'),
     (('slug = "acme"\n', ""), "tenants[0].slug: missing"),
     (('resource = "http://acme.localhost:8000/mcp"', 'resource = "ftp://x"'), "tenants[0].resource: must be an http or https URL"),
@@ -163,3 +165,13 @@ def test_the_forwarding_example_passes_check_config(monkeypatch: pytest.MonkeyPa
     tenant = config.load(example).tenants[0]
     assert tenant.backend == "http://127.0.0.1:9000/mcp"
     assert tenant.forward_upstream_token_header == "X-Upstream-Token"
+
+
+def test_the_forwarded_body_cap_reaches_the_forwarder() -> None:
+    from mcp_oauth_proxy.app import build_site, forwarder
+
+    parsed = config.parse(tomllib.loads(GOOD.replace('database = "memory://"',
+                                                     'database = "memory://"\nmax_forward_body = 4096')))
+    assert parsed.server.max_forward_body == 4096
+    assert forwarder(parsed, build_site(parsed, {"ACME_SECRET": "s"})).max_body == 4096
+    assert config.parse(tomllib.loads(GOOD)).server.max_forward_body == 10 * 1024 * 1024

@@ -156,7 +156,8 @@ class ServerApp:
 def forwarder(config: Config, site: Site) -> Forwarder:
     """Forwarding to each tenant's ``backend`` (tenants without one get a 404)."""
     return Forwarder(site, {t.slug: backend_for(t.resource, t.backend, t.forward_upstream_token_header)
-                            for t in config.tenants if t.backend is not None})
+                            for t in config.tenants if t.backend is not None},
+                     max_body=config.server.max_forward_body)
 
 
 def build_app(config: Config, environ: Mapping[str, str] | None = None, backend: ASGIApp | None = None,

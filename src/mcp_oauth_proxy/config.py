@@ -99,8 +99,10 @@ class ServerConfig:
     key_file: str | None = None
     # Seconds for each phase of a request to an upstream.
     upstream_timeout: float = 10.0
-    # Largest request body accepted (bytes).
+    # Largest request body accepted at the OAuth endpoints (bytes).
     max_body: int = 1024 * 1024
+    # Largest request body forwarded to a tenant's backend (bytes).
+    max_forward_body: int = 10 * 1024 * 1024
     # Seconds between removals of expired records (0: never; `db gc` does it
     # by hand), and how many of each kind one batch removes.
     gc_interval: int = 300
@@ -289,6 +291,8 @@ def _check_server(s: ServerConfig, problems: list[str]) -> None:
         problems.append("server.upstream_timeout: must be positive")
     if s.max_body <= 0:
         problems.append("server.max_body: must be positive")
+    if s.max_forward_body <= 0:
+        problems.append("server.max_forward_body: must be positive")
     if s.gc_interval < 0:
         problems.append("server.gc_interval: must not be negative (0 turns it off)")
     if s.gc_batch <= 0:

@@ -363,6 +363,68 @@ async def test_without_the_opt_in_no_upstream_token_and_headers_filtered(
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize("behind_proxy", [False, True])
+async def test_where_the_request_came_from_is_said_anew(
+        oidc_idp: LocalIdP, anyio_backend: str, backend: str, behind_proxy: bool) -> None:
+    key = f"origin-{anyio_backend}-{behind_proxy}"
+    await anyio.to_thread.run_sync(open_gate, backend, key)
+    trusted = ["127.0.0.0/8"] if behind_proxy else []
+    forwarder = Forwarder(site(oidc_idp, trusted_proxies=trusted), {"acme": Backend(f"{backend}/mcp", "/mcp")})
+    app = _app(forwarder, _no_token)
+    transport = httpx.ASGITransport(app=app, client=("127.0.0.5", 4000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://acme.test") as http:
+        answer = await http.get(f"/mcp/events?key={key}", headers=[
+            ("forwarded", 'for="6.6.6.6";host=evil.test'), ("x-forwarded-for", "10.9.9.9, 203.0.113.9"),
+            ("x-forwarded-host", "public.example"), ("x-forwarded-proto", "https"), ("x-forwarded-proto", "https")])
+    await forwarder.aclose()
+    assert answer.status_code == 200
+    (request,) = await anyio.to_thread.run_sync(requests_with, backend, f"key={key}")
+    names = [k for k, _ in request["headers"]]
+    for name in ("forwarded", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto"):
+        assert names.count(name) == 1, name  # ours alone
+    sent = dict(request["headers"])
+    if behind_proxy:  # the proxy's right-most values are believed
+        assert sent["forwarded"] == 'for="203.0.113.9";host="public.example";proto=https'
+        assert (sent["x-forwarded-for"], sent["x-forwarded-host"], sent["x-forwarded-proto"]) == (
+            "203.0.113.9", "public.example", "https")
+    else:  # a client's own claims are dropped
+        assert sent["forwarded"] == 'for="127.0.0.5";host="acme.test";proto=http'
+        assert (sent["x-forwarded-for"], sent["x-forwarded-host"], sent["x-forwarded-proto"]) == (
+            "127.0.0.5", "acme.test", "http")
+
+
+def test_forwarded_quotes_ipv6_and_odd_hosts() -> None:
+    from mcp_oauth_proxy.adapters.forward import _origin_headers
+
+    forwarded = dict(_origin_headers("https", 'h"o\\st', "2001:db8::1"))[b"forwarded"]
+    assert forwarded == b'for="[2001:db8::1]";host="h\\"o\\\\st";proto=https'  # RFC 7239 §6, quoted-string
+    assert dict(_origin_headers("http", "a.test", ""))[b"forwarded"] == b'for="unknown";host="a.test";proto=http'
+
+
+@pytest.mark.anyio
+async def test_a_body_over_the_cap_is_refused(oidc_idp: LocalIdP, anyio_backend: str, backend: str) -> None:
+    forwarder = Forwarder(site(oidc_idp), {"acme": Backend(f"{backend}/mcp", "/mcp")}, max_body=1000)
+
+    async def chunks() -> Any:
+        for _ in range(20):
+            yield b"x" * 100
+
+    probe = f"probe=too-large-{anyio_backend}"
+    json_type = {"content-type": "application/json"}
+    async with _client(_app(forwarder, _no_token)) as http:
+        said = await http.post(f"/mcp?{probe}-said", content=b"x" * 1001, headers=json_type)
+        streamed = await http.post(f"/mcp?{probe}-streamed", content=chunks(), headers=json_type)
+        fits = await http.post(f"/mcp?{probe}-fits", content=b"x" * 1000, headers=json_type)
+    await forwarder.aclose()
+    for answer in (said, streamed):
+        assert answer.status_code == 413 and answer.json()["error"] == "invalid_request", answer.text
+    # A declared length over the cap is refused before the backend is asked.
+    assert await anyio.to_thread.run_sync(requests_with, backend, f"{probe}-said") == []
+    assert fits.status_code != 413
+    assert len(await anyio.to_thread.run_sync(requests_with, backend, f"{probe}-fits")) == 1
+
+
+@pytest.mark.anyio
 async def test_a_chunked_body_goes_on_and_a_broken_stream_just_ends(
         oidc_idp: LocalIdP, anyio_backend: str, backend: str) -> None:
     forwarder = Forwarder(site(oidc_idp), {"acme": Backend(f"{backend}/mcp", "/mcp")})

@@ -56,7 +56,9 @@ class _Disconnected(Exception):
     pass
 
 
-def _request(site: Site, scope: Scope) -> Request:
+def request_of(site: Site, scope: Scope) -> Request:
+    """The core's view of an ASGI request (its body not read yet): the
+    public scheme and host, and the client's address, as the site trusts them."""
     headers = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope.get("headers", ())]
     server = scope.get("server") or ("localhost", None)
     default_host = server[0] if server[1] is None else f"{server[0]}:{server[1]}"
@@ -77,10 +79,10 @@ def _request(site: Site, scope: Scope) -> Request:
 def _guard_view(site: Site, scope: Scope) -> tuple[str, str, str, str, str | None] | None:
     """(method, scheme, host, path, Authorization) for the guard's
     remembered-token path, read without building a whole Request; None where
-    that would not give the same answer as :func:`_request` (no Host, a
+    that would not give the same answer as :func:`request_of` (no Host, a
     repeated Host or Authorization), and the guard flow decides."""
     if site.trusted:  # X-Forwarded-* may be believed: read them as the flow does
-        request = _request(site, scope)
+        request = request_of(site, scope)
         return request.method, request.scheme, request.host, request.path, request.header("authorization")
     host = authorization = None
     for name, value in scope.get("headers", ()):
@@ -163,7 +165,7 @@ class OAuthApp:
         await _send(send, response)
 
     async def _answer(self, scope: Scope, receive: Receive) -> Response:
-        request = _request(self.site, scope)
+        request = request_of(self.site, scope)
         entry = self.site.pick(request)
         if entry is None:
             return not_found()
@@ -227,7 +229,7 @@ class BearerGuard:
         return None if view is None else self.site.remembered(*view, self.required_scopes)
 
     async def _verdict(self, scope: Scope) -> Response | tuple[Entry, Principal]:
-        request = _request(self.site, scope)
+        request = request_of(self.site, scope)
         entry = self.site.pick(request)
         if entry is None:
             return not_found()

@@ -10,7 +10,12 @@ upstream-token header (no spoofing); plus the person as the guard found
 them: ``X-MCP-User``, ``X-MCP-Client-Id``, ``X-MCP-Scopes`` (space
 separated) and, when the tenant opts in, the fresh upstream access token in
 the header it names. ``Mcp-Session-Id``, ``MCP-Protocol-Version`` and
-``Last-Event-ID`` pass both ways like any end-to-end header.
+``Last-Event-ID`` pass both ways like any end-to-end header. Where the
+request came from is said anew, in ``Forwarded`` (RFC 7239) and the
+``X-Forwarded-For/-Host/-Proto`` most servers read: the client's address,
+host and scheme as the site trusts them (a trusted proxy's X-Forwarded-*
+are believed; what a client sent of these is dropped). A body larger than
+``max_body`` is refused with 413.
 
 Back to the client: status and headers minus hop-by-hop ones, and the body
 chunk by chunk as it arrives (Server-Sent Events reach the client event by
@@ -34,8 +39,8 @@ from ..core.errors import InvalidToken, OAuthError
 from ..core.flows.guard import Principal, denial
 from ..core.http import Response, json_response
 from ..runtime import new_context
-from .asgi import Receive, Scope, Send
-from .site import PRINCIPAL_KEY, UPSTREAM_TOKEN_KEY, Site
+from .asgi import Receive, Scope, Send, request_of
+from .site import PRINCIPAL_KEY, UPSTREAM_TOKEN_KEY, Site, payload_too_large
 
 log = logging.getLogger("mcp_oauth_proxy")
 
@@ -45,12 +50,15 @@ _HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"t
 # Set by us: a backend's would duplicate ours (Date) or describe it (Server).
 _OURS_IN_RESPONSE = frozenset({b"date", b"server"})
 _OUR_COOKIES = frozenset({"mcp_consent", "mcp_csrf", "__Host-mcp_consent", "__Host-mcp_csrf"})
+# Said anew by us, from what the site trusts: a client's own would be believed by the backend.
+_ORIGIN_HEADERS = frozenset({b"forwarded", b"x-forwarded-for", b"x-forwarded-host", b"x-forwarded-proto"})
 _METHODS = ("GET", "POST", "DELETE")  # MCP streamable HTTP
 # Field values are visible ASCII and spaces (RFC 9110 §5.5); OIDC subjects and
 # scope tokens already are, anything else is percent-encoded rather than sent raw.
 _VISIBLE = "".join(chr(c) for c in range(0x20, 0x7F))
 # Connect fails fast; reads wait as long as the backend keeps a stream open.
 DEFAULT_TIMEOUT = httpx.Timeout(connect=5.0, read=None, write=30.0, pool=10.0)
+MAX_BODY = 10 * 1024 * 1024
 
 
 @attrs.frozen
@@ -82,6 +90,19 @@ def _dropped_by_connection(headers: Any) -> set[bytes]:
             for token in value.split(b",") if token.strip()}
 
 
+def _quoted(value: str) -> str:
+    # RFC 7239 §4: a value that is not a token is a quoted-string (RFC 9110 §5.6.4).
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _origin_headers(scheme: str, host: str, client: str) -> list[tuple[bytes, bytes]]:
+    """Forwarded (RFC 7239) and the X-Forwarded-* most servers read instead."""
+    node = f"[{client}]" if ":" in client else client or "unknown"  # RFC 7239 §6
+    forwarded = f"for={_quoted(node)};host={_quoted(host)};proto={scheme}"
+    return [(b"forwarded", _header_value(forwarded)), (b"x-forwarded-for", _header_value(client or "unknown")),
+            (b"x-forwarded-host", _header_value(host)), (b"x-forwarded-proto", scheme.encode("ascii"))]
+
+
 def _without_our_cookies(value: bytes) -> bytes:
     kept = [c for c in value.split(b";") if c.split(b"=", 1)[0].strip().decode("latin-1") not in _OUR_COOKIES]
     return b";".join(kept).strip()
@@ -94,9 +115,10 @@ class Forwarder:
     shutdown."""
 
     def __init__(self, site: Site, backends: Mapping[str, Backend], *,
-                 timeout: httpx.Timeout = DEFAULT_TIMEOUT) -> None:
+                 timeout: httpx.Timeout = DEFAULT_TIMEOUT, max_body: int = MAX_BODY) -> None:
         self.site = site
         self.backends = dict(backends)
+        self.max_body = max_body
         self._timeout = timeout
         self._client: httpx.AsyncClient | None = None
 
@@ -115,6 +137,9 @@ class Forwarder:
         if scope["method"] not in _METHODS:
             return await _send(send, _json(405, "invalid_request", "the MCP endpoint takes GET, POST and DELETE",
                                            (("allow", ", ".join(_METHODS)),)))
+        declared = next((v for k, v in scope.get("headers", ()) if k.lower() == b"content-length"), b"")
+        if declared.strip().isdigit() and int(declared) > self.max_body:
+            return await _send(send, payload_too_large(self.max_body))
         extra: list[tuple[bytes, bytes]] = []
         if backend.upstream_token_header:
             try:
@@ -140,12 +165,16 @@ class Forwarder:
 
         async def body() -> AsyncIterator[bytes]:
             nonlocal gone
+            size = 0
             while True:
                 message = await receive()
                 if message["type"] == "http.disconnect":
                     gone = True
                     raise _ClientGone()
                 chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > self.max_body:  # a chunked body, or one longer than it said
+                    raise _TooLarge()
                 if chunk:
                     yield chunk
                 if not message.get("more_body", False):
@@ -183,6 +212,8 @@ class Forwarder:
                                              content=content)
         try:
             response = await self._client.send(request, stream=True)
+        except _TooLarge:
+            return await _send(send, payload_too_large(self.max_body))
         except (httpx.HTTPError, _ClientGone) as exc:
             if client_gone():
                 return
@@ -206,7 +237,7 @@ class Forwarder:
     def _headers(self, scope: Scope, backend: Backend, principal: Principal,
                  extra: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
         raw = scope.get("headers", ())
-        dropped = _HOP_BY_HOP | _dropped_by_connection(raw) | {b"authorization"}
+        dropped = _HOP_BY_HOP | _ORIGIN_HEADERS | _dropped_by_connection(raw) | {b"authorization"}
         if backend.upstream_token_header:
             dropped = dropped | {backend.upstream_token_header.lower().encode("latin-1")}
         headers = []
@@ -222,6 +253,8 @@ class Forwarder:
         if not any(name == b"accept-encoding" for name, _ in headers):
             # Else httpx asks for gzip, and we would pass on bytes the client never asked for.
             headers.append((b"accept-encoding", b"identity"))
+        origin = request_of(self.site, scope)
+        headers += _origin_headers(origin.scheme, origin.host, origin.remote_addr)
         headers += [
             (b"x-mcp-user", _header_value(principal.user_id)),
             (b"x-mcp-client-id", _header_value(principal.client_id)),
@@ -247,6 +280,10 @@ class Forwarder:
 
 
 class _ClientGone(Exception):
+    pass
+
+
+class _TooLarge(Exception):
     pass
 
 

@@ -1,7 +1,9 @@
-"""The guard's remembered-token path (Site.remembered): a token the token
-cache holds is admitted without the guard flow. It must never say yes where
-the flow says no, nor hand over another principal: here both guards, one
-over a TokenCache and one over the bare store, answer the same requests."""
+"""The guard's shortcuts: a token the token cache holds is admitted without
+the guard flow (Site.remembered), and a request without credentials gets
+the tenant's remembered 401 (Site.challenge). Neither may ever answer
+otherwise than the flow: here a guard with its shortcuts, over a TokenCache,
+and one that always runs the flow, over the bare store, answer the same
+requests."""
 
 from __future__ import annotations
 
@@ -73,13 +75,24 @@ class LookupStore:
 def _sites(trusted: tuple[str, ...] = ()) -> tuple[Site, Site, LookupStore]:
     """(a site whose guard remembers every token, one that never does, the store)"""
     store = LookupStore()
-    cache = TokenCache(store, 60)  # type: ignore[arg-type]
+    cache = TokenCache(store, 600)  # type: ignore[arg-type]
     for record in RECORDS:
         for tenant in TENANTS:
             cache.get_access_token(tenant.slug, record.token_hash)
     fast = Site(TENANTS, cache, b"k" * 32, trusted_proxies=trusted, store_blocks=False)  # type: ignore[arg-type]
     slow = Site(TENANTS, store, b"k" * 32, trusted_proxies=trusted, store_blocks=False)  # type: ignore[arg-type]
     return fast, slow, store
+
+
+class FlowOnly(BearerGuard):
+    """The guard without its shortcuts: every request goes through the flow."""
+
+    def _shortcut(self, scope: Any) -> None:
+        return None
+
+
+# Shared by every example, so what one remembers is there for the next.
+SITES = {behind_proxy: _sites(("10.0.0.0/8",) if behind_proxy else ()) for behind_proxy in (False, True)}
 
 
 async def shown(scope: Any, receive: Any, send: Any) -> None:
@@ -125,8 +138,7 @@ header = st.one_of(
 )
 # Mostly a plausible request (a Host, a bearer token), with odd headers added.
 headers = st.tuples(st.lists(st.tuples(st.just(b"host"), host), max_size=1, min_size=1),
-                    st.lists(st.tuples(st.just(b"authorization"), authorization.map(str.encode)), max_size=1,
-                             min_size=1),
+                    st.lists(st.tuples(st.just(b"authorization"), authorization.map(str.encode)), max_size=1),
                     st.lists(header, max_size=3)).flatmap(lambda parts: st.permutations(sum(parts, [])))
 request = st.tuples(
     st.sampled_from(["GET", "POST", "DELETE", "OPTIONS"]),
@@ -154,14 +166,21 @@ VALID = [(b"host", b"acme.test"), (b"authorization", b"Bearer mcp_at_acme")]
 @example(False, ("GET", "/mcp", [(b"host", b"globex.test"), *VALID], "127.0.0.1", None))
 @example(False, ("GET", "/mcp", [(b"authorization", b"Bearer mcp_at_globex"), *VALID], "127.0.0.1", None))
 @example(True, ("GET", "/mcp", [*VALID, (b"x-forwarded-host", b"globex.test")], "10.0.0.7", None))
-def test_the_remembered_path_answers_as_the_guard_flow(behind_proxy: bool, req: Any) -> None:
+# Without credentials: a tenant's 401 names its own scopes and metadata URL.
+@example(False, ("GET", "/mcp", [(b"host", b"acme.test")], "127.0.0.1", ("admin",)))
+@example(False, ("GET", "/mcp", [(b"host", b"acme.test")], "127.0.0.1", None))
+@example(False, ("GET", "/t2/mcp", [(b"host", b"auth.test")], "127.0.0.1", None))
+@example(False, ("GET", "/.well-known/oauth-protected-resource/mcp", [(b"host", b"acme.test")], "127.0.0.1", None))
+@example(False, ("OPTIONS", "/mcp", [(b"host", b"acme.test"), (b"access-control-request-method", b"POST")],
+                 "127.0.0.1", None))
+def test_the_shortcuts_answer_as_the_guard_flow(behind_proxy: bool, req: Any) -> None:
     method, path, headers, peer, required = req
-    fast, slow, _ = _sites(("10.0.0.0/8",) if behind_proxy else ())
+    fast, slow, _ = SITES[behind_proxy]
     scope = _scope(method, path, headers, peer)
 
     async def both() -> tuple[Any, Any]:
         return (await _answer(BearerGuard(shown, fast, required_scopes=required), scope),
-                await _answer(BearerGuard(shown, slow, required_scopes=required), scope))
+                await _answer(FlowOnly(shown, slow, required_scopes=required), scope))
 
     remembered, flowed = anyio.run(both)
     assert remembered == flowed
@@ -179,6 +198,29 @@ def test_a_remembered_token_skips_the_guard_flow_and_the_store(monkeypatch: pyte
     status, _, body = anyio.run(_answer, BearerGuard(shown, fast), scope)
     assert status == 200 and json.loads(body)[:3] == ["acme", "user-acme", "client-acme"]
     assert store.lookups == 0
+
+
+def test_a_request_without_credentials_gets_its_tenants_remembered_401(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mcp_oauth_proxy.adapters import site as site_module
+
+    fast, _, _ = _sites()
+    guard = BearerGuard(shown, fast)
+    acme = _scope("GET", "/mcp", [(b"host", b"acme.test")], "1.2.3.4")
+    first = anyio.run(_answer, guard, acme)
+
+    def no_flow(*args: Any) -> Any:
+        raise AssertionError("the guard flow ran")
+
+    monkeypatch.setattr(site_module, "guard_flow", no_flow)
+    monkeypatch.setattr(asgi, "guard_flow", no_flow)
+    assert anyio.run(_answer, guard, acme) == first
+    status, headers, _ = first
+    assert status == 401
+    assert dict(headers)[b"www-authenticate"] == (
+        b'Bearer resource_metadata="http://acme.test/.well-known/oauth-protected-resource/mcp", scope="mcp"')
+    monkeypatch.undo()
+    globex = anyio.run(_answer, guard, _scope("GET", "/mcp", [(b"host", b"globex.test")], "1.2.3.4"))
+    assert globex[0] == 401 and b"globex.test" in dict(globex[1])[b"www-authenticate"]
 
 
 @pytest.mark.parametrize("token, status", [("mcp_at_acme-expired", 401), ("mcp_at_acme-noscope", 403),

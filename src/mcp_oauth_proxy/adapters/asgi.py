@@ -86,6 +86,7 @@ def _guard_view(site: Site, scope: Scope) -> tuple[str, str, str, str, str | Non
         return request.method, request.scheme, request.host, request.path, request.header("authorization")
     host = authorization = None
     for name, value in scope.get("headers", ()):
+        name = name.lower()  # ASGI servers send them lower-cased; a hand-made scope may not
         if name == b"host":
             if host is not None:
                 return None
@@ -207,9 +208,9 @@ class BearerGuard:
         if scope["type"] not in ("http", "websocket"):
             return await self.app(scope, receive, send)
         try:
-            # Most requests carry a token still in memory: answer those
-            # without starting the guard flow.
-            verdict = self._remembered(scope) or await self._verdict(scope)
+            # Most requests carry a token still in memory, or no credentials
+            # at all: answer those without starting the guard flow.
+            verdict = self._shortcut(scope) or await self._verdict(scope)
         except Exception as exc:
             verdict = server_error(f"guard of {scope.get('path')}", exc)
         if isinstance(verdict, Response):
@@ -224,9 +225,11 @@ class BearerGuard:
         scope[UPSTREAM_TOKEN_KEY] = self._token_getter(entry, principal)
         await self.app(scope, receive, send)
 
-    def _remembered(self, scope: Scope) -> tuple[Entry, Principal] | None:
+    def _shortcut(self, scope: Scope) -> Response | tuple[Entry, Principal] | None:
         view = _guard_view(self.site, scope)
-        return None if view is None else self.site.remembered(*view, self.required_scopes)
+        if view is None:
+            return None
+        return self.site.remembered(*view, self.required_scopes) or self.site.challenge(*view, self.required_scopes)
 
     async def _verdict(self, scope: Scope) -> Response | tuple[Entry, Principal]:
         request = request_of(self.site, scope)

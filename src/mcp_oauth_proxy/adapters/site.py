@@ -13,8 +13,8 @@ from urllib.parse import urlsplit
 
 import attrs
 
-from ..core.effects import Flow
 from ..core.context import token_hash
+from ..core.effects import Flow, run_sync
 from ..core.errors import EffectError, InvalidToken, TemporarilyUnavailable
 from ..core.flows import authorize, callback, consent, userinfo
 from ..core.flows.guard import (
@@ -91,6 +91,8 @@ class Site:
         self.pick_at = functools.lru_cache(maxsize=4096)(self._pick_at)
         # A store that keeps found access tokens in memory (storage/token_cache.py).
         self._remembered_token = getattr(store, "remembered", None)
+        # Each tenant's 401 to a request without credentials, by required scopes.
+        self._challenges: dict[tuple[str, tuple[str, ...] | None], Response] = {}
 
     def pick(self, request: Request) -> Entry | None:
         return self.pick_at(request.scheme, request.host, request.path)
@@ -123,6 +125,26 @@ class Site:
             return None
         return entry, principal
 
+    def challenge(self, method: str, scheme: str, host: str, path: str, authorization: str | None,
+                  required_scopes: tuple[str, ...] | None) -> Response | None:
+        """The guard's 401 to a request that carries no credentials: the same
+        for every such request to a tenant, so made by the guard flow once and
+        then remembered. None for any other request (with credentials, a CORS
+        preflight, the metadata URL, an unknown place): the flow answers it."""
+        if authorization is not None or method == "OPTIONS":
+            return None
+        entry = self.pick_at(scheme, host, path)
+        if entry is None or is_resource_metadata(path, entry):
+            return None
+        key = (entry.tenant.slug, required_scopes)
+        answer = self._challenges.get(key)
+        if answer is None:
+            request = Request(method, path, scheme=scheme, host=host)
+            answer = run_sync(guard_flow(entry, request, self.cookie_key, required_scopes), _no_effects)
+            assert isinstance(answer, Response)  # no credentials: never a principal
+            self._challenges[key] = answer
+        return answer
+
     def trusts(self, peer: str | None) -> bool:
         if not peer or not self.trusted:
             return False
@@ -151,6 +173,10 @@ class Site:
             scheme = proto.lower()
         host = last("x-forwarded-host") or host
         return scheme, host, last("x-forwarded-for") or remote
+
+
+def _no_effects(effect: object) -> None:
+    raise AssertionError(f"the guard asked for {effect!r} about a request without credentials")
 
 
 def _unavailable(browser: bool) -> Response:

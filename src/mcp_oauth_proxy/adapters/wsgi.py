@@ -150,10 +150,10 @@ class BearerGuardWSGI:
 
     def _verdict(self, environ: Environ) -> Response | tuple[Entry, Principal]:
         request = _request(self.site, environ)
-        remembered = self.site.remembered(request.method, request.scheme, request.host, request.path,
-                                          request.header("authorization"), self.required_scopes)
-        if remembered is not None:
-            return remembered
+        view = (request.method, request.scheme, request.host, request.path, request.header("authorization"))
+        shortcut = self.site.remembered(*view, self.required_scopes) or self.site.challenge(*view, self.required_scopes)
+        if shortcut is not None:
+            return shortcut
         entry = self.site.pick(request)
         if entry is None:
             return not_found()

@@ -89,6 +89,7 @@ class Site:
         # The tenants never change, so neither does the tenant of a place:
         # the guard asks this on every request, mostly for the same few places.
         self.pick_at = functools.lru_cache(maxsize=4096)(self._pick_at)
+        self._guarded_at = functools.lru_cache(maxsize=4096)(self._guarded_place)
         # A store that keeps found access tokens in memory (storage/token_cache.py).
         self._remembered_token = getattr(store, "remembered", None)
         # Each tenant's 401 to a request without credentials, by required scopes.
@@ -101,6 +102,15 @@ class Site:
         tenant = pick_tenant([e.tenant for e in self.entries], host, path, scheme)
         return next((e for e in self.entries if e.tenant is tenant), None)
 
+    def _guarded_entry(self, method: str, scheme: str, host: str, path: str) -> Entry | None:
+        """The tenant of a request that the guard flow answers by its
+        credentials alone: not a CORS preflight, nor the metadata URL."""
+        return None if method == "OPTIONS" else self._guarded_at(scheme, host, path)
+
+    def _guarded_place(self, scheme: str, host: str, path: str) -> Entry | None:
+        entry = self.pick_at(scheme, host, path)
+        return None if entry is None or is_resource_metadata(path, entry) else entry
+
     def remembered(self, method: str, scheme: str, host: str, path: str, authorization: str | None,
                    required_scopes: tuple[str, ...] | None) -> tuple[Entry, Principal] | None:
         """The guard's yes, when the token cache alone can give it: the same
@@ -108,10 +118,10 @@ class Site:
         None in every other case (no token, a token not in memory, any
         refusal, a CORS preflight, the metadata URL): the guard flow then
         gives the answer."""
-        if self._remembered_token is None or authorization is None or method == "OPTIONS":
+        if self._remembered_token is None or authorization is None:
             return None
-        entry = self.pick_at(scheme, host, path)
-        if entry is None or is_resource_metadata(path, entry):
+        entry = self._guarded_entry(method, scheme, host, path)
+        if entry is None:
             return None
         try:
             value = bearer_value(authorization)
@@ -131,10 +141,10 @@ class Site:
         for every such request to a tenant, so made by the guard flow once and
         then remembered. None for any other request (with credentials, a CORS
         preflight, the metadata URL, an unknown place): the flow answers it."""
-        if authorization is not None or method == "OPTIONS":
+        if authorization is not None:
             return None
-        entry = self.pick_at(scheme, host, path)
-        if entry is None or is_resource_metadata(path, entry):
+        entry = self._guarded_entry(method, scheme, host, path)
+        if entry is None:
             return None
         key = (entry.tenant.slug, required_scopes)
         answer = self._challenges.get(key)
@@ -217,14 +227,14 @@ def oauth_flow(entry: Entry, request: Request, cookie_key: bytes) -> Flow[Respon
     return (yield from handle(request, ctx))
 
 
+_PRM = "/.well-known/oauth-protected-resource"
+
+
 def is_resource_metadata(path: str, entry: Entry) -> bool:
     # RFC 9728 §3.1 path insertion, and the root document clients fall back to.
     if not path.startswith(_PRM):
         return False
     return path in (_PRM, _PRM + urlsplit(entry.tenant.resource).path.rstrip("/"))
-
-
-_PRM = "/.well-known/oauth-protected-resource"
 
 
 def guard_flow(entry: Entry, request: Request, cookie_key: bytes,

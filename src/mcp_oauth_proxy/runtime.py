@@ -80,13 +80,15 @@ def async_performer(
     fetch: AsyncFetch,
     *,
     store_blocks: bool = True,
+    store_limiter: anyio.CapacityLimiter | None = None,
     fetch_document: AsyncDocumentFetch = _no_documents_async,
     audit: Callable[[Audit], None] = log_audit,
 ) -> Callable[[Effect], Awaitable[Any]]:
     """``store_blocks``: run store calls in a worker thread (SQL backends),
-    so they do not block the event loop; the memory store need not. A store
-    with ``peek(effect)`` (storage/token_cache.py) may answer from memory
-    first, sparing the thread hop."""
+    so they do not block the event loop; the memory store need not;
+    ``store_limiter`` bounds how many run at once (anyio's default: 40). A
+    store with ``peek(effect)`` (storage/token_cache.py) may answer from
+    memory first, sparing the thread hop."""
     peek = getattr(store, "peek", None)
 
     async def perform(effect: Effect) -> Any:
@@ -96,7 +98,7 @@ def async_performer(
                 if remembered is not None:
                     return remembered
             if store_blocks:
-                return await anyio.to_thread.run_sync(effect.apply, store)
+                return await anyio.to_thread.run_sync(effect.apply, store, limiter=store_limiter)
             return effect.apply(store)
         if isinstance(effect, Fetch):
             return await fetch(effect.request)

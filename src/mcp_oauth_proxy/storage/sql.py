@@ -72,6 +72,10 @@ _DRIVERS = {"postgresql": "postgresql+psycopg", "postgres": "postgresql+psycopg"
 _RETRY_PG = {"40001", "40P01"}
 _RETRY_MYSQL = {1213}
 _ATTEMPTS = 3
+# Connections kept open, and how many more a burst may open (and then close).
+# The ASGI adapters run at most POOL_SIZE store calls at once (Site.store_limiter),
+# so a busy server reuses its connections instead of opening one per call.
+POOL_SIZE, POOL_OVERFLOW = 10, 10
 
 
 def sqlalchemy_url(url: str) -> URL:
@@ -98,9 +102,14 @@ def make_engine(url: str | URL, busy_timeout_ms: int = 30_000, **options: Any) -
             options["poolclass"] = StaticPool
             options.pop("pool_size", None)
             options.pop("max_overflow", None)
+        else:
+            options.setdefault("pool_size", POOL_SIZE)
+            options.setdefault("max_overflow", POOL_OVERFLOW)
         engine = create_engine(parsed, **options)
         _tune_sqlite(engine, wal=not in_memory, busy_timeout_ms=busy_timeout_ms)
         return engine
+    options.setdefault("pool_size", POOL_SIZE)
+    options.setdefault("max_overflow", POOL_OVERFLOW)
     if parsed.get_backend_name() in ("mysql", "mariadb"):
         # Fewer gap locks than REPEATABLE READ; every precondition is in the
         # statement itself, so READ COMMITTED is enough.
@@ -169,6 +178,8 @@ class SqlStore:
         # In-memory SQLite is one connection shared by every thread: take turns.
         memory = dialect == "sqlite" and self.engine.url.database in (None, "", ":memory:")
         self._turns: ContextManager[Any] = threading.Lock() if memory else nullcontext()
+        # How many calls can use a pooled connection at once.
+        self.concurrency: int = 1 if memory else self.engine.pool.size()  # type: ignore[attr-defined]
 
     # -- running transactions ----------------------------------------------------
     def _run(self, op: Callable[[Connection], R], *, write: bool) -> R:

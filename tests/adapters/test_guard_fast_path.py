@@ -252,3 +252,18 @@ def test_the_wsgi_guard_admits_a_remembered_token_and_refuses_a_remembered_expir
     call("mcp_at_acme-expired")
     assert statuses[-1].startswith("401")
     assert store.lookups == 0  # both answered from memory
+
+
+def test_a_records_principal_is_made_once_and_is_not_one_of_its_fields() -> None:
+    import attrs
+
+    from mcp_oauth_proxy.core.models import Principal
+
+    record = RECORDS[1]
+    assert record.principal is record.principal  # the token cache hands out one record, so one principal
+    assert record.principal == Principal(tenant="acme", user_id="user-acme-admin", client_id="client-acme-admin",
+                                         scopes=("mcp", "admin"), expires_at=record.expires_at,
+                                         grant_id="grant-acme-admin", resource="http://acme.test/mcp")
+    # Not stored, compared or hashed with the record.
+    assert "principal" not in attrs.asdict(record)
+    assert attrs.evolve(record) == record and hash(attrs.evolve(record)) == hash(record)

@@ -107,12 +107,9 @@ class Site:
         tenant = pick_tenant([e.tenant for e in self.entries], host, path, scheme)
         return next((e for e in self.entries if e.tenant is tenant), None)
 
-    def _guarded_entry(self, method: str, scheme: str, host: str, path: str) -> Entry | None:
-        """The tenant of a request that the guard flow answers by its
-        credentials alone: not a CORS preflight, nor the metadata URL."""
-        return None if method == "OPTIONS" else self._guarded_at(scheme, host, path)
-
     def _guarded_place(self, scheme: str, host: str, path: str) -> Entry | None:
+        """The tenant of a place where the guard flow answers by credentials
+        alone (not the metadata URL; the callers leave out CORS preflights)."""
         entry = self.pick_at(scheme, host, path)
         return None if entry is None or is_resource_metadata(path, entry) else entry
 
@@ -123,9 +120,9 @@ class Site:
         None in every other case (no token, a token not in memory, any
         refusal, a CORS preflight, the metadata URL): the guard flow then
         gives the answer."""
-        if self._remembered_token is None or authorization is None:
+        if self._remembered_token is None or authorization is None or method == "OPTIONS":
             return None
-        entry = self._guarded_entry(method, scheme, host, path)
+        entry = self._guarded_at(scheme, host, path)
         if entry is None:
             return None
         try:
@@ -136,7 +133,8 @@ class Site:
             principal = principal_of(record, entry.tenant, now_seconds())
         except InvalidToken:
             return None
-        if missing_scopes(principal, required_scopes_of(entry.tenant, required_scopes)):
+        required = required_scopes_of(entry.tenant, required_scopes)
+        if required and missing_scopes(principal, required):
             return None
         return entry, principal
 
@@ -146,9 +144,9 @@ class Site:
         for every such request to a tenant, so made by the guard flow once and
         then remembered. None for any other request (with credentials, a CORS
         preflight, the metadata URL, an unknown place): the flow answers it."""
-        if authorization is not None:
+        if authorization is not None or method == "OPTIONS":
             return None
-        entry = self._guarded_entry(method, scheme, host, path)
+        entry = self._guarded_at(scheme, host, path)
         if entry is None:
             return None
         key = (entry.tenant.slug, required_scopes)

@@ -9,6 +9,7 @@ the only plaintext secrets; every backend encrypts them before they rest.
 from __future__ import annotations
 
 import enum
+import functools
 from typing import Any
 
 import attrs
@@ -135,6 +136,19 @@ class CodeGrant:
 
 
 @attrs.frozen
+class Principal:
+    """Who a request to the protected resource acts for."""
+
+    tenant: str
+    user_id: str
+    client_id: str
+    scopes: tuple[str, ...]
+    expires_at: int
+    grant_id: str
+    resource: str
+
+
+@attrs.frozen
 class AccessToken:
     tenant: str
     token_hash: str
@@ -145,6 +159,13 @@ class AccessToken:
     resource: str
     issued_at: int
     expires_at: int
+
+    @functools.cached_property
+    def principal(self) -> Principal:
+        """Who the token acts for; made once per record, which the guard's
+        token cache hands out again and again."""
+        return Principal(tenant=self.tenant, user_id=self.user_id, client_id=self.client_id, scopes=self.scope,
+                         expires_at=self.expires_at, grant_id=self.grant_id, resource=self.resource)
 
 
 @attrs.frozen

@@ -4,31 +4,16 @@ tells the client where to find our metadata."""
 
 from __future__ import annotations
 
-import attrs
-
 from ..context import Context, token_hash
 from ..effects import Flow, GetAccessToken
 from ..errors import InsufficientScope, InvalidToken, OAuthError, StorageUnavailable
 from ..http import Request, Response, json_response
-from ..models import AccessToken
+from ..models import AccessToken, Principal
 from ..scopes import normalize_resource
 from ..tenant import Tenant
 from .metadata import resource_metadata_url
 
 ACCESS_PREFIX = "mcp_at_"
-
-
-@attrs.frozen
-class Principal:
-    """Who a request to the protected resource acts for."""
-
-    tenant: str
-    user_id: str
-    client_id: str
-    scopes: tuple[str, ...]
-    expires_at: int
-    grant_id: str
-    resource: str
 
 
 def challenge(ctx: Context, error: OAuthError | None, scopes: tuple[str, ...]) -> str:
@@ -50,9 +35,10 @@ def bearer_value(header: str | None) -> str | None:
     if header is None:
         return None
     scheme, _, value = header.strip().partition(" ")
-    if scheme.lower() != "bearer" or not value.strip():
+    value = value.lstrip()
+    if scheme.lower() != "bearer" or not value:
         raise InvalidToken("the Authorization header is not a Bearer token")
-    return value.strip()
+    return value
 
 
 def principal_of(record: AccessToken | None, tenant: Tenant, now: int) -> Principal:
@@ -73,15 +59,7 @@ def principal_of(record: AccessToken | None, tenant: Tenant, now: int) -> Princi
         normalize_resource(record.resource) != normalize_resource(tenant.resource)
     ):
         raise InvalidToken("the access token is for another resource")
-    return Principal(
-        tenant=record.tenant,
-        user_id=record.user_id,
-        client_id=record.client_id,
-        scopes=record.scope,
-        expires_at=record.expires_at,
-        grant_id=record.grant_id,
-        resource=record.resource,
-    )
+    return record.principal
 
 
 def ours(value: str) -> bool:

@@ -12,6 +12,12 @@ that answers ``200 ok``, and measures, case after case:
   (d) refresh-token grants at POST /oauth/token (each connection keeps its
       own chain of rotated refresh tokens).
 
+It prints, for each case, the best round's requests/s and latency and the
+server's CPU time per request; then (a)/(b) of the best rounds (the target:
+at least 0.9, the guard costing under 10%), each round's (a)/(b) against the
+(b) measured right after it, and the CPU time the guard adds per request.
+The last two move less with whatever else the machine is doing.
+
 Needs: ``wrk`` (``apt-get install -y wrk``) for (a)-(c), or
 ``--generator python`` for an httpx load generator instead; (d) always
 uses httpx, since each request carries the token the previous one got.

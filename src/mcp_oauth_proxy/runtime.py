@@ -7,10 +7,12 @@ import json
 import logging
 import secrets
 import time
+import weakref
 from typing import Any, Awaitable, Callable
 
 import anyio
 import anyio.to_thread
+from anyio.lowlevel import RunVar
 
 from .core.context import Context
 from .core.effects import Audit, Effect, Fetch, FetchClientMetadata, Sleep, StoreEffect
@@ -52,6 +54,23 @@ async def _no_documents_async(effect: FetchClientMetadata) -> HttpResponse:
     return _no_documents(effect)
 
 
+# A limiter belongs to one event loop: each run (asyncio or trio) gets its own
+# per store, shared by every app of that store.
+_STORE_LIMITERS: RunVar[weakref.WeakKeyDictionary[Any, anyio.CapacityLimiter]] = RunVar("store_limiters")
+
+
+def _store_limiter(store: Store, slots: int) -> anyio.CapacityLimiter:
+    try:
+        limiters = _STORE_LIMITERS.get()
+    except LookupError:
+        limiters = weakref.WeakKeyDictionary()
+        _STORE_LIMITERS.set(limiters)
+    limiter = limiters.get(store)
+    if limiter is None:
+        limiter = limiters[store] = anyio.CapacityLimiter(slots)
+    return limiter
+
+
 def sync_performer(
     store: Store,
     fetch: SyncFetch,
@@ -80,16 +99,17 @@ def async_performer(
     fetch: AsyncFetch,
     *,
     store_blocks: bool = True,
-    store_limiter: anyio.CapacityLimiter | None = None,
     fetch_document: AsyncDocumentFetch = _no_documents_async,
     audit: Callable[[Audit], None] = log_audit,
 ) -> Callable[[Effect], Awaitable[Any]]:
     """``store_blocks``: run store calls in a worker thread (SQL backends),
-    so they do not block the event loop; the memory store need not;
-    ``store_limiter`` bounds how many run at once (anyio's default: 40). A
+    so they do not block the event loop; the memory store need not. No more
+    run at once than the store's ``concurrency`` (its pooled connections;
+    else anyio's default of 40), so a busy server reuses its connections. A
     store with ``peek(effect)`` (storage/token_cache.py) may answer from
     memory first, sparing the thread hop."""
     peek = getattr(store, "peek", None)
+    slots = getattr(store, "concurrency", None)
 
     async def perform(effect: Effect) -> Any:
         if isinstance(effect, StoreEffect):
@@ -98,7 +118,8 @@ def async_performer(
                 if remembered is not None:
                     return remembered
             if store_blocks:
-                return await anyio.to_thread.run_sync(effect.apply, store, limiter=store_limiter)
+                limiter = None if slots is None else _store_limiter(store, slots)
+                return await anyio.to_thread.run_sync(effect.apply, store, limiter=limiter)
             return effect.apply(store)
         if isinstance(effect, Fetch):
             return await fetch(effect.request)

@@ -131,7 +131,7 @@ class _Carriers:
     def __init__(self, site: Site, upstream_timeout: float) -> None:
         self.fetch = AsyncFetcher(timeout=upstream_timeout)
         self.perform = async_performer(site.store, self.fetch, store_blocks=site.store_blocks,
-                                       store_limiter=site.store_limiter, fetch_document=site.documents.fetch_async)
+                                       fetch_document=site.documents.fetch_async)
 
     async def lifespan(self, receive: Receive, send: Send) -> None:
         while True:

@@ -11,7 +11,6 @@ import traceback
 from typing import Iterable, Sequence, Union
 from urllib.parse import urlsplit
 
-import anyio
 import attrs
 
 from ..core.context import token_hash
@@ -85,10 +84,6 @@ class Site:
         self.trusted: tuple[Network, ...] = tuple(ipaddress.ip_network(p, strict=False) for p in trusted_proxies)
         self.max_body = max_body
         self.store_blocks = store_blocks
-        # ASGI: store calls running at once in worker threads, no more than the
-        # store has pooled connections (more would wait in the pool, or open
-        # and close a connection each).
-        self.store_limiter = anyio.CapacityLimiter(getattr(store, "concurrency", 40))
         # Client ID Metadata Documents: one fetcher, so one cache, per site.
         self.documents = documents or DocumentFetcher()
         # The tenants never change, so neither does the tenant of a place:

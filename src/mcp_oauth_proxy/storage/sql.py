@@ -72,9 +72,11 @@ _DRIVERS = {"postgresql": "postgresql+psycopg", "postgres": "postgresql+psycopg"
 _RETRY_PG = {"40001", "40P01"}
 _RETRY_MYSQL = {1213}
 _ATTEMPTS = 3
-# Connections kept open, and how many more a burst may open (and then close).
-# The ASGI adapters run at most POOL_SIZE store calls at once (Site.store_limiter),
-# so a busy server reuses its connections instead of opening one per call.
+# Connections kept open, and how many more may be opened (and closed again)
+# for callers beyond those: under ASGI the performer runs no more store calls
+# at once than the pool keeps (SqlStore.concurrency), so the overflow serves
+# WSGI threads, housekeeping and the CLI, and a busy server reuses its
+# connections instead of opening one per call.
 POOL_SIZE, POOL_OVERFLOW = 10, 10
 
 
@@ -103,19 +105,23 @@ def make_engine(url: str | URL, busy_timeout_ms: int = 30_000, **options: Any) -
             options.pop("pool_size", None)
             options.pop("max_overflow", None)
         else:
-            options.setdefault("pool_size", POOL_SIZE)
-            options.setdefault("max_overflow", POOL_OVERFLOW)
+            _default_pool(options)
         engine = create_engine(parsed, **options)
         _tune_sqlite(engine, wal=not in_memory, busy_timeout_ms=busy_timeout_ms)
         return engine
-    options.setdefault("pool_size", POOL_SIZE)
-    options.setdefault("max_overflow", POOL_OVERFLOW)
+    _default_pool(options)
     if parsed.get_backend_name() in ("mysql", "mariadb"):
         # Fewer gap locks than REPEATABLE READ; every precondition is in the
         # statement itself, so READ COMMITTED is enough.
         options.setdefault("isolation_level", "READ COMMITTED")
         options.setdefault("pool_recycle", 3600)  # under the server's wait_timeout
     return create_engine(parsed, **options)
+
+
+def _default_pool(options: dict[str, Any]) -> None:
+    if "poolclass" not in options:  # another pool (NullPool, ...) takes its own options
+        options.setdefault("pool_size", POOL_SIZE)
+        options.setdefault("max_overflow", POOL_OVERFLOW)
 
 
 def _tune_sqlite(engine: Engine, *, wal: bool, busy_timeout_ms: int) -> None:
@@ -178,8 +184,10 @@ class SqlStore:
         # In-memory SQLite is one connection shared by every thread: take turns.
         memory = dialect == "sqlite" and self.engine.url.database in (None, "", ":memory:")
         self._turns: ContextManager[Any] = threading.Lock() if memory else nullcontext()
-        # How many calls can use a pooled connection at once.
-        self.concurrency: int = 1 if memory else self.engine.pool.size()  # type: ignore[attr-defined]
+        # How many calls the pool keeps connections for (None: no bound of its own).
+        size = getattr(self.engine.pool, "size", None)
+        kept = size() if callable(size) else 0
+        self.concurrency: int | None = 1 if memory else (kept if kept > 0 else None)
 
     # -- running transactions ----------------------------------------------------
     def _run(self, op: Callable[[Connection], R], *, write: bool) -> R:

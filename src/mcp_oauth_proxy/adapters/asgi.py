@@ -18,7 +18,7 @@ An authorized request reaches the wrapped app with two scope entries:
 from __future__ import annotations
 
 import logging
-from typing import Any, Awaitable, Callable, MutableMapping
+from typing import Any, Awaitable, Callable, MutableMapping, Sequence
 
 import attrs
 
@@ -32,10 +32,12 @@ from .site import (
     UPSTREAM_TOKEN_KEY,
     Entry,
     Site,
+    declared_length,
     guard_flow,
     not_found,
     oauth_flow,
     payload_too_large,
+    scope_list,
     server_error,
     upstream_token_flow,
 )
@@ -102,7 +104,7 @@ def _guard_view(site: Site, scope: Scope) -> tuple[str, str, str, str, str | Non
 
 async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
     for name, value in scope.get("headers", ()):
-        if name.lower() == b"content-length" and value.strip().isdigit() and int(value) > limit:
+        if name.lower() == b"content-length" and (declared_length(value) or 0) > limit:
             raise _TooLarge()
     body = bytearray()
     while True:
@@ -188,11 +190,11 @@ class BearerGuard:
     answers 401/403 with ``WWW-Authenticate`` (RFC 6750 §3, RFC 9728 §5.1).
     ``required_scopes`` overrides the tenant's."""
 
-    def __init__(self, app: ASGIApp, site: Site, *, required_scopes: tuple[str, ...] | None = None,
+    def __init__(self, app: ASGIApp, site: Site, *, required_scopes: Sequence[str] | None = None,
                  upstream_timeout: float = 10.0) -> None:
         self.app = app
         self.site = site
-        self.required_scopes = required_scopes
+        self.required_scopes = scope_list(required_scopes)
         self._carriers = _Carriers(site, upstream_timeout)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -40,7 +40,7 @@ from ..core.flows.guard import Principal, denial
 from ..core.http import Response, json_response
 from ..runtime import new_context
 from .asgi import Receive, Scope, Send, request_of
-from .site import PRINCIPAL_KEY, UPSTREAM_TOKEN_KEY, Site, payload_too_large
+from .site import PRINCIPAL_KEY, UPSTREAM_TOKEN_KEY, Site, declared_length, payload_too_large
 
 log = logging.getLogger("mcp_oauth_proxy")
 
@@ -138,7 +138,7 @@ class Forwarder:
             return await _send(send, _json(405, "invalid_request", "the MCP endpoint takes GET, POST and DELETE",
                                            (("allow", ", ".join(_METHODS)),)))
         declared = next((v for k, v in scope.get("headers", ()) if k.lower() == b"content-length"), b"")
-        if declared.strip().isdigit() and int(declared) > self.max_body:
+        if (declared_length(declared) or 0) > self.max_body:
             return await _send(send, payload_too_large(self.max_body))
         extra: list[tuple[bytes, bytes]] = []
         if backend.upstream_token_header:

@@ -195,6 +195,23 @@ def _unavailable(browser: bool) -> Response:
                          [("retry-after", "30")])
 
 
+def declared_length(value: str | bytes) -> int | None:
+    """What a Content-Length header says (RFC 9110 §8.6: ASCII digits only),
+    or None if it says nothing readable. A number too long for ``int()`` is
+    simply very large."""
+    value = value.strip()
+    if not value or not value.isascii() or not value.isdigit():
+        return None
+    return int(value) if len(value) <= 18 else 10**18
+
+
+def scope_list(scopes: Sequence[str] | None) -> tuple[str, ...] | None:
+    """A guard's ``required_scopes`` as a tuple (it keys a cache of answers)."""
+    if isinstance(scopes, str):
+        raise TypeError("required_scopes: a list of scope names, not one string")
+    return None if scopes is None else tuple(scopes)
+
+
 def not_found() -> Response:
     return json_response({"error": "not_found", "error_description": "no tenant is served at this address"}, 404)
 

@@ -15,7 +15,7 @@ An authorized request reaches the wrapped app with two environ entries:
 from __future__ import annotations
 
 from http import HTTPStatus
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 import attrs
 
@@ -29,10 +29,12 @@ from .site import (
     UPSTREAM_TOKEN_KEY,
     Entry,
     Site,
+    declared_length,
     guard_flow,
     not_found,
     oauth_flow,
     payload_too_large,
+    scope_list,
     server_error,
     upstream_token_flow,
 )
@@ -74,12 +76,12 @@ class _TooLarge(Exception):
 
 
 def _read_body(environ: Environ, limit: int) -> bytes:
-    length = environ.get("CONTENT_LENGTH") or ""
+    length = declared_length(environ.get("CONTENT_LENGTH") or "")
     stream = environ["wsgi.input"]
-    if length.strip().isdigit():
-        if int(length) > limit:
+    if length is not None:
+        if length > limit:
             raise _TooLarge()
-        return stream.read(int(length)) if int(length) else b""
+        return stream.read(length) if length else b""
     body = stream.read(limit + 1)
     if len(body) > limit:
         raise _TooLarge()
@@ -129,11 +131,11 @@ class BearerGuardWSGI:
     """Wraps a WSGI app so it sees only requests with a valid access token;
     serves the RFC 9728 metadata; answers 401/403 with ``WWW-Authenticate``."""
 
-    def __init__(self, app: WSGIApp, site: Site, *, required_scopes: tuple[str, ...] | None = None,
+    def __init__(self, app: WSGIApp, site: Site, *, required_scopes: Sequence[str] | None = None,
                  upstream_timeout: float = 10.0) -> None:
         self.app = app
         self.site = site
-        self.required_scopes = required_scopes
+        self.required_scopes = scope_list(required_scopes)
         self._perform = _perform(site, upstream_timeout)
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:

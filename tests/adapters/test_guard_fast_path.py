@@ -267,3 +267,21 @@ def test_a_records_principal_is_made_once_and_is_not_one_of_its_fields() -> None
     # Not stored, compared or hashed with the record.
     assert "principal" not in attrs.asdict(record)
     assert attrs.evolve(record) == record and hash(attrs.evolve(record)) == hash(record)
+
+
+def test_a_token_revoked_through_the_cache_is_refused_by_the_shortcut_at_once() -> None:
+    from mcp_oauth_proxy.core.context import token_hash
+    from mcp_oauth_proxy.storage.memory import MemoryStore
+    from support import Harness
+
+    cache = TokenCache(MemoryStore(), 60)
+    h = Harness(store=cache)  # type: ignore[arg-type]
+    _, tokens = h.tokens()
+    site = Site([h.tenant], cache, b"k" * 32, store_blocks=False)  # type: ignore[arg-type]
+    headers = [(b"host", b"acme.example.com"), (b"authorization", f"Bearer {tokens['access_token']}".encode())]
+    scope = {**_scope("GET", "/mcp", headers, "1.2.3.4"), "scheme": "https"}
+    guard = BearerGuard(shown, site)
+    assert anyio.run(_answer, guard, scope)[0] == 200
+    assert cache.remembered("acme", token_hash(tokens["access_token"])) is not None  # the shortcut's to answer
+    cache.revoke_access_token("acme", token_hash(tokens["access_token"]))
+    assert anyio.run(_answer, guard, scope)[0] == 401

@@ -140,3 +140,27 @@ def test_the_async_driver_answers_a_remembered_token_without_a_worker_thread(mon
     first, second = anyio.run(twice)
     assert first == second and first.user_id == "user-42"
     assert len(hops) == 1 and inner.lookups == 1
+
+
+def test_a_lookup_that_overlaps_a_revocation_does_not_remember_the_token():
+    # A finds the token in the store; B revokes it through the cache before A
+    # stores what it found: A must not bring the revoked token back.
+    class Racing(MemoryStore):
+        during_lookup = None
+
+        def get_access_token(self, tenant, token_hash):
+            found = super().get_access_token(tenant, token_hash)
+            if self.during_lookup is not None:
+                self.during_lookup, hook = None, self.during_lookup
+                hook()
+            return found
+
+    inner = Racing()
+    cache = TokenCache(inner, 60, clock=Clock())
+    h = Harness(store=cache)  # type: ignore[arg-type]
+    _, tokens = h.tokens()
+    key = token_hash(tokens["access_token"])
+    inner.during_lookup = lambda: cache.revoke_access_token("acme", key)
+    assert cache.get_access_token("acme", key) is not None  # read before the revocation
+    assert cache.remembered("acme", key) is None
+    assert cache.get_access_token("acme", key) is None

@@ -36,6 +36,9 @@ class TokenCache:
         self._clock = clock
         self._lock = threading.Lock()
         self._entries: OrderedDict[tuple[str, str], tuple[float, AccessToken]] = OrderedDict()
+        # Counts revocations: a lookup that overlapped one does not remember
+        # what it found, which may be what was just revoked.
+        self._revocations = 0
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.store, name)
@@ -50,7 +53,7 @@ class TokenCache:
     def remembered(self, tenant: str, token_hash: str, now: float | None = None) -> AccessToken | None:
         """The token, if it was found within the last TTL; never asks the store."""
         now = self._clock() if now is None else now
-        # One dict read is atomic; the lock guards only compound updates.
+        # One dict read is atomic under the GIL; the lock guards compound updates.
         hit = self._entries.get((tenant, token_hash))
         return hit[1] if hit is not None and hit[0] > now else None
 
@@ -60,9 +63,12 @@ class TokenCache:
         remembered = self.remembered(tenant, token_hash, now)
         if remembered is not None:
             return remembered
+        revocations = self._revocations
         token = self.store.get_access_token(tenant, token_hash)
         if token is not None:  # unknown tokens are never remembered
             with self._lock:
+                if self._revocations != revocations:
+                    return token
                 self._entries[key] = (now + self._ttl, token)
                 self._entries.move_to_end(key)
                 while len(self._entries) > self._size:
@@ -71,6 +77,7 @@ class TokenCache:
 
     def _forget(self, match: Callable[[AccessToken], bool]) -> None:
         with self._lock:
+            self._revocations += 1
             for key in [k for k, (_, t) in self._entries.items() if match(t)]:
                 del self._entries[key]
 

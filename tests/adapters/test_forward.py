@@ -375,13 +375,16 @@ async def test_where_the_request_came_from_is_said_anew(
     async with httpx.AsyncClient(transport=transport, base_url="http://acme.test") as http:
         answer = await http.get(f"/mcp/events?key={key}", headers=[
             ("forwarded", 'for="6.6.6.6";host=evil.test'), ("x-forwarded-for", "10.9.9.9, 203.0.113.9"),
-            ("x-forwarded-host", "public.example"), ("x-forwarded-proto", "https"), ("x-forwarded-proto", "https")])
+            ("x-forwarded-host", "public.example"), ("x-forwarded-proto", "https"), ("x-forwarded-proto", "https"),
+            ("x-real-ip", "6.6.6.6"), ("x-forwarded-port", "1"), ("true-client-ip", "6.6.6.6")])
     await forwarder.aclose()
     assert answer.status_code == 200
     (request,) = await anyio.to_thread.run_sync(requests_with, backend, f"key={key}")
     names = [k for k, _ in request["headers"]]
     for name in ("forwarded", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto"):
         assert names.count(name) == 1, name  # ours alone
+    for name in ("x-real-ip", "x-forwarded-port", "true-client-ip"):
+        assert name not in names, name
     sent = dict(request["headers"])
     if behind_proxy:  # the proxy's right-most values are believed
         assert sent["forwarded"] == 'for="203.0.113.9";host="public.example";proto=https'
@@ -399,6 +402,9 @@ def test_forwarded_quotes_ipv6_and_odd_hosts() -> None:
     forwarded = dict(_origin_headers("https", 'h"o\\st', "2001:db8::1"))[b"forwarded"]
     assert forwarded == b'for="[2001:db8::1]";host="h\\"o\\\\st";proto=https'  # RFC 7239 §6, quoted-string
     assert dict(_origin_headers("http", "a.test", ""))[b"forwarded"] == b'for="unknown";host="a.test";proto=http'
+    # As a trusted proxy may send them: with ports, the IPv6 one bracketed already.
+    for client in ("192.0.2.43:47011", "[2001:db8:cafe::17]:4711", "192.0.2.43"):
+        assert dict(_origin_headers("http", "a.test", client))[b"forwarded"].startswith(f'for="{client}";'.encode())
 
 
 @pytest.mark.anyio

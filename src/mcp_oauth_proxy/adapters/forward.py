@@ -14,7 +14,8 @@ the header it names. ``Mcp-Session-Id``, ``MCP-Protocol-Version`` and
 request came from is said anew, in ``Forwarded`` (RFC 7239) and the
 ``X-Forwarded-For/-Host/-Proto`` most servers read: the client's address,
 host and scheme as the site trusts them (a trusted proxy's X-Forwarded-*
-are believed; what a client sent of these is dropped). A body larger than
+are believed; what a client sent of these, or of X-Real-IP and the like, is
+dropped). A body larger than
 ``max_body`` is refused with 413.
 
 Back to the client: status and headers minus hop-by-hop ones, and the body
@@ -27,6 +28,7 @@ goes away cancels the backend request.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from typing import Any, AsyncIterator, Callable, Mapping
 from urllib.parse import quote, urlsplit
@@ -50,8 +52,14 @@ _HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"t
 # Set by us: a backend's would duplicate ours (Date) or describe it (Server).
 _OURS_IN_RESPONSE = frozenset({b"date", b"server"})
 _OUR_COOKIES = frozenset({"mcp_consent", "mcp_csrf", "__Host-mcp_consent", "__Host-mcp_csrf"})
-# Said anew by us, from what the site trusts: a client's own would be believed by the backend.
-_ORIGIN_HEADERS = frozenset({b"forwarded", b"x-forwarded-for", b"x-forwarded-host", b"x-forwarded-proto"})
+# Said anew by us, from what the site trusts: a client's own would be believed
+# by the backend. With them go the other names servers read a client address,
+# port, path prefix or scheme from.
+_ORIGIN_HEADERS = frozenset({
+    b"forwarded", b"x-forwarded-for", b"x-forwarded-host", b"x-forwarded-proto", b"x-forwarded-port",
+    b"x-forwarded-prefix", b"x-forwarded-server", b"x-forwarded-ssl", b"x-real-ip", b"x-client-ip",
+    b"true-client-ip", b"cf-connecting-ip", b"front-end-https",
+})
 _METHODS = ("GET", "POST", "DELETE")  # MCP streamable HTTP
 # Field values are visible ASCII and spaces (RFC 9110 §5.5); OIDC subjects and
 # scope tokens already are, anything else is percent-encoded rather than sent raw.
@@ -95,9 +103,21 @@ def _quoted(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def _node(client: str) -> str:
+    """A client address as an RFC 7239 §6 node: an IPv6 address in brackets;
+    anything else (IPv4, with or without a port, or "[v6]:port" as a proxy
+    may have sent it) as it is."""
+    if not client:
+        return "unknown"
+    try:
+        return f"[{client}]" if ipaddress.ip_address(client).version == 6 else client
+    except ValueError:
+        return client
+
+
 def _origin_headers(scheme: str, host: str, client: str) -> list[tuple[bytes, bytes]]:
     """Forwarded (RFC 7239) and the X-Forwarded-* most servers read instead."""
-    node = f"[{client}]" if ":" in client else client or "unknown"  # RFC 7239 §6
+    node = _node(client)
     forwarded = f"for={_quoted(node)};host={_quoted(host)};proto={scheme}"
     return [(b"forwarded", _header_value(forwarded)), (b"x-forwarded-for", _header_value(client or "unknown")),
             (b"x-forwarded-host", _header_value(host)), (b"x-forwarded-proto", scheme.encode("ascii"))]

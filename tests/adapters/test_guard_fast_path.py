@@ -285,3 +285,13 @@ def test_a_token_revoked_through_the_cache_is_refused_by_the_shortcut_at_once() 
     assert cache.remembered("acme", token_hash(tokens["access_token"])) is not None  # the shortcut's to answer
     cache.revoke_access_token("acme", token_hash(tokens["access_token"]))
     assert anyio.run(_answer, guard, scope)[0] == 401
+
+
+def test_only_places_of_a_sane_length_are_remembered() -> None:
+    fast, _, _ = _sites()
+    fast._picked.cache_clear()
+    for i in range(50):
+        assert fast.pick_at("http", "acme.test", f"/mcp/{i:0600d}").tenant.slug == "acme"  # type: ignore[union-attr]
+    assert fast._picked.cache_info().currsize == 0
+    assert fast.pick_at("http", "acme.test", "/mcp").tenant.slug == "acme"  # type: ignore[union-attr]
+    assert fast._picked.cache_info().currsize == 1

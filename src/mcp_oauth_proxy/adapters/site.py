@@ -58,6 +58,8 @@ class Entry:
 
 
 Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+# Places (host and path) up to this length are remembered with their tenant.
+_REMEMBERED_PLACE = 512
 
 
 class Site:
@@ -86,10 +88,9 @@ class Site:
         self.store_blocks = store_blocks
         # Client ID Metadata Documents: one fetcher, so one cache, per site.
         self.documents = documents or DocumentFetcher()
-        # The tenants never change, so neither does the tenant of a place:
-        # the guard asks this on every request, mostly for the same few places.
-        self.pick_at = functools.lru_cache(maxsize=4096)(self._pick_at)
-        self._guarded_at = functools.lru_cache(maxsize=4096)(self._guarded_place)
+        # The tenants never change, so neither does the tenant of a place: the
+        # guard asks on every request, mostly about the same few places.
+        self._picked = functools.lru_cache(maxsize=4096)(self._pick_at)
         # A store that keeps found access tokens in memory (storage/token_cache.py).
         self._remembered_token = getattr(store, "remembered", None)
         # Each tenant's 401 to a request without credentials, by required scopes.
@@ -98,11 +99,16 @@ class Site:
     def pick(self, request: Request) -> Entry | None:
         return self.pick_at(request.scheme, request.host, request.path)
 
+    def pick_at(self, scheme: str, host: str, path: str) -> Entry | None:
+        if len(host) + len(path) > _REMEMBERED_PLACE:  # made-up places must not fill memory
+            return self._pick_at(scheme, host, path)
+        return self._picked(scheme, host, path)
+
     def _pick_at(self, scheme: str, host: str, path: str) -> Entry | None:
         tenant = pick_tenant([e.tenant for e in self.entries], host, path, scheme)
         return next((e for e in self.entries if e.tenant is tenant), None)
 
-    def _guarded_place(self, scheme: str, host: str, path: str) -> Entry | None:
+    def _guarded_at(self, scheme: str, host: str, path: str) -> Entry | None:
         """The tenant of a place where the guard flow answers by credentials
         alone (not the metadata URL; the callers leave out CORS preflights)."""
         entry = self.pick_at(scheme, host, path)

@@ -7,7 +7,7 @@ from typing import Any, Iterator
 import pytest
 from adapters.local_idp import LocalIdP
 
-from mcp_oauth_proxy.core.effects import run_sync
+from mcp_oauth_proxy.core.effects import Fetch, run_sync
 from mcp_oauth_proxy.runtime import sync_performer
 from mcp_oauth_proxy.storage.memory import MemoryStore
 from mcp_oauth_proxy.upstream import providers
@@ -76,6 +76,24 @@ def test_a_failed_discovery_is_tried_again_after_a_growing_wait(idp: LocalIdP) -
     idp.fault = None
     now[0] += providers.RETRY_MAX
     assert resolve(source).token_endpoint == f"{idp.url}/token"
+
+
+def test_one_request_refreshes_the_endpoints_while_the_others_keep_the_old_ones(idp: LocalIdP) -> None:
+    now = [0.0]
+    source = providers.oidc(idp.url, "cid", "secret", clock=lambda: now[0])
+    up = resolve(source)
+    now[0] += providers.DISCOVERY_TTL + 1
+    refreshing = source.resolve()
+    fetch = next(refreshing)  # this one asks the issuer, and waits for it
+    assert isinstance(fetch, Fetch) and fetch.request.url.endswith("/.well-known/openid-configuration")
+    assert resolve(source) == up  # meanwhile the others answer at once, with what they had
+    assert idp.requests.count("/.well-known/openid-configuration") == 1
+    now[0] += providers.REFRESH_ALONE  # that request was abandoned: another one refreshes
+    assert resolve(source) == up
+    assert idp.requests.count("/.well-known/openid-configuration") == 2
+    with pytest.raises(StopIteration) as done:  # the first one ends as well
+        refreshing.send(SyncFetcher(timeout=1)(fetch.request))
+    assert done.value.value == up
 
 
 def test_discovery_refuses_another_issuer_and_bad_documents(idp: LocalIdP) -> None:

@@ -6,14 +6,16 @@ yielding a Fetch effect, so the sync and async drivers share it, and an
 upstream that is down at startup only makes its tenant answer
 ``temporarily_unavailable`` until a later request finds it up. After a
 failed discovery the next try waits (1 s, doubling up to 60 s), so a down
-issuer is neither hammered nor waited on by every request; a failed daily
-refresh keeps the endpoints found before.
+issuer is neither hammered nor waited on by every request; the daily
+refresh is made by one request while the others keep the endpoints found
+before, which a failed refresh keeps too.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
 from typing import Any, Callable, Protocol
@@ -31,6 +33,9 @@ log = logging.getLogger("mcp_oauth_proxy.upstream")
 DISCOVERY_TTL = 24 * 3600.0
 # Waits before trying discovery again after consecutive failures.
 RETRY_FIRST, RETRY_MAX = 1.0, 60.0
+# While one request refreshes the endpoints, the others keep the old ones;
+# for at most this long, should that request be abandoned half-way.
+REFRESH_ALONE = 60.0
 
 
 class UpstreamNotReady(EffectError):
@@ -100,6 +105,7 @@ class OidcDiscovery:
         self._cached: tuple[float, Upstream] | None = None  # (look again after, endpoints)
         self._failures = 0
         self._retry_at = 0.0
+        self._refreshing_until = 0.0
 
     @property
     def discovery_url(self) -> str:
@@ -109,10 +115,15 @@ class OidcDiscovery:
         now = self._clock()
         with self._lock:
             cached, retry_at = self._cached, self._retry_at
-        if cached is not None and (cached[0] > now or retry_at > now):
-            return cached[1]  # fresh; or stale while a failed refresh waits to be tried again
+            if cached is not None:
+                if cached[0] > now or retry_at > now or self._refreshing_until > now:
+                    # Fresh; or stale while a failed refresh waits to be tried
+                    # again, or while another request refreshes it.
+                    return cached[1]
+                self._refreshing_until = now + REFRESH_ALONE
         if retry_at > now:
-            raise UpstreamNotReady(f"discovery of {self.issuer} failed; trying again in {retry_at - now:.0f} s")
+            raise UpstreamNotReady(f"discovery of {self.issuer} failed; "
+                                   f"trying again in {math.ceil(retry_at - now)} s")
         try:
             try:
                 response = yield Fetch(HttpRequest("GET", self.discovery_url, (("accept", "application/json"),)))
@@ -123,6 +134,7 @@ class OidcDiscovery:
             with self._lock:
                 self._failures = min(self._failures + 1, 16)  # past the cap anyway; keeps 2**n small
                 self._retry_at = self._clock() + min(RETRY_MAX, RETRY_FIRST * 2 ** (self._failures - 1))
+                self._refreshing_until = 0.0
             if cached is None:
                 raise
             # The endpoints found before most likely still work.
@@ -130,7 +142,7 @@ class OidcDiscovery:
             return cached[1]
         with self._lock:
             self._cached = (self._clock() + DISCOVERY_TTL, upstream)
-            self._failures, self._retry_at = 0, 0.0
+            self._failures, self._retry_at, self._refreshing_until = 0, 0.0, 0.0
         log.info("discovered the endpoints of %s", self.issuer)
         return upstream
 

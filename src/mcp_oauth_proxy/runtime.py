@@ -55,19 +55,27 @@ async def _no_documents_async(effect: FetchClientMetadata) -> HttpResponse:
 
 
 # A limiter belongs to one event loop: each run (asyncio or trio) gets its own
-# per store, shared by every app of that store.
+# per connection pool (a SQL store's engine), shared by every app using it.
 _STORE_LIMITERS: RunVar[weakref.WeakKeyDictionary[Any, anyio.CapacityLimiter]] = RunVar("store_limiters")
 
 
-def _store_limiter(store: Store, slots: int) -> anyio.CapacityLimiter:
+def _store_limiter(store: Store, slots: int | None) -> anyio.CapacityLimiter | None:
+    """None: anyio's default bound (no bound of the store's own, or a store
+    that cannot key a weak dictionary)."""
+    if slots is None or slots < 1:
+        return None
     try:
         limiters = _STORE_LIMITERS.get()
     except LookupError:
         limiters = weakref.WeakKeyDictionary()
         _STORE_LIMITERS.set(limiters)
-    limiter = limiters.get(store)
-    if limiter is None:
-        limiter = limiters[store] = anyio.CapacityLimiter(slots)
+    pool = getattr(store, "engine", store)
+    try:
+        limiter = limiters.get(pool)
+        if limiter is None:
+            limiter = limiters[pool] = anyio.CapacityLimiter(slots)
+    except TypeError:
+        return None
     return limiter
 
 
@@ -118,8 +126,7 @@ def async_performer(
                 if remembered is not None:
                     return remembered
             if store_blocks:
-                limiter = None if slots is None else _store_limiter(store, slots)
-                return await anyio.to_thread.run_sync(effect.apply, store, limiter=limiter)
+                return await anyio.to_thread.run_sync(effect.apply, store, limiter=_store_limiter(store, slots))
             return effect.apply(store)
         if isinstance(effect, Fetch):
             return await fetch(effect.request)

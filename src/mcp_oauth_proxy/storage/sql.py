@@ -119,7 +119,7 @@ def make_engine(url: str | URL, busy_timeout_ms: int = 30_000, **options: Any) -
 
 
 def _default_pool(options: dict[str, Any]) -> None:
-    if "poolclass" not in options:  # another pool (NullPool, ...) takes its own options
+    if "poolclass" not in options and "pool" not in options:  # another pool takes its own options
         options.setdefault("pool_size", POOL_SIZE)
         options.setdefault("max_overflow", POOL_OVERFLOW)
 
@@ -181,13 +181,15 @@ class SqlStore:
         self._writer = self.engine.execution_options(sqlite_write=True)
         dialect = self.engine.dialect.name
         self._dialect = "mysql" if dialect == "mariadb" else dialect
-        # In-memory SQLite is one connection shared by every thread: take turns.
+        # In-memory SQLite (or any StaticPool) is one connection shared by
+        # every thread: take turns.
         memory = dialect == "sqlite" and self.engine.url.database in (None, "", ":memory:")
-        self._turns: ContextManager[Any] = threading.Lock() if memory else nullcontext()
+        one_connection = memory or isinstance(self.engine.pool, StaticPool)
+        self._turns: ContextManager[Any] = threading.Lock() if one_connection else nullcontext()
         # How many calls the pool keeps connections for (None: no bound of its own).
         size = getattr(self.engine.pool, "size", None)
         kept = size() if callable(size) else 0
-        self.concurrency: int | None = 1 if memory else (kept if kept > 0 else None)
+        self.concurrency: int | None = 1 if one_connection else (kept if kept > 0 else None)
 
     # -- running transactions ----------------------------------------------------
     def _run(self, op: Callable[[Connection], R], *, write: bool) -> R:

@@ -88,12 +88,24 @@ def test_one_request_refreshes_the_endpoints_while_the_others_keep_the_old_ones(
     assert isinstance(fetch, Fetch) and fetch.request.url.endswith("/.well-known/openid-configuration")
     assert resolve(source) == up  # meanwhile the others answer at once, with what they had
     assert idp.requests.count("/.well-known/openid-configuration") == 1
-    now[0] += providers.REFRESH_ALONE  # that request was abandoned: another one refreshes
-    assert resolve(source) == up
-    assert idp.requests.count("/.well-known/openid-configuration") == 2
-    with pytest.raises(StopIteration) as done:  # the first one ends as well
+    with pytest.raises(StopIteration) as done:
         refreshing.send(SyncFetcher(timeout=1)(fetch.request))
     assert done.value.value == up
+    # A refresh abandoned half-way (its request cancelled) lets the next one refresh.
+    now[0] += providers.DISCOVERY_TTL + 1
+    abandoned = source.resolve()
+    next(abandoned)
+    abandoned.close()
+    assert resolve(source) == up
+    assert idp.requests.count("/.well-known/openid-configuration") == 3
+    # So does one that was never closed, after REFRESH_ALONE.
+    now[0] += providers.DISCOVERY_TTL + 1
+    stuck = source.resolve()
+    next(stuck)
+    assert resolve(source) == up and idp.requests.count("/.well-known/openid-configuration") == 3
+    now[0] += providers.REFRESH_ALONE
+    assert resolve(source) == up
+    assert idp.requests.count("/.well-known/openid-configuration") == 4
 
 
 def test_discovery_refuses_another_issuer_and_bad_documents(idp: LocalIdP) -> None:

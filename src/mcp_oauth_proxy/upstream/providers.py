@@ -113,6 +113,7 @@ class OidcDiscovery:
 
     def resolve(self) -> Flow[Upstream]:
         now = self._clock()
+        claim = 0.0  # set while this request refreshes endpoints the others keep meanwhile
         with self._lock:
             cached, retry_at = self._cached, self._retry_at
             if cached is not None:
@@ -120,31 +121,37 @@ class OidcDiscovery:
                     # Fresh; or stale while a failed refresh waits to be tried
                     # again, or while another request refreshes it.
                     return cached[1]
-                self._refreshing_until = now + REFRESH_ALONE
+                claim = self._refreshing_until = now + REFRESH_ALONE
         if retry_at > now:
             raise UpstreamNotReady(f"discovery of {self.issuer} failed; "
                                    f"trying again in {math.ceil(retry_at - now)} s")
         try:
-            try:
-                response = yield Fetch(HttpRequest("GET", self.discovery_url, (("accept", "application/json"),)))
-            except EffectError:
-                raise UpstreamNotReady(f"discovery of {self.issuer} failed: no answer") from None
-            upstream = self._parse(response.status, response.body)
+            upstream = yield from self._discover()
         except UpstreamNotReady as exc:
             with self._lock:
                 self._failures = min(self._failures + 1, 16)  # past the cap anyway; keeps 2**n small
                 self._retry_at = self._clock() + min(RETRY_MAX, RETRY_FIRST * 2 ** (self._failures - 1))
-                self._refreshing_until = 0.0
             if cached is None:
                 raise
             # The endpoints found before most likely still work.
             log.warning("%s; keeping the endpoints found before", exc)
             return cached[1]
+        finally:
+            with self._lock:  # done, failed or abandoned half-way: the next may refresh
+                if claim and self._refreshing_until == claim:
+                    self._refreshing_until = 0.0
         with self._lock:
             self._cached = (self._clock() + DISCOVERY_TTL, upstream)
-            self._failures, self._retry_at, self._refreshing_until = 0, 0.0, 0.0
+            self._failures, self._retry_at = 0, 0.0
         log.info("discovered the endpoints of %s", self.issuer)
         return upstream
+
+    def _discover(self) -> Flow[Upstream]:
+        try:
+            response = yield Fetch(HttpRequest("GET", self.discovery_url, (("accept", "application/json"),)))
+        except EffectError:
+            raise UpstreamNotReady(f"discovery of {self.issuer} failed: no answer") from None
+        return self._parse(response.status, response.body)
 
     def _parse(self, status: int, body: bytes) -> Upstream:
         if status != 200:

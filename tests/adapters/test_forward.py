@@ -376,15 +376,17 @@ async def test_where_the_request_came_from_is_said_anew(
         answer = await http.get(f"/mcp/events?key={key}", headers=[
             ("forwarded", 'for="6.6.6.6";host=evil.test'), ("x-forwarded-for", "10.9.9.9, 203.0.113.9"),
             ("x-forwarded-host", "public.example"), ("x-forwarded-proto", "https"), ("x-forwarded-proto", "https"),
-            ("x-real-ip", "6.6.6.6"), ("x-forwarded-port", "1"), ("true-client-ip", "6.6.6.6")])
+            ("x-real-ip", "6.6.6.6"), ("x-forwarded-port", "1"), ("true-client-ip", "6.6.6.6"),
+            ("x-forwarded-prefix", "/api"), ("x-forwarded-scheme", "https")])
     await forwarder.aclose()
     assert answer.status_code == 200
     (request,) = await anyio.to_thread.run_sync(requests_with, backend, f"key={key}")
     names = [k for k, _ in request["headers"]]
     for name in ("forwarded", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto"):
         assert names.count(name) == 1, name  # ours alone
-    for name in ("x-real-ip", "x-forwarded-port", "true-client-ip"):
-        assert name not in names, name
+    claims = ("x-real-ip", "x-forwarded-port", "true-client-ip", "x-forwarded-prefix", "x-forwarded-scheme")
+    for name in claims:  # passed on from a trusted proxy only
+        assert (name in names) == behind_proxy, name
     sent = dict(request["headers"])
     if behind_proxy:  # the proxy's right-most values are believed
         assert sent["forwarded"] == 'for="203.0.113.9";host="public.example";proto=https'

@@ -15,7 +15,8 @@ request came from is said anew, in ``Forwarded`` (RFC 7239) and the
 ``X-Forwarded-For/-Host/-Proto`` most servers read: the client's address,
 host and scheme as the site trusts them (a trusted proxy's X-Forwarded-*
 are believed; what a client sent of these, or of X-Real-IP and the like, is
-dropped). A body larger than
+dropped, while a trusted proxy's X-Forwarded-Prefix and the like pass on).
+A body larger than
 ``max_body`` is refused with 413.
 
 Back to the client: status and headers minus hop-by-hop ones, and the body
@@ -52,13 +53,14 @@ _HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"t
 # Set by us: a backend's would duplicate ours (Date) or describe it (Server).
 _OURS_IN_RESPONSE = frozenset({b"date", b"server"})
 _OUR_COOKIES = frozenset({"mcp_consent", "mcp_csrf", "__Host-mcp_consent", "__Host-mcp_csrf"})
-# Said anew by us, from what the site trusts: a client's own would be believed
-# by the backend. With them go the other names servers read a client address,
-# port, path prefix or scheme from.
-_ORIGIN_HEADERS = frozenset({
-    b"forwarded", b"x-forwarded-for", b"x-forwarded-host", b"x-forwarded-proto", b"x-forwarded-port",
-    b"x-forwarded-prefix", b"x-forwarded-server", b"x-forwarded-ssl", b"x-real-ip", b"x-client-ip",
-    b"true-client-ip", b"cf-connecting-ip", b"front-end-https",
+# Said anew by us, always, from what the site trusts.
+_ORIGIN_OURS = frozenset({b"forwarded", b"x-forwarded-for", b"x-forwarded-host", b"x-forwarded-proto"})
+# Other names backends read a client address, port, path prefix or scheme
+# from: passed on from a trusted proxy, dropped (with every other
+# X-Forwarded-*) from anyone else, whom the backend would otherwise believe.
+_ORIGIN_CLAIMS = frozenset({
+    b"x-real-ip", b"x-client-ip", b"true-client-ip", b"cf-connecting-ip", b"fastly-client-ip",
+    b"x-cluster-client-ip", b"front-end-https", b"x-url-scheme",
 })
 _METHODS = ("GET", "POST", "DELETE")  # MCP streamable HTTP
 # Field values are visible ASCII and spaces (RFC 9110 §5.5); OIDC subjects and
@@ -257,13 +259,17 @@ class Forwarder:
     def _headers(self, scope: Scope, backend: Backend, principal: Principal,
                  extra: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
         raw = scope.get("headers", ())
-        dropped = _HOP_BY_HOP | _ORIGIN_HEADERS | _dropped_by_connection(raw) | {b"authorization"}
+        dropped = _HOP_BY_HOP | _ORIGIN_OURS | _dropped_by_connection(raw) | {b"authorization"}
         if backend.upstream_token_header:
             dropped = dropped | {backend.upstream_token_header.lower().encode("latin-1")}
+        client = scope.get("client")
+        from_proxy = self.site.trusts(client[0] if client else None)
         headers = []
         for name, value in raw:
             name = name.lower()
             if name in dropped or name.startswith((b"proxy-", b"x-mcp-")):
+                continue
+            if not from_proxy and (name in _ORIGIN_CLAIMS or name.startswith(b"x-forwarded-")):
                 continue
             if name == b"cookie":
                 value = _without_our_cookies(value)

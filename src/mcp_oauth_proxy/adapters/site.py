@@ -208,7 +208,8 @@ def declared_length(value: str | bytes) -> int | None:
     value = value.strip()
     if not value or not value.isascii() or not value.isdigit():
         return None
-    return int(value) if len(value) <= 18 else 10**18
+    significant = value.lstrip(b"0" if isinstance(value, bytes) else "0")
+    return int(value) if len(significant) <= 18 else 10**18
 
 
 def scope_list(scopes: Sequence[str] | None) -> tuple[str, ...] | None:

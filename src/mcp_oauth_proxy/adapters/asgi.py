@@ -30,6 +30,7 @@ from ..upstream.http import AsyncFetcher
 from .site import (
     PRINCIPAL_KEY,
     UPSTREAM_TOKEN_KEY,
+    BodyTooLarge,
     Entry,
     Site,
     declared_length,
@@ -48,10 +49,6 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 log = logging.getLogger("mcp_oauth_proxy")
-
-
-class _TooLarge(Exception):
-    pass
 
 
 class _Disconnected(Exception):
@@ -105,7 +102,7 @@ def _guard_view(site: Site, scope: Scope) -> tuple[str, str, str, str, str | Non
 async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
     for name, value in scope.get("headers", ()):
         if name.lower() == b"content-length" and (declared_length(value) or 0) > limit:
-            raise _TooLarge()
+            raise BodyTooLarge()
     body = bytearray()
     while True:
         message = await receive()
@@ -113,7 +110,7 @@ async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
             raise _Disconnected()
         body += message.get("body", b"")
         if len(body) > limit:
-            raise _TooLarge()
+            raise BodyTooLarge()
         if not message.get("more_body", False):
             return bytes(body)
 
@@ -174,7 +171,7 @@ class OAuthApp:
             return not_found()
         try:
             body = await _read_body(scope, receive, self.site.max_body)
-        except _TooLarge:
+        except BodyTooLarge:
             return payload_too_large(self.site.max_body)
         request = attrs.evolve(request, body=body)
         return await run_async(oauth_flow(entry, request, self.site.cookie_key), self._carriers.perform)

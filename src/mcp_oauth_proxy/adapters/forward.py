@@ -43,7 +43,7 @@ from ..core.flows.guard import Principal, denial
 from ..core.http import Response, json_response
 from ..runtime import new_context
 from .asgi import Receive, Scope, Send, request_of
-from .site import PRINCIPAL_KEY, UPSTREAM_TOKEN_KEY, Site, declared_length, payload_too_large
+from .site import PRINCIPAL_KEY, UPSTREAM_TOKEN_KEY, BodyTooLarge, Site, declared_length, payload_too_large
 
 log = logging.getLogger("mcp_oauth_proxy")
 
@@ -196,7 +196,7 @@ class Forwarder:
                 chunk = message.get("body", b"")
                 size += len(chunk)
                 if size > self.max_body:  # a chunked body, or one longer than it said
-                    raise _TooLarge()
+                    raise BodyTooLarge()
                 if chunk:
                     yield chunk
                 if not message.get("more_body", False):
@@ -234,7 +234,7 @@ class Forwarder:
                                              content=content)
         try:
             response = await self._client.send(request, stream=True)
-        except _TooLarge:
+        except BodyTooLarge:
             return await _send(send, payload_too_large(self.max_body))
         except (httpx.HTTPError, _ClientGone) as exc:
             if client_gone():
@@ -306,10 +306,6 @@ class Forwarder:
 
 
 class _ClientGone(Exception):
-    pass
-
-
-class _TooLarge(Exception):
     pass
 
 

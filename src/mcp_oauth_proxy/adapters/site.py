@@ -201,6 +201,10 @@ def _unavailable(browser: bool) -> Response:
                          [("retry-after", "30")])
 
 
+class BodyTooLarge(Exception):
+    """A request body over the adapter's cap (answered with a 413)."""
+
+
 def declared_length(value: str | bytes) -> int | None:
     """What a Content-Length header says (RFC 9110 §8.6: ASCII digits only),
     or None if it says nothing readable. A number too long for ``int()`` is

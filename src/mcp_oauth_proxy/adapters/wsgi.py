@@ -27,6 +27,7 @@ from ..upstream.http import SyncFetcher
 from .site import (
     PRINCIPAL_KEY,
     UPSTREAM_TOKEN_KEY,
+    BodyTooLarge,
     Entry,
     Site,
     declared_length,
@@ -71,20 +72,16 @@ def _request(site: Site, environ: Environ) -> Request:
     )
 
 
-class _TooLarge(Exception):
-    pass
-
-
 def _read_body(environ: Environ, limit: int) -> bytes:
     length = declared_length(environ.get("CONTENT_LENGTH") or "")
     stream = environ["wsgi.input"]
     if length is not None:
         if length > limit:
-            raise _TooLarge()
+            raise BodyTooLarge()
         return stream.read(length) if length else b""
     body = stream.read(limit + 1)
     if len(body) > limit:
-        raise _TooLarge()
+        raise BodyTooLarge()
     return body
 
 
@@ -121,7 +118,7 @@ class OAuthWSGIApp:
             return not_found()
         try:
             body = _read_body(environ, self.site.max_body)
-        except _TooLarge:
+        except BodyTooLarge:
             return payload_too_large(self.site.max_body)
         request = attrs.evolve(request, body=body)
         return run_sync(oauth_flow(entry, request, self.site.cookie_key), self._perform)

@@ -18,7 +18,7 @@ from mcp_oauth_proxy.core.effects import Effect, run_sync
 from mcp_oauth_proxy.core.http import HttpRequest, HttpResponse, Request, Response
 from mcp_oauth_proxy.core.flows.guard import guard
 from mcp_oauth_proxy.core.router import handle
-from mcp_oauth_proxy.core.tenant import Policy, Tenant, Upstream
+from mcp_oauth_proxy.core.tenant import Tenant, Upstream
 from mcp_oauth_proxy.runtime import sync_performer
 from mcp_oauth_proxy.storage.memory import MemoryStore
 

@@ -5,7 +5,6 @@ rate limits from the config."""
 from __future__ import annotations
 
 import anyio
-import attrs
 import pytest
 import sqlalchemy
 
@@ -17,7 +16,6 @@ from mcp_oauth_proxy.core.errors import StorageUnavailable
 from mcp_oauth_proxy.core.tenant import RateLimit
 from mcp_oauth_proxy.housekeeping import collect, collect_periodically
 from mcp_oauth_proxy.storage import migrations
-from mcp_oauth_proxy.storage.memory import MemoryStore
 from mcp_oauth_proxy.storage.migrations import Migration
 
 

@@ -3,10 +3,7 @@ in the store so replicas share them) and registrations that lapse."""
 
 from __future__ import annotations
 
-import pytest
-
 from support import ISSUER, Harness, tenant
-from mcp_oauth_proxy.core.http import Request
 from mcp_oauth_proxy.core.tenant import Policy, RateLimit, RateLimits
 
 

@@ -412,54 +412,6 @@ def test_any_request_gets_a_well_formed_answer(data: Any, t: Tenant) -> None:
             assert world.h.store.dump() == before, (response.status, response.body)
 
 
-ROUTES = [("POST", "register"), ("GET", "authorize"), ("POST", "authorize"), ("POST", "consent"),
-          ("GET", "callback"), ("POST", "token"), ("GET", "userinfo"), ("POST", "userinfo"), ("POST", "revoke"),
-          ("POST", "introspect"), ("GET", "jwks"), ("OPTIONS", "token"), ("DELETE", "token")]
-
-
-@st.composite
-def mutated_cookie(draw: Any, world: World) -> str:
-    """The browser's real cookies with one of them tampered with."""
-    jar = dict(part.split("=", 1) for part in world.cookie.split("; "))
-    name = draw(st.sampled_from(sorted(jar) + COOKIE_NAMES))
-    body = jar.get(name, "").partition(".")[0]
-    jar[name] = draw(st.one_of(text, text.map(lambda v: body + "." + v), st.sampled_from(world.known)))
-    return "; ".join(f"{k}={v}" for k, v in jar.items())
-
-
-@st.composite
-def mutated(draw: Any, world: World, template: tuple[dict[str, Any], list[tuple[str, str]]]) -> tuple[dict[str, Any], list[tuple[str, str]]]:
-    """A proper request with up to three parts dropped, replaced or added:
-    most checks pass, one or two fail."""
-    params, headers = dict(template[0]), list(template[1])
-    for _ in range(draw(st.integers(0, 3))):
-        action = draw(st.sampled_from(["drop", "replace", "add", "header"]))
-        if action in ("drop", "replace") and params:
-            key = draw(st.sampled_from(sorted(params)))
-            if action == "drop":
-                del params[key]
-            else:
-                params[key] = draw(values(world))
-        elif action == "add":
-            params[draw(st.sampled_from(NAMES))] = draw(values(world))
-        elif headers and draw(st.booleans()):
-            i = draw(st.integers(0, len(headers) - 1))
-            name = headers[i][0]
-            if draw(st.integers(0, 3)) == 0:
-                del headers[i]
-            else:
-                value = draw(mutated_cookie(world) if name == "cookie" else authorization_values(world))
-                headers[i] = (name, value)
-        else:
-            headers += draw(headers_for(world))
-    return params, headers
-
-
-ROUTES = [("POST", "register"), ("GET", "authorize"), ("POST", "authorize"), ("POST", "consent"),
-          ("GET", "callback"), ("POST", "token"), ("GET", "userinfo"), ("POST", "userinfo"), ("POST", "revoke"),
-          ("POST", "introspect"), ("GET", "jwks"), ("OPTIONS", "token"), ("DELETE", "token")]
-
-
 @st.composite
 def mutated(draw: Any, world: World, template: tuple[dict[str, Any], list[tuple[str, str]]]) -> tuple[dict[str, Any], list[tuple[str, str]]]:
     """A proper request, then some parameters and headers dropped, replaced

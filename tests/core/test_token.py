@@ -8,7 +8,7 @@ from urllib.parse import quote
 
 import pytest
 
-from support import CHALLENGE, ISSUER, REDIRECT, RESOURCE, VERIFIER, Harness
+from support import ISSUER, REDIRECT, RESOURCE, VERIFIER, Harness
 
 TOKEN = f"{ISSUER}/oauth/token"
 

@@ -115,12 +115,11 @@ async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
             return bytes(body)
 
 
-async def _send(send: Send, response: Response) -> None:
-    await send({
-        "type": "http.response.start",
-        "status": response.status,
-        "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers],
-    })
+async def send_response(send: Send, response: Response) -> None:
+    """A whole response, its length said (else the server would chunk it)."""
+    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers]
+    headers.append((b"content-length", str(len(response.body)).encode("ascii")))
+    await send({"type": "http.response.start", "status": response.status, "headers": headers})
     await send({"type": "http.response.body", "body": response.body})
 
 
@@ -162,7 +161,7 @@ class OAuthApp:
             return
         except Exception as exc:
             response = server_error(f"{scope.get('method')} {scope.get('path')}", exc)
-        await _send(send, response)
+        await send_response(send, response)
 
     async def _answer(self, scope: Scope, receive: Receive) -> Response:
         request = request_of(self.site, scope)
@@ -216,7 +215,7 @@ class BearerGuard:
             if scope["type"] == "websocket":
                 await send({"type": "websocket.close", "code": 1008})
                 return
-            await _send(send, verdict)
+            await send_response(send, verdict)
             return
         entry, principal = verdict
         scope = dict(scope)

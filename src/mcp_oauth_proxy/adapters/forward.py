@@ -42,7 +42,7 @@ from ..core.errors import InvalidToken, OAuthError
 from ..core.flows.guard import Principal, denial
 from ..core.http import Response, json_response
 from ..runtime import new_context
-from .asgi import Receive, Scope, Send, request_of
+from .asgi import Receive, Scope, Send, request_of, send_response
 from .site import PRINCIPAL_KEY, UPSTREAM_TOKEN_KEY, BodyTooLarge, Site, declared_length, payload_too_large
 
 log = logging.getLogger("mcp_oauth_proxy")
@@ -155,21 +155,21 @@ class Forwarder:
         principal: Principal = scope[PRINCIPAL_KEY]
         backend = self.backends.get(principal.tenant)
         if backend is None:
-            return await _send(send, _json(404, "not_found", "no backend is configured for this resource"))
+            return await send_response(send, _json(404, "not_found", "no backend is configured for this resource"))
         if scope["method"] not in _METHODS:
-            return await _send(send, _json(405, "invalid_request", "the MCP endpoint takes GET, POST and DELETE",
+            return await send_response(send, _json(405, "invalid_request", "the MCP endpoint takes GET, POST and DELETE",
                                            (("allow", ", ".join(_METHODS)),)))
         declared = next((v for k, v in scope.get("headers", ()) if k.lower() == b"content-length"), b"")
         if (declared_length(declared) or 0) > self.max_body:
-            return await _send(send, payload_too_large(self.max_body))
+            return await send_response(send, payload_too_large(self.max_body))
         extra: list[tuple[bytes, bytes]] = []
         if backend.upstream_token_header:
             try:
                 token = await scope[UPSTREAM_TOKEN_KEY]()
             except InvalidToken as exc:
-                return await _send(send, self._denial(principal, exc))
+                return await send_response(send, self._denial(principal, exc))
             except OAuthError as exc:  # TemporarilyUnavailable: its text is fixed, safe to show
-                return await _send(send, _json(exc.status, exc.error, exc.description, (("retry-after", "30"),)))
+                return await send_response(send, _json(exc.status, exc.error, exc.description, (("retry-after", "30"),)))
             extra.append((backend.upstream_token_header.lower().encode("latin-1"), _header_value(token)))
         await self._forward(scope, receive, send, backend, principal, extra)
 
@@ -235,13 +235,13 @@ class Forwarder:
         try:
             response = await self._client.send(request, stream=True)
         except BodyTooLarge:
-            return await _send(send, payload_too_large(self.max_body))
+            return await send_response(send, payload_too_large(self.max_body))
         except (httpx.HTTPError, _ClientGone) as exc:
             if client_gone():
                 return
             # The class is enough to diagnose; the text could name the backend's internals.
             log.warning("tenant %s: the backend failed before answering: %s", tenant, type(exc).__name__)
-            return await _send(send, _unavailable())
+            return await send_response(send, _unavailable())
         try:
             await send({"type": "http.response.start", "status": response.status_code,
                         "headers": _response_headers(response.headers.raw)})
@@ -326,12 +326,6 @@ def _response_headers(raw: Any) -> list[tuple[bytes, bytes]]:
     dropped = _HOP_BY_HOP | _OURS_IN_RESPONSE | _dropped_by_connection(raw)
     return [(name.lower(), value) for name, value in raw
             if name.lower() not in dropped and not name.lower().startswith(b"proxy-")]
-
-
-async def _send(send: Send, response: Response) -> None:
-    await send({"type": "http.response.start", "status": response.status,
-                "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers]})
-    await send({"type": "http.response.body", "body": response.body})
 
 
 def backend_for(resource: str, url: str, upstream_token_header: str | None = None) -> Backend:

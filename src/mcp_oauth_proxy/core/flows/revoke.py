@@ -29,4 +29,4 @@ def revoke(request: Request, ctx: Context) -> Flow[Response]:
             yield Audit("access_token_revoked", tenant, client.client_id, access.user_id, (("grant_id", access.grant_id),))
     # RFC 7009 §2.2: 200 whether or not the token was known; a token of
     # another client is left alone and reported the same way.
-    return Response(200, (("cache-control", "no-store"), ("content-length", "0")))
+    return Response(200, (("cache-control", "no-store"),))

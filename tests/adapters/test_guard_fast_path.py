@@ -1,6 +1,6 @@
-"""The guard's shortcuts: a token the token cache holds is admitted without
-the guard flow (Site.remembered), and a request without credentials gets
-the tenant's remembered 401 (Site.challenge). Neither may ever answer
+"""The guard's shortcuts (Site.shortcut): a token the token cache holds is
+admitted without the guard flow, and a request without credentials gets
+the tenant's remembered 401. Neither may ever answer
 otherwise than the flow: here a guard with its shortcuts, over a TokenCache,
 and one that always runs the flow, over the bare store, answer the same
 requests."""

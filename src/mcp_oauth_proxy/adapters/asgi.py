@@ -227,7 +227,7 @@ class BearerGuard:
         view = _guard_view(self.site, scope)
         if view is None:
             return None
-        return self.site.remembered(*view, self.required_scopes) or self.site.challenge(*view, self.required_scopes)
+        return self.site.shortcut(*view, self.required_scopes)
 
     async def _verdict(self, scope: Scope) -> Response | tuple[Entry, Principal]:
         request = request_of(self.site, scope)

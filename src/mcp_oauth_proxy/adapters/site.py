@@ -108,23 +108,27 @@ class Site:
         tenant = pick_tenant([e.tenant for e in self.entries], host, path, scheme)
         return next((e for e in self.entries if e.tenant is tenant), None)
 
-    def _guarded_at(self, scheme: str, host: str, path: str) -> Entry | None:
-        """The tenant of a place where the guard flow answers by credentials
-        alone (not the metadata URL; the callers leave out CORS preflights)."""
-        entry = self.pick_at(scheme, host, path)
-        return None if entry is None or is_resource_metadata(path, entry) else entry
-
-    def remembered(self, method: str, scheme: str, host: str, path: str, authorization: str | None,
-                   required_scopes: tuple[str, ...] | None) -> tuple[Entry, Principal] | None:
-        """The guard's yes, when the token cache alone can give it: the same
-        checks as the guard flow, without its driver, context or thread hop.
-        None in every other case (no token, a token not in memory, any
-        refusal, a CORS preflight, the metadata URL): the guard flow then
-        gives the answer."""
-        if self._remembered_token is None or authorization is None or method == "OPTIONS":
+    def shortcut(self, method: str, scheme: str, host: str, path: str, authorization: str | None,
+                 required_scopes: tuple[str, ...] | None) -> Response | tuple[Entry, Principal] | None:
+        """The guard's answer where it needs no flow: a yes for a token the
+        token cache holds, or the tenant's 401 to a request without
+        credentials. None in every other case (a token not in memory, any
+        refusal, a CORS preflight, the metadata URL, an unknown place): the
+        guard flow then gives the answer."""
+        if method == "OPTIONS":
             return None
-        entry = self._guarded_at(scheme, host, path)
-        if entry is None:
+        entry = self.pick_at(scheme, host, path)
+        if entry is None or is_resource_metadata(path, entry):
+            return None
+        if authorization is None:
+            return self._challenge(entry, method, scheme, host, path, required_scopes)
+        return self._remembered(entry, authorization, required_scopes)
+
+    def _remembered(self, entry: Entry, authorization: str,
+                    required_scopes: tuple[str, ...] | None) -> tuple[Entry, Principal] | None:
+        """The same checks as the guard flow, without its driver, context or
+        thread hop; None for a token not in memory or any refusal."""
+        if self._remembered_token is None:
             return None
         try:
             value = bearer_value(authorization)
@@ -139,17 +143,10 @@ class Site:
             return None
         return entry, principal
 
-    def challenge(self, method: str, scheme: str, host: str, path: str, authorization: str | None,
-                  required_scopes: tuple[str, ...] | None) -> Response | None:
-        """The guard's 401 to a request that carries no credentials: the same
-        for every such request to a tenant, so made by the guard flow once and
-        then remembered. None for any other request (with credentials, a CORS
-        preflight, the metadata URL, an unknown place): the flow answers it."""
-        if authorization is not None or method == "OPTIONS":
-            return None
-        entry = self._guarded_at(scheme, host, path)
-        if entry is None:
-            return None
+    def _challenge(self, entry: Entry, method: str, scheme: str, host: str, path: str,
+                   required_scopes: tuple[str, ...] | None) -> Response:
+        """The 401 is the same for every request without credentials to a
+        tenant, so the guard flow makes it once and it is remembered."""
         key = (entry.tenant.slug, required_scopes)
         answer = self._challenges.get(key)
         if answer is None:

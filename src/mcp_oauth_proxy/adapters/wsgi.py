@@ -150,7 +150,7 @@ class BearerGuardWSGI:
     def _verdict(self, environ: Environ) -> Response | tuple[Entry, Principal]:
         request = _request(self.site, environ)
         view = (request.method, request.scheme, request.host, request.path, request.header("authorization"))
-        shortcut = self.site.remembered(*view, self.required_scopes) or self.site.challenge(*view, self.required_scopes)
+        shortcut = self.site.shortcut(*view, self.required_scopes)
         if shortcut is not None:
             return shortcut
         entry = self.site.pick(request)

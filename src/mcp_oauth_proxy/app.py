@@ -13,7 +13,7 @@ import attrs
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from .adapters.asgi import ASGIApp, BearerGuard, OAuthApp, Receive, Scope, Send
+from .adapters.asgi import ASGIApp, BearerGuard, OAuthApp, Receive, Scope, Send, closing_on_shutdown
 from .adapters.forward import Forwarder, backend_for
 from .adapters.site import UNRESOLVED, Site
 from .config import Config, ServerConfig, TenantConfig, UpstreamConfig, secret
@@ -144,13 +144,7 @@ class ServerApp:
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         # The backend owns the lifespan (the guard passes it on); our pools
         # close on its shutdown.
-        async def receive_and_close() -> dict[str, Any]:
-            message = await receive()
-            if message["type"] == "lifespan.shutdown":
-                await self.oauth.aclose()
-            return message
-
-        await self.guarded(scope, receive_and_close, send)
+        await self.guarded(scope, closing_on_shutdown(receive, self.oauth.aclose), send)
 
 
 def forwarder(config: Config, site: Site) -> Forwarder:

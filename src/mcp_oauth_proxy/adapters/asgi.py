@@ -123,6 +123,31 @@ async def send_response(send: Send, response: Response) -> None:
     await send({"type": "http.response.body", "body": response.body})
 
 
+async def answer_lifespan(receive: Receive, send: Send, close: Callable[[], Awaitable[None]]) -> None:
+    """The ASGI lifespan protocol for an app that owns it: ready at once;
+    ``close`` runs before shutdown is complete."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await close()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+def closing_on_shutdown(receive: Receive, close: Callable[[], Awaitable[None]]) -> Receive:
+    """``receive`` for a wrapped app that owns the lifespan: ``close`` runs
+    when shutdown arrives, before the wrapped app sees it."""
+    async def receive_and_close() -> MutableMapping[str, Any]:
+        message = await receive()
+        if message["type"] == "lifespan.shutdown":
+            await close()
+        return message
+
+    return receive_and_close
+
+
 class _Carriers:
     """Outbound HTTP for one app: pooled, made in the loop that uses it."""
 
@@ -131,15 +156,6 @@ class _Carriers:
         self.perform = async_performer(site.store, self.fetch, store_blocks=site.store_blocks,
                                        fetch_document=site.documents.fetch_async)
 
-    async def lifespan(self, receive: Receive, send: Send) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await self.fetch.aclose()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
 
 
 class OAuthApp:
@@ -152,7 +168,7 @@ class OAuthApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            return await self._carriers.lifespan(receive, send)
+            return await answer_lifespan(receive, send, self._carriers.fetch.aclose)
         if scope["type"] != "http":
             return  # no websockets here; returning closes the connection
         try:
@@ -196,13 +212,7 @@ class BearerGuard:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             # The wrapped app owns the lifespan; close our pool on its shutdown.
-            async def receive_and_close() -> MutableMapping[str, Any]:
-                message = await receive()
-                if message["type"] == "lifespan.shutdown":
-                    await self._carriers.fetch.aclose()
-                return message
-
-            return await self.app(scope, receive_and_close, send)
+            return await self.app(scope, closing_on_shutdown(receive, self._carriers.fetch.aclose), send)
         if scope["type"] not in ("http", "websocket"):
             return await self.app(scope, receive, send)
         try:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from processes import free_port
 
 from mcp_oauth_proxy.cli import main
 
@@ -33,12 +33,6 @@ kind = "github"
 client_id = "cid"
 client_secret_env = "TEST_CLI_GITHUB_SECRET"
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def write_config(tmp_path: Path, port: int = 8000, text: str = CONFIG) -> Path:

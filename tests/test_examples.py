@@ -10,7 +10,6 @@ import importlib.util
 import json
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import threading
@@ -27,6 +26,7 @@ import httpx2
 import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
+from processes import free_port
 from support import Harness, upstream
 
 from mcp_oauth_proxy import config as config_mod
@@ -36,12 +36,6 @@ from mcp_oauth_proxy.storage.open import open_store
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 DEADLINE = 20.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def example_config(home: Path, port: int, database: str | None = None) -> Path:

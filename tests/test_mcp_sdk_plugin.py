@@ -10,12 +10,11 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import anyio
 import attrs
@@ -28,6 +27,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import MCPServer
+from processes import free_port, stop_process, wait_until
 from support import Harness, tenant, upstream
 
 from mcp_oauth_proxy import config as config_mod
@@ -47,37 +47,6 @@ RS_SECRET = "rs-secret-for-tests-only-0123456789"
 @pytest.fixture(params=["asyncio", "trio"])
 def anyio_backend(request: pytest.FixtureRequest) -> str:
     return request.param
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until(check: Callable[[], bool], what: str, proc: subprocess.Popen, log: Path) -> None:
-    end = time.monotonic() + DEADLINE
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            if check():
-                return
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > end:
-            raise RuntimeError(f"{what} not ready after {DEADLINE}s:\n{log.read_text()[-3000:]}")
-        time.sleep(0.05)
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
 
 
 def now() -> int:
@@ -253,10 +222,11 @@ def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
                                 stdout=out, stderr=out, stdin=subprocess.DEVNULL, cwd=home)
     try:
         wait_until(lambda: httpx.get(f"{base}/.well-known/oauth-authorization-server", timeout=2,
-                                     trust_env=False).status_code == 200, "mcp-oauth-proxy serve", proc, log)
+                                     trust_env=False).status_code == 200, DEADLINE, "mcp-oauth-proxy serve",
+                   proc, log)
         yield Proxy(base, mcp_url, mcp_port, config_mod.load(path), store)
     finally:
-        stop(proc)
+        stop_process(proc, 10.0)
     assert RS_SECRET not in log.read_text()
 
 

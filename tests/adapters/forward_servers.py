@@ -5,53 +5,17 @@ a free loopback port, waited for with deadlines and stopped with SIGTERM."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Mapping
 
 import httpx
+from processes import stop_process, wait_until
 
 BACKEND_SCRIPT = Path(__file__).with_name("forward_backend.py")
 DEADLINE = 30.0
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def tail(log: Path) -> str:
-    return log.read_text(errors="replace")[-4000:] if log.exists() else ""
-
-
-def wait_until(check: Callable[[], bool], what: str, proc: subprocess.Popen, log: Path,
-               deadline: float = DEADLINE) -> None:
-    end = time.monotonic() + deadline
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with {proc.returncode}:\n{tail(log)}")
-        try:
-            if check():
-                return
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > end:
-            raise RuntimeError(f"{what} was not ready after {deadline:.0f}s:\n{tail(log)}")
-        time.sleep(0.05)
-
-
-def stop(proc: subprocess.Popen, grace: float = 10.0) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=grace)
+GRACE = 10.0  # seconds from SIGTERM to SIGKILL
 
 
 def start(cmd: list[str], log: Path, env: Mapping[str, str] | None = None) -> subprocess.Popen:
@@ -64,9 +28,9 @@ def start_backend(port: int, log: Path) -> subprocess.Popen:
     proc = start([sys.executable, str(BACKEND_SCRIPT), str(port)], log)
     try:
         wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/control/seen", trust_env=False, timeout=2)
-                   .status_code == 200, "the backend MCP server", proc, log)
+                   .status_code == 200, DEADLINE, "the backend MCP server", proc, log)
     except BaseException:
-        stop(proc)
+        stop_process(proc, GRACE)
         raise
     return proc
 
@@ -76,8 +40,8 @@ def start_proxy(config: Path, base: str, log: Path, env: Mapping[str, str], trio
     proc = start(cmd + (["--trio"] if trio else []), log, env)
     try:
         wait_until(lambda: httpx.get(f"{base}/.well-known/oauth-authorization-server", trust_env=False, timeout=2)
-                   .status_code == 200, "mcp-oauth-proxy serve", proc, log)
+                   .status_code == 200, DEADLINE, "mcp-oauth-proxy serve", proc, log)
     except BaseException:
-        stop(proc)
+        stop_process(proc, GRACE)
         raise
     return proc

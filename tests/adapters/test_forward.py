@@ -15,11 +15,12 @@ import httpx
 import httpx2
 import pytest
 from forward_backend import EVENTS
-from forward_servers import free_port, start_backend, start_proxy, stop, tail
+from forward_servers import GRACE, start_backend, start_proxy
 from local_idp import CLIENT_ID, CLIENT_SECRET, LocalIdP
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from oauth_walk import drive, tokens
+from processes import free_port, stop_process, tail
 from proxy_apps import site
 
 from mcp_oauth_proxy.adapters.forward import Backend, Forwarder, _target, backend_for
@@ -75,7 +76,7 @@ def backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     log = tmp_path_factory.mktemp("backend") / "backend.log"
     proc = start_backend(port, log)
     yield f"http://127.0.0.1:{port}"
-    stop(proc)
+    stop_process(proc, GRACE)
     # uvicorn ends by re-raising the SIGTERM it handled.
     assert proc.returncode in (0, -signal.SIGTERM), tail(log)
 
@@ -105,7 +106,7 @@ def proxy(request: pytest.FixtureRequest, backend: str, upstream: LocalIdP,
         upstream_token = f"idp-at-{upstream.issued}"
         yield Proxy(base, backend, client_id, issued["access_token"], upstream_token, request.param)
     finally:
-        stop(proc)
+        stop_process(proc, GRACE)
     text = log.read_text(errors="replace")
     assert proc.returncode == 0, tail(log)
     # Tokens never reach the log.

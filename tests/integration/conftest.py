@@ -14,6 +14,7 @@ from typing import Callable, Iterator
 import httpx
 import pytest
 
+from processes import stop_process, tail, wait_until
 from realidp import (
     IDP_CLIENT_ID,
     IDP_CLIENT_SECRET,
@@ -21,9 +22,6 @@ from realidp import (
     STARTUP_DEADLINE,
     IdP,
     ensure_installed,
-    stop_process,
-    tail,
-    wait_until,
 )
 
 

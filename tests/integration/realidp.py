@@ -1,7 +1,7 @@
 """Real processes on 127.0.0.1 for the integration tests: the identity
-provider in ``tests/idp`` (the ``oidc-provider`` npm package), the people
-who can sign in there, and helpers to wait for servers with deadlines and
-stop them. (The fixtures are in conftest.py; tests import from here.)
+provider in ``tests/idp`` (the ``oidc-provider`` npm package), and the people
+who can sign in there. (The fixtures are in conftest.py; tests import from
+here; processes.py has the helpers that start, wait for and stop servers.)
 
 Without ``node``/``npm`` the tests that need the identity provider are
 skipped, unless ``MCP_OAUTH_PROXY_REQUIRE_DATABASES=1`` (CI), where that is
@@ -12,15 +12,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
-import time
 from pathlib import Path
-from typing import Callable
 
 import attrs
-import httpx
 import pytest
+from processes import stop_process, tail
 
 IDP_DIR = Path(__file__).resolve().parent.parent / "idp"
 STARTUP_DEADLINE = 30.0
@@ -45,50 +42,6 @@ def _unavailable(reason: str) -> None:
     if _required():
         pytest.fail(f"{reason} (MCP_OAUTH_PROXY_REQUIRE_DATABASES=1)", pytrace=False)
     pytest.skip(reason)
-
-
-def free_port() -> int:
-    """A port that was free on 127.0.0.1 a moment ago (for servers that must
-    know their own URL before they start)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until(check: Callable[[], bool], deadline: float, what: str, proc: subprocess.Popen | None = None,
-               log: Path | None = None) -> None:
-    """Poll ``check`` until it is true, the process died, or the deadline passed."""
-    end = time.monotonic() + deadline
-    delay = 0.02
-    while True:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with {proc.returncode} before it was ready:\n{tail(log)}")
-        try:
-            if check():
-                return
-        except (httpx.HTTPError, OSError):
-            pass
-        if time.monotonic() > end:
-            raise RuntimeError(f"{what} was not ready after {deadline:.0f}s:\n{tail(log)}")
-        time.sleep(delay)
-        delay = min(delay * 2, 0.2)
-
-
-def tail(log: Path | None, limit: int = 4000) -> str:
-    if log is None or not log.exists():
-        return ""
-    return log.read_text(errors="replace")[-limit:]
-
-
-def stop_process(proc: subprocess.Popen, grace: float = 5.0) -> None:
-    if proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=grace)
 
 
 # -- the identity provider -----------------------------------------------------

@@ -24,7 +24,8 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.auth import OAuthClientMetadata
 
 from https_server import DocumentServer, self_signed
-from realidp import ADA, free_port, stop_process, wait_until
+from processes import free_port, stop_process, wait_until
+from realidp import ADA
 from realidp_browser import Person
 from test_mcp_sdk_client import DEADLINE, SERVER_SCRIPT, MemoryStorage, PersonAtBrowser, _whoami
 

@@ -34,7 +34,8 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
 
 from realidp_browser import Person, Walk, walk_async
-from realidp import ADA, IdP, free_port, stop_process, wait_until
+from processes import free_port, stop_process, wait_until
+from realidp import ADA, IdP
 
 SERVER_SCRIPT = Path(__file__).with_name("mcp_server.py")
 # Our access tokens live this long, so the client must refresh during the test.

@@ -37,7 +37,7 @@ client_secret = "unused"
 
 @pytest.mark.parametrize("database", ["sqlite", "postgresql"])
 def test_registrations_from_one_address_are_capped_across_two_processes(request, tmp_path: Path, database: str):
-    from realidp import free_port
+    from processes import free_port
 
     db = f"sqlite:///{tmp_path / 'shared.db'}" if database == "sqlite" else request.getfixturevalue("pg_database")
     replicas = []

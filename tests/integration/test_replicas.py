@@ -24,7 +24,8 @@ import httpx
 import pytest
 import sqlalchemy
 
-from realidp import ADA, IdP, free_port, stop_process, wait_until
+from processes import free_port, stop_process, wait_until
+from realidp import ADA, IdP
 from realidp_browser import Person, walk_sync
 
 PUBLIC = "http://replica.test"

@@ -22,7 +22,8 @@ import httpx
 import pytest
 
 from realidp_browser import Person, Walk, walk_sync
-from realidp import ADA, GRACE, IdP, free_port, stop_process, wait_until
+from processes import free_port, stop_process, wait_until
+from realidp import ADA, GRACE, IdP
 
 CLIENT_REDIRECT = "http://127.0.0.1:33418/callback"
 DEADLINE = 30.0

@@ -13,8 +13,6 @@ is the browser (cookies for both hosts), following redirects by hand.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import re
 import secrets
 from typing import Any, Generator
@@ -24,6 +22,7 @@ import attrs
 import httpx
 import pytest
 
+from mcp_oauth_proxy.core.pkce import s256
 from mcp_oauth_proxy.core.tenant import Policy
 
 from realidp_apps import AsgiSite, WsgiSite, lifespan, make_site, protected_asgi, protected_wsgi
@@ -126,7 +125,7 @@ def whole_flow(expect: Expect) -> Flow:
 
     verifier = secrets.token_urlsafe(48)
     state = secrets.token_urlsafe(16)
-    challenge_value = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    challenge_value = s256(verifier)
     walk = Walk()
     params = yield Browse(meta["authorization_endpoint"] + "?" + urlencode({
         "response_type": "code", "client_id": client_id, "redirect_uri": CLIENT_REDIRECT, "scope": "mcp",
@@ -260,19 +259,22 @@ def test_code_replay_revokes_its_tokens(oidc_idp: IdP) -> None:
         drive_sync(whole_flow(expect), client, Person(ADA["username"], ADA["password"]))
 
 
+def _authorization_url(client: httpx.Client) -> str:
+    """Registers a public client; its authorization request (PKCE S256, state "s")."""
+    registered = client.post(f"{ISSUER}/oauth/register", json={
+        "redirect_uris": [CLIENT_REDIRECT], "token_endpoint_auth_method": "none"})
+    assert registered.status_code == 201
+    return f"{ISSUER}/oauth/authorize?" + urlencode({
+        "response_type": "code", "client_id": registered.json()["client_id"], "redirect_uri": CLIENT_REDIRECT,
+        "state": "s", "code_challenge_method": "S256", "code_challenge": s256(secrets.token_urlsafe(48))})
+
+
 @pytest.mark.parametrize("kind", ["oidc", "github"])
 def test_wrong_password_never_reaches_our_callback(request: pytest.FixtureRequest, kind: str) -> None:
     idp = _idp(request, kind)
     app = WsgiSite(make_site(idp, ISSUER, RESOURCE), protected_wsgi(idp.userinfo_endpoint))
     with httpx.Client(mounts={ISSUER: httpx.WSGITransport(app)}, trust_env=False, timeout=20) as client:
-        registered = client.post(f"{ISSUER}/oauth/register", json={
-            "redirect_uris": [CLIENT_REDIRECT], "token_endpoint_auth_method": "none"})
-        assert registered.status_code == 201
-        verifier = secrets.token_urlsafe(48)
-        url = f"{ISSUER}/oauth/authorize?" + urlencode({
-            "response_type": "code", "client_id": registered.json()["client_id"], "redirect_uri": CLIENT_REDIRECT,
-            "state": "s", "code_challenge_method": "S256",
-            "code_challenge": base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()})
+        url = _authorization_url(client)
         walk = Walk()
         with pytest.raises(AssertionError, match="-> 401"):
             walk_sync(client, url, CLIENT_REDIRECT, Person("ada", "not the password"), walk)
@@ -286,13 +288,7 @@ def test_person_denies_at_our_consent_page(request: pytest.FixtureRequest, kind:
     idp = _idp(request, kind)
     app = WsgiSite(make_site(idp, ISSUER, RESOURCE), protected_wsgi(idp.userinfo_endpoint))
     with httpx.Client(mounts={ISSUER: httpx.WSGITransport(app)}, trust_env=False, timeout=20) as client:
-        registered = client.post(f"{ISSUER}/oauth/register", json={
-            "redirect_uris": [CLIENT_REDIRECT], "token_endpoint_auth_method": "none"})
-        verifier = secrets.token_urlsafe(48)
-        url = f"{ISSUER}/oauth/authorize?" + urlencode({
-            "response_type": "code", "client_id": registered.json()["client_id"], "redirect_uri": CLIENT_REDIRECT,
-            "state": "s", "code_challenge_method": "S256",
-            "code_challenge": base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()})
+        url = _authorization_url(client)
         walk = Walk()
         params = walk_sync(client, url, CLIENT_REDIRECT, Person("ada", ADA["password"], decision="deny"), walk)
     assert params["error"] == "access_denied" and params["state"] == "s" and params["iss"] == ISSUER
@@ -315,13 +311,7 @@ def test_oauth2_upstream_that_sends_iss(oidc_idp: IdP) -> None:
                      "scopes": ["openid", "email"], "token_auth_method": "client_secret_post"}}]})
     app = WsgiSite(build_site(config, {}), protected_wsgi(oidc_idp.userinfo_endpoint))
     with httpx.Client(mounts={ISSUER: httpx.WSGITransport(app)}, trust_env=False, timeout=20) as client:
-        registered = client.post(f"{ISSUER}/oauth/register", json={
-            "redirect_uris": [CLIENT_REDIRECT], "token_endpoint_auth_method": "none"})
-        verifier = secrets.token_urlsafe(48)
-        url = f"{ISSUER}/oauth/authorize?" + urlencode({
-            "response_type": "code", "client_id": registered.json()["client_id"], "redirect_uri": CLIENT_REDIRECT,
-            "state": "s", "code_challenge_method": "S256",
-            "code_challenge": base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()})
+        url = _authorization_url(client)
         params = walk_sync(client, url, CLIENT_REDIRECT, Person(ADA["username"], ADA["password"]))
     assert "error" not in params, params
     assert "code" in params

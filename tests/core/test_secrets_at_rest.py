@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from support import ISSUER, Harness, params_of
+from support import ISSUER, Harness, params_of, tenant, upstream
 from mcp_oauth_proxy.core.errors import DecryptionFailed
 from mcp_oauth_proxy.core.models import UpstreamTokens
 from mcp_oauth_proxy.storage.crypto import KeyRing, open_upstream, seal_upstream
@@ -79,3 +79,12 @@ def test_key_ring_validates_its_keys(kid, key):
 
 def test_memory_store_is_usable_without_a_key_ring_argument():
     assert MemoryStore().keyring.active == "k1"
+
+
+def test_a_missing_key_is_a_401_at_userinfo_without_an_upstream_userinfo_endpoint():
+    # The claims come from the stored grant then: it cannot be opened either.
+    h = Harness(tenant=tenant(upstream=upstream(userinfo_endpoint=None)))
+    _, tokens = h.tokens()
+    h.store.keyring = KeyRing.generate("other")
+    response = h.request("GET", f"{ISSUER}/oauth/userinfo", headers=[("authorization", f"Bearer {tokens['access_token']}")])
+    assert response.status == 401 and "sign in again" in response.json()["error_description"]

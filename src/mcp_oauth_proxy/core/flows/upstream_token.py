@@ -33,7 +33,9 @@ def _fresh(grant: Grant, ctx: Context) -> bool:
     return expires is None or expires > ctx.now + ctx.tenant.policy.upstream_refresh_skew
 
 
-def _load(grant_id: str, ctx: Context) -> Flow[Grant]:
+def load_grant(grant_id: str, ctx: Context) -> Flow[Grant]:
+    """The grant, or InvalidToken (sign in again) when it is revoked or its
+    upstream tokens can no longer be decrypted."""
     try:
         grant = yield GetGrant(ctx.tenant.slug, grant_id)
     except DecryptionFailed:
@@ -70,7 +72,7 @@ def _refresh(grant: Grant, ctx: Context) -> Flow[UpstreamTokens]:
 
 def fresh_upstream_token(grant_id: str, ctx: Context) -> Flow[str]:
     """The grant's upstream access token, refreshed first if it has expired."""
-    grant = yield from _load(grant_id, ctx)
+    grant = yield from load_grant(grant_id, ctx)
     if _fresh(grant, ctx):
         return grant.upstream.access_token
     if grant.upstream.refresh_token is None:
@@ -86,7 +88,7 @@ def fresh_upstream_token(grant_id: str, ctx: Context) -> Flow[str]:
     # Another request holds the lease: wait for its result.
     for _ in range(WAIT_STEPS):
         yield Sleep(WAIT_STEP)
-        current = yield from _load(grant_id, ctx)
+        current = yield from load_grant(grant_id, ctx)
         if current.upstream_version != grant.upstream_version and _fresh(current, ctx):
             return current.upstream.access_token
     raise UpstreamUnavailable("the identity provider's token is being refreshed; try again")

@@ -4,12 +4,12 @@ token, or the claims kept from login when the upstream cannot answer."""
 from __future__ import annotations
 
 from ..context import Context
-from ..effects import Fetch, Flow, GetGrant
+from ..effects import Fetch, Flow
 from ..errors import FetchFailed, InvalidToken, OAuthError
 from ..http import Request, Response, json_response
 from ..upstream import parse_userinfo, userinfo_request
 from .guard import authenticate_bearer, denial
-from .upstream_token import fresh_upstream_token
+from .upstream_token import fresh_upstream_token, load_grant
 
 
 def userinfo(request: Request, ctx: Context) -> Flow[Response]:
@@ -29,9 +29,10 @@ def userinfo(request: Request, ctx: Context) -> Flow[Response]:
         except (OAuthError, FetchFailed):
             claims = None  # fall back to what login kept
     if claims is None:
-        grant = yield GetGrant(ctx.tenant.slug, principal.grant_id)
-        if grant is None:
-            return denial(ctx, InvalidToken("the grant has been revoked"), ())
+        try:
+            grant = yield from load_grant(principal.grant_id, ctx)
+        except InvalidToken as exc:
+            return denial(ctx, exc, ())
         claims = dict(grant.claims)
     # ``sub`` is always our stable user id (GitHub's profile has none).
     return json_response({**claims, "sub": principal.user_id})

@@ -34,8 +34,20 @@ class Context:
         return self.random(16).hex()
 
 
+# Our tokens' prefixes: minted by the token endpoint, recognised by the
+# guard, revocation and introspection.
+ACCESS_PREFIX = "mcp_at_"
+REFRESH_PREFIX = "mcp_rt_"
+
+
 def urlsafe(data: bytes) -> str:
+    """Unpadded base64url (RFC 4648 §5), as tokens, PKCE and JWTs use it."""
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def from_urlsafe(text: str) -> bytes:
+    """The bytes of unpadded base64url; raises ValueError (binascii.Error) when malformed."""
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
 def token_hash(value: str) -> str:

@@ -3,13 +3,12 @@ the CSRF cookie that binds a consent form to the browser that saw it."""
 
 from __future__ import annotations
 
-import base64
 import binascii
 import hashlib
 import hmac
 import json
 
-from .context import Context, urlsafe
+from .context import Context, from_urlsafe, urlsafe
 from .http import Request, parse_json
 
 # The browser remembers this many approved clients per tenant, newest first.
@@ -32,10 +31,6 @@ def _sign(ctx: Context, payload: bytes) -> str:
     return urlsafe(hmac.new(ctx.cookie_key, payload, hashlib.sha256).digest())
 
 
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
 def approved_clients(ctx: Context, request: Request) -> list[str]:
     """Client ids this browser approved for this tenant, if the cookie is
     intact, ours, for this tenant and unexpired; else none."""
@@ -44,7 +39,7 @@ def approved_clients(ctx: Context, request: Request) -> list[str]:
         return []
     body, _, signature = raw.partition(".")
     try:
-        payload = _unb64(body)
+        payload = from_urlsafe(body)
     except (binascii.Error, ValueError):
         return []
     # compare_digest takes str only when it is ASCII.

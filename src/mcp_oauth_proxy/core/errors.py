@@ -1,7 +1,7 @@
 """The OAuth error family.
 
 Each error carries its RFC error code and HTTP status; one place
-(:mod:`.responses`) turns them into JSON, a redirect or an HTML page.
+(:func:`.router.handle`) turns them into JSON, a redirect or an HTML page.
 """
 
 from __future__ import annotations

@@ -46,9 +46,9 @@ def render(title: str, content: str, status: int = 200, headers: tuple[tuple[str
     return Response(status, PAGE_HEADERS + headers, body)
 
 
-def error_page(title: str, detail: str, status: int = 400) -> Response:
+def error_page(title: str, detail: str, status: int = 400, headers: tuple[tuple[str, str], ...] = ()) -> Response:
     content = f"<h1>{escape(title)}</h1>\n<p>{escape(detail)}</p>"
-    return render(title, content, status)
+    return render(title, content, status, headers)
 
 
 @attrs.frozen

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import re
 
+from .context import urlsafe
 from .errors import InvalidGrant, InvalidRequest
 
 # RFC 7636 §4.1: 43-128 characters of [A-Z] / [a-z] / [0-9] / "-" / "." / "_" / "~"
@@ -16,8 +16,7 @@ _CHALLENGE = re.compile(r"[A-Za-z0-9\-_]{43}")
 
 
 def s256(verifier: str) -> str:
-    digest = hashlib.sha256(verifier.encode("ascii")).digest()
-    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+    return urlsafe(hashlib.sha256(verifier.encode("ascii")).digest())
 
 
 def check_challenge(challenge: str | None, method: str | None) -> str:

@@ -122,8 +122,7 @@ def _error_response(exc: Exception, route: Route | None, request: Request, ctx: 
         exc = UpstreamUnavailable("the identity provider could not be reached")
     assert isinstance(exc, OAuthError)
     if route is not None and route.browser:
-        page = error_page("Something went wrong", exc.description or exc.error, exc.status)
-        return Response(page.status, page.headers + exc.headers, page.body)
+        return error_page("Something went wrong", exc.description or exc.error, exc.status, exc.headers)
     body = {"error": exc.error}
     if exc.description:
         body["error_description"] = exc.description

@@ -7,6 +7,7 @@ import base64
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from .context import from_urlsafe
 from .errors import OAuthError, UpstreamUnavailable
 from .http import HttpRequest, HttpResponse, parse_json
 from .models import UpstreamTokens
@@ -107,7 +108,7 @@ def id_token_claims(id_token: str) -> dict[str, Any]:
     if len(parts) != 3:
         raise UpstreamUnavailable("the identity provider sent a malformed id_token")
     try:
-        payload = base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4))
+        payload = from_urlsafe(parts[1])
         claims = parse_json(payload)
     except ValueError:  # binascii.Error is one
         raise UpstreamUnavailable("the identity provider sent a malformed id_token") from None

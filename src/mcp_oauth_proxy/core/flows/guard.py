@@ -4,7 +4,7 @@ tells the client where to find our metadata."""
 
 from __future__ import annotations
 
-from ..context import Context, token_hash
+from ..context import ACCESS_PREFIX, Context, token_hash
 from ..effects import Flow, GetAccessToken
 from ..errors import InsufficientScope, InvalidToken, OAuthError, StorageUnavailable
 from ..http import Request, Response, json_response
@@ -12,9 +12,6 @@ from ..models import AccessToken, Principal
 from ..scopes import normalize_resource
 from ..tenant import Tenant
 from .metadata import resource_metadata_url
-
-ACCESS_PREFIX = "mcp_at_"
-
 
 def challenge(ctx: Context, error: OAuthError | None, scopes: tuple[str, ...]) -> str:
     """The WWW-Authenticate value (RFC 6750 §3, RFC 9728 §5.1)."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from ..client_auth import authenticate, check_secret, credentials
-from ..context import Context, token_hash
+from ..context import ACCESS_PREFIX, REFRESH_PREFIX, Context, token_hash
 from ..effects import Flow, GetAccessToken, GetRefreshToken
 from ..errors import InvalidClient
 from ..http import Request, Response, form_params, json_response, required
@@ -34,9 +34,9 @@ def introspect(request: Request, ctx: Context) -> Flow[Response]:
     digest = token_hash(value)
     record: Any = None
     kind = None
-    if value.startswith("mcp_at_"):
+    if value.startswith(ACCESS_PREFIX):
         record, kind = (yield GetAccessToken(ctx.tenant.slug, digest)), "access_token"
-    elif value.startswith("mcp_rt_"):
+    elif value.startswith(REFRESH_PREFIX):
         record, kind = (yield GetRefreshToken(ctx.tenant.slug, digest)), "refresh_token"
         if record is not None and record.rotated_at is not None:
             record = None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Mapping
 
 from ..client_auth import authenticate
-from ..context import Context, token_hash
+from ..context import ACCESS_PREFIX, REFRESH_PREFIX, Context, token_hash
 from .. import ratelimit
 from ..effects import (
     Audit,
@@ -29,7 +29,7 @@ def _new_tokens(
     refresh_scope: tuple[str, ...], refresh_expires_at: int,
 ) -> tuple[str, AccessToken, str | None, RefreshToken | None]:
     policy = ctx.tenant.policy
-    access_value = ctx.token("mcp_at_")
+    access_value = ctx.token(ACCESS_PREFIX)
     access = AccessToken(
         tenant=ctx.tenant.slug,
         token_hash=token_hash(access_value),
@@ -43,7 +43,7 @@ def _new_tokens(
     )
     if "refresh_token" not in client.grant_types:
         return access_value, access, None, None
-    refresh_value = ctx.token("mcp_rt_")
+    refresh_value = ctx.token(REFRESH_PREFIX)
     refresh = RefreshToken(
         tenant=ctx.tenant.slug,
         token_hash=token_hash(refresh_value),

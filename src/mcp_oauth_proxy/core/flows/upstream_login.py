@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlencode
-
 from ..context import Context, token_hash
 from ..effects import Flow, SaveAuthSession
-from ..http import Response, redirect
+from ..http import Response, add_query, redirect
 from ..models import AuthorizationRequest, AuthSession
 from ..pkce import s256
 
@@ -48,5 +46,4 @@ def start_upstream_login(ctx: Context, auth: AuthorizationRequest, status: int) 
     if nonce is not None:
         params["nonce"] = nonce
     params.update(dict(upstream.extra_authorize_params))
-    sep = "&" if "?" in upstream.authorization_endpoint else "?"
-    return redirect(upstream.authorization_endpoint + sep + urlencode(params), status=status)
+    return redirect(add_query(upstream.authorization_endpoint, params), status=status)

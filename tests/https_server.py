@@ -43,19 +43,16 @@ def self_signed(tmp_path) -> tuple[str, str]:
 
 
 class DocumentServer:
-    """Serves ``routes[path] = (status, headers, body)`` over HTTPS, counts
-    hits and keeps the names of the last request's headers."""
+    """Serves ``routes[path] = (status, headers, body)`` over HTTPS and counts hits."""
 
     def __init__(self, cert: str, key: str) -> None:
         self.routes: dict[str, tuple[int, dict[str, str], bytes]] = {}
         self.hits: dict[str, int] = {}
-        self.last_headers: list[str] = []
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802
                 server.hits[self.path] = server.hits.get(self.path, 0) + 1
-                server.last_headers = list(self.headers.keys())
                 status, headers, body = server.routes.get(self.path, (404, {}, b""))
                 self.send_response(status)
                 for name, value in headers.items():

@@ -137,27 +137,6 @@ def test_async_fetch_behaves_the_same(doc_server, backend):
     assert doc_server.hits["/client.json"] == 1
 
 
-@pytest.mark.parametrize("backend", ["sync", "asyncio"])
-def test_proxy_and_netrc_settings_of_the_environment_are_not_used(doc_server, backend, monkeypatch, tmp_path):
-    # The fetch goes straight to the address it checked, and sends no
-    # credentials that a .netrc may hold: not even through a proxy named in
-    # the environment (here one where nothing listens).
-    for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
-        monkeypatch.setenv(name, "http://127.0.0.1:9")
-    for name in ("NO_PROXY", "no_proxy"):
-        monkeypatch.delenv(name, raising=False)
-    (tmp_path / "netrc").write_text("default login someone password secret\n")
-    monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))
-    fetcher = DocumentFetcher(verify=doc_server.trust())
-    effect = FetchClientMetadata(_serve_doc(doc_server), allow_loopback=True)
-    if backend == "sync":
-        answer = fetcher.fetch(effect)
-    else:
-        answer = anyio.run(fetcher.fetch_async, effect)
-    assert answer.status == 200 and doc_server.hits["/client.json"] == 1
-    assert "authorization" not in {name.lower() for name in doc_server.last_headers}
-
-
 def test_a_document_client_completes_the_flow_with_the_real_fetcher(doc_server):
     fetcher = DocumentFetcher(verify=doc_server.trust())
     h = Harness(tenant=tenant(client_metadata_allow_loopback=True))

@@ -28,7 +28,7 @@ from ..core.cimd import MAX_DOCUMENT, cache_seconds
 from ..core.effects import FetchClientMetadata
 from ..core.errors import FetchFailed
 from ..core.http import HttpResponse
-from .http import TooLarge, append_limited, client_options
+from .http import TooLarge, append_limited
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -128,7 +128,8 @@ class DocumentFetcher:
         cache_size: int = 1000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._options = client_options(timeout, verify)
+        self._timeout = httpx.Timeout(timeout)
+        self._verify = verify
         self._cache = _Cache(cache_size, clock)
 
     def fetch(self, effect: FetchClientMetadata) -> HttpResponse:
@@ -142,7 +143,7 @@ class DocumentFetcher:
             raise FetchFailed("the document's host does not resolve") from None
         url, headers, extensions = _pinned(effect.url, _checked(infos, effect.allow_loopback))
         with _transport_failures():
-            with httpx.Client(**self._options) as client:
+            with httpx.Client(verify=self._verify, timeout=self._timeout, follow_redirects=False) as client:
                 with client.stream("GET", url, headers=headers, extensions=extensions) as response:
                     body = bytearray()
                     for chunk in response.iter_bytes():
@@ -162,7 +163,7 @@ class DocumentFetcher:
             raise FetchFailed("the document's host does not resolve") from None
         url, headers, extensions = _pinned(effect.url, _checked(list(infos), effect.allow_loopback))
         with _transport_failures():
-            async with httpx.AsyncClient(**self._options) as client:
+            async with httpx.AsyncClient(verify=self._verify, timeout=self._timeout, follow_redirects=False) as client:
                 async with client.stream("GET", url, headers=headers, extensions=extensions) as response:
                     body = bytearray()
                     async for chunk in response.aiter_bytes():

@@ -37,8 +37,7 @@ def append_limited(body: bytearray, chunk: bytes, limit: int) -> None:
         raise TooLarge()
 
 
-def client_options(timeout: float, verify: ssl.SSLContext | bool) -> dict:
-    """httpx client settings for every outbound request we make."""
+def _client_args(timeout: float, verify: ssl.SSLContext | bool) -> dict:
     return {
         "timeout": httpx.Timeout(timeout),
         "verify": verify,
@@ -68,7 +67,7 @@ class SyncFetcher:
 
     def __init__(self, *, timeout: float = DEFAULT_TIMEOUT, verify: ssl.SSLContext | bool = True,
                  max_body: int = MAX_UPSTREAM_BODY) -> None:
-        self._client = httpx.Client(**client_options(timeout, verify))
+        self._client = httpx.Client(**_client_args(timeout, verify))
         self._max_body = max_body
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
@@ -93,7 +92,7 @@ class AsyncFetcher:
 
     def __init__(self, *, timeout: float = DEFAULT_TIMEOUT, verify: ssl.SSLContext | bool = True,
                  max_body: int = MAX_UPSTREAM_BODY) -> None:
-        self._args = client_options(timeout, verify)
+        self._args = _client_args(timeout, verify)
         self._client: httpx.AsyncClient | None = None
         self._max_body = max_body
 

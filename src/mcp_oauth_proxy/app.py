@@ -21,7 +21,7 @@ from .core.store import Store
 from .core.tenant import ResourceServer, Tenant
 from .storage.crypto import KeyRing
 from .storage.memory import MemoryStore
-from .storage.keys import load_or_create_keyring
+from .storage.keys import DEFAULT_KEY_FILE, load_or_create_keyring
 from .storage.open import open_store
 from .storage.token_cache import TokenCache
 from .upstream import providers
@@ -41,7 +41,7 @@ def _keyring(server: ServerConfig) -> KeyRing:
     if server.database.startswith("memory:"):
         return KeyRing.generate()  # nothing outlives the process anyway
 
-    path = server.key_file or "mcp-oauth-proxy.keys"
+    path = server.key_file or DEFAULT_KEY_FILE
     keyring, created = load_or_create_keyring(path)
     if created:
         log.warning("created a new key file %s (keep it: it decrypts the stored upstream tokens)", path)

@@ -17,12 +17,11 @@ from sqlalchemy.exc import DBAPIError
 from . import config as config_mod
 from .core.errors import StorageUnavailable
 from .storage.crypto import KeyRing
-from .storage.keys import ENV_KEYS, KeyConfigError, load_keyring, reencrypt, rotate
+from .housekeeping import collect
+from .storage.keys import DEFAULT_KEY_FILE, ENV_KEYS, KeyConfigError, load_keyring, reencrypt, rotate
 from .storage.migrations import SchemaError, migrate
 from .storage.open import open_store
 from .storage.sql import SqlStore, make_engine
-
-DEFAULT_KEY_FILE = "mcp-oauth-proxy.keys"  # as the server's default
 
 
 def _settings(args: argparse.Namespace) -> tuple[str | None, str]:
@@ -57,9 +56,7 @@ def db_upgrade(args: argparse.Namespace) -> int:
 def db_gc(args: argparse.Namespace) -> int:
     # Removing expired rows decrypts nothing: a throwaway key ring will do.
     store = open_store(_database(args), KeyRing.generate())
-    total, now = 0, int(time.time())
-    while removed := store.delete_expired(now, args.batch):
-        total += removed
+    total = collect(store, int(time.time()), args.batch)
     print(f"removed {total} expired record(s)")
     return 0
 

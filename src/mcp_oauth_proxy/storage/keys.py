@@ -24,6 +24,8 @@ from .schema import auth_sessions, grants
 from .sql import SqlStore
 
 ENV_KEYS = "MCP_OAUTH_PROXY_KEYS"
+# Where the keys are kept when neither the config nor the environment says.
+DEFAULT_KEY_FILE = "mcp-oauth-proxy.keys"
 ENV_ACTIVE = "MCP_OAUTH_PROXY_ACTIVE_KEY"
 
 

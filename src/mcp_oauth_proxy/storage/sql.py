@@ -159,15 +159,20 @@ def _retryable(error: exc.DBAPIError) -> bool:
     return bool(args) and args[0] in _RETRY_MYSQL
 
 
+def _live_grant(tenant: Any, grant_id: Any) -> Any:
+    """A condition: the grant exists and is not revoked."""
+    return (
+        select(grants.c.grant_id)
+        .where(grants.c.tenant == tenant, grants.c.grant_id == grant_id, grants.c.revoked.is_(False))
+        .exists()
+    )
+
+
 def _token_by_hash(table: Table) -> Any:
     # Built once: the guard runs this on every request to the resource.
     tenant = bindparam("tenant")
     return select(table).where(
-        table.c.tenant == tenant,
-        table.c.token_hash == bindparam("token_hash"),
-        select(grants.c.grant_id).where(
-            grants.c.tenant == tenant, grants.c.grant_id == table.c.grant_id, grants.c.revoked.is_(False)
-        ).exists(),
+        table.c.tenant == tenant, table.c.token_hash == bindparam("token_hash"), _live_grant(tenant, table.c.grant_id)
     )
 
 
@@ -303,21 +308,12 @@ class SqlStore:
         stmt = update(grants).where(grants.c.tenant == tenant, grants.c.grant_id == grant_id).values(revoked=True)
         self._write(lambda c: c.execute(stmt))
 
-    @staticmethod
-    def _live_grant(tenant: str, grant_id: Any) -> Any:
-        """A condition: the grant exists and is not revoked."""
-        return (
-            select(grants.c.grant_id)
-            .where(grants.c.tenant == tenant, grants.c.grant_id == grant_id, grants.c.revoked.is_(False))
-            .exists()
-        )
-
     # -- our tokens -----------------------------------------------------------------------
     # A token's grant is checked on every read, so a token stored while its
     # grant is being revoked by another transaction is hidden all the same.
     def issue_tokens(self, tenant: str, grant_id: str, access: AccessToken, refresh: RefreshToken | None) -> bool:
         def op(conn: Connection) -> bool:
-            if not conn.execute(select(self._live_grant(tenant, grant_id))).scalar():
+            if not conn.execute(select(_live_grant(tenant, grant_id))).scalar():
                 return False
             self._upsert(conn, access_tokens, _row(access))
             if refresh is not None:
@@ -347,7 +343,7 @@ class SqlStore:
         rotate = update(refresh_tokens).where(
             *mine,
             (old.rotated_at.is_(None)) | (old.rotated_at >= now - grace),
-            self._live_grant(tenant, old.grant_id),
+            _live_grant(tenant, old.grant_id),
         ).values(rotated_at=func.coalesce(old.rotated_at, now))
         # Rotated before the grace window: a replay, RFC 9700 §4.14.2.
         stolen = select(old.grant_id).where(*mine, old.rotated_at < now - grace).scalar_subquery()

@@ -66,7 +66,7 @@ class StoreTokenVerifier:
                  store_blocks: bool | None = None) -> None:
         if isinstance(site_or_store, Site):
             slug = tenant.slug if isinstance(tenant, Tenant) else tenant
-            entry = next((e for e in site_or_store.entries if e.tenant.slug == slug), None)
+            entry = site_or_store.entry(slug)
             if entry is None:
                 raise ValueError(f"the site serves no tenant {slug!r}")
             self.tenant = entry.tenant

@@ -175,7 +175,8 @@ class Forwarder:
 
     def _denial(self, principal: Principal, exc: InvalidToken) -> Response:
         # The same 401 the guard sends (RFC 6750 §3): sign in again.
-        entry = next(e for e in self.site.entries if e.tenant.slug == principal.tenant)
+        entry = self.site.entry(principal.tenant)
+        assert entry is not None  # the guard found the principal at this site
         tenant = entry.tenant
         ctx = new_context(tenant, self.site.cookie_key)
         return denial(ctx, exc, tenant.required_scopes or tenant.scopes)

@@ -96,6 +96,10 @@ class Site:
         # Each tenant's 401 to a request without credentials, by required scopes.
         self._challenges: dict[tuple[str, tuple[str, ...] | None], Response] = {}
 
+    def entry(self, slug: str) -> Entry | None:
+        """The tenant with this slug."""
+        return next((e for e in self.entries if e.tenant.slug == slug), None)
+
     def pick(self, request: Request) -> Entry | None:
         return self.pick_at(request.scheme, request.host, request.path)
 

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from mcp_oauth_proxy.adapters import asgi
+from mcp_oauth_proxy.adapters import site as site_module
 from mcp_oauth_proxy.adapters.asgi import BearerGuard
 from mcp_oauth_proxy.adapters.site import PRINCIPAL_KEY, Site
 from mcp_oauth_proxy.adapters.wsgi import BearerGuardWSGI
@@ -87,7 +87,7 @@ def _sites(trusted: tuple[str, ...] = ()) -> tuple[Site, Site, LookupStore]:
 class FlowOnly(BearerGuard):
     """The guard without its shortcuts: every request goes through the flow."""
 
-    def _shortcut(self, scope: Any) -> None:
+    def _shortcut(self, scope: Any, request: Any) -> None:
         return None
 
 
@@ -193,7 +193,7 @@ def test_a_remembered_token_skips_the_guard_flow_and_the_store(monkeypatch: pyte
     def no_flow(*args: Any) -> Any:
         raise AssertionError("the guard flow ran")
 
-    monkeypatch.setattr(asgi, "guard_flow", no_flow)
+    monkeypatch.setattr(site_module, "guard_flow", no_flow)
     scope = _scope("POST", "/mcp", [(b"host", b"acme.test"), (b"authorization", b"Bearer mcp_at_acme")], "1.2.3.4")
     status, _, body = anyio.run(_answer, BearerGuard(shown, fast), scope)
     assert status == 200 and json.loads(body)[:3] == ["acme", "user-acme", "client-acme"]
@@ -201,8 +201,6 @@ def test_a_remembered_token_skips_the_guard_flow_and_the_store(monkeypatch: pyte
 
 
 def test_a_request_without_credentials_gets_its_tenants_remembered_401(monkeypatch: pytest.MonkeyPatch) -> None:
-    from mcp_oauth_proxy.adapters import site as site_module
-
     fast, _, _ = _sites()
     guard = BearerGuard(shown, fast)
     acme = _scope("GET", "/mcp", [(b"host", b"acme.test")], "1.2.3.4")
@@ -212,7 +210,6 @@ def test_a_request_without_credentials_gets_its_tenants_remembered_401(monkeypat
         raise AssertionError("the guard flow ran")
 
     monkeypatch.setattr(site_module, "guard_flow", no_flow)
-    monkeypatch.setattr(asgi, "guard_flow", no_flow)
     assert anyio.run(_answer, guard, acme) == first
     status, headers, _ = first
     assert status == 401

@@ -32,15 +32,17 @@ from .site import (
     UPSTREAM_TOKEN_KEY,
     BodyTooLarge,
     Entry,
+    GuardView,
     Site,
     declared_length,
-    guard_flow,
+    guard_view,
     not_found,
     oauth_flow,
     payload_too_large,
     scope_list,
     server_error,
     upstream_token_flow,
+    verdict_flow,
 )
 
 Scope = MutableMapping[str, Any]
@@ -75,14 +77,13 @@ def request_of(site: Site, scope: Scope) -> Request:
     )
 
 
-def _guard_view(site: Site, scope: Scope) -> tuple[str, str, str, str, str | None] | None:
-    """(method, scheme, host, path, Authorization) for the guard's
-    remembered-token path, read without building a whole Request; None where
-    that would not give the same answer as :func:`request_of` (no Host, a
-    repeated Host or Authorization), and the guard flow decides."""
-    if site.trusted:  # X-Forwarded-* may be believed: read them as the flow does
-        request = request_of(site, scope)
-        return request.method, request.scheme, request.host, request.path, request.header("authorization")
+def _guard_view(scope: Scope, request: Request | None) -> GuardView | None:
+    """What the guard's shortcut reads: from ``request`` when one was built,
+    else straight from the scope, without building a whole Request; None
+    where that would not give the same answer as :func:`request_of` (no
+    Host, a repeated Host or Authorization), and the guard flow decides."""
+    if request is not None:
+        return guard_view(request)
     host = authorization = None
     for name, value in scope.get("headers", ()):
         name = name.lower()  # ASGI servers send them lower-cased; a hand-made scope may not
@@ -216,9 +217,11 @@ class BearerGuard:
         if scope["type"] not in ("http", "websocket"):
             return await self.app(scope, receive, send)
         try:
+            # X-Forwarded-* may be believed: then the whole Request is read, once.
+            request = request_of(self.site, scope) if self.site.trusted else None
             # Most requests carry a token still in memory, or no credentials
             # at all: answer those without starting the guard flow.
-            verdict = self._shortcut(scope) or await self._verdict(scope)
+            verdict = self._shortcut(scope, request) or await self._verdict(scope, request)
         except Exception as exc:
             verdict = server_error(f"guard of {scope.get('path')}", exc)
         if isinstance(verdict, Response):
@@ -233,20 +236,15 @@ class BearerGuard:
         scope[UPSTREAM_TOKEN_KEY] = self._token_getter(entry, principal)
         await self.app(scope, receive, send)
 
-    def _shortcut(self, scope: Scope) -> Response | tuple[Entry, Principal] | None:
-        view = _guard_view(self.site, scope)
+    def _shortcut(self, scope: Scope, request: Request | None) -> Response | tuple[Entry, Principal] | None:
+        view = _guard_view(scope, request)
         if view is None:
             return None
         return self.site.shortcut(*view, self.required_scopes)
 
-    async def _verdict(self, scope: Scope) -> Response | tuple[Entry, Principal]:
-        request = request_of(self.site, scope)
-        entry = self.site.pick(request)
-        if entry is None:
-            return not_found()
-        answer = await run_async(guard_flow(entry, request, self.site.cookie_key, self.required_scopes),
-                                 self._carriers.perform)
-        return answer if isinstance(answer, Response) else (entry, answer)
+    async def _verdict(self, scope: Scope, request: Request | None) -> Response | tuple[Entry, Principal]:
+        request = request or request_of(self.site, scope)
+        return await run_async(verdict_flow(self.site, request, self.required_scopes), self._carriers.perform)
 
     async def aclose(self) -> None:
         await self._carriers.fetch.aclose()

@@ -264,6 +264,25 @@ def is_resource_metadata(path: str, entry: Entry) -> bool:
     return path in (_PRM, _PRM + urlsplit(entry.tenant.resource).path.rstrip("/"))
 
 
+GuardView = tuple[str, str, str, str, "str | None"]
+
+
+def guard_view(request: Request) -> GuardView:
+    """(method, scheme, host, path, Authorization): what Site.shortcut reads."""
+    return request.method, request.scheme, request.host, request.path, request.header("authorization")
+
+
+def verdict_flow(site: Site, request: Request,
+                 required_scopes: tuple[str, ...] | None) -> Flow[Response | tuple[Entry, Principal]]:
+    """The guard's answer where its shortcut gave none: a 404 for an unknown
+    place, else the guard flow's principal (with its tenant) or response."""
+    entry = site.pick(request)
+    if entry is None:
+        return not_found()
+    answer = yield from guard_flow(entry, request, site.cookie_key, required_scopes)
+    return answer if isinstance(answer, Response) else (entry, answer)
+
+
 def guard_flow(entry: Entry, request: Request, cookie_key: bytes,
                required_scopes: tuple[str, ...] | None) -> Flow[Principal | Response]:
     """RFC 9728 metadata at its well-known URL, else the guard's answer."""

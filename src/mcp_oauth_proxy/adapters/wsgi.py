@@ -31,13 +31,14 @@ from .site import (
     Entry,
     Site,
     declared_length,
-    guard_flow,
+    guard_view,
     not_found,
     oauth_flow,
     payload_too_large,
     scope_list,
     server_error,
     upstream_token_flow,
+    verdict_flow,
 )
 
 Environ = dict[str, Any]
@@ -149,15 +150,10 @@ class BearerGuardWSGI:
 
     def _verdict(self, environ: Environ) -> Response | tuple[Entry, Principal]:
         request = _request(self.site, environ)
-        view = (request.method, request.scheme, request.host, request.path, request.header("authorization"))
-        shortcut = self.site.shortcut(*view, self.required_scopes)
+        shortcut = self.site.shortcut(*guard_view(request), self.required_scopes)
         if shortcut is not None:
             return shortcut
-        entry = self.site.pick(request)
-        if entry is None:
-            return not_found()
-        answer = run_sync(guard_flow(entry, request, self.site.cookie_key, self.required_scopes), self._perform)
-        return answer if isinstance(answer, Response) else (entry, answer)
+        return run_sync(verdict_flow(self.site, request, self.required_scopes), self._perform)
 
     def _token_getter(self, entry: Entry, principal: Principal) -> Callable[[], str]:
         def upstream_token() -> str:

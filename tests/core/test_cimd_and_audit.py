@@ -10,7 +10,7 @@ import pytest
 
 from support import ISSUER, REDIRECT, Harness, params_of, tenant
 from mcp_oauth_proxy.core.cimd import MAX_CACHE, MIN_CACHE, cache_seconds
-from mcp_oauth_proxy.core.effects import Audit, FetchClientMetadata, run_sync
+from mcp_oauth_proxy.core.effects import Audit, FetchClientMetadata, MarkClientUsed, run_sync
 from mcp_oauth_proxy.core.errors import FetchFailed
 from mcp_oauth_proxy.core.http import HttpResponse
 from mcp_oauth_proxy.runtime import sync_performer
@@ -33,6 +33,7 @@ class DocHarness(Harness):
         super().__init__(**kw)
         self.documents: dict[str, HttpResponse | Exception] = {}
         self.fetched: list[FetchClientMetadata] = []
+        self.effects: list[object] = []
 
     def perform(self):
         def fetch_document(effect: FetchClientMetadata) -> HttpResponse:
@@ -42,7 +43,13 @@ class DocHarness(Harness):
                 raise answer
             return answer
 
-        return sync_performer(self.store, self.idp, sleep=lambda s: None, fetch_document=fetch_document)
+        carry_out = sync_performer(self.store, self.idp, sleep=lambda s: None, fetch_document=fetch_document)
+
+        def perform(effect):
+            self.effects.append(effect)
+            return carry_out(effect)
+
+        return perform
 
     def serve(self, doc: dict | bytes, content_type: str = "application/json", url: str = DOC_URL) -> None:
         body = doc if isinstance(doc, bytes) else json.dumps(doc).encode()
@@ -69,6 +76,8 @@ def test_a_document_client_completes_the_whole_flow():
     refreshed = h.token({"grant_type": "refresh_token", "refresh_token": response.json()["refresh_token"],
                          "client_id": DOC_URL})
     assert refreshed.status == 200
+    # A document client is never stored, so there is no registration to keep from lapsing.
+    assert not any(isinstance(e, MarkClientUsed) for e in h.effects)
 
 
 @pytest.mark.parametrize(

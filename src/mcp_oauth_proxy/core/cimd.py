@@ -105,7 +105,8 @@ def client_from_document(url: str, response: HttpResponse, ctx: Context) -> Clie
         client = validate({**doc, "token_endpoint_auth_method": "none"}, ctx)
     except (InvalidClientMetadata, InvalidRedirectUri) as exc:
         raise InvalidClient(f"the client metadata document is invalid: {exc.description}") from None
-    return attrs.evolve(client, client_id=url)
+    # Never stored, so never lapses unused: nothing to mark when it is used.
+    return attrs.evolve(client, client_id=url, expires_at=None)
 
 
 def load_client(client_id: str, ctx: Context) -> Flow[Client | None]:

@@ -14,7 +14,7 @@ import attrs
 from .context import Context
 from .effects import FetchClientMetadata, Flow, GetClient
 from .flows.register import validate
-from .errors import FetchFailed, InvalidClient, InvalidClientMetadata, InvalidRedirectUri
+from .errors import BrowserError, FetchFailed, InvalidClient, InvalidClientMetadata, InvalidRedirectUri
 from .http import HttpResponse, parse_json
 from .models import Client
 
@@ -124,4 +124,16 @@ def load_client(client_id: str, ctx: Context) -> Flow[Client | None]:
     except FetchFailed as exc:
         raise InvalidClient(f"the client metadata document could not be fetched: {exc}") from None
     return client_from_document(client_id, response, ctx)
+
+
+def load_browser_client(client_id: str, ctx: Context, missing: str) -> Flow[Client]:
+    """:func:`load_client` for the browser's endpoints: a refused document or
+    an unknown client is a page saying so (``missing`` for the latter)."""
+    try:
+        client = yield from load_client(client_id, ctx)
+    except InvalidClient as exc:
+        raise BrowserError("Unknown application", exc.description) from exc
+    if client is None:
+        raise BrowserError("Unknown application", missing)
+    return client
 

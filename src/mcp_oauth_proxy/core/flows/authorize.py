@@ -12,12 +12,11 @@ from urllib.parse import urlsplit
 
 from .. import cookies, ratelimit
 from ..context import Context, token_hash
-from ..cimd import is_metadata_url, load_client
+from ..cimd import is_metadata_url, load_browser_client
 from ..effects import Flow, SaveConsentRequest
 from ..errors import (
     AuthorizationRedirectError,
     BrowserError,
-    InvalidClient,
     OAuthError,
     UnauthorizedClient,
     UnsupportedResponseType,
@@ -35,12 +34,8 @@ def _client_and_redirect(params: Mapping[str, list[str]], ctx: Context) -> Flow[
     client_id = single(params, "client_id")
     if client_id is None:
         raise BrowserError("Invalid request", "The request has no client_id.")
-    try:
-        client = yield from load_client(client_id, ctx)
-    except InvalidClient as exc:
-        raise BrowserError("Unknown application", exc.description) from exc
-    if client is None:
-        raise BrowserError("Unknown application", "The application asking for access is not registered here.")
+    client = yield from load_browser_client(
+        client_id, ctx, "The application asking for access is not registered here.")
     redirect_uri = single(params, "redirect_uri")
     if redirect_uri is None:
         # OAuth 2.1 §4.1.1: optional only when exactly one is registered.

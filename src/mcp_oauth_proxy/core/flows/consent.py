@@ -6,9 +6,9 @@ import hmac
 
 from .. import cookies
 from ..context import Context, token_hash
-from ..cimd import load_client
+from ..cimd import load_browser_client
 from ..effects import Audit, Flow, TakeConsentRequest
-from ..errors import AccessDenied, AuthorizationRedirectError, BrowserError, InvalidClient, OAuthError
+from ..errors import AccessDenied, AuthorizationRedirectError, BrowserError, OAuthError
 from ..http import Request, Response, form_params, single
 from .upstream_login import start_upstream_login
 
@@ -33,12 +33,7 @@ def consent(request: Request, ctx: Context) -> Flow[Response]:
     if browser is None or not hmac.compare_digest(token_hash(browser), pending.browser_hash):
         raise BrowserError("Request refused", "This approval did not come from the page we showed.", status=403)
     auth = pending.request
-    try:
-        client = yield from load_client(auth.client_id, ctx)
-    except InvalidClient as exc:
-        raise BrowserError("Unknown application", exc.description) from exc
-    if client is None:
-        raise BrowserError("Unknown application", "The application is no longer registered here.")
+    client = yield from load_browser_client(auth.client_id, ctx, "The application is no longer registered here.")
     yield Audit("consent_refused" if decision == "deny" else "consent_given", ctx.tenant.slug, client.client_id)
     if decision == "deny":
         raise AuthorizationRedirectError(AccessDenied("the person denied the request"), auth.redirect_uri, auth.state)

@@ -15,7 +15,7 @@ from .context import Context
 from .effects import FetchClientMetadata, Flow, GetClient
 from .flows.register import validate
 from .errors import BrowserError, FetchFailed, InvalidClient, InvalidClientMetadata, InvalidRedirectUri
-from .http import HttpResponse, parse_json
+from .http import HttpResponse, media_type, parse_json
 from .models import Client
 
 # A client metadata document is small; the draft suggests 5 KB as a limit.
@@ -69,7 +69,7 @@ def _document(response: HttpResponse) -> dict[str, Any]:
         raise InvalidClient(f"the client metadata document answered HTTP {response.status}")
     if len(response.body) > MAX_DOCUMENT:
         raise InvalidClient(f"the client metadata document is larger than {MAX_DOCUMENT} bytes")
-    content_type = (response.header("content-type") or "").split(";")[0].strip().lower()
+    content_type = media_type(response.header("content-type"))
     if content_type != "application/json" and not content_type.endswith("+json"):
         raise InvalidClient("the client metadata document is not served as application/json")
     try:

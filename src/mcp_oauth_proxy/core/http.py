@@ -148,7 +148,7 @@ def required(params: Mapping[str, list[str]], name: str) -> str:
 def form_params(request: Request) -> dict[str, list[str]]:
     """The body of a form POST (RFC 6749 §3.2 requires
     application/x-www-form-urlencoded)."""
-    content_type = (request.header("content-type") or "").split(";")[0].strip().lower()
+    content_type = media_type(request.header("content-type"))
     if content_type != "application/x-www-form-urlencoded":
         raise InvalidRequest("the body must be application/x-www-form-urlencoded")
     try:
@@ -200,6 +200,11 @@ def json_response(
 
 def redirect(location: str, status: int = 302, headers: Iterable[tuple[str, str]] = ()) -> Response:
     return Response(status, (("location", location), ("cache-control", "no-store")) + tuple(headers))
+
+
+def media_type(content_type: str | None) -> str:
+    """The media type of a Content-Type value, lower-cased, without its parameters."""
+    return (content_type or "").split(";")[0].strip().lower()
 
 
 def add_query(url: str, params: Mapping[str, str | None]) -> str:

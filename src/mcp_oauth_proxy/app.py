@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 import os
 from typing import Any, Mapping
-from urllib.parse import urlsplit
 
 import attrs
 from cryptography.hazmat.primitives import hashes
@@ -129,8 +128,7 @@ class ServerApp:
     resource_paths: tuple[str, ...] = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
-        paths = (urlsplit(e.tenant.resource).path.rstrip("/") for e in self.site.entries)
-        self.resource_paths = tuple(p for p in paths if p)
+        self.resource_paths = tuple(e.tenant.resource_path for e in self.site.entries if e.tenant.resource_path)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":

@@ -9,7 +9,6 @@ import ipaddress
 import logging
 import traceback
 from typing import Iterable, Sequence, Union
-from urllib.parse import urlsplit
 
 import attrs
 
@@ -261,7 +260,7 @@ def is_resource_metadata(path: str, entry: Entry) -> bool:
     # RFC 9728 §3.1 path insertion, and the root document clients fall back to.
     if not path.startswith(_PRM):
         return False
-    return path in (_PRM, _PRM + urlsplit(entry.tenant.resource).path.rstrip("/"))
+    return path in (_PRM, _PRM + entry.tenant.resource_path)
 
 
 GuardView = tuple[str, str, str, str, "str | None"]

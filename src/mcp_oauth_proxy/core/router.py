@@ -5,7 +5,6 @@ client redirect URI, or an HTML page in the browser."""
 from __future__ import annotations
 
 from typing import Callable, Generator, Union
-from urllib.parse import urlsplit
 
 import attrs
 
@@ -64,7 +63,7 @@ _PR_METADATA = Route(("GET",), _static(metadata.pr_metadata), cors=True)
 def find_route(path: str, ctx: Context) -> Route | None:
     """The route for a path, relative to the tenant's issuer and resource."""
     issuer_path = ctx.tenant.issuer_path
-    resource_path = urlsplit(ctx.tenant.resource).path.rstrip("/")
+    resource_path = ctx.tenant.resource_path
     as_paths = {
         # RFC 8414 §3.1: path insertion; OIDC Discovery §4: path appending.
         f"/.well-known/oauth-authorization-server{issuer_path}",

@@ -7,6 +7,7 @@ upstream's endpoints happen outside the core.
 
 from __future__ import annotations
 
+import functools
 from urllib.parse import urlsplit
 
 import attrs
@@ -110,10 +111,16 @@ class Tenant:
     client_metadata_allow_loopback: bool = False
     rate_limits: RateLimits = RateLimits()
 
-    @property
+    # Asked on every request: parsed once per tenant.
+    @functools.cached_property
     def issuer_path(self) -> str:
         """The path part of the issuer, without a trailing slash ('' at the root)."""
         return urlsplit(self.issuer).path.rstrip("/")
+
+    @functools.cached_property
+    def resource_path(self) -> str:
+        """The path part of the protected resource, without a trailing slash."""
+        return urlsplit(self.resource).path.rstrip("/")
 
     def endpoint(self, name: str) -> str:
         """The public URL of one of our endpoints, e.g. ``endpoint("token")``."""

@@ -54,8 +54,7 @@ def protected_resource_metadata(ctx: Context) -> dict[str, Any]:
 def resource_metadata_url(ctx: Context) -> str:
     """RFC 9728 §3.1: the well-known segment inserted before the resource's path."""
     parts = urlsplit(ctx.tenant.resource)
-    path = parts.path.rstrip("/")
-    return f"{parts.scheme}://{parts.netloc}/.well-known/oauth-protected-resource{path}"
+    return f"{parts.scheme}://{parts.netloc}/.well-known/oauth-protected-resource{ctx.tenant.resource_path}"
 
 
 def as_metadata(ctx: Context) -> Response:

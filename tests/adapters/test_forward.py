@@ -347,7 +347,7 @@ async def test_without_the_opt_in_no_upstream_token_and_headers_filtered(
     async with _client(_app(forwarder, _no_token)) as http:
         answer = await http.get(f"/mcp/events?key={key}", headers={
             "authorization": "Bearer mcp_at_ours", "x-mcp-client-id": "spoof", "connection": "x-private",
-            "x-private": "hop", "proxy-authorization": "Basic eA==", "cookie": "mcp_csrf=c; theirs=1",
+            "x-private": "hop", "proxy-authorization": "Basic eA==", "cookie": "mcp_browser=c; theirs=1",
             "keep-alive": "timeout=5", "x-app": "kept"})
     await forwarder.aclose()
     assert answer.status_code == 200 and answer.content == b"".join(EVENTS)

@@ -5,27 +5,20 @@ of it is created, and no script runs."""
 from __future__ import annotations
 
 import http.server
-import os
-import shutil
 import subprocess
 import threading
 from typing import Iterator
 
 import pytest
 
+from chromium import ARGS, require_chromium
 from support import Harness
 from mcp_oauth_proxy.core.http import Response
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 INJECTION = (
     '"><img src=x onerror="document.title=\'pwned-img\'">'
     "<script>document.title='pwned-script'</script><iframe src=\"https://example.invalid\"></iframe>"
 )
-
-if CHROMIUM is None:
-    if os.environ.get("MCP_OAUTH_PROXY_REQUIRE_DATABASES") == "1":
-        pytest.fail("chromium is required in CI (apt-get install chromium)", pytrace=False)
-    pytestmark = pytest.mark.skip(reason="chromium is not installed (apt-get install chromium)")
 
 
 @pytest.fixture
@@ -62,9 +55,8 @@ def serve() -> Iterator:
 def dump_dom(url: str, tmp_path) -> str:
     """The DOM after Chromium loaded the page (and ran whatever it would run)."""
     result = subprocess.run(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=2000", "--dump-dom", url],
+        [require_chromium(), "--headless", *ARGS, f"--user-data-dir={tmp_path / 'profile'}",
+         "--virtual-time-budget=2000", "--dump-dom", url],
         capture_output=True, text=True, timeout=60,
     )
     assert result.returncode == 0, result.stderr[-2000:]

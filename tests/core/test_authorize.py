@@ -42,11 +42,11 @@ def test_consent_page_warns_when_client_only_redirects_to_localhost():
     assert "localhost" in page.body.decode() and 'class="warn"' in page.body.decode()
 
 
-def test_csrf_cookie_is_host_prefixed_secure_httponly_lax_over_https():
+def test_browser_cookie_is_host_prefixed_secure_httponly_lax_over_https():
     h = Harness()
     _, page = _page(h)
     cookie = page.header("set-cookie")
-    assert cookie.startswith("__Host-mcp_csrf=")
+    assert cookie.startswith("__Host-mcp_browser=")
     for attr in ("Path=/", "HttpOnly", "SameSite=Lax", "Secure"):
         assert attr in cookie
 
@@ -55,7 +55,7 @@ def test_cookie_has_no_host_prefix_or_secure_over_plain_http_localhost():
     h = Harness(tenant=tenant(issuer="http://localhost:8000", resource="http://localhost:8000/mcp"))
     _, page = _page(h)
     cookie = page.header("set-cookie")
-    assert cookie.startswith("mcp_csrf=") and "Secure" not in cookie
+    assert cookie.startswith("mcp_browser=") and "Secure" not in cookie
 
 
 @pytest.mark.parametrize(
@@ -228,7 +228,7 @@ def test_consent_post_with_another_browsers_cookie_is_refused():
     h = Harness()
     client, page = _page(h)
     request_id = h.consent_request_id(page)
-    h.cookies["__Host-mcp_csrf"] = "x" * 43
+    h.cookies["__Host-mcp_browser"] = "x" * 43
     response = h.request("POST", f"{ISSUER}/oauth/consent", form={"request_id": request_id, "decision": "approve"})
     assert response.status == 403
 

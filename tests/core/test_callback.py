@@ -233,3 +233,14 @@ def test_oidc_without_userinfo_endpoint_uses_id_token_claims():
     grant = next(iter(h.store._grants.values()))[0]
     assert grant.user_id == "user-42" and grant.claims["email"] == "ada@example.org"
     assert "nonce" not in grant.claims
+
+
+@pytest.mark.parametrize("cookie", [None, "x" * 43])
+def test_callback_from_a_browser_that_did_not_consent_is_a_page_and_nothing_goes_upstream(cookie):
+    h = Harness()
+    up = _to_upstream(h)
+    h.cookies = {} if cookie is None else {"__Host-mcp_browser": cookie}
+    response = _callback(h, code="upstream-code", state=up["state"], iss=UPSTREAM_ISSUER)
+    assert response.status == 403 and response.header("location") is None
+    assert response.header("content-type").startswith("text/html")
+    assert h.idp.sent == [] and not h.store._grants and not h.store._codes

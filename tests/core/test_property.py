@@ -98,9 +98,9 @@ def build_world(t: Tenant) -> World:
     code = h.login(public["client_id"])["code"]  # approved now: straight upstream
     # A pending upstream login (its state) ...
     upstream = params_of(h.request("GET", h.authorize_url(public["client_id"])).header("location") or "")
-    # ... and a pending consent, shown to a browser without the consent cookie.
+    # ... and a pending consent, shown to the same browser without its consent cookie.
     approved = dict(h.cookies)
-    h.cookies = {}
+    h.cookies = {k: v for k, v in approved.items() if "mcp_consent" not in k}
     page = h.request("GET", h.authorize_url(basic["client_id"], redirect_uri="https://app.example.com/cb"))
     request_id = h.consent_request_id(page)
     h.cookies.update(approved)
@@ -123,7 +123,8 @@ def build_world(t: Tenant) -> World:
                       "scope": "mcp"}, []),
         "authorize": (params_of(h.authorize_url(public["client_id"], scope="mcp")), [("cookie", cookie)]),
         "consent": ({"request_id": request_id, "decision": "approve"}, [("cookie", cookie)]),
-        "callback": ({"state": upstream["state"], "code": "upstream-code", "iss": UPSTREAM_ISSUER}, []),
+        "callback": ({"state": upstream["state"], "code": "upstream-code", "iss": UPSTREAM_ISSUER},
+                     [("cookie", cookie)]),
         "token": ({"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT,
                    "code_verifier": VERIFIER, "client_id": public["client_id"], "resource": t.resource}, []),
         "refresh": ({"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"],
@@ -584,7 +585,7 @@ def test_invalid_client_401_without_challenge():
 
 def _callback_request(world: World) -> Request:
     return Request("GET", "/oauth/callback", query=f"state={_state(world)}&code=c&iss={quote_plus(UPSTREAM_ISSUER)}",
-                   host="acme.example.com")
+                   headers=(("cookie", world.cookie),), host="acme.example.com")
 
 
 def test_upstream_deeply_nested_json():

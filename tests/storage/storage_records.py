@@ -40,7 +40,8 @@ def consent(tenant: str = "acme", id_hash: str = "consent-1", expires_at: int = 
 
 
 def session(tenant: str = "acme", state_hash: str = "state-1", expires_at: int = T0 + 600) -> AuthSession:
-    return AuthSession(tenant=tenant, state_hash=state_hash, request=REQUEST, upstream_issuer="https://idp.example",
+    return AuthSession(tenant=tenant, state_hash=state_hash, request=REQUEST, browser_hash="c" * 64,
+                       upstream_issuer="https://idp.example",
                        upstream_code_verifier="the-upstream-verifier", nonce="n-1", expires_at=expires_at)
 
 

@@ -8,6 +8,7 @@ import multiprocessing
 import pytest
 import sqlalchemy
 
+from storage_records import T0, session
 from mcp_oauth_proxy.storage import migrations
 from mcp_oauth_proxy.storage.crypto import KeyRing
 from mcp_oauth_proxy.storage.migrations import Migration, SchemaError, SchemaOutdated, version_of
@@ -39,9 +40,10 @@ def test_an_empty_database_is_created_at_the_latest_version(sql_url, ring):
 
 
 def test_an_older_schema_is_refused_naming_the_command_and_upgraded_when_asked(sql_url, ring, monkeypatch):
-    open_store(sql_url, ring).engine.dispose()  # a version-1 database
-    monkeypatch.setattr(migrations, "MIGRATIONS", (*migrations.MIGRATIONS, Migration(2, "an extra table", _add_extra)))
-    with pytest.raises(SchemaOutdated, match="version 1, this program needs version 2: run `mcp-oauth-proxy db upgrade`"):
+    open_store(sql_url, ring).engine.dispose()  # a database at today's version
+    now = migrations.MIGRATIONS[-1].version
+    monkeypatch.setattr(migrations, "MIGRATIONS", (*migrations.MIGRATIONS, Migration(now + 1, "an extra table", _add_extra)))
+    with pytest.raises(SchemaOutdated, match=f"version {now}, this program needs version {now + 1}: run `mcp-oauth-proxy db upgrade`"):
         open_store(sql_url, ring)
     assert "extra" not in _tables(sql_url)
     open_store(sql_url, ring, upgrade=True).engine.dispose()
@@ -90,3 +92,46 @@ def test_replicas_starting_together_on_an_empty_database_create_it_once(sql_url,
     with engine.connect() as conn:
         assert conn.execute(sqlalchemy.text("SELECT COUNT(*) FROM schema_version")).scalar() == len(migrations.MIGRATIONS)
     engine.dispose()
+
+
+# The columns later migrations added to the version-1 tables.
+_ADDED_SINCE_1 = [("auth_sessions", "browser_hash")]
+
+
+def _version_1_database(url: str, ring: KeyRing) -> None:
+    """A database as version 1 of the schema left it, holding a client and a
+    login in progress."""
+    open_store(url, ring).engine.dispose()
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        for table, column in _ADDED_SINCE_1:
+            conn.execute(sqlalchemy.text(f"ALTER TABLE {table} DROP COLUMN {column}"))
+        conn.execute(sqlalchemy.text("DELETE FROM schema_version WHERE version > 1"))
+        conn.execute(sqlalchemy.text(
+            "INSERT INTO clients (tenant, client_id, redirect_uris, token_endpoint_auth_method, grant_types,"
+            " response_types, application_type, created_at) VALUES ('acme', 'mcp_client_old', '[\"http://127.0.0.1/cb\"]',"
+            " 'none', '[\"authorization_code\"]', '[\"code\"]', 'native', 0)"))
+        conn.execute(sqlalchemy.text(
+            "INSERT INTO auth_sessions (tenant, state_hash, request, upstream_code_verifier, expires_at)"
+            " VALUES ('acme', 'old-state', '{}', 'sealed', 9999999999)"))
+    engine.dispose()
+
+
+def test_a_version_1_database_is_upgraded_keeping_its_clients_and_dropping_unbound_logins(sql_url, ring):
+    _version_1_database(sql_url, ring)
+    with pytest.raises(SchemaOutdated, match="version 1, this program needs"):
+        open_store(sql_url, ring)
+    store = open_store(sql_url, ring, upgrade=True)
+    try:
+        with store.engine.connect() as conn:
+            assert version_of(conn) == migrations.MIGRATIONS[-1].version
+            columns = {c["name"] for c in sqlalchemy.inspect(conn).get_columns("auth_sessions")}
+        assert "browser_hash" in columns
+        assert store.get_client("acme", "mcp_client_old") is not None
+        # The login begun before the upgrade had no browser to check: gone.
+        assert store.take_auth_session("acme", "old-state", 0) is None
+        fresh = session()
+        store.save_auth_session(fresh)
+        assert store.take_auth_session("acme", fresh.state_hash, T0) == fresh
+    finally:
+        store.engine.dispose()

@@ -38,6 +38,7 @@ import anyio
 import attrs
 import httpx
 
+from ..core import cookies
 from ..core.errors import InvalidToken, OAuthError
 from ..core.flows.guard import Principal, denial
 from ..core.http import Response, json_response
@@ -52,7 +53,6 @@ _HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"t
                          b"host", b"expect"})
 # Set by us: a backend's would duplicate ours (Date) or describe it (Server).
 _OURS_IN_RESPONSE = frozenset({b"date", b"server"})
-_OUR_COOKIES = frozenset({"mcp_consent", "mcp_csrf", "__Host-mcp_consent", "__Host-mcp_csrf"})
 # Said anew by us, always, from what the site trusts.
 _ORIGIN_OURS = frozenset({b"forwarded", b"x-forwarded-for", b"x-forwarded-host", b"x-forwarded-proto"})
 # Other names backends read a client address, port, path prefix or scheme
@@ -126,7 +126,7 @@ def _origin_headers(scheme: str, host: str, client: str) -> list[tuple[bytes, by
 
 
 def _without_our_cookies(value: bytes) -> bytes:
-    kept = [c for c in value.split(b";") if c.split(b"=", 1)[0].strip().decode("latin-1") not in _OUR_COOKIES]
+    kept = [c for c in value.split(b";") if c.split(b"=", 1)[0].strip().decode("latin-1") not in cookies.NAMES]
     return b";".join(kept).strip()
 
 

@@ -1,5 +1,7 @@
 """The browser's cookies: the signed list of clients a person approved, and
-the CSRF cookie that binds a consent form to the browser that saw it."""
+the browser cookie that binds each step of a login to the browser that took
+the step before (the consent form to the page, the upstream callback to the
+consent)."""
 
 from __future__ import annotations
 
@@ -8,11 +10,17 @@ import hashlib
 import hmac
 import json
 
-from .context import Context, from_urlsafe, urlsafe
+from .context import Context, from_urlsafe, token_hash, urlsafe
 from .http import Request, parse_json
 
 # The browser remembers this many approved clients per tenant, newest first.
 MAX_REMEMBERED = 20
+CONSENT_COOKIE = "mcp_consent"
+BROWSER_COOKIE = "mcp_browser"
+# Every name our cookies go by (the forwarder keeps them from the backend).
+NAMES = frozenset(prefix + base for base in (CONSENT_COOKIE, BROWSER_COOKIE) for prefix in ("", "__Host-"))
+# A browser value shorter than ours (256 bits, base64url) is not ours: replaced.
+_BROWSER_VALUE_LENGTH = 43
 
 
 def cookie_name(ctx: Context, base: str) -> str:
@@ -34,7 +42,7 @@ def _sign(ctx: Context, payload: bytes) -> str:
 def approved_clients(ctx: Context, request: Request) -> list[str]:
     """Client ids this browser approved for this tenant, if the cookie is
     intact, ours, for this tenant and unexpired; else none."""
-    raw = request.cookies().get(cookie_name(ctx, "mcp_consent"))
+    raw = request.cookies().get(cookie_name(ctx, CONSENT_COOKIE))
     if not raw or "." not in raw:
         return []
     body, _, signature = raw.partition(".")
@@ -66,8 +74,23 @@ def remember_client(ctx: Context, request: Request, client_id: str) -> tuple[str
     payload = json.dumps(
         {"t": ctx.tenant.slug, "c": clients[:MAX_REMEMBERED], "e": ctx.now + ttl}, separators=(",", ":")
     ).encode()
-    return set_cookie(ctx, "mcp_consent", urlsafe(payload) + "." + _sign(ctx, payload), ttl)
+    return set_cookie(ctx, CONSENT_COOKIE, urlsafe(payload) + "." + _sign(ctx, payload), ttl)
 
 
-def csrf_cookie(request: Request, ctx: Context) -> str | None:
-    return request.cookies().get(cookie_name(ctx, "mcp_csrf"))
+def browser_binding(request: Request, ctx: Context) -> tuple[str, tuple[str, str]]:
+    """This browser's value, and the Set-Cookie header that keeps it for
+    another session lifetime. One value per browser, reused, so that logins in
+    two tabs do not undo each other; the hash of it is stored with each
+    consent request and login session, and the next step checks it
+    (:func:`is_same_browser`)."""
+    value = request.cookies().get(cookie_name(ctx, BROWSER_COOKIE))
+    if value is None or len(value) < _BROWSER_VALUE_LENGTH:
+        value = ctx.random_string()
+    return value, set_cookie(ctx, BROWSER_COOKIE, value, ctx.tenant.policy.session_ttl)
+
+
+def is_same_browser(request: Request, ctx: Context, browser_hash: str) -> bool:
+    """Whether this request comes from the browser whose value hashes to
+    ``browser_hash``; compared in constant time."""
+    value = request.cookies().get(cookie_name(ctx, BROWSER_COOKIE))
+    return value is not None and hmac.compare_digest(token_hash(value), browser_hash)

@@ -75,6 +75,10 @@ class Response:
     def json(self) -> Any:
         return json.loads(self.body)
 
+    def with_headers(self, *headers: tuple[str, str]) -> Response:
+        """The same answer with ``headers`` added."""
+        return attrs.evolve(self, headers=self.headers + headers)
+
 
 # -- requests the core sends upstream (carried out by a Fetch effect) --------
 

@@ -65,8 +65,8 @@ class ConsentRequest:
     tenant: str
     id_hash: str
     request: AuthorizationRequest
-    # Hash of the CSRF cookie the consent page set: only the browser that saw
-    # the page can answer it.
+    # Hash of the browser cookie the consent page set: only the browser that
+    # saw the page can answer it.
     browser_hash: str = attrs.field(repr=False)
     expires_at: int
 
@@ -79,6 +79,9 @@ class AuthSession:
     tenant: str
     state_hash: str
     request: AuthorizationRequest
+    # Hash of the browser cookie of the person who consented: the callback
+    # is accepted only from that browser.
+    browser_hash: str = attrs.field(repr=False)
     upstream_issuer: str | None
     upstream_code_verifier: str = attrs.field(repr=False, metadata=SECRET)
     nonce: str | None

@@ -148,5 +148,5 @@ def handle(request: Request, ctx: Context) -> Flow[Response]:
     except (OAuthError, BrowserError, AuthorizationRedirectError, StorageUnavailable, FetchFailed) as exc:
         response = _error_response(exc, route, request, ctx)
     if route is not None and route.cors:
-        response = Response(response.status, response.headers + CORS_HEADERS, response.body)
+        response = response.with_headers(*CORS_HEADERS)
     return response

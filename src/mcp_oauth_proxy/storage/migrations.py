@@ -1,6 +1,7 @@
 """Schema versions: a table of the migrations applied, and the list of them.
 
-A new, empty database is brought to the latest version on first open. An
+A new, empty database is created at the latest version on first open (the
+tables as schema.py defines them). An
 existing database with an older schema is upgraded only when asked
 (``mcp-oauth-proxy db upgrade``), so replicas of an older release are never
 surprised by a schema changed under them.
@@ -13,7 +14,7 @@ from contextlib import contextmanager
 from typing import Callable, Iterator, Sequence
 
 import attrs
-from sqlalchemy import BigInteger, Column, Connection, Engine, Integer, MetaData, String, Table, inspect, select, text
+from sqlalchemy import BigInteger, Column, Connection, Engine, Integer, MetaData, String, Table, delete, inspect, select, text
 
 from . import schema
 
@@ -47,16 +48,22 @@ class SchemaOutdated(SchemaError):
 class Migration:
     version: int
     description: str
-    apply: Callable[[Connection], None]
+    # Brings a database at the version before to this one; None for the
+    # initial schema, which only a new database gets (created whole).
+    apply: Callable[[Connection], None] | None
 
 
-def _initial(conn: Connection) -> None:
-    # Creates the tables as schema.py defines them. When a later migration
-    # changes a table, give this one a frozen copy of the version-1 tables.
-    schema.metadata.create_all(conn)
+def _bind_sessions_to_browsers(conn: Connection) -> None:
+    # A login begun before the upgrade has no browser to check at its
+    # callback: it is dropped, and the person starts again.
+    conn.execute(delete(schema.auth_sessions))
+    conn.execute(text("ALTER TABLE auth_sessions ADD COLUMN browser_hash VARCHAR(64) NOT NULL DEFAULT ''"))
 
 
-MIGRATIONS: tuple[Migration, ...] = (Migration(1, "initial schema", _initial),)
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "initial schema", None),
+    Migration(2, "login sessions bound to the browser that consented", _bind_sessions_to_browsers),
+)
 
 
 def version_of(conn: Connection) -> int:
@@ -108,12 +115,16 @@ def migrate(engine: Engine, *, upgrade: bool = False, migrations: Sequence[Migra
             raise SchemaError(f"the database schema is at version {version}, newer than this program's {latest}")
         if 0 < version < latest and not upgrade:
             raise SchemaOutdated(version, latest)
-        applied = []
         if version == 0:
+            # A new database is created as schema.py defines it now, which
+            # holds every migration's change already: they are recorded, not run.
             _versions.create(conn, checkfirst=True)
+            schema.metadata.create_all(conn)
+        applied = []
         for migration in migrations:
             if migration.version > version:
-                migration.apply(conn)
+                if version > 0 and migration.apply is not None:
+                    migration.apply(conn)
                 conn.execute(_versions.insert().values(
                     version=migration.version, description=migration.description, applied_at=int(time.time())))
                 applied.append(migration.version)

@@ -91,6 +91,9 @@ auth_sessions = Table(
     "auth_sessions", metadata,
     _tenant(), _key("state_hash"),
     Column("request", Json, nullable=False),
+    # The default only serves migration 2, which added the column to a table
+    # it had emptied; every session is saved with its browser's hash.
+    Column("browser_hash", String(64), nullable=False, server_default=""),
     _text("upstream_issuer", nullable=True),
     _text("upstream_code_verifier"),  # ciphertext (seal_verifier)
     _text("nonce", nullable=True),

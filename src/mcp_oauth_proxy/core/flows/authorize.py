@@ -85,19 +85,17 @@ def authorize(request: Request, ctx: Context) -> Flow[Response]:
         raise AuthorizationRedirectError(exc, redirect_uri, single(params, "state")) from exc
 
     # MCP security best practices: consent per client before anything goes
-    # upstream; the browser remembers the clients it approved.
+    # upstream; the browser remembers the clients it approved. Either way the
+    # next step is bound to this browser.
+    browser, browser_cookie = cookies.browser_binding(request, ctx)
     if client.client_id in cookies.approved_clients(ctx, request):
-        return (yield from start_upstream_login(ctx, auth, status=302))
-    return (yield from show_consent(request, ctx, client, auth))
+        response = yield from start_upstream_login(ctx, auth, token_hash(browser), status=302)
+        return response.with_headers(browser_cookie)
+    return (yield from show_consent(ctx, client, auth, browser, browser_cookie))
 
 
-def show_consent(request: Request, ctx: Context, client: Client, auth: AuthorizationRequest) -> Flow[Response]:
-    # One CSRF cookie per browser, reused so that two tabs do not undo each other.
-    browser = cookies.csrf_cookie(request, ctx)
-    headers: tuple[tuple[str, str], ...] = ()
-    if browser is None or len(browser) < 43:
-        browser = ctx.random_string()
-        headers = (cookies.set_cookie(ctx, "mcp_csrf", browser, ctx.tenant.policy.session_ttl),)
+def show_consent(ctx: Context, client: Client, auth: AuthorizationRequest, browser: str,
+                 browser_cookie: tuple[str, str]) -> Flow[Response]:
     request_id = ctx.random_string()
     yield SaveConsentRequest(
         ConsentRequest(
@@ -122,4 +120,4 @@ def show_consent(request: Request, ctx: Context, client: Client, auth: Authoriza
         # CIMD: the document's host is who vouches for this client.
         client_host=urlsplit(client.client_id).netloc if is_metadata_url(client.client_id) else None,
     )
-    return consent_page(view, headers)
+    return consent_page(view, (browser_cookie,))

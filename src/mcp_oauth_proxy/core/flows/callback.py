@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from .. import cookies
 from ..context import Context, token_hash
 from ..effects import Audit, Fetch, Flow, SaveGrantAndCode, TakeAuthSession
 from ..errors import (
@@ -106,6 +107,19 @@ def callback(request: Request, ctx: Context) -> Flow[Response]:
             "Sign-in expired", "This sign-in has expired or was already completed. Start again from the application."
         )
     auth = session.request
+    # The state came back through the identity provider, so it proves nothing
+    # about which browser brings it: only the one that consented may finish
+    # (MCP security best practices, confused deputy). Anyone else, such as a
+    # person lured to a login link another started, gets nothing, and the
+    # session, now spent, can no longer be finished by anyone.
+    if not cookies.is_same_browser(request, ctx, session.browser_hash):
+        yield Audit("login_refused_other_browser", ctx.tenant.slug, auth.client_id)
+        raise BrowserError(
+            "Sign-in refused",
+            "This sign-in was started in another browser, so nothing was sent to the application. "
+            "If you started it, start again from the application in this browser.",
+            status=403,
+        )
     try:
         _check_issuer(params, session, ctx)
         error = single(params, "error")

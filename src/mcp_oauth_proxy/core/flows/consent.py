@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
-
 from .. import cookies
 from ..context import Context, token_hash
 from ..cimd import load_browser_client
@@ -29,8 +27,7 @@ def consent(request: Request, ctx: Context) -> Flow[Response]:
         )
     # CSRF: only the browser that was shown the page holds the cookie whose
     # hash the request was saved with.
-    browser = cookies.csrf_cookie(request, ctx)
-    if browser is None or not hmac.compare_digest(token_hash(browser), pending.browser_hash):
+    if not cookies.is_same_browser(request, ctx, pending.browser_hash):
         raise BrowserError("Request refused", "This approval did not come from the page we showed.", status=403)
     auth = pending.request
     client = yield from load_browser_client(auth.client_id, ctx, "The application is no longer registered here.")
@@ -38,5 +35,8 @@ def consent(request: Request, ctx: Context) -> Flow[Response]:
     if decision == "deny":
         raise AuthorizationRedirectError(AccessDenied("the person denied the request"), auth.redirect_uri, auth.state)
     # RFC 9700 §4.12 / MCP: 303 after a form POST, so the browser does not re-POST.
-    response = yield from start_upstream_login(ctx, auth, status=303)
-    return Response(response.status, response.headers + (cookies.remember_client(ctx, request, client.client_id),), response.body)
+    # The login session is bound to the browser that consented, whose cookie
+    # is kept for the session's lifetime.
+    response = yield from start_upstream_login(ctx, auth, pending.browser_hash, status=303)
+    _, browser_cookie = cookies.browser_binding(request, ctx)
+    return response.with_headers(cookies.remember_client(ctx, request, client.client_id), browser_cookie)

@@ -9,12 +9,17 @@ from ..models import AuthorizationRequest, AuthSession
 from ..pkce import s256
 
 
-def start_upstream_login(ctx: Context, auth: AuthorizationRequest, status: int) -> Flow[Response]:
+def start_upstream_login(
+    ctx: Context, auth: AuthorizationRequest, browser_hash: str, status: int
+) -> Flow[Response]:
     """Record an authorization session and redirect upstream.
 
     ``state`` is fresh and random, stored (as a hash) only now, after consent;
     it is single use and expires with the session (MCP security best
-    practices). Our own PKCE verifier protects the upstream code, and an OIDC
+    practices). ``state`` alone proves nothing about who brings it back: the
+    session also keeps ``browser_hash``, the hash of the browser cookie of
+    the person who consented, and the callback is refused to any other
+    browser. Our own PKCE verifier protects the upstream code, and an OIDC
     ``nonce`` binds the id_token to this session.
     """
     upstream = ctx.tenant.upstream
@@ -26,6 +31,7 @@ def start_upstream_login(ctx: Context, auth: AuthorizationRequest, status: int) 
             tenant=ctx.tenant.slug,
             state_hash=token_hash(state),
             request=auth,
+            browser_hash=browser_hash,
             upstream_issuer=upstream.issuer,
             upstream_code_verifier=verifier,
             nonce=nonce,

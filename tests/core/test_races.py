@@ -94,7 +94,7 @@ def test_replay_after_issue_revokes_the_issued_tokens():
     assert h.store.get_access_token("acme", token_hash(a_response.json()["access_token"])) is None
 
 
-def test_two_concurrent_refreshes_within_grace_both_succeed_in_one_family():
+def test_two_concurrent_refreshes_within_grace_both_succeed_leaving_one_live_refresh_token():
     h = Harness()
     client, first = h.tokens()
     form = {"grant_type": "refresh_token", "refresh_token": first["refresh_token"], "client_id": client["client_id"]}
@@ -104,6 +104,9 @@ def test_two_concurrent_refreshes_within_grace_both_succeed_in_one_family():
     grants = {v[0].grant_id for v in h.store._grants.values() if not v[0].revoked}
     assert len(grants) == 1
     assert {t.grant_id for t in h.store._refresh.values()} == grants
+    # The later answer's refresh token replaced the earlier one's.
+    live = [t.token_hash for t in h.store._refresh.values() if t.rotated_at is None]
+    assert live == [token_hash(rb.json()["refresh_token"])]
 
 
 def test_concurrent_refresh_after_grace_is_reuse_and_revokes():

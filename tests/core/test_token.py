@@ -237,15 +237,18 @@ def test_refresh_rotates_and_the_new_token_works():
     assert _refresh(h, client, body["refresh_token"]).status == 200
 
 
-def test_refresh_presented_again_within_grace_succeeds_in_the_same_family():
+def test_refresh_presented_again_within_grace_replaces_its_successor_in_the_same_family():
     h = Harness()
     client, first = h.tokens()
     a = _refresh(h, client, first["refresh_token"]).json()
     h.now += h.tenant.policy.refresh_grace  # exactly at the edge: still a retry
     b = _refresh(h, client, first["refresh_token"])
     assert b.status == 200
-    # Both successors work: nothing was revoked.
+    # Nothing was revoked: both access tokens work ...
     assert _guarded(h, a["access_token"]) == 200 and _guarded(h, b.json()["access_token"]) == 200
+    # ... but the retry's refresh token replaced the first successor.
+    assert _refresh(h, client, a["refresh_token"]).json()["error"] == "invalid_grant"
+    assert _refresh(h, client, b.json()["refresh_token"]).status == 200
 
 
 def test_refresh_reuse_after_grace_revokes_the_whole_family():

@@ -211,7 +211,8 @@ def test_rotation_marks_the_token_and_stores_both_successors(store):
     g = grant()
     _, rt = with_tokens(store, g)
     assert rotate(store, rt, T0 + 100) is Rotation.ROTATED
-    assert store.get_refresh_token("acme", rt.token_hash) == attrs.evolve(rt, rotated_at=T0 + 100)
+    assert store.get_refresh_token("acme", rt.token_hash) == attrs.evolve(rt, rotated_at=T0 + 100,
+                                                                           successor_hash="rt-next")
     assert store.get_refresh_token("acme", "rt-next") == refresh(g, "rt-next")
     assert store.get_access_token("acme", "at-next") == access(g, "at-next")
 
@@ -225,12 +226,34 @@ def test_a_rotated_token_presented_again_rotates_only_within_the_grace_window(st
         # The grace window counts from the first rotation, not the last.
         assert store.get_refresh_token("acme", rt.token_hash).rotated_at == T0 + 100
         assert store.get_access_token("acme", "at-b") is not None
+        # The retry's successor replaced the first one: one live refresh token.
+        assert store.get_refresh_token("acme", "rt-a") is None
+        assert store.get_refresh_token("acme", "rt-b") == refresh(grant(), "rt-b")
+        assert store.get_refresh_token("acme", rt.token_hash).successor_hash == "rt-b"
     else:
         assert store.get_grant("acme", rt.grant_id) is None
         for token_hash in ("at-a", "at-b"):
             assert store.get_access_token("acme", token_hash) is None
         assert store.get_refresh_token("acme", "rt-a") is None
         assert rotate(store, rt, T0 + 200, n="c") is Rotation.GONE
+
+
+def test_retries_within_grace_leave_one_live_refresh_token_in_the_family(store):
+    _, rt = with_tokens(store, grant())
+    for n in "abcd":
+        assert rotate(store, rt, T0 + 100, n=n) is Rotation.ROTATED
+    assert [n for n in "abcd" if store.get_refresh_token("acme", f"rt-{n}") is not None] == ["d"]
+    assert rotate(store, attrs.evolve(rt, token_hash="rt-d"), T0 + 101, n="e") is Rotation.ROTATED
+
+
+def test_a_retry_after_its_successor_was_used_is_reuse_and_revokes_the_family(store):
+    _, rt = with_tokens(store, grant())
+    assert rotate(store, rt, T0 + 100, n="a") is Rotation.ROTATED
+    assert rotate(store, attrs.evolve(rt, token_hash="rt-a"), T0 + 101, n="b") is Rotation.ROTATED
+    # Within the first token's grace window, but the family has moved on.
+    assert rotate(store, rt, T0 + 102, n="c") is Rotation.REUSED
+    assert store.get_grant("acme", rt.grant_id) is None
+    assert store.get_refresh_token("acme", "rt-b") is None and store.get_access_token("acme", "at-c") is None
 
 
 def test_rotation_of_an_unknown_expired_or_foreign_token_is_gone_and_stores_nothing(store):

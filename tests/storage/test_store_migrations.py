@@ -95,7 +95,7 @@ def test_replicas_starting_together_on_an_empty_database_create_it_once(sql_url,
 
 
 # The columns later migrations added to the version-1 tables.
-_ADDED_SINCE_1 = [("auth_sessions", "browser_hash")]
+_ADDED_SINCE_1 = [("auth_sessions", "browser_hash"), ("refresh_tokens", "successor_hash")]
 
 
 def _version_1_database(url: str, ring: KeyRing) -> None:
@@ -125,8 +125,8 @@ def test_a_version_1_database_is_upgraded_keeping_its_clients_and_dropping_unbou
     try:
         with store.engine.connect() as conn:
             assert version_of(conn) == migrations.MIGRATIONS[-1].version
-            columns = {c["name"] for c in sqlalchemy.inspect(conn).get_columns("auth_sessions")}
-        assert "browser_hash" in columns
+            for table, column in _ADDED_SINCE_1:
+                assert column in {c["name"] for c in sqlalchemy.inspect(conn).get_columns(table)}
         assert store.get_client("acme", "mcp_client_old") is not None
         # The login begun before the upgrade had no browser to check: gone.
         assert store.take_auth_session("acme", "old-state", 0) is None

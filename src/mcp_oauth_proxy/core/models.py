@@ -184,6 +184,9 @@ class RefreshToken:
     expires_at: int
     # When it was first exchanged for a successor; None while current.
     rotated_at: int | None = None
+    # The hash of the successor it was last exchanged for: a retry within the
+    # grace window replaces that one, so a family has one live refresh token.
+    successor_hash: str | None = attrs.field(default=None, repr=False)
 
 
 class Rotation(enum.Enum):

@@ -66,11 +66,16 @@ class Store(Protocol):
         access: AccessToken,
         refresh: RefreshToken,
     ) -> Rotation:
-        """Exchange a refresh token for its successors.
+        """Exchange a refresh token for its successors; a family never has
+        more than one live refresh token.
 
-        Current (never rotated): mark it rotated at ``now``, store both, ROTATED.
-        Rotated no more than ``grace`` seconds ago: store both, ROTATED.
-        Rotated earlier: revoke its grant, REUSED (RFC 9700 §4.14.2).
+        Current (never rotated): mark it rotated at ``now``, with ``refresh``
+        as its successor; store both, ROTATED.
+        Rotated no more than ``grace`` seconds ago (a client's retry) while
+        its successor is still unused: that successor is deleted and
+        ``refresh`` takes its place; store both, ROTATED.
+        Rotated earlier, or its successor already used: revoke its grant,
+        REUSED (RFC 9700 §4.14.2).
         Unknown, expired, or grant revoked: GONE.
         """
 

@@ -145,11 +145,15 @@ class MemoryStore:
             old = self._refresh.get((tenant, token_hash))
             if old is None or old.expires_at <= now or not self._live(tenant, old.grant_id):
                 return Rotation.GONE
-            if old.rotated_at is not None and now - old.rotated_at > grace:
-                self._revoke(tenant, old.grant_id)
-                return Rotation.REUSED
-            if old.rotated_at is None:
-                self._refresh[(tenant, token_hash)] = attrs.evolve(old, rotated_at=now)
+            if old.rotated_at is not None:
+                successor = self._refresh.get((tenant, old.successor_hash or ""))
+                if now - old.rotated_at > grace or successor is None or successor.rotated_at is not None:
+                    self._revoke(tenant, old.grant_id)
+                    return Rotation.REUSED
+                del self._refresh[(tenant, successor.token_hash)]
+            rotated_at = now if old.rotated_at is None else old.rotated_at
+            self._refresh[(tenant, token_hash)] = attrs.evolve(
+                old, rotated_at=rotated_at, successor_hash=refresh.token_hash)
             self._access[(tenant, access.token_hash)] = access
             self._refresh[(tenant, refresh.token_hash)] = refresh
             return Rotation.ROTATED

@@ -60,9 +60,14 @@ def _bind_sessions_to_browsers(conn: Connection) -> None:
     conn.execute(text("ALTER TABLE auth_sessions ADD COLUMN browser_hash VARCHAR(64) NOT NULL DEFAULT ''"))
 
 
+def _name_successors(conn: Connection) -> None:
+    conn.execute(text("ALTER TABLE refresh_tokens ADD COLUMN successor_hash VARCHAR(64) NULL"))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", None),
     Migration(2, "login sessions bound to the browser that consented", _bind_sessions_to_browsers),
+    Migration(3, "refresh tokens name their successor", _name_successors),
 )
 
 

@@ -158,7 +158,8 @@ def _token_table(name: str, *extra: Column[Any]) -> Table:
 
 
 access_tokens = _token_table("access_tokens")
-refresh_tokens = _token_table("refresh_tokens", _time("rotated_at", nullable=True))
+refresh_tokens = _token_table("refresh_tokens", _time("rotated_at", nullable=True),
+                              _str("successor_hash", 64, nullable=True))
 
 # Rate-limit windows, keyed by the SHA-256 of the limit's key (which may hold a
 # long client_id URL or an address).

@@ -338,25 +338,32 @@ class SqlStore:
     ) -> Rotation:
         old = refresh_tokens.c
         mine = (old.tenant == tenant, old.token_hash == token_hash, old.expires_at > now)
-        # Current, or rotated within the grace window: the row lock this
-        # UPDATE takes makes concurrent rotations of one token queue here.
-        rotate = update(refresh_tokens).where(
-            *mine,
-            (old.rotated_at.is_(None)) | (old.rotated_at >= now - grace),
-            _live_grant(tenant, old.grant_id),
-        ).values(rotated_at=func.coalesce(old.rotated_at, now))
-        # Rotated before the grace window: a replay, RFC 9700 §4.14.2.
-        stolen = select(old.grant_id).where(*mine, old.rotated_at < now - grace).scalar_subquery()
-        revoke = update(grants).where(
-            grants.c.tenant == tenant, grants.c.grant_id == stolen, grants.c.revoked.is_(False)
-        ).values(revoked=True)
+        # The row lock makes concurrent rotations of one token queue here.
+        presented = select(old.rotated_at, old.successor_hash, old.grant_id).where(
+            *mine, _live_grant(tenant, old.grant_id)).with_for_update()
+
+        def replace_successor(conn: Connection, successor_hash: str | None) -> bool:
+            # Only an unused successor: one already rotated means the family moved on.
+            unused = delete(refresh_tokens).where(
+                old.tenant == tenant, old.token_hash == successor_hash, old.rotated_at.is_(None))
+            return successor_hash is not None and conn.execute(unused).rowcount == 1
 
         def op(conn: Connection) -> Rotation:
-            if conn.execute(rotate).rowcount == 1:
-                self._upsert(conn, access_tokens, _row(access))
-                self._upsert(conn, refresh_tokens, _row(refresh))
-                return Rotation.ROTATED
-            return Rotation.REUSED if conn.execute(revoke).rowcount == 1 else Rotation.GONE
+            row = conn.execute(presented).first()
+            if row is None:
+                return Rotation.GONE
+            if row.rotated_at is not None and not (
+                    row.rotated_at >= now - grace and replace_successor(conn, row.successor_hash)):
+                # A replay, RFC 9700 §4.14.2: the family is revoked.
+                revoke = update(grants).where(
+                    grants.c.tenant == tenant, grants.c.grant_id == row.grant_id, grants.c.revoked.is_(False)
+                ).values(revoked=True)
+                return Rotation.REUSED if conn.execute(revoke).rowcount == 1 else Rotation.GONE
+            conn.execute(update(refresh_tokens).where(old.tenant == tenant, old.token_hash == token_hash).values(
+                rotated_at=func.coalesce(old.rotated_at, now), successor_hash=refresh.token_hash))
+            self._upsert(conn, access_tokens, _row(access))
+            self._upsert(conn, refresh_tokens, _row(refresh))
+            return Rotation.ROTATED
 
         return self._write(op)
 

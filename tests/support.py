@@ -14,7 +14,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import attrs
 
 from mcp_oauth_proxy.core.context import Context
-from mcp_oauth_proxy.core.effects import Effect, run_sync
+from mcp_oauth_proxy.core.effects import Effect, FetchClientMetadata, run_sync
 from mcp_oauth_proxy.core.http import HttpRequest, HttpResponse, Request, Response
 from mcp_oauth_proxy.core.flows.guard import guard
 from mcp_oauth_proxy.core.router import handle
@@ -233,3 +233,46 @@ class Harness:
             response = self.redeem(client["client_id"], params["code"], client_secret=client.get("client_secret"))
         assert response.status == 200, response.body
         return client, response.json()
+
+
+# -- Client ID Metadata Documents ---------------------------------------------
+DOC_URL = "https://app.example.net/oauth/client.json"
+
+
+def document(**over: Any) -> dict[str, Any]:
+    """A good client metadata document for DOC_URL, with ``over`` changed (None removes)."""
+    doc = {"client_id": DOC_URL, "client_name": "Doc Client", "redirect_uris": [REDIRECT],
+           "grant_types": ["authorization_code", "refresh_token"], "token_endpoint_auth_method": "none",
+           "application_type": "native"}
+    doc.update(over)
+    return {k: v for k, v in doc.items() if v is not None}
+
+
+class DocHarness(Harness):
+    """A harness whose FetchClientMetadata effects are answered by ``self.documents``."""
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.documents: dict[str, HttpResponse | Exception] = {}
+        self.fetched: list[FetchClientMetadata] = []
+        self.effects: list[object] = []
+
+    def perform(self) -> Callable[[Effect], Any]:
+        def fetch_document(effect: FetchClientMetadata) -> HttpResponse:
+            self.fetched.append(effect)
+            answer = self.documents.get(effect.url, HttpResponse(404, (), b""))
+            if isinstance(answer, Exception):
+                raise answer
+            return answer
+
+        carry_out = sync_performer(self.store, self.idp, sleep=lambda s: None, fetch_document=fetch_document)
+
+        def perform(effect: Effect) -> Any:
+            self.effects.append(effect)
+            return carry_out(effect)
+
+        return perform
+
+    def serve(self, doc: dict[str, Any] | bytes, content_type: str = "application/json", url: str = DOC_URL) -> None:
+        body = doc if isinstance(doc, bytes) else json.dumps(doc).encode()
+        self.documents[url] = HttpResponse(200, (("content-type", content_type),), body)

@@ -23,7 +23,7 @@ def test_consent_page_shows_client_redirect_host_and_scopes():
     assert page.status == 200
     html = page.body.decode()
     assert "Test Client" in html
-    assert "127.0.0.1:33418" in html  # the redirect host, shown prominently
+    assert '<span class="host">127.0.0.1</span>' in html  # the redirect host alone, shown prominently
     assert "<li>mcp</li>" in html
     assert "openid" in html  # the upstream scopes
     assert 'action="https://acme.example.com/oauth/consent"' in html

@@ -8,53 +8,13 @@ import logging
 import attrs
 import pytest
 
-from support import ISSUER, REDIRECT, Harness, params_of, tenant
+from support import DOC_URL, ISSUER, DocHarness, Harness, params_of, tenant
+from support import document as _doc
 from mcp_oauth_proxy.core.cimd import MAX_CACHE, MIN_CACHE, cache_seconds
-from mcp_oauth_proxy.core.effects import Audit, FetchClientMetadata, MarkClientUsed, run_sync
+from mcp_oauth_proxy.core.effects import Audit, MarkClientUsed, run_sync
 from mcp_oauth_proxy.core.errors import FetchFailed
 from mcp_oauth_proxy.core.http import HttpResponse
 from mcp_oauth_proxy.runtime import sync_performer
-
-DOC_URL = "https://app.example.net/oauth/client.json"
-
-
-def _doc(**over) -> dict:
-    doc = {"client_id": DOC_URL, "client_name": "Doc Client", "redirect_uris": [REDIRECT],
-           "grant_types": ["authorization_code", "refresh_token"], "token_endpoint_auth_method": "none",
-           "application_type": "native"}
-    doc.update(over)
-    return {k: v for k, v in doc.items() if v is not None}
-
-
-class DocHarness(Harness):
-    """A harness whose FetchClientMetadata effects are answered by ``self.documents``."""
-
-    def __init__(self, **kw) -> None:
-        super().__init__(**kw)
-        self.documents: dict[str, HttpResponse | Exception] = {}
-        self.fetched: list[FetchClientMetadata] = []
-        self.effects: list[object] = []
-
-    def perform(self):
-        def fetch_document(effect: FetchClientMetadata) -> HttpResponse:
-            self.fetched.append(effect)
-            answer = self.documents.get(effect.url, HttpResponse(404, (), b""))
-            if isinstance(answer, Exception):
-                raise answer
-            return answer
-
-        carry_out = sync_performer(self.store, self.idp, sleep=lambda s: None, fetch_document=fetch_document)
-
-        def perform(effect):
-            self.effects.append(effect)
-            return carry_out(effect)
-
-        return perform
-
-    def serve(self, doc: dict | bytes, content_type: str = "application/json", url: str = DOC_URL) -> None:
-        body = doc if isinstance(doc, bytes) else json.dumps(doc).encode()
-        self.documents[url] = HttpResponse(200, (("content-type", content_type),), body)
-
 
 def test_metadata_advertises_document_support():
     doc = Harness().request("GET", f"{ISSUER}/.well-known/oauth-authorization-server").json()

@@ -17,7 +17,13 @@ from mcp_oauth_proxy.core.errors import (
     InvalidTarget,
 )
 from mcp_oauth_proxy.core.http import Request, add_query, form_params, parse_params, required, single
-from mcp_oauth_proxy.core.redirect_uris import check_registrable, is_loopback_host, matches
+from mcp_oauth_proxy.core.redirect_uris import (
+    check_registrable,
+    is_loopback_host,
+    is_loopback_redirect,
+    matches,
+    shown_host,
+)
 from mcp_oauth_proxy.core.scopes import check_resource, choose_scope, normalize_resource, parse_scope
 from mcp_oauth_proxy.core.tenancy import normalize_host, pick_tenant
 
@@ -107,6 +113,18 @@ NOT_REGISTRABLE = [
     ("http://127.0.0.1:8_0/cb", "native"),
     ("https://[::1/cb", "web"),  # unbalanced IPv6 literal
     ("https://app.example.com/" + "a" * 3000, "web"),  # too long
+    # read one way by Python and another by a browser or a person
+    ("http://evil.com\\@127.0.0.1/cb", "native"),  # a browser goes to evil.com
+    ("http://127.0.0.1\\@evil.com/cb", "native"),
+    ("https://app.example.com\\cb", "web"),
+    ("https://trusted.example@evil.example/cb", "web"),  # shown as "trusted.example..."
+    ("https://user:pw@app.example.com/cb", "web"),
+    ("http://u:pw@127.0.0.1/cb", "native"),
+    ("https://@app.example.com/cb", "web"),
+    # non-ASCII: a look-alike host, or a header it cannot go in
+    ("https://\u0430\u0440\u0440\u04cf\u0435.com/cb", "web"),  # Cyrillic "apple"
+    ("https://app.example.com/caf\u00e9", "web"),
+    ("https://b\u00fccher.example/cb", "web"),
 ]
 
 
@@ -130,6 +148,36 @@ def test_is_loopback_host(host, loopback):
     assert is_loopback_host(host) is loopback
 
 
+@pytest.mark.parametrize(
+    "uri, loopback",
+    [
+        ("http://127.0.0.1:33418/cb", True), ("http://localhost/cb", True), ("http://[::1]:9/cb", True),
+        ("http://evil.com\\@127.0.0.1/cb", False),  # Python's host, not the browser's
+        ("http://u:pw@127.0.0.1/cb", False), ("https://app.example.com/cb", False), ("com.example:/cb", False),
+        ("http://\u0131ocalhost/cb", False),
+    ],
+)
+def test_the_loopback_reassurance_is_only_for_a_literal_loopback_host(uri, loopback):
+    assert is_loopback_redirect(uri) is loopback
+
+
+@pytest.mark.parametrize(
+    "uri, shown",
+    [
+        ("https://app.example.com:8443/cb?x=1", "app.example.com"),
+        ("http://127.0.0.1:33418/callback", "127.0.0.1"),
+        ("http://[::1]:8080/cb", "[::1]"),
+        ("https://trusted.example@evil.example/cb", "evil.example"),  # the host it really goes to
+        ("https://xn--80ak6aa92e.com/cb", "xn--80ak6aa92e.com"),
+        ("https://\u0430\u0440\u0440\u04cf\u0435.com/cb", "xn--80ak6aa92e.com"),  # registered under older rules
+        ("com.example.app:/oauth2redirect", "com.example.app:"),
+        ("https://[::1/cb", "https:"),
+    ],
+)
+def test_the_consent_page_shows_the_redirect_host_alone_in_ascii(uri, shown):
+    assert shown_host(uri) == shown
+
+
 # -- redirect URIs: matching a request against the registered ones --------------
 
 MATCHES = [
@@ -147,7 +195,6 @@ MATCHES = [
     ("http://127.0.0.1:1/cb?x=1", ("http://127.0.0.1:2/cb?x=1",)),
     ("http://127.0.0.1:/cb", ("http://127.0.0.1:2/cb",)),  # an empty port
     ("HTTP://LOCALHOST:5/cb", ("HTTP://LOCALHOST:8080/cb",)),  # as registered
-    ("http://u:pw@127.0.0.1:5/cb", ("http://u:pw@127.0.0.1/cb",)),
 ]
 
 
@@ -157,6 +204,10 @@ def test_matches(requested, registered):
 
 
 NO_MATCH = [
+    # registered under older rules, never matched now
+    ("http://u:pw@127.0.0.1:5/cb", ("http://u:pw@127.0.0.1/cb",)),
+    ("http://evil.com\\@127.0.0.1/cb", ("http://evil.com\\@127.0.0.1/cb",)),
+    ("https://\u0430\u0440\u0440\u04cf\u0435.com/cb", ("https://\u0430\u0440\u0440\u04cf\u0435.com/cb",)),
     # non-loopback: the port is part of the exact match
     ("https://app.example.com:8443/cb", ("https://app.example.com/cb",)),
     ("https://app.example.com/cb", ("https://app.example.com:443/cb",)),

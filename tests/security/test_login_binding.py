@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 from local_idp import LocalIdP
-from oauth_walk import CHALLENGE, VERIFIER, at_upstream, drive_async, params, to_upstream
+from oauth_walk import CHALLENGE, VERIFIER, at_upstream, drive_async, params
 from proxy_apps import asgi_app, site
 
 pytestmark = pytest.mark.anyio

@@ -30,19 +30,72 @@ def is_loopback_host(host: str | None) -> bool:
 
 
 def _split(uri: str) -> SplitResult:
+    """The parts of a redirect URI that reads the same to Python, to a
+    browser and to a person, or InvalidRedirectUri saying why not."""
     if len(uri) > MAX_URI_LENGTH:
         raise InvalidRedirectUri("redirect URI is too long")
-    # C0, DEL, C1, Unicode separators, bidi controls and lone surrogates:
-    # none belongs in a URI (RFC 3986 §2) and some spoof or break headers.
-    if any(ord(ch) < 0x21 or not ch.isprintable() for ch in uri):
+    # C0, DEL, spaces: none belongs in a URI (RFC 3986 §2), and some break headers.
+    if any(ord(ch) < 0x21 or ord(ch) == 0x7F for ch in uri):
         raise InvalidRedirectUri(f"redirect URI {uri!r} contains spaces or control characters")
+    # A URI is ASCII (RFC 3986 §2): an international host is written in its
+    # punycode form, other characters percent-encoded. Raw, they cannot go in
+    # a Location header, and look-alike hosts would reach the consent page.
+    if not uri.isascii():
+        raise InvalidRedirectUri(
+            f"redirect URI {uri!r} must be ASCII: write the host in punycode and percent-encode the rest")
+    # WHATWG URL parsers (browsers) read a backslash as "/" in http(s) URIs,
+    # RFC 3986 parsers do not: "http://evil.com\@127.0.0.1/" goes to
+    # 127.0.0.1 for Python and to evil.com for a browser.
+    if "\\" in uri:
+        raise InvalidRedirectUri(f"redirect URI {uri!r} must not contain a backslash")
     try:
         parts = urlsplit(uri)
         if parts.port == 0:
             raise ValueError("port 0")
     except ValueError as exc:
         raise InvalidRedirectUri(f"redirect URI {uri!r} is not a valid URI") from exc
+    # user:password@host shows a host that is not the one it goes to
+    # ("https://trusted.example@evil.example/"); RFC 9700 §4.1.3 leaves no
+    # reason to allow it in a redirect URI.
+    if "@" in parts.netloc:
+        raise InvalidRedirectUri(f"redirect URI {uri!r} must not contain user information")
     return parts
+
+
+def is_well_formed(uri: str) -> bool:
+    """Whether ``uri`` passes the syntax rules every registered redirect URI
+    meets (a record registered under older rules may not)."""
+    try:
+        _split(uri)
+    except InvalidRedirectUri:
+        return False
+    return True
+
+
+def shown_host(uri: str) -> str:
+    """What the consent page names as where the person is sent: the host
+    alone (no user information, port or path), in its ASCII form; for a
+    private-use scheme, the scheme."""
+    try:
+        parts = urlsplit(uri)
+        host = parts.hostname
+    except ValueError:
+        host = None
+    if not host:
+        return uri.partition(":")[0] + ":"
+    if not host.isascii():  # never for a URI registered under today's rules
+        try:
+            host = host.encode("idna").decode("ascii")
+        except UnicodeError:
+            host = host.encode("ascii", "backslashreplace").decode("ascii")
+    return f"[{host}]" if ":" in host else host
+
+
+def is_loopback_redirect(uri: str) -> bool:
+    """Whether ``uri`` sends the browser to this computer, by a host written
+    literally (no user information or backslash that a browser would read
+    differently)."""
+    return is_well_formed(uri) and is_loopback_host(urlsplit(uri).hostname)
 
 
 def check_registrable(uri: str, application_type: str) -> None:
@@ -100,6 +153,8 @@ def matches(requested: str, registered: tuple[str, ...]) -> bool:
     """Exact string match, except that a loopback redirect URI may use any
     port (RFC 8252 §7.3: native apps bind an ephemeral port). Everything but
     the port is compared as written (RFC 9700 §4.1.3)."""
+    if not is_well_formed(requested):
+        return False
     if requested in registered:
         return True
     key = _without_port(requested)

@@ -8,7 +8,6 @@ that, errors go back to the client with ``state`` and ``iss`` (RFC 9207).
 from __future__ import annotations
 
 from typing import Mapping
-from urllib.parse import urlsplit
 
 from .. import cookies, ratelimit
 from ..context import Context, token_hash
@@ -25,7 +24,7 @@ from ..http import Request, Response, form_params, query_params, required, singl
 from ..models import AuthorizationRequest, Client, ConsentRequest
 from ..pages import ConsentView, consent_page
 from ..pkce import check_challenge
-from ..redirect_uris import is_loopback_host, matches
+from ..redirect_uris import is_loopback_redirect, matches, shown_host
 from ..scopes import check_resource, choose_scope, parse_scope
 from .upstream_login import start_upstream_login
 
@@ -106,18 +105,17 @@ def show_consent(ctx: Context, client: Client, auth: AuthorizationRequest, brows
             expires_at=ctx.now + ctx.tenant.policy.session_ttl,
         )
     )
-    redirect_host = urlsplit(auth.redirect_uri)
     view = ConsentView(
         action=ctx.tenant.endpoint("consent"),
         request_id=request_id,
         client_name=client.client_name or client.client_id,
         client_id=client.client_id,
-        redirect_host=redirect_host.netloc or redirect_host.scheme + ":",
+        redirect_host=shown_host(auth.redirect_uri),
         scopes=auth.scope,
         upstream_scopes=ctx.tenant.upstream.scopes,
         service=ctx.tenant.resource_name or ctx.tenant.issuer,
-        localhost_only=all(is_loopback_host(urlsplit(u).hostname) for u in client.redirect_uris),
+        localhost_only=all(is_loopback_redirect(u) for u in client.redirect_uris),
         # CIMD: the document's host is who vouches for this client.
-        client_host=urlsplit(client.client_id).netloc if is_metadata_url(client.client_id) else None,
+        client_host=shown_host(client.client_id) if is_metadata_url(client.client_id) else None,
     )
     return consent_page(view, (browser_cookie,))

@@ -106,7 +106,8 @@ def test_serve_refuses_an_older_schema_naming_the_command_and_upgrade_migrates(t
         sqlalchemy.Table("extra", sqlalchemy.MetaData(), sqlalchemy.Column("id", sqlalchemy.Integer, primary_key=True)
                          ).create(conn)
 
-    monkeypatch.setattr(migrations, "MIGRATIONS", (*migrations.MIGRATIONS, Migration(2, "extra", add_extra)))
+    later = migrations.MIGRATIONS[-1].version + 1
+    monkeypatch.setattr(migrations, "MIGRATIONS", (*migrations.MIGRATIONS, Migration(later, "extra", add_extra)))
     assert cli.main(["serve", "--config", str(path)]) == 1
     assert "mcp-oauth-proxy db upgrade" in capsys.readouterr().err
     app = build_app(config, upgrade=True)  # what `serve --upgrade` does before serving

@@ -7,11 +7,14 @@ a stricter one."""
 from __future__ import annotations
 
 import ipaddress
+import json
 
 import pytest
 
-from mcp_oauth_proxy.core.effects import FetchClientMetadata
+from support import REDIRECT, Harness, tenant
+from mcp_oauth_proxy.core.effects import FetchClientMetadata, run_sync
 from mcp_oauth_proxy.core.errors import FetchFailed
+from mcp_oauth_proxy.runtime import sync_performer
 from mcp_oauth_proxy.upstream.client_metadata import DocumentFetcher, address_allowed
 
 # (address, what Python's ipaddress says of is_global (None: it differs
@@ -58,3 +61,31 @@ def test_embedded_loopback_is_refused_before_any_connection(address):
     fetcher = DocumentFetcher()
     with pytest.raises(FetchFailed, match="private or reserved"):
         fetcher.fetch(FetchClientMetadata(f"https://[{address}]:1/client.json", allow_loopback=True))
+
+
+def _doc(server, path="/client.json"):
+    url = server.url(path)
+    doc = {"client_id": url, "client_name": "Loopback Doc Client", "redirect_uris": [REDIRECT],
+           "token_endpoint_auth_method": "none", "application_type": "native"}
+    server.routes[path] = (200, {"content-type": "application/json", "cache-control": "max-age=3600"},
+                           json.dumps(doc).encode())
+    return url
+
+
+def _harness(fetcher: DocumentFetcher, **kw) -> Harness:
+    h = Harness(tenant=tenant(**kw))
+    h.driver = lambda flow: run_sync(flow, sync_performer(h.store, h.idp, fetch_document=fetcher.fetch))
+    return h
+
+
+def test_a_document_cached_for_a_loopback_tenant_is_not_accepted_by_a_strict_one(doc_server):
+    # One site, one fetcher, one cache: the development tenant allows
+    # loopback, the production tenant beside it does not.
+    fetcher = DocumentFetcher(verify=doc_server.trust())
+    dev = _harness(fetcher, slug="dev", client_metadata_allow_loopback=True)
+    prod = _harness(fetcher, slug="prod")
+    url = _doc(doc_server)
+    assert dev.request("GET", dev.authorize_url(url)).status == 200
+    page = prod.request("GET", prod.authorize_url(url))
+    assert page.status == 400 and "private or reserved" in page.body.decode()
+    assert doc_server.hits["/client.json"] == 1  # refused by the address check, not fetched again

@@ -114,28 +114,32 @@ def _answer(status: int, headers: httpx.Headers, body: bytes) -> HttpResponse:
 
 
 class _Cache:
+    """Answers by the effect that asked: its URL and the address policy the
+    fetch was checked under, so a tenant allowing loopback never fills the
+    cache for one that does not."""
+
     def __init__(self, size: int, clock: Callable[[], float]) -> None:
-        self._entries: OrderedDict[str, tuple[float, HttpResponse]] = OrderedDict()
+        self._entries: OrderedDict[FetchClientMetadata, tuple[float, HttpResponse]] = OrderedDict()
         self._size = size
         self._clock = clock
         self._lock = threading.Lock()
 
-    def get(self, url: str) -> HttpResponse | None:
+    def get(self, effect: FetchClientMetadata) -> HttpResponse | None:
         with self._lock:
-            entry = self._entries.get(url)
+            entry = self._entries.get(effect)
             if entry is None or entry[0] <= self._clock():
-                self._entries.pop(url, None)
+                self._entries.pop(effect, None)
                 return None
-            self._entries.move_to_end(url)
+            self._entries.move_to_end(effect)
             return entry[1]
 
-    def put(self, url: str, response: HttpResponse) -> None:
+    def put(self, effect: FetchClientMetadata, response: HttpResponse) -> None:
         if response.status != 200:
             return
         ttl = cache_seconds(response.header("cache-control"))
         with self._lock:
-            self._entries[url] = (self._clock() + ttl, response)
-            self._entries.move_to_end(url)
+            self._entries[effect] = (self._clock() + ttl, response)
+            self._entries.move_to_end(effect)
             while len(self._entries) > self._size:
                 self._entries.popitem(last=False)
 
@@ -157,7 +161,7 @@ class DocumentFetcher:
         self._cache = _Cache(cache_size, clock)
 
     def fetch(self, effect: FetchClientMetadata) -> HttpResponse:
-        cached = self._cache.get(effect.url)
+        cached = self._cache.get(effect)
         if cached is not None:
             return cached
         host, port = _target(effect.url)
@@ -173,11 +177,11 @@ class DocumentFetcher:
                     for chunk in response.iter_bytes():
                         append_limited(body, chunk, MAX_DOCUMENT)
                     answer = _answer(response.status_code, response.headers, bytes(body))
-        self._cache.put(effect.url, answer)
+        self._cache.put(effect, answer)
         return answer
 
     async def fetch_async(self, effect: FetchClientMetadata) -> HttpResponse:
-        cached = self._cache.get(effect.url)
+        cached = self._cache.get(effect)
         if cached is not None:
             return cached
         host, port = _target(effect.url)
@@ -193,5 +197,5 @@ class DocumentFetcher:
                     async for chunk in response.aiter_bytes():
                         append_limited(body, chunk, MAX_DOCUMENT)
                     answer = _answer(response.status_code, response.headers, bytes(body))
-        self._cache.put(effect.url, answer)
+        self._cache.put(effect, answer)
         return answer

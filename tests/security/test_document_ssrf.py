@@ -7,11 +7,11 @@ a stricter one."""
 from __future__ import annotations
 
 import ipaddress
-import json
 
 import pytest
 
-from support import REDIRECT, Harness, tenant
+from https_server import serve_document
+from support import Harness, tenant
 from mcp_oauth_proxy.core.effects import FetchClientMetadata, run_sync
 from mcp_oauth_proxy.core.errors import FetchFailed
 from mcp_oauth_proxy.runtime import sync_performer
@@ -63,15 +63,6 @@ def test_embedded_loopback_is_refused_before_any_connection(address):
         fetcher.fetch(FetchClientMetadata(f"https://[{address}]:1/client.json", allow_loopback=True))
 
 
-def _doc(server, path="/client.json"):
-    url = server.url(path)
-    doc = {"client_id": url, "client_name": "Loopback Doc Client", "redirect_uris": [REDIRECT],
-           "token_endpoint_auth_method": "none", "application_type": "native"}
-    server.routes[path] = (200, {"content-type": "application/json", "cache-control": "max-age=3600"},
-                           json.dumps(doc).encode())
-    return url
-
-
 def _harness(fetcher: DocumentFetcher, **kw) -> Harness:
     h = Harness(tenant=tenant(**kw))
     h.driver = lambda flow: run_sync(flow, sync_performer(h.store, h.idp, fetch_document=fetcher.fetch))
@@ -84,7 +75,7 @@ def test_a_document_cached_for_a_loopback_tenant_is_not_accepted_by_a_strict_one
     fetcher = DocumentFetcher(verify=doc_server.trust())
     dev = _harness(fetcher, slug="dev", client_metadata_allow_loopback=True)
     prod = _harness(fetcher, slug="prod")
-    url = _doc(doc_server)
+    url = serve_document(doc_server, cache_control="max-age=3600")
     assert dev.request("GET", dev.authorize_url(url)).status == 200
     page = prod.request("GET", prod.authorize_url(url))
     assert page.status == 400 and "private or reserved" in page.body.decode()

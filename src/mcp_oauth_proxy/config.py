@@ -84,9 +84,9 @@ class TenantConfig:
     client_metadata_documents: bool = True
     client_metadata_allow_loopback: bool = False
     policy: Policy = Policy()
-    # Requests per window on token, register, authorize and callback, per
-    # remote address and per client; counted in the database, so replicas
-    # sharing it share the limits.
+    # Requests per window on token, register, authorize, callback, revoke
+    # and introspect, per remote address and per client; counted in the
+    # database, so replicas sharing it share the limits.
     rate_limits: RateLimits = RateLimits()
     resource_servers: list[ResourceServerConfig] = attrs.field(factory=list)
 
@@ -270,8 +270,9 @@ def _check_tenant(t: TenantConfig, where: str, problems: list[str]) -> None:
         if limit.window <= 0:
             problems.append(f"{key}.window: must be positive")
         # A registration has no client yet; a callback's client is known only
-        # once its single-use state is spent, too late to refuse it kindly.
-        if endpoint.name in ("register", "callback") and limit.per_client:
+        # once its single-use state is spent, too late to refuse it kindly;
+        # revocation and introspection are counted before the client is known.
+        if endpoint.name in ("register", "callback", "revoke", "introspect") and limit.per_client:
             problems.append(f"{key}.per_client: {endpoint.name} is counted per address only")
     _check_upstream(t.upstream, f"{where}.upstream", problems)
 

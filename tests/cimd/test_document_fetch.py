@@ -156,3 +156,30 @@ def test_private_address_refused_through_the_flow_when_loopback_is_not_allowed(d
     page = h.request("GET", h.authorize_url(serve_document(doc_server)))
     assert page.status == 400 and "private or reserved" in page.body.decode()
     assert doc_server.hits == {}
+
+
+def test_a_document_client_revokes_its_tokens_without_a_fetch_and_cannot_use_a_secret(doc_server):
+    fetcher = DocumentFetcher(verify=doc_server.trust())
+    asked = []
+
+    def fetch(effect):
+        asked.append(effect)
+        return fetcher.fetch(effect)
+
+    h = Harness(tenant=tenant(client_metadata_allow_loopback=True))
+    h.driver = lambda flow: run_sync(flow, sync_performer(h.store, h.idp, fetch_document=fetch))
+    url = serve_document(doc_server)
+    tokens = h.redeem(url, h.login(url)["code"]).json()
+    asked.clear()
+    # RFC 7009 §2.1: a public client is known by its client_id alone.
+    assert h.request("POST", f"{h.tenant.issuer}/oauth/revoke",
+                     form={"token": tokens["refresh_token"], "client_id": url}).status == 200
+    # A document has no secret: one presented is refused before any fetch.
+    for endpoint in ("token", "introspect", "revoke"):
+        refused = h.request("POST", f"{h.tenant.issuer}/oauth/{endpoint}",
+                            form={"token": tokens["access_token"], "client_id": url, "client_secret": "x",
+                                  "grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]})
+        assert refused.status == 401 and refused.json()["error"] == "invalid_client"
+    assert asked == []
+    assert h.token({"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"],
+                    "client_id": url}).json()["error"] == "invalid_grant"  # the revocation held

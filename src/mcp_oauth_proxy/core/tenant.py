@@ -79,6 +79,10 @@ class RateLimits:
     register: RateLimit = RateLimit(per_address=20, window=3600)
     authorize: RateLimit = RateLimit(per_address=120, per_client=60)
     callback: RateLimit = RateLimit(per_address=120)
+    revoke: RateLimit = RateLimit(per_address=120)
+    # Not counted: the tenant's resource servers, which introspect a token
+    # for every request they serve.
+    introspect: RateLimit = RateLimit(per_address=120)
 
 
 @attrs.frozen

@@ -145,8 +145,7 @@ def handle(request: Request, ctx: Context) -> Flow[Response]:
                 f"use {' or '.join(route.methods)}", headers=(("allow", ", ".join(route.methods)),)
             )
         if route.limit is not None:
-            limit = getattr(ctx.tenant.rate_limits, route.limit)
-            yield from ratelimit.check(ctx, route.limit, limit, "address", request.remote_addr)
+            yield from ratelimit.by_address(ctx, route.limit, request.remote_addr)
         result = route.handler(request, ctx)
         response = (yield from result) if isinstance(result, Generator) else result
     except (OAuthError, BrowserError, AuthorizationRedirectError, StorageUnavailable, FetchFailed,

@@ -21,7 +21,7 @@ def _caller(request: Request, form: Mapping[str, list[str]], ctx: Context) -> Fl
     server = next((s for s in ctx.tenant.resource_servers if s.client_id == creds.client_id), None)
     if server is not None and creds.method != "none" and check_secret(creds.secret, server.secret_sha256):
         return None
-    yield from ratelimit.check(ctx, "introspect", ctx.tenant.rate_limits.introspect, "address", request.remote_addr)
+    yield from ratelimit.by_address(ctx, "introspect", request.remote_addr)
     if server is not None:
         raise InvalidClient("resource server authentication failed")
     if creds.method == "none":

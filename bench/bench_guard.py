@@ -69,6 +69,7 @@ scopes = ["mcp"]
 [tenants.rate_limits.token]
 per_address = 0
 per_client = 0
+per_grant = 0
 
 [tenants.upstream]
 kind = "github"

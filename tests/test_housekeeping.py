@@ -131,6 +131,10 @@ def test_rate_limits_and_gc_settings_come_from_the_config(tmp_path):
     ("[tenants.rate_limits.token]\nper_client = -1", "tenants[0].rate_limits.token: counts must not be negative"),
     ("[tenants.rate_limits.register]\nwindow = 0", "tenants[0].rate_limits.register.window: must be positive"),
     ("[tenants.rate_limits.callback]\nper_client = 5", "tenants[0].rate_limits.callback.per_client: callback is"),
+    ("[tenants.rate_limits.token]\nper_grant = -1", "tenants[0].rate_limits.token: counts must not be negative"),
+    ("[tenants.rate_limits.authorize]\nper_grant = 5",
+     "tenants[0].rate_limits.authorize.per_grant: authorize is counted per address and client only"),
+    ("[tenants.rate_limits.revoke]\nper_client = 5", "tenants[0].rate_limits.revoke.per_client: revoke is counted per"),
 ])
 def test_bad_rate_limits_are_named(tmp_path, table, message):
     base = CONFIG.split("[tenants.rate_limits.token]")[0] + table + "\n\n[tenants.upstream]" + CONFIG.split("[tenants.upstream]")[1]

@@ -16,7 +16,7 @@ import cattrs
 from cattrs.cols import list_structure_factory
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
 
-from .core.tenant import Policy, RateLimit, RateLimits
+from .core.tenant import COUNTS, Policy, RateLimit, RateLimits
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -84,9 +84,9 @@ class TenantConfig:
     client_metadata_documents: bool = True
     client_metadata_allow_loopback: bool = False
     policy: Policy = Policy()
-    # Requests per window on token, register, authorize and callback, per
-    # remote address and per client; counted in the database, so replicas
-    # sharing it share the limits.
+    # Requests per window on token, register, authorize, callback, revoke
+    # and introspect (README: Rate limits); counted in the database, so
+    # replicas sharing it share the limits.
     rate_limits: RateLimits = RateLimits()
     resource_servers: list[ResourceServerConfig] = attrs.field(factory=list)
 
@@ -265,14 +265,15 @@ def _check_tenant(t: TenantConfig, where: str, problems: list[str]) -> None:
     for endpoint in attrs.fields(RateLimits):
         limit: RateLimit = getattr(t.rate_limits, endpoint.name)
         key = f"{where}.rate_limits.{endpoint.name}"
-        if limit.per_address < 0 or limit.per_client < 0:
+        counts = COUNTS[endpoint.name]
+        if min(limit.per_address, limit.per_client, limit.per_grant) < 0:
             problems.append(f"{key}: counts must not be negative (0 turns a count off)")
         if limit.window <= 0:
             problems.append(f"{key}.window: must be positive")
-        # A registration has no client yet; a callback's client is known only
-        # once its single-use state is spent, too late to refuse it kindly.
-        if endpoint.name in ("register", "callback") and limit.per_client:
-            problems.append(f"{key}.per_client: {endpoint.name} is counted per address only")
+        for count in ("per_client", "per_grant"):
+            if getattr(limit, count) and count not in counts:
+                kept = " and ".join(c.removeprefix("per_") for c in counts)
+                problems.append(f"{key}.{count}: {endpoint.name} is counted per {kept} only")
     _check_upstream(t.upstream, f"{where}.upstream", problems)
 
 

@@ -10,7 +10,8 @@ import json
 import anyio
 import pytest
 
-from support import REDIRECT, Harness, tenant
+from https_server import serve_document
+from support import Harness, tenant
 from mcp_oauth_proxy.core.cimd import MIN_CACHE
 from mcp_oauth_proxy.core.effects import FetchClientMetadata, run_sync
 from mcp_oauth_proxy.core.errors import FetchFailed
@@ -26,20 +27,10 @@ class Clock:
         return self.now
 
 
-def _serve_doc(server, path="/client.json", cache_control="max-age=300", **over):
-    url = server.url(path)
-    doc = {"client_id": url, "client_name": "Loopback Doc Client", "redirect_uris": [REDIRECT],
-           "grant_types": ["authorization_code", "refresh_token"], "token_endpoint_auth_method": "none",
-           "application_type": "native", **over}
-    server.routes[path] = (200, {"content-type": "application/json", "cache-control": cache_control},
-                           json.dumps(doc).encode())
-    return url
-
-
 def test_fetches_a_document_over_verified_tls_and_caches_it_per_cache_control(doc_server):
     clock = Clock()
     fetcher = DocumentFetcher(verify=doc_server.trust(), clock=clock)
-    url = _serve_doc(doc_server)
+    url = serve_document(doc_server)
     effect = FetchClientMetadata(url, allow_loopback=True)
     first = fetcher.fetch(effect)
     assert first.status == 200 and json.loads(first.body)["client_id"] == url
@@ -53,7 +44,7 @@ def test_fetches_a_document_over_verified_tls_and_caches_it_per_cache_control(do
 def test_no_store_documents_are_kept_only_the_minimum(doc_server):
     clock = Clock()
     fetcher = DocumentFetcher(verify=doc_server.trust(), clock=clock)
-    effect = FetchClientMetadata(_serve_doc(doc_server, cache_control="no-store"), allow_loopback=True)
+    effect = FetchClientMetadata(serve_document(doc_server, cache_control="no-store"), allow_loopback=True)
     fetcher.fetch(effect)
     clock.now += MIN_CACHE - 1
     fetcher.fetch(effect)
@@ -66,7 +57,7 @@ def test_no_store_documents_are_kept_only_the_minimum(doc_server):
 def test_loopback_is_refused_unless_the_tenant_allows_it(doc_server):
     fetcher = DocumentFetcher(verify=doc_server.trust())
     with pytest.raises(FetchFailed, match="private or reserved"):
-        fetcher.fetch(FetchClientMetadata(_serve_doc(doc_server), allow_loopback=False))
+        fetcher.fetch(FetchClientMetadata(serve_document(doc_server), allow_loopback=False))
     assert doc_server.hits == {}  # refused before connecting
 
 
@@ -91,19 +82,19 @@ def test_address_rules(address, loopback, allowed):
 
 def test_an_untrusted_certificate_is_refused(doc_server):
     with pytest.raises(FetchFailed, match="TLS"):
-        DocumentFetcher().fetch(FetchClientMetadata(_serve_doc(doc_server), allow_loopback=True))
+        DocumentFetcher().fetch(FetchClientMetadata(serve_document(doc_server), allow_loopback=True))
 
 
 def test_a_certificate_for_another_name_is_refused(doc_server):
     # The certificate names localhost and 127.0.0.1, not 127.0.0.2.
-    url = _serve_doc(doc_server).replace("localhost", "127.0.0.2")
+    url = serve_document(doc_server).replace("localhost", "127.0.0.2")
     with pytest.raises(FetchFailed):
         DocumentFetcher(verify=doc_server.trust()).fetch(FetchClientMetadata(url, allow_loopback=True))
 
 
 def test_redirects_are_not_followed(doc_server):
     doc_server.routes["/moved.json"] = (302, {"location": doc_server.url("/client.json")}, b"")
-    _serve_doc(doc_server)
+    serve_document(doc_server)
     with pytest.raises(FetchFailed, match="redirects are not followed"):
         DocumentFetcher(verify=doc_server.trust()).fetch(
             FetchClientMetadata(doc_server.url("/moved.json"), allow_loopback=True))
@@ -125,7 +116,7 @@ def test_unresolvable_host_is_refused():
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
 def test_async_fetch_behaves_the_same(doc_server, backend):
     fetcher = DocumentFetcher(verify=doc_server.trust())
-    url = _serve_doc(doc_server)
+    url = serve_document(doc_server)
 
     async def main():
         answer = await fetcher.fetch_async(FetchClientMetadata(url, allow_loopback=True))
@@ -141,7 +132,7 @@ def test_a_document_client_completes_the_flow_with_the_real_fetcher(doc_server):
     fetcher = DocumentFetcher(verify=doc_server.trust())
     h = Harness(tenant=tenant(client_metadata_allow_loopback=True))
     h.driver = lambda flow: run_sync(flow, sync_performer(h.store, h.idp, fetch_document=fetcher.fetch))
-    url = _serve_doc(doc_server)
+    url = serve_document(doc_server)
     page = h.request("GET", h.authorize_url(url))
     assert page.status == 200 and f"localhost:{doc_server.port}" in page.body.decode()
     params = h.login(url)
@@ -153,7 +144,7 @@ def test_a_document_with_the_wrong_client_id_is_refused_through_the_flow(doc_ser
     fetcher = DocumentFetcher(verify=doc_server.trust())
     h = Harness(tenant=tenant(client_metadata_allow_loopback=True))
     h.driver = lambda flow: run_sync(flow, sync_performer(h.store, h.idp, fetch_document=fetcher.fetch))
-    url = _serve_doc(doc_server, client_id="https://elsewhere.example/client.json")
+    url = serve_document(doc_server, client_id="https://elsewhere.example/client.json")
     page = h.request("GET", h.authorize_url(url))
     assert page.status == 400 and "client_id is not its URL" in page.body.decode()
 
@@ -162,6 +153,33 @@ def test_private_address_refused_through_the_flow_when_loopback_is_not_allowed(d
     fetcher = DocumentFetcher(verify=doc_server.trust())
     h = Harness()
     h.driver = lambda flow: run_sync(flow, sync_performer(h.store, h.idp, fetch_document=fetcher.fetch))
-    page = h.request("GET", h.authorize_url(_serve_doc(doc_server)))
+    page = h.request("GET", h.authorize_url(serve_document(doc_server)))
     assert page.status == 400 and "private or reserved" in page.body.decode()
     assert doc_server.hits == {}
+
+
+def test_a_document_client_revokes_its_tokens_without_a_fetch_and_cannot_use_a_secret(doc_server):
+    fetcher = DocumentFetcher(verify=doc_server.trust())
+    asked = []
+
+    def fetch(effect):
+        asked.append(effect)
+        return fetcher.fetch(effect)
+
+    h = Harness(tenant=tenant(client_metadata_allow_loopback=True))
+    h.driver = lambda flow: run_sync(flow, sync_performer(h.store, h.idp, fetch_document=fetch))
+    url = serve_document(doc_server)
+    tokens = h.redeem(url, h.login(url)["code"]).json()
+    asked.clear()
+    # RFC 7009 §2.1: a public client is known by its client_id alone.
+    assert h.request("POST", f"{h.tenant.issuer}/oauth/revoke",
+                     form={"token": tokens["refresh_token"], "client_id": url}).status == 200
+    # A document has no secret: one presented is refused before any fetch.
+    for endpoint in ("token", "introspect", "revoke"):
+        refused = h.request("POST", f"{h.tenant.issuer}/oauth/{endpoint}",
+                            form={"token": tokens["access_token"], "client_id": url, "client_secret": "x",
+                                  "grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]})
+        assert refused.status == 401 and refused.json()["error"] == "invalid_client"
+    assert asked == []
+    assert h.token({"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"],
+                    "client_id": url}).json()["error"] == "invalid_grant"  # the revocation held

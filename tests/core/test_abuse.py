@@ -3,8 +3,10 @@ in the store so replicas share them) and registrations that lapse."""
 
 from __future__ import annotations
 
+import hashlib
+
 from support import ISSUER, Harness, tenant
-from mcp_oauth_proxy.core.tenant import Policy, RateLimit, RateLimits
+from mcp_oauth_proxy.core.tenant import Policy, RateLimit, RateLimits, ResourceServer
 
 
 def _limited(**limits: RateLimit) -> Harness:
@@ -31,19 +33,47 @@ def test_registrations_per_address_are_capped_then_recover():
     assert _register(h, "198.51.100.7").status == 201
 
 
-def test_token_endpoint_limits_per_client():
-    h = _limited(token=RateLimit(per_client=2, window=60))
-    client, tokens = h.tokens()  # one token request
+def test_token_endpoint_limits_refreshes_per_grant():
+    h = _limited(token=RateLimit(per_grant=2, window=60))
+    client, tokens = h.tokens()  # one token request, not a refresh
     form = {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"], "client_id": client["client_id"]}
     first = h.token(form)
     assert first.status == 200
     form["refresh_token"] = first.json()["refresh_token"]
+    second = h.token(form)
+    assert second.status == 200
+    form["refresh_token"] = second.json()["refresh_token"]
     over = h.token(form)
     assert over.status == 429 and over.header("retry-after")
     assert over.header("cache-control") == "no-store"
     # A refused request changed nothing: the refresh token still works next window.
     h.now += 60
     assert h.token(form).status == 200
+
+
+def test_code_exchanges_are_limited_per_client_at_one_address():
+    h = _limited(token=RateLimit(per_client=1, window=60))
+    client = h.register()
+    h.remote_addr = "198.51.100.7"
+    assert h.redeem(client["client_id"], "guess-1").status == 400
+    assert h.redeem(client["client_id"], "guess-2").status == 429
+    h.remote_addr = "198.51.100.8"
+    assert h.redeem(client["client_id"], "guess-3").status == 400
+
+
+def test_resource_servers_are_not_counted_at_introspection_but_failed_attempts_are():
+    secret = "rs-secret-value"
+    server = ResourceServer("mcp-server", hashlib.sha256(secret.encode()).hexdigest())
+    h = Harness(tenant=tenant(resource_servers=(server,), rate_limits=RateLimits(introspect=RateLimit(per_address=2))))
+    h.remote_addr = "192.0.2.10"
+
+    def introspect(client_secret: str) -> int:
+        return h.request("POST", f"{ISSUER}/oauth/introspect",
+                         form={"token": "mcp_at_x", "client_id": "mcp-server", "client_secret": client_secret}).status
+
+    assert [introspect(secret) for _ in range(5)] == [200] * 5
+    assert [introspect("wrong") for _ in range(3)] == [401, 401, 429]
+    assert introspect(secret) == 200
 
 
 def test_authorize_over_the_limit_is_an_html_page_with_retry_after():

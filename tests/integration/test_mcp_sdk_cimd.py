@@ -12,18 +12,16 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Iterator
 
 import anyio
 import httpx
 import httpx2
-import pytest
 from mcp import Client
 from mcp.client.auth import OAuthClientProvider
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.auth import OAuthClientMetadata
 
-from https_server import DocumentServer, self_signed
+from https_server import DocumentServer
 from processes import free_port, stop_process, wait_until
 from realidp import ADA
 from realidp_browser import Person
@@ -50,16 +48,7 @@ scopes = ["openid", "profile", "email", "offline_access"]
 """
 
 
-@pytest.fixture
-def documents(tmp_path: Path) -> Iterator[DocumentServer]:
-    cert, key = self_signed(tmp_path)
-    server = DocumentServer(cert, key)
-    yield server
-    server.httpd.shutdown()
-    server.httpd.server_close()
-
-
-def test_mcp_sdk_client_with_a_client_id_metadata_document(start_idp, documents: DocumentServer,
+def test_mcp_sdk_client_with_a_client_id_metadata_document(start_idp, doc_server: DocumentServer,
                                                            tmp_path: Path) -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -67,20 +56,20 @@ def test_mcp_sdk_client_with_a_client_id_metadata_document(start_idp, documents:
     config = tmp_path / "mcp-oauth-proxy.toml"
     config.write_text(CONFIG.format(port=port, base=base, idp_issuer=idp.issuer, client_id=idp.client_id))
     redirect_uri = f"http://127.0.0.1:{free_port()}/callback"
-    doc_url = documents.url("/oauth/mcp-client.json")
-    documents.routes["/oauth/mcp-client.json"] = (200, {"content-type": "application/json"}, json.dumps({
+    doc_url = doc_server.url("/oauth/mcp-client.json")
+    doc_server.routes["/oauth/mcp-client.json"] = (200, {"content-type": "application/json"}, json.dumps({
         "client_id": doc_url, "client_name": "CIMD test client", "redirect_uris": [redirect_uri],
         "grant_types": ["authorization_code", "refresh_token"], "response_types": ["code"],
         "token_endpoint_auth_method": "none", "application_type": "native"}).encode())
     log = tmp_path / "server.log"
-    env = {**os.environ, "TEST_IDP_CLIENT_SECRET": idp.client_secret, "SSL_CERT_FILE": documents.cert}
+    env = {**os.environ, "TEST_IDP_CLIENT_SECRET": idp.client_secret, "SSL_CERT_FILE": doc_server.cert}
     with log.open("wb") as out:
         proc = subprocess.Popen([sys.executable, str(SERVER_SCRIPT), str(config), idp.userinfo_endpoint],
                                 stdout=out, stderr=out, stdin=subprocess.DEVNULL, cwd=SERVER_SCRIPT.parent, env=env)
     try:
         wait_until(lambda: httpx.get(f"{base}/.well-known/oauth-protected-resource/mcp", timeout=2,
                                      trust_env=False).status_code == 200, DEADLINE, "the MCP server", proc, log)
-        anyio.run(_scenario, base, doc_url, redirect_uri, documents)
+        anyio.run(_scenario, base, doc_url, redirect_uri, doc_server)
     finally:
         stop_process(proc)
         idp.stop()

@@ -18,11 +18,12 @@ An authorized request reaches the wrapped app with two scope entries:
 from __future__ import annotations
 
 import logging
-from typing import Any, Awaitable, Callable, MutableMapping, Sequence
+from typing import Any, Awaitable, Callable, MutableMapping, Sequence, TypeVar
 
+import anyio
 import attrs
 
-from ..core.effects import run_async
+from ..core.effects import Effect, FetchClientMetadata, run_async
 from ..core.flows.guard import Principal
 from ..core.http import Request, Response
 from ..runtime import async_performer
@@ -53,8 +54,37 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 log = logging.getLogger("mcp_oauth_proxy")
 
 
+T = TypeVar("T")
+
+
 class _Disconnected(Exception):
     pass
+
+
+async def _unless_disconnected(receive: Receive, work: Callable[[], Awaitable[T]]) -> T:
+    """``work``'s outcome, or _Disconnected as soon as the client goes away,
+    ``work`` then cancelled. Only once the body has been read: from then on
+    ``receive()`` gives nothing but ``http.disconnect`` (ASGI HTTP spec)."""
+    outcome: list[tuple[T | None, Exception | None]] = []
+
+    async def run(scope: anyio.CancelScope) -> None:
+        try:
+            outcome.append((await work(), None))
+        except Exception as exc:  # handed back below, outside the task group
+            outcome.append((None, exc))
+        scope.cancel()
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(run, tasks.cancel_scope)
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        tasks.cancel_scope.cancel()
+    if not outcome:
+        raise _Disconnected()
+    value, error = outcome[0]
+    if error is not None:
+        raise error
+    return value  # type: ignore[return-value]
 
 
 def request_of(site: Site, scope: Scope) -> Request:
@@ -190,7 +220,20 @@ class OAuthApp:
         except BodyTooLarge:
             return payload_too_large(self.site.max_body)
         request = attrs.evolve(request, body=body)
-        return await run_async(oauth_flow(entry, request, self.site.cookie_key), self._carriers.perform)
+        return await run_async(oauth_flow(entry, request, self.site.cookie_key), self._watching(receive))
+
+    def _watching(self, receive: Receive) -> Callable[[Effect], Awaitable[Any]]:
+        """The performer for one request: a client metadata document, fetched
+        for whoever asked, is given up when they leave (other effects are
+        carried out as they are, watching nothing)."""
+        perform = self._carriers.perform
+
+        async def perform_watching(effect: Effect) -> Any:
+            if isinstance(effect, FetchClientMetadata):
+                return await _unless_disconnected(receive, lambda: perform(effect))
+            return await perform(effect)
+
+        return perform_watching
 
     async def aclose(self) -> None:
         """Close pooled connections (done on lifespan shutdown)."""

@@ -23,11 +23,20 @@ MAX_DOCUMENT = 5 * 1024
 # Cache lifetimes the Cache-Control of a document is clamped to (seconds).
 MIN_CACHE = 60
 MAX_CACHE = 24 * 3600
+# How long a failed fetch (an error, or an answer other than 200) is
+# remembered: a host that answers slowly or not at all is asked once per
+# this time, not once per request naming it.
+FAILED_CACHE = 10
 _MAX_AGE = re.compile(r"(?:^|,)\s*(?:s-)?max-age\s*=\s*\"?(\d+)\"?", re.IGNORECASE)
 
 
 def is_metadata_url(client_id: str) -> bool:
     return client_id.startswith("https://")
+
+
+def names_document(client_id: str, ctx: Context) -> bool:
+    """Whether this client_id names a metadata document the tenant accepts."""
+    return is_metadata_url(client_id) and ctx.tenant.client_metadata_documents
 
 
 def check_client_id_url(url: str) -> None:
@@ -112,7 +121,7 @@ def client_from_document(url: str, response: HttpResponse, ctx: Context) -> Clie
 def load_client(client_id: str, ctx: Context) -> Flow[Client | None]:
     """The client behind an id: a registered one, or one described by its
     metadata document. InvalidClient says why a document was refused."""
-    if not (is_metadata_url(client_id) and ctx.tenant.client_metadata_documents):
+    if not names_document(client_id, ctx):
         client = yield GetClient(ctx.tenant.slug, client_id)
         # A registration that never completed an authorization has lapsed.
         if client is not None and client.expires_at is not None and client.expires_at <= ctx.now:

@@ -12,7 +12,7 @@ from urllib.parse import unquote
 import attrs
 
 from .context import Context, token_hash
-from .cimd import load_client
+from .cimd import load_client, names_document
 from .effects import Flow
 from .errors import InvalidClient, InvalidRequest
 from .http import Request, single
@@ -71,6 +71,10 @@ def check_secret(secret: str | None, expected_hash: str | None) -> bool:
 def authenticate(request: Request, form: Mapping[str, list[str]], ctx: Context) -> Flow[Client]:
     """The registered client the request authenticates as, or InvalidClient."""
     creds = credentials(request, form)
+    if creds.method != "none" and names_document(creds.client_id, ctx):
+        # CIMD §4.1: a document holds no secret (client_from_document takes
+        # only "none"), so a secret is refused before anything is fetched.
+        raise InvalidClient("a client metadata document client authenticates with none")
     client = yield from load_client(creds.client_id, ctx)
     if client is None:
         raise InvalidClient("unknown client")
@@ -81,3 +85,15 @@ def authenticate(request: Request, form: Mapping[str, list[str]], ctx: Context) 
     if creds.method != "none" and not check_secret(creds.secret, client.secret_hash):
         raise InvalidClient("client authentication failed")
     return client
+
+
+def authenticated_id(request: Request, form: Mapping[str, list[str]], ctx: Context) -> Flow[str]:
+    """The id of the client the request authenticates as, fetching no
+    metadata document: such a client is public, and for a public client
+    RFC 7009 §2.1 has nothing to check but whether the token was issued to
+    that client_id. Anyone may send such a request, so none makes us fetch."""
+    creds = credentials(request, form)
+    if creds.method == "none" and names_document(creds.client_id, ctx):
+        return creds.client_id
+    client = yield from authenticate(request, form, ctx)
+    return client.client_id

@@ -46,9 +46,11 @@ class FetchClientMetadata(Effect):
     """Fetch a client metadata document from the client's own URL ->
     HttpResponse. The carrier guards against SSRF (https only, no redirects,
     no private or reserved addresses unless ``allow_loopback`` lets loopback
-    through, short timeout, small size) and caches per Cache-Control
-    (see core/cimd.py cache_seconds). Refusals are thrown back as FetchFailed
-    whose message is safe to show the client."""
+    through, small size), bounds the whole fetch by one deadline, and caches
+    per Cache-Control (see core/cimd.py cache_seconds) under this effect, URL
+    and policy together. Refusals are thrown back as FetchFailed whose
+    message is safe to show the client; TooManyFetches when too many fetches
+    are under way already."""
 
     url: str
     allow_loopback: bool

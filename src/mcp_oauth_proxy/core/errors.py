@@ -128,6 +128,15 @@ class FetchFailed(EffectError):
     """An outbound HTTP request failed: refused, timed out, TLS, too large."""
 
 
+class TooManyFetches(EffectError):
+    """Every slot for outbound fetches of this kind is taken: try again in
+    ``retry_after`` seconds (a 503, RFC 9110 §15.6.4)."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"too many fetches at once; retry after {retry_after} seconds")
+        self.retry_after = retry_after
+
+
 class DecryptionFailed(EffectError):
     """A stored upstream secret cannot be decrypted (its key is gone)."""
 

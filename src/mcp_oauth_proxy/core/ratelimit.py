@@ -1,6 +1,13 @@
 """Rate limits: fixed-window counters kept in the store, so every replica
 sharing the store counts together. Over the limit the answer is 429 with
-Retry-After (RFC 6585 §4) and an OAuth error body."""
+Retry-After (RFC 6585 §4) and an OAuth error body.
+
+Each count is keyed by what the requester alone controls: its address, or
+a grant it holds. A client_id is no such key: it is public, and shared by
+every user of one client application (always so with metadata documents),
+so a count by client_id alone would let anyone spend it for everyone; it is
+counted per client *at one address*. Counts keyed by an address are
+skipped where the address is unknown."""
 
 from __future__ import annotations
 
@@ -21,13 +28,30 @@ class RateLimited(OAuthError):
         )
 
 
-def check(ctx: Context, endpoint: str, limit: RateLimit, kind: str, value: str) -> Flow[None]:
-    """Count this request against ``kind`` (``address`` or ``client``)."""
-    allowed = limit.per_address if kind == "address" else limit.per_client
-    if allowed <= 0 or not value:
+def by_address(ctx: Context, endpoint: str, address: str) -> Flow[None]:
+    """Count this request against ``endpoint``'s limit per remote address."""
+    limit: RateLimit = getattr(ctx.tenant.rate_limits, endpoint)
+    if address:
+        yield from _count(ctx, endpoint, limit.per_address, limit.window, f"address|{address}")
+
+
+def by_client(ctx: Context, endpoint: str, client_id: str, address: str) -> Flow[None]:
+    """... per client at one remote address."""
+    limit: RateLimit = getattr(ctx.tenant.rate_limits, endpoint)
+    if address:
+        yield from _count(ctx, endpoint, limit.per_client, limit.window, f"client|{address}|{client_id}")
+
+
+def by_grant(ctx: Context, endpoint: str, grant_id: str) -> Flow[None]:
+    """... per grant (only the holder of its refresh token spends this)."""
+    limit: RateLimit = getattr(ctx.tenant.rate_limits, endpoint)
+    yield from _count(ctx, endpoint, limit.per_grant, limit.window, f"grant|{grant_id}")
+
+
+def _count(ctx: Context, endpoint: str, allowed: int, window: int, key: str) -> Flow[None]:
+    if allowed <= 0:
         return
-    window_start = ctx.now - ctx.now % limit.window
-    key = f"{ctx.tenant.slug}|{endpoint}|{kind}|{value}"
-    count = yield HitCounter(key, window_start, window_start + limit.window)
+    window_start = ctx.now - ctx.now % window
+    count = yield HitCounter(f"{ctx.tenant.slug}|{endpoint}|{key}", window_start, window_start + window)
     if count > allowed:
-        raise RateLimited(window_start + limit.window - ctx.now)
+        raise RateLimited(window_start + window - ctx.now)

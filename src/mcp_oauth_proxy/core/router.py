@@ -20,6 +20,7 @@ from .errors import (
     OAuthError,
     StorageUnavailable,
     TemporarilyUnavailable,
+    TooManyFetches,
     UpstreamUnavailable,
 )
 from .flows import authorize, callback, consent, introspect, metadata, register, revoke, token, userinfo
@@ -52,7 +53,7 @@ _OAUTH_ROUTES = {
     "callback": Route(("GET",), callback.callback, browser=True, limit="callback"),
     "token": Route(("POST",), token.token, cors=True, limit="token"),
     "userinfo": Route(("GET", "POST"), userinfo.userinfo, cors=True),
-    "revoke": Route(("POST",), revoke.revoke, cors=True),
+    "revoke": Route(("POST",), revoke.revoke, cors=True, limit="revoke"),
     "introspect": Route(("POST",), introspect.introspect, cors=True),
     "jwks": Route(("GET",), _static(metadata.jwks), cors=True),
 }
@@ -117,6 +118,9 @@ def _error_response(exc: Exception, route: Route | None, request: Request, ctx: 
         return error_page(exc.title, exc.detail, exc.status)
     if isinstance(exc, StorageUnavailable):
         exc = TemporarilyUnavailable("the service is temporarily unavailable; try again")
+    elif isinstance(exc, TooManyFetches):
+        exc = TemporarilyUnavailable("the server is busy fetching other client metadata documents; try again shortly",
+                                     headers=(("retry-after", str(exc.retry_after)),))
     elif isinstance(exc, FetchFailed):
         exc = UpstreamUnavailable("the identity provider could not be reached")
     assert isinstance(exc, OAuthError)
@@ -141,11 +145,11 @@ def handle(request: Request, ctx: Context) -> Flow[Response]:
                 f"use {' or '.join(route.methods)}", headers=(("allow", ", ".join(route.methods)),)
             )
         if route.limit is not None:
-            limit = getattr(ctx.tenant.rate_limits, route.limit)
-            yield from ratelimit.check(ctx, route.limit, limit, "address", request.remote_addr)
+            yield from ratelimit.by_address(ctx, route.limit, request.remote_addr)
         result = route.handler(request, ctx)
         response = (yield from result) if isinstance(result, Generator) else result
-    except (OAuthError, BrowserError, AuthorizationRedirectError, StorageUnavailable, FetchFailed) as exc:
+    except (OAuthError, BrowserError, AuthorizationRedirectError, StorageUnavailable, FetchFailed,
+            TooManyFetches) as exc:
         response = _error_response(exc, route, request, ctx)
     if route is not None and route.cors:
         response = response.with_headers(*CORS_HEADERS)

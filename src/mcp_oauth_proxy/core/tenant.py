@@ -65,20 +65,41 @@ class Policy:
 @attrs.frozen
 class RateLimit:
     """At most this many requests per window (seconds), counted per remote
-    address and per client; 0 turns a count off."""
+    address, per client at one address, and per grant (core/ratelimit.py);
+    0 turns a count off. Which counts an endpoint keeps: COUNTS."""
 
     per_address: int = 0
     per_client: int = 0
+    per_grant: int = 0
     window: int = 60
 
 
 @attrs.frozen
 class RateLimits:
-    token: RateLimit = RateLimit(per_address=300, per_client=120)
+    # per_client: code exchanges; per_grant: refreshes of one grant.
+    token: RateLimit = RateLimit(per_address=300, per_client=120, per_grant=30)
     # Also the cap on registrations per address and time.
     register: RateLimit = RateLimit(per_address=20, window=3600)
     authorize: RateLimit = RateLimit(per_address=120, per_client=60)
     callback: RateLimit = RateLimit(per_address=120)
+    revoke: RateLimit = RateLimit(per_address=120)
+    # Not counted: the tenant's resource servers, which introspect a token
+    # for every request they serve.
+    introspect: RateLimit = RateLimit(per_address=120)
+
+
+# The counts each endpoint keeps. A registration has no client yet; a
+# callback's client is known only once its single-use state is spent, too
+# late to refuse it kindly; revocation and introspection are counted before
+# their client is known; only a refresh names a grant.
+COUNTS = {
+    "token": ("per_address", "per_client", "per_grant"),
+    "authorize": ("per_address", "per_client"),
+    "register": ("per_address",),
+    "callback": ("per_address",),
+    "revoke": ("per_address",),
+    "introspect": ("per_address",),
+}
 
 
 @attrs.frozen

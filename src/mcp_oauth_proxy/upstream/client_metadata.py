@@ -4,15 +4,20 @@ The URL comes from whoever calls our authorization endpoint, so the fetch is
 guarded against SSRF (MCP security best practices; CIMD §6): https only,
 every address the host resolves to must be public (loopback only where the
 tenant allows it for local development), the connection goes to the address
-that was checked (no second DNS answer), no redirects, a short timeout and a
-small size cap. Good answers are cached per their Cache-Control, clamped
-(core/cimd.py cache_seconds).
+that was checked (no second DNS answer), no redirects and a small size cap.
+Anyone can start a fetch, so none may tie us up: one wall-clock deadline
+covers the whole of it (resolving, connecting, TLS, headers and body), no
+more than ``max_fetches`` run at once (the rest are refused at once with
+TooManyFetches), and the adapters cancel a fetch whose requester has gone.
+Good answers are cached per their Cache-Control, clamped (core/cimd.py
+cache_seconds); failures are remembered for FAILED_CACHE seconds.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ipaddress
+import math
 import socket
 import ssl
 import threading
@@ -22,25 +27,50 @@ from typing import Callable, Iterator
 from urllib.parse import urlsplit, urlunsplit
 
 import anyio
+import anyio.to_thread
 import httpx
 
-from ..core.cimd import MAX_DOCUMENT, cache_seconds
+from ..core.cimd import FAILED_CACHE, MAX_DOCUMENT, cache_seconds
 from ..core.effects import FetchClientMetadata
-from ..core.errors import FetchFailed
+from ..core.errors import FetchFailed, TooManyFetches
 from ..core.http import HttpResponse
 from .http import TooLarge, append_limited
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
+# RFC 6052 §2.1: the well-known NAT64 prefix; the last 32 bits are the IPv4
+# address a translator connects to (DNS64 networks reach IPv4 hosts so).
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+# RFC 4291 §2.4: IANA assigns global unicast addresses only from 2000::/3.
+# Outside it sit the forms that carry an IPv4 address where no rule looks
+# (IPv4-compatible ::/96, IPv4-translated ::ffff:0:0:0/96, local-use NAT64
+# 64:ff9b:1::/48 whose IPv4 may sit anywhere), which Python calls global.
+_GLOBAL_UNICAST = ipaddress.ip_network("2000::/3")
+
+
+def _public(address: Address) -> bool:
+    return address.is_global and not address.is_multicast
+
+
 def address_allowed(address: Address, allow_loopback: bool) -> bool:
     """Public unicast only; loopback when allowed. Private, link-local,
-    shared (CGNAT), multicast, reserved and unspecified ranges are refused."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    shared (CGNAT), multicast, reserved and unspecified ranges are refused,
+    and so is an IPv6 form carrying such an IPv4 address."""
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:  # a socket to ::ffff:a.b.c.d reaches a.b.c.d here
+            address = address.ipv4_mapped
+        elif address in _NAT64:
+            # Another host (the translator) connects on: its loopback is not ours.
+            return _public(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
+        elif address.sixtofour is not None:  # RFC 3056: 2002:a.b.c.d::/48 is routed to a.b.c.d
+            return _public(address.sixtofour)
+        elif not address.is_loopback and address not in _GLOBAL_UNICAST:
+            return False
     if address.is_loopback:
         return allow_loopback
-    return address.is_global and not address.is_multicast
+    # Teredo (2001::/32, a client behind NAT, never a server) is not global.
+    return _public(address)
 
 
 def _target(url: str) -> tuple[str, int]:
@@ -77,8 +107,6 @@ def _transport_failures() -> Iterator[None]:
         yield
     except TooLarge:
         raise FetchFailed(f"the document is larger than {MAX_DOCUMENT} bytes") from None
-    except httpx.TimeoutException:
-        raise FetchFailed("the document's host did not answer in time") from None
     except httpx.HTTPError:
         raise FetchFailed("the document's host could not be reached over TLS") from None
 
@@ -90,84 +118,108 @@ def _answer(status: int, headers: httpx.Headers, body: bytes) -> HttpResponse:
 
 
 class _Cache:
+    """Answers by the effect that asked: its URL and the address policy the
+    fetch was checked under, so a tenant allowing loopback never fills the
+    cache for one that does not. A failure (a FetchFailed, or an answer
+    other than 200) is kept briefly, so that a host that fails slowly is
+    not asked again by every request."""
+
     def __init__(self, size: int, clock: Callable[[], float]) -> None:
-        self._entries: OrderedDict[str, tuple[float, HttpResponse]] = OrderedDict()
+        self._entries: OrderedDict[FetchClientMetadata, tuple[float, HttpResponse | FetchFailed]] = OrderedDict()
         self._size = size
         self._clock = clock
         self._lock = threading.Lock()
 
-    def get(self, url: str) -> HttpResponse | None:
+    def get(self, effect: FetchClientMetadata) -> HttpResponse | None:
+        """The remembered answer (None if none); raises a remembered failure."""
         with self._lock:
-            entry = self._entries.get(url)
+            entry = self._entries.get(effect)
             if entry is None or entry[0] <= self._clock():
-                self._entries.pop(url, None)
+                self._entries.pop(effect, None)
                 return None
-            self._entries.move_to_end(url)
-            return entry[1]
+            self._entries.move_to_end(effect)
+        if isinstance(entry[1], FetchFailed):
+            raise FetchFailed(str(entry[1]))
+        return entry[1]
 
-    def put(self, url: str, response: HttpResponse) -> None:
-        if response.status != 200:
-            return
-        ttl = cache_seconds(response.header("cache-control"))
+    def put(self, effect: FetchClientMetadata, outcome: HttpResponse | FetchFailed) -> None:
+        if isinstance(outcome, HttpResponse) and outcome.status == 200:
+            ttl = cache_seconds(outcome.header("cache-control"))
+        else:
+            ttl = FAILED_CACHE
         with self._lock:
-            self._entries[url] = (self._clock() + ttl, response)
-            self._entries.move_to_end(url)
+            self._entries[effect] = (self._clock() + ttl, outcome)
+            self._entries.move_to_end(effect)
             while len(self._entries) > self._size:
                 self._entries.popitem(last=False)
 
 
+def _resolve(host: str, port: int) -> list[tuple]:
+    try:
+        return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError):
+        raise FetchFailed("the document's host does not resolve") from None
+
+
 class DocumentFetcher:
     """Carries out FetchClientMetadata effects, sync (``fetch``) or async
-    (``fetch_async``). ``verify`` is for tests that trust their own CA."""
+    (``fetch_async``), each within ``deadline`` seconds, at most
+    ``max_fetches`` at once per fetcher (one per Site, so per process).
+    ``verify`` is for tests that trust their own CA."""
 
     def __init__(
         self,
         *,
-        timeout: float = 5.0,
+        deadline: float = 5.0,
+        max_fetches: int = 10,
         verify: ssl.SSLContext | bool = True,
         cache_size: int = 1000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._timeout = httpx.Timeout(timeout)
+        self._deadline = deadline
+        self._slots = threading.BoundedSemaphore(max_fetches)
         self._verify = verify
         self._cache = _Cache(cache_size, clock)
 
     def fetch(self, effect: FetchClientMetadata) -> HttpResponse:
-        cached = self._cache.get(effect.url)
-        if cached is not None:
-            return cached
-        host, port = _target(effect.url)
-        try:
-            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except (socket.gaierror, UnicodeError):
-            raise FetchFailed("the document's host does not resolve") from None
-        url, headers, extensions = _pinned(effect.url, _checked(infos, effect.allow_loopback))
-        with _transport_failures():
-            with httpx.Client(verify=self._verify, timeout=self._timeout, follow_redirects=False) as client:
-                with client.stream("GET", url, headers=headers, extensions=extensions) as response:
-                    body = bytearray()
-                    for chunk in response.iter_bytes():
-                        append_limited(body, chunk, MAX_DOCUMENT)
-                    answer = _answer(response.status_code, response.headers, bytes(body))
-        self._cache.put(effect.url, answer)
-        return answer
+        """For the sync driver (WSGI): the async fetch on an event loop of
+        its own, so that its one deadline holds the worker thread no longer,
+        whatever the host does (blocking sockets only time each operation)."""
+        cached = self._cache.get(effect)
+        return cached if cached is not None else anyio.run(self.fetch_async, effect)
 
     async def fetch_async(self, effect: FetchClientMetadata) -> HttpResponse:
-        cached = self._cache.get(effect.url)
+        cached = self._cache.get(effect)
         if cached is not None:
             return cached
+        # Never waits: a request finding every slot taken is answered at once.
+        if not self._slots.acquire(blocking=False):
+            # A slot is free again within one deadline at the latest.
+            raise TooManyFetches(math.ceil(self._deadline))
+        try:
+            answer = await self._fetch(effect)
+        except FetchFailed as exc:
+            self._cache.put(effect, exc)
+            raise
+        finally:
+            self._slots.release()
+        self._cache.put(effect, answer)
+        return answer
+
+    async def _fetch(self, effect: FetchClientMetadata) -> HttpResponse:
         host, port = _target(effect.url)
         try:
-            infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except (socket.gaierror, UnicodeError):
-            raise FetchFailed("the document's host does not resolve") from None
-        url, headers, extensions = _pinned(effect.url, _checked(list(infos), effect.allow_loopback))
-        with _transport_failures():
-            async with httpx.AsyncClient(verify=self._verify, timeout=self._timeout, follow_redirects=False) as client:
-                async with client.stream("GET", url, headers=headers, extensions=extensions) as response:
-                    body = bytearray()
-                    async for chunk in response.aiter_bytes():
-                        append_limited(body, chunk, MAX_DOCUMENT)
-                    answer = _answer(response.status_code, response.headers, bytes(body))
-        self._cache.put(effect.url, answer)
-        return answer
+            with anyio.fail_after(self._deadline):
+                # A resolver that hangs is left behind (its thread ends on its own) at the deadline.
+                infos = await anyio.to_thread.run_sync(_resolve, host, port, abandon_on_cancel=True)
+                url, headers, extensions = _pinned(effect.url, _checked(infos, effect.allow_loopback))
+                with _transport_failures():
+                    # No timeouts of its own: the deadline above bounds every phase.
+                    async with httpx.AsyncClient(verify=self._verify, timeout=None, follow_redirects=False) as client:
+                        async with client.stream("GET", url, headers=headers, extensions=extensions) as response:
+                            body = bytearray()
+                            async for chunk in response.aiter_bytes():
+                                append_limited(body, chunk, MAX_DOCUMENT)
+                            return _answer(response.status_code, response.headers, bytes(body))
+        except TimeoutError:
+            raise FetchFailed("the document's host did not answer in time") from None

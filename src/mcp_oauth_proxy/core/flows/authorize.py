@@ -77,7 +77,7 @@ def authorize(request: Request, ctx: Context) -> Flow[Response]:
     except OAuthError as exc:
         raise BrowserError("Invalid request", exc.description) from exc
     client, redirect_uri, given = yield from _client_and_redirect(params, ctx)
-    yield from ratelimit.check(ctx, "authorize", ctx.tenant.rate_limits.authorize, "client", client.client_id)
+    yield from ratelimit.by_client(ctx, "authorize", client.client_id, request.remote_addr)
     try:
         auth = _validated_request(params, client, redirect_uri, given, ctx)
     except OAuthError as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from .. import ratelimit
 from ..client_auth import authenticate, check_secret, credentials
 from ..context import ACCESS_PREFIX, REFRESH_PREFIX, Context, token_hash
 from ..effects import Flow, GetAccessToken, GetRefreshToken
@@ -14,13 +15,15 @@ from ..http import Request, Response, form_params, json_response, required
 
 def _caller(request: Request, form: Mapping[str, list[str]], ctx: Context) -> Flow[str | None]:
     """None for a configured resource server (may see any token), else the
-    id of the authenticated client (may see its own tokens)."""
+    id of the authenticated client (may see its own tokens). Every caller
+    but a resource server is counted per address, failed attempts too."""
     creds = credentials(request, form)
-    for server in ctx.tenant.resource_servers:
-        if server.client_id == creds.client_id:
-            if creds.method == "none" or not check_secret(creds.secret, server.secret_sha256):
-                raise InvalidClient("resource server authentication failed")
-            return None
+    server = next((s for s in ctx.tenant.resource_servers if s.client_id == creds.client_id), None)
+    if server is not None and creds.method != "none" and check_secret(creds.secret, server.secret_sha256):
+        return None
+    yield from ratelimit.by_address(ctx, "introspect", request.remote_addr)
+    if server is not None:
+        raise InvalidClient("resource server authentication failed")
     if creds.method == "none":
         raise InvalidClient("introspection needs client credentials")
     client = yield from authenticate(request, form, ctx)

@@ -122,6 +122,9 @@ def refresh_token_grant(form: Mapping[str, list[str]], client: Client, ctx: Cont
     # OAuth 2.1 §4.3.1: the refresh token is bound to the client it was issued to.
     if old.client_id != client.client_id:
         raise InvalidGrant("the refresh token was issued to another client")
+    # Counted per grant, not per client: another grant of the same client
+    # (another person using the same application) keeps its own budget.
+    yield from ratelimit.by_grant(ctx, "token", old.grant_id)
     # RFC 6749 §6: the scope may narrow, never widen.
     scope = parse_scope(single(form, "scope")) or old.scope
     wider = [s for s in scope if s not in old.scope]
@@ -149,9 +152,9 @@ def refresh_token_grant(form: Mapping[str, list[str]], client: Client, ctx: Cont
 def token(request: Request, ctx: Context) -> Flow[Response]:
     form = form_params(request)
     client = yield from authenticate(request, form, ctx)
-    yield from ratelimit.check(ctx, "token", ctx.tenant.rate_limits.token, "client", client.client_id)
     grant_type = required(form, "grant_type")
     if grant_type == "authorization_code":
+        yield from ratelimit.by_client(ctx, "token", client.client_id, request.remote_addr)
         return (yield from authorization_code_grant(form, client, ctx))
     if grant_type == "refresh_token":
         return (yield from refresh_token_grant(form, client, ctx))

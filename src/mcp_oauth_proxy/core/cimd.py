@@ -40,7 +40,8 @@ def names_document(client_id: str, ctx: Context) -> bool:
 
 
 def check_client_id_url(url: str) -> None:
-    """CIMD §3: https, with a path, no dot segments, fragment or userinfo."""
+    """CIMD §3: https, with a path, no dot segments, fragment or userinfo;
+    ASCII only, no backslash."""
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError on a bad port
@@ -56,6 +57,10 @@ def check_client_id_url(url: str) -> None:
         raise InvalidClient("the client_id URL must not contain a fragment or credentials")
     if any(ord(ch) <= 0x20 or ord(ch) == 0x7F for ch in url):
         raise InvalidClient("the client_id URL contains spaces or control characters")
+    # As for redirect URIs: one reading for Python, browsers and the person
+    # the consent page names its host to (punycode, percent-encoding).
+    if not url.isascii() or "\\" in url:
+        raise InvalidClient("the client_id URL must be ASCII, without backslashes")
 
 
 def cache_seconds(cache_control: str | None) -> int:

@@ -6,21 +6,18 @@ HTTP; plus the forwarder's answers when things go wrong, in-process."""
 from __future__ import annotations
 
 import json
-import signal
-from typing import Any, Iterator
+from typing import Any
 
 import anyio
-import attrs
 import httpx
 import httpx2
 import pytest
 from forward_backend import EVENTS
-from forward_servers import GRACE, start_backend, start_proxy
-from local_idp import CLIENT_ID, CLIENT_SECRET, LocalIdP
+from forward_servers import TOKEN_HEADER, Proxy, backend, open_gate, proxy, requests_with, seen, upstream  # noqa: F401
+from local_idp import LocalIdP
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
-from oauth_walk import drive, tokens
-from processes import free_port, stop_process, tail
+from processes import free_port
 from proxy_apps import site
 
 from mcp_oauth_proxy.adapters.forward import Backend, Forwarder, _target, backend_for
@@ -29,100 +26,7 @@ from mcp_oauth_proxy.core.errors import InvalidToken, TemporarilyUnavailable
 from mcp_oauth_proxy.core.flows.guard import Principal
 
 DEADLINE = 20.0
-TOKEN_HEADER = "X-Upstream-Token"
 ACCEPT = "application/json, text/event-stream"
-
-CONFIG = """\
-[server]
-listen = "127.0.0.1:{port}"
-database = "memory://"
-
-[[tenants]]
-slug = "acme"
-issuer = "{base}"
-resource = "{base}/mcp"
-backend = "{backend}/mcp"
-forward_upstream_token_header = "{header}"
-scopes = ["mcp"]
-
-[tenants.upstream]
-kind = "oidc"
-issuer = "{idp}"
-client_id = "{client_id}"
-client_secret_env = "FORWARD_TEST_IDP_SECRET"
-"""
-
-
-@attrs.frozen
-class Proxy:
-    base: str
-    backend: str
-    client_id: str
-    access_token: str
-    upstream_token: str
-    loop: str
-
-    @property
-    def mcp(self) -> str:
-        return f"{self.base}/mcp"
-
-    def bearer(self, **more: str) -> dict[str, str]:
-        return {"authorization": f"Bearer {self.access_token}", **more}
-
-
-@pytest.fixture(scope="module")
-def backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
-    log = tmp_path_factory.mktemp("backend") / "backend.log"
-    proc = start_backend(port, log)
-    yield f"http://127.0.0.1:{port}"
-    stop_process(proc, GRACE)
-    # uvicorn ends by re-raising the SIGTERM it handled.
-    assert proc.returncode in (0, -signal.SIGTERM), tail(log)
-
-
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[LocalIdP]:
-    server = LocalIdP("oidc")
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module", params=["asyncio", "trio"])
-def proxy(request: pytest.FixtureRequest, backend: str, upstream: LocalIdP,
-          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    where = tmp_path_factory.mktemp(f"proxy-{request.param}")
-    config = where / "forward.toml"
-    config.write_text(CONFIG.format(port=port, base=base, backend=backend, header=TOKEN_HEADER, idp=upstream.url,
-                                    client_id=CLIENT_ID))
-    log = where / "serve.log"
-    proc = start_proxy(config, base, log, {"FORWARD_TEST_IDP_SECRET": CLIENT_SECRET}, request.param == "trio")
-    try:
-        with httpx.Client(trust_env=False, follow_redirects=False, timeout=DEADLINE) as http:
-            client_id, issued = drive(tokens(base, f"{base}/mcp"), http)
-        # The upstream's access token from this login (LocalIdP numbers them).
-        upstream_token = f"idp-at-{upstream.issued}"
-        yield Proxy(base, backend, client_id, issued["access_token"], upstream_token, request.param)
-    finally:
-        stop_process(proc, GRACE)
-    text = log.read_text(errors="replace")
-    assert proc.returncode == 0, tail(log)
-    # Tokens never reach the log.
-    assert issued["access_token"] not in text and upstream_token not in text
-
-
-def seen(backend: str) -> dict[str, Any]:
-    return httpx.get(f"{backend}/control/seen", trust_env=False, timeout=5).json()
-
-
-def requests_with(backend: str, query: str) -> list[dict[str, Any]]:
-    return [r for r in seen(backend)["seen"] if r["query"] == query]
-
-
-def open_gate(backend: str, key: str) -> None:
-    assert httpx.post(f"{backend}/control/open", params={"key": key}, trust_env=False, timeout=5).status_code == 200
 
 
 # -- through the server process --------------------------------------------------

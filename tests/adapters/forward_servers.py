@@ -1,9 +1,10 @@
 """Processes for the forwarding tests: the backend MCP server
 (``forward_backend.py``) and ``mcp-oauth-proxy serve`` in front of it, each on
 a free loopback port, waited for with deadlines and stopped with SIGTERM;
-what the tests ask the backend about what reached it; and the module-scoped
+what the tests ask the backend about what reached it; the module-scoped
 fixtures ``backend``, ``upstream`` and ``proxy`` (asyncio and trio) that
-test modules import."""
+test modules import; and the forwarder in-process, handed a request as the
+guard hands it one (``as_guarded``)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,10 @@ import pytest
 from local_idp import CLIENT_ID, CLIENT_SECRET, LocalIdP
 from oauth_walk import drive, tokens
 from processes import free_port, stop_process, tail, wait_until
+
+from mcp_oauth_proxy.adapters.forward import Forwarder
+from mcp_oauth_proxy.adapters.site import PRINCIPAL_KEY, UPSTREAM_TOKEN_KEY
+from mcp_oauth_proxy.core.flows.guard import Principal
 
 BACKEND_SCRIPT = Path(__file__).with_name("forward_backend.py")
 DEADLINE = 30.0
@@ -166,3 +171,16 @@ def requests_with(backend: str, query: str) -> list[dict[str, Any]]:
 
 def open_gate(backend: str, key: str) -> None:
     assert httpx.post(f"{backend}/control/open", params={"key": key}, trust_env=False, timeout=5).status_code == 200
+
+
+PRINCIPAL = Principal(tenant="acme", user_id="user-42", client_id="client-1", scopes=("mcp", "extra"),
+                      expires_at=2**40, grant_id="g1", resource="http://acme.test/mcp")
+
+
+def as_guarded(forwarder: Forwarder, getter: Any) -> Any:
+    """The forwarder as an ASGI app, each request admitted for ``PRINCIPAL``,
+    ``getter`` its upstream token."""
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await forwarder({**scope, PRINCIPAL_KEY: PRINCIPAL, UPSTREAM_TOKEN_KEY: getter}, receive, send)
+
+    return app

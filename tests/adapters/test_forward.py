@@ -13,7 +13,7 @@ import httpx
 import httpx2
 import pytest
 from forward_backend import EVENTS
-from forward_servers import TOKEN_HEADER, Proxy, backend, open_gate, proxy, requests_with, seen, upstream  # noqa: F401
+from forward_servers import TOKEN_HEADER, Proxy, as_guarded, backend, open_gate, proxy, requests_with, seen, upstream  # noqa: F401
 from local_idp import LocalIdP
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
@@ -21,9 +21,7 @@ from processes import free_port
 from proxy_apps import site
 
 from mcp_oauth_proxy.adapters.forward import Backend, Forwarder, _target, backend_for
-from mcp_oauth_proxy.adapters.site import PRINCIPAL_KEY, UPSTREAM_TOKEN_KEY
 from mcp_oauth_proxy.core.errors import InvalidToken, TemporarilyUnavailable
-from mcp_oauth_proxy.core.flows.guard import Principal
 
 DEADLINE = 20.0
 ACCEPT = "application/json, text/event-stream"
@@ -186,17 +184,6 @@ async def _goes_away(proxy: Proxy) -> None:
 # -- the forwarder in-process: what it answers when things go wrong --------------
 
 
-PRINCIPAL = Principal(tenant="acme", user_id="user-42", client_id="client-1", scopes=("mcp", "extra"),
-                      expires_at=2**40, grant_id="g1", resource="http://acme.test/mcp")
-
-
-def _app(forwarder: Forwarder, getter: Any) -> Any:
-    async def app(scope: Any, receive: Any, send: Any) -> None:
-        await forwarder({**scope, PRINCIPAL_KEY: PRINCIPAL, UPSTREAM_TOKEN_KEY: getter}, receive, send)
-
-    return app
-
-
 def _client(app: Any) -> httpx.AsyncClient:
     client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://acme.test")
     del client.headers["accept-encoding"]  # as a client that asks for no compression
@@ -211,7 +198,7 @@ async def _no_token() -> str:
 async def test_backend_down_is_a_502_without_detail(oidc_idp: LocalIdP, anyio_backend: str) -> None:
     port = free_port()  # nothing listens there
     forwarder = Forwarder(site(oidc_idp), {"acme": Backend(f"http://127.0.0.1:{port}/mcp", "/mcp")})
-    async with _client(_app(forwarder, _no_token)) as http:
+    async with _client(as_guarded(forwarder, _no_token)) as http:
         answer = await http.post("/mcp", json={}, headers={"authorization": "Bearer x"})
     await forwarder.aclose()
     assert answer.status_code == 502
@@ -230,12 +217,12 @@ async def test_upstream_token_failures(oidc_idp: LocalIdP, anyio_backend: str, b
         raise TemporarilyUnavailable("the identity provider is not available at the moment")
 
     query = f"probe=token-failure-{anyio_backend}"
-    async with _client(_app(forwarder, sign_in_again)) as http:
+    async with _client(as_guarded(forwarder, sign_in_again)) as http:
         denied = await http.post(f"/mcp?{query}", json={})
     assert denied.status_code == 401 and denied.json()["error"] == "invalid_token"
     assert denied.headers["www-authenticate"].startswith('Bearer resource_metadata="http://acme.test/')
     assert 'error="invalid_token"' in denied.headers["www-authenticate"]
-    async with _client(_app(forwarder, later)) as http:
+    async with _client(as_guarded(forwarder, later)) as http:
         unavailable = await http.post(f"/mcp?{query}", json={})
     assert unavailable.status_code == 503 and unavailable.json()["error"] == "temporarily_unavailable"
     assert await anyio.to_thread.run_sync(requests_with, backend, query) == []
@@ -248,7 +235,7 @@ async def test_without_the_opt_in_no_upstream_token_and_headers_filtered(
     key = f"plain-{anyio_backend}"
     await anyio.to_thread.run_sync(open_gate, backend, key)
     forwarder = Forwarder(site(oidc_idp), {"acme": Backend(f"{backend}/mcp", "/mcp")})
-    async with _client(_app(forwarder, _no_token)) as http:
+    async with _client(as_guarded(forwarder, _no_token)) as http:
         answer = await http.get(f"/mcp/events?key={key}", headers={
             "authorization": "Bearer mcp_at_ours", "x-mcp-client-id": "spoof", "connection": "x-private",
             "x-private": "hop", "proxy-authorization": "Basic eA==", "cookie": "mcp_csrf=c; theirs=1",
@@ -274,7 +261,7 @@ async def test_where_the_request_came_from_is_said_anew(
     await anyio.to_thread.run_sync(open_gate, backend, key)
     trusted = ["127.0.0.0/8"] if behind_proxy else []
     forwarder = Forwarder(site(oidc_idp, trusted_proxies=trusted), {"acme": Backend(f"{backend}/mcp", "/mcp")})
-    app = _app(forwarder, _no_token)
+    app = as_guarded(forwarder, _no_token)
     transport = httpx.ASGITransport(app=app, client=("127.0.0.5", 4000))
     async with httpx.AsyncClient(transport=transport, base_url="http://acme.test") as http:
         answer = await http.get(f"/mcp/events?key={key}", headers=[
@@ -323,7 +310,7 @@ async def test_a_body_over_the_cap_is_refused(oidc_idp: LocalIdP, anyio_backend:
 
     probe = f"probe=too-large-{anyio_backend}"
     json_type = {"content-type": "application/json"}
-    async with _client(_app(forwarder, _no_token)) as http:
+    async with _client(as_guarded(forwarder, _no_token)) as http:
         said = await http.post(f"/mcp?{probe}-said", content=b"x" * 1001, headers=json_type)
         streamed = await http.post(f"/mcp?{probe}-streamed", content=chunks(), headers=json_type)
         fits = await http.post(f"/mcp?{probe}-fits", content=b"x" * 1000, headers=json_type)
@@ -347,7 +334,7 @@ async def test_a_chunked_body_goes_on_and_a_broken_stream_just_ends(
         for i in range(0, len(message), 16):
             yield message[i:i + 16]
 
-    async with _client(_app(forwarder, _no_token)) as http:
+    async with _client(as_guarded(forwarder, _no_token)) as http:
         init = await http.post(f"/mcp?probe=chunked-{anyio_backend}", content=chunks(), headers={
             "accept": ACCEPT, "content-type": "application/json"})
         broken = await http.get("/mcp/broken")
@@ -362,11 +349,11 @@ async def test_a_chunked_body_goes_on_and_a_broken_stream_just_ends(
 @pytest.mark.anyio
 async def test_tenant_without_backend_and_other_methods(oidc_idp: LocalIdP, anyio_backend: str) -> None:
     forwarder = Forwarder(site(oidc_idp), {"other": Backend("http://127.0.0.1:9/mcp", "/mcp")})
-    async with _client(_app(forwarder, _no_token)) as http:
+    async with _client(as_guarded(forwarder, _no_token)) as http:
         missing = await http.post("/mcp", json={})
     assert missing.status_code == 404 and missing.json()["error"] == "not_found"
     forwarder = Forwarder(site(oidc_idp), {"acme": Backend("http://127.0.0.1:9/mcp", "/mcp")})
-    async with _client(_app(forwarder, _no_token)) as http:
+    async with _client(as_guarded(forwarder, _no_token)) as http:
         put = await http.put("/mcp", json={})
     assert put.status_code == 405 and put.headers["allow"] == "GET, POST, DELETE"
 

@@ -74,9 +74,12 @@ class Proxy:
 
 
 def start(cmd: list[str], log: Path, env: Mapping[str, str] | None = None) -> subprocess.Popen:
+    # PYTHONPATH=src (the checkout's code first) names a folder relative to
+    # here; the process runs in its log's folder, so it gets it absolute.
+    path = os.pathsep.join(str(Path(p).resolve()) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p)
     with log.open("wb") as out:
         return subprocess.Popen(cmd, stdout=out, stderr=out, stdin=subprocess.DEVNULL, cwd=log.parent,
-                                env={**os.environ, **(env or {})})
+                                env={**os.environ, "PYTHONPATH": path, **(env or {})})
 
 
 def start_backend(port: int, log: Path) -> subprocess.Popen:

@@ -358,15 +358,18 @@ async def test_tenant_without_backend_and_other_methods(oidc_idp: LocalIdP, anyi
     assert put.status_code == 405 and put.headers["allow"] == "GET, POST, DELETE"
 
 
-@pytest.mark.parametrize(("path", "query", "backend", "expected"), [
-    ("/mcp", b"", "http://b:9000/mcp", "http://b:9000/mcp"),
-    ("/mcp/", b"", "http://b:9000/mcp", "http://b:9000/mcp"),
-    ("/mcp/x/y", b"a=1&b=%20", "http://b:9000/mcp", "http://b:9000/mcp/x/y?a=1&b=%20"),
-    ("/mcp/x", b"", "http://b:9000/api/", "http://b:9000/api/x"),
-    ("/mcp/a%2Fb", b"", "http://b:9000/", "http://b:9000/a%2Fb"),
-    ("/t/mcp", b"q", "http://b:9000/mcp", "http://b:9000/mcp?q"),
+@pytest.mark.parametrize(("resource_path", "path", "query", "backend", "expected"), [
+    ("/mcp", "/mcp", b"", "http://b:9000/mcp", "http://b:9000/mcp"),
+    ("/mcp", "/mcp/", b"", "http://b:9000/mcp", "http://b:9000/mcp"),
+    ("/mcp", "/mcp/x/y", b"a=1&b=%20", "http://b:9000/mcp", "http://b:9000/mcp/x/y?a=1&b=%20"),
+    ("/mcp", "/mcp/x", b"", "http://b:9000/api/", "http://b:9000/api/x"),
+    ("/mcp", "/mcp/a%20b/", b"", "http://b:9000/", "http://b:9000/a%20b/"),  # segments go on as sent
+    ("/mcp", "/%6Dcp/x", b"", "http://b:9000/mcp", "http://b:9000/mcp/x"),  # compared decoded, as the guard does
+    ("/t/mcp", "/t/mcp", b"q", "http://b:9000/mcp", "http://b:9000/mcp?q"),
+    ("", "/x", b"", "http://b:9000/mcp", "http://b:9000/mcp/x"),
+    ("/mcp", "/mcpx/y", b"", "http://b:9000/mcp", None),  # not under the resource path
+    ("/t/mcp", "/mcp", b"", "http://b:9000/mcp", None),
 ])
-def test_paths_map_onto_the_backend(path: str, query: bytes, backend: str, expected: str) -> None:
-    resource = f"http://acme.test{path.split('/mcp')[0]}/mcp"
-    scope = {"path": path.replace("%2F", "/"), "raw_path": path.encode(), "query_string": query}
-    assert _target(scope, backend_for(resource, backend)) == expected
+def test_paths_map_onto_the_backend(resource_path: str, path: str, query: bytes, backend: str,
+                                    expected: str | None) -> None:
+    assert _target(path, query, backend_for(f"http://acme.test{resource_path}", backend)) == expected

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from typing import Any, Awaitable, Callable, MutableMapping, Sequence
+from urllib.parse import quote
 
 import attrs
 
@@ -27,6 +28,7 @@ from ..core.flows.guard import Principal
 from ..core.http import Request, Response
 from ..runtime import async_performer
 from ..upstream.http import AsyncFetcher
+from .paths import is_safe_path, refused_path
 from .site import (
     PRINCIPAL_KEY,
     UPSTREAM_TOKEN_KEY,
@@ -75,6 +77,13 @@ def request_of(site: Site, scope: Scope) -> Request:
         host=host,
         remote_addr=remote,
     )
+
+
+def raw_path(scope: Scope) -> str:
+    """The request's path as sent, still percent-encoded (a server that
+    gives no ``raw_path``: the decoded path, encoded again)."""
+    raw = scope.get("raw_path")
+    return raw.decode("latin-1") if raw else quote(scope["path"])
 
 
 def _guard_view(scope: Scope, request: Request | None) -> GuardView | None:
@@ -237,6 +246,8 @@ class BearerGuard:
         await self.app(scope, receive, send)
 
     def _shortcut(self, scope: Scope, request: Request | None) -> Response | tuple[Entry, Principal] | None:
+        if not is_safe_path(raw_path(scope)):
+            return refused_path()  # the tenant is picked by path: only one that says where it goes
         view = _guard_view(scope, request)
         if view is None:
             return None

@@ -16,8 +16,10 @@ request came from is said anew, in ``Forwarded`` (RFC 7239) and the
 host and scheme as the site trusts them (a trusted proxy's X-Forwarded-*
 are believed; what a client sent of these, or of X-Real-IP and the like, is
 dropped, while a trusted proxy's X-Forwarded-Prefix and the like pass on).
-A body larger than
-``max_body`` is refused with 413.
+The path after the resource path goes on after the backend's, segment by
+segment as sent; one with a dot segment, an encoded slash or a backslash is
+refused with 400 (``paths.py``), so the backend never reads a path outside
+its own. A body larger than ``max_body`` is refused with 413.
 
 Back to the client: status and headers minus hop-by-hop ones, and the body
 chunk by chunk as it arrives (Server-Sent Events reach the client event by
@@ -32,7 +34,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 from typing import Any, AsyncIterator, Callable, Mapping
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import anyio
 import attrs
@@ -42,7 +44,8 @@ from ..core.errors import InvalidToken, OAuthError
 from ..core.flows.guard import Principal, denial
 from ..core.http import Response, json_response
 from ..runtime import new_context
-from .asgi import Receive, Scope, Send, answer_lifespan, request_of, send_response
+from .asgi import Receive, Scope, Send, answer_lifespan, raw_path, request_of, send_response
+from .paths import is_safe_path, refused_path
 from .site import PRINCIPAL_KEY, UPSTREAM_TOKEN_KEY, BodyTooLarge, Site, declared_length, payload_too_large
 
 log = logging.getLogger("mcp_oauth_proxy")
@@ -159,6 +162,12 @@ class Forwarder:
         if scope["method"] not in _METHODS:
             return await send_response(send, _json(405, "invalid_request", "the MCP endpoint takes GET, POST and DELETE",
                                            (("allow", ", ".join(_METHODS)),)))
+        path = raw_path(scope)
+        if not is_safe_path(path):  # whatever stands in front: only a path that says where it goes
+            return await send_response(send, refused_path())
+        target = _target(path, scope.get("query_string", b""), backend)
+        if target is None:
+            return await send_response(send, _json(404, "not_found", "the path is outside the MCP endpoint"))
         declared = next((v for k, v in scope.get("headers", ()) if k.lower() == b"content-length"), b"")
         if (declared_length(declared) or 0) > self.max_body:
             return await send_response(send, payload_too_large(self.max_body))
@@ -171,7 +180,7 @@ class Forwarder:
             except OAuthError as exc:  # TemporarilyUnavailable: its text is fixed, safe to show
                 return await send_response(send, _json(exc.status, exc.error, exc.description, (("retry-after", "30"),)))
             extra.append((backend.upstream_token_header.lower().encode("latin-1"), _header_value(token)))
-        await self._forward(scope, receive, send, backend, principal, extra)
+        await self._forward(scope, receive, send, backend, target, principal, extra)
 
     def _denial(self, principal: Principal, exc: InvalidToken) -> Response:
         # The same 401 the guard sends (RFC 6750 §3): sign in again.
@@ -181,8 +190,8 @@ class Forwarder:
         ctx = new_context(tenant, self.site.cookie_key)
         return denial(ctx, exc, tenant.required_scopes or tenant.scopes)
 
-    async def _forward(self, scope: Scope, receive: Receive, send: Send, backend: Backend, principal: Principal,
-                       extra: list[tuple[bytes, bytes]]) -> None:
+    async def _forward(self, scope: Scope, receive: Receive, send: Send, backend: Backend, target: str,
+                       principal: Principal, extra: list[tuple[bytes, bytes]]) -> None:
         body_read = anyio.Event()
         gone = False
 
@@ -222,17 +231,16 @@ class Forwarder:
             body_read.set()
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(watch, tasks.cancel_scope)
-            await self._exchange(scope, send, backend, principal.tenant, headers, body() if has_body else None,
+            await self._exchange(scope, send, target, principal.tenant, headers, body() if has_body else None,
                                  lambda: gone)
             tasks.cancel_scope.cancel()
 
-    async def _exchange(self, scope: Scope, send: Send, backend: Backend, tenant: str,
+    async def _exchange(self, scope: Scope, send: Send, target: str, tenant: str,
                         headers: list[tuple[bytes, bytes]],
                         content: AsyncIterator[bytes] | None, client_gone: Callable[[], bool]) -> None:
         if self._client is None:
             self._client = httpx.AsyncClient(timeout=self._timeout, follow_redirects=False, trust_env=False)
-        request = self._client.build_request(scope["method"], _target(scope, backend), headers=headers,
-                                             content=content)
+        request = self._client.build_request(scope["method"], target, headers=headers, content=content)
         try:
             response = await self._client.send(request, stream=True)
         except BodyTooLarge:
@@ -300,16 +308,20 @@ class _ClientGone(Exception):
     pass
 
 
-def _target(scope: Scope, backend: Backend) -> str:
-    """The backend URL for this request: the resource path maps onto the
-    backend's, sub-paths appended, the query kept."""
-    raw_path: bytes = scope.get("raw_path") or quote(scope["path"]).encode("ascii")
-    prefix = quote(backend.resource_path).encode("ascii")
-    suffix = raw_path[len(prefix):] if raw_path.startswith(prefix) else b""
+def _target(path: str, query: bytes, backend: Backend) -> str | None:
+    """The backend URL for a request path (as sent, one that
+    :func:`~.paths.is_safe_path` passed): the resource path maps onto the
+    backend's, the segments after it appended as sent, the query kept.
+    Segments are compared decoded, as the guard picked the tenant by them.
+    None for a path outside the resource path."""
+    segments = path.split("/")
+    prefix = backend.resource_path.split("/")
+    if [unquote(s) for s in segments[:len(prefix)]] != [unquote(s) for s in prefix]:
+        return None
+    suffix = "/".join(segments[len(prefix):])
     url = backend.url
-    if suffix.strip(b"/"):
-        url = url.rstrip("/") + suffix.decode("latin-1")
-    query = scope.get("query_string", b"")
+    if suffix.strip("/"):
+        url = url.rstrip("/") + "/" + suffix
     return f"{url}?{query.decode('latin-1')}" if query else url
 
 

@@ -24,6 +24,7 @@ from ..core.flows.guard import Principal
 from ..core.http import Request, Response
 from ..runtime import sync_performer
 from ..upstream.http import SyncFetcher
+from .paths import is_safe_path, refused_path
 from .site import (
     PRINCIPAL_KEY,
     UPSTREAM_TOKEN_KEY,
@@ -150,6 +151,8 @@ class BearerGuardWSGI:
 
     def _verdict(self, environ: Environ) -> Response | tuple[Entry, Principal]:
         request = _request(self.site, environ)
+        if not is_safe_path(request.path):  # the tenant is picked by path: only one that says where it goes
+            return refused_path()
         shortcut = self.site.shortcut(*guard_view(request), self.required_scopes)
         if shortcut is not None:
             return shortcut

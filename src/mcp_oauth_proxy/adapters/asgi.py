@@ -133,6 +133,11 @@ async def send_response(send: Send, response: Response) -> None:
     await send({"type": "http.response.body", "body": response.body})
 
 
+async def refuse_websocket(send: Send) -> None:
+    """Closed before it is accepted: the server answers the handshake with a 403 (ASGI spec)."""
+    await send({"type": "websocket.close", "code": 1008})
+
+
 async def answer_lifespan(receive: Receive, send: Send, close: Callable[[], Awaitable[None]]) -> None:
     """The ASGI lifespan protocol for an app that owns it: ready at once;
     ``close`` runs before shutdown is complete."""
@@ -179,8 +184,10 @@ class OAuthApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             return await answer_lifespan(receive, send, self._carriers.fetch.aclose)
+        if scope["type"] == "websocket":
+            return await refuse_websocket(send)  # no OAuth endpoint speaks WebSocket
         if scope["type"] != "http":
-            return  # no websockets here; returning closes the connection
+            return
         try:
             response = await self._answer(scope, receive)
         except _Disconnected:
@@ -235,8 +242,7 @@ class BearerGuard:
             verdict = server_error(f"guard of {scope.get('path')}", exc)
         if isinstance(verdict, Response):
             if scope["type"] == "websocket":
-                await send({"type": "websocket.close", "code": 1008})
-                return
+                return await refuse_websocket(send)
             await send_response(send, verdict)
             return
         entry, principal = verdict

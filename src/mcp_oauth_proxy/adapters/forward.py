@@ -44,7 +44,7 @@ from ..core.errors import InvalidToken, OAuthError
 from ..core.flows.guard import Principal, denial
 from ..core.http import Response, json_response
 from ..runtime import new_context
-from .asgi import Receive, Scope, Send, answer_lifespan, raw_path, request_of, send_response
+from .asgi import Receive, Scope, Send, answer_lifespan, raw_path, refuse_websocket, request_of, send_response
 from .paths import is_safe_path, refused_path
 from .site import PRINCIPAL_KEY, UPSTREAM_TOKEN_KEY, BodyTooLarge, Site, declared_length, payload_too_large
 
@@ -151,8 +151,7 @@ class Forwarder:
         if scope["type"] == "lifespan":
             return await answer_lifespan(receive, send, self.aclose)
         if scope["type"] == "websocket":
-            await send({"type": "websocket.close", "code": 1008})
-            return
+            return await refuse_websocket(send)  # MCP speaks streamable HTTP
         if scope["type"] != "http":
             return
         principal: Principal = scope[PRINCIPAL_KEY]

@@ -290,14 +290,14 @@ async def test_where_the_request_came_from_is_said_anew(
 
 
 def test_forwarded_quotes_ipv6_and_odd_hosts() -> None:
-    from mcp_oauth_proxy.adapters.forward import _origin_headers
+    from mcp_oauth_proxy.adapters.forward_headers import origin_headers
 
-    forwarded = dict(_origin_headers("https", 'h"o\\st', "2001:db8::1"))[b"forwarded"]
+    forwarded = dict(origin_headers("https", 'h"o\\st', "2001:db8::1"))[b"forwarded"]
     assert forwarded == b'for="[2001:db8::1]";host="h\\"o\\\\st";proto=https'  # RFC 7239 §6, quoted-string
-    assert dict(_origin_headers("http", "a.test", ""))[b"forwarded"] == b'for="unknown";host="a.test";proto=http'
+    assert dict(origin_headers("http", "a.test", ""))[b"forwarded"] == b'for="unknown";host="a.test";proto=http'
     # As a trusted proxy may send them: with ports, the IPv6 one bracketed already.
     for client in ("192.0.2.43:47011", "[2001:db8:cafe::17]:4711", "192.0.2.43"):
-        assert dict(_origin_headers("http", "a.test", client))[b"forwarded"].startswith(f'for="{client}";'.encode())
+        assert dict(origin_headers("http", "a.test", client))[b"forwarded"].startswith(f'for="{client}";'.encode())
 
 
 @pytest.mark.anyio

@@ -6,20 +6,22 @@ Out to the backend: the request as the client sent it, minus hop-by-hop
 headers (RFC 9110 §7.6.1), ``Host``, the client's ``Authorization`` (our
 token never reaches the backend: MCP authorization, "token passthrough" is
 forbidden), our own cookies, and every client-sent ``X-MCP-*`` header and
-upstream-token header (no spoofing); plus the person as the guard found
-them: ``X-MCP-User``, ``X-MCP-Client-Id``, ``X-MCP-Scopes`` (space
-separated) and, when the tenant opts in, the fresh upstream access token in
-the header it names. ``Mcp-Session-Id``, ``MCP-Protocol-Version`` and
-``Last-Event-ID`` pass both ways like any end-to-end header. Where the
-request came from is said anew, in ``Forwarded`` (RFC 7239) and the
-``X-Forwarded-For/-Host/-Proto`` most servers read: the client's address,
-host and scheme as the site trusts them (a trusted proxy's X-Forwarded-*
-are believed; what a client sent of these, or of X-Real-IP and the like, is
-dropped, while a trusted proxy's X-Forwarded-Prefix and the like pass on).
-The path after the resource path goes on after the backend's, segment by
-segment as sent; one with a dot segment, an encoded slash or a backslash is
-refused with 400 (``paths.py``), so the backend never reads a path outside
-its own. A body larger than ``max_body`` is refused with 413.
+upstream-token header, in any spelling (no spoofing: names are compared as a
+WSGI server compares them, ``_`` as ``-``; forward_headers.py); plus the
+person as the guard found them: ``X-MCP-User``, ``X-MCP-Client-Id``,
+``X-MCP-Scopes`` (space separated) and, when the tenant opts in, the fresh
+upstream access token in the header it names. ``Mcp-Session-Id``,
+``MCP-Protocol-Version`` and ``Last-Event-ID`` pass both ways like any
+end-to-end header. Where the request came from is said anew, in
+``Forwarded`` (RFC 7239) and the ``X-Forwarded-For/-Host/-Proto`` most
+servers read: the client's address, host and scheme as the site trusts them
+(a trusted proxy's X-Forwarded-* are believed; what a client sent of these,
+or of X-Real-IP and the like, is dropped, while a trusted proxy's
+X-Forwarded-Prefix and the like pass on). The path after the resource path
+goes on after the backend's, segment by segment as sent; one with a dot
+segment, an encoded slash or a backslash is refused with 400 (``paths.py``),
+so the backend never reads a path outside its own. A body larger than
+``max_body`` is refused with 413.
 
 Back to the client: status and headers minus hop-by-hop ones, and the body
 chunk by chunk as it arrives (Server-Sent Events reach the client event by
@@ -31,10 +33,9 @@ goes away cancels the backend request.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
-from typing import Any, AsyncIterator, Callable, Mapping
-from urllib.parse import quote, unquote, urlsplit
+from typing import AsyncIterator, Callable, Mapping
+from urllib.parse import unquote, urlsplit
 
 import anyio
 import attrs
@@ -45,30 +46,13 @@ from ..core.flows.guard import Principal, denial
 from ..core.http import Response, json_response
 from ..runtime import new_context
 from .asgi import Receive, Scope, Send, answer_lifespan, raw_path, refuse_websocket, request_of, send_response
+from .forward_headers import header_value, origin_headers, to_backend, to_client
 from .paths import is_safe_path, refused_path
 from .site import PRINCIPAL_KEY, UPSTREAM_TOKEN_KEY, BodyTooLarge, Site, declared_length, payload_too_large
 
 log = logging.getLogger("mcp_oauth_proxy")
 
-# RFC 9110 §7.6.1 (and Proxy-*, by the same token); Host is the backend's own.
-_HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"te", b"trailer", b"upgrade",
-                         b"host", b"expect"})
-# Set by us: a backend's would duplicate ours (Date) or describe it (Server).
-_OURS_IN_RESPONSE = frozenset({b"date", b"server"})
-_OUR_COOKIES = frozenset({"mcp_consent", "mcp_csrf", "__Host-mcp_consent", "__Host-mcp_csrf"})
-# Said anew by us, always, from what the site trusts.
-_ORIGIN_OURS = frozenset({b"forwarded", b"x-forwarded-for", b"x-forwarded-host", b"x-forwarded-proto"})
-# Other names backends read a client address, port, path prefix or scheme
-# from: passed on from a trusted proxy, dropped (with every other
-# X-Forwarded-*) from anyone else, whom the backend would otherwise believe.
-_ORIGIN_CLAIMS = frozenset({
-    b"x-real-ip", b"x-client-ip", b"true-client-ip", b"cf-connecting-ip", b"fastly-client-ip",
-    b"x-cluster-client-ip", b"front-end-https", b"x-url-scheme",
-})
 _METHODS = ("GET", "POST", "DELETE")  # MCP streamable HTTP
-# Field values are visible ASCII and spaces (RFC 9110 §5.5); OIDC subjects and
-# scope tokens already are, anything else is percent-encoded rather than sent raw.
-_VISIBLE = "".join(chr(c) for c in range(0x20, 0x7F))
 # Connect fails fast; reads wait as long as the backend keeps a stream open.
 DEFAULT_TIMEOUT = httpx.Timeout(connect=5.0, read=None, write=30.0, pool=10.0)
 MAX_BODY = 10 * 1024 * 1024
@@ -91,46 +75,6 @@ def _json(status: int, error: str, description: str, headers: tuple[tuple[str, s
 def _unavailable() -> Response:
     return _json(502, "temporarily_unavailable", "the MCP server is not available at the moment; try again later",
                  (("retry-after", "5"),))
-
-
-def _header_value(value: str) -> bytes:
-    return quote(value, safe=_VISIBLE).encode("ascii")
-
-
-def _dropped_by_connection(headers: Any) -> set[bytes]:
-    # RFC 9110 §7.6.1: the Connection header names more hop-by-hop fields.
-    return {token.strip().lower() for name, value in headers if name.lower() == b"connection"
-            for token in value.split(b",") if token.strip()}
-
-
-def _quoted(value: str) -> str:
-    # RFC 7239 §4: a value that is not a token is a quoted-string (RFC 9110 §5.6.4).
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _node(client: str) -> str:
-    """A client address as an RFC 7239 §6 node: an IPv6 address in brackets;
-    anything else (IPv4, with or without a port, or "[v6]:port" as a proxy
-    may have sent it) as it is."""
-    if not client:
-        return "unknown"
-    try:
-        return f"[{client}]" if ipaddress.ip_address(client).version == 6 else client
-    except ValueError:
-        return client
-
-
-def _origin_headers(scheme: str, host: str, client: str) -> list[tuple[bytes, bytes]]:
-    """Forwarded (RFC 7239) and the X-Forwarded-* most servers read instead."""
-    node = _node(client)
-    forwarded = f"for={_quoted(node)};host={_quoted(host)};proto={scheme}"
-    return [(b"forwarded", _header_value(forwarded)), (b"x-forwarded-for", _header_value(client or "unknown")),
-            (b"x-forwarded-host", _header_value(host)), (b"x-forwarded-proto", scheme.encode("ascii"))]
-
-
-def _without_our_cookies(value: bytes) -> bytes:
-    kept = [c for c in value.split(b";") if c.split(b"=", 1)[0].strip().decode("latin-1") not in _OUR_COOKIES]
-    return b";".join(kept).strip()
 
 
 class Forwarder:
@@ -178,8 +122,13 @@ class Forwarder:
                 return await send_response(send, self._denial(principal, exc))
             except OAuthError as exc:  # TemporarilyUnavailable: its text is fixed, safe to show
                 return await send_response(send, _json(exc.status, exc.error, exc.description, (("retry-after", "30"),)))
-            extra.append((backend.upstream_token_header.lower().encode("latin-1"), _header_value(token)))
-        await self._forward(scope, receive, send, backend, target, principal, extra)
+            extra.append((backend.upstream_token_header.lower().encode("latin-1"), header_value(token)))
+        # RFC 9112 §6.3: no Content-Length or Transfer-Encoding, no body; but an
+        # HTTP/2 POST need not say, so a POST's body is always streamed on.
+        has_body = scope["method"] == "POST" or any(
+            name in (b"content-length", b"transfer-encoding") for name, _ in scope.get("headers", ()))
+        headers = self._headers(scope, backend, principal, extra)
+        await self._forward(scope, receive, send, target, principal.tenant, headers, has_body)
 
     def _denial(self, principal: Principal, exc: InvalidToken) -> Response:
         # The same 401 the guard sends (RFC 6750 §3): sign in again.
@@ -189,8 +138,8 @@ class Forwarder:
         ctx = new_context(tenant, self.site.cookie_key)
         return denial(ctx, exc, tenant.required_scopes or tenant.scopes)
 
-    async def _forward(self, scope: Scope, receive: Receive, send: Send, backend: Backend, target: str,
-                       principal: Principal, extra: list[tuple[bytes, bytes]]) -> None:
+    async def _forward(self, scope: Scope, receive: Receive, send: Send, target: str, tenant: str,
+                       headers: list[tuple[bytes, bytes]], has_body: bool) -> None:
         body_read = anyio.Event()
         gone = False
 
@@ -221,17 +170,11 @@ class Forwarder:
             gone = True
             cancel.cancel()
 
-        headers = self._headers(scope, backend, principal, extra)
-        # RFC 9112 §6.3: no Content-Length or Transfer-Encoding, no body; but an
-        # HTTP/2 POST need not say, so a POST's body is always streamed on.
-        has_body = scope["method"] == "POST" or any(
-            name in (b"content-length", b"transfer-encoding") for name, _ in scope.get("headers", ()))
         if not has_body:
             body_read.set()
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(watch, tasks.cancel_scope)
-            await self._exchange(scope, send, target, principal.tenant, headers, body() if has_body else None,
-                                 lambda: gone)
+            await self._exchange(scope, send, target, tenant, headers, body() if has_body else None, lambda: gone)
             tasks.cancel_scope.cancel()
 
     async def _exchange(self, scope: Scope, send: Send, target: str, tenant: str,
@@ -252,7 +195,7 @@ class Forwarder:
             return await send_response(send, _unavailable())
         try:
             await send({"type": "http.response.start", "status": response.status_code,
-                        "headers": _response_headers(response.headers.raw)})
+                        "headers": to_client(response.headers.raw)})
             try:
                 async for chunk in response.aiter_raw():
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
@@ -266,33 +209,18 @@ class Forwarder:
 
     def _headers(self, scope: Scope, backend: Backend, principal: Principal,
                  extra: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-        raw = scope.get("headers", ())
-        dropped = _HOP_BY_HOP | _ORIGIN_OURS | _dropped_by_connection(raw) | {b"authorization"}
-        if backend.upstream_token_header:
-            dropped = dropped | {backend.upstream_token_header.lower().encode("latin-1")}
         client = scope.get("client")
         from_proxy = self.site.trusts(client[0] if client else None)
-        headers = []
-        for name, value in raw:
-            name = name.lower()
-            if name in dropped or name.startswith((b"proxy-", b"x-mcp-")):
-                continue
-            if not from_proxy and (name in _ORIGIN_CLAIMS or name.startswith(b"x-forwarded-")):
-                continue
-            if name == b"cookie":
-                value = _without_our_cookies(value)
-                if not value:
-                    continue
-            headers.append((name, value))
+        headers = to_backend(scope.get("headers", ()), from_proxy, backend.upstream_token_header)
         if not any(name == b"accept-encoding" for name, _ in headers):
             # Else httpx asks for gzip, and we would pass on bytes the client never asked for.
             headers.append((b"accept-encoding", b"identity"))
         origin = request_of(self.site, scope)
-        headers += _origin_headers(origin.scheme, origin.host, origin.remote_addr)
+        headers += origin_headers(origin.scheme, origin.host, origin.remote_addr)
         headers += [
-            (b"x-mcp-user", _header_value(principal.user_id)),
-            (b"x-mcp-client-id", _header_value(principal.client_id)),
-            (b"x-mcp-scopes", _header_value(" ".join(principal.scopes))),
+            (b"x-mcp-user", header_value(principal.user_id)),
+            (b"x-mcp-client-id", header_value(principal.client_id)),
+            (b"x-mcp-scopes", header_value(" ".join(principal.scopes))),
             *extra,
         ]
         return headers
@@ -322,12 +250,6 @@ def _target(path: str, query: bytes, backend: Backend) -> str | None:
     if suffix.strip("/"):
         url = url.rstrip("/") + "/" + suffix
     return f"{url}?{query.decode('latin-1')}" if query else url
-
-
-def _response_headers(raw: Any) -> list[tuple[bytes, bytes]]:
-    dropped = _HOP_BY_HOP | _OURS_IN_RESPONSE | _dropped_by_connection(raw)
-    return [(name.lower(), value) for name, value in raw
-            if name.lower() not in dropped and not name.lower().startswith(b"proxy-")]
 
 
 def backend_for(resource: str, url: str, upstream_token_header: str | None = None) -> Backend:

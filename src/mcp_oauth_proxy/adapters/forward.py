@@ -21,7 +21,8 @@ X-Forwarded-Prefix and the like pass on). The path after the resource path
 goes on after the backend's, segment by segment as sent; one with a dot
 segment, an encoded slash or a backslash is refused with 400 (``paths.py``),
 so the backend never reads a path outside its own. A body larger than
-``max_body`` is refused with 413.
+``max_body`` is refused with 413, one with both Content-Length and
+Transfer-Encoding with 400; the body's framing is ours (RFC 9112 §6).
 
 Back to the client: status and headers minus hop-by-hop ones, and the body
 chunk by chunk as it arrives (Server-Sent Events reach the client event by
@@ -39,6 +40,7 @@ from urllib.parse import unquote, urlsplit
 
 import anyio
 import attrs
+import h11
 import httpx
 
 from ..core.errors import InvalidToken, OAuthError
@@ -46,7 +48,7 @@ from ..core.flows.guard import Principal, denial
 from ..core.http import Response, json_response
 from ..runtime import new_context
 from .asgi import Receive, Scope, Send, answer_lifespan, raw_path, refuse_websocket, request_of, send_response
-from .forward_headers import header_value, origin_headers, to_backend, to_client
+from .forward_headers import framing, header_value, origin_headers, to_backend, to_client
 from .paths import is_safe_path, refused_path
 from .site import PRINCIPAL_KEY, UPSTREAM_TOKEN_KEY, BodyTooLarge, Site, declared_length, payload_too_large
 
@@ -56,6 +58,9 @@ _METHODS = ("GET", "POST", "DELETE")  # MCP streamable HTTP
 # Connect fails fast; reads wait as long as the backend keeps a stream open.
 DEFAULT_TIMEOUT = httpx.Timeout(connect=5.0, read=None, write=30.0, pool=10.0)
 MAX_BODY = 10 * 1024 * 1024
+# What talking to the backend can fail with: httpx's errors, and h11's own
+# that httpx passes on unwrapped (a body that breaks its framing).
+_BACKEND_FAILED = (httpx.HTTPError, h11.ProtocolError)
 
 
 @attrs.frozen
@@ -111,8 +116,14 @@ class Forwarder:
         target = _target(path, scope.get("query_string", b""), backend)
         if target is None:
             return await send_response(send, _json(404, "not_found", "the path is outside the MCP endpoint"))
-        declared = next((v for k, v in scope.get("headers", ()) if k.lower() == b"content-length"), b"")
-        if (declared_length(declared) or 0) > self.max_body:
+        length, chunked = framing(scope.get("headers", ()))
+        if length is not None and chunked:
+            # RFC 9112 §6.3: "ought to be handled as an error"; passed on,
+            # the backend could read the body by the other one.
+            return await send_response(send, _json(400, "invalid_request",
+                                                   "a request has Content-Length or Transfer-Encoding, not both"))
+        declared = declared_length(length or b"")
+        if (declared or 0) > self.max_body:
             return await send_response(send, payload_too_large(self.max_body))
         extra: list[tuple[bytes, bytes]] = []
         if backend.upstream_token_header:
@@ -125,9 +136,8 @@ class Forwarder:
             extra.append((backend.upstream_token_header.lower().encode("latin-1"), header_value(token)))
         # RFC 9112 §6.3: no Content-Length or Transfer-Encoding, no body; but an
         # HTTP/2 POST need not say, so a POST's body is always streamed on.
-        has_body = scope["method"] == "POST" or any(
-            name in (b"content-length", b"transfer-encoding") for name, _ in scope.get("headers", ()))
-        headers = self._headers(scope, backend, principal, extra)
+        has_body = scope["method"] == "POST" or length is not None or chunked
+        headers = self._headers(scope, backend, principal, declared, extra)
         await self._forward(scope, receive, send, target, principal.tenant, headers, has_body)
 
     def _denial(self, principal: Principal, exc: InvalidToken) -> Response:
@@ -187,7 +197,7 @@ class Forwarder:
             response = await self._client.send(request, stream=True)
         except BodyTooLarge:
             return await send_response(send, payload_too_large(self.max_body))
-        except (httpx.HTTPError, _ClientGone) as exc:
+        except (*_BACKEND_FAILED, _ClientGone) as exc:
             if client_gone():
                 return
             # The class is enough to diagnose; the text could name the backend's internals.
@@ -199,7 +209,7 @@ class Forwarder:
             try:
                 async for chunk in response.aiter_raw():
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            except httpx.HTTPError as exc:
+            except _BACKEND_FAILED as exc:
                 log.warning("tenant %s: the backend's answer ended early: %s", tenant, type(exc).__name__)
             await send({"type": "http.response.body", "body": b""})
         except OSError:
@@ -207,7 +217,7 @@ class Forwarder:
         finally:
             await response.aclose()
 
-    def _headers(self, scope: Scope, backend: Backend, principal: Principal,
+    def _headers(self, scope: Scope, backend: Backend, principal: Principal, length: int | None,
                  extra: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
         client = scope.get("client")
         from_proxy = self.site.trusts(client[0] if client else None)
@@ -215,6 +225,8 @@ class Forwarder:
         if not any(name == b"accept-encoding" for name, _ in headers):
             # Else httpx asks for gzip, and we would pass on bytes the client never asked for.
             headers.append((b"accept-encoding", b"identity"))
+        if length is not None:
+            headers.append((b"content-length", str(length).encode("ascii")))
         origin = request_of(self.site, scope)
         headers += origin_headers(origin.scheme, origin.host, origin.remote_addr)
         headers += [

@@ -43,6 +43,19 @@ def header_value(value: str) -> bytes:
     return quote(value, safe=_VISIBLE).encode("ascii")
 
 
+def framing(headers: Headers) -> tuple[bytes | None, bool]:
+    """(the Content-Length, whether a Transfer-Encoding came): the fields the
+    server read the body by (RFC 9112 §6), by their own names as it did."""
+    length, chunked = None, False
+    for name, value in headers:
+        name = name.lower()
+        if name == b"content-length":
+            length = value
+        elif name == b"transfer-encoding":
+            chunked = True
+    return length, chunked
+
+
 def _connection_named(headers: Headers) -> set[bytes]:
     # RFC 9110 §7.6.1: the Connection header names more hop-by-hop fields.
     return {canonical(token.strip()) for name, value in headers if canonical(name) == b"connection"
@@ -55,11 +68,12 @@ def _without_our_cookies(value: bytes) -> bytes:
 
 
 def to_backend(headers: Headers, from_proxy: bool, token_header: str | None) -> list[tuple[bytes, bytes]]:
-    """The client's headers that go on: not hop-by-hop ones, nor our token,
-    our cookies, or any X-MCP-*, upstream-token or origin header (ours are
-    said anew); a client's other address claims only from a trusted proxy."""
+    """The client's headers that go on: not hop-by-hop ones, nor the body's
+    framing (the outbound client frames what it sends), nor our token, our
+    cookies, or any X-MCP-*, upstream-token or origin header (ours are said
+    anew); a client's other address claims only from a trusted proxy."""
     headers = list(headers)
-    dropped = _HOP_BY_HOP | _ORIGIN_OURS | _connection_named(headers) | {b"authorization"}
+    dropped = _HOP_BY_HOP | _ORIGIN_OURS | _connection_named(headers) | {b"authorization", b"content-length"}
     if token_header:
         dropped |= {canonical(token_header.encode("latin-1"))}
     kept = []

@@ -28,6 +28,7 @@ from ..core.flows.guard import Principal
 from ..core.http import Request, Response
 from ..runtime import async_performer
 from ..upstream.http import AsyncFetcher
+from .header_values import sendable
 from .paths import is_safe_path, refused_path
 from .site import (
     PRINCIPAL_KEY,
@@ -126,8 +127,10 @@ async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
 
 
 async def send_response(send: Send, response: Response) -> None:
-    """A whole response, its length said (else the server would chunk it)."""
-    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers]
+    """A whole response, its length said (else the server would chunk it),
+    its header values as they may be sent (header_values.py)."""
+    response = sendable(response)
+    headers = [(k.encode("latin-1"), v.encode("ascii")) for k, v in response.headers]
     headers.append((b"content-length", str(len(response.body)).encode("ascii")))
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
     await send({"type": "http.response.body", "body": response.body})

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import ipaddress
 from typing import Iterable
-from urllib.parse import quote
+
+from .header_values import percent_encoded
 
 Headers = Iterable[tuple[bytes, bytes]]
 
@@ -29,9 +30,6 @@ _ORIGIN_CLAIMS = frozenset({
     b"x-real-ip", b"x-client-ip", b"true-client-ip", b"cf-connecting-ip", b"fastly-client-ip",
     b"x-cluster-client-ip", b"front-end-https", b"x-url-scheme",
 })
-# Field values are visible ASCII and spaces (RFC 9110 §5.5); OIDC subjects and
-# scope tokens already are, anything else is percent-encoded rather than sent raw.
-_VISIBLE = "".join(chr(c) for c in range(0x20, 0x7F))
 
 
 def canonical(name: bytes) -> bytes:
@@ -40,7 +38,9 @@ def canonical(name: bytes) -> bytes:
 
 
 def header_value(value: str) -> bytes:
-    return quote(value, safe=_VISIBLE).encode("ascii")
+    # OIDC subjects and scope tokens are visible ASCII already; anything
+    # else is percent-encoded rather than sent raw.
+    return percent_encoded(value).encode("ascii")
 
 
 def framing(headers: Headers) -> tuple[bytes | None, bool]:

@@ -347,7 +347,7 @@ async def test_a_chunked_body_goes_on_and_a_broken_stream_just_ends(
 
 
 @pytest.mark.anyio
-async def test_tenant_without_backend_and_other_methods(oidc_idp: LocalIdP, anyio_backend: str) -> None:
+async def test_tenant_without_backend_other_methods_and_paths(oidc_idp: LocalIdP, anyio_backend: str) -> None:
     forwarder = Forwarder(site(oidc_idp), {"other": Backend("http://127.0.0.1:9/mcp", "/mcp")})
     async with _client(as_guarded(forwarder, _no_token)) as http:
         missing = await http.post("/mcp", json={})
@@ -355,7 +355,12 @@ async def test_tenant_without_backend_and_other_methods(oidc_idp: LocalIdP, anyi
     forwarder = Forwarder(site(oidc_idp), {"acme": Backend("http://127.0.0.1:9/mcp", "/mcp")})
     async with _client(as_guarded(forwarder, _no_token)) as http:
         put = await http.put("/mcp", json={})
+        # Nothing listens on port 9: these are the forwarder's own answers.
+        outside = await http.post("/other", json={})
+        dotted = await http.post("/mcp/%2e%2e/other", json={})
     assert put.status_code == 405 and put.headers["allow"] == "GET, POST, DELETE"
+    assert outside.status_code == 404 and outside.json()["error"] == "not_found"
+    assert dotted.status_code == 400 and dotted.json()["error"] == "invalid_request"
 
 
 @pytest.mark.parametrize(("resource_path", "path", "query", "backend", "expected"), [

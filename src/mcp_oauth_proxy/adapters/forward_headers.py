@@ -45,7 +45,8 @@ def header_value(value: str) -> bytes:
 
 def framing(headers: Headers) -> tuple[bytes | None, bool]:
     """(the Content-Length, whether a Transfer-Encoding came): the fields the
-    server read the body by (RFC 9112 §6), by their own names as it did."""
+    server read the body by (RFC 9112 §6), by their exact names, as it read
+    them (a ``Content_Length`` framed nothing; to_backend drops it anyway)."""
     length, chunked = None, False
     for name, value in headers:
         name = name.lower()

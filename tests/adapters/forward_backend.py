@@ -12,7 +12,7 @@ The official ``mcp`` SDK's ``MCPServer`` over streamable HTTP at ``/mcp``
   (after gate K opens) the rest; notes when its client goes away;
 - ``/mcp/broken``: one event, then the connection drops;
 - ``/control/open?key=K`` opens a gate; ``/control/seen`` lists every request
-  that reached ``/mcp`` (method, path, query, headers) and every events
+  that reached ``/mcp`` (method, path, raw path, query, headers) and every events
   stream whose client went away. The tests call these directly, not through
   the proxy.
 """
@@ -98,7 +98,8 @@ def app() -> Any:
             return await _json(send, {"ok": True})
         if path == "/control/seen":
             return await _json(send, {"seen": seen, "gone": gone})
-        seen.append({"method": scope["method"], "path": path, "query": scope["query_string"].decode(),
+        seen.append({"method": scope["method"], "path": path, "raw_path": scope["raw_path"].decode("latin-1"),
+                     "query": scope["query_string"].decode(),
                      "headers": [[k.decode("latin-1"), v.decode("latin-1")] for k, v in scope["headers"]]})
         if path == "/mcp/events":
             return await _events(scope, receive, send)

@@ -6,123 +6,25 @@ HTTP; plus the forwarder's answers when things go wrong, in-process."""
 from __future__ import annotations
 
 import json
-import signal
-from typing import Any, Iterator
+from typing import Any
 
 import anyio
-import attrs
 import httpx
 import httpx2
 import pytest
 from forward_backend import EVENTS
-from forward_servers import GRACE, start_backend, start_proxy
-from local_idp import CLIENT_ID, CLIENT_SECRET, LocalIdP
+from forward_servers import TOKEN_HEADER, Proxy, as_guarded, backend, open_gate, proxy, requests_with, seen, upstream  # noqa: F401
+from local_idp import LocalIdP
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
-from oauth_walk import drive, tokens
-from processes import free_port, stop_process, tail
+from processes import free_port
 from proxy_apps import site
 
 from mcp_oauth_proxy.adapters.forward import Backend, Forwarder, _target, backend_for
-from mcp_oauth_proxy.adapters.site import PRINCIPAL_KEY, UPSTREAM_TOKEN_KEY
 from mcp_oauth_proxy.core.errors import InvalidToken, TemporarilyUnavailable
-from mcp_oauth_proxy.core.flows.guard import Principal
 
 DEADLINE = 20.0
-TOKEN_HEADER = "X-Upstream-Token"
 ACCEPT = "application/json, text/event-stream"
-
-CONFIG = """\
-[server]
-listen = "127.0.0.1:{port}"
-database = "memory://"
-
-[[tenants]]
-slug = "acme"
-issuer = "{base}"
-resource = "{base}/mcp"
-backend = "{backend}/mcp"
-forward_upstream_token_header = "{header}"
-scopes = ["mcp"]
-
-[tenants.upstream]
-kind = "oidc"
-issuer = "{idp}"
-client_id = "{client_id}"
-client_secret_env = "FORWARD_TEST_IDP_SECRET"
-"""
-
-
-@attrs.frozen
-class Proxy:
-    base: str
-    backend: str
-    client_id: str
-    access_token: str
-    upstream_token: str
-    loop: str
-
-    @property
-    def mcp(self) -> str:
-        return f"{self.base}/mcp"
-
-    def bearer(self, **more: str) -> dict[str, str]:
-        return {"authorization": f"Bearer {self.access_token}", **more}
-
-
-@pytest.fixture(scope="module")
-def backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
-    log = tmp_path_factory.mktemp("backend") / "backend.log"
-    proc = start_backend(port, log)
-    yield f"http://127.0.0.1:{port}"
-    stop_process(proc, GRACE)
-    # uvicorn ends by re-raising the SIGTERM it handled.
-    assert proc.returncode in (0, -signal.SIGTERM), tail(log)
-
-
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[LocalIdP]:
-    server = LocalIdP("oidc")
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module", params=["asyncio", "trio"])
-def proxy(request: pytest.FixtureRequest, backend: str, upstream: LocalIdP,
-          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    where = tmp_path_factory.mktemp(f"proxy-{request.param}")
-    config = where / "forward.toml"
-    config.write_text(CONFIG.format(port=port, base=base, backend=backend, header=TOKEN_HEADER, idp=upstream.url,
-                                    client_id=CLIENT_ID))
-    log = where / "serve.log"
-    proc = start_proxy(config, base, log, {"FORWARD_TEST_IDP_SECRET": CLIENT_SECRET}, request.param == "trio")
-    try:
-        with httpx.Client(trust_env=False, follow_redirects=False, timeout=DEADLINE) as http:
-            client_id, issued = drive(tokens(base, f"{base}/mcp"), http)
-        # The upstream's access token from this login (LocalIdP numbers them).
-        upstream_token = f"idp-at-{upstream.issued}"
-        yield Proxy(base, backend, client_id, issued["access_token"], upstream_token, request.param)
-    finally:
-        stop_process(proc, GRACE)
-    text = log.read_text(errors="replace")
-    assert proc.returncode == 0, tail(log)
-    # Tokens never reach the log.
-    assert issued["access_token"] not in text and upstream_token not in text
-
-
-def seen(backend: str) -> dict[str, Any]:
-    return httpx.get(f"{backend}/control/seen", trust_env=False, timeout=5).json()
-
-
-def requests_with(backend: str, query: str) -> list[dict[str, Any]]:
-    return [r for r in seen(backend)["seen"] if r["query"] == query]
-
-
-def open_gate(backend: str, key: str) -> None:
-    assert httpx.post(f"{backend}/control/open", params={"key": key}, trust_env=False, timeout=5).status_code == 200
 
 
 # -- through the server process --------------------------------------------------
@@ -282,17 +184,6 @@ async def _goes_away(proxy: Proxy) -> None:
 # -- the forwarder in-process: what it answers when things go wrong --------------
 
 
-PRINCIPAL = Principal(tenant="acme", user_id="user-42", client_id="client-1", scopes=("mcp", "extra"),
-                      expires_at=2**40, grant_id="g1", resource="http://acme.test/mcp")
-
-
-def _app(forwarder: Forwarder, getter: Any) -> Any:
-    async def app(scope: Any, receive: Any, send: Any) -> None:
-        await forwarder({**scope, PRINCIPAL_KEY: PRINCIPAL, UPSTREAM_TOKEN_KEY: getter}, receive, send)
-
-    return app
-
-
 def _client(app: Any) -> httpx.AsyncClient:
     client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://acme.test")
     del client.headers["accept-encoding"]  # as a client that asks for no compression
@@ -307,7 +198,7 @@ async def _no_token() -> str:
 async def test_backend_down_is_a_502_without_detail(oidc_idp: LocalIdP, anyio_backend: str) -> None:
     port = free_port()  # nothing listens there
     forwarder = Forwarder(site(oidc_idp), {"acme": Backend(f"http://127.0.0.1:{port}/mcp", "/mcp")})
-    async with _client(_app(forwarder, _no_token)) as http:
+    async with _client(as_guarded(forwarder, _no_token)) as http:
         answer = await http.post("/mcp", json={}, headers={"authorization": "Bearer x"})
     await forwarder.aclose()
     assert answer.status_code == 502
@@ -326,12 +217,12 @@ async def test_upstream_token_failures(oidc_idp: LocalIdP, anyio_backend: str, b
         raise TemporarilyUnavailable("the identity provider is not available at the moment")
 
     query = f"probe=token-failure-{anyio_backend}"
-    async with _client(_app(forwarder, sign_in_again)) as http:
+    async with _client(as_guarded(forwarder, sign_in_again)) as http:
         denied = await http.post(f"/mcp?{query}", json={})
     assert denied.status_code == 401 and denied.json()["error"] == "invalid_token"
     assert denied.headers["www-authenticate"].startswith('Bearer resource_metadata="http://acme.test/')
     assert 'error="invalid_token"' in denied.headers["www-authenticate"]
-    async with _client(_app(forwarder, later)) as http:
+    async with _client(as_guarded(forwarder, later)) as http:
         unavailable = await http.post(f"/mcp?{query}", json={})
     assert unavailable.status_code == 503 and unavailable.json()["error"] == "temporarily_unavailable"
     assert await anyio.to_thread.run_sync(requests_with, backend, query) == []
@@ -344,7 +235,7 @@ async def test_without_the_opt_in_no_upstream_token_and_headers_filtered(
     key = f"plain-{anyio_backend}"
     await anyio.to_thread.run_sync(open_gate, backend, key)
     forwarder = Forwarder(site(oidc_idp), {"acme": Backend(f"{backend}/mcp", "/mcp")})
-    async with _client(_app(forwarder, _no_token)) as http:
+    async with _client(as_guarded(forwarder, _no_token)) as http:
         answer = await http.get(f"/mcp/events?key={key}", headers={
             "authorization": "Bearer mcp_at_ours", "x-mcp-client-id": "spoof", "connection": "x-private",
             "x-private": "hop", "proxy-authorization": "Basic eA==", "cookie": "mcp_browser=c; theirs=1",
@@ -370,7 +261,7 @@ async def test_where_the_request_came_from_is_said_anew(
     await anyio.to_thread.run_sync(open_gate, backend, key)
     trusted = ["127.0.0.0/8"] if behind_proxy else []
     forwarder = Forwarder(site(oidc_idp, trusted_proxies=trusted), {"acme": Backend(f"{backend}/mcp", "/mcp")})
-    app = _app(forwarder, _no_token)
+    app = as_guarded(forwarder, _no_token)
     transport = httpx.ASGITransport(app=app, client=("127.0.0.5", 4000))
     async with httpx.AsyncClient(transport=transport, base_url="http://acme.test") as http:
         answer = await http.get(f"/mcp/events?key={key}", headers=[
@@ -399,14 +290,14 @@ async def test_where_the_request_came_from_is_said_anew(
 
 
 def test_forwarded_quotes_ipv6_and_odd_hosts() -> None:
-    from mcp_oauth_proxy.adapters.forward import _origin_headers
+    from mcp_oauth_proxy.adapters.forward_headers import origin_headers
 
-    forwarded = dict(_origin_headers("https", 'h"o\\st', "2001:db8::1"))[b"forwarded"]
+    forwarded = dict(origin_headers("https", 'h"o\\st', "2001:db8::1"))[b"forwarded"]
     assert forwarded == b'for="[2001:db8::1]";host="h\\"o\\\\st";proto=https'  # RFC 7239 §6, quoted-string
-    assert dict(_origin_headers("http", "a.test", ""))[b"forwarded"] == b'for="unknown";host="a.test";proto=http'
+    assert dict(origin_headers("http", "a.test", ""))[b"forwarded"] == b'for="unknown";host="a.test";proto=http'
     # As a trusted proxy may send them: with ports, the IPv6 one bracketed already.
     for client in ("192.0.2.43:47011", "[2001:db8:cafe::17]:4711", "192.0.2.43"):
-        assert dict(_origin_headers("http", "a.test", client))[b"forwarded"].startswith(f'for="{client}";'.encode())
+        assert dict(origin_headers("http", "a.test", client))[b"forwarded"].startswith(f'for="{client}";'.encode())
 
 
 @pytest.mark.anyio
@@ -419,7 +310,7 @@ async def test_a_body_over_the_cap_is_refused(oidc_idp: LocalIdP, anyio_backend:
 
     probe = f"probe=too-large-{anyio_backend}"
     json_type = {"content-type": "application/json"}
-    async with _client(_app(forwarder, _no_token)) as http:
+    async with _client(as_guarded(forwarder, _no_token)) as http:
         said = await http.post(f"/mcp?{probe}-said", content=b"x" * 1001, headers=json_type)
         streamed = await http.post(f"/mcp?{probe}-streamed", content=chunks(), headers=json_type)
         fits = await http.post(f"/mcp?{probe}-fits", content=b"x" * 1000, headers=json_type)
@@ -443,7 +334,7 @@ async def test_a_chunked_body_goes_on_and_a_broken_stream_just_ends(
         for i in range(0, len(message), 16):
             yield message[i:i + 16]
 
-    async with _client(_app(forwarder, _no_token)) as http:
+    async with _client(as_guarded(forwarder, _no_token)) as http:
         init = await http.post(f"/mcp?probe=chunked-{anyio_backend}", content=chunks(), headers={
             "accept": ACCEPT, "content-type": "application/json"})
         broken = await http.get("/mcp/broken")
@@ -456,26 +347,34 @@ async def test_a_chunked_body_goes_on_and_a_broken_stream_just_ends(
 
 
 @pytest.mark.anyio
-async def test_tenant_without_backend_and_other_methods(oidc_idp: LocalIdP, anyio_backend: str) -> None:
+async def test_tenant_without_backend_other_methods_and_paths(oidc_idp: LocalIdP, anyio_backend: str) -> None:
     forwarder = Forwarder(site(oidc_idp), {"other": Backend("http://127.0.0.1:9/mcp", "/mcp")})
-    async with _client(_app(forwarder, _no_token)) as http:
+    async with _client(as_guarded(forwarder, _no_token)) as http:
         missing = await http.post("/mcp", json={})
     assert missing.status_code == 404 and missing.json()["error"] == "not_found"
     forwarder = Forwarder(site(oidc_idp), {"acme": Backend("http://127.0.0.1:9/mcp", "/mcp")})
-    async with _client(_app(forwarder, _no_token)) as http:
+    async with _client(as_guarded(forwarder, _no_token)) as http:
         put = await http.put("/mcp", json={})
+        # Nothing listens on port 9: these are the forwarder's own answers.
+        outside = await http.post("/other", json={})
+        dotted = await http.post("/mcp/%2e%2e/other", json={})
     assert put.status_code == 405 and put.headers["allow"] == "GET, POST, DELETE"
+    assert outside.status_code == 404 and outside.json()["error"] == "not_found"
+    assert dotted.status_code == 400 and dotted.json()["error"] == "invalid_request"
 
 
-@pytest.mark.parametrize(("path", "query", "backend", "expected"), [
-    ("/mcp", b"", "http://b:9000/mcp", "http://b:9000/mcp"),
-    ("/mcp/", b"", "http://b:9000/mcp", "http://b:9000/mcp"),
-    ("/mcp/x/y", b"a=1&b=%20", "http://b:9000/mcp", "http://b:9000/mcp/x/y?a=1&b=%20"),
-    ("/mcp/x", b"", "http://b:9000/api/", "http://b:9000/api/x"),
-    ("/mcp/a%2Fb", b"", "http://b:9000/", "http://b:9000/a%2Fb"),
-    ("/t/mcp", b"q", "http://b:9000/mcp", "http://b:9000/mcp?q"),
+@pytest.mark.parametrize(("resource_path", "path", "query", "backend", "expected"), [
+    ("/mcp", "/mcp", b"", "http://b:9000/mcp", "http://b:9000/mcp"),
+    ("/mcp", "/mcp/", b"", "http://b:9000/mcp", "http://b:9000/mcp"),
+    ("/mcp", "/mcp/x/y", b"a=1&b=%20", "http://b:9000/mcp", "http://b:9000/mcp/x/y?a=1&b=%20"),
+    ("/mcp", "/mcp/x", b"", "http://b:9000/api/", "http://b:9000/api/x"),
+    ("/mcp", "/mcp/a%20b/", b"", "http://b:9000/", "http://b:9000/a%20b/"),  # segments go on as sent
+    ("/mcp", "/%6Dcp/x", b"", "http://b:9000/mcp", "http://b:9000/mcp/x"),  # compared decoded, as the guard does
+    ("/t/mcp", "/t/mcp", b"q", "http://b:9000/mcp", "http://b:9000/mcp?q"),
+    ("", "/x", b"", "http://b:9000/mcp", "http://b:9000/mcp/x"),
+    ("/mcp", "/mcpx/y", b"", "http://b:9000/mcp", None),  # not under the resource path
+    ("/t/mcp", "/mcp", b"", "http://b:9000/mcp", None),
 ])
-def test_paths_map_onto_the_backend(path: str, query: bytes, backend: str, expected: str) -> None:
-    resource = f"http://acme.test{path.split('/mcp')[0]}/mcp"
-    scope = {"path": path.replace("%2F", "/"), "raw_path": path.encode(), "query_string": query}
-    assert _target(scope, backend_for(resource, backend)) == expected
+def test_paths_map_onto_the_backend(resource_path: str, path: str, query: bytes, backend: str,
+                                    expected: str | None) -> None:
+    assert _target(path, query, backend_for(f"http://acme.test{resource_path}", backend)) == expected

@@ -150,7 +150,7 @@ CONTENT_TYPES = ["application/x-www-form-urlencoded", "application/x-www-form-ur
                  "APPLICATION/X-WWW-FORM-URLENCODED", "application/json", "application/json; charset=latin-1",
                  "text/plain", "multipart/form-data; boundary=x", "", ";", "application/x-www-form-urlencoded, text/html"]
 METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD", "TRACE", "get", "post"]
-COOKIE_NAMES = ["__Host-mcp_consent", "mcp_consent", "__Host-mcp_csrf", "mcp_csrf", "session"]
+COOKIE_NAMES = ["__Host-mcp_consent", "mcp_consent", "__Host-mcp_browser", "mcp_browser", "session"]
 
 
 def values(world: World) -> st.SearchStrategy[str]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from typing import Any, Awaitable, Callable, MutableMapping, Sequence, TypeVar
+from urllib.parse import quote
 
 import anyio
 import attrs
@@ -28,6 +29,8 @@ from ..core.flows.guard import Principal
 from ..core.http import Request, Response
 from ..runtime import async_performer
 from ..upstream.http import AsyncFetcher
+from .header_values import sendable
+from .paths import is_safe_path, refused_path
 from .site import (
     PRINCIPAL_KEY,
     UPSTREAM_TOKEN_KEY,
@@ -107,6 +110,13 @@ def request_of(site: Site, scope: Scope) -> Request:
     )
 
 
+def raw_path(scope: Scope) -> str:
+    """The request's path as sent, still percent-encoded (a server that
+    gives no ``raw_path``: the decoded path, encoded again)."""
+    raw = scope.get("raw_path")
+    return raw.decode("latin-1") if raw else quote(scope["path"])
+
+
 def _guard_view(scope: Scope, request: Request | None) -> GuardView | None:
     """What the guard's shortcut reads: from ``request`` when one was built,
     else straight from the scope, without building a whole Request; None
@@ -147,11 +157,18 @@ async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
 
 
 async def send_response(send: Send, response: Response) -> None:
-    """A whole response, its length said (else the server would chunk it)."""
-    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers]
+    """A whole response, its length said (else the server would chunk it),
+    its header values as they may be sent (header_values.py)."""
+    response = sendable(response)
+    headers = [(k.encode("latin-1"), v.encode("ascii")) for k, v in response.headers]
     headers.append((b"content-length", str(len(response.body)).encode("ascii")))
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
     await send({"type": "http.response.body", "body": response.body})
+
+
+async def refuse_websocket(send: Send) -> None:
+    """Closed before it is accepted: the server answers the handshake with a 403 (ASGI spec)."""
+    await send({"type": "websocket.close", "code": 1008})
 
 
 async def answer_lifespan(receive: Receive, send: Send, close: Callable[[], Awaitable[None]]) -> None:
@@ -200,8 +217,10 @@ class OAuthApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             return await answer_lifespan(receive, send, self._carriers.fetch.aclose)
+        if scope["type"] == "websocket":
+            return await refuse_websocket(send)  # no OAuth endpoint speaks WebSocket
         if scope["type"] != "http":
-            return  # no websockets here; returning closes the connection
+            return
         try:
             response = await self._answer(scope, receive)
         except _Disconnected:
@@ -269,8 +288,7 @@ class BearerGuard:
             verdict = server_error(f"guard of {scope.get('path')}", exc)
         if isinstance(verdict, Response):
             if scope["type"] == "websocket":
-                await send({"type": "websocket.close", "code": 1008})
-                return
+                return await refuse_websocket(send)
             await send_response(send, verdict)
             return
         entry, principal = verdict
@@ -280,6 +298,8 @@ class BearerGuard:
         await self.app(scope, receive, send)
 
     def _shortcut(self, scope: Scope, request: Request | None) -> Response | tuple[Entry, Principal] | None:
+        if not is_safe_path(raw_path(scope)):
+            return refused_path()  # the tenant is picked by path: only one that says where it goes
         view = _guard_view(scope, request)
         if view is None:
             return None

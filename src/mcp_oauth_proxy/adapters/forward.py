@@ -6,18 +6,23 @@ Out to the backend: the request as the client sent it, minus hop-by-hop
 headers (RFC 9110 §7.6.1), ``Host``, the client's ``Authorization`` (our
 token never reaches the backend: MCP authorization, "token passthrough" is
 forbidden), our own cookies, and every client-sent ``X-MCP-*`` header and
-upstream-token header (no spoofing); plus the person as the guard found
-them: ``X-MCP-User``, ``X-MCP-Client-Id``, ``X-MCP-Scopes`` (space
-separated) and, when the tenant opts in, the fresh upstream access token in
-the header it names. ``Mcp-Session-Id``, ``MCP-Protocol-Version`` and
-``Last-Event-ID`` pass both ways like any end-to-end header. Where the
-request came from is said anew, in ``Forwarded`` (RFC 7239) and the
-``X-Forwarded-For/-Host/-Proto`` most servers read: the client's address,
-host and scheme as the site trusts them (a trusted proxy's X-Forwarded-*
-are believed; what a client sent of these, or of X-Real-IP and the like, is
-dropped, while a trusted proxy's X-Forwarded-Prefix and the like pass on).
-A body larger than
-``max_body`` is refused with 413.
+upstream-token header, in any spelling (no spoofing: names are compared as a
+WSGI server compares them, ``_`` as ``-``; forward_headers.py); plus the
+person as the guard found them: ``X-MCP-User``, ``X-MCP-Client-Id``,
+``X-MCP-Scopes`` (space separated) and, when the tenant opts in, the fresh
+upstream access token in the header it names. ``Mcp-Session-Id``,
+``MCP-Protocol-Version`` and ``Last-Event-ID`` pass both ways like any
+end-to-end header. Where the request came from is said anew, in
+``Forwarded`` (RFC 7239) and the ``X-Forwarded-For/-Host/-Proto`` most
+servers read: the client's address, host and scheme as the site trusts them
+(a trusted proxy's X-Forwarded-* are believed; what a client sent of these,
+or of X-Real-IP and the like, is dropped, while a trusted proxy's
+X-Forwarded-Prefix and the like pass on). The path after the resource path
+goes on after the backend's, segment by segment as sent; one with a dot
+segment, an encoded slash or a backslash is refused with 400 (``paths.py``),
+so the backend never reads a path outside its own. A body larger than
+``max_body`` is refused with 413, one with both Content-Length and
+Transfer-Encoding with 400; the body's framing is ours (RFC 9112 §6).
 
 Back to the client: status and headers minus hop-by-hop ones, and the body
 chunk by chunk as it arrives (Server-Sent Events reach the client event by
@@ -29,46 +34,33 @@ goes away cancels the backend request.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
-from typing import Any, AsyncIterator, Callable, Mapping
-from urllib.parse import quote, urlsplit
+from typing import AsyncIterator, Callable, Mapping
+from urllib.parse import unquote, urlsplit
 
 import anyio
 import attrs
+import h11
 import httpx
 
-from ..core import cookies
 from ..core.errors import InvalidToken, OAuthError
 from ..core.flows.guard import Principal, denial
 from ..core.http import Response, json_response
 from ..runtime import new_context
-from .asgi import Receive, Scope, Send, answer_lifespan, request_of, send_response
+from .asgi import Receive, Scope, Send, answer_lifespan, raw_path, refuse_websocket, request_of, send_response
+from .forward_headers import framing, header_value, origin_headers, to_backend, to_client
+from .paths import is_safe_path, refused_path
 from .site import PRINCIPAL_KEY, UPSTREAM_TOKEN_KEY, BodyTooLarge, Site, declared_length, payload_too_large
 
 log = logging.getLogger("mcp_oauth_proxy")
 
-# RFC 9110 §7.6.1 (and Proxy-*, by the same token); Host is the backend's own.
-_HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"te", b"trailer", b"upgrade",
-                         b"host", b"expect"})
-# Set by us: a backend's would duplicate ours (Date) or describe it (Server).
-_OURS_IN_RESPONSE = frozenset({b"date", b"server"})
-# Said anew by us, always, from what the site trusts.
-_ORIGIN_OURS = frozenset({b"forwarded", b"x-forwarded-for", b"x-forwarded-host", b"x-forwarded-proto"})
-# Other names backends read a client address, port, path prefix or scheme
-# from: passed on from a trusted proxy, dropped (with every other
-# X-Forwarded-*) from anyone else, whom the backend would otherwise believe.
-_ORIGIN_CLAIMS = frozenset({
-    b"x-real-ip", b"x-client-ip", b"true-client-ip", b"cf-connecting-ip", b"fastly-client-ip",
-    b"x-cluster-client-ip", b"front-end-https", b"x-url-scheme",
-})
 _METHODS = ("GET", "POST", "DELETE")  # MCP streamable HTTP
-# Field values are visible ASCII and spaces (RFC 9110 §5.5); OIDC subjects and
-# scope tokens already are, anything else is percent-encoded rather than sent raw.
-_VISIBLE = "".join(chr(c) for c in range(0x20, 0x7F))
 # Connect fails fast; reads wait as long as the backend keeps a stream open.
 DEFAULT_TIMEOUT = httpx.Timeout(connect=5.0, read=None, write=30.0, pool=10.0)
 MAX_BODY = 10 * 1024 * 1024
+# What talking to the backend can fail with: httpx's errors, and h11's own
+# that httpx passes on unwrapped (a body that breaks its framing).
+_BACKEND_FAILED = (httpx.HTTPError, h11.ProtocolError)
 
 
 @attrs.frozen
@@ -90,46 +82,6 @@ def _unavailable() -> Response:
                  (("retry-after", "5"),))
 
 
-def _header_value(value: str) -> bytes:
-    return quote(value, safe=_VISIBLE).encode("ascii")
-
-
-def _dropped_by_connection(headers: Any) -> set[bytes]:
-    # RFC 9110 §7.6.1: the Connection header names more hop-by-hop fields.
-    return {token.strip().lower() for name, value in headers if name.lower() == b"connection"
-            for token in value.split(b",") if token.strip()}
-
-
-def _quoted(value: str) -> str:
-    # RFC 7239 §4: a value that is not a token is a quoted-string (RFC 9110 §5.6.4).
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _node(client: str) -> str:
-    """A client address as an RFC 7239 §6 node: an IPv6 address in brackets;
-    anything else (IPv4, with or without a port, or "[v6]:port" as a proxy
-    may have sent it) as it is."""
-    if not client:
-        return "unknown"
-    try:
-        return f"[{client}]" if ipaddress.ip_address(client).version == 6 else client
-    except ValueError:
-        return client
-
-
-def _origin_headers(scheme: str, host: str, client: str) -> list[tuple[bytes, bytes]]:
-    """Forwarded (RFC 7239) and the X-Forwarded-* most servers read instead."""
-    node = _node(client)
-    forwarded = f"for={_quoted(node)};host={_quoted(host)};proto={scheme}"
-    return [(b"forwarded", _header_value(forwarded)), (b"x-forwarded-for", _header_value(client or "unknown")),
-            (b"x-forwarded-host", _header_value(host)), (b"x-forwarded-proto", scheme.encode("ascii"))]
-
-
-def _without_our_cookies(value: bytes) -> bytes:
-    kept = [c for c in value.split(b";") if c.split(b"=", 1)[0].strip().decode("latin-1") not in cookies.NAMES]
-    return b";".join(kept).strip()
-
-
 class Forwarder:
     """An ASGI app behind :class:`~.asgi.BearerGuard`: sends each authorized
     request to its tenant's backend; tenants without one get a JSON 404.
@@ -148,8 +100,7 @@ class Forwarder:
         if scope["type"] == "lifespan":
             return await answer_lifespan(receive, send, self.aclose)
         if scope["type"] == "websocket":
-            await send({"type": "websocket.close", "code": 1008})
-            return
+            return await refuse_websocket(send)  # MCP speaks streamable HTTP
         if scope["type"] != "http":
             return
         principal: Principal = scope[PRINCIPAL_KEY]
@@ -159,8 +110,20 @@ class Forwarder:
         if scope["method"] not in _METHODS:
             return await send_response(send, _json(405, "invalid_request", "the MCP endpoint takes GET, POST and DELETE",
                                            (("allow", ", ".join(_METHODS)),)))
-        declared = next((v for k, v in scope.get("headers", ()) if k.lower() == b"content-length"), b"")
-        if (declared_length(declared) or 0) > self.max_body:
+        path = raw_path(scope)
+        if not is_safe_path(path):  # whatever stands in front: only a path that says where it goes
+            return await send_response(send, refused_path())
+        target = _target(path, scope.get("query_string", b""), backend)
+        if target is None:
+            return await send_response(send, _json(404, "not_found", "the path is outside the MCP endpoint"))
+        length, chunked = framing(scope.get("headers", ()))
+        if length is not None and chunked:
+            # RFC 9112 §6.3: "ought to be handled as an error"; passed on,
+            # the backend could read the body by the other one.
+            return await send_response(send, _json(400, "invalid_request",
+                                                   "a request has Content-Length or Transfer-Encoding, not both"))
+        declared = declared_length(length or b"")
+        if (declared or 0) > self.max_body:
             return await send_response(send, payload_too_large(self.max_body))
         extra: list[tuple[bytes, bytes]] = []
         if backend.upstream_token_header:
@@ -170,8 +133,12 @@ class Forwarder:
                 return await send_response(send, self._denial(principal, exc))
             except OAuthError as exc:  # TemporarilyUnavailable: its text is fixed, safe to show
                 return await send_response(send, _json(exc.status, exc.error, exc.description, (("retry-after", "30"),)))
-            extra.append((backend.upstream_token_header.lower().encode("latin-1"), _header_value(token)))
-        await self._forward(scope, receive, send, backend, principal, extra)
+            extra.append((backend.upstream_token_header.lower().encode("latin-1"), header_value(token)))
+        # RFC 9112 §6.3: no Content-Length or Transfer-Encoding, no body; but an
+        # HTTP/2 POST need not say, so a POST's body is always streamed on.
+        has_body = scope["method"] == "POST" or length is not None or chunked
+        headers = self._headers(scope, backend, principal, declared, extra)
+        await self._forward(scope, receive, send, target, principal.tenant, headers, has_body)
 
     def _denial(self, principal: Principal, exc: InvalidToken) -> Response:
         # The same 401 the guard sends (RFC 6750 §3): sign in again.
@@ -181,8 +148,8 @@ class Forwarder:
         ctx = new_context(tenant, self.site.cookie_key)
         return denial(ctx, exc, tenant.required_scopes or tenant.scopes)
 
-    async def _forward(self, scope: Scope, receive: Receive, send: Send, backend: Backend, principal: Principal,
-                       extra: list[tuple[bytes, bytes]]) -> None:
+    async def _forward(self, scope: Scope, receive: Receive, send: Send, target: str, tenant: str,
+                       headers: list[tuple[bytes, bytes]], has_body: bool) -> None:
         body_read = anyio.Event()
         gone = False
 
@@ -213,31 +180,24 @@ class Forwarder:
             gone = True
             cancel.cancel()
 
-        headers = self._headers(scope, backend, principal, extra)
-        # RFC 9112 §6.3: no Content-Length or Transfer-Encoding, no body; but an
-        # HTTP/2 POST need not say, so a POST's body is always streamed on.
-        has_body = scope["method"] == "POST" or any(
-            name in (b"content-length", b"transfer-encoding") for name, _ in scope.get("headers", ()))
         if not has_body:
             body_read.set()
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(watch, tasks.cancel_scope)
-            await self._exchange(scope, send, backend, principal.tenant, headers, body() if has_body else None,
-                                 lambda: gone)
+            await self._exchange(scope, send, target, tenant, headers, body() if has_body else None, lambda: gone)
             tasks.cancel_scope.cancel()
 
-    async def _exchange(self, scope: Scope, send: Send, backend: Backend, tenant: str,
+    async def _exchange(self, scope: Scope, send: Send, target: str, tenant: str,
                         headers: list[tuple[bytes, bytes]],
                         content: AsyncIterator[bytes] | None, client_gone: Callable[[], bool]) -> None:
         if self._client is None:
             self._client = httpx.AsyncClient(timeout=self._timeout, follow_redirects=False, trust_env=False)
-        request = self._client.build_request(scope["method"], _target(scope, backend), headers=headers,
-                                             content=content)
+        request = self._client.build_request(scope["method"], target, headers=headers, content=content)
         try:
             response = await self._client.send(request, stream=True)
         except BodyTooLarge:
             return await send_response(send, payload_too_large(self.max_body))
-        except (httpx.HTTPError, _ClientGone) as exc:
+        except (*_BACKEND_FAILED, _ClientGone) as exc:
             if client_gone():
                 return
             # The class is enough to diagnose; the text could name the backend's internals.
@@ -245,11 +205,11 @@ class Forwarder:
             return await send_response(send, _unavailable())
         try:
             await send({"type": "http.response.start", "status": response.status_code,
-                        "headers": _response_headers(response.headers.raw)})
+                        "headers": to_client(response.headers.raw)})
             try:
                 async for chunk in response.aiter_raw():
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            except httpx.HTTPError as exc:
+            except _BACKEND_FAILED as exc:
                 log.warning("tenant %s: the backend's answer ended early: %s", tenant, type(exc).__name__)
             await send({"type": "http.response.body", "body": b""})
         except OSError:
@@ -257,35 +217,22 @@ class Forwarder:
         finally:
             await response.aclose()
 
-    def _headers(self, scope: Scope, backend: Backend, principal: Principal,
+    def _headers(self, scope: Scope, backend: Backend, principal: Principal, length: int | None,
                  extra: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-        raw = scope.get("headers", ())
-        dropped = _HOP_BY_HOP | _ORIGIN_OURS | _dropped_by_connection(raw) | {b"authorization"}
-        if backend.upstream_token_header:
-            dropped = dropped | {backend.upstream_token_header.lower().encode("latin-1")}
         client = scope.get("client")
         from_proxy = self.site.trusts(client[0] if client else None)
-        headers = []
-        for name, value in raw:
-            name = name.lower()
-            if name in dropped or name.startswith((b"proxy-", b"x-mcp-")):
-                continue
-            if not from_proxy and (name in _ORIGIN_CLAIMS or name.startswith(b"x-forwarded-")):
-                continue
-            if name == b"cookie":
-                value = _without_our_cookies(value)
-                if not value:
-                    continue
-            headers.append((name, value))
+        headers = to_backend(scope.get("headers", ()), from_proxy, backend.upstream_token_header)
         if not any(name == b"accept-encoding" for name, _ in headers):
             # Else httpx asks for gzip, and we would pass on bytes the client never asked for.
             headers.append((b"accept-encoding", b"identity"))
+        if length is not None:
+            headers.append((b"content-length", str(length).encode("ascii")))
         origin = request_of(self.site, scope)
-        headers += _origin_headers(origin.scheme, origin.host, origin.remote_addr)
+        headers += origin_headers(origin.scheme, origin.host, origin.remote_addr)
         headers += [
-            (b"x-mcp-user", _header_value(principal.user_id)),
-            (b"x-mcp-client-id", _header_value(principal.client_id)),
-            (b"x-mcp-scopes", _header_value(" ".join(principal.scopes))),
+            (b"x-mcp-user", header_value(principal.user_id)),
+            (b"x-mcp-client-id", header_value(principal.client_id)),
+            (b"x-mcp-scopes", header_value(" ".join(principal.scopes))),
             *extra,
         ]
         return headers
@@ -300,23 +247,21 @@ class _ClientGone(Exception):
     pass
 
 
-def _target(scope: Scope, backend: Backend) -> str:
-    """The backend URL for this request: the resource path maps onto the
-    backend's, sub-paths appended, the query kept."""
-    raw_path: bytes = scope.get("raw_path") or quote(scope["path"]).encode("ascii")
-    prefix = quote(backend.resource_path).encode("ascii")
-    suffix = raw_path[len(prefix):] if raw_path.startswith(prefix) else b""
+def _target(path: str, query: bytes, backend: Backend) -> str | None:
+    """The backend URL for a request path (as sent, one that
+    :func:`~.paths.is_safe_path` passed): the resource path maps onto the
+    backend's, the segments after it appended as sent, the query kept.
+    Segments are compared decoded, as the guard picked the tenant by them.
+    None for a path outside the resource path."""
+    segments = path.split("/")
+    prefix = backend.resource_path.split("/")
+    if [unquote(s) for s in segments[:len(prefix)]] != [unquote(s) for s in prefix]:
+        return None
+    suffix = "/".join(segments[len(prefix):])
     url = backend.url
-    if suffix.strip(b"/"):
-        url = url.rstrip("/") + suffix.decode("latin-1")
-    query = scope.get("query_string", b"")
+    if suffix.strip("/"):
+        url = url.rstrip("/") + "/" + suffix
     return f"{url}?{query.decode('latin-1')}" if query else url
-
-
-def _response_headers(raw: Any) -> list[tuple[bytes, bytes]]:
-    dropped = _HOP_BY_HOP | _OURS_IN_RESPONSE | _dropped_by_connection(raw)
-    return [(name.lower(), value) for name, value in raw
-            if name.lower() not in dropped and not name.lower().startswith(b"proxy-")]
 
 
 def backend_for(resource: str, url: str, upstream_token_header: str | None = None) -> Backend:

@@ -24,6 +24,8 @@ from ..core.flows.guard import Principal
 from ..core.http import Request, Response
 from ..runtime import sync_performer
 from ..upstream.http import SyncFetcher
+from .header_values import sendable
+from .paths import is_safe_path, refused_path
 from .site import (
     PRINCIPAL_KEY,
     UPSTREAM_TOKEN_KEY,
@@ -87,6 +89,7 @@ def _read_body(environ: Environ, limit: int) -> bytes:
 
 
 def _send(start_response: StartResponse, response: Response) -> list[bytes]:
+    response = sendable(response)  # header values as they may be sent (header_values.py)
     reason = HTTPStatus(response.status).phrase if response.status in HTTPStatus._value2member_map_ else ""
     headers = list(response.headers) + [("content-length", str(len(response.body)))]
     start_response(f"{response.status} {reason}".strip(), headers)
@@ -150,6 +153,8 @@ class BearerGuardWSGI:
 
     def _verdict(self, environ: Environ) -> Response | tuple[Entry, Principal]:
         request = _request(self.site, environ)
+        if not is_safe_path(request.path):  # the tenant is picked by path: only one that says where it goes
+            return refused_path()
         shortcut = self.site.shortcut(*guard_view(request), self.required_scopes)
         if shortcut is not None:
             return shortcut

@@ -1,0 +1,131 @@
+"""Which headers the forwarder (forward.py) passes from the client to the
+backend and back, and the ones it says itself.
+
+Every header name is compared as the servers behind it compare names:
+lower-cased, and with "_" read as "-" (CGI and WSGI servers file both under
+one ``HTTP_`` key, RFC 3875 §4.1.18, and many join them), so no spelling of
+a header we drop or set gets past us to sit beside ours."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Iterable
+
+from ..core import cookies
+from .header_values import percent_encoded
+
+Headers = Iterable[tuple[bytes, bytes]]
+
+# RFC 9110 §7.6.1 (and Proxy-*, by the same token); Host is the backend's own.
+_HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"te", b"trailer", b"upgrade",
+                         b"host", b"expect"})
+# Set by us: a backend's would duplicate ours (Date) or describe it (Server).
+_OURS_IN_RESPONSE = frozenset({b"date", b"server"})
+# Said anew by us, always, from what the site trusts.
+_ORIGIN_OURS = frozenset({b"forwarded", b"x-forwarded-for", b"x-forwarded-host", b"x-forwarded-proto"})
+# Other names backends read a client address, port, path prefix or scheme
+# from: passed on from a trusted proxy, dropped (with every other
+# X-Forwarded-*) from anyone else, whom the backend would otherwise believe.
+_ORIGIN_CLAIMS = frozenset({
+    b"x-real-ip", b"x-client-ip", b"true-client-ip", b"cf-connecting-ip", b"fastly-client-ip",
+    b"x-cluster-client-ip", b"front-end-https", b"x-url-scheme",
+})
+
+
+def canonical(name: bytes) -> bytes:
+    """A header name as the servers behind us compare it."""
+    return name.lower().replace(b"_", b"-")
+
+
+def header_value(value: str) -> bytes:
+    # OIDC subjects and scope tokens are visible ASCII already; anything
+    # else is percent-encoded rather than sent raw.
+    return percent_encoded(value).encode("ascii")
+
+
+def framing(headers: Headers) -> tuple[bytes | None, bool]:
+    """(the Content-Length, whether a Transfer-Encoding came): the fields the
+    server read the body by (RFC 9112 §6), by their exact names, as it read
+    them (a ``Content_Length`` framed nothing; to_backend drops it anyway)."""
+    length, chunked = None, False
+    for name, value in headers:
+        name = name.lower()
+        if name == b"content-length":
+            length = value
+        elif name == b"transfer-encoding":
+            chunked = True
+    return length, chunked
+
+
+def _connection_named(headers: Headers) -> set[bytes]:
+    # RFC 9110 §7.6.1: the Connection header names more hop-by-hop fields.
+    return {canonical(token.strip()) for name, value in headers if canonical(name) == b"connection"
+            for token in value.split(b",") if token.strip()}
+
+
+def _without_our_cookies(value: bytes) -> bytes:
+    kept = [c for c in value.split(b";") if c.split(b"=", 1)[0].strip().decode("latin-1") not in cookies.NAMES]
+    return b";".join(kept).strip()
+
+
+def to_backend(headers: Headers, from_proxy: bool, token_header: str | None) -> list[tuple[bytes, bytes]]:
+    """The client's headers that go on: not hop-by-hop ones, nor the body's
+    framing (the outbound client frames what it sends), nor our token, our
+    cookies, or any X-MCP-*, upstream-token or origin header (ours are said
+    anew); a client's other address claims only from a trusted proxy."""
+    headers = list(headers)
+    dropped = _HOP_BY_HOP | _ORIGIN_OURS | _connection_named(headers) | {b"authorization", b"content-length"}
+    if token_header:
+        dropped |= {canonical(token_header.encode("latin-1"))}
+    kept = []
+    for name, value in headers:
+        name, key = name.lower(), canonical(name)
+        if key in dropped or key.startswith((b"proxy-", b"x-mcp-")):
+            continue
+        if not from_proxy and (key in _ORIGIN_CLAIMS or key.startswith(b"x-forwarded-")):
+            continue
+        if key == b"accept-encoding" and name != key:
+            continue  # we set it where the client did not: one spelling only
+        if key == b"cookie":
+            value = _without_our_cookies(value)
+            if not value:
+                continue
+        kept.append((name, value))
+    return kept
+
+
+def to_client(headers: Headers) -> list[tuple[bytes, bytes]]:
+    """The backend's response headers that go on to the client."""
+    headers = list(headers)
+    dropped = _HOP_BY_HOP | _OURS_IN_RESPONSE | _connection_named(headers)
+    kept = []
+    for name, value in headers:
+        key = canonical(name)
+        if key not in dropped and not key.startswith(b"proxy-"):
+            kept.append((name.lower(), value))
+    return kept
+
+
+def _quoted(value: str) -> str:
+    # RFC 7239 §4: a value that is not a token is a quoted-string (RFC 9110 §5.6.4).
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _node(client: str) -> str:
+    """A client address as an RFC 7239 §6 node: an IPv6 address in brackets;
+    anything else (IPv4, with or without a port, or "[v6]:port" as a proxy
+    may have sent it) as it is."""
+    if not client:
+        return "unknown"
+    try:
+        return f"[{client}]" if ipaddress.ip_address(client).version == 6 else client
+    except ValueError:
+        return client
+
+
+def origin_headers(scheme: str, host: str, client: str) -> list[tuple[bytes, bytes]]:
+    """Forwarded (RFC 7239) and the X-Forwarded-* most servers read instead."""
+    node = _node(client)
+    forwarded = f"for={_quoted(node)};host={_quoted(host)};proto={scheme}"
+    return [(b"forwarded", header_value(forwarded)), (b"x-forwarded-for", header_value(client or "unknown")),
+            (b"x-forwarded-host", header_value(host)), (b"x-forwarded-proto", scheme.encode("ascii"))]

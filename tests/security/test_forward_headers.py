@@ -1,0 +1,80 @@
+"""Identity and origin headers a client spells with underscores: a WSGI
+server files ``X_MCP_User`` and ``X-MCP-User`` under one ``HTTP_X_MCP_USER``
+key, the client's joined ahead of ours. The forwarder in-process, in front
+of a real WSGI backend process (wsgiref) that reports the environ it saw."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import anyio
+import httpx
+import pytest
+from forward_servers import DEADLINE, GRACE, TOKEN_HEADER, as_guarded, start, upstream  # noqa: F401 (fixture)
+from local_idp import LocalIdP
+from processes import free_port, stop_process, wait_until
+from proxy_apps import site
+
+from mcp_oauth_proxy.adapters.forward import Backend, Forwarder
+
+
+@pytest.fixture(scope="module")
+def wsgi_backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = free_port()
+    log = tmp_path_factory.mktemp("wsgi-backend") / "wsgi.log"
+    proc = start([sys.executable, str(Path(__file__).with_name("wsgi_backend.py")), str(port)], log)
+    try:
+        wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/", trust_env=False, timeout=2).status_code == 200,
+                   DEADLINE, "the WSGI backend", proc, log)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop_process(proc, GRACE)
+
+
+# Identity and origin headers in the spellings a WSGI server files under the
+# same HTTP_ key as ours: the client's would be joined to ours, ahead of them.
+SPOOFED = [
+    ("X_MCP_User", "admin"), ("X_MCP_Scopes", "admin mcp x"), ("x_mcp_client_id", "evil"), ("X_Mcp_Other", "1"),
+    (TOKEN_HEADER.replace("-", "_"), "forged"), ("X_Forwarded_For", "6.6.6.6"), ("X_Forwarded_Host", "evil.test"),
+    ("X_Forwarded_Proto", "https"), ("X_Real_IP", "6.6.6.6"), ("True_Client_IP", "6.6.6.6"),
+    ("Proxy_Authorization", "Basic eA=="), ("Keep_Alive", "timeout=5"), ("Connection", "x_private"),
+    ("X-Private", "hop"), ("X_Private", "hop"),
+]
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "trio"])
+@pytest.mark.parametrize("behind_proxy", [False, True])
+def test_underscored_identity_headers_never_reach_a_wsgi_backend(
+        upstream: LocalIdP, wsgi_backend: str, loop: str, behind_proxy: bool) -> None:
+    async def token() -> str:
+        return "upstream-token-1"
+
+    async def main() -> dict[str, str]:
+        trusted = ["127.0.0.0/8"] if behind_proxy else []
+        forwarder = Forwarder(site(upstream, trusted_proxies=trusted),
+                              {"acme": Backend(f"{wsgi_backend}/mcp", "/mcp", TOKEN_HEADER)})
+        transport = httpx.ASGITransport(app=as_guarded(forwarder, token), client=("127.0.0.5", 4000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://acme.test") as http:
+            answer = await http.get("/mcp", headers=SPOOFED)
+        await forwarder.aclose()
+        assert answer.status_code == 200, answer.text
+        return answer.json()
+
+    environ = anyio.run(main, backend=loop)
+    # Ours alone, each once.
+    assert environ["HTTP_X_MCP_USER"] == "user-42"
+    assert environ["HTTP_X_MCP_SCOPES"] == "mcp extra"
+    assert environ["HTTP_X_MCP_CLIENT_ID"] == "client-1"
+    assert environ["HTTP_X_UPSTREAM_TOKEN"] == "upstream-token-1"
+    assert environ["HTTP_X_FORWARDED_FOR"] == "127.0.0.5"
+    assert environ["HTTP_X_FORWARDED_HOST"] == "acme.test"
+    assert environ["HTTP_X_FORWARDED_PROTO"] == "http"
+    for gone in ("HTTP_X_MCP_OTHER", "HTTP_PROXY_AUTHORIZATION", "HTTP_KEEP_ALIVE", "HTTP_X_PRIVATE"):
+        assert gone not in environ, gone
+    # A client's address claims pass only from a trusted proxy.
+    for claim in ("HTTP_X_REAL_IP", "HTTP_TRUE_CLIENT_IP"):
+        assert (claim in environ) == behind_proxy, claim
+
+

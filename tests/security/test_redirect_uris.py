@@ -50,9 +50,9 @@ def test_a_metadata_document_naming_such_a_redirect_uri_is_refused(uri: str) -> 
     assert "redirect URI" in page.body.decode()
 
 
-def _legacy_client(h: Harness, uri: str) -> str:
-    """A client saved before these rules, with ``uri`` and a sound one."""
-    h.store.save_client(Client(tenant="acme", client_id="mcp_client_legacy", redirect_uris=(uri, REDIRECT),
+def _legacy_client(h: Harness, *uris: str) -> str:
+    """A client saved before these rules, with ``uris``."""
+    h.store.save_client(Client(tenant="acme", client_id="mcp_client_legacy", redirect_uris=uris,
                                token_endpoint_auth_method="none", grant_types=("authorization_code",),
                                response_types=("code",), application_type="native", created_at=h.now))
     return "mcp_client_legacy"
@@ -61,15 +61,26 @@ def _legacy_client(h: Harness, uri: str) -> str:
 @pytest.mark.parametrize("uri", TWO_READINGS)
 def test_a_legacy_client_is_never_sent_to_such_a_redirect_uri(uri: str) -> None:
     h = Harness()
-    client_id = _legacy_client(h, uri)
+    client_id = _legacy_client(h, uri, REDIRECT)
     page = h.request("GET", h.authorize_url(client_id, redirect_uri=uri))
+    assert page.status == 400 and page.header("location") is None
+    assert page.header("content-type").startswith("text/html")
+
+
+@pytest.mark.parametrize("uri", TWO_READINGS)
+def test_a_legacy_client_with_only_such_a_redirect_uri_is_not_sent_to_it_when_the_request_names_none(
+        uri: str) -> None:
+    h = Harness()
+    client_id = _legacy_client(h, uri)
+    # No PKCE either: the error would go to the redirect URI, were it used.
+    page = h.request("GET", h.authorize_url(client_id, redirect_uri=None, code_challenge=None))
     assert page.status == 400 and page.header("location") is None
     assert page.header("content-type").startswith("text/html")
 
 
 def test_the_consent_page_of_a_legacy_client_names_hosts_as_a_browser_reads_them() -> None:
     h = Harness()
-    client_id = _legacy_client(h, "http://evil.com\\@127.0.0.1/cb")
+    client_id = _legacy_client(h, "http://evil.com\\@127.0.0.1/cb", REDIRECT)
     html = h.request("GET", h.authorize_url(client_id)).body.decode()
     # Not all its redirects are loopback as written: no "this computer" reassurance.
     assert 'class="warn"' not in html and "only redirects" not in html.lower()

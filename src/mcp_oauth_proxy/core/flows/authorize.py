@@ -24,7 +24,7 @@ from ..http import Request, Response, form_params, query_params, required, singl
 from ..models import AuthorizationRequest, Client, ConsentRequest
 from ..pages import ConsentView, consent_page
 from ..pkce import check_challenge
-from ..redirect_uris import is_loopback_redirect, matches, shown_host
+from ..redirect_uris import is_loopback_redirect, is_well_formed, matches, shown_host
 from ..scopes import check_resource, choose_scope, parse_scope
 from .upstream_login import start_upstream_login
 
@@ -37,9 +37,12 @@ def _client_and_redirect(params: Mapping[str, list[str]], ctx: Context) -> Flow[
         client_id, ctx, "The application asking for access is not registered here.")
     redirect_uri = single(params, "redirect_uri")
     if redirect_uri is None:
-        # OAuth 2.1 §4.1.1: optional only when exactly one is registered.
+        # OAuth 2.1 §4.1.1: optional only when exactly one is registered (and
+        # it meets today's rules: a record may be older than they are).
         if len(client.redirect_uris) != 1:
             raise BrowserError("Invalid request", "The request has no redirect_uri.")
+        if not is_well_formed(client.redirect_uris[0]):
+            raise BrowserError("Invalid redirect", "The application's redirect_uri is not allowed; nothing was sent to it.")
         return client, client.redirect_uris[0], False
     if not matches(redirect_uri, client.redirect_uris):
         raise BrowserError(

@@ -1,13 +1,19 @@
-"""Make ``tests/support.py`` importable from every test folder, and keep
-property tests reproducible in CI."""
+"""Make ``tests/support.py`` importable from every test folder, keep
+property tests reproducible in CI, and let a test move the server's clock."""
 
 import os
 import sys
 from pathlib import Path
 
+import pytest
 from hypothesis import settings
 
 sys.path.insert(0, str(Path(__file__).parent))
+
+from support import ServerClock  # noqa: E402 (importable once the path is set)
+
+from mcp_oauth_proxy import runtime  # noqa: E402
+from mcp_oauth_proxy.adapters import site as site_module  # noqa: E402
 
 # CI runs the same examples every time (a fixed seed per test), so a
 # submission lands or fails on its code, not on the draw; locally the draws
@@ -15,3 +21,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 settings.register_profile("ci", derandomize=True, print_blob=True)
 if os.environ.get("CI") == "true":
     settings.load_profile("ci")
+
+
+@pytest.fixture
+def server_clock(monkeypatch: pytest.MonkeyPatch) -> ServerClock:
+    """The clock of the apps a test runs in-process, which the test moves on."""
+    clock = ServerClock()
+    monkeypatch.setattr(runtime, "now_seconds", clock)
+    monkeypatch.setattr(site_module, "now_seconds", clock)
+    return clock

@@ -11,6 +11,7 @@ import pytest
 from local_idp import LocalIdP
 from oauth_walk import bearer, drive_async, login, redeem, register, tokens
 from proxy_apps import asgi_app, site
+from support import ServerClock
 
 from mcp_oauth_proxy.storage.memory import MemoryStore
 
@@ -23,13 +24,13 @@ def client(app: Any, host: str = "acme.test", peer: str = "127.0.0.1") -> httpx.
     return httpx.AsyncClient(transport=transport, base_url=f"http://{host}", follow_redirects=False)
 
 
-async def test_whole_flow(idp: LocalIdP, anyio_backend: str) -> None:
-    # Under the 60 s refresh skew: every upstream-token request refreshes upstream.
+async def test_whole_flow(idp: LocalIdP, server_clock: ServerClock, anyio_backend: str) -> None:
     idp.expires_in = 30
     app = asgi_app(site(idp))
     async with client(app) as c:
         client_id, tok = await drive_async(tokens(ISSUER, RESOURCE), c)
         assert tok["access_token"].startswith("mcp_at_") and tok["token_type"].lower() == "bearer"
+        server_clock.advance(15)  # half its life gone: the upstream token is due for a refresh
 
         seen = await c.get("/mcp", **bearer(tok["access_token"]))
         assert seen.status_code == 200, seen.text

@@ -169,7 +169,9 @@ class Forwarder:
             except InvalidToken as exc:
                 return await send_response(send, self._denial(principal, exc))
             except OAuthError as exc:  # TemporarilyUnavailable: its text is fixed, safe to show
-                return await send_response(send, _json(exc.status, exc.error, exc.description, (("retry-after", "30"),)))
+                # Its own Retry-After where it gives one (a refresh under way ends soon).
+                retry = exc.headers or (("retry-after", "30"),)
+                return await send_response(send, _json(exc.status, exc.error, exc.description, retry))
             extra.append((backend.upstream_token_header.lower().encode("latin-1"), _header_value(token)))
         await self._forward(scope, receive, send, backend, principal, extra)
 

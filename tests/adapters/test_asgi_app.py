@@ -62,7 +62,7 @@ async def test_whole_flow(idp: LocalIdP, server_clock: ServerClock, anyio_backen
 async def test_guard_challenge_and_resource_metadata(oidc_idp: LocalIdP, anyio_backend: str) -> None:
     async with client(asgi_app(site(oidc_idp))) as c:
         r = await c.get("/mcp")
-        assert r.status_code == 401
+        assert r.status_code == 401 and r.json() == {}  # RFC 6750 §3.1: no error code without credentials
         assert r.headers["www-authenticate"].startswith('Bearer resource_metadata="http://acme.test/.well-known/')
         r = await c.get("/mcp", **bearer("mcp_at_forged"))
         assert r.status_code == 401 and r.json()["error"] == "invalid_token"

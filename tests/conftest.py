@@ -10,10 +10,10 @@ from hypothesis import settings
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from support import ServerClock  # noqa: E402 (importable once the path is set)
+from support import ServerClock  # importable once the path is set
 
-from mcp_oauth_proxy import runtime  # noqa: E402
-from mcp_oauth_proxy.adapters import site as site_module  # noqa: E402
+from mcp_oauth_proxy import runtime
+from mcp_oauth_proxy.adapters import site as site_module
 
 # CI runs the same examples every time (a fixed seed per test), so a
 # submission lands or fails on its code, not on the draw; locally the draws

@@ -15,7 +15,7 @@ from mcp_oauth_proxy.core.effects import (
     UpdateUpstreamTokens,
     run_sync,
 )
-from mcp_oauth_proxy.core.errors import InvalidToken, TemporarilyUnavailable, UpstreamUnavailable
+from mcp_oauth_proxy.core.errors import InvalidToken, OAuthError, TemporarilyUnavailable, UpstreamUnavailable
 from mcp_oauth_proxy.core.flows.upstream_token import fresh, fresh_upstream_token
 from mcp_oauth_proxy.core.models import UpstreamTokens
 from mcp_oauth_proxy.storage.crypto import open_upstream, seal_upstream
@@ -184,7 +184,7 @@ class Outcome:
 
     def __init__(self, stepper: Stepper) -> None:
         self.stepper = stepper
-        self.error: Exception | None = None
+        self.error: OAuthError | None = None
 
     @property
     def done(self) -> bool:
@@ -193,7 +193,7 @@ class Outcome:
     def step(self) -> None:
         try:
             self.stepper.step()
-        except Exception as exc:  # the flow raised: its answer to the request
+        except OAuthError as exc:  # the flow raised: its answer to the request
             self.error = exc
 
     @property

@@ -23,7 +23,13 @@ from ..effects import (
     Sleep,
     UpdateUpstreamTokens,
 )
-from ..errors import DecryptionFailed, FetchFailed, InvalidToken, TemporarilyUnavailable, UpstreamUnavailable
+from ..errors import (
+    DecryptionFailed,
+    FetchFailed,
+    InvalidToken,
+    TemporarilyUnavailable,
+    UpstreamUnavailable,
+)
 from ..models import Grant, UpstreamTokens
 from ..upstream import UpstreamRefused, parse_token_response, token_request
 

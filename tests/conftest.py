@@ -1,6 +1,7 @@
 """Make ``tests/support.py`` importable from every test folder, keep
-property tests reproducible in CI, and serve client metadata documents over
-real HTTPS on loopback (``doc_server``)."""
+property tests reproducible in CI, serve client metadata documents over
+real HTTPS on loopback (``doc_server``), and let a test move the server's
+clock (``server_clock``)."""
 
 import os
 import sys
@@ -13,6 +14,10 @@ from hypothesis import settings
 sys.path.insert(0, str(Path(__file__).parent))
 
 from https_server import DocumentServer, self_signed  # noqa: E402 - needs the path above
+from support import ServerClock  # importable once the path is set
+
+from mcp_oauth_proxy import runtime
+from mcp_oauth_proxy.adapters import site as site_module
 
 # CI runs the same examples every time (a fixed seed per test), so a
 # submission lands or fails on its code, not on the draw; locally the draws
@@ -30,3 +35,12 @@ def doc_server(tmp_path: Path) -> Iterator[DocumentServer]:
     yield server
     server.httpd.shutdown()
     server.httpd.server_close()
+
+
+@pytest.fixture
+def server_clock(monkeypatch: pytest.MonkeyPatch) -> ServerClock:
+    """The clock of the apps a test runs in-process, which the test moves on."""
+    clock = ServerClock()
+    monkeypatch.setattr(runtime, "now_seconds", clock)
+    monkeypatch.setattr(site_module, "now_seconds", clock)
+    return clock

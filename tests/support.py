@@ -8,6 +8,7 @@ import base64
 import hashlib
 import json
 import random
+import time
 from typing import Any, Callable
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -107,6 +108,20 @@ class FakeIdP:
             profile = {"sub": self.sub, "name": "Ada"} if self.oidc else {"id": 4242, "login": "ada"}
             return HttpResponse(200, (("content-type", "application/json"),), json.dumps(profile).encode())
         return HttpResponse(404, (), b"")
+
+
+class ServerClock:
+    """The server's clock (``runtime.now_seconds``), moved on by a test
+    instead of waiting: a token's age without the time going by."""
+
+    def __init__(self) -> None:
+        self.offset = 0
+
+    def advance(self, seconds: int) -> None:
+        self.offset += seconds
+
+    def __call__(self) -> int:
+        return int(time.time()) + self.offset
 
 
 def params_of(url: str) -> dict[str, str]:

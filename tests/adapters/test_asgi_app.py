@@ -11,6 +11,7 @@ import pytest
 from local_idp import LocalIdP
 from oauth_walk import bearer, drive_async, login, redeem, register, tokens
 from proxy_apps import asgi_app, site
+from support import ServerClock
 
 from mcp_oauth_proxy.storage.memory import MemoryStore
 
@@ -23,13 +24,13 @@ def client(app: Any, host: str = "acme.test", peer: str = "127.0.0.1") -> httpx.
     return httpx.AsyncClient(transport=transport, base_url=f"http://{host}", follow_redirects=False)
 
 
-async def test_whole_flow(idp: LocalIdP, anyio_backend: str) -> None:
-    # Under the 60 s refresh skew: every upstream-token request refreshes upstream.
+async def test_whole_flow(idp: LocalIdP, server_clock: ServerClock, anyio_backend: str) -> None:
     idp.expires_in = 30
     app = asgi_app(site(idp))
     async with client(app) as c:
         client_id, tok = await drive_async(tokens(ISSUER, RESOURCE), c)
         assert tok["access_token"].startswith("mcp_at_") and tok["token_type"].lower() == "bearer"
+        server_clock.advance(15)  # half its life gone: the upstream token is due for a refresh
 
         seen = await c.get("/mcp", **bearer(tok["access_token"]))
         assert seen.status_code == 200, seen.text
@@ -61,7 +62,7 @@ async def test_whole_flow(idp: LocalIdP, anyio_backend: str) -> None:
 async def test_guard_challenge_and_resource_metadata(oidc_idp: LocalIdP, anyio_backend: str) -> None:
     async with client(asgi_app(site(oidc_idp))) as c:
         r = await c.get("/mcp")
-        assert r.status_code == 401
+        assert r.status_code == 401 and r.json() == {}  # RFC 6750 §3.1: no error code without credentials
         assert r.headers["www-authenticate"].startswith('Bearer resource_metadata="http://acme.test/.well-known/')
         r = await c.get("/mcp", **bearer("mcp_at_forged"))
         assert r.status_code == 401 and r.json()["error"] == "invalid_token"

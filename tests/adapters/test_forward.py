@@ -6,6 +6,7 @@ HTTP; plus the forwarder's answers when things go wrong, in-process."""
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import anyio
@@ -17,6 +18,7 @@ from forward_servers import TOKEN_HEADER, Proxy, as_guarded, backend, open_gate,
 from local_idp import LocalIdP
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
+from oauth_walk import drive, tokens
 from processes import free_port
 from proxy_apps import site
 
@@ -181,6 +183,46 @@ async def _goes_away(proxy: Proxy) -> None:
             await anyio.sleep(0.05)
 
 
+def test_requests_at_once_while_a_short_lived_upstream_token_is_refreshed_all_reach_the_backend(
+        proxy: Proxy, upstream: LocalIdP) -> None:
+    """As the MCP SDK opens its event stream with its next POST: requests of
+    one grant at once while its upstream token, living shorter than the
+    refresh skew, is refreshed. The upstream is asked once; every request is
+    forwarded with the token it gave."""
+    upstream.expires_in = 1
+    try:
+        with httpx.Client(trust_env=False, follow_redirects=False, timeout=DEADLINE) as http:
+            _, issued = drive(tokens(proxy.base, proxy.mcp), http)
+        logged_in, before = time.time(), upstream.issued
+        # The server counts whole seconds: from the next one on, the token is due.
+        time.sleep(max(0.0, int(logged_in) + 1 - time.time()))
+        upstream.expires_in = 20  # the new one lives shorter than the skew too
+        upstream.fault, upstream.slow_seconds = "slow", 0.3  # every request arrives while it is under way
+        answers = anyio.run(_at_once, proxy, issued["access_token"])
+    finally:
+        upstream.expires_in, upstream.fault = 3600, None
+    assert [a.status_code for a in answers] == [404] * len(answers), [a.text for a in answers]  # the backend's
+    assert upstream.issued == before + 1
+    for i in range(len(answers)):
+        (request,) = requests_with(proxy.backend, f"probe=burst-{proxy.loop}-{i}")
+        assert dict(request["headers"])[TOKEN_HEADER.lower()] == f"idp-at-{before + 1}"
+
+
+async def _at_once(proxy: Proxy, access_token: str, n: int = 6) -> list[httpx.Response]:
+    answers: list[httpx.Response] = [None] * n  # type: ignore[list-item]
+
+    async def one(i: int) -> None:
+        answers[i] = await http.get(f"{proxy.mcp}/nowhere?probe=burst-{proxy.loop}-{i}",
+                                    headers={"authorization": f"Bearer {access_token}"})
+
+    async with httpx.AsyncClient(trust_env=False, timeout=DEADLINE) as http:
+        with anyio.fail_after(DEADLINE):
+            async with anyio.create_task_group() as tasks:
+                for i in range(n):
+                    tasks.start_soon(one, i)
+    return answers
+
+
 # -- the forwarder in-process: what it answers when things go wrong --------------
 
 
@@ -216,6 +258,10 @@ async def test_upstream_token_failures(oidc_idp: LocalIdP, anyio_backend: str, b
     async def later() -> str:
         raise TemporarilyUnavailable("the identity provider is not available at the moment")
 
+    async def still_refreshing() -> str:
+        raise TemporarilyUnavailable("the identity provider's token is being refreshed; try again",
+                                     headers=(("retry-after", "2"),))
+
     query = f"probe=token-failure-{anyio_backend}"
     async with _client(as_guarded(forwarder, sign_in_again)) as http:
         denied = await http.post(f"/mcp?{query}", json={})
@@ -225,6 +271,13 @@ async def test_upstream_token_failures(oidc_idp: LocalIdP, anyio_backend: str, b
     async with _client(as_guarded(forwarder, later)) as http:
         unavailable = await http.post(f"/mcp?{query}", json={})
     assert unavailable.status_code == 503 and unavailable.json()["error"] == "temporarily_unavailable"
+    assert unavailable.headers["retry-after"] == "30"
+    async with _client(as_guarded(forwarder, still_refreshing)) as http:
+        soon = await http.post(f"/mcp?{query}", json={})
+    # The core's own hint: a refresh under way is done in a moment.
+    assert soon.status_code == 503 and soon.headers["retry-after"] == "2"
+    assert soon.json() == {"error": "temporarily_unavailable",
+                           "error_description": "the identity provider's token is being refreshed; try again"}
     assert await anyio.to_thread.run_sync(requests_with, backend, query) == []
     await forwarder.aclose()
 

@@ -107,7 +107,11 @@ def check(response: dict) -> None:
     if status >= 400:
         if content_type.startswith(b"application/json"):
             doc = json.loads(data)
-            assert isinstance(doc.get("error"), str) and doc["error"], doc
+            challenge = hdrs.get(b"www-authenticate", b"")
+            if status == 401 and challenge.startswith(b"Bearer ") and b"error=" not in challenge:
+                assert doc == {}  # RFC 6750 §3.1: no credentials, no error code
+            else:
+                assert isinstance(doc.get("error"), str) and doc["error"], doc
         else:
             assert content_type.startswith(b"text/html"), (status, hdrs)
             assert hdrs.get(b"x-frame-options") == b"DENY"

@@ -11,6 +11,7 @@ import pytest
 from local_idp import LocalIdP
 from oauth_walk import REDIRECT, at_upstream, bearer, drive_async, params, register, to_upstream, tokens
 from proxy_apps import asgi_app, site
+from support import ServerClock
 
 from mcp_oauth_proxy.upstream import providers
 
@@ -97,11 +98,12 @@ async def test_discovery_fault_gives_503_until_the_upstream_is_up(
 
 @pytest.mark.parametrize("fault", FAULTS)
 async def test_upstream_refresh_fault_is_json_and_keeps_the_grant(
-        oidc_idp: LocalIdP, faults: Faults, fault: str, anyio_backend: str) -> None:
-    oidc_idp.expires_in = 30  # under the refresh skew: each getter call refreshes
+        oidc_idp: LocalIdP, faults: Faults, fault: str, server_clock: ServerClock, anyio_backend: str) -> None:
+    oidc_idp.expires_in = 30
     app = asgi_app(site(oidc_idp), timeout=0.3)
     async with client(app) as c:
         _, tok = await drive_async(tokens(ISSUER, RESOURCE), c)
+        server_clock.advance(15)  # half its life gone: the getter refreshes the upstream token
         faults.start(fault)
         r = await c.get("/mcp", **bearer(tok["access_token"]))
         assert r.status_code == 502 and r.json() == {"error": "temporarily_unavailable"}

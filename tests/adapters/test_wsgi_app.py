@@ -9,6 +9,7 @@ import httpx
 from local_idp import LocalIdP
 from oauth_walk import bearer, drive, login, redeem, register, tokens
 from proxy_apps import site, wsgi_app
+from support import ServerClock
 
 ISSUER, RESOURCE = "http://acme.test", "http://acme.test/mcp"
 
@@ -18,10 +19,11 @@ def client(app: Any, host: str = "acme.test", peer: str = "127.0.0.1") -> httpx.
     return httpx.Client(transport=transport, base_url=f"http://{host}", follow_redirects=False)
 
 
-def test_whole_flow(idp: LocalIdP) -> None:
-    idp.expires_in = 30  # under the refresh skew: the getter refreshes upstream
+def test_whole_flow(idp: LocalIdP, server_clock: ServerClock) -> None:
+    idp.expires_in = 30
     with client(wsgi_app(site(idp))) as c:
         client_id, tok = drive(tokens(ISSUER, RESOURCE), c)
+        server_clock.advance(15)  # half its life gone: the getter refreshes the upstream token
         seen = c.get("/mcp", **bearer(tok["access_token"]))
         assert seen.status_code == 200, seen.text
         body = seen.json()

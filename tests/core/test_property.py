@@ -347,7 +347,11 @@ def check_response(response: Any, request: Request) -> None:
     content_type = (response.header("content-type") or "").lower()
     if content_type.startswith("application/json"):
         doc = json.loads(response.body)
-        if response.status >= 400:
+        challenge = response.header("www-authenticate") or ""
+        if response.status == 401 and challenge.startswith("Bearer ") and "error=" not in challenge:
+            # RFC 6750 §3.1: only a request without credentials, and it is told no error code.
+            assert request.header("authorization") is None and doc == {}, doc
+        elif response.status >= 400:
             assert isinstance(doc, dict) and isinstance(doc.get("error"), str) and doc["error"], doc
             assert isinstance(doc.get("error_description", ""), str)
     elif content_type.startswith("text/html"):

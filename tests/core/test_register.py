@@ -87,7 +87,6 @@ def test_every_registration_gets_new_credentials():
         ("native", "com.example.app:/cb"),
         ("native", "cursor://anysphere.cursor-retrieval/oauth/callback"),
         ("web", "https://app.example.com/cb"),
-        ("web", "http://localhost:6274/oauth/callback"),  # MCP Inspector
     ],
 )
 def test_application_type_accepted(application_type, uri):
@@ -96,6 +95,28 @@ def test_application_type_accepted(application_type, uri):
                                 "token_endpoint_auth_method": "none"})
     assert response.status == 201, response.body
     assert response.json()["application_type"] == application_type
+
+
+@pytest.mark.parametrize(
+    "redirect_uris, application_type",
+    [
+        (["http://127.0.0.1:33418/callback"], "native"),  # the MCP SDKs, which send none
+        (["http://localhost:6274/oauth/callback", "http://[::1]/cb"], "native"),
+        (["https://app.example.com/cb"], "web"),  # OIDC Registration §2's default
+        (["https://app.example.com/cb", "http://127.0.0.1/cb"], "web"),
+    ],
+)
+def test_application_type_defaults_to_native_when_every_redirect_is_loopback(redirect_uris, application_type):
+    # RFC 8252 §7.3: loopback redirect URIs are a native application's.
+    response = post(Harness(), {"redirect_uris": redirect_uris, "token_endpoint_auth_method": "none"})
+    assert response.status == 201, response.body
+    assert response.json()["application_type"] == application_type
+
+
+def test_a_web_application_may_also_register_a_loopback_redirect():
+    response = post(Harness(), {"redirect_uris": ["https://app.example.com/cb", "http://localhost:6274/cb"],
+                                "application_type": "web", "token_endpoint_auth_method": "none"})
+    assert response.status == 201, response.body
 
 
 def test_optional_metadata_kept_and_unknown_ignored():
@@ -141,6 +162,10 @@ BAD = [
     ("private scheme for web", {"redirect_uris": ["com.example.app:/cb"], "application_type": "web"},
      "invalid_redirect_uri"),
     ("private scheme by default web", {"redirect_uris": ["com.example.app:/cb"]}, "invalid_redirect_uri"),
+    # OIDC Registration §2: a web application's redirect URIs are not loopback ones.
+    ("web with only loopback redirects",
+     {"redirect_uris": ["http://localhost:6274/oauth/callback", "http://127.0.0.1/cb"], "application_type": "web"},
+     "invalid_redirect_uri"),
     ("control char in uri", {"redirect_uris": ["https://app.example.com/c\nb"]}, "invalid_redirect_uri"),
     ("too many redirect uris", {"redirect_uris": [f"https://app.example.com/cb{i}" for i in range(21)]},
      "invalid_redirect_uri"),

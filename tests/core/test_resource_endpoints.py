@@ -43,7 +43,9 @@ def test_no_token_is_401_with_resource_metadata_and_no_error_code():
     challenge = response.header("www-authenticate")
     assert challenge.startswith("Bearer ")
     assert f'resource_metadata="{PRM}"' in challenge and 'scope="mcp mcp:admin"' in challenge
-    assert "error=" not in challenge  # RFC 6750 §3.1
+    # RFC 6750 §3.1: no error code or other error information, in the challenge or the body.
+    assert "error=" not in challenge
+    assert response.json() == {}
 
 
 @pytest.mark.parametrize("value", ["Bearer mcp_at_forged", "Bearer upstream-token", "Basic abc", "Bearer ", "Bearer"])

@@ -4,12 +4,14 @@ as hashes, upstream tokens and our upstream PKCE verifier encrypted
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from support import ISSUER, Harness, params_of, tenant, upstream
 from mcp_oauth_proxy.core.errors import DecryptionFailed
 from mcp_oauth_proxy.core.models import UpstreamTokens
-from mcp_oauth_proxy.storage.crypto import KeyRing, open_upstream, seal_upstream
+from mcp_oauth_proxy.storage.crypto import KeyRing, _aad, open_upstream, seal_upstream
 from mcp_oauth_proxy.storage.memory import MemoryStore
 
 
@@ -43,6 +45,15 @@ def test_ciphertexts_name_their_key_and_old_keys_still_decrypt():
     assert rotated.active == "k2"
     assert open_upstream(rotated, "acme", "g1", blob).access_token == "at"
     assert seal_upstream(rotated, "acme", "g1", UpstreamTokens("at")).startswith("v1.k2.")
+
+
+def test_upstream_tokens_sealed_before_their_issue_time_was_kept_still_open():
+    ring = KeyRing.generate()
+    before = {"access_token": "at", "refresh_token": "rt", "expires_at": 5, "token_type": "Bearer", "scope": None}
+    blob = ring.encrypt(json.dumps(before).encode(), _aad("grant", "acme", "g1"))
+    assert open_upstream(ring, "acme", "g1", blob) == UpstreamTokens("at", "rt", 5, issued_at=None)
+    assert open_upstream(ring, "acme", "g1", seal_upstream(ring, "acme", "g1", UpstreamTokens("at", issued_at=3))) \
+        == UpstreamTokens("at", issued_at=3)
 
 
 def test_a_ciphertext_cannot_be_moved_to_another_record_or_tampered_with():

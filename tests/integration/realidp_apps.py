@@ -22,7 +22,7 @@ import httpx
 from mcp_oauth_proxy.adapters.asgi import BearerGuard, OAuthApp
 from mcp_oauth_proxy.adapters.site import PRINCIPAL_KEY, UPSTREAM_TOKEN_KEY, Site
 from mcp_oauth_proxy.adapters.wsgi import BearerGuardWSGI, OAuthWSGIApp
-from mcp_oauth_proxy.core.tenant import Policy, Tenant, Upstream
+from mcp_oauth_proxy.core.tenant import Tenant, Upstream
 from mcp_oauth_proxy.storage.memory import MemoryStore
 from mcp_oauth_proxy.upstream import providers
 
@@ -48,9 +48,9 @@ def upstream_source(idp: IdP) -> providers.UpstreamSource:
                             userinfo_endpoint=idp.userinfo_endpoint)
 
 
-def make_site(idp: IdP, issuer: str, resource: str, policy: Policy = Policy()) -> Site:
+def make_site(idp: IdP, issuer: str, resource: str) -> Site:
     tenant = Tenant(slug="acme", issuer=issuer, resource=resource, upstream=_PLACEHOLDER, scopes=("mcp",),
-                    required_scopes=("mcp",), policy=policy)
+                    required_scopes=("mcp",))
     return Site([(tenant, upstream_source(idp))], MemoryStore(), os.urandom(32), store_blocks=False)
 
 

@@ -23,8 +23,8 @@ import httpx
 import pytest
 
 from mcp_oauth_proxy.core.pkce import s256
-from mcp_oauth_proxy.core.tenant import Policy
 
+from support import ServerClock
 from realidp_apps import AsgiSite, WsgiSite, lifespan, make_site, protected_asgi, protected_wsgi
 from realidp_browser import Person, Walk, walk_async, walk_sync
 from realidp import ADA, GRACE, IdP
@@ -35,15 +35,15 @@ CALLBACK = f"{ISSUER}/oauth/callback"
 # The MCP client's own redirect URI: the walk stops when the browser is sent there.
 CLIENT_REDIRECT = "http://127.0.0.1:33418/callback"
 
-# Refresh the upstream token whenever the guard is asked for it (the skew is
-# longer than the identity provider's access token lifetime), so each
-# guarded request exercises a real upstream refresh_token grant.
-ALWAYS_REFRESH = Policy(upstream_refresh_skew=7200)
+# The identity provider's access tokens live this long; our clock moves on
+# by half of it before each guarded request, when the upstream token is due
+# for a refresh, so each exercises a real upstream refresh_token grant.
+IDP_TOKEN_TTL = 120
 
 
 @pytest.fixture(scope="module")
 def oidc_idp(start_idp) -> IdP:
-    return start_idp([CALLBACK])
+    return start_idp([CALLBACK], access_token_ttl=IDP_TOKEN_TTL)
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +57,13 @@ class Browse:
 
     url: str
     walk: Walk
+
+
+@attrs.frozen
+class Later:
+    """A step of the flow: our server's clock moves on this many seconds."""
+
+    seconds: int
 
 
 @attrs.frozen
@@ -161,6 +168,7 @@ def whole_flow(expect: Expect) -> Flow:
     # the upstream token it is handed works at the identity provider.
     seen = []
     for _ in range(2):
+        yield Later(IDP_TOKEN_TTL // 2)
         answer = yield _get(RESOURCE, access)
         assert answer.status_code == 200, answer.text
         seen.append(answer.json())
@@ -197,27 +205,31 @@ def whole_flow(expect: Expect) -> Flow:
     return {"client_id": client_id, "reports": seen}
 
 
-async def drive_async(flow: Flow, client: httpx.AsyncClient, person: Person) -> dict[str, Any]:
+async def drive_async(flow: Flow, client: httpx.AsyncClient, person: Person, clock: ServerClock) -> dict[str, Any]:
     answer: Any = None
     while True:
         try:
             step = flow.send(answer)
         except StopIteration as stop:
             return stop.value
-        if isinstance(step, Browse):
+        if isinstance(step, Later):
+            answer = clock.advance(step.seconds)
+        elif isinstance(step, Browse):
             answer = await walk_async(client, step.url, CLIENT_REDIRECT, person, step.walk)
         else:
             answer = await client.send(step)
 
 
-def drive_sync(flow: Flow, client: httpx.Client, person: Person) -> dict[str, Any]:
+def drive_sync(flow: Flow, client: httpx.Client, person: Person, clock: ServerClock) -> dict[str, Any]:
     answer: Any = None
     while True:
         try:
             step = flow.send(answer)
         except StopIteration as stop:
             return stop.value
-        if isinstance(step, Browse):
+        if isinstance(step, Later):
+            answer = clock.advance(step.seconds)
+        elif isinstance(step, Browse):
             answer = walk_sync(client, step.url, CLIENT_REDIRECT, person, step.walk)
         else:
             answer = client.send(step)
@@ -230,33 +242,35 @@ def _idp(request: pytest.FixtureRequest, kind: str) -> IdP:
 @pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
 @pytest.mark.parametrize("kind", ["oidc", "github"])
 @pytest.mark.anyio
-async def test_whole_flow_asgi(request: pytest.FixtureRequest, kind: str, anyio_backend: str) -> None:
+async def test_whole_flow_asgi(request: pytest.FixtureRequest, kind: str, anyio_backend: str,
+                               server_clock: ServerClock) -> None:
     idp = _idp(request, kind)
     # Different people on the two event loops: the user id must come from the login.
     person = ADA if anyio_backend == "asyncio" else GRACE
-    app = AsgiSite(make_site(idp, ISSUER, RESOURCE, ALWAYS_REFRESH), protected_asgi(idp.userinfo_endpoint))
+    app = AsgiSite(make_site(idp, ISSUER, RESOURCE), protected_asgi(idp.userinfo_endpoint))
     async with lifespan(app.guarded):
         async with httpx.AsyncClient(mounts={ISSUER: httpx.ASGITransport(app)}, trust_env=False,
                                      timeout=20) as client:
             result = await drive_async(whole_flow(expectations(idp, person)), client,
-                                       Person(person["username"], person["password"]))
+                                       Person(person["username"], person["password"]), server_clock)
     await app.aclose()
     assert result["reports"][0]["user_id"] == (person["sub"] if kind == "oidc" else str(person["id"]))
 
 
 @pytest.mark.parametrize("kind", ["oidc", "github"])
-def test_whole_flow_wsgi(request: pytest.FixtureRequest, kind: str) -> None:
+def test_whole_flow_wsgi(request: pytest.FixtureRequest, kind: str, server_clock: ServerClock) -> None:
     idp = _idp(request, kind)
-    app = WsgiSite(make_site(idp, ISSUER, RESOURCE, ALWAYS_REFRESH), protected_wsgi(idp.userinfo_endpoint))
+    app = WsgiSite(make_site(idp, ISSUER, RESOURCE), protected_wsgi(idp.userinfo_endpoint))
     with httpx.Client(mounts={ISSUER: httpx.WSGITransport(app)}, trust_env=False, timeout=20) as client:
-        drive_sync(whole_flow(expectations(idp, ADA)), client, Person(ADA["username"], ADA["password"]))
+        drive_sync(whole_flow(expectations(idp, ADA)), client, Person(ADA["username"], ADA["password"]),
+                   server_clock)
 
 
-def test_code_replay_revokes_its_tokens(oidc_idp: IdP) -> None:
+def test_code_replay_revokes_its_tokens(oidc_idp: IdP, server_clock: ServerClock) -> None:
     app = WsgiSite(make_site(oidc_idp, ISSUER, RESOURCE), protected_wsgi(oidc_idp.userinfo_endpoint))
     with httpx.Client(mounts={ISSUER: httpx.WSGITransport(app)}, trust_env=False, timeout=20) as client:
         expect = attrs.evolve(expectations(oidc_idp, ADA), replay_code=True)
-        drive_sync(whole_flow(expect), client, Person(ADA["username"], ADA["password"]))
+        drive_sync(whole_flow(expect), client, Person(ADA["username"], ADA["password"]), server_clock)
 
 
 def _authorization_url(client: httpx.Client) -> str:

@@ -49,7 +49,7 @@ def grant(tenant: str = "acme", grant_id: str = "grant-1", code_hash: str | None
     base: dict[str, Any] = dict(
         client_id="client-1", user_id="user-42", scope=("mcp",), resource="https://acme.example.com/mcp",
         claims={"sub": "user-42", "email": "ada@example.org", "groups": ["a", "b"]},
-        upstream=UpstreamTokens("up-at", "up-rt", T0 + 3600, "Bearer", "openid"), created_at=T0,
+        upstream=UpstreamTokens("up-at", "up-rt", T0 + 3600, "Bearer", "openid", T0), created_at=T0,
         expires_at=T0 + 86400,
     )
     base.update(kw)

@@ -10,9 +10,10 @@ An authorized request reaches the wrapped app with two scope entries:
     the :class:`~mcp_oauth_proxy.core.flows.guard.Principal` (user_id,
     client_id, scopes, tenant, ...);
 ``scope["mcp_oauth_proxy.upstream_token"]``
-    ``async () -> str``: the person's upstream access token, refreshed if it
-    has expired. Raises ``InvalidToken`` (sign in again) or
-    ``TemporarilyUnavailable``, both :class:`~mcp_oauth_proxy.core.errors.OAuthError`.
+    ``async () -> str``: the person's upstream access token, refreshed before
+    it expires. Raises ``InvalidToken`` (sign in again) or
+    ``TemporarilyUnavailable`` (its ``headers`` may carry a ``retry-after``),
+    both :class:`~mcp_oauth_proxy.core.errors.OAuthError`.
 """
 
 from __future__ import annotations

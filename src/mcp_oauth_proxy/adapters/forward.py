@@ -132,7 +132,9 @@ class Forwarder:
             except InvalidToken as exc:
                 return await send_response(send, self._denial(principal, exc))
             except OAuthError as exc:  # TemporarilyUnavailable: its text is fixed, safe to show
-                return await send_response(send, _json(exc.status, exc.error, exc.description, (("retry-after", "30"),)))
+                # Its own Retry-After where it gives one (a refresh under way ends soon).
+                retry = exc.headers or (("retry-after", "30"),)
+                return await send_response(send, _json(exc.status, exc.error, exc.description, retry))
             extra.append((backend.upstream_token_header.lower().encode("latin-1"), header_value(token)))
         # RFC 9112 §6.3: no Content-Length or Transfer-Encoding, no body; but an
         # HTTP/2 POST need not say, so a POST's body is always streamed on.

@@ -96,6 +96,9 @@ class UpstreamTokens:
     expires_at: int | None = None
     token_type: str = "Bearer"
     scope: str | None = None
+    # When we received it, so its lifetime is known (None in tokens sealed
+    # before this was kept; they open as they were).
+    issued_at: int | None = None
 
 
 @attrs.frozen

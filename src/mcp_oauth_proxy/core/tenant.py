@@ -52,9 +52,12 @@ class Policy:
     # A refresh token presented again this long after its rotation is treated
     # as a retry, not as reuse (see flows/token.py).
     refresh_grace: int = 30
-    # Refresh the upstream token this long before it expires.
+    # Refresh the upstream token this long before it expires, or half way
+    # through its life if that is sooner (flows/upstream_token.py).
     upstream_refresh_skew: int = 60
-    # How long an upstream refresh may hold its lease before another may try.
+    # How long an upstream refresh may hold its lease before another may try;
+    # longer than an upstream call may take, since requests waiting for the
+    # refresh take the lease over only once it has expired.
     upstream_refresh_lease: int = 30
     # How long the browser remembers approved clients.
     consent_ttl: int = 30 * 24 * 3600

@@ -90,6 +90,7 @@ def parse_token_response(response: HttpResponse, now: int) -> tuple[UpstreamToke
         expires_at=now + expires_in if isinstance(expires_in, int) and expires_in > 0 else None,
         token_type=str(data.get("token_type") or "Bearer"),
         scope=scope if isinstance(scope, str) else None,
+        issued_at=now,
     )
     return tokens, data
 

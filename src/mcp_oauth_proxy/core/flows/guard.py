@@ -102,8 +102,9 @@ PREFLIGHT = CORS + (
 def denial(ctx: Context, error: OAuthError | None, scopes: tuple[str, ...]) -> Response:
     headers = [("www-authenticate", challenge(ctx, error, scopes)), *CORS]
     if error is None:
-        # RFC 6750 §3.1: no error code when the request had no credentials.
-        return json_response({"error": "invalid_token", "error_description": "authorization required"}, 401, headers)
+        # RFC 6750 §3.1: a request without credentials is told no error code or
+        # other error information; the challenge says where to get a token.
+        return json_response({}, 401, headers)
     body = {"error": error.error, "error_description": error.description}
     return json_response(body, error.status, headers)
 

@@ -13,7 +13,7 @@ from ..effects import Audit, Flow, SaveClient
 from ..errors import InvalidClientMetadata, InvalidRedirectUri, InvalidScope
 from ..http import Request, Response, json_response, parse_json
 from ..models import Client
-from ..redirect_uris import check_registrable
+from ..redirect_uris import check_registrable, is_loopback_host
 from ..scopes import parse_scope
 
 AUTH_METHODS = ("none", "client_secret_basic", "client_secret_post")
@@ -46,6 +46,15 @@ def _string_list(doc: dict[str, Any], key: str, default: tuple[str, ...]) -> tup
     return tuple(dict.fromkeys(value))
 
 
+def _loopback_only(redirect_uris: tuple[str, ...]) -> bool:
+    """Every redirect URI an http one on the loopback interface."""
+    try:
+        parts = [urlsplit(uri) for uri in redirect_uris]
+    except ValueError:
+        return False  # check_registrable says what is wrong
+    return all(p.scheme.lower() == "http" and is_loopback_host(p.hostname) for p in parts)
+
+
 def parse_metadata(body: bytes) -> dict[str, Any]:
     if len(body) > MAX_BODY:
         raise InvalidClientMetadata("the registration request is too large")
@@ -60,8 +69,8 @@ def parse_metadata(body: bytes) -> dict[str, Any]:
 
 def validate(doc: dict[str, Any], ctx: Context) -> Client:
     """Check the metadata and build the client record (without id and secret)."""
-    application_type = _string(doc, "application_type") or "web"
-    if application_type not in ("web", "native"):
+    given_type = _string(doc, "application_type")
+    if given_type and given_type not in ("web", "native"):
         raise InvalidClientMetadata("application_type must be 'web' or 'native'")
 
     grant_types = _string_list(doc, "grant_types", ("authorization_code",))
@@ -84,8 +93,15 @@ def validate(doc: dict[str, Any], ctx: Context) -> Client:
         raise InvalidRedirectUri("redirect_uris is required for the authorization_code grant")
     if len(redirect_uris) > MAX_REDIRECT_URIS:
         raise InvalidRedirectUri(f"at most {MAX_REDIRECT_URIS} redirect_uris")
+    # Loopback redirects are a native application's (RFC 8252 §7.3); else
+    # OIDC Registration §2's default, web.
+    loopback = _loopback_only(redirect_uris)
+    application_type = given_type or ("native" if loopback else "web")
     for uri in redirect_uris:
         check_registrable(uri, application_type)
+    if application_type == "web" and loopback:
+        # OIDC Registration §2: a web application does not redirect to localhost.
+        raise InvalidRedirectUri("a web application cannot have only loopback redirect URIs; register it as native")
 
     scope = _string(doc, "scope") or None  # an empty scope is no scope
     if scope is not None:

@@ -56,6 +56,14 @@ def test_upstream_tokens_sealed_before_their_issue_time_was_kept_still_open():
         == UpstreamTokens("at", issued_at=3)
 
 
+def test_upstream_tokens_sealed_by_a_newer_release_still_open_after_a_rollback():
+    ring = KeyRing.generate("k1")
+    data = json.dumps({"access_token": "at", "refresh_token": None, "expires_at": 5, "token_type": "Bearer",
+                       "scope": None, "issued_at": 1, "a_field_of_tomorrow": "x"}).encode()
+    blob = ring.encrypt(data, _aad("grant", "acme", "g1"))
+    assert open_upstream(ring, "acme", "g1", blob) == UpstreamTokens("at", None, 5, issued_at=1)
+
+
 def test_a_ciphertext_cannot_be_moved_to_another_record_or_tampered_with():
     ring = KeyRing.generate()
     blob = seal_upstream(ring, "acme", "g1", UpstreamTokens("at"))

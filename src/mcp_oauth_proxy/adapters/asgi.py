@@ -316,6 +316,11 @@ class BearerGuard:
     def _token_getter(self, entry: Entry, principal: Principal) -> Callable[[], Awaitable[str]]:
         async def upstream_token() -> str:
             flow = upstream_token_flow(entry, principal.grant_id, self.site.cookie_key)
-            return await run_async(flow, self._carriers.perform)
+            # Finished even when the caller is cancelled (its client gone): a
+            # refresh cut off after the upstream answered would lose the new
+            # refresh token it rotated in, and with it the grant. The flow's
+            # fetches and waits are bounded (upstream timeout, lease).
+            with anyio.CancelScope(shield=True):
+                return await run_async(flow, self._carriers.perform)
 
         return upstream_token

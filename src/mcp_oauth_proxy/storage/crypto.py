@@ -91,9 +91,14 @@ def seal_upstream(ring: KeyRing, tenant: str, grant_id: str, tokens: UpstreamTok
     return ring.encrypt(data, _aad("grant", tenant, grant_id))
 
 
+_UPSTREAM_FIELDS = frozenset(f.name for f in attrs.fields(UpstreamTokens))
+
+
 def open_upstream(ring: KeyRing, tenant: str, grant_id: str, blob: str) -> UpstreamTokens:
     data = json.loads(ring.decrypt(blob, _aad("grant", tenant, grant_id)))
-    return UpstreamTokens(**data)
+    # Fields a newer release sealed are left out: rolling back a release
+    # keeps the grants it made working.
+    return UpstreamTokens(**{k: v for k, v in data.items() if k in _UPSTREAM_FIELDS})
 
 
 def seal_verifier(ring: KeyRing, tenant: str, state_hash: str, verifier: str) -> str:

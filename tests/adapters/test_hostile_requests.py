@@ -23,6 +23,9 @@ PATHS = [
     "/oauth/userinfo", "/oauth/revoke", "/oauth/introspect", "/oauth/jwks", "/mcp",
     "/.well-known/oauth-authorization-server", "/.well-known/openid-configuration",
     "/.well-known/oauth-protected-resource", "/.well-known/oauth-protected-resource/mcp",
+    # aimed past the protected path, or read two ways
+    "/mcp/../oauth/token", "/mcp/%2e%2e/admin", "/mcp/a%2fb", "/mcp\\..\\x", "/mcp/./x", "/mcp/%252e%252e",
+    "/oauth/../mcp", "/oauth/%2e%2e/mcp",
 ]
 METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD", "TRACE", "G\u00c9T", ""]
 PARAMS = ["client_id", "redirect_uri", "response_type", "code_challenge", "code_challenge_method", "state",
@@ -35,7 +38,11 @@ hostile_values = st.one_of(
     text,
     st.sampled_from(["javascript:alert(1)", "http://evil.example/cb", "%00", "%ff%fe", "a\r\nSet-Cookie: x=y",
                      "mcp_at_" + "A" * 43, "mcp_rt_x", "mcp_code_x", "S256", "plain", "code",
-                     "<script>alert(1)</script>", "\u202e\u0000", "x" * 5000]),
+                     "<script>alert(1)</script>", "\u202e\u0000", "x" * 5000,
+                     # URLs read one way by Python and another by a browser or a person
+                     "http://evil.com\\@127.0.0.1/cb", "https://trusted.example@evil.example/cb",
+                     "https://\u0430\u0440\u0440\u04cf\u0435.com/cb", "https://app.example.com/caf\u00e9",
+                     "https://\u0430\u0440\u0440\u04cf\u0435.com/client.json", "http://127.0.0.1:1/cb\\x"]),
 )
 
 
@@ -56,6 +63,10 @@ def headers(draw: Any) -> list[tuple[bytes, bytes]]:
         (b"cookie", b"__Host-mcp_browser=\xc3\xa9; mcp_consent=a.b.c"), (b"x-forwarded-host", b"globex.test"),
         (b"content-length", b"99999999999"), (b"content-length", b"-1"), (b"origin", b"https://evil.example"),
         (b"x-injected", b"a\r\nb"),
+        # identity and origin headers in other spellings, and framing told two ways
+        (b"x_mcp_user", b"admin"), (b"X_MCP_Scopes", b"admin"), (b"x_forwarded_for", b"10.0.0.1"),
+        (b"x_forwarded_host", b"globex.test"), (b"x_real_ip", b"10.0.0.1"), (b"transfer-encoding", b"chunked"),
+        (b"content-length", b"5"),
     ])
     out += draw(st.lists(choices | st.tuples(st.binary(min_size=1, max_size=20), junk_bytes), max_size=6))
     return out

@@ -115,6 +115,9 @@ def build_world(t: Tenant) -> World:
         "client_credentials", "mcp", "mcp mcp:admin", "openid", "approve", "deny", "access_token",
         "refresh_token", UPSTREAM_ISSUER, "upstream-code", "access_denied", "server_error",
         "temporarily_unavailable", "client-state",
+        # URLs read one way by Python and another by a browser or a person
+        "http://evil.com\\@127.0.0.1:33418/callback", "https://\u0430\u0440\u0440\u04cf\u0435.com/cb",
+        "https://u@app.example.com/cb", "https://app.example.net/caf\u00e9.json",
     ]
     basic_auth = "Basic " + _b64(f"{basic['client_id']}:{basic['client_secret']}")
     templates: dict[str, tuple[dict[str, Any], list[tuple[str, str]]]] = {

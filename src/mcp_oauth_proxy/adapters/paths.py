@@ -7,9 +7,12 @@ request ever disagree about where it goes."""
 
 from __future__ import annotations
 
+import re
 from urllib.parse import unquote
 
 from ..core.http import Response, json_response
+
+_ESCAPE = re.compile("%[0-9A-Fa-f]{2}")
 
 
 def is_safe_path(path: str) -> bool:
@@ -18,8 +21,10 @@ def is_safe_path(path: str) -> bool:
     segment before), raw or percent-encoded, also before a ";" path
     parameter (some servers drop those first); a percent-encoded "/" (one
     segment here, two once decoded); a backslash, raw or encoded (a "/" to
-    some servers). ``path`` is as sent, still percent-encoded; a decoded one
-    (WSGI's PATH_INFO) is decoded once more, which can only refuse more."""
+    some servers); an escape still there after decoding ("%252e": a
+    backend that decodes twice would read a dot). ``path`` is as sent,
+    still percent-encoded; a decoded one (WSGI's PATH_INFO) is decoded once
+    more, which can only refuse more."""
     if "\\" in path:
         return False
     if "." not in path and "%" not in path:
@@ -28,9 +33,11 @@ def is_safe_path(path: str) -> bool:
         decoded = unquote(segment)
         if "/" in decoded or "\\" in decoded or decoded.split(";", 1)[0] in (".", ".."):
             return False
+        if "%" in decoded and _ESCAPE.search(decoded):
+            return False
     return True
 
 
 def refused_path() -> Response:
     return json_response({"error": "invalid_request", "error_description":
-                          "the path has a dot segment, an encoded slash or a backslash"}, 400)
+                          "the path has a dot segment, an encoded slash, a backslash or a double escape"}, 400)

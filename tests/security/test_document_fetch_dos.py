@@ -74,6 +74,55 @@ def test_a_dripping_document_is_cut_off_at_one_deadline_for_the_whole_fetch(doc_
     assert len(doc_server.drips.cut_off()) == 1
 
 
+class SilentHost:
+    """A host that accepts TCP connections and never says a word (no TLS
+    handshake); it counts the connections its peer has closed."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.accepted = 0
+        self.closed = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            threading.Thread(target=self._hold, args=(conn,), daemon=True).start()
+
+    def _hold(self, conn: socket.socket) -> None:
+        with conn:
+            try:
+                while conn.recv(4096):
+                    pass  # the ClientHello, unanswered
+            except OSError:
+                pass
+        self.closed += 1
+
+    def url(self, path: str = "/client.json") -> str:
+        return f"https://127.0.0.1:{self.port}{path}"
+
+
+@pytest.fixture
+def silent_host() -> Iterator[SilentHost]:
+    host = SilentHost()
+    yield host
+    host.listener.close()
+
+
+@pytest.mark.parametrize("driver", ["sync", "asyncio", "trio"])
+def test_a_host_that_never_answers_the_tls_handshake_keeps_no_socket_at_the_deadline(silent_host, driver):
+    fetcher = DocumentFetcher(deadline=0.3)
+    for i in range(3):
+        with pytest.raises(FetchFailed, match="in time"):
+            _fetch(fetcher, FetchClientMetadata(silent_host.url(f"/{driver}/{i}.json"), allow_loopback=True), driver)
+    until(lambda: silent_host.closed == silent_host.accepted == 3, "every connection to be closed")
+
+
 # -- through the apps -------------------------------------------------------------
 
 
@@ -148,6 +197,22 @@ def test_a_fetch_stops_when_the_requester_disconnects(doc_server, backend):
     assert exchange.sent == []  # nobody left to answer
     until(lambda: doc_server.drips.now == 0, "the drip to end")
     assert len(doc_server.drips.cut_off()) == 1
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_a_requester_leaving_during_the_tls_handshake_leaves_no_socket_behind(silent_host, backend):
+    app = OAuthApp(_site(DocumentFetcher(deadline=60)))
+
+    async def main() -> None:
+        for i in range(3):
+            exchange = Exchange("GET", "/oauth/authorize", _authorize_query(silent_host.url(f"/{backend}/{i}.json")))
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(exchange.run, app)
+                await until_async(lambda: silent_host.accepted == i + 1, "the fetch to connect")
+                exchange.gone.set()
+
+    anyio.run(main, backend=backend)
+    until(lambda: silent_host.closed == silent_host.accepted == 3, "every connection to be closed")
 
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])

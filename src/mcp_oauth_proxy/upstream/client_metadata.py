@@ -28,12 +28,14 @@ from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 import anyio.to_thread
+import httpcore
 import httpx
 
 from ..core.cimd import FAILED_CACHE, MAX_DOCUMENT, cache_seconds
 from ..core.effects import FetchClientMetadata
 from ..core.errors import FetchFailed, TooManyFetches
 from ..core.http import HttpResponse
+from .closing_backend import ClosingBackend
 from .http import TooLarge, append_limited
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -102,19 +104,19 @@ def _pinned(url: str, address: str) -> tuple[str, dict[str, str], dict[str, str]
 
 @contextlib.contextmanager
 def _transport_failures() -> Iterator[None]:
-    """httpx's failures as FetchFailed, saying no more than the kind."""
+    """httpcore's failures as FetchFailed, saying no more than the kind."""
     try:
         yield
     except TooLarge:
         raise FetchFailed(f"the document is larger than {MAX_DOCUMENT} bytes") from None
-    except httpx.HTTPError:
+    except (httpcore.NetworkError, httpcore.ProtocolError, httpcore.TimeoutException, httpcore.UnsupportedProtocol):
         raise FetchFailed("the document's host could not be reached over TLS") from None
 
 
-def _answer(status: int, headers: httpx.Headers, body: bytes) -> HttpResponse:
+def _answer(status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> HttpResponse:
     if 300 <= status < 400:
         raise FetchFailed("the document URL redirects; redirects are not followed")
-    return HttpResponse(status, tuple(headers.items()), body)
+    return HttpResponse(status, tuple((k.decode("latin-1"), v.decode("latin-1")) for k, v in headers), body)
 
 
 class _Cache:
@@ -178,7 +180,8 @@ class DocumentFetcher:
     ) -> None:
         self._deadline = deadline
         self._slots = threading.BoundedSemaphore(max_fetches)
-        self._verify = verify
+        # The system's CAs (or SSL_CERT_FILE's), as every outbound client here.
+        self._ssl_context = httpx.create_ssl_context(verify=verify)
         self._cache = _Cache(cache_size, clock)
 
     def fetch(self, effect: FetchClientMetadata) -> HttpResponse:
@@ -214,12 +217,14 @@ class DocumentFetcher:
                 infos = await anyio.to_thread.run_sync(_resolve, host, port, abandon_on_cancel=True)
                 url, headers, extensions = _pinned(effect.url, _checked(infos, effect.allow_loopback))
                 with _transport_failures():
-                    # No timeouts of its own: the deadline above bounds every phase.
-                    async with httpx.AsyncClient(verify=self._verify, timeout=None, follow_redirects=False) as client:
-                        async with client.stream("GET", url, headers=headers, extensions=extensions) as response:
+                    # No timeouts of its own: the deadline above bounds every
+                    # phase, and a cancelled handshake still closes its socket.
+                    async with httpcore.AsyncConnectionPool(ssl_context=self._ssl_context, max_connections=1,
+                                                            network_backend=ClosingBackend()) as pool:
+                        async with pool.stream("GET", url, headers=headers, extensions=extensions) as response:
                             body = bytearray()
-                            async for chunk in response.aiter_bytes():
+                            async for chunk in response.aiter_stream():
                                 append_limited(body, chunk, MAX_DOCUMENT)
-                            return _answer(response.status_code, response.headers, bytes(body))
+                            return _answer(response.status, response.headers, bytes(body))
         except TimeoutError:
             raise FetchFailed("the document's host did not answer in time") from None

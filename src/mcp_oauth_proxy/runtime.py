@@ -34,9 +34,10 @@ def now_seconds() -> int:
     return int(time.time())
 
 
-def new_context(tenant: Tenant, cookie_key: bytes) -> Context:
-    """A context for one request: the time now, the system CSPRNG."""
-    return Context(tenant=tenant, now=now_seconds(), random=secrets.token_bytes, cookie_key=cookie_key)
+def new_context(tenant: Tenant, cookie_key: bytes, requester: str = "") -> Context:
+    """A context for one request: the time now, the system CSPRNG, who asks."""
+    return Context(tenant=tenant, now=now_seconds(), random=secrets.token_bytes, cookie_key=cookie_key,
+                   requester=requester)
 
 
 def log_audit(event: Audit) -> None:

@@ -140,12 +140,12 @@ def _authorize_query(client_id: str) -> str:
 class Exchange:
     """One request to an ASGI app, its client going away when ``gone`` is set."""
 
-    def __init__(self, method: str, path: str, query: str = "", body: bytes = b"") -> None:
+    def __init__(self, method: str, path: str, query: str = "", body: bytes = b"", client: str = "203.0.113.5") -> None:
         self.scope = {
             "type": "http", "method": method, "path": path, "query_string": query.encode(), "scheme": "http",
             "headers": [(b"host", HOST.encode())]
             + ([(b"content-type", b"application/x-www-form-urlencoded")] if body else []),
-            "client": ("203.0.113.5", 40000), "server": (HOST, 80),
+            "client": (client, 40000), "server": (HOST, 80),
         }
         self.body = body
         self.gone = anyio.Event()
@@ -213,6 +213,36 @@ def test_a_requester_leaving_during_the_tls_handshake_leaves_no_socket_behind(si
 
     anyio.run(main, backend=backend)
     until(lambda: silent_host.closed == silent_host.accepted == 3, "every connection to be closed")
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_one_requester_cannot_take_every_fetch_slot(doc_server, backend):
+    doc_server.drip = DRIP
+    app = OAuthApp(_site(DocumentFetcher(verify=doc_server.trust(), deadline=60, max_fetches=10,
+                                         max_fetches_per_requester=2)))
+
+    def authorize(name: str, client: str) -> Exchange:
+        return Exchange("GET", "/oauth/authorize", _authorize_query(serve_document(doc_server, name)), client=client)
+
+    async def main() -> list[int]:
+        # One host, from two addresses of its IPv6 /64, keeps two fetches busy...
+        hogs = [authorize(f"/hog/{i}.json", f"2001:db8:1:2::{i + 1}") for i in range(2)]
+        async with anyio.create_task_group() as tasks:
+            for hog in hogs:
+                tasks.start_soon(hog.run, app)
+            await until_async(lambda: doc_server.drips.now == 2, "two fetches to start")
+            # ... and its next ones are refused at once, wherever in the /64 it asks from;
+            refused = [(await authorize(f"/more/{i}.json", f"2001:db8:1:2::{i + 9}").run(app)).status
+                       for i in range(3)]
+            # another host still gets a slot.
+            other = authorize("/other.json", "203.0.113.9")
+            tasks.start_soon(other.run, app)
+            await until_async(lambda: doc_server.drips.now == 3, "the other host's fetch to start")
+            for exchange in (*hogs, other):
+                exchange.gone.set()
+        return refused
+
+    assert anyio.run(main, backend=backend) == [503, 503, 503]
 
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])

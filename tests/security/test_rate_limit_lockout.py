@@ -7,7 +7,10 @@ the same client, untouched."""
 
 from __future__ import annotations
 
+import pytest
+
 from support import Harness
+from mcp_oauth_proxy.core.requesters import requester_key
 
 
 def _refresh(h: Harness, client_id: str, refresh_token: str):
@@ -50,3 +53,40 @@ def test_refreshing_one_grant_does_not_lock_out_another_grant_of_the_same_client
             token = answer.json()["refresh_token"]
     assert 429 in answers  # that grant is limited...
     assert _refresh(h, client["client_id"], mine["refresh_token"]).status == 200  # ...this one is not
+
+
+# -- one host, many spellings of its address ------------------------------------
+
+
+@pytest.mark.parametrize("address, key", [
+    ("203.0.113.7", "203.0.113.7"), ("203.0.113.7:4242", "203.0.113.7"), (" 203.0.113.7 ", "203.0.113.7"),
+    ("2001:db8:1:2::1", "2001:db8:1:2::/64"), ("2001:db8:1:2:ffff:ffff:ffff:ffff", "2001:db8:1:2::/64"),
+    ("[2001:db8:1:2::7]:443", "2001:db8:1:2::/64"), ("[2001:db8:1:2::7]", "2001:db8:1:2::/64"),
+    ("fe80::1%eth0", "fe80::/64"), ("::ffff:203.0.113.7", "203.0.113.7"), ("2001:DB8:1:2::1", "2001:db8:1:2::/64"),
+    ("unknown", "unknown"), ("x" * 500, "x" * 100),
+])
+def test_an_address_is_counted_as_the_host_that_holds_it(address: str, key: str) -> None:
+    assert requester_key(address) == key
+
+
+def test_one_ipv6_host_cannot_register_past_its_limit_by_changing_address():
+    h = Harness()
+    answers = []
+    for i in range(40):
+        h.remote_addr = f"2001:db8:1:2::{i + 1:x}"  # a host picks any address in its /64
+        answers.append(h.request("POST", f"{h.tenant.issuer}/oauth/register", json_body={
+            "redirect_uris": ["http://127.0.0.1/cb"], "token_endpoint_auth_method": "none"}).status)
+    assert 429 in answers
+    h.remote_addr = "2001:db8:1:3::1"  # the next /64 is someone else
+    assert h.request("POST", f"{h.tenant.issuer}/oauth/register", json_body={
+        "redirect_uris": ["http://127.0.0.1/cb"], "token_endpoint_auth_method": "none"}).status == 201
+
+
+def test_a_port_in_the_forwarded_address_does_not_make_a_new_requester():
+    h = Harness()
+    answers = []
+    for i in range(40):
+        h.remote_addr = f"198.51.100.66:{1000 + i}"  # as a proxy may write it in X-Forwarded-For
+        answers.append(h.request("POST", f"{h.tenant.issuer}/oauth/register", json_body={
+            "redirect_uris": ["http://127.0.0.1/cb"], "token_endpoint_auth_method": "none"}).status)
+    assert 429 in answers

@@ -241,7 +241,7 @@ def payload_too_large(limit: int) -> Response:
 def oauth_flow(entry: Entry, request: Request, cookie_key: bytes) -> Flow[Response]:
     """The core's answer, with the tenant's upstream resolved first where
     the endpoint needs it."""
-    ctx = new_context(entry.tenant, cookie_key)
+    ctx = new_context(entry.tenant, cookie_key, request.remote_addr)
     route = find_route(request.path, ctx)
     if route is not None and route.handler in _NEEDS_UPSTREAM and request.method != "OPTIONS":
         try:

@@ -134,7 +134,7 @@ def load_client(client_id: str, ctx: Context) -> Flow[Client | None]:
         return client
     check_client_id_url(client_id)
     try:
-        response = yield FetchClientMetadata(client_id, ctx.tenant.client_metadata_allow_loopback)
+        response = yield FetchClientMetadata(client_id, ctx.tenant.client_metadata_allow_loopback, ctx.requester)
     except FetchFailed as exc:
         raise InvalidClient(f"the client metadata document could not be fetched: {exc}") from None
     return client_from_document(client_id, response, ctx)

@@ -19,8 +19,11 @@ class Context:
     now: int
     # Returns n random bytes from a CSPRNG.
     random: Callable[[int], bytes] = attrs.field(repr=False)
-    # Signs the browser's consent and CSRF cookies (HMAC-SHA256).
+    # Signs the browser's consent cookie (HMAC-SHA256).
     cookie_key: bytes = attrs.field(repr=False)
+    # Who asks: the client's address as the site trusts it ("" unknown), for
+    # the work a request may start on its own behalf.
+    requester: str = ""
 
     def token(self, prefix: str) -> str:
         """A new opaque credential: prefix + 256 random bits, base64url."""

@@ -50,10 +50,13 @@ class FetchClientMetadata(Effect):
     per Cache-Control (see core/cimd.py cache_seconds) under this effect, URL
     and policy together. Refusals are thrown back as FetchFailed whose
     message is safe to show the client; TooManyFetches when too many fetches
-    are under way already."""
+    are under way already, in all or for ``requester``."""
 
     url: str
     allow_loopback: bool
+    # Who asked (Context.requester): not part of the answer, so not of the
+    # effect's identity, which keys the cache.
+    requester: str = attrs.field(default="", eq=False)
 
 
 @attrs.frozen

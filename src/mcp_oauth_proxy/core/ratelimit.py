@@ -7,13 +7,16 @@ a grant it holds. A client_id is no such key: it is public, and shared by
 every user of one client application (always so with metadata documents),
 so a count by client_id alone would let anyone spend it for everyone; it is
 counted per client *at one address*. Counts keyed by an address are
-skipped where the address is unknown."""
+skipped where the address is unknown; an address counts as
+:func:`~.requesters.requester_key` reads it (an IPv6 host by its /64, a
+port dropped), so one host cannot spread itself over many keys."""
 
 from __future__ import annotations
 
 from .context import Context
 from .effects import Flow, HitCounter
 from .errors import OAuthError
+from .requesters import requester_key
 from .tenant import RateLimit
 
 
@@ -32,14 +35,15 @@ def by_address(ctx: Context, endpoint: str, address: str) -> Flow[None]:
     """Count this request against ``endpoint``'s limit per remote address."""
     limit: RateLimit = getattr(ctx.tenant.rate_limits, endpoint)
     if address:
-        yield from _count(ctx, endpoint, limit.per_address, limit.window, f"address|{address}")
+        yield from _count(ctx, endpoint, limit.per_address, limit.window, f"address|{requester_key(address)}")
 
 
 def by_client(ctx: Context, endpoint: str, client_id: str, address: str) -> Flow[None]:
     """... per client at one remote address."""
     limit: RateLimit = getattr(ctx.tenant.rate_limits, endpoint)
     if address:
-        yield from _count(ctx, endpoint, limit.per_client, limit.window, f"client|{address}|{client_id}")
+        key = f"client|{requester_key(address)}|{client_id}"
+        yield from _count(ctx, endpoint, limit.per_client, limit.window, key)
 
 
 def by_grant(ctx: Context, endpoint: str, grant_id: str) -> Flow[None]:

@@ -8,7 +8,8 @@ that was checked (no second DNS answer), no redirects and a small size cap.
 Anyone can start a fetch, so none may tie us up: one wall-clock deadline
 covers the whole of it (resolving, connecting, TLS, headers and body), no
 more than ``max_fetches`` run at once (the rest are refused at once with
-TooManyFetches), and the adapters cancel a fetch whose requester has gone.
+TooManyFetches; one requester gets a few of them), and the adapters cancel
+a fetch whose requester has gone.
 Good answers are cached per their Cache-Control, clamped (core/cimd.py
 cache_seconds); failures are remembered for FAILED_CACHE seconds.
 """
@@ -35,6 +36,7 @@ from ..core.cimd import FAILED_CACHE, MAX_DOCUMENT, cache_seconds
 from ..core.effects import FetchClientMetadata
 from ..core.errors import FetchFailed, TooManyFetches
 from ..core.http import HttpResponse
+from ..core.requesters import requester_key
 from .closing_backend import ClosingBackend
 from .http import TooLarge, append_limited
 
@@ -163,10 +165,37 @@ def _resolve(host: str, port: int) -> list[tuple]:
         raise FetchFailed("the document's host does not resolve") from None
 
 
+class _Slots:
+    """How many fetches run, in all and per requester; taken without waiting."""
+
+    def __init__(self, total: int, per_requester: int) -> None:
+        self._total = total
+        self._per_requester = per_requester
+        self._running: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def take(self, requester: str) -> bool:
+        with self._lock:
+            if sum(self._running.values()) >= self._total or self._running.get(requester, 0) >= self._per_requester:
+                return False
+            self._running[requester] = self._running.get(requester, 0) + 1
+            return True
+
+    def give_back(self, requester: str) -> None:
+        with self._lock:
+            left = self._running[requester] - 1
+            if left:
+                self._running[requester] = left
+            else:
+                del self._running[requester]
+
+
 class DocumentFetcher:
     """Carries out FetchClientMetadata effects, sync (``fetch``) or async
     (``fetch_async``), each within ``deadline`` seconds, at most
-    ``max_fetches`` at once per fetcher (one per Site, so per process).
+    ``max_fetches`` at once per fetcher (one per Site, so per process), of
+    which one requester (an address, an IPv6 /64) runs at most
+    ``max_fetches_per_requester``: no one fills every slot for everyone.
     ``verify`` is for tests that trust their own CA."""
 
     def __init__(
@@ -174,12 +203,13 @@ class DocumentFetcher:
         *,
         deadline: float = 5.0,
         max_fetches: int = 10,
+        max_fetches_per_requester: int = 2,
         verify: ssl.SSLContext | bool = True,
         cache_size: int = 1000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._deadline = deadline
-        self._slots = threading.BoundedSemaphore(max_fetches)
+        self._slots = _Slots(max_fetches, max_fetches_per_requester)
         # The system's CAs (or SSL_CERT_FILE's), as every outbound client here.
         self._ssl_context = httpx.create_ssl_context(verify=verify)
         self._cache = _Cache(cache_size, clock)
@@ -195,8 +225,9 @@ class DocumentFetcher:
         cached = self._cache.get(effect)
         if cached is not None:
             return cached
-        # Never waits: a request finding every slot taken is answered at once.
-        if not self._slots.acquire(blocking=False):
+        # Never waits: a request finding no slot free is answered at once.
+        requester = requester_key(effect.requester)
+        if not self._slots.take(requester):
             # A slot is free again within one deadline at the latest.
             raise TooManyFetches(math.ceil(self._deadline))
         try:
@@ -205,7 +236,7 @@ class DocumentFetcher:
             self._cache.put(effect, exc)
             raise
         finally:
-            self._slots.release()
+            self._slots.give_back(requester)
         self._cache.put(effect, answer)
         return answer
 

@@ -221,6 +221,10 @@ BAD = [
     ("client_name an object", {"client_name": {"en": "x"}}, "invalid_client_metadata"),
     ("client_uri a number", {"client_uri": 5}, "invalid_client_metadata"),
     ("client_uri javascript", {"client_uri": "javascript:alert(1)"}, "invalid_client_metadata"),
+    ("client_uri unparsable", {"client_uri": "http://[::1"}, "invalid_client_metadata"),
+    ("client_uri bad port", {"client_uri": "https://app.example.com:99999/"}, "invalid_client_metadata"),
+    ("client_uri no host", {"client_uri": "https:///x"}, "invalid_client_metadata"),
+    ("client_uri non-ASCII", {"client_uri": "https://\u0430\u0440\u0440.com/"}, "invalid_client_metadata"),
 ]
 
 

@@ -125,6 +125,11 @@ NOT_REGISTRABLE = [
     ("https://\u0430\u0440\u0440\u04cf\u0435.com/cb", "web"),  # Cyrillic "apple"
     ("https://app.example.com/caf\u00e9", "web"),
     ("https://b\u00fccher.example/cb", "web"),
+    # a host a browser decodes and Python does not: good.com.evil.com to a browser
+    ("https://good.com%2eevil.com/cb", "web"),
+    ("https://good.com%E3%80%82evil.com/cb", "web"),  # an ideographic full stop
+    ("http://127.0.0.1%2eevil.com/cb", "native"),
+    ("https://good!com/cb", "web"),
 ]
 
 
@@ -171,6 +176,8 @@ def test_the_loopback_reassurance_is_only_for_a_literal_loopback_host(uri, loopb
         ("https://xn--80ak6aa92e.com/cb", "xn--80ak6aa92e.com"),
         ("https://\u0430\u0440\u0440\u04cf\u0435.com/cb", "xn--80ak6aa92e.com"),  # registered under older rules
         ("com.example.app:/oauth2redirect", "com.example.app:"),
+        ("intent://evil.com/cb", "intent://evil.com"),  # an app, not the web site evil.com
+        ("cursor://anysphere.cursor-retrieval/oauth/cb", "cursor://anysphere.cursor-retrieval"),
         ("https://[::1/cb", "https:"),
     ],
 )

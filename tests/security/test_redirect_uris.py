@@ -23,6 +23,7 @@ TWO_READINGS = [
     "https://trusted.example@evil.example/cb",  # shown as trusted.example
     "https://\u0430\u0440\u0440\u04cf\u0435.com/cb",  # Cyrillic look-alike of apple.com
     "https://app.example.com/caf\u00e9",  # cannot go in a Location header
+    "https://good.com%2eevil.com/cb",  # good.com.evil.com to a browser, shown as good.com%2eevil.com
 ]
 
 

@@ -17,6 +17,7 @@ from .flows.register import validate
 from .errors import BrowserError, FetchFailed, InvalidClient, InvalidClientMetadata, InvalidRedirectUri
 from .http import HttpResponse, media_type, parse_json
 from .models import Client
+from .redirect_uris import is_plain_host
 
 # A client metadata document is small; the draft suggests 5 KB as a limit.
 MAX_DOCUMENT = 5 * 1024
@@ -59,8 +60,8 @@ def check_client_id_url(url: str) -> None:
         raise InvalidClient("the client_id URL contains spaces or control characters")
     # As for redirect URIs: one reading for Python, browsers and the person
     # the consent page names its host to (punycode, percent-encoding).
-    if not url.isascii() or "\\" in url:
-        raise InvalidClient("the client_id URL must be ASCII, without backslashes")
+    if not url.isascii() or "\\" in url or not is_plain_host(parts.hostname):
+        raise InvalidClient("the client_id URL must be ASCII, without backslashes, its host plainly written")
 
 
 def cache_seconds(cache_control: str | None) -> int:

@@ -14,6 +14,8 @@ LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "[::1]", "::1"})
 _FORBIDDEN_SCHEMES = frozenset({"javascript", "data", "file", "vbscript", "about", "blob", "filesystem"})
 # RFC 3986 §3.1
 _SCHEME = re.compile(r"[a-z][a-z0-9+.\-]*")
+# RFC 1123 §2.1 names (and "_", which some local names carry).
+_DNS_NAME = re.compile(r"[a-z0-9_]([a-z0-9_.-]*[a-z0-9_.])?")
 MAX_URI_LENGTH = 2000
 
 
@@ -59,7 +61,23 @@ def _split(uri: str) -> SplitResult:
     # reason to allow it in a redirect URI.
     if "@" in parts.netloc:
         raise InvalidRedirectUri(f"redirect URI {uri!r} must not contain user information")
+    if not is_plain_host(parts.hostname):
+        raise InvalidRedirectUri(f"redirect URI {uri!r} must name its host in letters, digits, '-' and '.'")
     return parts
+
+
+def is_plain_host(host: str | None) -> bool:
+    """A host every URL parser reads alike: a DNS name in ASCII letters,
+    digits, "-", "_" and ".", or an IP literal. No percent-encoding: a
+    browser decodes "good.com%2eevil.com" to "good.com.evil.com", Python
+    does not. None (no host, as in a private-use scheme) passes."""
+    if host is None or _DNS_NAME.fullmatch(host):
+        return True
+    try:
+        ipaddress.IPv6Address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def is_well_formed(uri: str) -> bool:
@@ -75,20 +93,22 @@ def is_well_formed(uri: str) -> bool:
 def shown_host(uri: str) -> str:
     """What the consent page names as where the person is sent: the host
     alone (no user information, port or path), in its ASCII form; for a
-    private-use scheme, the scheme."""
+    private-use scheme, the scheme too (an app, not a web site, gets the
+    person)."""
+    scheme = uri.partition(":")[0].lower()
     try:
-        parts = urlsplit(uri)
-        host = parts.hostname
+        host = urlsplit(uri).hostname
     except ValueError:
         host = None
     if not host:
-        return uri.partition(":")[0] + ":"
+        return scheme + ":"
     if not host.isascii():  # never for a URI registered under today's rules
         try:
             host = host.encode("idna").decode("ascii")
         except UnicodeError:
             host = host.encode("ascii", "backslashreplace").decode("ascii")
-    return f"[{host}]" if ":" in host else host
+    host = f"[{host}]" if ":" in host else host
+    return host if scheme in ("http", "https") else f"{scheme}://{host}"
 
 
 def is_loopback_redirect(uri: str) -> bool:

@@ -13,7 +13,7 @@ from ..effects import Audit, Flow, SaveClient
 from ..errors import InvalidClientMetadata, InvalidRedirectUri, InvalidScope
 from ..http import Request, Response, json_response, parse_json
 from ..models import Client
-from ..redirect_uris import check_registrable, is_loopback_host
+from ..redirect_uris import check_registrable, is_loopback_redirect
 from ..scopes import parse_scope
 
 AUTH_METHODS = ("none", "client_secret_basic", "client_secret_post")
@@ -48,11 +48,21 @@ def _string_list(doc: dict[str, Any], key: str, default: tuple[str, ...]) -> tup
 
 def _loopback_only(redirect_uris: tuple[str, ...]) -> bool:
     """Every redirect URI an http one on the loopback interface."""
+    return all(uri.partition(":")[0].lower() == "http" and is_loopback_redirect(uri) for uri in redirect_uris)
+
+
+def _web_page(value: str | None) -> str | None:
+    """RFC 7591 §2 client_uri: a web page of the client's, never script."""
+    if value is None:
+        return None
     try:
-        parts = [urlsplit(uri) for uri in redirect_uris]
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
     except ValueError:
-        return False  # check_registrable says what is wrong
-    return all(p.scheme.lower() == "http" and is_loopback_host(p.hostname) for p in parts)
+        raise InvalidClientMetadata("client_uri is not a valid URL") from None
+    if parts.scheme.lower() not in ("https", "http") or not parts.hostname or not value.isascii():
+        raise InvalidClientMetadata("client_uri must be an https or http URL, in ASCII")
+    return value
 
 
 def parse_metadata(body: bytes) -> dict[str, Any]:
@@ -114,10 +124,7 @@ def validate(doc: dict[str, Any], ctx: Context) -> Client:
             raise InvalidClientMetadata("scope not offered by this server: " + " ".join(unknown))
         scope = " ".join(asked)
 
-    client_uri = _string(doc, "client_uri")
-    if client_uri is not None and urlsplit(client_uri).scheme.lower() not in ("https", "http"):
-        # RFC 7591 §5: a web page of the client, never script.
-        raise InvalidClientMetadata("client_uri must be an https or http URL")
+    client_uri = _web_page(_string(doc, "client_uri"))
 
     return Client(
         tenant=ctx.tenant.slug,

@@ -247,7 +247,6 @@ def test_refresh_presented_again_within_grace_replaces_its_successor_in_the_same
     # Nothing was revoked: both access tokens work ...
     assert _guarded(h, a["access_token"]) == 200 and _guarded(h, b.json()["access_token"]) == 200
     # ... but the retry's refresh token replaced the first successor.
-    assert _refresh(h, client, a["refresh_token"]).json()["error"] == "invalid_grant"
     assert _refresh(h, client, b.json()["refresh_token"]).status == 200
 
 

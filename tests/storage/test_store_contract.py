@@ -10,7 +10,7 @@ import pytest
 
 from mcp_oauth_proxy.core.errors import DecryptionFailed
 from mcp_oauth_proxy.core.models import Rotation, UpstreamTokens
-from mcp_oauth_proxy.core.store import Store
+from mcp_oauth_proxy.core.store import REPLACED, Store
 from mcp_oauth_proxy.storage.crypto import KeyRing
 from storage_records import T0, access, client, code, consent, grant, refresh, session, with_tokens
 
@@ -227,7 +227,7 @@ def test_a_rotated_token_presented_again_rotates_only_within_the_grace_window(st
         assert store.get_refresh_token("acme", rt.token_hash).rotated_at == T0 + 100
         assert store.get_access_token("acme", "at-b") is not None
         # The retry's successor replaced the first one: one live refresh token.
-        assert store.get_refresh_token("acme", "rt-a") is None
+        assert store.get_refresh_token("acme", "rt-a").rotated_at == REPLACED
         assert store.get_refresh_token("acme", "rt-b") == refresh(grant(), "rt-b")
         assert store.get_refresh_token("acme", rt.token_hash).successor_hash == "rt-b"
     else:
@@ -242,8 +242,18 @@ def test_retries_within_grace_leave_one_live_refresh_token_in_the_family(store):
     _, rt = with_tokens(store, grant())
     for n in "abcd":
         assert rotate(store, rt, T0 + 100, n=n) is Rotation.ROTATED
-    assert [n for n in "abcd" if store.get_refresh_token("acme", f"rt-{n}") is not None] == ["d"]
+    assert [n for n in "abcd" if store.get_refresh_token("acme", f"rt-{n}").rotated_at is None] == ["d"]
     assert rotate(store, attrs.evolve(rt, token_hash="rt-d"), T0 + 101, n="e") is Rotation.ROTATED
+
+
+def test_a_replaced_successor_presented_later_is_reuse_and_revokes_the_family(store):
+    _, rt = with_tokens(store, grant())
+    assert rotate(store, rt, T0 + 100, n="a") is Rotation.ROTATED
+    assert rotate(store, rt, T0 + 101, n="b") is Rotation.ROTATED  # rt-a replaced by rt-b
+    # Whoever holds rt-a now (the client whose answer was lost, or a thief
+    # beaten to the retry) replays a token of the family: it is over.
+    assert rotate(store, attrs.evolve(rt, token_hash="rt-a"), T0 + 102, n="c") is Rotation.REUSED
+    assert store.get_grant("acme", rt.grant_id) is None and store.get_refresh_token("acme", "rt-b") is None
 
 
 def test_a_retry_after_its_successor_was_used_is_reuse_and_revokes_the_family(store):

@@ -22,6 +22,11 @@ from .models import (
 )
 
 
+# The rotated_at of a successor a client's retry replaced: rotated long
+# ago, so whoever presents it again replays it (RFC 9700 §4.14.2).
+REPLACED = 0
+
+
 class Store(Protocol):
     def save_client(self, client: Client) -> None: ...
 
@@ -72,8 +77,9 @@ class Store(Protocol):
         Current (never rotated): mark it rotated at ``now``, with ``refresh``
         as its successor; store both, ROTATED.
         Rotated no more than ``grace`` seconds ago (a client's retry) while
-        its successor is still unused: that successor is deleted and
-        ``refresh`` takes its place; store both, ROTATED.
+        its successor is still unused: that successor is marked REPLACED (a
+        later use of it is reuse) and ``refresh`` takes its place; store
+        both, ROTATED.
         Rotated earlier, or its successor already used: revoke its grant,
         REUSED (RFC 9700 §4.14.2).
         Unknown, expired, or grant revoked: GONE.

@@ -22,6 +22,7 @@ from ..core.models import (
     Rotation,
     UpstreamTokens,
 )
+from ..core.store import REPLACED
 from .crypto import KeyRing, open_upstream, open_verifier, seal_upstream, seal_verifier
 
 _SEALED = UpstreamTokens(access_token="")  # stands in for the sealed tokens
@@ -150,7 +151,7 @@ class MemoryStore:
                 if now - old.rotated_at > grace or successor is None or successor.rotated_at is not None:
                     self._revoke(tenant, old.grant_id)
                     return Rotation.REUSED
-                del self._refresh[(tenant, successor.token_hash)]
+                self._refresh[(tenant, successor.token_hash)] = attrs.evolve(successor, rotated_at=REPLACED)
             rotated_at = now if old.rotated_at is None else old.rotated_at
             self._refresh[(tenant, token_hash)] = attrs.evolve(
                 old, rotated_at=rotated_at, successor_hash=refresh.token_hash)

@@ -37,6 +37,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.pool import StaticPool
 
 from ..core.errors import StorageUnavailable
+from ..core.store import REPLACED
 from ..core.models import (
     AccessToken,
     AuthSession,
@@ -344,8 +345,9 @@ class SqlStore:
 
         def replace_successor(conn: Connection, successor_hash: str | None) -> bool:
             # Only an unused successor: one already rotated means the family moved on.
-            unused = delete(refresh_tokens).where(
-                old.tenant == tenant, old.token_hash == successor_hash, old.rotated_at.is_(None))
+            unused = update(refresh_tokens).where(
+                old.tenant == tenant, old.token_hash == successor_hash, old.rotated_at.is_(None)
+            ).values(rotated_at=REPLACED)
             return successor_hash is not None and conn.execute(unused).rowcount == 1
 
         def op(conn: Connection) -> Rotation:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 from typing import Iterator
+from urllib.parse import unquote
 
 import anyio
 import httpx
@@ -18,6 +19,7 @@ from processes import free_port, stop_process, wait_until
 from proxy_apps import site
 
 from mcp_oauth_proxy.adapters.forward import Backend, Forwarder
+from mcp_oauth_proxy.adapters.forward_headers import identity_value
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +43,9 @@ SPOOFED = [
     ("X_Forwarded_Proto", "https"), ("X_Real_IP", "6.6.6.6"), ("True_Client_IP", "6.6.6.6"),
     ("Proxy_Authorization", "Basic eA=="), ("Keep_Alive", "timeout=5"), ("Connection", "x_private"),
     ("X-Private", "hop"), ("X_Private", "hop"),
+    # re-routing and re-method headers some backends obey, and more address claims
+    ("X_Original_URL", "/admin"), ("X-Rewrite-URL", "/admin"), ("X-HTTP-Method-Override", "PUT"),
+    ("X_Method_Override", "PUT"), ("Client-IP", "6.6.6.6"), ("Via", "1.1 evil"), ("X-Original-Forwarded-For", "6.6.6.6"),
 ]
 
 
@@ -71,10 +76,22 @@ def test_underscored_identity_headers_never_reach_a_wsgi_backend(
     assert environ["HTTP_X_FORWARDED_FOR"] == "127.0.0.5"
     assert environ["HTTP_X_FORWARDED_HOST"] == "acme.test"
     assert environ["HTTP_X_FORWARDED_PROTO"] == "http"
-    for gone in ("HTTP_X_MCP_OTHER", "HTTP_PROXY_AUTHORIZATION", "HTTP_KEEP_ALIVE", "HTTP_X_PRIVATE"):
+    for gone in ("HTTP_X_MCP_OTHER", "HTTP_PROXY_AUTHORIZATION", "HTTP_KEEP_ALIVE", "HTTP_X_PRIVATE",
+                 "HTTP_X_ORIGINAL_URL", "HTTP_X_REWRITE_URL", "HTTP_X_HTTP_METHOD_OVERRIDE", "HTTP_X_METHOD_OVERRIDE"):
         assert gone not in environ, gone
     # A client's address claims pass only from a trusted proxy.
-    for claim in ("HTTP_X_REAL_IP", "HTTP_TRUE_CLIENT_IP"):
+    for claim in ("HTTP_X_REAL_IP", "HTTP_TRUE_CLIENT_IP", "HTTP_CLIENT_IP", "HTTP_VIA",
+                  "HTTP_X_ORIGINAL_FORWARDED_FOR"):
         assert (claim in environ) == behind_proxy, claim
+
+
+@pytest.mark.parametrize("value", ["user-42", "jos\u00e9", "jos%C3%A9", "a\r\nX-MCP-Scopes: root", "100%", "mcp extra",
+                                   "https://app.example/c%20d.json"])
+def test_identity_values_read_back_exactly_so_two_people_never_share_one(value: str) -> None:
+    encoded = identity_value(value)
+    assert encoded.isascii() and all(0x20 <= b < 0x7F for b in encoded)
+    assert unquote(encoded.decode("ascii")) == value
+    # "josé" and a person whose id is literally "jos%C3%A9" are told apart.
+    assert identity_value("jos\u00e9") != identity_value("jos%C3%A9")
 
 

@@ -48,7 +48,7 @@ from ..core.flows.guard import Principal, denial
 from ..core.http import Response, json_response
 from ..runtime import new_context
 from .asgi import Receive, Scope, Send, answer_lifespan, raw_path, refuse_websocket, request_of, send_response
-from .forward_headers import framing, header_value, origin_headers, to_backend, to_client
+from .forward_headers import framing, header_value, identity_value, origin_headers, to_backend, to_client
 from .paths import is_safe_path, refused_path
 from .site import PRINCIPAL_KEY, UPSTREAM_TOKEN_KEY, BodyTooLarge, Site, declared_length, payload_too_large
 
@@ -232,9 +232,9 @@ class Forwarder:
         origin = request_of(self.site, scope)
         headers += origin_headers(origin.scheme, origin.host, origin.remote_addr)
         headers += [
-            (b"x-mcp-user", header_value(principal.user_id)),
-            (b"x-mcp-client-id", header_value(principal.client_id)),
-            (b"x-mcp-scopes", header_value(" ".join(principal.scopes))),
+            (b"x-mcp-user", identity_value(principal.user_id)),
+            (b"x-mcp-client-id", identity_value(principal.client_id)),
+            (b"x-mcp-scopes", identity_value(" ".join(principal.scopes))),
             *extra,
         ]
         return headers

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import ipaddress
 from typing import Iterable
+from urllib.parse import quote
 
 from ..core import cookies
-from .header_values import percent_encoded
+from .header_values import VISIBLE, percent_encoded
 
 Headers = Iterable[tuple[bytes, bytes]]
 
@@ -28,8 +29,18 @@ _ORIGIN_OURS = frozenset({b"forwarded", b"x-forwarded-for", b"x-forwarded-host",
 # X-Forwarded-*) from anyone else, whom the backend would otherwise believe.
 _ORIGIN_CLAIMS = frozenset({
     b"x-real-ip", b"x-client-ip", b"true-client-ip", b"cf-connecting-ip", b"fastly-client-ip",
-    b"x-cluster-client-ip", b"front-end-https", b"x-url-scheme",
+    b"x-cluster-client-ip", b"front-end-https", b"x-url-scheme", b"client-ip", b"x-proxyuser-ip",
+    b"x-original-forwarded-for", b"x-originating-ip", b"x-remote-ip", b"x-remote-addr", b"x-host", b"via",
 })
+# Names some servers and frameworks route or pick the method by, instead of
+# the request line the guard checked: dropped from everyone.
+_REROUTING = frozenset({
+    b"x-original-url", b"x-rewrite-url", b"x-original-uri", b"x-http-method-override", b"x-http-method",
+    b"x-method-override",
+})
+
+
+_IDENTITY_SAFE = VISIBLE.replace("%", "")
 
 
 def canonical(name: bytes) -> bytes:
@@ -41,6 +52,14 @@ def header_value(value: str) -> bytes:
     # OIDC subjects and scope tokens are visible ASCII already; anything
     # else is percent-encoded rather than sent raw.
     return percent_encoded(value).encode("ascii")
+
+
+def identity_value(value: str) -> bytes:
+    """A value of X-MCP-User, X-MCP-Client-Id or X-MCP-Scopes: percent-encoded
+    UTF-8 with "%" itself encoded too, so that one reading (``unquote``)
+    gives back exactly the value: "josé" and a user named "jos%C3%A9" are
+    two people."""
+    return quote(value, safe=_IDENTITY_SAFE).encode("ascii")
 
 
 def framing(headers: Headers) -> tuple[bytes | None, bool]:
@@ -71,10 +90,12 @@ def _without_our_cookies(value: bytes) -> bytes:
 def to_backend(headers: Headers, from_proxy: bool, token_header: str | None) -> list[tuple[bytes, bytes]]:
     """The client's headers that go on: not hop-by-hop ones, nor the body's
     framing (the outbound client frames what it sends), nor our token, our
-    cookies, or any X-MCP-*, upstream-token or origin header (ours are said
-    anew); a client's other address claims only from a trusted proxy."""
+    cookies, or any X-MCP-*, upstream-token, origin or re-routing header
+    (ours are said anew); a client's other address claims only from a
+    trusted proxy."""
     headers = list(headers)
-    dropped = _HOP_BY_HOP | _ORIGIN_OURS | _connection_named(headers) | {b"authorization", b"content-length"}
+    dropped = (_HOP_BY_HOP | _ORIGIN_OURS | _REROUTING | _connection_named(headers)
+               | {b"authorization", b"content-length"})
     if token_header:
         dropped |= {canonical(token_header.encode("latin-1"))}
     kept = []

@@ -11,7 +11,7 @@ import attrs
 from ..core.http import Response
 from .site import server_error
 
-_VISIBLE = "".join(chr(c) for c in range(0x20, 0x7F))
+VISIBLE = "".join(chr(c) for c in range(0x20, 0x7F))
 
 
 class UnsendableHeader(ValueError):
@@ -21,7 +21,7 @@ class UnsendableHeader(ValueError):
 def percent_encoded(value: str) -> str:
     """``value`` with every character but visible ASCII and spaces
     percent-encoded (its UTF-8 bytes, RFC 3986 §2.1)."""
-    return quote(value, safe=_VISIBLE)
+    return quote(value, safe=VISIBLE)
 
 
 def _response_value(value: str) -> str:

@@ -60,7 +60,7 @@ def headers(draw: Any) -> list[tuple[bytes, bytes]]:
         (b"content-type", b"application/x-www-form-urlencoded"), (b"content-type", b"application/json"),
         (b"content-type", b"text/plain; charset=utf-7"), (b"authorization", b"Bearer mcp_at_forged"),
         (b"authorization", b"Basic \xff\xfe"), (b"authorization", b"Basic Og=="), (b"authorization", b"Bearer"),
-        (b"cookie", b"__Host-mcp_browser=\xc3\xa9; mcp_consent=a.b.c"), (b"x-forwarded-host", b"globex.test"),
+        (b"cookie", b"__Host-mcp_browser=\xc3\xa9; mcp_consent_acme=a.b.c"), (b"x-forwarded-host", b"globex.test"),
         (b"content-length", b"99999999999"), (b"content-length", b"-1"), (b"origin", b"https://evil.example"),
         (b"x-injected", b"a\r\nb"),
         # identity and origin headers in other spellings, and framing told two ways

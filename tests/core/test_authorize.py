@@ -164,7 +164,7 @@ def test_approve_redirects_upstream_with_303_state_pkce_and_nonce():
     assert up["state"] not in dump
     # The browser now remembers the approval, signed and bound to the tenant.
     cookie = [v for n, v in response.headers if n == "set-cookie"][0]
-    assert cookie.startswith("__Host-mcp_consent=") and "HttpOnly" in cookie and "Secure" in cookie
+    assert cookie.startswith("__Host-mcp_consent_acme=") and "HttpOnly" in cookie and "Secure" in cookie
 
 
 def test_a_remembered_client_skips_consent_for_this_tenant_only():
@@ -188,8 +188,8 @@ def test_tampered_consent_cookie_is_ignored():
     h = Harness()
     client, page = _page(h)
     _approve(h, page)
-    value = h.cookies["__Host-mcp_consent"]
-    h.cookies["__Host-mcp_consent"] = value[:-2] + ("AA" if not value.endswith("AA") else "BB")
+    value = h.cookies["__Host-mcp_consent_acme"]
+    h.cookies["__Host-mcp_consent_acme"] = value[:-2] + ("AA" if not value.endswith("AA") else "BB")
     assert h.request("GET", h.authorize_url(client["client_id"])).status == 200
 
 
@@ -275,3 +275,16 @@ def test_oauth2_upstream_without_oidc_gets_no_nonce():
     client, page = _page(h)
     up = params_of(_approve(h, page).header("location"))
     assert "nonce" not in up and up["scope"] == "read:user"
+
+
+def test_tenants_sharing_a_host_remember_their_approvals_apart():
+    base = "https://shared.example.com"
+    first = Harness(tenant=tenant(slug="first", issuer=f"{base}/first", resource=f"{base}/first/mcp"))
+    second = Harness(tenant=tenant(slug="second", issuer=f"{base}/second", resource=f"{base}/second/mcp"),
+                     cookies=first.cookies)  # one browser
+    one, two = first.register(), second.register()
+    first.login(one["client_id"])
+    second.login(two["client_id"])
+    # Approving on the second did not undo the first's remembered approval.
+    for h, client in ((first, one), (second, two)):
+        assert h.request("GET", h.authorize_url(client["client_id"])).status == 302

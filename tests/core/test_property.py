@@ -153,7 +153,7 @@ CONTENT_TYPES = ["application/x-www-form-urlencoded", "application/x-www-form-ur
                  "APPLICATION/X-WWW-FORM-URLENCODED", "application/json", "application/json; charset=latin-1",
                  "text/plain", "multipart/form-data; boundary=x", "", ";", "application/x-www-form-urlencoded, text/html"]
 METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD", "TRACE", "get", "post"]
-COOKIE_NAMES = ["__Host-mcp_consent", "mcp_consent", "__Host-mcp_browser", "mcp_browser", "session"]
+COOKIE_NAMES = ["__Host-mcp_consent_acme", "mcp_consent_acme", "__Host-mcp_browser", "mcp_browser", "session"]
 
 
 def values(world: World) -> st.SearchStrategy[str]:
@@ -577,7 +577,7 @@ def test_consent_cookie_with_non_ascii_signature():
     client_id = world.known[0]
     query = world.h.authorize_url(client_id).split("?", 1)[1]
     request = Request("GET", "/oauth/authorize", query=query,
-                      headers=(("cookie", "__Host-mcp_consent=e30.é"),), host="acme.example.com")
+                      headers=(("cookie", "__Host-mcp_consent_acme=e30.é"),), host="acme.example.com")
     assert _one(world, request, []).status == 200
 
 

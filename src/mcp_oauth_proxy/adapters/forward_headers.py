@@ -83,7 +83,7 @@ def _connection_named(headers: Headers) -> set[bytes]:
 
 
 def _without_our_cookies(value: bytes) -> bytes:
-    kept = [c for c in value.split(b";") if c.split(b"=", 1)[0].strip().decode("latin-1") not in cookies.NAMES]
+    kept = [c for c in value.split(b";") if not cookies.is_ours(c.split(b"=", 1)[0].strip().decode("latin-1"))]
     return b";".join(kept).strip()
 
 

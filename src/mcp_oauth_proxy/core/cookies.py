@@ -15,10 +15,10 @@ from .http import Request, parse_json
 
 # The browser remembers this many approved clients per tenant, newest first.
 MAX_REMEMBERED = 20
-CONSENT_COOKIE = "mcp_consent"
+# One consent cookie per tenant (tenants may share a host, and would
+# overwrite each other's), one browser cookie per host.
+CONSENT_COOKIE = "mcp_consent_"
 BROWSER_COOKIE = "mcp_browser"
-# Every name our cookies go by (the forwarder keeps them from the backend).
-NAMES = frozenset(prefix + base for base in (CONSENT_COOKIE, BROWSER_COOKIE) for prefix in ("", "__Host-"))
 # A browser value shorter than ours (256 bits, base64url) is not ours: replaced.
 _BROWSER_VALUE_LENGTH = 43
 
@@ -42,7 +42,7 @@ def _sign(ctx: Context, payload: bytes) -> str:
 def approved_clients(ctx: Context, request: Request) -> list[str]:
     """Client ids this browser approved for this tenant, if the cookie is
     intact, ours, for this tenant and unexpired; else none."""
-    raw = request.cookies().get(cookie_name(ctx, CONSENT_COOKIE))
+    raw = request.cookies().get(cookie_name(ctx, CONSENT_COOKIE + ctx.tenant.slug))
     if not raw or "." not in raw:
         return []
     body, _, signature = raw.partition(".")
@@ -74,7 +74,14 @@ def remember_client(ctx: Context, request: Request, client_id: str) -> tuple[str
     payload = json.dumps(
         {"t": ctx.tenant.slug, "c": clients[:MAX_REMEMBERED], "e": ctx.now + ttl}, separators=(",", ":")
     ).encode()
-    return set_cookie(ctx, CONSENT_COOKIE, urlsafe(payload) + "." + _sign(ctx, payload), ttl)
+    return set_cookie(ctx, CONSENT_COOKIE + ctx.tenant.slug, urlsafe(payload) + "." + _sign(ctx, payload), ttl)
+
+
+def is_ours(name: str) -> bool:
+    """Whether a cookie of this name is one of ours (the forwarder keeps them
+    from the backend)."""
+    name = name.removeprefix("__Host-")
+    return name == BROWSER_COOKIE or name.startswith(CONSENT_COOKIE)
 
 
 def browser_binding(request: Request, ctx: Context) -> tuple[str, tuple[str, str]]:

@@ -1,0 +1,65 @@
+"""Running the served app on Hypercorn (asyncio or trio): its settings from
+``[server]``, and one change to how it runs a connection.
+
+Hypercorn lets an exception escape a connection's task when a client's
+bytes trip its protocol code: a garbage ``HTTP2-Settings`` header on an h2c
+upgrade (after the 101 is sent), DATA frames for an HTTP/2 stream already
+answered, a close racing a send on trio. On asyncio that is a traceback in
+the log per connection (the request line quoted in it); on trio it ends the
+whole server. Here whatever escapes a connection's task ends that
+connection only, and says so in one short line, at most once a minute.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from hypercorn.config import Config as HypercornConfig
+
+from .config import ServerConfig
+from .logs import Throttled
+
+if sys.version_info < (3, 11):  # pragma: no cover
+    from exceptiongroup import BaseExceptionGroup
+
+log = logging.getLogger("mcp_oauth_proxy")
+_failed = Throttled(log, logging.INFO, interval=60.0)
+
+
+def hypercorn_config(server: ServerConfig) -> HypercornConfig:
+    hyper = HypercornConfig()
+    hyper.bind = [server.listen]
+    # No access log: callback and authorize URLs carry codes and state.
+    hyper.accesslog = None
+    hyper.include_server_header = False
+    hyper.errorlog = logging.getLogger("hypercorn.error")  # through our handler, once
+    return hyper
+
+
+def _names(error: BaseException) -> str:
+    # The types only: a message can quote the request (its URL, a token).
+    if isinstance(error, BaseExceptionGroup):
+        return ", ".join(_names(inner) for inner in error.exceptions)
+    return type(error).__name__
+
+
+class _Contained:
+    """Put before Hypercorn's TCPServer (of either loop): a connection's
+    failure is kept to it."""
+
+    async def run(self) -> None:
+        try:
+            await super().run()  # type: ignore[misc]
+        except Exception as error:  # cancellation passes; anything else was this connection's
+            _failed("closed a connection on a protocol error (%s)", _names(error))
+
+
+def contain_connection_failures() -> None:
+    """Install the change above for both of Hypercorn's loops (again is harmless)."""
+    from hypercorn.asyncio import run as on_asyncio
+    from hypercorn.trio import run as on_trio
+
+    for module in (on_asyncio, on_trio):
+        if not issubclass(module.TCPServer, _Contained):
+            module.TCPServer = type("TCPServer", (_Contained, module.TCPServer), {})

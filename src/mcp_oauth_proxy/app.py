@@ -52,7 +52,7 @@ def open_storage(server: ServerConfig, upgrade: bool = False) -> tuple[Store, Ke
     """(store, key ring, whether store calls block); ``upgrade`` migrates an
     older schema instead of refusing it."""
     keyring = _keyring(server)
-    store = open_store(server.database, keyring, upgrade=upgrade)
+    store = open_store(server.database, keyring, upgrade=upgrade, timeout=server.database_timeout)
     blocks = not isinstance(store, MemoryStore)
     if server.token_cache_seconds > 0:
         store = TokenCache(store, server.token_cache_seconds)
@@ -168,4 +168,4 @@ def build_app(config: Config, environ: Mapping[str, str] | None = None, backend:
     if backend is None:
         backend = forwarder(config, site)
     return ServerApp(site, OAuthApp(site, upstream_timeout=timeout),
-                     BearerGuard(backend, site, upstream_timeout=timeout))
+                     BearerGuard(backend, site, upstream_timeout=timeout), body_timeout=config.server.body_timeout)

@@ -34,6 +34,9 @@ def hypercorn_config(server: ServerConfig) -> HypercornConfig:
     hyper.accesslog = None
     hyper.include_server_header = False
     hyper.errorlog = logging.getLogger("hypercorn.error")  # through our handler, once
+    # An idle connection, and one whose request head has not all come
+    # (the timer runs from the connection's start or its last answer), is closed.
+    hyper.keep_alive_timeout = server.keep_alive_timeout
     return hyper
 
 

@@ -43,10 +43,10 @@ def check_config(args: argparse.Namespace) -> int:
 
 
 async def _serve(app: Any, config: config_mod.Config, trio: bool) -> None:
-    from .serving import contain_connection_failures, hypercorn_config
+    from .serving import harden_connections, hypercorn_config
 
     hyper = hypercorn_config(config.server)
-    contain_connection_failures()
+    harden_connections()
 
     async def until_signalled() -> None:
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:

@@ -19,6 +19,10 @@ from served import LOOPS, Served, chunked, closed_within, read_answer, request, 
 CHUNKS = 12
 REQUESTS = 200
 LINGER = 1.0  # adapters/bodies.py: how long an unread body's rest is waited for
+# Long, so that a connection closed only when its keep-alive timer runs out
+# (rather than when its client leaves) is seen as one outliving its client.
+KEEP_ALIVE = 30
+SOON = 5.0
 
 
 @attrs.frozen
@@ -38,7 +42,8 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     bare = (f'[[tenants]]\nslug = "bare"\nissuer = "http://localhost:{port}"\n'
             f'resource = "http://localhost:{port}/mcp"\n'
             '[tenants.upstream]\nkind = "github"\nclient_id = "cid"\nclient_secret = "secret"\n')
-    with serve(tmp, request.param, port=port, database=database, tenant='backend = "http://127.0.0.1:9/mcp"', more=bare) as served:
+    with serve(tmp, request.param, port=port, database=database, server=f"keep_alive_timeout = {KEEP_ALIVE}",
+               tenant='backend = "http://127.0.0.1:9/mcp"', more=bare) as served:
         yield Server(served, tokens)
 
 
@@ -88,7 +93,7 @@ def test_unread_chunked_bodies_do_not_leak_sockets(server: Server, answer: str) 
     baseline = settled(served.fds)  # connections still closing are not part of it
     for _ in range(REQUESTS):
         one()
-    assert settled(served.fds, baseline) <= baseline
+    assert settled(served.fds, baseline, SOON) <= baseline
 
 
 def test_an_unread_body_that_goes_on_gets_its_answer_and_the_connection_closes(server: Server) -> None:
@@ -107,4 +112,17 @@ def test_an_unread_body_that_goes_on_gets_its_answer_and_the_connection_closes(s
     finally:
         for sock in sockets:
             sock.close()
-    assert settled(served.fds, baseline) <= baseline
+    assert settled(served.fds, baseline, SOON) <= baseline
+
+
+def test_connections_whose_clients_left_are_closed_at_once(server: Server) -> None:
+    """Not only after an early answer: a keep-alive connection whose client
+    closes it is closed on the server's side too, not left to its timer."""
+    served = server.served
+    baseline = settled(served.fds)
+    for _ in range(REQUESTS):
+        with served.connect() as sock:
+            sock.sendall(request("GET", "/.well-known/oauth-authorization-server", served.host))
+            answer = read_answer(sock)
+            assert answer is not None and answer.status == 200
+    assert settled(served.fds, baseline, SOON) <= baseline

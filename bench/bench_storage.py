@@ -108,7 +108,9 @@ def rotations(store: SqlStore, n: int) -> float:
 
 
 def run(name: str, url: str, args: argparse.Namespace) -> None:
-    store = open_store(url, KeyRing.generate())
+    # A bulk load is one long statement (COPY of a million rows): past the
+    # store's default bound on a statement (database_timeout).
+    store = open_store(url, KeyRing.generate(), timeout=600)
     assert isinstance(store, SqlStore)
     setup_grant(store)
     fill(store, 0, args.small)

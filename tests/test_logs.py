@@ -29,3 +29,31 @@ def test_exceptions_are_kept_in_the_json_line():
 
         record = logging.LogRecord("x", logging.ERROR, __file__, 1, "failed", None, sys.exc_info())
     assert "RuntimeError: boom" in json.loads(formatter.format(record))["exception"]
+
+
+def test_a_throttled_line_is_written_once_per_interval_counting_the_others(caplog):
+    from mcp_oauth_proxy.logs import Throttled
+
+    now = [100.0]
+    note = Throttled(logging.getLogger("throttled"), logging.INFO, interval=60.0, clock=lambda: now[0])
+    with caplog.at_level(logging.INFO, logger="throttled"):
+        for t in (100.0, 101.0, 159.0, 160.0, 161.0, 300.0):
+            now[0] = t
+            note("bad input from %s", "1.2.3.4")
+    assert [r.getMessage() for r in caplog.records] == [
+        "bad input from 1.2.3.4",
+        "bad input from 1.2.3.4 (and 2 more like it since the last such line)",
+        "bad input from 1.2.3.4 (and 1 more like it since the last such line)",
+    ]
+
+
+def test_the_http_client_never_logs_request_urls(capsys):
+    level = logging.getLogger().level
+    configure_logging("debug")
+    try:
+        for name in ("httpx", "httpcore"):
+            logging.getLogger(name).info("HTTP Request: GET http://backend/mcp?session=secret")
+    finally:
+        logging.getLogger().handlers[:] = []
+        logging.getLogger().setLevel(level)
+    assert "secret" not in capsys.readouterr().err

@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from .adapters.asgi import ASGIApp, BearerGuard, OAuthApp, Receive, Scope, Send, closing_on_shutdown
+from .adapters.bodies import RequestBodies
 from .adapters.forward import Forwarder, backend_for
 from .adapters.site import UNRESOLVED, Site
 from .config import Config, ServerConfig, TenantConfig, UpstreamConfig, secret
@@ -51,7 +52,7 @@ def open_storage(server: ServerConfig, upgrade: bool = False) -> tuple[Store, Ke
     """(store, key ring, whether store calls block); ``upgrade`` migrates an
     older schema instead of refusing it."""
     keyring = _keyring(server)
-    store = open_store(server.database, keyring, upgrade=upgrade)
+    store = open_store(server.database, keyring, upgrade=upgrade, timeout=server.database_timeout)
     blocks = not isinstance(store, MemoryStore)
     if server.token_cache_seconds > 0:
         store = TokenCache(store, server.token_cache_seconds)
@@ -119,20 +120,27 @@ class ServerApp:
     """The standalone server: each tenant's resource path goes through the
     guard to the backend (by default the :class:`Forwarder`, which sends it
     to the tenant's ``backend`` URL, or answers 404 for a tenant without
-    one); every other path is an OAuth endpoint."""
+    one); every other path is an OAuth endpoint. Every request body, read
+    or not, goes through :class:`RequestBodies` (``body_timeout`` seconds)."""
 
     site: Site
     oauth: OAuthApp
     guarded: BearerGuard
+    body_timeout: float | None = None
     # The tenants' protected paths, parsed once.
     resource_paths: tuple[str, ...] = attrs.field(init=False)
+    _http: RequestBodies = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         self.resource_paths = tuple(e.tenant.resource_path for e in self.site.entries if e.tenant.resource_path)
+        self._http = RequestBodies(self._route, self.body_timeout)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             return await self._lifespan(scope, receive, send)
+        return await self._http(scope, receive, send)
+
+    async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
         for resource_path in self.resource_paths:
             if path == resource_path or path.startswith(resource_path + "/"):
@@ -160,4 +168,4 @@ def build_app(config: Config, environ: Mapping[str, str] | None = None, backend:
     if backend is None:
         backend = forwarder(config, site)
     return ServerApp(site, OAuthApp(site, upstream_timeout=timeout),
-                     BearerGuard(backend, site, upstream_timeout=timeout))
+                     BearerGuard(backend, site, upstream_timeout=timeout), body_timeout=config.server.body_timeout)

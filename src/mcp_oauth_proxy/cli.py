@@ -43,14 +43,10 @@ def check_config(args: argparse.Namespace) -> int:
 
 
 async def _serve(app: Any, config: config_mod.Config, trio: bool) -> None:
-    from hypercorn.config import Config as HypercornConfig
+    from .serving import harden_connections, hypercorn_config
 
-    hyper = HypercornConfig()
-    hyper.bind = [config.server.listen]
-    # No access log: callback and authorize URLs carry codes and state.
-    hyper.accesslog = None
-    hyper.include_server_header = False
-    hyper.errorlog = logging.getLogger("hypercorn.error")  # through our handler, once
+    hyper = hypercorn_config(config.server)
+    harden_connections()
 
     async def until_signalled() -> None:
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:

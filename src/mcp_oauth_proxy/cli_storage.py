@@ -44,7 +44,7 @@ def _database(args: argparse.Namespace) -> str:
 
 
 def db_upgrade(args: argparse.Namespace) -> int:
-    engine = make_engine(_database(args))
+    engine = make_engine(_database(args), bound_statements=False)  # a migration may take long
     try:
         applied = migrate(engine, upgrade=True)
     finally:

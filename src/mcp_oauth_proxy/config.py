@@ -99,6 +99,14 @@ class ServerConfig:
     key_file: str | None = None
     # Seconds for each phase of a request to an upstream.
     upstream_timeout: float = 10.0
+    # Seconds an idle connection is kept, and the most a client has to send
+    # a request's head (from its connection or the last answer on it).
+    keep_alive_timeout: float = 5.0
+    # Seconds a client may keep the server waiting for a request's body.
+    body_timeout: float = 30.0
+    # Seconds to connect to the database and to run one statement there;
+    # past them the request gets a 503 (SQLite: how long to wait for its lock).
+    database_timeout: float = 5.0
     # Largest request body accepted at the OAuth endpoints (bytes).
     max_body: int = 1024 * 1024
     # Largest request body forwarded to a tenant's backend (bytes).
@@ -288,8 +296,9 @@ def _check_server(s: ServerConfig, problems: list[str]) -> None:
             ipaddress.ip_network(entry, strict=False)
         except ValueError:
             problems.append(f"server.trusted_proxies[{i}]: must be an IP address or network")
-    if s.upstream_timeout <= 0:
-        problems.append("server.upstream_timeout: must be positive")
+    for name in ("upstream_timeout", "keep_alive_timeout", "body_timeout", "database_timeout"):
+        if getattr(s, name) <= 0:
+            problems.append(f"server.{name}: must be positive")
     if s.max_body <= 0:
         problems.append("server.max_body: must be positive")
     if s.max_forward_body <= 0:

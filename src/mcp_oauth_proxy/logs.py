@@ -1,4 +1,5 @@
-"""Logging set-up: plain text for people, or JSON lines for log pipelines.
+"""Logging set-up: plain text for people, or JSON lines for log pipelines;
+and :class:`Throttled`, for what a client can cause as often as it likes.
 
 Audit events (runtime.log_audit) carry their fields in ``record.audit``; the
 JSON formatter puts them at the top level of the line."""
@@ -8,7 +9,13 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from typing import Any
+import threading
+import time
+from typing import Any, Callable
+
+# Loggers that would write request URLs (query strings included): the HTTP
+# client logs each request it sends at INFO. There is no access log.
+_URL_LOGGERS = ("httpx", "httpcore")
 
 
 class JsonLines(logging.Formatter):
@@ -37,3 +44,33 @@ def configure_logging(level: str = "info", json_lines: bool = False) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    for name in _URL_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+class Throttled:
+    """A log line at most once per ``interval`` seconds; the next one that
+    is written counts those held back (so a flood is one line a minute,
+    not one per attempt)."""
+
+    def __init__(self, logger: logging.Logger, level: int, interval: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.logger = logger
+        self.level = level
+        self.interval = interval
+        self._clock = clock
+        self._lock = threading.Lock()  # store failures are logged from worker threads
+        self._next = float("-inf")
+        self._held = 0
+
+    def __call__(self, message: str, *args: Any) -> None:
+        with self._lock:
+            now = self._clock()
+            if now < self._next:
+                self._held += 1
+                return
+            self._next = now + self.interval
+            held, self._held = self._held, 0
+        if held:
+            message += f" (and {held} more like it since the last such line)"
+        self.logger.log(self.level, message, *args)

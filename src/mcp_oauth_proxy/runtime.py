@@ -16,10 +16,11 @@ from anyio.lowlevel import RunVar
 
 from .core.context import Context
 from .core.effects import Audit, Effect, Fetch, FetchClientMetadata, Sleep, StoreEffect
-from .core.errors import FetchFailed
+from .core.errors import FetchFailed, StorageUnavailable
 from .core.http import HttpRequest, HttpResponse
 from .core.store import Store
 from .core.tenant import Tenant
+from .logs import Throttled
 
 SyncFetch = Callable[[HttpRequest], HttpResponse]
 AsyncFetch = Callable[[HttpRequest], Awaitable[HttpResponse]]
@@ -27,6 +28,14 @@ SyncDocumentFetch = Callable[[FetchClientMetadata], HttpResponse]
 AsyncDocumentFetch = Callable[[FetchClientMetadata], Awaitable[HttpResponse]]
 
 audit_log = logging.getLogger("mcp_oauth_proxy.audit")
+# Every request that needs the database fails while it is away: a line
+# every few seconds says so, with the count of the others.
+_store_failed = Throttled(logging.getLogger("mcp_oauth_proxy"), logging.WARNING, interval=10.0)
+
+
+def _noted(failure: StorageUnavailable) -> StorageUnavailable:
+    _store_failed("the database is unavailable (%s): answering 503", failure)
+    return failure
 
 
 def now_seconds() -> int:
@@ -89,7 +98,10 @@ def sync_performer(
 ) -> Callable[[Effect], Any]:
     def perform(effect: Effect) -> Any:
         if isinstance(effect, StoreEffect):
-            return effect.apply(store)
+            try:
+                return effect.apply(store)
+            except StorageUnavailable as failure:
+                raise _noted(failure)
         if isinstance(effect, Fetch):
             return fetch(effect.request)
         if isinstance(effect, FetchClientMetadata):
@@ -116,9 +128,13 @@ def async_performer(
     run at once than the store's ``concurrency`` (its pooled connections;
     else anyio's default of 40), so a busy server reuses its connections. A
     store with ``peek(effect)`` (storage/token_cache.py) may answer from
-    memory first, sparing the thread hop."""
+    memory first, sparing the thread hop. A store with a ``timeout`` is
+    given that many seconds per call, its thread left behind after them:
+    its driver's own timeouts may fall short (a database that takes the
+    bytes and never answers), and the request must not wait for ever."""
     peek = getattr(store, "peek", None)
     slots = getattr(store, "concurrency", None)
+    deadline = getattr(store, "timeout", None)
 
     async def perform(effect: Effect) -> Any:
         if isinstance(effect, StoreEffect):
@@ -126,9 +142,15 @@ def async_performer(
                 remembered = peek(effect)
                 if remembered is not None:
                     return remembered
-            if store_blocks:
-                return await anyio.to_thread.run_sync(effect.apply, store, limiter=_store_limiter(store, slots))
-            return effect.apply(store)
+            if not store_blocks:
+                return effect.apply(store)
+            with anyio.move_on_after(deadline):
+                try:
+                    return await anyio.to_thread.run_sync(effect.apply, store, abandon_on_cancel=True,
+                                                          limiter=_store_limiter(store, slots))
+                except StorageUnavailable as failure:
+                    raise _noted(failure)
+            raise _noted(StorageUnavailable(f"the database did not answer within {deadline:g} s"))
         if isinstance(effect, Fetch):
             return await fetch(effect.request)
         if isinstance(effect, FetchClientMetadata):

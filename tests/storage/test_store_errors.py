@@ -9,6 +9,7 @@ import threading
 import pytest
 import sqlalchemy
 
+from databases import isolated_database
 from support import Harness
 from mcp_oauth_proxy.core.errors import StorageUnavailable
 from mcp_oauth_proxy.storage.crypto import KeyRing
@@ -41,7 +42,7 @@ def test_the_token_endpoint_answers_503_when_the_database_is_down():
 def test_a_sqlite_database_locked_past_the_busy_timeout_is_unavailable_then_usable(tmp_path):
     url = f"sqlite:///{tmp_path / 'store.db'}"
     open_store(url, KeyRing.generate()).engine.dispose()
-    store = SqlStore(make_engine(url, busy_timeout_ms=50), KeyRing.generate())
+    store = SqlStore(make_engine(url, timeout=0.05), KeyRing.generate())
     other = sqlite3.connect(tmp_path / "store.db", isolation_level=None)
     other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
     with pytest.raises(StorageUnavailable):
@@ -88,3 +89,19 @@ def test_an_in_memory_sqlite_store_takes_turns_between_threads():
     for t in threads:
         t.join()
     assert sorted(counts) == list(range(1, 161))
+
+
+@pytest.mark.postgresql
+def test_a_postgresql_statement_past_the_timeout_is_cancelled(tmp_path):
+    for url in isolated_database("postgresql", tmp_path):
+        store = open_store(url, KeyRing.generate(), timeout=1)
+        with store.engine.connect() as conn:
+            # The URL's own options (the test's schema) are kept beside the timeout.
+            assert conn.execute(sqlalchemy.text("SHOW search_path")).scalar_one() == url.rsplit("%3D", 1)[1]
+            with pytest.raises(sqlalchemy.exc.OperationalError, match="statement timeout"):
+                conn.execute(sqlalchemy.text("SELECT pg_sleep(3)"))
+        store.engine.dispose()
+        migrating = make_engine(url, timeout=1, bound_statements=False)  # a migration may take long
+        with migrating.connect() as conn:
+            assert conn.execute(sqlalchemy.text("SHOW statement_timeout")).scalar_one() == "0"
+        migrating.dispose()

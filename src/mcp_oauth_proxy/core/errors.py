@@ -124,6 +124,10 @@ class StorageUnavailable(EffectError):
     """The store could not be reached or the operation was aborted."""
 
 
+# Seconds a client is told to wait (Retry-After) when the store is unavailable.
+STORAGE_RETRY_AFTER = "5"
+
+
 class FetchFailed(EffectError):
     """An outbound HTTP request failed: refused, timed out, TLS, too large."""
 

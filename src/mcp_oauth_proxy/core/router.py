@@ -12,6 +12,7 @@ from . import ratelimit
 from .context import Context
 from .effects import Flow
 from .errors import (
+    STORAGE_RETRY_AFTER,
     AuthorizationRedirectError,
     BrowserError,
     FetchFailed,
@@ -117,7 +118,9 @@ def _error_response(exc: Exception, route: Route | None, request: Request, ctx: 
     if isinstance(exc, BrowserError):
         return error_page(exc.title, exc.detail, exc.status)
     if isinstance(exc, StorageUnavailable):
-        exc = TemporarilyUnavailable("the service is temporarily unavailable; try again")
+        # RFC 9110 §10.2.3: when to try again.
+        exc = TemporarilyUnavailable("the service is temporarily unavailable; try again",
+                                     headers=(("retry-after", STORAGE_RETRY_AFTER),))
     elif isinstance(exc, TooManyFetches):
         exc = TemporarilyUnavailable("the server is busy fetching other client metadata documents; try again shortly",
                                      headers=(("retry-after", str(exc.retry_after)),))

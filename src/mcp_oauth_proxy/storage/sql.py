@@ -10,6 +10,7 @@ which the core answers with a 503.
 from __future__ import annotations
 
 import hashlib
+import math
 import threading
 from contextlib import nullcontext
 from typing import Any, Callable, ContextManager, Mapping, TypeVar
@@ -79,6 +80,8 @@ _ATTEMPTS = 3
 # WSGI threads, housekeeping and the CLI, and a busy server reuses its
 # connections instead of opening one per call.
 POOL_SIZE, POOL_OVERFLOW = 10, 10
+# Seconds any one wait on the database may last (make_engine).
+DEFAULT_TIMEOUT = 5.0
 
 
 def sqlalchemy_url(url: str) -> URL:
@@ -88,41 +91,76 @@ def sqlalchemy_url(url: str) -> URL:
     return parsed.set(drivername=driver) if driver else parsed
 
 
-def make_engine(url: str | URL, busy_timeout_ms: int = 30_000, **options: Any) -> Engine:
+def make_engine(url: str | URL, timeout: float = DEFAULT_TIMEOUT, *, bound_statements: bool = True,
+                **options: Any) -> Engine:
     """An engine tuned for the store; ``options`` go to ``create_engine``
-    (``pool_size``, …).
+    (``pool_size``, ``connect_args``, …).
 
-    SQLite: WAL (readers never wait for the writer), a busy timeout, and
-    ``BEGIN IMMEDIATE`` for write transactions, so concurrent writers queue
-    for the lock instead of failing on upgrading a read lock.
+    ``timeout`` (seconds) bounds each wait on the database: for a pooled
+    connection, to connect, and for a statement (PostgreSQL: the server's
+    ``statement_timeout``, and ``tcp_user_timeout`` for a query the network
+    swallows; MariaDB/MySQL: the client's read and write timeouts; SQLite:
+    the busy timeout, its wait for the write lock). Past it the call fails
+    with StorageUnavailable. ``bound_statements=False`` leaves statements
+    unbounded, for migrations (DDL on a large table, or another process's
+    migration to wait for, may take long).
+
+    SQLite: WAL (readers never wait for the writer), and ``BEGIN IMMEDIATE``
+    for write transactions, so concurrent writers queue for the lock instead
+    of failing on upgrading a read lock.
     """
     parsed = sqlalchemy_url(url) if isinstance(url, str) else url
     options["hide_parameters"] = True  # errors never echo a row
-    if parsed.get_backend_name() == "sqlite":
+    backend = parsed.get_backend_name()
+    given = options.pop("connect_args", {})
+    if backend == "sqlite":
         in_memory = parsed.database in (None, "", ":memory:")
-        options["connect_args"] = {"check_same_thread": False, "timeout": busy_timeout_ms / 1000}
+        options["connect_args"] = {"check_same_thread": False, "timeout": timeout, **given}
         if in_memory:
             options["poolclass"] = StaticPool
             options.pop("pool_size", None)
             options.pop("max_overflow", None)
         else:
-            _default_pool(options)
+            _default_pool(options, timeout)
         engine = create_engine(parsed, **options)
-        _tune_sqlite(engine, wal=not in_memory, busy_timeout_ms=busy_timeout_ms)
+        _tune_sqlite(engine, wal=not in_memory, busy_timeout_ms=round(timeout * 1000))
         return engine
-    _default_pool(options)
-    if parsed.get_backend_name() in ("mysql", "mariadb"):
+    _default_pool(options, timeout)
+    if backend in ("mysql", "mariadb"):
         # Fewer gap locks than REPEATABLE READ; every precondition is in the
         # statement itself, so READ COMMITTED is enough.
         options.setdefault("isolation_level", "READ COMMITTED")
         options.setdefault("pool_recycle", 3600)  # under the server's wait_timeout
+        waits = {"read_timeout": timeout, "write_timeout": timeout} if bound_statements else {}
+        options["connect_args"] = {"connect_timeout": timeout, **waits, **given}
+    elif backend == "postgresql":
+        options["connect_args"] = {**_postgresql_timeouts(parsed, timeout, bound_statements), **given}
+    else:
+        options["connect_args"] = given
     return create_engine(parsed, **options)
 
 
-def _default_pool(options: dict[str, Any]) -> None:
+def _postgresql_timeouts(url: URL, timeout: float, bound_statements: bool) -> dict[str, Any]:
+    milliseconds = max(1, round(timeout * 1000))
+    waits = {
+        "connect_timeout": max(1, math.ceil(timeout)),  # whole seconds (libpq; psycopg waits 2 at least)
+        # Linux: a query the network swallows (never acknowledged) fails
+        # instead of waiting out TCP's retransmissions (about 15 minutes).
+        "tcp_user_timeout": milliseconds,
+    }
+    if bound_statements:
+        # Added to the URL's own server options (a search_path, say), not in their place.
+        given = url.query.get("options", ())
+        given = (given,) if isinstance(given, str) else given  # a parameter given twice is a tuple
+        waits["options"] = " ".join([*given, f"-c statement_timeout={milliseconds}"])
+    return waits
+
+
+def _default_pool(options: dict[str, Any], timeout: float) -> None:
     if "poolclass" not in options and "pool" not in options:  # another pool takes its own options
         options.setdefault("pool_size", POOL_SIZE)
         options.setdefault("max_overflow", POOL_OVERFLOW)
+        options.setdefault("pool_timeout", timeout)
 
 
 def _tune_sqlite(engine: Engine, *, wal: bool, busy_timeout_ms: int) -> None:
@@ -181,8 +219,12 @@ _TOKEN_BY_HASH = {t.name: _token_by_hash(t) for t in (access_tokens, refresh_tok
 
 
 class SqlStore:
-    def __init__(self, engine_or_url: Engine | str, keyring: KeyRing) -> None:
-        self.engine = engine_or_url if isinstance(engine_or_url, Engine) else make_engine(engine_or_url)
+    def __init__(self, engine_or_url: Engine | str, keyring: KeyRing, timeout: float = DEFAULT_TIMEOUT) -> None:
+        """``timeout``: the engine's (make_engine), which an async caller
+        also holds each call to, in case the driver's own waits fall short
+        (a database that accepts bytes and never answers)."""
+        self.engine = engine_or_url if isinstance(engine_or_url, Engine) else make_engine(engine_or_url, timeout)
+        self.timeout = timeout
         self.keyring = keyring
         self._writer = self.engine.execution_options(sqlite_write=True)
         dialect = self.engine.dialect.name

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from ..context import ACCESS_PREFIX, Context, token_hash
 from ..effects import Flow, GetAccessToken
-from ..errors import InsufficientScope, InvalidToken, OAuthError, StorageUnavailable
+from ..errors import STORAGE_RETRY_AFTER, InsufficientScope, InvalidToken, OAuthError, StorageUnavailable
 from ..http import Request, Response, json_response
 from ..models import AccessToken, Principal
 from ..scopes import normalize_resource
@@ -125,7 +125,7 @@ def guard(request: Request, ctx: Context, required_scopes: tuple[str, ...] | Non
         return json_response(
             {"error": "temporarily_unavailable", "error_description": "the service is temporarily unavailable"},
             503,
-            [("retry-after", "5")],
+            [("retry-after", STORAGE_RETRY_AFTER)],
         )
     if principal is None:
         return denial(ctx, None, advertised)

@@ -1,0 +1,71 @@
+"""Clients that hold a connection by never finishing: a request body that
+never ends (a byte now and then), a request head that never ends, a
+connection that never sends anything. Each is closed within its timeout
+(``body_timeout``, ``keep_alive_timeout``, configured short here); on
+asyncio and on trio, through a real ``serve`` process."""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from served import LOOPS, Served, read_answer, request, serve
+
+TIMEOUT = 1.0
+MARGIN = 2.0
+
+
+@pytest.fixture(scope="module", params=LOOPS)
+def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    tmp: Path = tmp_path_factory.mktemp(f"slow-{request.param}")
+    with serve(tmp, request.param, server=f"body_timeout = {TIMEOUT}\nkeep_alive_timeout = {TIMEOUT}") as running:
+        yield running
+
+
+def trickle_until_closed(sock: socket.socket, drip: bytes, seconds: float) -> tuple[float | None, bytes]:
+    """Send ``drip`` every 0.2 s (so no single read ever waits long) until the
+    server closes the connection: how long that took (None: still open after
+    ``seconds``), and what the server sent meanwhile."""
+    start = time.monotonic()
+    received = b""
+    while time.monotonic() - start < seconds:
+        try:
+            sock.sendall(drip)
+            sock.settimeout(0.2)
+            data = sock.recv(65536)
+        except socket.timeout:
+            continue
+        except OSError:  # reset, or a write after the server closed
+            return time.monotonic() - start, received
+        if not data:
+            return time.monotonic() - start, received
+        received += data
+    return None, received
+
+
+def test_a_request_body_that_never_ends_is_cut_off(served: Served) -> None:
+    with served.connect() as sock:
+        sock.sendall(request("POST", "/oauth/token", served.host, (("content-length", "100000"),
+                                                                   ("content-type", "application/json"))))
+        took, received = trickle_until_closed(sock, b"x", TIMEOUT + MARGIN)
+    assert took is not None, "still open"
+    assert received.startswith(b"HTTP/1.1 408 "), received
+
+
+def test_a_request_head_that_never_ends_is_cut_off(served: Served) -> None:
+    with served.connect() as sock:
+        sock.sendall(b"GET /.well-known/oauth-authorization-server HTTP/1.1\r\nhost: " + served.host + b"\r\n")
+        took, _ = trickle_until_closed(sock, b"x-slow: 1\r\n", TIMEOUT + MARGIN)
+    assert took is not None, "still open"
+
+
+def test_an_idle_connection_is_closed(served: Served) -> None:
+    with served.connect() as sock:
+        sock.sendall(request("GET", "/.well-known/oauth-authorization-server", served.host))
+        answer = read_answer(sock)
+        assert answer is not None and answer.status == 200
+        sock.settimeout(TIMEOUT + MARGIN)
+        assert sock.recv(1) == b""  # closed by the server, not timed out here

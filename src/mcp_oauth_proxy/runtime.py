@@ -127,21 +127,15 @@ def async_performer(
     so they do not block the event loop; the memory store need not. No more
     run at once than the store's ``concurrency`` (its pooled connections;
     else anyio's default of 40), so a busy server reuses its connections. A
-    store with ``peek(effect)`` (storage/token_cache.py) may answer from
-    memory first, sparing the thread hop. A store with a ``timeout`` is
+    store with a ``timeout`` is
     given that many seconds per call, its thread left behind after them:
     its driver's own timeouts may fall short (a database that takes the
     bytes and never answers), and the request must not wait for ever."""
-    peek = getattr(store, "peek", None)
     slots = getattr(store, "concurrency", None)
     deadline = getattr(store, "timeout", None)
 
     async def perform(effect: Effect) -> Any:
         if isinstance(effect, StoreEffect):
-            if peek is not None:
-                remembered = peek(effect)
-                if remembered is not None:
-                    return remembered
             if not store_blocks:
                 return effect.apply(store)
             with anyio.move_on_after(deadline):

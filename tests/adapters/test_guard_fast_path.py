@@ -1,9 +1,10 @@
-"""The guard's shortcuts (Site.shortcut): a token the token cache holds is
-admitted without the guard flow, and a request without credentials gets
-the tenant's remembered 401. Neither may ever answer
-otherwise than the flow: here a guard with its shortcuts, over a TokenCache,
-and one that always runs the flow, over the bare store, answer the same
-requests."""
+"""The guard's one decision (core/flows/guard.py ``decide``) under its two
+drivers: first as far as memory answers (a token the token cache holds, a
+request without credentials), and only then under the async or sync driver
+with the store. The two may never answer otherwise than the store-only
+guard: here a guard over a TokenCache and one over a store that always
+blocks (every lookup suspended and finished by the async driver) answer
+the same requests."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from mcp_oauth_proxy.adapters import site as site_module
+from mcp_oauth_proxy.adapters import asgi as asgi_module
 from mcp_oauth_proxy.adapters.asgi import BearerGuard
 from mcp_oauth_proxy.adapters.site import PRINCIPAL_KEY, Site
 from mcp_oauth_proxy.adapters.wsgi import BearerGuardWSGI
@@ -79,16 +80,10 @@ def _sites(trusted: tuple[str, ...] = ()) -> tuple[Site, Site, LookupStore]:
     for record in RECORDS:
         for tenant in TENANTS:
             cache.get_access_token(tenant.slug, record.token_hash)
-    fast = Site(TENANTS, cache, b"k" * 32, trusted_proxies=trusted, store_blocks=False)  # type: ignore[arg-type]
-    slow = Site(TENANTS, store, b"k" * 32, trusted_proxies=trusted, store_blocks=False)  # type: ignore[arg-type]
+    fast = Site(TENANTS, cache, b"k" * 32, trusted_proxies=trusted)  # type: ignore[arg-type]
+    # No memory, and a store that blocks: the first driver answers nothing that needs it.
+    slow = Site(TENANTS, store, b"k" * 32, trusted_proxies=trusted, store_blocks=True)  # type: ignore[arg-type]
     return fast, slow, store
-
-
-class FlowOnly(BearerGuard):
-    """The guard without its shortcuts: every request goes through the flow."""
-
-    def _shortcut(self, scope: Any, request: Any) -> None:
-        return None
 
 
 # Shared by every example, so what one remembers is there for the next.
@@ -156,7 +151,7 @@ VALID = [(b"host", b"acme.test"), (b"authorization", b"Bearer mcp_at_acme")]
 
 @settings(max_examples=600, deadline=None)
 @given(st.booleans(), request)
-# The cases where a shortcut would most likely go wrong, always tried:
+# The cases where memory would most likely answer wrongly, always tried:
 # a CORS preflight carrying a good token, the metadata URL, a second Host
 # or Authorization header, and X-Forwarded-Host from a trusted proxy.
 @example(False, ("OPTIONS", "/mcp", [*VALID, (b"access-control-request-method", b"POST")], "127.0.0.1", None))
@@ -173,49 +168,51 @@ VALID = [(b"host", b"acme.test"), (b"authorization", b"Bearer mcp_at_acme")]
 @example(False, ("GET", "/.well-known/oauth-protected-resource/mcp", [(b"host", b"acme.test")], "127.0.0.1", None))
 @example(False, ("OPTIONS", "/mcp", [(b"host", b"acme.test"), (b"access-control-request-method", b"POST")],
                  "127.0.0.1", None))
-def test_the_shortcuts_answer_as_the_guard_flow(behind_proxy: bool, req: Any) -> None:
+def test_the_guard_answering_from_memory_answers_as_the_guard_asking_the_store(behind_proxy: bool, req: Any) -> None:
     method, path, headers, peer, required = req
     fast, slow, _ = SITES[behind_proxy]
     scope = _scope(method, path, headers, peer)
 
     async def both() -> tuple[Any, Any]:
         return (await _answer(BearerGuard(shown, fast, required_scopes=required), scope),
-                await _answer(FlowOnly(shown, slow, required_scopes=required), scope))
+                await _answer(BearerGuard(shown, slow, required_scopes=required), scope))
 
     remembered, flowed = anyio.run(both)
     assert remembered == flowed
 
 
-def test_a_remembered_token_skips_the_guard_flow_and_the_store(monkeypatch: pytest.MonkeyPatch) -> None:
+def _no_second_driver(*args: Any) -> Any:
+    raise AssertionError("the async driver ran")
+
+
+def test_a_remembered_token_is_admitted_without_the_store_or_the_async_driver(monkeypatch: pytest.MonkeyPatch) -> None:
     fast, _, store = _sites()
     store.lookups = 0
-
-    def no_flow(*args: Any) -> Any:
-        raise AssertionError("the guard flow ran")
-
-    monkeypatch.setattr(site_module, "guard_flow", no_flow)
+    monkeypatch.setattr(asgi_module, "run_async", _no_second_driver)
     scope = _scope("POST", "/mcp", [(b"host", b"acme.test"), (b"authorization", b"Bearer mcp_at_acme")], "1.2.3.4")
     status, _, body = anyio.run(_answer, BearerGuard(shown, fast), scope)
     assert status == 200 and json.loads(body)[:3] == ["acme", "user-acme", "client-acme"]
     assert store.lookups == 0
 
 
-def test_a_request_without_credentials_gets_its_tenants_remembered_401(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_token_not_in_memory_is_looked_up_once_by_the_second_driver() -> None:
+    fast, _, store = _sites()
+    store.lookups = 0
+    scope = _scope("GET", "/mcp", [(b"host", b"acme.test"), (b"authorization", b"Bearer mcp_at_unknown")], "1.2.3.4")
+    assert anyio.run(_answer, BearerGuard(shown, fast), scope)[0] == 401
+    assert store.lookups == 1
+
+
+def test_a_request_without_credentials_gets_its_tenants_one_401(monkeypatch: pytest.MonkeyPatch) -> None:
     fast, _, _ = _sites()
+    view = ("GET", "http", "acme.test", "/mcp", None, False)
+    assert fast.guard(view, None)[1] is fast.guard(view, None)[1]  # made once
+    monkeypatch.setattr(asgi_module, "run_async", _no_second_driver)
     guard = BearerGuard(shown, fast)
-    acme = _scope("GET", "/mcp", [(b"host", b"acme.test")], "1.2.3.4")
-    first = anyio.run(_answer, guard, acme)
-
-    def no_flow(*args: Any) -> Any:
-        raise AssertionError("the guard flow ran")
-
-    monkeypatch.setattr(site_module, "guard_flow", no_flow)
-    assert anyio.run(_answer, guard, acme) == first
-    status, headers, _ = first
+    status, headers, _ = anyio.run(_answer, guard, _scope("GET", "/mcp", [(b"host", b"acme.test")], "1.2.3.4"))
     assert status == 401
     assert dict(headers)[b"www-authenticate"] == (
         b'Bearer resource_metadata="http://acme.test/.well-known/oauth-protected-resource/mcp", scope="mcp"')
-    monkeypatch.undo()
     globex = anyio.run(_answer, guard, _scope("GET", "/mcp", [(b"host", b"globex.test")], "1.2.3.4"))
     assert globex[0] == 401 and b"globex.test" in dict(globex[1])[b"www-authenticate"]
 
@@ -266,7 +263,7 @@ def test_a_records_principal_is_made_once_and_is_not_one_of_its_fields() -> None
     assert attrs.evolve(record) == record and hash(attrs.evolve(record)) == hash(record)
 
 
-def test_a_token_revoked_through_the_cache_is_refused_by_the_shortcut_at_once() -> None:
+def test_a_token_revoked_through_the_cache_is_refused_at_once() -> None:
     from mcp_oauth_proxy.core.context import token_hash
     from mcp_oauth_proxy.storage.memory import MemoryStore
     from support import Harness
@@ -279,7 +276,7 @@ def test_a_token_revoked_through_the_cache_is_refused_by_the_shortcut_at_once() 
     scope = {**_scope("GET", "/mcp", headers, "1.2.3.4"), "scheme": "https"}
     guard = BearerGuard(shown, site)
     assert anyio.run(_answer, guard, scope)[0] == 200
-    assert cache.remembered("acme", token_hash(tokens["access_token"])) is not None  # the shortcut's to answer
+    assert cache.remembered("acme", token_hash(tokens["access_token"])) is not None  # memory's to answer
     cache.revoke_access_token("acme", token_hash(tokens["access_token"]))
     assert anyio.run(_answer, guard, scope)[0] == 401
 

@@ -112,36 +112,6 @@ def test_the_cache_is_bounded():
     assert len(cache._entries) == 2
 
 
-def test_the_async_driver_answers_a_remembered_token_without_a_worker_thread(monkeypatch):
-    import anyio
-    import anyio.to_thread
-
-    from mcp_oauth_proxy.core.effects import GetAccessToken
-    from mcp_oauth_proxy.runtime import async_performer
-
-    h, inner, _ = _cached()
-    _, tokens = h.tokens()
-    effect = GetAccessToken("acme", token_hash(tokens["access_token"]))
-    hops = []
-    real = anyio.to_thread.run_sync
-
-    async def counting(fn, *args, **kw):
-        hops.append(fn)
-        return await real(fn, *args, **kw)
-
-    monkeypatch.setattr(anyio.to_thread, "run_sync", counting)
-    perform = async_performer(h.store, None, store_blocks=True)  # type: ignore[arg-type]
-
-    async def twice():
-        first = await perform(effect)
-        second = await perform(effect)
-        return first, second
-
-    first, second = anyio.run(twice)
-    assert first == second and first.user_id == "user-42"
-    assert len(hops) == 1 and inner.lookups == 1
-
-
 def test_a_lookup_that_overlaps_a_revocation_does_not_remember_the_token():
     # A finds the token in the store; B revokes it through the cache before A
     # stores what it found: A must not bring the revoked token back.

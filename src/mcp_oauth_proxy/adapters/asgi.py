@@ -25,7 +25,7 @@ from urllib.parse import quote
 import anyio
 import attrs
 
-from ..core.effects import Effect, FetchClientMetadata, run_async
+from ..core.effects import Effect, FetchClientMetadata, Suspended, run_async
 from ..core.flows.guard import Principal
 from ..core.http import Request, Response
 from ..runtime import async_performer
@@ -47,7 +47,6 @@ from .site import (
     scope_list,
     server_error,
     upstream_token_flow,
-    verdict_flow,
 )
 
 Scope = MutableMapping[str, Any]
@@ -118,27 +117,29 @@ def raw_path(scope: Scope) -> str:
     return raw.decode("latin-1") if raw else quote(scope["path"])
 
 
-def _guard_view(scope: Scope, request: Request | None) -> GuardView | None:
-    """What the guard's shortcut reads: from ``request`` when one was built,
-    else straight from the scope, without building a whole Request; None
-    where that would not give the same answer as :func:`request_of` (no
-    Host, a repeated Host or Authorization), and the guard flow decides."""
-    if request is not None:
-        return guard_view(request)
+def _guard_view(scope: Scope) -> GuardView | None:
+    """What the guard reads of a request, straight from the scope, without
+    building a whole Request; None where that would not read the same as
+    :func:`request_of` (no Host, a repeated Host or Authorization)."""
     host = authorization = None
-    for name, value in scope.get("headers", ()):
+    preflight = False
+    for name, value in scope["headers"]:
         name = name.lower()  # ASGI servers send them lower-cased; a hand-made scope may not
         if name == b"host":
             if host is not None:
                 return None
-            host = value.decode("latin-1")
+            host = value
         elif name == b"authorization":
             if authorization is not None:
                 return None
             authorization = value.decode("latin-1")
+        elif name == b"access-control-request-method":
+            preflight = True
     if host is None:
         return None
-    return scope.get("method", "GET"), scope.get("scheme", "http"), host, scope["path"], authorization
+    # A websocket scope has no method.
+    return (scope.get("method", "GET"), scope.get("scheme", "http"), host.decode("latin-1"), scope["path"],
+            authorization, preflight)
 
 
 async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
@@ -280,11 +281,7 @@ class BearerGuard:
         if scope["type"] not in ("http", "websocket"):
             return await self.app(scope, receive, send)
         try:
-            # X-Forwarded-* may be believed: then the whole Request is read, once.
-            request = request_of(self.site, scope) if self.site.trusted else None
-            # Most requests carry a token still in memory, or no credentials
-            # at all: answer those without starting the guard flow.
-            verdict = self._shortcut(scope, request) or await self._verdict(scope, request)
+            verdict = await self._verdict(scope)
         except Exception as exc:
             verdict = server_error(f"guard of {scope.get('path')}", exc)
         if isinstance(verdict, Response):
@@ -298,17 +295,18 @@ class BearerGuard:
         scope[UPSTREAM_TOKEN_KEY] = self._token_getter(entry, principal)
         await self.app(scope, receive, send)
 
-    def _shortcut(self, scope: Scope, request: Request | None) -> Response | tuple[Entry, Principal] | None:
+    async def _verdict(self, scope: Scope) -> Response | tuple[Entry, Principal]:
         if not is_safe_path(raw_path(scope)):
             return refused_path()  # the tenant is picked by path: only one that says where it goes
-        view = _guard_view(scope, request)
-        if view is None:
-            return None
-        return self.site.shortcut(*view, self.required_scopes)
-
-    async def _verdict(self, scope: Scope, request: Request | None) -> Response | tuple[Entry, Principal]:
-        request = request or request_of(self.site, scope)
-        return await run_async(verdict_flow(self.site, request, self.required_scopes), self._carriers.perform)
+        # X-Forwarded-* may be believed: then the whole Request is read.
+        view = None if self.site.trusted else _guard_view(scope)
+        answer = self.site.guard(view or guard_view(request_of(self.site, scope)), self.required_scopes)
+        if isinstance(answer, Response):
+            return answer
+        entry, decision = answer
+        if isinstance(decision, Suspended):  # the token is not in memory
+            decision = await run_async(decision.flow, self._carriers.perform, decision.effect)
+        return decision if isinstance(decision, Response) else (entry, decision)
 
     async def aclose(self) -> None:
         await self._carriers.fetch.aclose()

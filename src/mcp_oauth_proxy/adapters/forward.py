@@ -46,7 +46,6 @@ import httpx
 from ..core.errors import InvalidToken, OAuthError
 from ..core.flows.guard import Principal, denial
 from ..core.http import Response, json_response
-from ..runtime import new_context
 from .asgi import Receive, Scope, Send, answer_lifespan, raw_path, refuse_websocket, request_of, send_response
 from .forward_headers import framing, header_value, identity_value, origin_headers, to_backend, to_client
 from .paths import is_safe_path, refused_path
@@ -147,8 +146,7 @@ class Forwarder:
         entry = self.site.entry(principal.tenant)
         assert entry is not None  # the guard found the principal at this site
         tenant = entry.tenant
-        ctx = new_context(tenant, self.site.cookie_key)
-        return denial(ctx, exc, tenant.required_scopes or tenant.scopes)
+        return denial(tenant, exc, tenant.required_scopes or tenant.scopes)
 
     async def _forward(self, scope: Scope, receive: Receive, send: Send, target: str, tenant: str,
                        headers: list[tuple[bytes, bytes]], has_body: bool) -> None:

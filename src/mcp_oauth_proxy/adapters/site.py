@@ -8,23 +8,14 @@ import functools
 import ipaddress
 import logging
 import traceback
-from typing import Iterable, Sequence, Union
+from typing import Any, Callable, Iterable, Sequence, Union
 
 import attrs
 
-from ..core.context import token_hash
-from ..core.effects import Flow, run_sync
-from ..core.errors import EffectError, InvalidToken, TemporarilyUnavailable
+from ..core.effects import Effect, Flow, GetAccessToken, StoreEffect, Suspended, WouldBlock, run_ready, run_sync
+from ..core.errors import EffectError, TemporarilyUnavailable
 from ..core.flows import authorize, callback, consent, userinfo
-from ..core.flows.guard import (
-    Principal,
-    bearer_value,
-    guard,
-    missing_scopes,
-    ours,
-    principal_of,
-    required_scopes_of,
-)
+from ..core.flows.guard import Principal, decide
 from ..core.flows.upstream_token import fresh_upstream_token
 from ..core.http import Request, Response, json_response
 from ..core.pages import error_page
@@ -90,10 +81,8 @@ class Site:
         # The tenants never change, so neither does the tenant of a place: the
         # guard asks on every request, mostly about the same few places.
         self._picked = functools.lru_cache(maxsize=4096)(self._pick_at)
-        # A store that keeps found access tokens in memory (storage/token_cache.py).
-        self._remembered_token = getattr(store, "remembered", None)
-        # Each tenant's 401 to a request without credentials, by required scopes.
-        self._challenges: dict[tuple[str, tuple[str, ...] | None], Response] = {}
+        # The guard's first driver answers from memory only (see guard()).
+        self._ready = ready_performer(store, store_blocks)
 
     def entry(self, slug: str) -> Entry | None:
         """The tenant with this slug."""
@@ -111,53 +100,23 @@ class Site:
         tenant = pick_tenant([e.tenant for e in self.entries], host, path, scheme)
         return next((e for e in self.entries if e.tenant is tenant), None)
 
-    def shortcut(self, method: str, scheme: str, host: str, path: str, authorization: str | None,
-                 required_scopes: tuple[str, ...] | None) -> Response | tuple[Entry, Principal] | None:
-        """The guard's answer where it needs no flow: a yes for a token the
-        token cache holds, or the tenant's 401 to a request without
-        credentials. None in every other case (a token not in memory, any
-        refusal, a CORS preflight, the metadata URL, an unknown place): the
-        guard flow then gives the answer."""
-        if method == "OPTIONS":
-            return None
+    def guard(self, view: GuardView, required_scopes: tuple[str, ...] | None) -> GuardAnswer:
+        """The guard's answer to a request to this site's protected
+        resources: a 404 for a place no tenant serves, the RFC 9728 metadata
+        at its well-known URL, else the tenant with the guard decision
+        (core/flows/guard.py ``decide``) as far as memory answers it: a
+        principal or a response, or the decision suspended at the token's
+        lookup, for the caller's driver to finish (:func:`finish_guard`)."""
+        method, scheme, host, path, authorization, preflight = view
         entry = self.pick_at(scheme, host, path)
-        if entry is None or is_resource_metadata(path, entry):
-            return None
-        if authorization is None:
-            return self._challenge(entry, method, scheme, host, path, required_scopes)
-        return self._remembered(entry, authorization, required_scopes)
-
-    def _remembered(self, entry: Entry, authorization: str,
-                    required_scopes: tuple[str, ...] | None) -> tuple[Entry, Principal] | None:
-        """The same checks as the guard flow, without its driver, context or
-        thread hop; None for a token not in memory or any refusal."""
-        if self._remembered_token is None:
-            return None
-        try:
-            value = bearer_value(authorization)
-            if value is None or not ours(value):
-                return None
-            record = self._remembered_token(entry.tenant.slug, token_hash(value))
-            principal = principal_of(record, entry.tenant, now_seconds())
-        except InvalidToken:
-            return None
-        required = required_scopes_of(entry.tenant, required_scopes)
-        if required and missing_scopes(principal, required):
-            return None
-        return entry, principal
-
-    def _challenge(self, entry: Entry, method: str, scheme: str, host: str, path: str,
-                   required_scopes: tuple[str, ...] | None) -> Response:
-        """The 401 is the same for every request without credentials to a
-        tenant, so the guard flow makes it once and it is remembered."""
-        key = (entry.tenant.slug, required_scopes)
-        answer = self._challenges.get(key)
-        if answer is None:
-            request = Request(method, path, scheme=scheme, host=host)
-            answer = run_sync(guard_flow(entry, request, self.cookie_key, required_scopes), _no_effects)
-            assert isinstance(answer, Response)  # no credentials: never a principal
-            self._challenges[key] = answer
-        return answer
+        if entry is None:
+            return not_found()
+        if is_resource_metadata(path, entry):
+            # Made from the tenant alone: no effect to carry out.
+            metadata = handle(Request(method, path, scheme=scheme, host=host), new_context(entry.tenant, self.cookie_key))
+            return run_sync(metadata, _no_effects)
+        return entry, run_ready(decide(method, authorization, preflight, entry.tenant, now_seconds(), required_scopes),
+                                self._ready)
 
     def trusts(self, peer: str | None) -> bool:
         if not peer or not self.trusted:
@@ -190,7 +149,25 @@ class Site:
 
 
 def _no_effects(effect: object) -> None:
-    raise AssertionError(f"the guard asked for {effect!r} about a request without credentials")
+    raise AssertionError(f"the resource metadata asked for {effect!r}")
+
+
+def ready_performer(store: Store, store_blocks: bool) -> Callable[[Effect], Any]:
+    """What the guard's first driver (run_ready) may carry out at once: an
+    access token the store remembers (storage/token_cache.py), or anything
+    of a store that never blocks (memory); else WouldBlock."""
+    remembered = getattr(store, "remembered", None)
+
+    def perform(effect: Effect) -> Any:
+        if remembered is not None and isinstance(effect, GetAccessToken):
+            record = remembered(effect.tenant, effect.token_hash)
+            if record is not None:
+                return record
+        if not store_blocks and isinstance(effect, StoreEffect):
+            return effect.apply(store)
+        raise WouldBlock()
+
+    return perform
 
 
 def _unavailable(browser: bool) -> Response:
@@ -263,32 +240,15 @@ def is_resource_metadata(path: str, entry: Entry) -> bool:
     return path in (_PRM, _PRM + entry.tenant.resource_path)
 
 
-GuardView = tuple[str, str, str, str, "str | None"]
+# (method, scheme, host, path, Authorization, whether a CORS preflight):
+# what the guard reads of a request.
+GuardView = tuple[str, str, str, str, "str | None", bool]
+GuardAnswer = Union[Response, tuple[Entry, Union[Principal, Response, Suspended]]]
 
 
 def guard_view(request: Request) -> GuardView:
-    """(method, scheme, host, path, Authorization): what Site.shortcut reads."""
-    return request.method, request.scheme, request.host, request.path, request.header("authorization")
-
-
-def verdict_flow(site: Site, request: Request,
-                 required_scopes: tuple[str, ...] | None) -> Flow[Response | tuple[Entry, Principal]]:
-    """The guard's answer where its shortcut gave none: a 404 for an unknown
-    place, else the guard flow's principal (with its tenant) or response."""
-    entry = site.pick(request)
-    if entry is None:
-        return not_found()
-    answer = yield from guard_flow(entry, request, site.cookie_key, required_scopes)
-    return answer if isinstance(answer, Response) else (entry, answer)
-
-
-def guard_flow(entry: Entry, request: Request, cookie_key: bytes,
-               required_scopes: tuple[str, ...] | None) -> Flow[Principal | Response]:
-    """RFC 9728 metadata at its well-known URL, else the guard's answer."""
-    ctx = new_context(entry.tenant, cookie_key)
-    if is_resource_metadata(request.path, entry):
-        return (yield from handle(request, ctx))
-    return (yield from guard(request, ctx, required_scopes))
+    return (request.method, request.scheme, request.host, request.path, request.header("authorization"),
+            request.header("access-control-request-method") is not None)
 
 
 def upstream_token_flow(entry: Entry, grant_id: str, cookie_key: bytes) -> Flow[str]:

@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import attrs
 
-from ..core.effects import run_sync
+from ..core.effects import Suspended, run_sync
 from ..core.flows.guard import Principal
 from ..core.http import Request, Response
 from ..runtime import sync_performer
@@ -41,7 +41,6 @@ from .site import (
     scope_list,
     server_error,
     upstream_token_flow,
-    verdict_flow,
 )
 
 Environ = dict[str, Any]
@@ -156,10 +155,13 @@ class BearerGuardWSGI:
         request = _request(self.site, environ)
         if not is_safe_path(request.path):  # the tenant is picked by path: only one that says where it goes
             return refused_path()
-        shortcut = self.site.shortcut(*guard_view(request), self.required_scopes)
-        if shortcut is not None:
-            return shortcut
-        return run_sync(verdict_flow(self.site, request, self.required_scopes), self._perform)
+        answer = self.site.guard(guard_view(request), self.required_scopes)
+        if isinstance(answer, Response):
+            return answer
+        entry, decision = answer
+        if isinstance(decision, Suspended):  # the token is not in memory
+            decision = run_sync(decision.flow, self._perform, decision.effect)
+        return decision if isinstance(decision, Response) else (entry, decision)
 
     def _token_getter(self, entry: Entry, principal: Principal) -> Callable[[], str]:
         def upstream_token() -> str:

@@ -114,7 +114,8 @@ class ResourceServer:
     secret_sha256: str = attrs.field(repr=False)
 
 
-@attrs.frozen
+# Its hash is kept: the guard memoizes answers by tenant on every request.
+@attrs.frozen(cache_hash=True)
 class Tenant:
     slug: str
     # Exactly the public base URL; compared as a plain string by clients
@@ -145,6 +146,12 @@ class Tenant:
     def resource_path(self) -> str:
         """The path part of the protected resource, without a trailing slash."""
         return urlsplit(self.resource).path.rstrip("/")
+
+    @functools.cached_property
+    def resource_metadata_url(self) -> str:
+        """RFC 9728 §3.1: the well-known segment inserted before the resource's path."""
+        parts = urlsplit(self.resource)
+        return f"{parts.scheme}://{parts.netloc}/.well-known/oauth-protected-resource{self.resource_path}"
 
     def endpoint(self, name: str) -> str:
         """The public URL of one of our endpoints, e.g. ``endpoint("token")``."""

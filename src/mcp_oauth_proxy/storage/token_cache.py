@@ -20,7 +20,6 @@ import time
 from collections import OrderedDict
 from typing import Any, Callable
 
-from ..core.effects import GetAccessToken
 from ..core.models import AccessToken, RefreshToken, Rotation
 from ..core.store import Store
 
@@ -43,15 +42,9 @@ class TokenCache:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.store, name)
 
-    def peek(self, effect: object) -> AccessToken | None:
-        """A remembered answer to a GetAccessToken effect, or None: lets an
-        async driver answer from memory without a hop to a worker thread."""
-        if isinstance(effect, GetAccessToken):
-            return self.remembered(effect.tenant, effect.token_hash)
-        return None
-
     def remembered(self, tenant: str, token_hash: str, now: float | None = None) -> AccessToken | None:
-        """The token, if it was found within the last TTL; never asks the store."""
+        """The token, if it was found within the last TTL; never asks the
+        store (the guard's first driver answers with this: adapters/site.py)."""
         now = self._clock() if now is None else now
         # One dict read is atomic under the GIL; the lock guards compound updates.
         hit = self._entries.get((tenant, token_hash))

@@ -4,6 +4,8 @@ tells the client where to find our metadata."""
 
 from __future__ import annotations
 
+import functools
+
 from ..context import ACCESS_PREFIX, Context, token_hash
 from ..effects import Flow, GetAccessToken
 from ..errors import STORAGE_RETRY_AFTER, InsufficientScope, InvalidToken, OAuthError, StorageUnavailable
@@ -11,11 +13,11 @@ from ..http import Request, Response, json_response
 from ..models import AccessToken, Principal
 from ..scopes import normalize_resource
 from ..tenant import Tenant
-from .metadata import resource_metadata_url
 
-def challenge(ctx: Context, error: OAuthError | None, scopes: tuple[str, ...]) -> str:
+
+def challenge(tenant: Tenant, error: OAuthError | None, scopes: tuple[str, ...]) -> str:
     """The WWW-Authenticate value (RFC 6750 §3, RFC 9728 §5.1)."""
-    parts = [f'resource_metadata="{resource_metadata_url(ctx)}"']
+    parts = [f'resource_metadata="{tenant.resource_metadata_url}"']
     if scopes:
         parts.append(f'scope="{" ".join(scopes)}"')
     if error is not None:
@@ -65,16 +67,24 @@ def ours(value: str) -> bool:
     return value.startswith(ACCESS_PREFIX)
 
 
-def authenticate_bearer(request: Request, ctx: Context) -> Flow[Principal | None]:
-    """The principal of a valid token; None when no token was sent; raises
-    InvalidToken for a bad one."""
-    value = bearer_value(request.header("authorization"))
+def lookup_of(authorization: str | None, tenant: Tenant) -> GetAccessToken | None:
+    """The lookup an Authorization header value asks for; None when there
+    is none; raises InvalidToken for a value that is no token of ours (any
+    other token is never looked up, accepted or passed through: MCP
+    authorization)."""
+    value = bearer_value(authorization)
     if value is None:
         return None
     if not ours(value):
         raise InvalidToken("the access token is not valid here")
-    record = yield GetAccessToken(ctx.tenant.slug, token_hash(value))
-    return principal_of(record, ctx.tenant, ctx.now)
+    return GetAccessToken(tenant.slug, token_hash(value))
+
+
+def authenticate_bearer(request: Request, ctx: Context) -> Flow[Principal | None]:
+    """The principal of a valid token; None when no token was sent; raises
+    InvalidToken for a bad one."""
+    lookup = lookup_of(request.header("authorization"), ctx.tenant)
+    return None if lookup is None else principal_of((yield lookup), ctx.tenant, ctx.now)
 
 
 def required_scopes_of(tenant: Tenant, override: tuple[str, ...] | None) -> tuple[str, ...]:
@@ -99,38 +109,58 @@ PREFLIGHT = CORS + (
 )
 
 
-def denial(ctx: Context, error: OAuthError | None, scopes: tuple[str, ...]) -> Response:
-    headers = [("www-authenticate", challenge(ctx, error, scopes)), *CORS]
+PREFLIGHT_RESPONSE = Response(204, PREFLIGHT)
+STORAGE_UNAVAILABLE = json_response(
+    {"error": "temporarily_unavailable", "error_description": "the service is temporarily unavailable"},
+    503, [("retry-after", STORAGE_RETRY_AFTER)])
+
+
+def denial(tenant: Tenant, error: OAuthError | None, scopes: tuple[str, ...]) -> Response:
     if error is None:
-        # RFC 6750 §3.1: a request without credentials is told no error code or
-        # other error information; the challenge says where to get a token.
-        return json_response({}, 401, headers)
+        return _no_credentials(tenant, scopes)
+    headers = [("www-authenticate", challenge(tenant, error, scopes)), *CORS]
     body = {"error": error.error, "error_description": error.description}
     return json_response(body, error.status, headers)
 
 
+@functools.lru_cache(maxsize=1024)
+def _no_credentials(tenant: Tenant, scopes: tuple[str, ...]) -> Response:
+    """RFC 6750 §3.1: a request without credentials is told no error code or
+    other error information; the challenge says where to get a token. The
+    same for every such request to a tenant: made once."""
+    return json_response({}, 401, [("www-authenticate", challenge(tenant, None, scopes)), *CORS])
+
+
 def guard(request: Request, ctx: Context, required_scopes: tuple[str, ...] | None = None) -> Flow[Principal | Response]:
     """The principal, or the 401/403 response to send instead."""
-    if request.method == "OPTIONS" and request.header("access-control-request-method") is not None:
+    preflight = request.header("access-control-request-method") is not None
+    return (yield from decide(request.method, request.header("authorization"), preflight, ctx.tenant, ctx.now,
+                              required_scopes))
+
+
+def decide(method: str, authorization: str | None, preflight: bool, tenant: Tenant, now: int,
+           required_scopes: tuple[str, ...] | None) -> Flow[Principal | Response]:
+    """The guard's one decision, from what it reads of a request (its method,
+    its Authorization header, whether it is a CORS preflight), the tenant,
+    the time and the scopes required: the principal, or the 401/403 (or
+    503) to send instead. At most one effect: the token's lookup."""
+    if method == "OPTIONS" and preflight:
         # A CORS preflight (Fetch standard §4.8) never carries credentials.
-        return Response(204, PREFLIGHT)
-    required = required_scopes_of(ctx.tenant, required_scopes)
-    advertised = required or ctx.tenant.scopes
+        return PREFLIGHT_RESPONSE
+    required = required_scopes_of(tenant, required_scopes)
+    advertised = required or tenant.scopes
     try:
-        principal = yield from authenticate_bearer(request, ctx)
+        lookup = lookup_of(authorization, tenant)
+        if lookup is None:
+            return denial(tenant, None, advertised)
+        principal = principal_of((yield lookup), tenant, now)
     except InvalidToken as exc:
-        return denial(ctx, exc, advertised)
+        return denial(tenant, exc, advertised)
     except StorageUnavailable:
         # Not the client's fault and not a verdict on its token: try again.
-        return json_response(
-            {"error": "temporarily_unavailable", "error_description": "the service is temporarily unavailable"},
-            503,
-            [("retry-after", STORAGE_RETRY_AFTER)],
-        )
-    if principal is None:
-        return denial(ctx, None, advertised)
+        return STORAGE_UNAVAILABLE
     missing = missing_scopes(principal, required)
     if missing:
         # RFC 6750 §3.1 / MCP: 403 insufficient_scope names the scopes needed.
-        return denial(ctx, InsufficientScope("the token lacks scope: " + " ".join(missing)), required)
+        return denial(tenant, InsufficientScope("the token lacks scope: " + " ".join(missing)), required)
     return principal

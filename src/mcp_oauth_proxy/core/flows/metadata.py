@@ -4,7 +4,6 @@ protected resource metadata, and our (empty) JWKS."""
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit
 
 from ..context import Context
 from ..http import Response, json_response
@@ -53,8 +52,7 @@ def protected_resource_metadata(ctx: Context) -> dict[str, Any]:
 
 def resource_metadata_url(ctx: Context) -> str:
     """RFC 9728 §3.1: the well-known segment inserted before the resource's path."""
-    parts = urlsplit(ctx.tenant.resource)
-    return f"{parts.scheme}://{parts.netloc}/.well-known/oauth-protected-resource{ctx.tenant.resource_path}"
+    return ctx.tenant.resource_metadata_url
 
 
 def as_metadata(ctx: Context) -> Response:

@@ -16,23 +16,23 @@ def userinfo(request: Request, ctx: Context) -> Flow[Response]:
     try:
         principal = yield from authenticate_bearer(request, ctx)
     except InvalidToken as exc:
-        return denial(ctx, exc, ())
+        return denial(ctx.tenant, exc, ())
     if principal is None:
-        return denial(ctx, None, ())
+        return denial(ctx.tenant, None, ())
     claims: dict | None = None
     if ctx.tenant.upstream.userinfo_endpoint is not None:
         try:
             access = yield from fresh_upstream_token(principal.grant_id, ctx)
             claims = parse_userinfo((yield Fetch(userinfo_request(ctx.tenant.upstream, access))))
         except InvalidToken as exc:
-            return denial(ctx, exc, ())
+            return denial(ctx.tenant, exc, ())
         except (OAuthError, FetchFailed):
             claims = None  # fall back to what login kept
     if claims is None:
         try:
             grant = yield from load_grant(principal.grant_id, ctx)
         except InvalidToken as exc:
-            return denial(ctx, exc, ())
+            return denial(ctx.tenant, exc, ())
         claims = dict(grant.claims)
     # ``sub`` is always our stable user id (GitHub's profile has none).
     return json_response({**claims, "sub": principal.user_id})

@@ -81,6 +81,10 @@ async def main(config_path: str, userinfo_url: str, use_trio: bool, server_app: 
     hyper.bind = [config.server.listen]
     hyper.accesslog = None
     hyper.graceful_timeout = 2
+    # Longer than the client's pool keeps an idle connection (httpx: 5 s), so
+    # the server never closes one just as the client sends on it (equal
+    # timeouts race: "Server disconnected without sending a response").
+    hyper.keep_alive_timeout = 30
 
     async def until_signalled() -> None:
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:

@@ -130,6 +130,11 @@ NOT_REGISTRABLE = [
     ("https://good.com%E3%80%82evil.com/cb", "web"),  # an ideographic full stop
     ("http://127.0.0.1%2eevil.com/cb", "native"),
     ("https://good!com/cb", "web"),
+    # hosts a browser reads as 127.0.0.1, shown as written
+    ("https://0x7f.1/cb", "web"), ("https://2130706433/cb", "web"), ("https://0177.0.0.1/cb", "web"),
+    ("https://127.1/cb", "web"), ("http://127.1/cb", "native"),
+    # IP literals a browser cannot use
+    ("http://[::1]x/cb", "native"), ("http://[::1]]/cb", "native"), ("http://[::1%25eth0]/cb", "native"),
 ]
 
 

@@ -16,6 +16,7 @@ _FORBIDDEN_SCHEMES = frozenset({"javascript", "data", "file", "vbscript", "about
 _SCHEME = re.compile(r"[a-z][a-z0-9+.\-]*")
 # RFC 1123 §2.1 names (and "_", which some local names carry).
 _DNS_NAME = re.compile(r"[a-z0-9_]([a-z0-9_.-]*[a-z0-9_.])?")
+_BRACKETED = re.compile(r"\[[0-9A-Fa-f:.]+\](:[0-9]*)?")
 MAX_URI_LENGTH = 2000
 
 
@@ -61,9 +62,17 @@ def _split(uri: str) -> SplitResult:
     # reason to allow it in a redirect URI.
     if "@" in parts.netloc:
         raise InvalidRedirectUri(f"redirect URI {uri!r} must not contain user information")
-    if not is_plain_host(parts.hostname):
+    if not is_plain_host(parts.hostname) or not _plain_authority(parts.netloc):
         raise InvalidRedirectUri(f"redirect URI {uri!r} must name its host in letters, digits, '-' and '.'")
     return parts
+
+
+def _plain_authority(netloc: str) -> bool:
+    # Nothing but a port after an IP literal's "]" ("[::1]x" parses in
+    # Python, not in a browser); no zone ("%eth0") anywhere.
+    if "%" in netloc:
+        return False
+    return "[" not in netloc or _BRACKETED.fullmatch(netloc) is not None
 
 
 def is_plain_host(host: str | None) -> bool:
@@ -71,7 +80,18 @@ def is_plain_host(host: str | None) -> bool:
     digits, "-", "_" and ".", or an IP literal. No percent-encoding: a
     browser decodes "good.com%2eevil.com" to "good.com.evil.com", Python
     does not. None (no host, as in a private-use scheme) passes."""
-    if host is None or _DNS_NAME.fullmatch(host):
+    if host is None:
+        return True
+    if _DNS_NAME.fullmatch(host):
+        # A numeric last label makes it an IPv4 address to a browser, which
+        # also reads "127.1", "0x7f.1" and "2130706433" as 127.0.0.1: only
+        # the dotted-quad form says where it goes.
+        last = host.rstrip(".").rpartition(".")[2]
+        if last.isdigit() or last.startswith("0x"):
+            try:
+                return str(ipaddress.IPv4Address(host)) == host
+            except ValueError:
+                return False
         return True
     try:
         ipaddress.IPv6Address(host)

@@ -136,15 +136,21 @@ _client_caused = _ClientCaused()
 class _Connection(HttpToolsProtocol):
     """uvicorn's HTTP/1.1 connection, with the limits above."""
 
-    _head_timer: asyncio.TimerHandle | None = None
+    # When the request head awaited must have come by (loop time); None while none is.
+    _head_due: float | None = None
     _head_bytes = 0
+    # At most one timer per connection, moved on lazily: not one made and
+    # cancelled per request.
+    _timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._await_head()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._head_came()
+        self._head_due = None
+        if self._timer is not None:
+            self._timer.cancel()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -154,7 +160,7 @@ class _Connection(HttpToolsProtocol):
             _failed("closed a connection on a protocol error (%s)", _names(error))
             self.transport.close()
             return
-        if self._head_timer is not None:
+        if self._head_due is not None:
             self._head_bytes += len(data)
             if self._head_bytes > MAX_HEAD:
                 _failed("closed a connection whose request head went past %d bytes", MAX_HEAD)
@@ -163,7 +169,7 @@ class _Connection(HttpToolsProtocol):
                 self.transport.close()
 
     def on_headers_complete(self) -> None:
-        self._head_came()
+        self._head_due = None
         super().on_headers_complete()
 
     def on_response_complete(self) -> None:
@@ -175,14 +181,19 @@ class _Connection(HttpToolsProtocol):
             self._await_head()
 
     def _await_head(self) -> None:
-        self._head_came()
-        self._head_timer = self.loop.call_later(self.timeout_keep_alive, self.transport.close)
-
-    def _head_came(self) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
+        self._head_due = self.loop.time() + self.timeout_keep_alive
         self._head_bytes = 0
+        if self._timer is None:
+            self._timer = self.loop.call_at(self._head_due, self._head_overdue)
+
+    def _head_overdue(self) -> None:
+        self._timer = None
+        if self._head_due is None:
+            return  # it came; the next wait starts a timer
+        if self.loop.time() < self._head_due:  # a later wait
+            self._timer = self.loop.call_at(self._head_due, self._head_overdue)
+        else:
+            self.transport.close()
 
 
 # -- Hypercorn ------------------------------------------------------------------------

@@ -417,6 +417,11 @@ def main() -> None:
                         help="server.token_cache_seconds of the server (default 5, as served; 0 = off)")
     parser.add_argument("--serve", metavar="CONFIG", help=argparse.SUPPRESS)  # the server process
     args = parser.parse_args()
+    from mcp_oauth_proxy.serving import SERVERS
+
+    unknown = set(args.servers.split(",")) - set(SERVERS)
+    if unknown:
+        parser.error(f"--servers: unknown {', '.join(sorted(unknown))} (known: {', '.join(SERVERS)})")
     if args.serve:
         return serve(args.serve, args.servers)
     with tempfile.TemporaryDirectory() as tmp:

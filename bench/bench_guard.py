@@ -1,22 +1,31 @@
 """Guard benchmark: what the bearer guard costs a request, on loopback.
 
-    python bench/bench_guard.py [--duration 5] [--rounds 2] [--connections 32] [--database URL]
+    python bench/bench_guard.py [--duration 5] [--rounds 3] [--connections 32] [--database URL]
+                                [--servers uvicorn,hypercorn-trio,hypercorn] [--no-pin]
 
-Starts the standalone server's app (``app.build_app``, as ``mcp-oauth-proxy
-serve`` does) in its own Hypercorn process (asyncio) with a trivial backend
-that answers ``200 ok``, and measures, case after case:
+Starts the standalone server's app (``app.build_app``) with a trivial
+backend that answers ``200 ok``, in its own process, run exactly as
+``mcp-oauth-proxy serve`` runs it (``cli.run_server``: uvicorn by default;
+``hypercorn-trio`` is ``serve --trio``, ``hypercorn`` what ``serve`` ran
+on before), and measures, case after case:
 
   (a) GET /mcp with a valid token: the guard, then the trivial backend;
-  (b) GET /bare: the same trivial app, no guard (same process);
+  (b) GET /bare: the same trivial app, no guard, nor anything else of ours
+      (same process): the server's own limit;
   (c) GET /mcp with no token: the guard's 401;
   (d) refresh-token grants at POST /oauth/token (each connection keeps its
       own chain of rotated refresh tokens).
 
-It prints, for each case, the best round's requests/s and latency and the
-server's CPU time per request; then (a)/(b) of the best rounds (the target:
-at least 0.9, the guard costing under 10%), each round's (a)/(b) against the
-(b) measured right after it, and the CPU time the guard adds per request.
-The last two move less with whatever else the machine is doing.
+With two cores or more the server runs on core 0 and the load generator on
+core 1 (``taskset``), so neither takes the other's time.
+
+It prints, per server, each case's best round (requests/s, latency, the
+server's CPU time per request), then (a)/(b) and (c)/(b) of each round,
+(a) and (c) measured right after or before their (b), with their medians
+(the target: (a)/(b) at least 0.95, (c)/(b) at least 0.8), and the same
+ratios of CPU time per request, which move less with whatever else the
+machine is doing. With several servers, the last lines compare each
+server's (a) and (c) with the first one's.
 
 Needs: ``wrk`` (``apt-get install -y wrk``) for (a)-(c), or
 ``--generator python`` for an httpx load generator instead; (d) always
@@ -32,13 +41,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import hashlib
 import os
 import re
 import secrets
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -94,35 +101,26 @@ async def trivial(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": b"ok"})
 
 
-def serve(config_path: str) -> None:
-    import anyio
-    from hypercorn.asyncio import serve as hypercorn_serve
-    from hypercorn.config import Config as HypercornConfig
+class WithBare:
+    """The served app, and /bare beside it: the trivial app alone."""
 
-    from mcp_oauth_proxy import config as config_mod
-    from mcp_oauth_proxy.app import build_app
+    def __init__(self, guarded: Any) -> None:
+        self.guarded = guarded
+        self.site = guarded.site  # for the housekeeping beside the server
 
-    config = config_mod.load(config_path)
-    guarded = build_app(config, backend=trivial)
-
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["path"] == "/bare":
             return await trivial(scope, receive, send)
-        return await guarded(scope, receive, send)
+        return await self.guarded(scope, receive, send)
 
-    # As cli.serve sets it up.
-    hyper = HypercornConfig()
-    hyper.bind = [config.server.listen]
-    hyper.accesslog = None
-    hyper.include_server_header = False
 
-    async def until_signalled() -> None:
-        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async for _ in signals:
-                return
+def serve(config_path: str, on: str) -> None:
+    from mcp_oauth_proxy import config as config_mod
+    from mcp_oauth_proxy.app import build_app
+    from mcp_oauth_proxy.cli import run_server
 
-    gc.freeze()  # as cli.serve does once the app is built
-    anyio.run(lambda: hypercorn_serve(app, hyper, shutdown_trigger=until_signalled))  # type: ignore[arg-type]
+    config = config_mod.load(config_path)
+    run_server(WithBare(build_app(config, backend=trivial)), config, on)
 
 
 # -- tokens, written into the store ---------------------------------------------------
@@ -205,6 +203,8 @@ def wrk(url: str, headers: dict[str, str], expected: int, connections: int, dura
         wrong = requests - wrong
     if errors:
         wrong += sum(int(n) for n in errors.groups())
+    if len(cuts) < 2:
+        raise SystemExit(f"unexpected output of {' '.join(cmd)}:\n{out}")
     return Result(requests, seconds, (cuts[50], cuts[99]), wrong)
 
 
@@ -237,10 +237,9 @@ def python_load(url: str, headers: dict[str, str], expected: int, connections: i
     return asyncio.run(_drive([get] * connections, expected, duration))
 
 
-def refresh_load(token_url: str, refresh_tokens: list[str], duration: float) -> Result:
-    def chain(first: str) -> Callable[[httpx.AsyncClient], Awaitable[int]]:
-        current = [first]
-
+def refresh_load(token_url: str, chains: list[list[str]], duration: float) -> Result:
+    """Each chain is a one-item list: its current refresh token, replaced as it rotates."""
+    def grant_on(current: list[str]) -> Callable[[httpx.AsyncClient], Awaitable[int]]:
         async def grant(http: httpx.AsyncClient) -> int:
             r = await http.post(token_url, data={"grant_type": "refresh_token", "refresh_token": current[0],
                                                  "client_id": CLIENT_ID})
@@ -250,7 +249,7 @@ def refresh_load(token_url: str, refresh_tokens: list[str], duration: float) -> 
 
         return grant
 
-    return asyncio.run(_drive([chain(t) for t in refresh_tokens], 200, duration))
+    return asyncio.run(_drive([grant_on(chain) for chain in chains], 200, duration))
 
 
 # -- the run -----------------------------------------------------------------------------
@@ -273,9 +272,10 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def start_server(config: Path, base: str, log: Path) -> subprocess.Popen:
+def start_server(config: Path, base: str, log: Path, on: str, pin: bool) -> subprocess.Popen:
+    cmd = [sys.executable, __file__, "--serve", str(config), "--servers", on]
     with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, __file__, "--serve", str(config)], stdout=out, stderr=out,
+        proc = subprocess.Popen((["taskset", "-c", "0"] if pin else []) + cmd, stdout=out, stderr=out,
                                 stdin=subprocess.DEVNULL)
     end = time.monotonic() + 30
     while time.monotonic() < end:
@@ -300,23 +300,39 @@ def stop_server(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
-def measure(args: argparse.Namespace, database: str, home: Path) -> None:
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    keys = home / "bench.keys"
-    config = home / "bench.toml"
-    config.write_text(CONFIG.format(port=port, database=database, keys=keys, tenant=TENANT,
-                                    token_cache=args.token_cache))
-    access, refresh = issue(database, str(keys), port, args.connections)
-    proc = start_server(config, base, home / "server.log")
+GUARDED, BARE, REFUSED = "(a) guard + trivial app, valid token", "(b) trivial app, no guard", "(c) guard, no token: 401"
+REFRESH = "(d) refresh grant, POST /oauth/token"
+# What each server runs with, for the record.
+PACKAGES = {"uvicorn": ("uvicorn", "httptools", "uvloop"), "hypercorn-trio": ("hypercorn", "trio"),
+            "hypercorn": ("hypercorn",)}
+
+
+def versions(on: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    def one(name: str) -> str:
+        try:
+            return f"{name} {version(name)}"
+        except PackageNotFoundError:
+            return f"{name} (not installed)"
+
+    return ", ".join(one(name) for name in PACKAGES[on])
+
+
+def measure_server(args: argparse.Namespace, on: str, config: Path, base: str, access: str,
+                   chains: list[list[str]], home: Path, pin: bool) -> dict[str, list[Result]]:
+    """Each case's rounds on server ``on`` (REFRESH: one)."""
+    proc = start_server(config, base, home / f"server-{on}.log", on, pin)
     try:
         load = wrk if args.generator == "wrk" else python_load
+        bearer = {"authorization": f"Bearer {access}"}
         cases = {
-            "(a) guard + trivial app, valid token": (f"{base}/mcp", {"authorization": f"Bearer {access}"}, 200),
+            GUARDED: (f"{base}/mcp", bearer, 200),
             # The same request line and headers, so only the guard differs.
-            "(b) trivial app, no guard": (f"{base}/bare", {"authorization": f"Bearer {access}"}, 200),
-            "(c) guard, no token: 401": (f"{base}/mcp", {}, 401),
+            BARE: (f"{base}/bare", bearer, 200),
+            REFUSED: (f"{base}/mcp", {}, 401),
         }
+        load(f"{base}/bare", bearer, 200, args.connections, 1.0)  # warm up
         rounds: dict[str, list[Result]] = {name: [] for name in cases}
         # Rounds alternate the cases, so a noisy moment on the machine hits all.
         for _ in range(args.rounds):
@@ -325,50 +341,89 @@ def measure(args: argparse.Namespace, database: str, home: Path) -> None:
                 result = load(url, headers, expected, args.connections, args.duration)
                 result.cpu_us = (cpu_seconds(proc.pid) - cpu_before) / result.requests * 1e6
                 rounds[name].append(result)
-        # The best round of each case: the one least disturbed by the rest of the machine.
-        results = {name: max(rs, key=lambda r: r.rate) for name, rs in rounds.items()}
-        results["(d) refresh grant, POST /oauth/token"] = refresh_load(f"{base}/oauth/token", refresh,
-                                                                        args.duration)
+        rounds[REFRESH] = [refresh_load(f"{base}/oauth/token", chains, args.duration)]
     finally:
         stop_server(proc)
+    return rounds
 
-    label = "sqlite" if database.startswith("sqlite") else database.split("://")[0]
-    print(f"\nstore: {label}; {args.connections} connections; {args.duration:g} s per case; best of "
-          f"{args.rounds} rounds for (a)-(c); load: {args.generator} for (a)-(c), httpx for (d)")
-    print(f"{'case':<40}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'CPU us/req':>12}{'unexpected':>12}")
-    for name, r in results.items():
+
+def report(on: str, rounds: dict[str, list[Result]], pin: bool) -> None:
+    print(f"\nserver: {on} ({versions(on)}); "
+          + ("pinned: server on core 0, load generator on core 1" if pin else "not pinned"))
+    print(f"{'case, best round':<40}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'CPU us/req':>12}{'unexpected':>12}")
+    for name, rs in rounds.items():
+        r = max(rs, key=lambda r: r.rate)  # the round least disturbed by the rest of the machine
         seen = ", ".join(f"HTTP {status}: {n}" for status, n in sorted(r.statuses.items()))
         print(f"{name:<40}{r.rate:>10.0f}{r.p50:>10.2f}{r.p99:>10.2f}{r.cpu_us:>12.0f}{r.unexpected:>12}  {seen}")
-    guarded, bare = "(a) guard + trivial app, valid token", "(b) trivial app, no guard"
-    a, b = results[guarded], results[bare]
-    ratio = a.rate / b.rate
-    verdict = "meets" if ratio >= 0.9 else "misses"
-    print(f"ratio (a)/(b) = {ratio:.3f}: the guard costs {(1 - ratio) * 100:.1f}% of a bare request's "
-          f"throughput ({verdict} the < 10% target)")
-    # Steadier views of the same figure: each round's (a) against the (b)
-    # measured right after it, and the server's CPU time per request.
-    paired = [ra.rate / rb.rate for ra, rb in zip(rounds[guarded], rounds[bare])]
-    print(f"per-round ratios (a)/(b): {', '.join(f'{x:.3f}' for x in paired)} "
-          f"(median {statistics.median(paired):.3f})")
-    cpu_a = statistics.median(r.cpu_us for r in rounds[guarded])
-    cpu_b = statistics.median(r.cpu_us for r in rounds[bare])
-    print(f"server CPU per request, median of rounds: (a) {cpu_a:.0f} us, (b) {cpu_b:.0f} us: the guard adds "
-          f"{cpu_a - cpu_b:.0f} us, {(cpu_a / cpu_b - 1) * 100:.1f}% of a bare request's CPU")
+    for case, target in ((GUARDED, 0.95), (REFUSED, 0.8)):
+        label = case[:3] + "/(b)"
+        paired = [rc.rate / rb.rate for rc, rb in zip(rounds[case], rounds[BARE])]
+        ratio = statistics.median(paired)
+        cpu = statistics.median(rb.cpu_us / rc.cpu_us for rc, rb in zip(rounds[case], rounds[BARE]))
+        print(f"{label} req/s, each round: {', '.join(f'{x:.3f}' for x in paired)}; median {ratio:.3f} "
+              f"({'meets' if ratio >= target else 'misses'} >= {target}); as CPU time (b)/{case[:3]}: "
+              f"median {cpu:.3f}")
+    cpu = {case[:3]: statistics.median(r.cpu_us for r in rounds[case]) for case in (GUARDED, BARE, REFUSED)}
+    print("server CPU per request, median of rounds: " + ", ".join(f"{k} {v:.1f} us" for k, v in cpu.items())
+          + f": the guard adds {cpu['(a)'] - cpu['(b)']:.1f} us to a bare request, a 401 costs "
+          f"{cpu['(c)'] - cpu['(b)']:.1f} us more than one")
+
+
+def compare(results: dict[str, dict[str, list[Result]]]) -> None:
+    first, *others = results
+    for on in others:
+        for case in (GUARDED, REFUSED):
+            times = statistics.median(r.rate for r in results[first][case]) / \
+                statistics.median(r.rate for r in results[on][case])
+            print(f"{case[:3]} on {first} / on {on}, req/s (medians of rounds): {times:.2f}x")
+
+
+def measure(args: argparse.Namespace, database: str, home: Path) -> None:
+    pin = not args.no_pin and (os.cpu_count() or 1) >= 2 and shutil.which("taskset") is not None
+    if pin:
+        os.sched_setaffinity(0, {1})  # this process and its load generators
+    port = free_port()  # every server in turn, on the same port (the tokens name it)
+    base = f"http://127.0.0.1:{port}"
+    keys = home / "bench.keys"
+    config = home / "bench.toml"
+    config.write_text(CONFIG.format(port=port, database=database, keys=keys, tenant=TENANT,
+                                    token_cache=args.token_cache))
+    access, refresh = issue(database, str(keys), port, args.connections)
+    chains = [[token] for token in refresh]
+    results = {on: measure_server(args, on, config, base, access, chains, home, pin)
+               for on in args.servers.split(",")}
+    label = "sqlite" if database.startswith("sqlite") else database.split("://")[0]
+    print(f"\nstore: {label}; {args.connections} connections; {args.duration:g} s per case; {args.rounds} "
+          f"rounds of (a)-(c); load: {args.generator} for (a)-(c), httpx for (d)")
+    for on, rounds in results.items():
+        report(on, rounds, pin)
+    if len(results) > 1:
+        print()
+        compare(results)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per case (default 5)")
     parser.add_argument("--connections", type=int, default=32, help="concurrent connections (default 32)")
-    parser.add_argument("--rounds", type=int, default=2, help="rounds of (a)-(c) (default 2)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of (a)-(c) (default 3)")
+    parser.add_argument("--servers", default="uvicorn",
+                        help="comma-separated, of uvicorn (serve's default), hypercorn-trio (serve --trio) and "
+                             "hypercorn (asyncio, what serve ran on before); default uvicorn")
+    parser.add_argument("--no-pin", action="store_true", help="do not pin the server and the load to a core each")
     parser.add_argument("--database", default="sqlite", help="sqlite (a temporary file) or a database URL")
     parser.add_argument("--generator", choices=["wrk", "python"], default="wrk" if shutil.which("wrk") else "python")
     parser.add_argument("--token-cache", type=float, default=5.0,
                         help="server.token_cache_seconds of the server (default 5, as served; 0 = off)")
     parser.add_argument("--serve", metavar="CONFIG", help=argparse.SUPPRESS)  # the server process
     args = parser.parse_args()
+    from mcp_oauth_proxy.serving import SERVERS
+
+    unknown = set(args.servers.split(",")) - set(SERVERS)
+    if unknown:
+        parser.error(f"--servers: unknown {', '.join(sorted(unknown))} (known: {', '.join(SERVERS)})")
     if args.serve:
-        return serve(args.serve)
+        return serve(args.serve, args.servers)
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp)
         if args.database == "sqlite":

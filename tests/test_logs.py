@@ -47,6 +47,26 @@ def test_a_throttled_line_is_written_once_per_interval_counting_the_others(caplo
     ]
 
 
+def test_another_librarys_lines_through_a_throttle_share_its_interval_and_count(caplog):
+    from mcp_oauth_proxy.logs import Throttled
+
+    now = [100.0]
+    note = Throttled(logging.getLogger("throttled"), logging.INFO, interval=60.0, clock=lambda: now[0])
+    theirs = logging.getLogger("throttled.theirs")
+    theirs.addFilter(note)
+    try:
+        with caplog.at_level(logging.INFO, logger="throttled"):
+            for t, line in ((100.0, theirs.warning), (101.0, note), (102.0, theirs.warning), (160.0, theirs.warning)):
+                now[0] = t
+                line("Invalid HTTP request received.")
+    finally:
+        theirs.removeFilter(note)
+    assert [r.getMessage() for r in caplog.records] == [
+        "Invalid HTTP request received.",
+        "Invalid HTTP request received. (and 2 more like it since the last such line)",
+    ]
+
+
 def test_the_http_client_never_logs_request_urls(capsys):
     level = logging.getLogger().level
     configure_logging("debug")

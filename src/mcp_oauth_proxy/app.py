@@ -129,23 +129,24 @@ class ServerApp:
     body_timeout: float | None = None
     # The tenants' protected paths, parsed once.
     resource_paths: tuple[str, ...] = attrs.field(init=False)
-    _http: RequestBodies = attrs.field(init=False)
+    # Each of the two, its request bodies seen to (one layer less per request
+    # than one RequestBodies around the routing).
+    _guarded_bodies: RequestBodies = attrs.field(init=False)
+    _oauth_bodies: RequestBodies = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         self.resource_paths = tuple(e.tenant.resource_path for e in self.site.entries if e.tenant.resource_path)
-        self._http = RequestBodies(self._route, self.body_timeout)
+        self._guarded_bodies = RequestBodies(self.guarded, self.body_timeout)
+        self._oauth_bodies = RequestBodies(self.oauth, self.body_timeout)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             return await self._lifespan(scope, receive, send)
-        return await self._http(scope, receive, send)
-
-    async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
         for resource_path in self.resource_paths:
             if path == resource_path or path.startswith(resource_path + "/"):
-                return await self.guarded(scope, receive, send)
-        return await self.oauth(scope, receive, send)
+                return await self._guarded_bodies(scope, receive, send)
+        return await self._oauth_bodies(scope, receive, send)
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         # The backend owns the lifespan (the guard passes it on); our pools

@@ -1,6 +1,6 @@
-"""The ``mcp-oauth-proxy`` command: ``serve`` runs the server on Hypercorn
-(asyncio, or trio with ``--trio``); ``check-config`` reports every problem
-of a config file without serving."""
+"""The ``mcp-oauth-proxy`` command: ``serve`` runs the server (on uvicorn,
+or on Hypercorn and trio with ``--trio``); ``check-config`` reports every
+problem of a config file without serving."""
 
 from __future__ import annotations
 
@@ -42,11 +42,8 @@ def check_config(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _serve(app: Any, config: config_mod.Config, trio: bool) -> None:
-    from .serving import harden_connections, hypercorn_config
-
-    hyper = hypercorn_config(config.server)
-    harden_connections()
+async def _serve(app: Any, config: config_mod.Config, on: str) -> None:
+    from .serving import serve
 
     async def until_signalled() -> None:
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -54,10 +51,6 @@ async def _serve(app: Any, config: config_mod.Config, trio: bool) -> None:
                 log.info("stopping on %s", signal.Signals(signum).name)
                 return
 
-    if trio:
-        from hypercorn.trio import serve
-    else:
-        from hypercorn.asyncio import serve  # type: ignore[assignment]
     log.info("serving %d tenant(s) on http://%s", len(config.tenants), config.server.listen)
     # Housekeeping runs beside the server, in a scope of its own, so that
     # stopping it does not cancel the server's shutdown.
@@ -70,8 +63,19 @@ async def _serve(app: Any, config: config_mod.Config, trio: bool) -> None:
     async with anyio.create_task_group() as tasks:
         if config.server.gc_interval:
             tasks.start_soon(collect_garbage)
-        await serve(app, hyper, shutdown_trigger=until_signalled)  # type: ignore[arg-type]
+        await serve(app, config.server, until_signalled, on)
         housekeeping.cancel()
+
+
+def run_server(app: Any, config: config_mod.Config, on: str = "uvicorn") -> None:
+    """Serve ``app`` (built from ``config``) on server ``on`` (serving.SERVERS)
+    until SIGINT or SIGTERM, expired records collected beside it."""
+    from .serving import event_loop
+
+    # What start-up built lives as long as the server: frozen, later garbage
+    # collections no longer walk it (measured: bench/bench_guard.py).
+    gc.freeze()
+    anyio.run(_serve, app, config, on, **event_loop(on))
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -90,10 +94,7 @@ def serve(args: argparse.Namespace) -> int:
     except (SchemaError, StorageUnavailable, KeyConfigError, OSError) as exc:
         print(f"cannot start: {exc}", file=sys.stderr)
         return 1
-    # What start-up built lives as long as the server: frozen, later garbage
-    # collections no longer walk it (measured: bench/bench_guard.py).
-    gc.freeze()
-    anyio.run(_serve, app, config, args.trio, backend="trio" if args.trio else "asyncio")
+    run_server(app, config, "hypercorn-trio" if args.trio else "uvicorn")
     return 0
 
 
@@ -105,7 +106,7 @@ def parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("serve", help="run the server")
     run.add_argument("--config", required=True, help="the TOML config file")
-    run.add_argument("--trio", action="store_true", help="run on trio instead of asyncio")
+    run.add_argument("--trio", action="store_true", help="run on Hypercorn and trio instead of uvicorn and asyncio")
     run.add_argument("--upgrade", action="store_true",
                      help="migrate an older database schema before serving (else serve refuses it)")
     run.set_defaults(func=serve)

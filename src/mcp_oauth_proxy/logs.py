@@ -64,13 +64,31 @@ class Throttled:
         self._held = 0
 
     def __call__(self, message: str, *args: Any) -> None:
+        held = self._admit()
+        if held is not None:
+            self.logger.log(self.level, message + _more(held), *args)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """As a logging filter, for lines another library writes: the same
+        rule (and the same count, shared with this object's own lines)."""
+        held = self._admit()
+        if held is None:
+            return False
+        record.msg = str(record.msg) + _more(held)
+        return True
+
+    def _admit(self) -> int | None:
+        """None if a line may not be written now (it is counted), else how
+        many were held back since the last one."""
         with self._lock:
             now = self._clock()
             if now < self._next:
                 self._held += 1
-                return
+                return None
             self._next = now + self.interval
             held, self._held = self._held, 0
-        if held:
-            message += f" (and {held} more like it since the last such line)"
-        self.logger.log(self.level, message, *args)
+        return held
+
+
+def _more(held: int) -> str:
+    return f" (and {held} more like it since the last such line)" if held else ""

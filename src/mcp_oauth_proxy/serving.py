@@ -1,5 +1,20 @@
-"""Running the served app on Hypercorn (asyncio or trio): its settings from
-``[server]``, and two changes to how it runs a connection.
+"""Running the served app: on uvicorn (httptools, uvloop) by default, on
+Hypercorn under trio; each with the limits below, which neither server
+keeps by itself.
+
+No client holds a connection for long. Each server closes a connection
+idle past ``keep_alive_timeout``. uvicorn's timer stops at the first byte
+that comes, and is not started until a first answer has gone: a client
+that sends nothing, or a request head a byte at a time, held its
+connection for ever; and it reads a request head without a bound (52 MB
+in 3 s). Here the timer runs from the connection's start or its last
+answer until a whole request head has come, as Hypercorn's does, and a
+head over ``MAX_HEAD`` bytes is refused (431), Hypercorn's (h11's) bound.
+
+A request whose answer is complete before its body is ends its connection:
+uvicorn would read and drop the rest for as long as it came, each byte
+restarting its idle timer. (``adapters/bodies.py`` has already drained
+what came within a second.)
 
 A connection ends when its client leaves. Hypercorn's reader stops at the
 client's end of the stream, but the connection's task (and its socket, in
@@ -13,15 +28,25 @@ connection's task when a client's bytes trip its protocol code: a garbage
 frames for an HTTP/2 stream already answered, a close racing a send on
 trio. On asyncio that is a traceback in the log per connection (the
 request line quoted in it); on trio it ends the whole server. Here it ends
-that connection only, and says so in one short line, at most once a minute.
+that connection only, and says so in one short line, at most once a minute;
+so do uvicorn's warnings about malformed requests, one per connection.
+uvicorn's info lines are left out: they quote the URL of each WebSocket
+handshake (there is no access log).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import importlib.util
 import logging
 import sys
+from typing import Any, Awaitable, Callable, Iterator
 
+import anyio
+import uvicorn
 from hypercorn.config import Config as HypercornConfig
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from .config import ServerConfig
 from .logs import Throttled
@@ -31,6 +56,147 @@ if sys.version_info < (3, 11):  # pragma: no cover
 
 log = logging.getLogger("mcp_oauth_proxy")
 _failed = Throttled(log, logging.INFO, interval=60.0)
+
+# Bytes of a request head a connection holds while it waits for the rest (h11's bound).
+MAX_HEAD = 16 * 1024
+# Seconds the answers under way get to finish once the server is told to stop (Hypercorn's).
+GRACE = 3.0
+
+# What serve runs on: uvicorn (the default), Hypercorn on trio (--trio); and
+# Hypercorn on asyncio, what it ran on before (bench/bench_guard.py compares them).
+SERVERS = ("uvicorn", "hypercorn-trio", "hypercorn")
+
+
+def event_loop(on: str) -> dict[str, Any]:
+    """``anyio.run``'s keyword arguments for the event loop server ``on`` runs in."""
+    if on == "hypercorn-trio":
+        return {"backend": "trio"}
+    if on == "uvicorn" and importlib.util.find_spec("uvloop") is not None:  # not on Windows
+        return {"backend": "asyncio", "backend_options": {"use_uvloop": True}}
+    return {"backend": "asyncio"}
+
+
+async def serve(app: Any, server: ServerConfig, until: Callable[[], Awaitable[None]], on: str = "uvicorn") -> None:
+    """Serve ``app`` on server ``on`` (in its event_loop) until ``until()`` returns."""
+    if on == "uvicorn":
+        return await _on_uvicorn(app, server, until)
+    harden_connections()
+    if on == "hypercorn-trio":
+        from hypercorn.trio import serve as on_hypercorn
+    else:
+        from hypercorn.asyncio import serve as on_hypercorn  # type: ignore[assignment]
+    await on_hypercorn(app, hypercorn_config(server), shutdown_trigger=until)  # type: ignore[arg-type]
+
+
+# -- uvicorn ------------------------------------------------------------------------
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield  # the caller says when to stop (``until``)
+
+
+async def _on_uvicorn(app: Any, server: ServerConfig, until: Callable[[], Awaitable[None]]) -> None:
+    running = _Server(uvicorn_config(app, server))
+
+    async def stop() -> None:
+        await until()
+        running.should_exit = True
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(stop)
+        await running.serve()
+        tasks.cancel_scope.cancel()
+
+
+def uvicorn_config(app: Any, server: ServerConfig) -> uvicorn.Config:
+    host, _, port = server.listen.rpartition(":")
+    logging.getLogger("uvicorn.error").addFilter(_client_caused)  # once (a filter is added once)
+    return uvicorn.Config(
+        app, host=host.strip("[]"), port=int(port), http=_Connection, ws="wsproto", lifespan="on",
+        # No access log: callback and authorize URLs carry codes and state.
+        access_log=False, log_config=None, log_level=logging.WARNING,
+        # Only the site decides whom to believe about a client's address (trusted_proxies).
+        proxy_headers=False, server_header=False,
+        timeout_keep_alive=server.keep_alive_timeout, timeout_graceful_shutdown=GRACE)  # type: ignore[arg-type]
+
+
+class _ClientCaused(logging.Filter):
+    """uvicorn's warnings (a malformed request, an unsupported upgrade), one
+    per connection a client opens: through the same once-a-minute line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno != logging.WARNING or _failed.filter(record)
+
+
+_client_caused = _ClientCaused()
+
+
+class _Connection(HttpToolsProtocol):
+    """uvicorn's HTTP/1.1 connection, with the limits above."""
+
+    # When the request head awaited must have come by (loop time); None while none is.
+    _head_due: float | None = None
+    _head_bytes = 0
+    # At most one timer per connection, moved on lazily: not one made and
+    # cancelled per request.
+    _timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._await_head()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._head_due = None
+        if self._timer is not None:
+            self._timer.cancel()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            super().data_received(data)
+        except Exception as error:
+            _failed("closed a connection on a protocol error (%s)", _names(error))
+            self.transport.close()
+            return
+        if self._head_due is not None:
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD:
+                _failed("closed a connection whose request head went past %d bytes", MAX_HEAD)
+                self.transport.write(b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+                                     b"content-length: 0\r\nconnection: close\r\n\r\n")
+                self.transport.close()
+
+    def on_headers_complete(self) -> None:
+        self._head_due = None
+        super().on_headers_complete()
+
+    def on_response_complete(self) -> None:
+        if not self.pipeline and self.cycle.more_body:
+            # The answer is out, the request's body is not all in: the rest is not read.
+            self.transport.close()
+        super().on_response_complete()
+        if self.timeout_keep_alive_task is not None:  # uvicorn waits for the next request
+            self._await_head()
+
+    def _await_head(self) -> None:
+        self._head_due = self.loop.time() + self.timeout_keep_alive
+        self._head_bytes = 0
+        if self._timer is None:
+            self._timer = self.loop.call_at(self._head_due, self._head_overdue)
+
+    def _head_overdue(self) -> None:
+        self._timer = None
+        if self._head_due is None:
+            return  # it came; the next wait starts a timer
+        if self.loop.time() < self._head_due:  # a later wait
+            self._timer = self.loop.call_at(self._head_due, self._head_overdue)
+        else:
+            self.transport.close()
+
+
+# -- Hypercorn ------------------------------------------------------------------------
 
 
 def hypercorn_config(server: ServerConfig) -> HypercornConfig:
@@ -43,6 +209,7 @@ def hypercorn_config(server: ServerConfig) -> HypercornConfig:
     # An idle connection, and one whose request head has not all come
     # (the timer runs from the connection's start or its last answer), is closed.
     hyper.keep_alive_timeout = server.keep_alive_timeout
+    hyper.graceful_timeout = GRACE
     return hyper
 
 
@@ -53,7 +220,7 @@ def _names(error: BaseException) -> str:
     return type(error).__name__
 
 
-class _Connection:
+class _HypercornConnection:
     """Put before Hypercorn's TCPServer (of either loop): the changes above."""
 
     async def run(self) -> None:
@@ -74,5 +241,5 @@ def harden_connections() -> None:
     from hypercorn.trio import run as on_trio
 
     for module in (on_asyncio, on_trio):
-        if not issubclass(module.TCPServer, _Connection):
-            module.TCPServer = type("TCPServer", (_Connection, module.TCPServer), {})
+        if not issubclass(module.TCPServer, _HypercornConnection):
+            module.TCPServer = type("TCPServer", (_HypercornConnection, module.TCPServer), {})

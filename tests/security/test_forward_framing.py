@@ -1,6 +1,6 @@
 """Request framing that disagrees with itself, and what the outbound client
 makes of it: both Content-Length and Transfer-Encoding through ``mcp-oauth-proxy
-serve`` (asyncio and trio) in front of the real backend process; a body that
+serve`` (the default server and trio) in front of the real backend process; a body that
 does not match its Content-Length given to the forwarder in-process."""
 
 from __future__ import annotations
@@ -28,7 +28,9 @@ def test_content_length_with_transfer_encoding_is_refused(proxy: Proxy) -> None:
             ("Authorization", f"Bearer {proxy.access_token}"), ("Content-Type", "application/json"), *framing],
             b"2\r\n{}\r\n0\r\n\r\n")
         assert answer.status == 400, answer
-        assert json.loads(answer.body)["error"] == "invalid_request"
+        if answer.headers.get("content-type") == "application/json":
+            assert json.loads(answer.body)["error"] == "invalid_request"
+        # else refused by the server's parser (uvicorn's), before any app saw it
         assert requests_with(proxy.backend, f"{probe}-{i}") == []
     assert "Traceback" not in proxy.log.read_text(errors="replace")
 

@@ -1,7 +1,9 @@
 """Identity and origin headers a client spells with underscores: a WSGI
 server files ``X_MCP_User`` and ``X-MCP-User`` under one ``HTTP_X_MCP_USER``
 key, the client's joined ahead of ours. The forwarder in-process, in front
-of a real WSGI backend process (wsgiref) that reports the environ it saw."""
+of a real WSGI backend process (wsgiref) that reports the environ it saw;
+and a real ``serve`` process, whose server must not believe a client's
+address claims either."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from forward_servers import DEADLINE, GRACE, TOKEN_HEADER, as_guarded, start, up
 from local_idp import LocalIdP
 from processes import free_port, stop_process, wait_until
 from proxy_apps import site
+from served import LOOPS, seed_access_token, serve
 
 from mcp_oauth_proxy.adapters.forward import Backend, Forwarder
 from mcp_oauth_proxy.adapters.forward_headers import identity_value
@@ -83,6 +86,27 @@ def test_underscored_identity_headers_never_reach_a_wsgi_backend(
     for claim in ("HTTP_X_REAL_IP", "HTTP_TRUE_CLIENT_IP", "HTTP_CLIENT_IP", "HTTP_VIA",
                   "HTTP_X_ORIGINAL_FORWARDED_FOR"):
         assert (claim in environ) == behind_proxy, claim
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_clients_address_claims_are_not_believed_by_the_server(loop: str, wsgi_backend: str,
+                                                                 tmp_path: Path) -> None:
+    """No proxy is trusted: the server hands the app the peer's own address
+    and scheme (uvicorn, left to itself, believes X-Forwarded-* from 127.0.0.1)."""
+    port = free_port()
+    database = f"sqlite:///{tmp_path / 'proxy.db'}"
+    token = seed_access_token(database, tmp_path / "keys", "acme", f"http://127.0.0.1:{port}/mcp")
+    claims = {"X-Forwarded-For": "6.6.6.6", "X-Forwarded-Proto": "https", "X-Real-IP": "6.6.6.6",
+              "Forwarded": "for=6.6.6.6;proto=https"}
+    with serve(tmp_path, loop, port=port, database=database, tenant=f'backend = "{wsgi_backend}/mcp"') as served:
+        answer = httpx.get(f"{served.base}/mcp", headers={"authorization": f"Bearer {token}", **claims},
+                           timeout=10, trust_env=False)
+    assert answer.status_code == 200, answer.text
+    environ = answer.json()
+    assert environ["HTTP_X_FORWARDED_FOR"] == "127.0.0.1"
+    assert environ["HTTP_X_FORWARDED_PROTO"] == "http"
+    assert environ["HTTP_FORWARDED"].endswith("proto=http")
+    assert not [value for value in environ.values() if "6.6.6.6" in value], environ
 
 
 @pytest.mark.parametrize("value", ["user-42", "jos\u00e9", "jos%C3%A9", "a\r\nX-MCP-Scopes: root", "100%", "mcp extra",

@@ -68,3 +68,29 @@ def test_a_line_break_in_a_header_value_is_never_sent_by_the_wsgi_adapter() -> N
     body = b"".join(_send(lambda status, headers: started.append((status, headers)), SPLIT))
     status, headers = started[0]
     _check_refused(int(status.split()[0]), [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers], body)
+
+
+def test_answers_sent_again_are_checked_again_by_the_asgi_adapter() -> None:
+    """The adapter encodes the headers of an answer sent again and again
+    (a tenant's 401, one object) once; each answer still goes out as checked,
+    whatever was sent before it."""
+    challenge = Response(401, (("www-authenticate", 'Bearer resource_metadata="x"'),), b"{}")
+    split = Response(200, (("x-note", "a\r\nSet-Cookie: session=attacker"),))
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def main() -> None:
+        for response in (challenge, challenge, IDN_LOCATION, IDN_LOCATION, split, split, challenge):
+            await send_response(send, response)
+
+    anyio.run(main)
+    starts = sent[0::2]
+    assert [m["status"] for m in starts] == [401, 401, 302, 302, 500, 500, 401]
+    for start in starts[2:4]:
+        _check_redirect(start["status"], start["headers"])
+    for start in (starts[0], starts[1], starts[6]):
+        assert start["headers"] == [(b"www-authenticate", b'Bearer resource_metadata="x"'), (b"content-length", b"2")]
+    assert [m["body"] for m in sent[1::2]][-1] == b"{}"
+    assert not any(b"attacker" in value for start in starts for _, value in start["headers"])

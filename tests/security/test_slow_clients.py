@@ -1,8 +1,10 @@
 """Clients that hold a connection by never finishing: a request body that
 never ends (a byte now and then), a request head that never ends, a
 connection that never sends anything. Each is closed within its timeout
-(``body_timeout``, ``keep_alive_timeout``, configured short here); on
-asyncio and on trio, through a real ``serve`` process."""
+(``body_timeout``, ``keep_alive_timeout``, configured short here); a
+request head that grows as fast as the server reads it is cut off long
+before the timeout. On the default server and on ``--trio``, through a
+real ``serve`` process."""
 
 from __future__ import annotations
 
@@ -11,11 +13,14 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+import httpx
 import pytest
-from served import LOOPS, Served, read_answer, request, serve
+from served import LOOPS, Served, closed_within, read_answer, request, serve
 
 TIMEOUT = 1.0
 MARGIN = 2.0
+# Many times what a server may hold of an unfinished request head (h11: 16 KiB).
+ENDLESS_HEAD = 64 * 1024 * 1024
 
 
 @pytest.fixture(scope="module", params=LOOPS)
@@ -69,3 +74,34 @@ def test_an_idle_connection_is_closed(served: Served) -> None:
         assert answer is not None and answer.status == 200
         sock.settimeout(TIMEOUT + MARGIN)
         assert sock.recv(1) == b""  # closed by the server, not timed out here
+
+
+def test_a_connection_that_never_sends_anything_is_closed(served: Served) -> None:
+    with served.connect() as sock:
+        assert closed_within(sock, TIMEOUT + MARGIN) is not None, "still open"
+
+
+@pytest.fixture(scope="module", params=LOOPS)
+def patient(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """A server whose keep-alive timeout is far longer than sending ENDLESS_HEAD takes."""
+    tmp: Path = tmp_path_factory.mktemp(f"patient-{request.param}")
+    with serve(tmp, request.param, server="keep_alive_timeout = 60") as running:
+        yield running
+
+
+def test_a_request_head_that_grows_without_end_is_cut_off(patient: Served) -> None:
+    """Sent as fast as the server reads it: the server holds only so much of
+    it, then closes the connection (the client's writes fail)."""
+    sent = 0
+    with patient.connect(timeout=30) as sock:
+        sock.sendall(b"GET /.well-known/oauth-authorization-server HTTP/1.1\r\nhost: " + patient.host
+                     + b"\r\nx-endless: ")
+        try:
+            while sent < ENDLESS_HEAD:
+                sock.sendall(b"a" * 65536)
+                sent += 65536
+        except OSError:  # reset, or a write after the server closed
+            pass
+    assert sent < ENDLESS_HEAD
+    alive = httpx.get(f"{patient.base}/.well-known/oauth-authorization-server", timeout=5, trust_env=False)
+    assert alive.status_code == 200

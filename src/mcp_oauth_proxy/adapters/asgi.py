@@ -19,6 +19,7 @@ An authorized request reaches the wrapped app with two scope entries:
 from __future__ import annotations
 
 import logging
+import weakref
 from typing import Any, Awaitable, Callable, MutableMapping, Sequence, TypeVar
 from urllib.parse import quote
 
@@ -161,11 +162,32 @@ async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
 async def send_response(send: Send, response: Response) -> None:
     """A whole response, its length said (else the server would chunk it),
     its header values as they may be sent (header_values.py)."""
-    response = sendable(response)
+    global _last_sent
+    last, headers = _last_sent
+    if last() is not response:
+        sent = sendable(response)
+        if sent is not response:  # a value encoded, or a server error instead (rare): not remembered
+            return await _send(send, sent, _asgi_headers(sent))
+        headers = _asgi_headers(response)
+        _last_sent = weakref.ref(response), headers
+    await _send(send, response, headers)
+
+
+def _asgi_headers(response: Response) -> list[tuple[bytes, bytes]]:
     headers = [(k.encode("latin-1"), v.encode("ascii")) for k, v in response.headers]
     headers.append((b"content-length", str(len(response.body)).encode("ascii")))
-    await send({"type": "http.response.start", "status": response.status, "headers": headers})
+    return headers
+
+
+async def _send(send: Send, response: Response, headers: list[tuple[bytes, bytes]]) -> None:
+    await send({"type": "http.response.start", "status": response.status, "headers": list(headers)})
     await send({"type": "http.response.body", "body": response.body})
+
+
+# The last answer sent (not kept alive here) and its ASGI headers: an answer
+# sent again and again is one object (a tenant's 401, made once), and its
+# headers are checked and encoded once.
+_last_sent: tuple[Callable[[], Response | None], list[tuple[bytes, bytes]]] = (lambda: None, [])
 
 
 async def refuse_websocket(send: Send) -> None:

@@ -45,9 +45,10 @@ class RequestBodies:
         self.timeout = math.inf if timeout is None else timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or not _may_have_body(scope):
+            # Nothing to wait for nor to drain (most requests: a GET, an SSE stream).
             return await self.app(scope, receive, send)
-        exchange = _Exchange(receive, send, self.timeout, body_done=not _may_have_body(scope))
+        exchange = _Exchange(receive, send, self.timeout)
         await self.app(scope, exchange.receive, exchange.send)
         if not exchange.answered and not exchange.body_done:
             # Returned without a word, the body unread (or late): the server's
@@ -72,12 +73,12 @@ class _Exchange:
 
     __slots__ = ("_receive", "_send", "budget", "body_done", "timed_out", "answered")
 
-    def __init__(self, receive: Receive, send: Send, budget: float, body_done: bool) -> None:
+    def __init__(self, receive: Receive, send: Send, budget: float) -> None:
         self._receive = receive
         self._send = send
         self.budget = budget  # seconds the client may yet keep us waiting for its body
         # Nothing more to wait for: the body's end (or the client's leaving) was received.
-        self.body_done = body_done
+        self.body_done = False
         self.timed_out = False
         self.answered = False
 

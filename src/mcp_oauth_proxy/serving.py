@@ -226,6 +226,8 @@ class _HypercornConnection:
     async def run(self) -> None:
         try:
             await super().run()  # type: ignore[misc]
+        except _NoHTTP2:
+            pass  # a client that spoke HTTP/2: its connection is closed, as said
         except Exception as error:  # cancellation passes; anything else was this connection's
             _failed("closed a connection on a protocol error (%s)", _names(error))
 
@@ -235,11 +237,36 @@ class _HypercornConnection:
         await self.idle_task.stop()  # type: ignore[attr-defined]
 
 
+class _NoHTTP2(Exception):
+    pass
+
+
+def _http1_only(h11_protocol: type) -> type:
+    """Hypercorn's HTTP/1.1 protocol, minus its ways into HTTP/2. Hypercorn's
+    HTTP/2 held a connection whose client set a zero flow-control window
+    for ever, kept connections its clients had left (their descriptors, on
+    trio), buffered a forwarded stream without bound when the client never
+    opened its window, and leaked extended CONNECTs on trio: serve speaks
+    HTTP/1.1 alone, as it does on uvicorn. An ``Upgrade: h2c`` is ignored
+    (RFC 9113 §3.1 drops that upgrade; the request is answered in HTTP/1.1);
+    the HTTP/2 preface ends the connection."""
+
+    class HTTP1Only(h11_protocol):  # type: ignore[misc, valid-type]
+        async def _check_protocol(self, event: Any) -> None:
+            if event.method == b"PRI" and event.target == b"*":
+                raise _NoHTTP2()
+
+    return HTTP1Only
+
+
 def harden_connections() -> None:
     """Install the changes above for both of Hypercorn's loops (again is harmless)."""
+    from hypercorn import protocol
     from hypercorn.asyncio import run as on_asyncio
     from hypercorn.trio import run as on_trio
 
     for module in (on_asyncio, on_trio):
         if not issubclass(module.TCPServer, _HypercornConnection):
             module.TCPServer = type("TCPServer", (_HypercornConnection, module.TCPServer), {})
+    if protocol.H11Protocol.__name__ != "HTTP1Only":
+        protocol.H11Protocol = _http1_only(protocol.H11Protocol)

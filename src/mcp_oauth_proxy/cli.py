@@ -70,8 +70,11 @@ async def _serve(app: Any, config: config_mod.Config, on: str) -> None:
 def run_server(app: Any, config: config_mod.Config, on: str = "uvicorn") -> None:
     """Serve ``app`` (built from ``config``) on server ``on`` (serving.SERVERS)
     until SIGINT or SIGTERM, expired records collected beside it."""
+    from .descriptors import quiet_accept_failures, raise_limit
     from .serving import event_loop
 
+    raise_limit()
+    quiet_accept_failures()
     # What start-up built lives as long as the server: frozen, later garbage
     # collections no longer walk it (measured: bench/bench_guard.py).
     gc.freeze()

@@ -11,6 +11,7 @@ import http.server
 import random
 import socket
 import ssl
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -126,3 +127,24 @@ def test_forwarded_request_urls_never_reach_the_log(loop: str, tmp_path: Path, b
         text = served.log_text()
     assert SECRET not in text, text
     assert "/mcp/sub" not in text, text
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_running_out_of_descriptors_is_one_short_line_not_a_traceback_per_accept(loop: str, tmp_path: Path) -> None:
+    with serve(tmp_path, loop, server="keep_alive_timeout = 30") as served:
+        subprocess.run(["prlimit", f"--pid={served.proc.pid}", "--nofile=48:48"], check=True)
+        started = served.log_text().count("\n")
+        crowd = []
+        for _ in range(80):  # idle connections, more than the descriptors left
+            try:
+                crowd.append(socket.create_connection(("127.0.0.1", served.port), timeout=2))
+            except OSError:
+                break
+        time.sleep(2)  # the loop retries its accept() ten times a second meanwhile
+        for sock in crowd:
+            sock.close()
+        alive = httpx.get(f"{served.base}/.well-known/oauth-authorization-server", timeout=10, trust_env=False)
+        assert alive.status_code == 200
+        text = served.log_text()
+    assert "Traceback" not in text, text[-3000:]
+    assert text.count("\n") - started <= MAX_NEW_LINES + 1, text[-3000:]

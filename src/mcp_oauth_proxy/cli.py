@@ -10,6 +10,8 @@ import logging
 import os
 import signal
 import sys
+import threading
+import time
 from typing import Any, Sequence
 
 import anyio
@@ -98,7 +100,24 @@ def serve(args: argparse.Namespace) -> int:
         print(f"cannot start: {exc}", file=sys.stderr)
         return 1
     run_server(app, config, "hypercorn-trio" if args.trio else "uvicorn")
+    _leave_stuck_calls(config.server.database_timeout)
     return 0
+
+
+def _leave_stuck_calls(grace: float) -> None:
+    """Once the server has stopped: worker threads still in a store call get
+    ``grace`` seconds, then the process ends without them. A database that
+    swallows packets leaves a call waiting for ever where its driver has no
+    read timeout (psycopg), and the interpreter would wait for it at exit."""
+    deadline = time.monotonic() + grace
+    waiting = [t for t in threading.enumerate() if t is not threading.current_thread() and not t.daemon]
+    for thread in waiting:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    stuck = sum(t.is_alive() for t in waiting)
+    if stuck:
+        log.warning("stopped with %d call(s) still waiting for the database; not waiting for them", stuck)
+        logging.shutdown()
+        os._exit(0)
 
 
 def parser() -> argparse.ArgumentParser:

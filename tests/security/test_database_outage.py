@@ -108,3 +108,22 @@ def _attempt(store: object) -> object:
         return store.get_client("acme", "c")  # type: ignore[attr-defined]
     except StorageUnavailable as error:
         return error
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_the_server_stops_on_sigterm_while_the_database_swallows_packets(database: str, loop: str,
+                                                                        tmp_path: Path) -> None:
+    url = make_url(database)
+    with Relay((url.host or "127.0.0.1", url.port or {"postgresql": 5432}.get(url.get_backend_name(), 3306))) as relay:
+        through_relay = url.set(host="127.0.0.1", port=relay.port).render_as_string(hide_password=False)
+        with serve(tmp_path, loop, database=through_relay,
+                   server=f"database_timeout = {TIMEOUT}\ntoken_cache_seconds = 0") as served, \
+                httpx.Client(base_url=served.base, timeout=30, trust_env=False) as http:
+            assert token_request(http).status_code in (400, 401)  # a pooled connection, through the relay
+            relay.pause()
+            assert token_request(http).status_code == 503  # a store call left waiting on the database
+            served.proc.terminate()
+            # The server stops, and the process ends with the call still waiting
+            # (the relay is paused until after it has exited).
+            served.proc.wait(timeout=TIMEOUT + 10)
+            assert served.proc.returncode == 0, served.log_text()[-2000:]

@@ -49,6 +49,13 @@ SPOOFED = [
     # re-routing and re-method headers some backends obey, and more address claims
     ("X_Original_URL", "/admin"), ("X-Rewrite-URL", "/admin"), ("X-HTTP-Method-Override", "PUT"),
     ("X_Method_Override", "PUT"), ("Client-IP", "6.6.6.6"), ("Via", "1.1 evil"), ("X-Original-Forwarded-For", "6.6.6.6"),
+    ("X-Envoy-Original-Path", "/admin"), ("X_Original_Method", "DELETE"), ("X-Original-Path", "/admin"),
+    ("X-Request-URI", "/admin"), ("Forwarded-For", "6.6.6.6"), ("X_Forwarded", "for=6.6.6.6"),
+    ("X-Custom-IP-Authorization", "127.0.0.1"),
+    # who signed in, as authenticating proxies tell their backends
+    ("Remote-User", "admin"), ("X_Remote_User", "admin"), ("X-User", "admin"), ("X-Auth-User", "admin"),
+    ("X-Authenticated-User", "admin"), ("X-Auth-Request-User", "admin"), ("X-Auth-Request-Email", "a@evil.test"),
+    ("X-Forwarded-User", "admin"), ("X_Forwarded_Email", "a@evil.test"),
 ]
 
 
@@ -80,11 +87,16 @@ def test_underscored_identity_headers_never_reach_a_wsgi_backend(
     assert environ["HTTP_X_FORWARDED_HOST"] == "acme.test"
     assert environ["HTTP_X_FORWARDED_PROTO"] == "http"
     for gone in ("HTTP_X_MCP_OTHER", "HTTP_PROXY_AUTHORIZATION", "HTTP_KEEP_ALIVE", "HTTP_X_PRIVATE",
-                 "HTTP_X_ORIGINAL_URL", "HTTP_X_REWRITE_URL", "HTTP_X_HTTP_METHOD_OVERRIDE", "HTTP_X_METHOD_OVERRIDE"):
+                 "HTTP_X_ORIGINAL_URL", "HTTP_X_REWRITE_URL", "HTTP_X_HTTP_METHOD_OVERRIDE", "HTTP_X_METHOD_OVERRIDE",
+                 "HTTP_X_ENVOY_ORIGINAL_PATH", "HTTP_X_ORIGINAL_METHOD", "HTTP_X_ORIGINAL_PATH", "HTTP_X_REQUEST_URI",
+                 "HTTP_REMOTE_USER", "HTTP_X_REMOTE_USER", "HTTP_X_USER", "HTTP_X_AUTH_USER",
+                 "HTTP_X_AUTHENTICATED_USER", "HTTP_X_AUTH_REQUEST_USER", "HTTP_X_AUTH_REQUEST_EMAIL",
+                 "HTTP_X_FORWARDED_USER", "HTTP_X_FORWARDED_EMAIL"):
         assert gone not in environ, gone
     # A client's address claims pass only from a trusted proxy.
     for claim in ("HTTP_X_REAL_IP", "HTTP_TRUE_CLIENT_IP", "HTTP_CLIENT_IP", "HTTP_VIA",
-                  "HTTP_X_ORIGINAL_FORWARDED_FOR"):
+                  "HTTP_X_ORIGINAL_FORWARDED_FOR", "HTTP_FORWARDED_FOR", "HTTP_X_FORWARDED",
+                  "HTTP_X_CUSTOM_IP_AUTHORIZATION"):
         assert (claim in environ) == behind_proxy, claim
 
 
@@ -110,10 +122,11 @@ def test_a_clients_address_claims_are_not_believed_by_the_server(loop: str, wsgi
 
 
 @pytest.mark.parametrize("value", ["user-42", "jos\u00e9", "jos%C3%A9", "a\r\nX-MCP-Scopes: root", "100%", "mcp extra",
-                                   "https://app.example/c%20d.json"])
+                                   "https://app.example/c%20d.json", " user-42 ", "  ", "\tuser\t"])
 def test_identity_values_read_back_exactly_so_two_people_never_share_one(value: str) -> None:
     encoded = identity_value(value)
     assert encoded.isascii() and all(0x20 <= b < 0x7F for b in encoded)
+    assert encoded == encoded.strip(), "a field value's edge spaces are not part of it (RFC 9110 §5.5)"
     assert unquote(encoded.decode("ascii")) == value
     # "josé" and a person whose id is literally "jos%C3%A9" are told apart.
     assert identity_value("jos\u00e9") != identity_value("jos%C3%A9")

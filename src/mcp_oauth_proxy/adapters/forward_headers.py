@@ -9,6 +9,7 @@ a header we drop or set gets past us to sit beside ours."""
 from __future__ import annotations
 
 import ipaddress
+import re
 from typing import Iterable
 from urllib.parse import quote
 
@@ -31,16 +32,24 @@ _ORIGIN_CLAIMS = frozenset({
     b"x-real-ip", b"x-client-ip", b"true-client-ip", b"cf-connecting-ip", b"fastly-client-ip",
     b"x-cluster-client-ip", b"front-end-https", b"x-url-scheme", b"client-ip", b"x-proxyuser-ip",
     b"x-original-forwarded-for", b"x-originating-ip", b"x-remote-ip", b"x-remote-addr", b"x-host", b"via",
+    b"forwarded-for", b"x-forwarded", b"x-custom-ip-authorization",
 })
 # Names some servers and frameworks route or pick the method by, instead of
 # the request line the guard checked: dropped from everyone.
 _REROUTING = frozenset({
     b"x-original-url", b"x-rewrite-url", b"x-original-uri", b"x-http-method-override", b"x-http-method",
-    b"x-method-override",
+    b"x-method-override", b"x-envoy-original-path", b"x-original-method", b"x-original-path", b"x-request-uri",
+})
+# Names an authenticating proxy tells its backend who signed in by: the
+# backend's one identity is our X-MCP-User, so these go, from everyone.
+_IDENTITY_CLAIMS = frozenset({
+    b"remote-user", b"x-remote-user", b"x-user", b"x-auth-user", b"x-authenticated-user", b"x-auth-request-user",
+    b"x-auth-request-email", b"x-forwarded-user", b"x-forwarded-email", b"x-forwarded-preferred-username",
 })
 
 
 _IDENTITY_SAFE = VISIBLE.replace("%", "")
+_EDGE_SPACES = re.compile(r"^ +| +$")
 
 
 def canonical(name: bytes) -> bytes:
@@ -59,7 +68,10 @@ def identity_value(value: str) -> bytes:
     UTF-8 with "%" itself encoded too, so that one reading (``unquote``)
     gives back exactly the value: "josé" and a user named "jos%C3%A9" are
     two people."""
-    return quote(value, safe=_IDENTITY_SAFE).encode("ascii")
+    encoded = quote(value, safe=_IDENTITY_SAFE)
+    # A field value's edge spaces are not part of it (RFC 9110 §5.5): they
+    # are encoded, or the backend would read another value (or refuse it).
+    return _EDGE_SPACES.sub(lambda run: "%20" * len(run[0]), encoded).encode("ascii")
 
 
 def framing(headers: Headers) -> tuple[bytes | None, bool]:
@@ -90,11 +102,11 @@ def _without_our_cookies(value: bytes) -> bytes:
 def to_backend(headers: Headers, from_proxy: bool, token_header: str | None) -> list[tuple[bytes, bytes]]:
     """The client's headers that go on: not hop-by-hop ones, nor the body's
     framing (the outbound client frames what it sends), nor our token, our
-    cookies, or any X-MCP-*, upstream-token, origin or re-routing header
-    (ours are said anew); a client's other address claims only from a
+    cookies, or any X-MCP-*, upstream-token, origin, re-routing or
+    signed-in-user header (ours are said anew); a client's other address claims only from a
     trusted proxy."""
     headers = list(headers)
-    dropped = (_HOP_BY_HOP | _ORIGIN_OURS | _REROUTING | _connection_named(headers)
+    dropped = (_HOP_BY_HOP | _ORIGIN_OURS | _REROUTING | _IDENTITY_CLAIMS | _connection_named(headers)
                | {b"authorization", b"content-length"})
     if token_header:
         dropped |= {canonical(token_header.encode("latin-1"))}

@@ -130,6 +130,21 @@ def test_forwarded_request_urls_never_reach_the_log(loop: str, tmp_path: Path, b
 
 
 @pytest.mark.parametrize("loop", LOOPS)
+def test_a_backend_that_is_down_is_one_line_not_one_per_request(loop: str, tmp_path: Path) -> None:
+    port = free_port()
+    database = f"sqlite:///{tmp_path / 'proxy.db'}"
+    token = seed_access_token(database, tmp_path / "keys", "acme", f"http://127.0.0.1:{port}/mcp")
+    down = f"http://127.0.0.1:{free_port()}/mcp"  # nothing listens there
+    with serve(tmp_path, loop, port=port, database=database, tenant=f'backend = "{down}"') as served, \
+            httpx.Client(timeout=10, trust_env=False) as http:
+        for _ in range(30):
+            assert http.get(f"{served.base}/mcp", headers={"authorization": f"Bearer {token}"}).status_code == 502
+        time.sleep(0.2)
+        text = served.log_text()
+    assert text.count("the backend failed before answering") == 1, text
+
+
+@pytest.mark.parametrize("loop", LOOPS)
 def test_running_out_of_descriptors_is_one_short_line_not_a_traceback_per_accept(loop: str, tmp_path: Path) -> None:
     with serve(tmp_path, loop, server="keep_alive_timeout = 30") as served:
         subprocess.run(["prlimit", f"--pid={served.proc.pid}", "--nofile=48:48"], check=True)

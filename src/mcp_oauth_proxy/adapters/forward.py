@@ -46,12 +46,15 @@ import httpx
 from ..core.errors import InvalidToken, OAuthError
 from ..core.flows.guard import Principal, denial
 from ..core.http import Response, json_response
+from ..logs import Throttled
 from .asgi import Receive, Scope, Send, answer_lifespan, raw_path, refuse_websocket, request_of, send_response
 from .forward_headers import framing, header_value, identity_value, origin_headers, to_backend, to_client
 from .paths import is_safe_path, refused_path
 from .site import PRINCIPAL_KEY, UPSTREAM_TOKEN_KEY, BodyTooLarge, Site, declared_length, payload_too_large
 
 log = logging.getLogger("mcp_oauth_proxy")
+# A backend that is down fails every request: one line a minute says so.
+_backend_failed = Throttled(log, logging.WARNING, interval=60.0)
 
 _METHODS = ("GET", "POST", "DELETE")  # MCP streamable HTTP
 # Connect fails fast; reads wait as long as the backend keeps a stream open.
@@ -201,7 +204,7 @@ class Forwarder:
             if client_gone():
                 return
             # The class is enough to diagnose; the text could name the backend's internals.
-            log.warning("tenant %s: the backend failed before answering: %s", tenant, type(exc).__name__)
+            _backend_failed("tenant %s: the backend failed before answering: %s", tenant, type(exc).__name__)
             return await send_response(send, _unavailable())
         try:
             await send({"type": "http.response.start", "status": response.status_code,
@@ -210,7 +213,7 @@ class Forwarder:
                 async for chunk in response.aiter_raw():
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
             except _BACKEND_FAILED as exc:
-                log.warning("tenant %s: the backend's answer ended early: %s", tenant, type(exc).__name__)
+                _backend_failed("tenant %s: the backend's answer ended early: %s", tenant, type(exc).__name__)
             await send({"type": "http.response.body", "body": b""})
         except OSError:
             pass  # the client went away while we were sending (ASGI spec)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
+import httpx
 import pytest
 
 from mcp_oauth_proxy import config
@@ -181,3 +182,10 @@ def test_the_forwarded_body_cap_reaches_the_forwarder() -> None:
     assert parsed.server.max_forward_body == 4096
     assert forwarder(parsed, build_site(parsed, {"ACME_SECRET": "s"})).max_body == 4096
     assert config.parse(tomllib.loads(GOOD)).server.max_forward_body == 10 * 1024 * 1024
+
+
+def test_idle_connections_outlive_the_clients_own_pool_expiry() -> None:
+    """Equal timeouts race: an httpx client (the MCP SDKs') reuses a
+    connection at 4.99 s just as the server closes it at 5 s, and the
+    request fails with "server disconnected"."""
+    assert config.ServerConfig().keep_alive_timeout > httpx.Limits().keepalive_expiry

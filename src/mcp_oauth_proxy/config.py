@@ -101,7 +101,9 @@ class ServerConfig:
     upstream_timeout: float = 10.0
     # Seconds an idle connection is kept, and the most a client has to send
     # a request's head (from its connection or the last answer on it).
-    keep_alive_timeout: float = 5.0
+    # Longer than clients keep an idle connection (httpx: 5 s), or a request
+    # sent as the server closes it fails with "server disconnected".
+    keep_alive_timeout: float = 20.0
     # Seconds a client may keep the server waiting for a request's body.
     body_timeout: float = 30.0
     # Seconds to connect to the database and to run one statement there;

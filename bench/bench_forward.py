@@ -1,0 +1,240 @@
+"""Forwarding benchmark: an MCP tools/call through ``serve``, against the same
+call made straight to the backend.
+
+    python bench/bench_forward.py [--duration 5] [--rounds 3] [--connections 1,32]
+                                  [--answers json,sse] [--no-pin]
+
+The backend is a real MCP server (the ``mcp`` SDK's ``MCPServer``, one tool,
+``add``, streamable HTTP on uvicorn) in its own process; ``serve`` (the
+``mcp-oauth-proxy serve`` command, default server) forwards its tenant's
+``/mcp`` there. Both are pinned to core 0, wrk to core 1 (with two cores
+or more). One MCP session is opened straight at the backend and shared by
+every request, direct or forwarded (the proxy passes ``Mcp-Session-Id`` on).
+
+Per answer kind (``json``: the backend answers ``application/json``;
+``sse``: a Server-Sent Events stream of one event) and per number of
+connections, rounds alternate (direct, forwarded); each prints the best
+round of each and the per-round ratio forwarded/direct with its median
+(the target: at least 0.85). wrk checks every answer: status 200 and a
+result of ``5`` for add(2, 3); anything else is counted as wrong.
+
+Needs ``wrk`` (``apt-get install -y wrk``) and ``taskset``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_guard import TENANT, Result, cpu_seconds, free_port, issue, stop_server, versions  # noqa: E402
+
+CONFIG = """\
+[server]
+listen = "127.0.0.1:{port}"
+database = "{database}"
+key_file = "{keys}"
+
+[[tenants]]
+slug = "{tenant}"
+issuer = "http://127.0.0.1:{port}"
+resource = "http://127.0.0.1:{port}/mcp"
+scopes = ["mcp"]
+backend = "{backend}"
+
+[tenants.upstream]
+kind = "github"
+client_id = "bench-upstream-client"
+client_secret = "bench-upstream-secret"
+"""
+
+CALL = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "add", "arguments": {"a": 2, "b": 3}}}
+PROTOCOL = "2025-11-25"
+
+# wrk: POST the call, check each answer; every thread's count of wrong ones
+# is summed in done() and printed on a line of its own.
+LUA = """\
+wrk.method = "POST"
+wrk.body = {body}
+local threads = {{}}
+function setup(thread) table.insert(threads, thread) end
+function init(args) wrong = 0 end
+function response(status, headers, body)
+  if status ~= 200 or not string.find(body, '"text":"5"', 1, true) then wrong = wrong + 1 end
+end
+function done(summary, latency, requests)
+  local total = 0
+  for _, t in ipairs(threads) do total = total + t:get("wrong") end
+  io.write("wrong answers: " .. total .. "\\n")
+end
+"""
+
+
+def backend_main(port: int, answers: str) -> None:
+    import uvicorn
+    from mcp.server.mcpserver import MCPServer
+
+    server = MCPServer("bench")
+
+    @server.tool()
+    def add(a: int, b: int) -> int:
+        """a + b"""
+        return a + b
+
+    app = server.streamable_http_app(streamable_http_path="/mcp", json_response=answers == "json")
+    uvicorn.run(app, host="127.0.0.1", port=port, http="httptools", loop="uvloop", log_level="warning",
+                access_log=False)
+
+
+def start(cmd: list[str], log: Path, pin: bool, ready: str) -> subprocess.Popen:
+    with log.open("wb") as out:
+        proc = subprocess.Popen((["taskset", "-c", "0"] if pin else []) + cmd, stdout=out, stderr=out,
+                                stdin=subprocess.DEVNULL)
+    end = time.monotonic() + 30
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise SystemExit(f"{cmd[0]} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            httpx.get(ready, timeout=1, trust_env=False)
+            return proc
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    proc.terminate()
+    raise SystemExit(f"{' '.join(cmd)} did not start:\n{log.read_text()[-3000:]}")
+
+
+def open_session(url: str) -> str:
+    """An MCP session at the backend, initialized: its Mcp-Session-Id."""
+    headers = {"accept": "application/json, text/event-stream", "mcp-protocol-version": PROTOCOL}
+    hello = {"jsonrpc": "2.0", "id": 0, "method": "initialize",
+             "params": {"protocolVersion": PROTOCOL, "capabilities": {},
+                        "clientInfo": {"name": "bench", "version": "1"}}}
+    with httpx.Client(trust_env=False, timeout=10) as http:
+        answer = http.post(url, json=hello, headers=headers)
+        answer.raise_for_status()
+        session = answer.headers["mcp-session-id"]
+        http.post(url, json={"jsonrpc": "2.0", "method": "notifications/initialized"},
+                  headers={**headers, "mcp-session-id": session}).raise_for_status()
+    return session
+
+
+def call_once(url: str, headers: dict[str, str]) -> None:
+    """One call, checked here too, so a wrong setup fails loudly before wrk runs."""
+    answer = httpx.post(url, content=json.dumps(CALL), headers=headers, timeout=10, trust_env=False)
+    if answer.status_code != 200 or '"text":"5"' not in answer.text:
+        raise SystemExit(f"{url}: {answer.status_code} {answer.text[:500]}")
+
+
+def wrk_call(url: str, headers: dict[str, str], connections: int, duration: float, script: Path,
+             pin: bool) -> Result:
+    cmd = (["taskset", "-c", "1"] if pin else []) + ["wrk", "-t1", f"-c{connections}", f"-d{duration:g}s",
+                                                     "--latency", "-s", str(script), url]
+    for name, value in headers.items():
+        cmd += ["-H", f"{name}: {value}"]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    seconds = re.search(r"requests in ([\d.]+)(m?s),", out)
+    assert seconds is not None, out
+    elapsed = float(seconds.group(1)) / (1000 if seconds.group(2) == "ms" else 1)
+    units = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+    cuts = {int(p): float(v) * units[u] for p, v, u in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)$", out, re.M)}
+    wrong = int(re.search(r"wrong answers: (\d+)", out).group(1))  # type: ignore[union-attr]
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if errors:
+        wrong += sum(int(n) for n in errors.groups())
+    return Result(requests, elapsed, (cuts[50], cuts[99]), wrong)
+
+
+def measure(args: argparse.Namespace, answers: str, home: Path, pin: bool) -> list[str]:
+    backend_port, port = free_port(), free_port()
+    backend_url = f"http://127.0.0.1:{backend_port}/mcp"
+    database, keys = f"sqlite:///{home / f'{answers}.db'}", str(home / f"{answers}.keys")
+    config = home / f"{answers}.toml"
+    config.write_text(CONFIG.format(port=port, database=database, keys=keys, tenant=TENANT, backend=backend_url))
+    access, _ = issue(database, keys, port, 0)
+    backend = start([sys.executable, __file__, "--backend", str(backend_port), "--answers", answers],
+                    home / f"backend-{answers}.log", pin, f"http://127.0.0.1:{backend_port}/")
+    proxy = None
+    try:
+        proxy = start([sys.executable, "-m", "mcp_oauth_proxy.cli", "--log-level", "warning", "serve",
+                       "--config", str(config)], home / f"serve-{answers}.log", pin, f"http://127.0.0.1:{port}/")
+        headers = {"content-type": "application/json", "accept": "application/json, text/event-stream",
+                   "mcp-protocol-version": PROTOCOL, "mcp-session-id": open_session(backend_url),
+                   "authorization": f"Bearer {access}"}
+        script = home / "call.lua"
+        script.write_text(LUA.format(body=json.dumps(json.dumps(CALL))))
+        targets = {"direct": backend_url, "forwarded": f"http://127.0.0.1:{port}/mcp"}
+        for url in targets.values():
+            call_once(url, headers)
+            wrk_call(url, headers, 8, 1.0, script, pin)  # warm up
+        lines = []
+        for connections in args.connections:
+            rounds: dict[str, list[Result]] = {name: [] for name in targets}
+            for _ in range(args.rounds):
+                for name, url in targets.items():
+                    pids = [backend.pid] + ([proxy.pid] if name == "forwarded" else [])
+                    before = sum(cpu_seconds(pid) for pid in pids)
+                    result = wrk_call(url, headers, connections, args.duration, script, pin)
+                    result.cpu_us = (sum(cpu_seconds(pid) for pid in pids) - before) / result.requests * 1e6
+                    rounds[name].append(result)
+            lines += table(answers, connections, rounds)
+        return lines
+    finally:
+        if proxy is not None:
+            stop_server(proxy)
+        stop_server(backend)
+
+
+def table(answers: str, connections: int, rounds: dict[str, list[Result]]) -> list[str]:
+    lines = []
+    for name, results in rounds.items():
+        best = max(results, key=lambda r: r.rate)
+        wrong = sum(r.unexpected for r in results)
+        lines.append(f"| {answers} | {connections} | {name} | {best.rate:,.0f} | {best.p50:.2f} | {best.p99:.2f} "
+                     f"| {best.cpu_us:,.0f} | {wrong} |")
+    ratios = [f.rate / d.rate for d, f in zip(rounds["direct"], rounds["forwarded"])]
+    cpu = [d.cpu_us / f.cpu_us for d, f in zip(rounds["direct"], rounds["forwarded"])]
+    lines.append(f"| {answers} | {connections} | **forwarded/direct** | per round "
+                 f"{', '.join(f'{r:.3f}' for r in ratios)}; median **{statistics.median(ratios):.3f}** "
+                 f"| | | CPU ratio {statistics.median(cpu):.3f} | |")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--connections", type=lambda s: [int(c) for c in s.split(",")], default=[1, 32])
+    parser.add_argument("--answers", type=lambda s: s.split(","), default=["json", "sse"])
+    parser.add_argument("--no-pin", action="store_true")
+    parser.add_argument("--backend", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.backend:
+        return backend_main(args.backend, args.answers[0])
+    pin = not args.no_pin and (os.cpu_count() or 1) >= 2
+    with tempfile.TemporaryDirectory() as tmp:
+        lines = []
+        for answers in args.answers:
+            lines += measure(args, answers, Path(tmp), pin)
+    from importlib.metadata import version
+
+    print(f"machine: {os.cpu_count()} cores; " + ("backend and serve on core 0, wrk on core 1" if pin else "no pinning"))
+    print(f"serve: {versions('uvicorn')}; backend: mcp {version('mcp')} (MCPServer, streamable HTTP) on uvicorn; "
+          f"{args.duration:g} s per round, {args.rounds} rounds")
+    print("| answers | connections | case | req/s (best round) | p50 ms | p99 ms | CPU µs/req (both) | wrong |")
+    print("|---|---:|---|---:|---:|---:|---:|---:|")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -31,6 +31,8 @@ TRAVERSALS = [
     "/mcp/%2e%2e/admin", "/mcp/%2E%2e/admin", "/mcp/.%2e/admin", "/mcp/%2e", "/mcp/x/%2e%2e%2f%2e%2e%2fadmin",
     "/mcp/a%2f..%2f..%2fadmin", "/mcp%2f..%2fadmin", "/mcp/a%2Fb", "/mcp/..%5cadmin", "/mcp/a%5Cb",
     "/mcp/a\\..\\..\\admin", "/mcp/..;/admin",
+    # a lax decoder reads an overlong or broken UTF-8 escape as a dot, and NUL as the end
+    "/mcp/%c0%ae%c0%ae/admin", "/mcp/%e0%80%ae/admin", "/mcp/.%00./admin", "/mcp/%00/x", "/mcp/a%0d%0ab",
 ]
 
 
@@ -110,6 +112,8 @@ def test_the_guards_refuse_dot_segments_before_they_pick_a_tenant(upstream: Loca
     ("/mcp/.", False), ("/mcp/..", False), ("/mcp/../x", False), ("/./mcp", False), ("/mcp/%2e", False),
     ("/mcp/%2E%2E", False), ("/mcp/.%2e/x", False), ("/mcp/..;x/y", False), ("/mcp/.;", False),
     ("/mcp/a%2fb", False), ("/mcp/a%2Fb", False), ("/mcp/a%5cb", False), ("/mcp/a\\b", False), ("\\mcp", False),
+    ("/mcp/caf%C3%A9", True), ("/mcp/%ef%bc%8e", True), ("/mcp/%c0%ae", False), ("/mcp/%ff", False),
+    ("/mcp/%00", False), ("/mcp/%7f", False), ("/mcp/%09", False),
 ])
 def test_a_path_passes_only_if_its_segments_say_where_it_goes(path: str, safe: bool) -> None:
     assert is_safe_path(path) is safe

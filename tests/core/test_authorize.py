@@ -184,6 +184,46 @@ def test_a_remembered_client_skips_consent_for_this_tenant_only():
     assert h2.request("GET", h2.authorize_url(client2["client_id"])).status == 200
 
 
+def test_an_approval_is_remembered_for_the_destination_the_page_named_only():
+    """Approved for 127.0.0.1, a request that sends the code to another
+    registered host (never shown to the person) gets the page again."""
+    h = Harness()
+    client = h.register(redirect_uris=[REDIRECT, "https://evil.example/cb"], application_type="web")
+    page = h.request("GET", h.authorize_url(client["client_id"]))
+    assert "evil.example" not in page.body.decode()
+    _approve(h, page)
+    elsewhere = h.request("GET", h.authorize_url(client["client_id"], redirect_uri="https://evil.example/cb"))
+    assert elsewhere.status == 200 and '<span class="host">evil.example</span>' in elsewhere.body.decode()
+    assert h.request("GET", h.authorize_url(client["client_id"])).status == 302
+    # A native app's loopback port changes from run to run: the same destination (RFC 8252 §7.3).
+    other_port = h.request("GET", h.authorize_url(client["client_id"], redirect_uri="http://127.0.0.1:5555/callback"))
+    assert other_port.status == 302
+
+
+def test_an_approval_is_remembered_for_the_scopes_approved_only():
+    h = Harness()
+    client, page = _page(h, scope="mcp")
+    _approve(h, page)
+    assert h.request("GET", h.authorize_url(client["client_id"], scope="mcp")).status == 302
+    wider = h.request("GET", h.authorize_url(client["client_id"], scope="mcp mcp:admin"))
+    assert wider.status == 200 and "<li>mcp:admin</li>" in wider.body.decode()
+    _approve(h, wider)
+    # Both approvals stand: the narrower one is not forgotten.
+    for scope in ("mcp", "mcp:admin", "mcp mcp:admin"):
+        assert h.request("GET", h.authorize_url(client["client_id"], scope=scope)).status == 302, scope
+
+
+def test_remembered_approvals_fit_in_a_cookie():
+    h = Harness()
+    long_name = "https://app.example/" + "x" * 200 + "/cb"
+    for _ in range(30):
+        client = h.register(redirect_uris=[long_name], application_type="web")
+        _approve(h, h.request("GET", h.authorize_url(client["client_id"], redirect_uri=long_name)))
+        assert len(h.cookies["__Host-mcp_consent_acme"]) < 4000
+    # The newest is remembered.
+    assert h.request("GET", h.authorize_url(client["client_id"], redirect_uri=long_name)).status == 302
+
+
 def test_tampered_consent_cookie_is_ignored():
     h = Harness()
     client, page = _page(h)

@@ -572,7 +572,7 @@ def test_basic_credentials_with_non_ascii():
 
 
 def test_consent_cookie_with_non_ascii_signature():
-    """cookies.approved_clients: compare_digest raised TypeError on non-ASCII str."""
+    """cookies._approvals: compare_digest raised TypeError on non-ASCII str."""
     world = build_world(TENANTS[0])
     client_id = world.known[0]
     query = world.h.authorize_url(client_id).split("?", 1)[1]

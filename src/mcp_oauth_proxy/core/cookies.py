@@ -1,4 +1,5 @@
-"""The browser's cookies: the signed list of clients a person approved, and
+"""The browser's cookies: the signed list of approvals a person gave (a
+client, the destination the consent page named, the scopes), and
 the browser cookie that binds each step of a login to the browser that took
 the step before (the consent form to the page, the upstream callback to the
 consent)."""
@@ -9,12 +10,17 @@ import binascii
 import hashlib
 import hmac
 import json
+from typing import Any
 
 from .context import Context, from_urlsafe, token_hash, urlsafe
 from .http import Request, parse_json
+from .models import AuthorizationRequest
+from .redirect_uris import shown_host
 
-# The browser remembers this many approved clients per tenant, newest first.
+# The browser remembers this many approvals per tenant, newest first, in
+# at most this many bytes of JSON (a cookie holds about 4 KB, base64 4/3 of it).
 MAX_REMEMBERED = 20
+_MAX_PAYLOAD = 2800
 # One consent cookie per tenant (tenants may share a host, and would
 # overwrite each other's), one browser cookie per host.
 CONSENT_COOKIE = "mcp_consent_"
@@ -39,9 +45,10 @@ def _sign(ctx: Context, payload: bytes) -> str:
     return urlsafe(hmac.new(ctx.cookie_key, payload, hashlib.sha256).digest())
 
 
-def approved_clients(ctx: Context, request: Request) -> list[str]:
-    """Client ids this browser approved for this tenant, if the cookie is
-    intact, ours, for this tenant and unexpired; else none."""
+def _approvals(ctx: Context, request: Request) -> list[list[Any]]:
+    """What this browser approved for this tenant, [client_id, destination,
+    scopes] each, if the cookie is intact, ours, for this tenant and
+    unexpired; else nothing."""
     raw = request.cookies().get(cookie_name(ctx, CONSENT_COOKIE + ctx.tenant.slug))
     if not raw or "." not in raw:
         return []
@@ -61,19 +68,50 @@ def approved_clients(ctx: Context, request: Request) -> list[str]:
         return []
     if not isinstance(data.get("e"), int) or data["e"] <= ctx.now:
         return []
-    clients = data.get("c")
-    if not isinstance(clients, list) or not all(isinstance(c, str) for c in clients):
+    approvals = data.get("a")
+    if not isinstance(approvals, list) or not all(_is_approval(a) for a in approvals):
         return []
-    return clients
+    return approvals
 
 
-def remember_client(ctx: Context, request: Request, client_id: str) -> tuple[str, str]:
-    """The Set-Cookie header that adds ``client_id`` to the approved list."""
-    clients = [client_id] + [c for c in approved_clients(ctx, request) if c != client_id]
+def _is_approval(item: object) -> bool:
+    return (isinstance(item, list) and len(item) == 3 and isinstance(item[0], str) and isinstance(item[1], str)
+            and isinstance(item[2], list) and all(isinstance(scope, str) for scope in item[2]))
+
+
+def _destination(auth: AuthorizationRequest) -> str:
+    # What the consent page named as where the person is sent.
+    return shown_host(auth.redirect_uri)
+
+
+def is_approved(ctx: Context, request: Request, auth: AuthorizationRequest) -> bool:
+    """Whether this browser approved this client sending the person to this
+    destination, for these scopes or more: an approval shown for one
+    redirect host is no approval for another (the consent page named it)."""
+    destination = _destination(auth)
+    return any(client == auth.client_id and where == destination and set(auth.scope) <= set(scopes)
+               for client, where, scopes in _approvals(ctx, request))
+
+
+def remember_approval(ctx: Context, request: Request, auth: AuthorizationRequest) -> tuple[str, str]:
+    """The Set-Cookie header that adds this approval to the browser's list,
+    newest first: at most MAX_REMEMBERED, and few enough to fit a cookie."""
+    key = [auth.client_id, _destination(auth)]
+    scopes = set(auth.scope)
+    kept = []
+    for approval in _approvals(ctx, request):
+        if approval[:2] == key:
+            scopes.update(approval[2])  # what was approved before stays approved
+        else:
+            kept.append(approval)
+    approvals = [[*key, sorted(scopes)], *kept][:MAX_REMEMBERED]
     ttl = ctx.tenant.policy.consent_ttl
-    payload = json.dumps(
-        {"t": ctx.tenant.slug, "c": clients[:MAX_REMEMBERED], "e": ctx.now + ttl}, separators=(",", ":")
-    ).encode()
+    while True:
+        payload = json.dumps({"t": ctx.tenant.slug, "a": approvals, "e": ctx.now + ttl},
+                             separators=(",", ":")).encode()
+        if len(payload) <= _MAX_PAYLOAD or len(approvals) == 1:
+            break
+        approvals.pop()  # the oldest goes
     return set_cookie(ctx, CONSENT_COOKIE + ctx.tenant.slug, urlsafe(payload) + "." + _sign(ctx, payload), ttl)
 
 

@@ -87,10 +87,11 @@ def authorize(request: Request, ctx: Context) -> Flow[Response]:
         raise AuthorizationRedirectError(exc, redirect_uri, single(params, "state")) from exc
 
     # MCP security best practices: consent per client before anything goes
-    # upstream; the browser remembers the clients it approved. Either way the
-    # next step is bound to this browser.
+    # upstream; the browser remembers what it approved (the client, where
+    # the page said the person goes, the scopes). Either way the next step
+    # is bound to this browser.
     browser, browser_cookie = cookies.browser_binding(request, ctx)
-    if client.client_id in cookies.approved_clients(ctx, request):
+    if cookies.is_approved(ctx, request, auth):
         response = yield from start_upstream_login(ctx, auth, token_hash(browser), status=302)
         return response.with_headers(browser_cookie)
     return (yield from show_consent(ctx, client, auth, browser, browser_cookie))

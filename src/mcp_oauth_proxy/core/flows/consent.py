@@ -39,4 +39,4 @@ def consent(request: Request, ctx: Context) -> Flow[Response]:
     # is kept for the session's lifetime.
     response = yield from start_upstream_login(ctx, auth, pending.browser_hash, status=303)
     _, browser_cookie = cookies.browser_binding(request, ctx)
-    return response.with_headers(cookies.remember_client(ctx, request, client.client_id), browser_cookie)
+    return response.with_headers(cookies.remember_approval(ctx, request, auth), browser_cookie)

@@ -22,7 +22,7 @@ from proxy_apps import site
 from served import LOOPS, seed_access_token, serve
 
 from mcp_oauth_proxy.adapters.forward import Backend, Forwarder
-from mcp_oauth_proxy.adapters.forward_headers import identity_value
+from mcp_oauth_proxy.adapters.forward_headers import identity_value, to_client
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,12 @@ SPOOFED = [
     # who signed in, as authenticating proxies tell their backends
     ("Remote-User", "admin"), ("X_Remote_User", "admin"), ("X-User", "admin"), ("X-Auth-User", "admin"),
     ("X-Authenticated-User", "admin"), ("X-Auth-Request-User", "admin"), ("X-Auth-Request-Email", "a@evil.test"),
-    ("X-Forwarded-User", "admin"), ("X_Forwarded_Email", "a@evil.test"),
+    ("X-Forwarded-User", "admin"), ("X_Forwarded_Email", "a@evil.test"), ("X-Webauth-User", "admin"),
+    ("X-Authenticated-Userid", "admin"), ("X-Consumer-Username", "admin"), ("X-Ms-Client-Principal-Name", "admin"),
+    ("X-Amzn-Oidc-Identity", "admin"), ("OIDC_CLAIM_sub", "admin"), ("X-Goog-Authenticated-User-Email", "a@evil.test"),
+    ("Cf-Access-Authenticated-User-Email", "a@evil.test"), ("X-Auth-Request-Groups", "admins"),
+    ("X-Id-Token", "e30.e30."), ("X-Forwarded-Access-Token", "t"), ("X-Ssl-Client-S-Dn", "CN=admin"),
+    ("X-Client-Cert", "MII"), ("X-Original-Host", "evil.test"), ("X-Script-Name", "/admin"),
 ]
 
 
@@ -91,12 +96,16 @@ def test_underscored_identity_headers_never_reach_a_wsgi_backend(
                  "HTTP_X_ENVOY_ORIGINAL_PATH", "HTTP_X_ORIGINAL_METHOD", "HTTP_X_ORIGINAL_PATH", "HTTP_X_REQUEST_URI",
                  "HTTP_REMOTE_USER", "HTTP_X_REMOTE_USER", "HTTP_X_USER", "HTTP_X_AUTH_USER",
                  "HTTP_X_AUTHENTICATED_USER", "HTTP_X_AUTH_REQUEST_USER", "HTTP_X_AUTH_REQUEST_EMAIL",
-                 "HTTP_X_FORWARDED_USER", "HTTP_X_FORWARDED_EMAIL"):
+                 "HTTP_X_FORWARDED_USER", "HTTP_X_FORWARDED_EMAIL", "HTTP_X_WEBAUTH_USER",
+                 "HTTP_X_AUTHENTICATED_USERID", "HTTP_X_CONSUMER_USERNAME", "HTTP_X_MS_CLIENT_PRINCIPAL_NAME",
+                 "HTTP_X_AMZN_OIDC_IDENTITY", "HTTP_OIDC_CLAIM_SUB", "HTTP_X_GOOG_AUTHENTICATED_USER_EMAIL",
+                 "HTTP_CF_ACCESS_AUTHENTICATED_USER_EMAIL", "HTTP_X_AUTH_REQUEST_GROUPS", "HTTP_X_ID_TOKEN",
+                 "HTTP_X_FORWARDED_ACCESS_TOKEN", "HTTP_X_SSL_CLIENT_S_DN", "HTTP_X_CLIENT_CERT"):
         assert gone not in environ, gone
     # A client's address claims pass only from a trusted proxy.
     for claim in ("HTTP_X_REAL_IP", "HTTP_TRUE_CLIENT_IP", "HTTP_CLIENT_IP", "HTTP_VIA",
                   "HTTP_X_ORIGINAL_FORWARDED_FOR", "HTTP_FORWARDED_FOR", "HTTP_X_FORWARDED",
-                  "HTTP_X_CUSTOM_IP_AUTHORIZATION"):
+                  "HTTP_X_CUSTOM_IP_AUTHORIZATION", "HTTP_X_ORIGINAL_HOST", "HTTP_X_SCRIPT_NAME"):
         assert (claim in environ) == behind_proxy, claim
 
 
@@ -132,3 +141,12 @@ def test_identity_values_read_back_exactly_so_two_people_never_share_one(value: 
     assert identity_value("jos\u00e9") != identity_value("jos%C3%A9")
 
 
+
+
+def test_a_backend_cannot_set_our_cookies() -> None:
+    """A backend that set the browser cookie would know the value a login is
+    bound to, and could lend it to an attacker's login."""
+    answer = [(b"Set-Cookie", b"__Host-mcp_browser=known; Path=/; Secure"), (b"set-cookie", b"mcp_browser=known"),
+              (b"set-cookie", b"mcp_consent_acme=x.y"), (b"set-cookie", b"session=fine; Path=/"),
+              (b"content-type", b"application/json")]
+    assert to_client(answer) == [(b"set-cookie", b"session=fine; Path=/"), (b"content-type", b"application/json")]

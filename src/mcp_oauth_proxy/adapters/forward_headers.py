@@ -32,7 +32,8 @@ _ORIGIN_CLAIMS = frozenset({
     b"x-real-ip", b"x-client-ip", b"true-client-ip", b"cf-connecting-ip", b"fastly-client-ip",
     b"x-cluster-client-ip", b"front-end-https", b"x-url-scheme", b"client-ip", b"x-proxyuser-ip",
     b"x-original-forwarded-for", b"x-originating-ip", b"x-remote-ip", b"x-remote-addr", b"x-host", b"via",
-    b"forwarded-for", b"x-forwarded", b"x-custom-ip-authorization",
+    b"forwarded-for", b"x-forwarded", b"x-custom-ip-authorization", b"x-original-host", b"x-scheme",
+    b"x-script-name",
 })
 # Names some servers and frameworks route or pick the method by, instead of
 # the request line the guard checked: dropped from everyone.
@@ -40,12 +41,21 @@ _REROUTING = frozenset({
     b"x-original-url", b"x-rewrite-url", b"x-original-uri", b"x-http-method-override", b"x-http-method",
     b"x-method-override", b"x-envoy-original-path", b"x-original-method", b"x-original-path", b"x-request-uri",
 })
-# Names an authenticating proxy tells its backend who signed in by: the
-# backend's one identity is our X-MCP-User, so these go, from everyone.
+# Names an authenticating proxy tells its backend who signed in by (or
+# hands it the person's tokens or client certificate in): the backend's one
+# identity is our X-MCP-User, so these go, from everyone, by name or family.
 _IDENTITY_CLAIMS = frozenset({
-    b"remote-user", b"x-remote-user", b"x-user", b"x-auth-user", b"x-authenticated-user", b"x-auth-request-user",
-    b"x-auth-request-email", b"x-forwarded-user", b"x-forwarded-email", b"x-forwarded-preferred-username",
+    b"remote-user", b"x-remote-user", b"x-remote-group", b"x-user", b"x-auth-user", b"x-authenticated-user",
+    b"x-authenticated-userid", b"x-webauth-user", b"x-consumer-username", b"x-consumer-id",
+    b"x-consumer-custom-id", b"x-credential-identifier", b"x-userinfo", b"x-id-token", b"x-access-token",
+    b"x-token-subject", b"x-goog-iap-jwt-assertion", b"oidc-access-token", b"oidc-id-token",
+    b"x-client-cert", b"x-client-verify", b"x-ssl-cert", b"ssl-client-cert", b"x-forwarded-client-cert",
 })
+_IDENTITY_FAMILIES = (
+    b"x-auth-request-", b"x-forwarded-user", b"x-forwarded-email", b"x-forwarded-preferred-username",
+    b"x-forwarded-groups", b"x-forwarded-access-token", b"oidc-claim-", b"x-amzn-oidc-", b"x-ms-client-principal",
+    b"x-ms-token-", b"x-goog-authenticated-user-", b"cf-access-", b"x-ssl-client-", b"ssl-client-",
+)
 
 
 _IDENTITY_SAFE = VISIBLE.replace("%", "")
@@ -94,8 +104,12 @@ def _connection_named(headers: Headers) -> set[bytes]:
             for token in value.split(b",") if token.strip()}
 
 
+def _is_our_cookie(name: bytes) -> bool:
+    return cookies.is_ours(name.strip().decode("latin-1"))
+
+
 def _without_our_cookies(value: bytes) -> bytes:
-    kept = [c for c in value.split(b";") if not cookies.is_ours(c.split(b"=", 1)[0].strip().decode("latin-1"))]
+    kept = [c for c in value.split(b";") if not _is_our_cookie(c.split(b"=", 1)[0])]
     return b";".join(kept).strip()
 
 
@@ -113,7 +127,7 @@ def to_backend(headers: Headers, from_proxy: bool, token_header: str | None) -> 
     kept = []
     for name, value in headers:
         name, key = name.lower(), canonical(name)
-        if key in dropped or key.startswith((b"proxy-", b"x-mcp-")):
+        if key in dropped or key.startswith((b"proxy-", b"x-mcp-", *_IDENTITY_FAMILIES)):
             continue
         if not from_proxy and (key in _ORIGIN_CLAIMS or key.startswith(b"x-forwarded-")):
             continue
@@ -128,14 +142,19 @@ def to_backend(headers: Headers, from_proxy: bool, token_header: str | None) -> 
 
 
 def to_client(headers: Headers) -> list[tuple[bytes, bytes]]:
-    """The backend's response headers that go on to the client."""
+    """The backend's response headers that go on to the client; not a
+    cookie of ours (a backend setting the browser cookie would know the
+    value that binds a login to that browser)."""
     headers = list(headers)
     dropped = _HOP_BY_HOP | _OURS_IN_RESPONSE | _connection_named(headers)
     kept = []
     for name, value in headers:
         key = canonical(name)
-        if key not in dropped and not key.startswith(b"proxy-"):
-            kept.append((name.lower(), value))
+        if key in dropped or key.startswith(b"proxy-"):
+            continue
+        if key == b"set-cookie" and _is_our_cookie(value.split(b"=", 1)[0]):
+            continue
+        kept.append((name.lower(), value))
     return kept
 
 

@@ -273,6 +273,18 @@ def test_consent_post_with_another_browsers_cookie_is_refused():
     assert response.status == 403
 
 
+@pytest.mark.parametrize(("origin", "status"), [("https://evil.example", 403), ("https://acme.example.com.evil", 403),
+                                                 ("null", 303), ("https://ACME.example.com", 303), (None, 303)])
+def test_a_consent_post_from_another_site_is_refused_by_its_origin(origin, status):
+    h = Harness()
+    client, page = _page(h)
+    headers = [("origin", origin)] if origin else []
+    response = h.request("POST", f"{ISSUER}/oauth/consent", form={"request_id": h.consent_request_id(page),
+                                                                  "decision": "approve"}, headers=headers)
+    assert response.status == status
+    assert (response.header("location") is None) == (status == 403)
+
+
 def test_consent_is_answered_once_and_expires():
     h = Harness()
     client, page = _page(h)

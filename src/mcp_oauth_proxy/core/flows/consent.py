@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from .. import cookies
 from ..context import Context, token_hash
 from ..cimd import load_browser_client
@@ -11,7 +13,18 @@ from ..http import Request, Response, form_params, single
 from .upstream_login import start_upstream_login
 
 
+def _origin_of(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
 def consent(request: Request, ctx: Context) -> Flow[Response]:
+    # CSRF, a second layer under the browser binding below: a form posted
+    # from another site says so in Origin (RFC 6454 §7). Our own page's
+    # says "null" (its Referrer-Policy is no-referrer, Fetch §3.2) or ours.
+    origin = request.header("origin")
+    if origin is not None and origin.lower() not in ("null", _origin_of(ctx.tenant.issuer)):
+        raise BrowserError("Request refused", "This approval did not come from the page we showed.", status=403)
     try:
         form = form_params(request)
     except OAuthError as exc:

@@ -61,11 +61,16 @@ client_secret = "bench-upstream-secret"
 CALL = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "add", "arguments": {"a": 2, "b": 3}}}
 PROTOCOL = "2025-11-25"
 
-# wrk: POST the call, check each answer; every thread's count of wrong ones
-# is summed in done() and printed on a line of its own.
+# wrk: POST the call, each with an id of its own (the SDK answers requests of
+# one session by id: a repeated id waits for ever), check each answer; every
+# thread's count of wrong ones is summed in done() and printed on a line of
+# its own.
 LUA = """\
-wrk.method = "POST"
-wrk.body = {body}
+local counter = 0
+function request()
+  counter = counter + 1
+  return wrk.format("POST", nil, nil, string.format({body}, counter))
+end
 local threads = {{}}
 function setup(thread) table.insert(threads, thread) end
 function init(args) wrong = 0 end
@@ -172,7 +177,8 @@ def measure(args: argparse.Namespace, answers: str, home: Path, pin: bool) -> li
                    "mcp-protocol-version": PROTOCOL, "mcp-session-id": open_session(backend_url),
                    "authorization": f"Bearer {access}"}
         script = home / "call.lua"
-        script.write_text(LUA.format(body=json.dumps(json.dumps(CALL))))
+        template = json.dumps({**CALL, "id": 0}).replace('"id": 0', '"id": %d')
+        script.write_text(LUA.format(body=json.dumps(template)))
         targets = {"direct": backend_url, "forwarded": f"http://127.0.0.1:{port}/mcp"}
         for url in targets.values():
             call_once(url, headers)

@@ -13,8 +13,9 @@ on before), and measures, case after case:
   (b) GET /bare: the same trivial app, no guard, nor anything else of ours
       (same process): the server's own limit;
   (c) GET /mcp with no token: the guard's 401;
-  (d) refresh-token grants at POST /oauth/token (each connection keeps its
-      own chain of rotated refresh tokens).
+  (d1) refresh-token grants at POST /oauth/token, one after another on one
+       family (chain of rotated refresh tokens);
+  (dN) the same with N families (one per connection) at once.
 
 With two cores or more the server runs on core 0 and the load generator on
 core 1 (``taskset``), so neither takes the other's time.
@@ -28,8 +29,8 @@ machine is doing. With several servers, the last lines compare each
 server's (a) and (c) with the first one's.
 
 Needs: ``wrk`` (``apt-get install -y wrk``) for (a)-(c), or
-``--generator python`` for an httpx load generator instead; (d) always
-uses httpx, since each request carries the token the previous one got.
+``--generator python`` for an httpx load generator instead; (d1) and (dN)
+always use httpx, since each request carries the token the previous one got.
 Both generators run in this process, apart from the server.
 
 Store: SQLite in a temporary directory by default; ``--database URL`` picks
@@ -72,7 +73,7 @@ issuer = "http://127.0.0.1:{port}"
 resource = "http://127.0.0.1:{port}/mcp"
 scopes = ["mcp"]
 
-# No token-endpoint rate limit: (d) measures the grant itself.
+# No token-endpoint rate limit: (d1), (dN) measure the grant itself.
 [tenants.rate_limits.token]
 per_address = 0
 per_client = 0
@@ -301,7 +302,8 @@ def stop_server(proc: subprocess.Popen) -> None:
 
 
 GUARDED, BARE, REFUSED = "(a) guard + trivial app, valid token", "(b) trivial app, no guard", "(c) guard, no token: 401"
-REFRESH = "(d) refresh grant, POST /oauth/token"
+REFRESH_ONE = "(d1) refresh grants, one family in turn"
+REFRESH = "(dN) refresh grants, N families at once"
 # What each server runs with, for the record.
 PACKAGES = {"uvicorn": ("uvicorn", "httptools", "uvloop"), "hypercorn-trio": ("hypercorn", "trio"),
             "hypercorn": ("hypercorn",)}
@@ -321,7 +323,7 @@ def versions(on: str) -> str:
 
 def measure_server(args: argparse.Namespace, on: str, config: Path, base: str, access: str,
                    chains: list[list[str]], home: Path, pin: bool) -> dict[str, list[Result]]:
-    """Each case's rounds on server ``on`` (REFRESH: one)."""
+    """Each case's rounds on server ``on`` (REFRESH_ONE, REFRESH: one)."""
     proc = start_server(config, base, home / f"server-{on}.log", on, pin)
     try:
         load = wrk if args.generator == "wrk" else python_load
@@ -341,6 +343,8 @@ def measure_server(args: argparse.Namespace, on: str, config: Path, base: str, a
                 result = load(url, headers, expected, args.connections, args.duration)
                 result.cpu_us = (cpu_seconds(proc.pid) - cpu_before) / result.requests * 1e6
                 rounds[name].append(result)
+        # One grant after another (each a durable commit), then every family at once.
+        rounds[REFRESH_ONE] = [refresh_load(f"{base}/oauth/token", chains[:1], args.duration)]
         rounds[REFRESH] = [refresh_load(f"{base}/oauth/token", chains, args.duration)]
     finally:
         stop_server(proc)
@@ -393,8 +397,9 @@ def measure(args: argparse.Namespace, database: str, home: Path) -> None:
     results = {on: measure_server(args, on, config, base, access, chains, home, pin)
                for on in args.servers.split(",")}
     label = "sqlite" if database.startswith("sqlite") else database.split("://")[0]
-    print(f"\nstore: {label}; {args.connections} connections; {args.duration:g} s per case; {args.rounds} "
-          f"rounds of (a)-(c); load: {args.generator} for (a)-(c), httpx for (d)")
+    print(f"\nstore: {label}; {args.connections} connections (N = {args.connections} refresh families); "
+          f"{args.duration:g} s per case; {args.rounds} rounds of (a)-(c); load: {args.generator} for (a)-(c), "
+          f"httpx for (d1), (dN)")
     for on, rounds in results.items():
         report(on, rounds, pin)
     if len(results) > 1:

@@ -106,6 +106,9 @@ class ServerConfig:
     keep_alive_timeout: float = 20.0
     # Seconds a client may keep the server waiting for a request's body.
     body_timeout: float = 30.0
+    # Seconds a client may leave an answer unread (the server's send buffer
+    # full) before its connection is closed.
+    send_timeout: float = 30.0
     # Seconds to connect to the database and to run one statement there;
     # past them the request gets a 503 (SQLite: how long to wait for its lock).
     database_timeout: float = 5.0
@@ -298,7 +301,7 @@ def _check_server(s: ServerConfig, problems: list[str]) -> None:
             ipaddress.ip_network(entry, strict=False)
         except ValueError:
             problems.append(f"server.trusted_proxies[{i}]: must be an IP address or network")
-    for name in ("upstream_timeout", "keep_alive_timeout", "body_timeout", "database_timeout"):
+    for name in ("upstream_timeout", "keep_alive_timeout", "body_timeout", "send_timeout", "database_timeout"):
         if getattr(s, name) <= 0:
             problems.append(f"server.{name}: must be positive")
     if s.max_body <= 0:

@@ -31,7 +31,17 @@ request line quoted in it); on trio it ends the whole server. Here it ends
 that connection only, and says so in one short line, at most once a minute;
 so do uvicorn's warnings about malformed requests, one per connection.
 uvicorn's info lines are left out: they quote the URL of each WebSocket
-handshake (there is no access log).
+handshake (there is no access log). Hypercorn's traceback for a request
+whose client broke the protocol under the app (bytes after a refused
+WebSocket handshake, a close after ``100 Continue``) is that line too.
+
+A client must read what it asked for. Neither server bounds how long an
+answer may wait on a client that does not read it (an event stream it
+stopped reading held its connection, and the backend's stream, for ever):
+past ``send_timeout`` the connection is dropped. uvicorn also queued every
+request a client pipelined ahead of its answers, reading on after each
+answer (one connection took gigabytes): past ``MAX_PIPELINED`` waiting
+requests the connection is dropped, and nothing more is read while any wait.
 """
 
 from __future__ import annotations
@@ -44,6 +54,8 @@ import sys
 from typing import Any, Awaitable, Callable, Iterator
 
 import anyio
+import h11
+import trio
 import uvicorn
 from hypercorn.config import Config as HypercornConfig
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -57,10 +69,19 @@ if sys.version_info < (3, 11):  # pragma: no cover
 log = logging.getLogger("mcp_oauth_proxy")
 _failed = Throttled(log, logging.INFO, interval=60.0)
 
+# What a send or receive fails with when the client broke the connection or
+# its protocol under the app (trio's own errors, h11's, asyncio's).
+_BROKEN_STREAM = (trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError)
+_CLIENT_CAUSED = (*_BROKEN_STREAM, anyio.BrokenResourceError, anyio.ClosedResourceError, h11.ProtocolError,
+                  ConnectionError)
+
 # Bytes of a request head a connection holds while it waits for the rest (h11's bound).
 MAX_HEAD = 16 * 1024
 # Seconds the answers under way get to finish once the server is told to stop (Hypercorn's).
 GRACE = 3.0
+# Requests a client may send ahead of the answers to its earlier ones (HTTP/1.1
+# pipelining, RFC 9112 §9.3.2); past them its connection is closed.
+MAX_PIPELINED = 32
 
 # What serve runs on: uvicorn (the default), Hypercorn on trio (--trio); and
 # Hypercorn on asyncio, what it ran on before (bench/bench_guard.py compares them).
@@ -113,8 +134,9 @@ async def _on_uvicorn(app: Any, server: ServerConfig, until: Callable[[], Awaita
 def uvicorn_config(app: Any, server: ServerConfig) -> uvicorn.Config:
     host, _, port = server.listen.rpartition(":")
     logging.getLogger("uvicorn.error").addFilter(_client_caused)  # once (a filter is added once)
+    connection = type("Connection", (_Connection,), {"send_timeout": server.send_timeout})
     return uvicorn.Config(
-        app, host=host.strip("[]"), port=int(port), http=_Connection, ws="wsproto", lifespan="on",
+        app, host=host.strip("[]"), port=int(port), http=connection, ws="wsproto", lifespan="on",
         # No access log: callback and authorize URLs carry codes and state.
         access_log=False, log_config=None, log_level=logging.WARNING,
         # Only the site decides whom to believe about a client's address (trusted_proxies).
@@ -142,6 +164,12 @@ class _Connection(HttpToolsProtocol):
     # At most one timer per connection, moved on lazily: not one made and
     # cancelled per request.
     _timer: asyncio.TimerHandle | None = None
+    # Seconds the client may leave answers unread (uvicorn waits for ever),
+    # and the timer that holds it to them while the send buffer is full.
+    send_timeout = 30.0
+    _unread: asyncio.TimerHandle | None = None
+    # Whether the client sent too many requests ahead (MAX_PIPELINED).
+    _flooded = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -149,8 +177,9 @@ class _Connection(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._head_due = None
-        if self._timer is not None:
-            self._timer.cancel()
+        for timer in (self._timer, self._unread):
+            if timer is not None:
+                timer.cancel()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -170,15 +199,51 @@ class _Connection(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._head_due = None
+        if self._flooded:
+            return  # the rest of the read, parsed after the connection was dropped
+        if len(self.pipeline) >= MAX_PIPELINED:
+            # uvicorn queues every request a read brings, however many are
+            # ahead of their answers, and reads on after each answer: one
+            # connection that sent without reading took gigabytes.
+            self._flooded = True
+            _failed("closed a connection with more than %d requests ahead of their answers", MAX_PIPELINED)
+            self.transport.abort()  # its unread answers are not flushed first
+            return
         super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        if not self._flooded:
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        if not self._flooded:
+            super().on_message_complete()
 
     def on_response_complete(self) -> None:
         if not self.pipeline and self.cycle.more_body:
             # The answer is out, the request's body is not all in: the rest is not read.
             self.transport.close()
         super().on_response_complete()
+        if self.pipeline:
+            self.flow.pause_reading()  # nothing more is read while requests wait their turn
         if self.timeout_keep_alive_task is not None:  # uvicorn waits for the next request
             self._await_head()
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._unread is None:
+            self._unread = self.loop.call_later(self.send_timeout, self._answers_unread)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self._unread is not None:
+            self._unread.cancel()
+            self._unread = None
+
+    def _answers_unread(self) -> None:
+        self._unread = None
+        _failed("closed a connection whose client left its answers unread for %g s", self.send_timeout)
+        self.transport.abort()  # close() would wait to send what the client does not read
 
     def _await_head(self) -> None:
         self._head_due = self.loop.time() + self.timeout_keep_alive
@@ -210,7 +275,39 @@ def hypercorn_config(server: ServerConfig) -> HypercornConfig:
     # (the timer runs from the connection's start or its last answer), is closed.
     hyper.keep_alive_timeout = server.keep_alive_timeout
     hyper.graceful_timeout = GRACE
+    hyper.send_timeout = server.send_timeout  # ours: _HypercornConnection.protocol_send
+    logging.getLogger("hypercorn.error").addFilter(_client_caused_errors)  # once
     return hyper
+
+
+def _leaves(error: BaseException) -> Iterator[BaseException]:
+    if isinstance(error, BaseExceptionGroup):
+        for inner in error.exceptions:
+            yield from _leaves(inner)
+    else:
+        yield error
+
+
+class _ClientCausedErrors(logging.Filter):
+    """Hypercorn logs a traceback per request whose client broke the
+    protocol under the app's feet (bytes after a refused WebSocket
+    handshake, a close after ``100 Continue``): "Error in ASGI Framework",
+    with the failure of the app's next send. Those are one short line at
+    most once a minute, here; any other failure keeps its traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg != "Error in ASGI Framework" or not record.exc_info or record.exc_info[1] is None:
+            return True
+        error = record.exc_info[1]
+        if not all(isinstance(leaf, _CLIENT_CAUSED) for leaf in _leaves(error)):
+            return True
+        record.msg, record.args = "a request ended when its client broke the protocol (%s)", (_names(error),)
+        record.exc_info, record.exc_text = None, None
+        record.levelno, record.levelname = logging.INFO, "INFO"
+        return _failed.filter(record)
+
+
+_client_caused_errors = _ClientCausedErrors()
 
 
 def _names(error: BaseException) -> str:
@@ -222,6 +319,8 @@ def _names(error: BaseException) -> str:
 
 class _HypercornConnection:
     """Put before Hypercorn's TCPServer (of either loop): the changes above."""
+
+    stream: Any  # trio's; asyncio's has a reader and a writer
 
     async def run(self) -> None:
         try:
@@ -236,9 +335,46 @@ class _HypercornConnection:
         # The client has gone: its idle timer need not hold the connection open.
         await self.idle_task.stop()  # type: ignore[attr-defined]
 
+    async def protocol_send(self, event: Any) -> None:
+        """Hypercorn's, but bytes the client leaves unread for
+        ``send_timeout`` seconds end the connection (Hypercorn waited for
+        ever, on trio shielded from any cancellation)."""
+        from hypercorn.events import Closed, RawData
+
+        if not isinstance(event, RawData):
+            return await super().protocol_send(event)  # type: ignore[misc]
+        async with self.send_lock:  # type: ignore[attr-defined]
+            try:
+                with anyio.fail_after(self.config.send_timeout):  # type: ignore[attr-defined]
+                    await self._send_raw(event.data)
+            except TimeoutError:
+                _failed("closed a connection whose client left its answers unread for %g s",
+                        self.config.send_timeout)  # type: ignore[attr-defined]
+                await self._abort()
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError, *_BROKEN_STREAM, ConnectionError,
+                    RuntimeError):
+                pass
+            else:
+                return
+        await self.protocol.handle(Closed())  # type: ignore[attr-defined]
+
+    async def _send_raw(self, data: bytes) -> None:
+        if hasattr(self, "stream"):  # trio
+            await self.stream.send_all(data)
+        else:  # asyncio
+            self.writer.write(data)  # type: ignore[attr-defined]
+            await self.writer.drain()  # type: ignore[attr-defined]
+
+    async def _abort(self) -> None:
+        if hasattr(self, "stream"):
+            await trio.aclose_forcefully(self.stream)
+        else:
+            self.writer.transport.abort()  # type: ignore[attr-defined]
+
 
 class _NoHTTP2(Exception):
     pass
+
 
 
 def _http1_only(h11_protocol: type) -> type:

@@ -63,7 +63,20 @@ def garbage(host: str) -> dict[str, bytes]:
         "random_bytes": noise.randbytes(700),
         "h2_preface_then_garbage": b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + noise.randbytes(300),
         "h2_body_after_early_answer": h2_body_after_answer(host),
+        # Hypercorn logged a traceback per connection for these two.
+        "bytes_after_a_refused_websocket_handshake": (
+            f"GET /mcp HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\nX"
+        ).encode(),
     }
+
+
+def close_after_first_answer(port: int, host: str) -> None:
+    """Ask for ``100 Continue``, and leave once it comes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(f"POST /mcp HTTP/1.1\r\nHost: {host}\r\nExpect: 100-continue\r\n"
+                     "Content-Length: 100\r\n\r\n".encode())
+        sock.recv(4096)
 
 
 def send_and_drain(port: int, data: bytes) -> None:
@@ -87,6 +100,9 @@ def test_malformed_protocol_input_never_logs_a_traceback_or_stops_the_server(loo
                 send_and_drain(served.port, data)
             alive = httpx.get(f"{served.base}/.well-known/oauth-authorization-server", timeout=5, trust_env=False)
             assert alive.status_code == 200, name
+        for _ in range(REPEAT):
+            close_after_first_answer(served.port, served.host.decode())
+        time.sleep(0.5)  # what the server logs of the last ones is written by now
         text = served.log_text()
     assert "Traceback" not in text, text[-3000:]
     assert SECRET not in text

@@ -1,0 +1,134 @@
+"""Clients that send and never read: requests pipelined far ahead of their
+answers (uvicorn queued every one: a connection took gigabytes), and a
+stream of answers left unread (the server waited for ever, holding the
+connection). A real ``serve`` on each loop, with ``send_timeout`` short."""
+
+from __future__ import annotations
+
+import http.server
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+import pytest
+from processes import free_port
+from served import LOOPS, seed_access_token, serve
+
+SEND_TIMEOUT = 2
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def _not_reading(port: int) -> socket.socket:
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # answers back up at once
+    sock.connect(("127.0.0.1", port))
+    return sock
+
+
+def _ended_within(sock: socket.socket, seconds: float) -> bool:
+    """Whether the server ends the connection: what it had sent is read
+    (it is finite once the server has given up on the connection) and then
+    the end comes, within ``seconds``."""
+    sock.settimeout(seconds)
+    deadline = time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline:
+            if not sock.recv(65536):
+                return True
+    except ConnectionResetError:
+        return True
+    except socket.timeout:
+        return False
+    return False
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_requests_pipelined_far_ahead_of_their_answers_end_the_connection(loop: str, tmp_path: Path) -> None:
+    with serve(tmp_path, loop, server=f"send_timeout = {SEND_TIMEOUT}") as served:
+        before = _rss_mb(served.proc.pid)
+        request = b"GET /.well-known/oauth-authorization-server HTTP/1.1\r\nhost: " + served.host + b"\r\n\r\n"
+        sock = _not_reading(served.port)
+        sent, cut_off = 0, False
+        deadline = time.monotonic() + 15
+        sock.settimeout(1)
+        try:
+            while time.monotonic() < deadline and sent < 200_000:
+                sock.sendall(request * 100)
+                sent += 100
+        except (ConnectionResetError, BrokenPipeError):
+            cut_off = True
+        except socket.timeout:  # the server stopped reading: it must end the connection soon
+            cut_off = _ended_within(sock, SEND_TIMEOUT + 5)
+        grown = _rss_mb(served.proc.pid) - before
+        sock.close()
+        assert cut_off, f"{sent} requests sent, the connection still open"
+        assert grown < 100, f"the server grew by {grown:.0f} MB"
+        # Everyone else is still served.
+        assert httpx.get(f"{served.base}/.well-known/oauth-authorization-server", trust_env=False,
+                         timeout=10).status_code == 200
+
+
+class _Endless(http.server.BaseHTTPRequestHandler):
+    """A backend answering an event stream that never ends."""
+
+    protocol_version = "HTTP/1.1"
+    ended: list[float] = []
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream")
+        self.send_header("transfer-encoding", "chunked")
+        self.end_headers()
+        event = b"data: " + b"x" * 8000 + b"\n\n"
+        chunk = b"%x\r\n%s\r\n" % (len(event), event)
+        try:
+            while True:
+                self.wfile.write(chunk)
+                self.wfile.flush()
+        except OSError:
+            _Endless.ended.append(time.monotonic())  # the proxy gave up on this stream
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def endless() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Endless)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/mcp"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_client_that_stops_reading_a_stream_is_cut_off(loop: str, tmp_path: Path, endless: str) -> None:
+    port = free_port()
+    database = f"sqlite:///{tmp_path / 'proxy.db'}"
+    token = seed_access_token(database, tmp_path / "keys", "acme", f"http://127.0.0.1:{port}/mcp")
+    with serve(tmp_path, loop, port=port, database=database, server=f"send_timeout = {SEND_TIMEOUT}",
+               tenant=f'backend = "{endless}"') as served:
+        sock = _not_reading(served.port)
+        sock.sendall(b"GET /mcp HTTP/1.1\r\nhost: " + served.host + b"\r\nauthorization: Bearer "
+                     + token.encode() + b"\r\naccept: text/event-stream\r\n\r\n")
+        started = time.monotonic()
+        time.sleep(SEND_TIMEOUT + 2)  # not reading
+        assert _ended_within(sock, 10), "the server still sends the stream"
+        sock.close()
+        # The backend's stream was cancelled too, when the client was cut off.
+        wait = time.monotonic() + 5
+        while not _Endless.ended and time.monotonic() < wait:
+            time.sleep(0.1)
+        assert _Endless.ended and _Endless.ended[-1] - started < SEND_TIMEOUT + 12
+        assert "left its answers unread" in served.log_text()

@@ -4,6 +4,8 @@ rate limits from the config."""
 
 from __future__ import annotations
 
+import time
+
 import anyio
 import pytest
 import sqlalchemy
@@ -14,7 +16,11 @@ from mcp_oauth_proxy import config as config_mod
 from mcp_oauth_proxy.app import build_app
 from mcp_oauth_proxy.core.errors import StorageUnavailable
 from mcp_oauth_proxy.core.tenant import RateLimit
-from mcp_oauth_proxy.housekeeping import collect, collect_periodically
+from mcp_oauth_proxy.core.context import token_hash
+from mcp_oauth_proxy.core.models import Revocation
+from mcp_oauth_proxy.housekeeping import OVERLAP, collect, collect_periodically, follow_revocations
+from mcp_oauth_proxy.storage.memory import MemoryStore
+from mcp_oauth_proxy.storage.token_cache import TokenCache
 from mcp_oauth_proxy.storage import migrations
 from mcp_oauth_proxy.storage.migrations import Migration
 
@@ -167,3 +173,49 @@ def test_the_served_store_remembers_tokens_unless_turned_off(tmp_path):
     app = build_app(config_mod.load(str(path)))
     assert not isinstance(app.site.store, TokenCache)
     app.site.store.engine.dispose()
+
+
+class _Flaky(MemoryStore):
+    """A shared store whose record of revocations can be made unreachable."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = False
+        self.asked: list[int] = []
+
+    def revocations_since(self, since: int) -> list[Revocation]:
+        self.asked.append(since)
+        if self.down:
+            raise StorageUnavailable("down")
+        return super().revocations_since(since)
+
+
+def test_what_another_process_revokes_is_forgotten_and_a_blind_spell_forgets_everything():
+    inner = _Flaky()
+    h = Harness(store=TokenCache(inner, 300))  # type: ignore[arg-type]
+    _, tokens = h.tokens()
+    _, others = h.tokens()
+    for token in (tokens["access_token"], others["access_token"]):
+        assert h.guard(token).user_id == "user-42"  # remembered for 300 s
+    one = inner.get_access_token("acme", token_hash(tokens["access_token"]))
+    other = inner.get_access_token("acme", token_hash(others["access_token"]))
+    assert one is not None and other is not None
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(follow_revocations, h.store, 0.01)
+            inner.revoke_access_token("acme", one.token_hash)  # as another process would: not through the cache
+            await anyio.sleep(0.1)
+            assert h.store.remembered("acme", one.token_hash) is None
+            assert h.store.remembered("acme", other.token_hash) is not None
+            inner.down = True
+            await anyio.sleep(0.05)
+            inner.down = False
+            await anyio.sleep(0.05)
+            # Revocations made while it could not look may be gone from the record: it remembers nothing.
+            assert h.store.remembered("acme", other.token_hash) is None
+            tasks.cancel_scope.cancel()
+
+    anyio.run(main)
+    # Each look reads the last OVERLAP seconds again (a late commit, another replica's clock).
+    assert min(inner.asked) <= time.time() - OVERLAP

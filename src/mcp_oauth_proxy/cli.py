@@ -18,8 +18,9 @@ import anyio
 
 from . import cli_storage
 from . import config as config_mod
-from .housekeeping import collect_periodically
+from .housekeeping import collect_periodically, follow_revocations
 from .logs import configure_logging
+from .storage.token_cache import TokenCache
 
 log = logging.getLogger("mcp_oauth_proxy")
 
@@ -58,13 +59,18 @@ async def _serve(app: Any, config: config_mod.Config, on: str) -> None:
     # stopping it does not cancel the server's shutdown.
     housekeeping = anyio.CancelScope()
 
-    async def collect_garbage() -> None:
+    store = app.site.store
+
+    async def housekeep() -> None:
         with housekeeping:
-            await collect_periodically(app.site.store, config.server.gc_interval, config.server.gc_batch)
+            async with anyio.create_task_group() as chores:
+                if config.server.gc_interval:
+                    chores.start_soon(collect_periodically, store, config.server.gc_interval, config.server.gc_batch)
+                if isinstance(store, TokenCache) and app.site.store_blocks:  # shared with other processes
+                    chores.start_soon(follow_revocations, store)
 
     async with anyio.create_task_group() as tasks:
-        if config.server.gc_interval:
-            tasks.start_soon(collect_garbage)
+        tasks.start_soon(housekeep)
         await serve(app, config.server, until_signalled, on)
         housekeeping.cancel()
 

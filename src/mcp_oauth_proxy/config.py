@@ -122,7 +122,8 @@ class ServerConfig:
     gc_batch: int = 1000
     # Seconds a found access token is remembered by the guard of one process.
     # Revocation through this process is exact; other replicas sharing the
-    # database may accept a revoked token this long. 0: always ask the database.
+    # database forget it within about a second (housekeeping.follow_revocations).
+    # 0: always ask the database.
     token_cache_seconds: float = 5.0
 
 

@@ -1,7 +1,7 @@
-"""Removing expired records while the server runs: sessions, codes, tokens,
-lapsed registrations and rate-limit counters. Each batch is one short call
-of ``Store.delete_expired`` in a worker thread, so requests keep flowing
-between batches."""
+"""Beside the server: removing expired records (sessions, codes, tokens,
+lapsed registrations, rate-limit counters; each batch one short call of
+``Store.delete_expired`` in a worker thread, so requests keep flowing between
+batches), and following what other processes revoke."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import anyio.to_thread
 
 from .core.errors import StorageUnavailable
 from .core.store import Store
+from .storage.token_cache import TokenCache
 
 log = logging.getLogger("mcp_oauth_proxy")
 
@@ -40,3 +41,31 @@ async def collect_periodically(store: Store, interval: float, batch: int,
             continue
         if removed:
             log.info("removed %d expired records", removed)
+
+
+# Seconds of revocations read again on each look: one recorded by a
+# transaction that began before the last look, or by a replica whose clock
+# runs behind ours, is seen all the same (forgetting twice is harmless).
+OVERLAP = 30
+
+
+async def follow_revocations(cache: TokenCache, interval: float = 1.0,
+                             clock: Callable[[], float] = time.time) -> None:
+    """Every ``interval`` seconds, until cancelled: what any process sharing
+    the store revoked is forgotten by this one's token cache."""
+    since = int(clock()) - OVERLAP
+    lost = False
+    while True:
+        await anyio.sleep(interval)
+        started = int(clock())
+        try:
+            revoked = await anyio.to_thread.run_sync(cache.store.revocations_since, since)
+        except StorageUnavailable:
+            lost = True  # the database is away; the guard answers 503 meanwhile
+            continue
+        if lost:
+            # A look missed may have been longer than the record is kept.
+            cache.forget_all()
+            lost = False
+        cache.follow(revoked)
+        since = started - OVERLAP

@@ -75,12 +75,19 @@ def config_text(port: int, tmp: Path, server: str = "", tenant: str = "", databa
 
 
 @contextlib.contextmanager
-def serve(tmp: Path, loop: str, port: int | None = None, **config: str) -> Iterator[Served]:
-    """The server running with ``config_text(**config)``; stopped (and its
-    exit checked) afterwards."""
+def serve(tmp: Path, loop: str, port: int | None = None, listen: int | None = None,
+          **config: str) -> Iterator[Served]:
+    """The server running with ``config_text(**config)``, listening on
+    ``listen`` when given (a replica of the server at ``port``); stopped
+    (and its exit checked) afterwards."""
     port = port or free_port()
+    tenant_host = f"127.0.0.1:{port}"
     path = tmp / "proxy.toml"
-    path.write_text(config_text(port, tmp, **config))
+    text = config_text(port, tmp, **config)
+    if listen is not None:
+        text = text.replace(f'listen = "{tenant_host}"', f'listen = "127.0.0.1:{listen}"')
+        port = listen
+    path.write_text(text)
     cmd = [sys.executable, "-m", "mcp_oauth_proxy.cli", "serve", "--config", str(path)]
     if loop == "trio":
         cmd.append("--trio")
@@ -90,7 +97,8 @@ def serve(tmp: Path, loop: str, port: int | None = None, **config: str) -> Itera
     served = Served(port, proc, log)
     try:
         wait_until(lambda: httpx.get(f"{served.base}/.well-known/oauth-authorization-server", timeout=2,
-                                     trust_env=False).status_code == 200, DEADLINE, "serve", proc, log)
+                                     headers={"host": tenant_host}, trust_env=False).status_code == 200,
+                   DEADLINE, "serve", proc, log)
         yield served
     finally:
         stop_process(proc)

@@ -3,14 +3,15 @@ SQLite, PostgreSQL, MariaDB. The memory store is the reference."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import attrs
 import pytest
 
 from mcp_oauth_proxy.core.errors import DecryptionFailed
-from mcp_oauth_proxy.core.models import Rotation, UpstreamTokens
-from mcp_oauth_proxy.core.store import REPLACED, Store
+from mcp_oauth_proxy.core.models import Revocation, Rotation, UpstreamTokens
+from mcp_oauth_proxy.core.store import REPLACED, REVOCATION_RECORD, Store
 from mcp_oauth_proxy.storage.crypto import KeyRing
 from storage_records import T0, access, client, code, consent, grant, refresh, session, with_tokens
 
@@ -204,6 +205,44 @@ def test_revoking_a_grant_hides_every_token_and_stops_upstream_updates(store):
     assert store.claim_upstream_refresh("acme", g.grant_id, 0, T0, T0 + 30) is False
     assert store.update_upstream_tokens("acme", g.grant_id, 0, UpstreamTokens("new")) is False
     assert rotate(store, rt, T0) is Rotation.GONE
+
+
+# -- revocations, for other processes to follow ---------------------------------------------
+def _revoked(store: Any, since: int) -> set[tuple[str, str, str]]:
+    return {(r.tenant, r.kind, r.revoked) for r in store.revocations_since(since)}
+
+
+def test_every_revocation_is_recorded_for_other_processes(store):
+    since = int(time.time())
+    assert store.revocations_since(since) == []
+    g, g2, g3 = grant(), grant(grant_id="grant-2"), grant(grant_id="grant-3")
+    at, _ = with_tokens(store, g)
+    _, rt2 = with_tokens(store, g2)
+    with_tokens(store, g3)
+    store.revoke_access_token("acme", at.token_hash)
+    assert _revoked(store, since) == {("acme", Revocation.TOKEN, at.token_hash)}
+    store.revoke_grant("acme", g.grant_id)
+    assert store.revoke_grant_of_code("acme", g3.code_hash) is True
+    # A replay revokes the family: recorded like any revocation.
+    assert rotate(store, rt2, T0 + 100, n="a") is Rotation.ROTATED
+    assert rotate(store, rt2, T0 + 200, n="b") is Rotation.REUSED
+    assert _revoked(store, since) == {("acme", Revocation.TOKEN, at.token_hash),
+                                      ("acme", Revocation.GRANT, g.grant_id),
+                                      ("acme", Revocation.GRANT, g2.grant_id),
+                                      ("acme", Revocation.GRANT, g3.grant_id)}
+    assert all(since <= r.revoked_at <= time.time() + 1 for r in store.revocations_since(since))
+    assert store.revocations_since(int(time.time()) + 2) == []
+
+
+def test_revocation_records_lapse_after_an_hour(store):
+    g = grant()
+    with_tokens(store, g)
+    store.revoke_grant("acme", g.grant_id)
+    now = int(time.time())
+    store.delete_expired(now + 60)
+    assert _revoked(store, now - 5) == {("acme", Revocation.GRANT, g.grant_id)}
+    store.delete_expired(now + REVOCATION_RECORD + 5)
+    assert store.revocations_since(0) == []
 
 
 # -- refresh token rotation (RFC 9700 §4.14.2) ------------------------------------------------

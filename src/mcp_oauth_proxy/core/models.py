@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 import functools
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
 
@@ -190,6 +190,20 @@ class RefreshToken:
     # The hash of the successor it was last exchanged for: a retry within the
     # grace window replaces that one, so a family has one live refresh token.
     successor_hash: str | None = attrs.field(default=None, repr=False)
+
+
+@attrs.frozen
+class Revocation:
+    """Something revoked lately, recorded for the other processes sharing the
+    store: what they remember of it (storage/token_cache.py) goes too."""
+
+    tenant: str
+    kind: str  # TOKEN: one access token, by hash; GRANT: every token of a grant, by id
+    revoked: str
+    revoked_at: int
+
+    TOKEN: ClassVar[str] = "token"
+    GRANT: ClassVar[str] = "grant"
 
 
 class Rotation(enum.Enum):

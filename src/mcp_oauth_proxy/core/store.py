@@ -17,6 +17,7 @@ from .models import (
     ConsentRequest,
     Grant,
     RefreshToken,
+    Revocation,
     Rotation,
     UpstreamTokens,
 )
@@ -25,6 +26,8 @@ from .models import (
 # The rotated_at of a successor a client's retry replaced: rotated long
 # ago, so whoever presents it again replays it (RFC 9700 §4.14.2).
 REPLACED = 0
+# Seconds a revocation stays on record for other processes to follow.
+REVOCATION_RECORD = 3600
 
 
 class Store(Protocol):
@@ -85,10 +88,18 @@ class Store(Protocol):
         Unknown, expired, or grant revoked: GONE.
         """
 
-    def revoke_access_token(self, tenant: str, token_hash: str) -> None: ...
+    def revoke_access_token(self, tenant: str, token_hash: str) -> None:
+        """The token is valid no more. Every revoking operation (this one,
+        revoke_grant, revoke_grant_of_code, a REUSED rotation) records what it
+        revoked, in the same transaction, for revocations_since."""
 
     def revoke_grant(self, tenant: str, grant_id: str) -> None:
         """After this no token of the grant is valid and none can be issued."""
+
+    def revocations_since(self, since: int) -> list[Revocation]:
+        """What was revoked at or after ``since`` (Unix time, seconds; kept
+        REVOCATION_RECORD seconds): what another process remembering tokens
+        must forget."""
 
     def get_grant(self, tenant: str, grant_id: str) -> Grant | None:
         """The grant with its upstream tokens decrypted, unless revoked."""

@@ -7,6 +7,7 @@ Upstream secrets are kept encrypted here as in every backend.
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import attrs
@@ -19,10 +20,11 @@ from ..core.models import (
     ConsentRequest,
     Grant,
     RefreshToken,
+    Revocation,
     Rotation,
     UpstreamTokens,
 )
-from ..core.store import REPLACED
+from ..core.store import REPLACED, REVOCATION_RECORD
 from .crypto import KeyRing, open_upstream, open_verifier, seal_upstream, seal_verifier
 
 _SEALED = UpstreamTokens(access_token="")  # stands in for the sealed tokens
@@ -41,6 +43,7 @@ class MemoryStore:
         self._access: dict[tuple[str, str], AccessToken] = {}
         self._refresh: dict[tuple[str, str], RefreshToken] = {}
         self._counters: dict[tuple[str, int], tuple[int, int]] = {}
+        self._revocations: dict[tuple[str, str, str], Revocation] = {}
 
     # -- clients ------------------------------------------------------------
     def save_client(self, client: Client) -> None:
@@ -106,7 +109,15 @@ class MemoryStore:
         if entry is None or entry[0].revoked:
             return False
         self._grants[(tenant, grant_id)] = (attrs.evolve(entry[0], revoked=True), entry[1])
+        self._record(tenant, Revocation.GRANT, grant_id)
         return True
+
+    def _record(self, tenant: str, kind: str, revoked: str) -> None:
+        self._revocations[(tenant, kind, revoked)] = Revocation(tenant, kind, revoked, int(time.time()))
+
+    def revocations_since(self, since: int) -> list[Revocation]:
+        with self._lock:
+            return [r for r in self._revocations.values() if r.revoked_at >= since]
 
     def revoke_grant_of_code(self, tenant: str, code_hash: str) -> bool:
         with self._lock:
@@ -162,6 +173,7 @@ class MemoryStore:
     def revoke_access_token(self, tenant: str, token_hash: str) -> None:
         with self._lock:
             self._access.pop((tenant, token_hash), None)
+            self._record(tenant, Revocation.TOKEN, token_hash)
 
     # -- upstream tokens ---------------------------------------------------------
     def get_grant(self, tenant: str, grant_id: str) -> Grant | None:
@@ -212,6 +224,10 @@ class MemoryStore:
                 removed += 1
             for key in [k for k, v in self._counters.items() if v[1] <= now][:limit]:
                 del self._counters[key]
+                removed += 1
+            old = [k for k, r in self._revocations.items() if r.revoked_at + REVOCATION_RECORD <= now]
+            for key in old[:limit]:
+                del self._revocations[key]
                 removed += 1
             lapsed = [k for k, c in self._clients.items() if c.expires_at is not None and c.expires_at <= now]
             for key in lapsed[:limit]:

@@ -64,10 +64,15 @@ def _name_successors(conn: Connection) -> None:
     conn.execute(text("ALTER TABLE refresh_tokens ADD COLUMN successor_hash VARCHAR(64) NULL"))
 
 
+def _record_revocations(conn: Connection) -> None:
+    schema.revocations.create(conn, checkfirst=True)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", None),
     Migration(2, "login sessions bound to the browser that consented", _bind_sessions_to_browsers),
     Migration(3, "refresh tokens name their successor", _name_successors),
+    Migration(4, "revocations recorded for other processes to follow", _record_revocations),
 )
 
 

@@ -173,5 +173,18 @@ counters = Table(
     **_MYSQL,
 )
 
+# What was revoked lately (core.models.Revocation): every process sharing the
+# database reads it each second, to forget what it remembers of those tokens.
+revocations = Table(
+    "revocations", metadata,
+    _tenant(), _key("kind", 16), _key("revoked", 128),
+    _time("revoked_at"),
+    _time("expires_at"),
+    Index("revocations_since", "revoked_at"),
+    Index("revocations_expiry", "expires_at"),
+    **_MYSQL,
+)
+
 # The tables delete_expired sweeps.
-EXPIRING = (consent_requests, auth_sessions, codes, access_tokens, refresh_tokens, counters, clients, grants)
+EXPIRING = (consent_requests, auth_sessions, codes, access_tokens, refresh_tokens, counters, clients, grants,
+            revocations)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import math
 import threading
+import time
 from contextlib import nullcontext
 from typing import Any, Callable, ContextManager, Mapping, TypeVar
 
@@ -38,7 +39,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.pool import StaticPool
 
 from ..core.errors import StorageUnavailable
-from ..core.store import REPLACED
+from ..core.store import REPLACED, REVOCATION_RECORD
 from ..core.models import (
     AccessToken,
     AuthSession,
@@ -47,6 +48,7 @@ from ..core.models import (
     ConsentRequest,
     Grant,
     RefreshToken,
+    Revocation,
     Rotation,
     UpstreamTokens,
 )
@@ -61,6 +63,7 @@ from .schema import (
     counters,
     grants,
     refresh_tokens,
+    revocations,
 )
 
 T = TypeVar("T")
@@ -342,14 +345,35 @@ class SqlStore:
         return None if row is None or row["expires_at"] <= now else _record(CodeGrant, row)
 
     def revoke_grant_of_code(self, tenant: str, code_hash: str) -> bool:
-        stmt = update(grants).where(
-            grants.c.tenant == tenant, grants.c.code_hash == code_hash, grants.c.revoked.is_(False)
-        ).values(revoked=True)
-        return self._write(lambda c: c.execute(stmt).rowcount == 1)
+        def op(conn: Connection) -> bool:
+            grant_id = conn.execute(select(grants.c.grant_id).where(
+                grants.c.tenant == tenant, grants.c.code_hash == code_hash)).scalar()
+            return grant_id is not None and self._revoke(conn, tenant, grant_id)
+
+        return self._write(op)
 
     def revoke_grant(self, tenant: str, grant_id: str) -> None:
-        stmt = update(grants).where(grants.c.tenant == tenant, grants.c.grant_id == grant_id).values(revoked=True)
-        self._write(lambda c: c.execute(stmt))
+        self._write(lambda c: self._revoke(c, tenant, grant_id))
+
+    def _revoke(self, conn: Connection, tenant: str, grant_id: str) -> bool:
+        """Revoke a live grant, and record it; whether it was live."""
+        stmt = update(grants).where(
+            grants.c.tenant == tenant, grants.c.grant_id == grant_id, grants.c.revoked.is_(False)
+        ).values(revoked=True)
+        if conn.execute(stmt).rowcount != 1:
+            return False
+        self._record(conn, tenant, Revocation.GRANT, grant_id)
+        return True
+
+    def _record(self, conn: Connection, tenant: str, kind: str, revoked: str) -> None:
+        now = int(time.time())
+        self._upsert(conn, revocations, {"tenant": tenant, "kind": kind, "revoked": revoked, "revoked_at": now,
+                                         "expires_at": now + REVOCATION_RECORD})
+
+    def revocations_since(self, since: int) -> list[Revocation]:
+        stmt = select(revocations.c.tenant, revocations.c.kind, revocations.c.revoked, revocations.c.revoked_at
+                      ).where(revocations.c.revoked_at >= since)
+        return [Revocation(*row) for row in self._read(lambda c: c.execute(stmt).all())]
 
     # -- our tokens -----------------------------------------------------------------------
     # A token's grant is checked on every read, so a token stored while its
@@ -399,10 +423,7 @@ class SqlStore:
             if row.rotated_at is not None and not (
                     row.rotated_at >= now - grace and replace_successor(conn, row.successor_hash)):
                 # A replay, RFC 9700 §4.14.2: the family is revoked.
-                revoke = update(grants).where(
-                    grants.c.tenant == tenant, grants.c.grant_id == row.grant_id, grants.c.revoked.is_(False)
-                ).values(revoked=True)
-                return Rotation.REUSED if conn.execute(revoke).rowcount == 1 else Rotation.GONE
+                return Rotation.REUSED if self._revoke(conn, tenant, row.grant_id) else Rotation.GONE
             conn.execute(update(refresh_tokens).where(old.tenant == tenant, old.token_hash == token_hash).values(
                 rotated_at=func.coalesce(old.rotated_at, now), successor_hash=refresh.token_hash))
             self._upsert(conn, access_tokens, _row(access))
@@ -413,7 +434,12 @@ class SqlStore:
 
     def revoke_access_token(self, tenant: str, token_hash: str) -> None:
         stmt = delete(access_tokens).where(access_tokens.c.tenant == tenant, access_tokens.c.token_hash == token_hash)
-        self._write(lambda c: c.execute(stmt))
+
+        def op(conn: Connection) -> None:
+            conn.execute(stmt)
+            self._record(conn, tenant, Revocation.TOKEN, token_hash)
+
+        self._write(op)
 
     # -- upstream tokens ----------------------------------------------------------------
     def get_grant(self, tenant: str, grant_id: str) -> Grant | None:

@@ -7,10 +7,11 @@ takes both off the hot path.
 
 Revocation stays exact inside this process: every revoking operation that
 goes through this wrapper forgets what it revoked before it returns. Other
-processes sharing the database may still accept a revoked token until their
-memory of it lapses (``ttl`` seconds); set the TTL to 0 (no cache) where
-revocation must bite across replicas at once. Expiry is unaffected: the
-core checks it on every request against the record.
+processes sharing the database learn of it from the store's record of
+revocations, which each reads every second (housekeeping.follow_revocations
+calls :meth:`TokenCache.follow`): a revoked token is refused everywhere
+within about a second, whatever the TTL. Expiry is unaffected: the core
+checks it on every request against the record.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
-from ..core.models import AccessToken, RefreshToken, Rotation
+from ..core.models import AccessToken, RefreshToken, Revocation, Rotation
 from ..core.store import Store
 
 
@@ -73,6 +74,17 @@ class TokenCache:
             self._revocations += 1
             for key in [k for k, (_, t) in self._entries.items() if match(t)]:
                 del self._entries[key]
+
+    def follow(self, revoked: Iterable[Revocation]) -> None:
+        """Forget what another process revoked."""
+        tokens = {(r.tenant, r.revoked) for r in revoked if r.kind == Revocation.TOKEN}
+        grants = {(r.tenant, r.revoked) for r in revoked if r.kind == Revocation.GRANT}
+        if tokens or grants:
+            self._forget(lambda t: (t.tenant, t.token_hash) in tokens or (t.tenant, t.grant_id) in grants)
+
+    def forget_all(self) -> None:
+        """Forget everything (what was revoked meanwhile is not known)."""
+        self._forget(lambda t: True)
 
     def revoke_access_token(self, tenant: str, token_hash: str) -> None:
         self.store.revoke_access_token(tenant, token_hash)

@@ -1,5 +1,5 @@
-"""Schema versions: an empty database is created on first open; an older
-one is upgraded only when asked."""
+"""Schema versions, kept by Alembic: an empty database is created on first
+open; an older one is upgraded only when asked."""
 
 from __future__ import annotations
 
@@ -8,13 +8,16 @@ import multiprocessing
 import pytest
 import sqlalchemy
 
+from schema_history import add_revision, legacy_database
 from storage_records import T0, session
 from mcp_oauth_proxy.storage import migrations
 from mcp_oauth_proxy.storage.crypto import KeyRing
-from mcp_oauth_proxy.storage.migrations import Migration, SchemaError, SchemaOutdated, version_of
+from mcp_oauth_proxy.storage.migrations import SchemaError, SchemaOutdated, version_of
 from mcp_oauth_proxy.storage.open import open_store
 from mcp_oauth_proxy.storage.schema import metadata
 from mcp_oauth_proxy.storage.sql import make_engine
+
+LATEST = migrations.number(migrations.revisions()[-1])
 
 
 def _tables(url: str) -> set[str]:
@@ -25,24 +28,22 @@ def _tables(url: str) -> set[str]:
         engine.dispose()
 
 
-def _add_extra(conn: sqlalchemy.Connection) -> None:
-    sqlalchemy.Table("extra", sqlalchemy.MetaData(), sqlalchemy.Column("id", sqlalchemy.Integer, primary_key=True),
-                     ).create(conn)
+_ADD_EXTRA = 'op.create_table("extra", sa.Column("id", sa.Integer, primary_key=True))'
 
 
 def test_an_empty_database_is_created_at_the_latest_version(sql_url, ring):
     store = open_store(sql_url, ring)
     with store.engine.connect() as conn:
-        assert version_of(conn) == migrations.MIGRATIONS[-1].version
+        assert version_of(conn) == LATEST
     store.engine.dispose()
-    assert _tables(sql_url) == set(metadata.tables) | {"schema_version"}
+    assert _tables(sql_url) == set(metadata.tables) | {"alembic_version"}
     open_store(sql_url, ring).engine.dispose()  # opening again changes nothing
 
 
-def test_an_older_schema_is_refused_naming_the_command_and_upgraded_when_asked(sql_url, ring, monkeypatch):
+def test_an_older_schema_is_refused_naming_the_command_and_upgraded_when_asked(sql_url, ring, monkeypatch, tmp_path):
     open_store(sql_url, ring).engine.dispose()  # a database at today's version
-    now = migrations.MIGRATIONS[-1].version
-    monkeypatch.setattr(migrations, "MIGRATIONS", (*migrations.MIGRATIONS, Migration(now + 1, "an extra table", _add_extra)))
+    now = LATEST
+    add_revision(tmp_path, monkeypatch, _ADD_EXTRA)
     with pytest.raises(SchemaOutdated, match=f"version {now}, this program needs version {now + 1}: run `mcp-oauth-proxy db upgrade`"):
         open_store(sql_url, ring)
     assert "extra" not in _tables(sql_url)
@@ -55,8 +56,7 @@ def test_a_schema_newer_than_the_program_is_refused(sql_url, ring):
     open_store(sql_url, ring).engine.dispose()
     engine = make_engine(sql_url)
     with engine.begin() as conn:
-        conn.execute(sqlalchemy.text(
-            "INSERT INTO schema_version (version, description, applied_at) VALUES (99, 'future', 0)"))
+        conn.execute(sqlalchemy.text("UPDATE alembic_version SET version_num = '0099'"))
     engine.dispose()
     with pytest.raises(SchemaError, match="version 99, newer than"):
         open_store(sql_url, ring)
@@ -90,7 +90,8 @@ def test_replicas_starting_together_on_an_empty_database_create_it_once(sql_url,
         p.join()
     engine = make_engine(sql_url)
     with engine.connect() as conn:
-        assert conn.execute(sqlalchemy.text("SELECT COUNT(*) FROM schema_version")).scalar() == len(migrations.MIGRATIONS)
+        assert conn.execute(sqlalchemy.text("SELECT version_num FROM alembic_version")).scalars().all() == [
+            migrations.revisions()[-1]]
     engine.dispose()
 
 
@@ -101,12 +102,9 @@ _ADDED_SINCE_1 = [("auth_sessions", "browser_hash"), ("refresh_tokens", "success
 def _version_1_database(url: str, ring: KeyRing) -> None:
     """A database as version 1 of the schema left it, holding a client and a
     login in progress."""
-    open_store(url, ring).engine.dispose()
+    legacy_database(url, 1)
     engine = make_engine(url)
     with engine.begin() as conn:
-        for table, column in _ADDED_SINCE_1:
-            conn.execute(sqlalchemy.text(f"ALTER TABLE {table} DROP COLUMN {column}"))
-        conn.execute(sqlalchemy.text("DELETE FROM schema_version WHERE version > 1"))
         conn.execute(sqlalchemy.text(
             "INSERT INTO clients (tenant, client_id, redirect_uris, token_endpoint_auth_method, grant_types,"
             " response_types, application_type, created_at) VALUES ('acme', 'mcp_client_old', '[\"http://127.0.0.1/cb\"]',"
@@ -124,7 +122,7 @@ def test_a_version_1_database_is_upgraded_keeping_its_clients_and_dropping_unbou
     store = open_store(sql_url, ring, upgrade=True)
     try:
         with store.engine.connect() as conn:
-            assert version_of(conn) == migrations.MIGRATIONS[-1].version
+            assert version_of(conn) == LATEST
             for table, column in _ADDED_SINCE_1:
                 assert column in {c["name"] for c in sqlalchemy.inspect(conn).get_columns(table)}
         assert store.get_client("acme", "mcp_client_old") is not None
@@ -135,3 +133,4 @@ def test_a_version_1_database_is_upgraded_keeping_its_clients_and_dropping_unbou
         assert store.take_auth_session("acme", fresh.state_hash, T0) == fresh
     finally:
         store.engine.dispose()
+

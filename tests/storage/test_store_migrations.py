@@ -1,5 +1,6 @@
 """Schema versions, kept by Alembic: an empty database is created on first
-open; an older one is upgraded only when asked."""
+open; an older one is upgraded only when asked; a database of a release
+before Alembic is recognised; the revisions build what schema.py defines."""
 
 from __future__ import annotations
 
@@ -7,14 +8,19 @@ import multiprocessing
 
 import pytest
 import sqlalchemy
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
 
-from schema_history import add_revision, legacy_database
-from storage_records import T0, session
-from mcp_oauth_proxy.storage import migrations
+from schema_history import add_revision, legacy_database, upgrade_to
+from storage_records import T0, access, client, code, grant, refresh, session
+from mcp_oauth_proxy.cli_storage import main
+from mcp_oauth_proxy.core.models import Rotation
+from mcp_oauth_proxy.storage import migrations, sql
 from mcp_oauth_proxy.storage.crypto import KeyRing
 from mcp_oauth_proxy.storage.migrations import SchemaError, SchemaOutdated, version_of
 from mcp_oauth_proxy.storage.open import open_store
-from mcp_oauth_proxy.storage.schema import metadata
+from mcp_oauth_proxy.storage.schema import metadata, refresh_tokens
 from mcp_oauth_proxy.storage.sql import make_engine
 
 LATEST = migrations.number(migrations.revisions()[-1])
@@ -134,3 +140,114 @@ def test_a_version_1_database_is_upgraded_keeping_its_clients_and_dropping_unbou
     finally:
         store.engine.dispose()
 
+
+def _differences(url: str) -> list[object]:
+    """What Alembic's autogenerate finds between the database and schema.py
+    (tables, columns, types, nullability, server defaults, indexes)."""
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            context = MigrationContext.configure(conn, opts={
+                "compare_type": True, "compare_server_default": migrations.compare_server_default,
+                "include_name": migrations.include_name})
+            return compare_metadata(context, metadata)
+    finally:
+        engine.dispose()
+
+
+def test_the_revisions_build_the_schema_the_models_define(sql_url):
+    # Every revision run on an empty database, not the create_all a new one gets.
+    upgrade_to(sql_url, "head")
+    assert _differences(sql_url) == []
+    # Down to the first revision (SQLite copies each table without the
+    # column) and up again.
+    engine = make_engine(sql_url, bound_statements=False)
+    with engine.execution_options(sqlite_write=True).begin() as conn:
+        command.downgrade(migrations.alembic_config(conn), "0001")
+    engine.dispose()
+    assert {(d[0], d[3].name) for d in _differences(sql_url)} == {("add_column", c) for _, c in _ADDED_SINCE_1}
+    upgrade_to(sql_url, "head")
+    assert _differences(sql_url) == []
+
+
+def _legacy_version(url: str) -> int | None:
+    """The version the releases before Alembic read; None without their table."""
+    if "schema_version" not in _tables(url):
+        return None
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(sqlalchemy.text("SELECT MAX(version) FROM schema_version")).scalar()
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("version", [1, 2, 3])
+def test_a_database_of_a_release_before_alembic_is_bridged_and_upgraded(sql_url, ring, version):
+    legacy_database(sql_url, version)
+    if version < LATEST:
+        with pytest.raises(SchemaOutdated, match=f"version {version}, this program needs version {LATEST}"):
+            open_store(sql_url, ring)
+        assert "alembic_version" not in _tables(sql_url)  # refused untouched
+        open_store(sql_url, ring, upgrade=True).engine.dispose()
+    else:
+        open_store(sql_url, ring).engine.dispose()  # the same schema: bridged, nothing to upgrade
+    assert _tables(sql_url) == set(metadata.tables) | {"alembic_version", "schema_version"}
+    assert _differences(sql_url) == []
+    # The old table still names the schema: a release before Alembic, gone back to, runs on it.
+    assert _legacy_version(sql_url) == LATEST
+    open_store(sql_url, ring).engine.dispose()
+
+
+def test_the_old_version_table_is_dropped_once_the_schema_moves_past_it(sql_url, ring, monkeypatch, tmp_path):
+    legacy_database(sql_url, 3)
+    open_store(sql_url, ring).engine.dispose()
+    add_revision(tmp_path, monkeypatch, _ADD_EXTRA)
+    open_store(sql_url, ring, upgrade=True).engine.dispose()
+    # A release before Alembic now refuses the database, rather than run on a schema it does not know.
+    assert _legacy_version(sql_url) is None
+    assert _tables(sql_url) == set(metadata.tables) | {"alembic_version", "extra"}
+
+
+def test_an_upgrade_by_a_release_before_alembic_gone_back_to_is_followed(sql_url, ring):
+    legacy_database(sql_url, 3)  # a release before Alembic upgraded it to 3 ...
+    engine = make_engine(sql_url)
+    with engine.execution_options(sqlite_write=True).begin() as conn:
+        command.stamp(migrations.alembic_config(conn), "0002")  # ... after we had stamped it at 2
+    engine.dispose()
+    open_store(sql_url, ring).engine.dispose()  # at 3 already: nothing to upgrade
+    engine = make_engine(sql_url)
+    with engine.connect() as conn:
+        assert conn.execute(sqlalchemy.text("SELECT version_num FROM alembic_version")).scalar() == "0003"
+    engine.dispose()
+
+
+def test_a_live_grant_of_a_version_1_database_still_works_after_db_upgrade(sql_url, ring, capsys):
+    legacy_database(sql_url, 1)
+    old = sql.SqlStore(sql_url, ring)  # the store on the version-1 tables, before any upgrade
+    g = grant(grant_id="live", client_id="client-1")
+    old.save_client(client())
+    old.save_grant_and_code(g, code(g))
+    at, rt = access(g, "at-live"), refresh(g, "rt-live")
+    assert old.issue_tokens(g.tenant, g.grant_id, at, None)
+    with old.engine.begin() as conn:  # version 1's refresh_tokens has no successor_hash
+        conn.execute(refresh_tokens.insert(), [{k: v for k, v in sql._row(rt).items() if k != "successor_hash"}])
+    old.engine.dispose()
+
+    assert main(["db", "upgrade", "--database", sql_url]) == 0
+    assert f"applied migrations {list(range(2, LATEST + 1))}" in capsys.readouterr().out
+    store = open_store(sql_url, ring)
+    try:
+        assert store.get_client("acme", "client-1") == client()
+        assert store.get_grant("acme", "live") == g  # its upstream tokens still decrypt
+        assert store.get_access_token("acme", "at-live") == at
+        assert store.get_refresh_token("acme", "rt-live") == rt
+        at2, rt2 = access(g, "at-live-2"), refresh(g, "rt-live-2")
+        assert store.rotate_refresh_token("acme", "rt-live", T0 + 10, 30, at2, rt2) == Rotation.ROTATED
+        assert store.get_access_token("acme", "at-live-2") == at2
+        assert store.get_refresh_token("acme", "rt-live-2") == rt2
+        # The rotated one, presented after the grace window, is reuse: the family goes.
+        assert store.rotate_refresh_token("acme", "rt-live", T0 + 100, 30, at2, rt2) == Rotation.REUSED
+        assert store.get_access_token("acme", "at-live") is None
+    finally:
+        store.engine.dispose()

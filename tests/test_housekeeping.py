@@ -8,8 +8,8 @@ import time
 
 import anyio
 import pytest
-import sqlalchemy
 
+from schema_history import add_revision
 from support import Harness
 from mcp_oauth_proxy import cli
 from mcp_oauth_proxy import config as config_mod
@@ -21,8 +21,6 @@ from mcp_oauth_proxy.core.models import Revocation
 from mcp_oauth_proxy.housekeeping import OVERLAP, collect, collect_periodically, follow_revocations
 from mcp_oauth_proxy.storage.memory import MemoryStore
 from mcp_oauth_proxy.storage.token_cache import TokenCache
-from mcp_oauth_proxy.storage import migrations
-from mcp_oauth_proxy.storage.migrations import Migration
 
 
 def _expired_world(n: int) -> Harness:
@@ -108,12 +106,7 @@ def test_serve_refuses_an_older_schema_naming_the_command_and_upgrade_migrates(t
     config = config_mod.load(str(path))
     build_app(config).site.store.engine.dispose()  # a database at today's version
 
-    def add_extra(conn: sqlalchemy.Connection) -> None:
-        sqlalchemy.Table("extra", sqlalchemy.MetaData(), sqlalchemy.Column("id", sqlalchemy.Integer, primary_key=True)
-                         ).create(conn)
-
-    later = migrations.MIGRATIONS[-1].version + 1
-    monkeypatch.setattr(migrations, "MIGRATIONS", (*migrations.MIGRATIONS, Migration(later, "extra", add_extra)))
+    add_revision(tmp_path, monkeypatch, 'op.create_table("extra", sa.Column("id", sa.Integer, primary_key=True))')
     assert cli.main(["serve", "--config", str(path)]) == 1
     assert "mcp-oauth-proxy db upgrade" in capsys.readouterr().err
     app = build_app(config, upgrade=True)  # what `serve --upgrade` does before serving

@@ -10,9 +10,10 @@ from mcp_oauth_proxy.cli_storage import main
 from mcp_oauth_proxy.storage import migrations
 from mcp_oauth_proxy.storage.crypto import KeyRing
 from mcp_oauth_proxy.storage.keys import load_keyring, load_or_create_keyring
-from mcp_oauth_proxy.storage.migrations import Migration, SchemaOutdated
+from mcp_oauth_proxy.storage.migrations import SchemaOutdated
 from mcp_oauth_proxy.storage.open import open_store
 from mcp_oauth_proxy.storage.schema import grants
+from schema_history import add_revision
 from storage_records import code, consent, grant
 
 
@@ -22,13 +23,12 @@ def paths(tmp_path, monkeypatch):
     return f"sqlite:///{tmp_path / 'store.db'}", str(tmp_path / "keys.json")
 
 
-def test_db_upgrade_creates_then_upgrades_only_what_is_missing(paths, capsys, monkeypatch):
+def test_db_upgrade_creates_then_upgrades_only_what_is_missing(paths, capsys, monkeypatch, tmp_path):
     url, _ = paths
     assert cli.main(["db", "upgrade", "--database", url]) == 0  # through the real entry point
-    every = [m.version for m in migrations.MIGRATIONS]
+    every = [migrations.number(r) for r in migrations.revisions()]
     assert f"applied migrations {every}" in capsys.readouterr().out
-    later = every[-1] + 1
-    monkeypatch.setattr(migrations, "MIGRATIONS", (*migrations.MIGRATIONS, Migration(later, "nothing", lambda c: None)))
+    later = add_revision(tmp_path, monkeypatch)  # a revision that changes nothing
     with pytest.raises(SchemaOutdated):
         open_store(url, KeyRing.generate())
     assert main(["db", "upgrade", "--database", url]) == 0

@@ -1,0 +1,156 @@
+"""Store operations declared once (core/effects.py ``StoreEffect``), and what
+is derived from them (core/store.py): the Store protocol, every backend's
+conformance, and application by keyword."""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from typing import Any
+
+import attrs
+import pytest
+
+from mcp_oauth_proxy.core import effects
+from mcp_oauth_proxy.core.effects import (
+    STORE_OPERATIONS,
+    GetAccessToken,
+    RevokeGrant,
+    StoreEffect,
+    TakeCode,
+)
+from mcp_oauth_proxy.core.models import CodeGrant
+from mcp_oauth_proxy.core.store import (
+    OPERATIONS,
+    UNDECLARED,
+    Store,
+    StoreTraits,
+    conformance,
+    signature,
+)
+from mcp_oauth_proxy.storage.memory import MemoryStore
+from mcp_oauth_proxy.storage.sql import SqlStore
+
+
+def _arguments(op: type[StoreEffect[Any]]) -> dict[str, object]:
+    """A distinct value for each field (same-typed fields never alike)."""
+    return {name: f"{op.__name__}.{name}" for name in op.parameters}
+
+
+class Recorder:
+    """Every operation, recording the keywords it was called with."""
+
+    traits = UNDECLARED
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict[str, object]]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        def method(**kwargs: object) -> str:
+            self.calls.append((name, kwargs))
+            return f"answer of {name}"
+
+        return method
+
+
+# -- the declarations ------------------------------------------------------------
+
+
+def test_each_operation_is_declared_once_and_named_after_its_class() -> None:
+    assert len({op.method for op in STORE_OPERATIONS}) == len(STORE_OPERATIONS) == len(OPERATIONS)
+    for op in STORE_OPERATIONS:
+        assert getattr(effects, op.__name__) is op
+        assert op.method == "".join(f"_{c.lower()}" if c.isupper() else c for c in op.__name__).lstrip("_")
+        assert op.__doc__ and op.__doc__.strip(), f"{op.__name__} states no contract"
+        assert op.parameters == tuple(f.name for f in attrs.fields(op))
+        assert attrs.has(op) and issubclass(op, effects.Effect)
+
+
+def test_the_answer_is_the_declared_type_parameter() -> None:
+    assert TakeCode.answer == (CodeGrant | None)
+    assert RevokeGrant.answer is type(None)
+    assert effects.RevocationsSince.answer == list[effects.Revocation]
+    assert effects.HitCounter.answer is int
+
+
+def test_the_store_protocol_is_derived_from_the_declarations() -> None:
+    methods = {name for name, value in vars(Store).items() if inspect.isfunction(value) and not name.startswith("__")}
+    assert methods == set(OPERATIONS)
+    assert typing.get_type_hints(Store) == {"traits": StoreTraits}
+    for name, op in OPERATIONS.items():
+        method = getattr(Store, name)
+        assert inspect.signature(method) == signature(op)
+        assert method.__doc__ == op.__doc__
+    assert str(inspect.signature(Store.delete_expired)) == "(self, now: int, limit: int = 1000) -> int"
+
+
+# -- every backend implements every declared operation, as declared ----------------
+
+
+@pytest.mark.parametrize("backend", [MemoryStore, SqlStore])
+def test_every_backend_class_conforms(backend: type) -> None:
+    assert conformance(backend) == []
+
+
+def test_every_opened_backend_conforms(store: object) -> None:
+    assert conformance(store) == []
+
+
+def test_conformance_names_what_differs() -> None:
+    class Wrong:
+        def take_code(self, tenant: str, now: int, code_hash: str) -> CodeGrant | None:  # two swapped
+            return None
+
+        def hit_counter(self, key: str, window_start: int, expires_at: int) -> str:  # another answer
+            return ""
+
+        def delete_expired(self, now: int, limit: int = 10) -> int:  # another default
+            return 0
+
+        def get_grant(self, tenant: str, grant: str) -> None:  # renamed, another answer
+            return None
+
+    problems = conformance(Wrong)
+    by_name: dict[str, list[str]] = {}
+    for problem in problems:
+        by_name.setdefault(problem.split(":")[0], []).append(problem.split(": ", 1)[1])
+    assert [p.split(" ")[0] for p in by_name.pop("take_code")] == ["parameters"]
+    assert [p.split(" ")[0] for p in by_name.pop("hit_counter")] == ["answers"]
+    assert [p.split(" ")[0] for p in by_name.pop("delete_expired")] == ["parameters"]
+    assert [p.split(" ")[0] for p in by_name.pop("get_grant")] == ["parameters", "answers"]
+    assert by_name == {name: ["missing"] for name in OPERATIONS if name not in
+                       ("take_code", "hit_counter", "delete_expired", "get_grant")}
+
+
+# -- applied by keyword --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("op", STORE_OPERATIONS, ids=lambda op: op.__name__)
+def test_each_field_reaches_the_parameter_of_its_name(op: type[StoreEffect[Any]]) -> None:
+    recorder = Recorder()
+    arguments = _arguments(op)
+    assert op(**arguments).apply(recorder) == f"answer of {op.method}"
+    assert recorder.calls == [(op.method, arguments)]
+
+
+def test_a_backend_ordering_same_typed_parameters_otherwise_still_gets_each_by_name() -> None:
+    # Positional application (attrs.astuple) would hand this store the hash
+    # as the tenant, and the tenant as the hash.
+    class Reversed:
+        def get_access_token(self, token_hash: str, tenant: str) -> tuple[str, str]:
+            return tenant, token_hash
+
+        def take_code(self, now: int, code_hash: str, tenant: str) -> tuple[str, str, int]:
+            return tenant, code_hash, now
+
+    assert GetAccessToken("acme", "hash-1").apply(Reversed()) == ("acme", "hash-1")
+    assert TakeCode("acme", "code-1", 7).apply(Reversed()) == ("acme", "code-1", 7)
+
+
+def test_a_backend_whose_parameter_names_differ_fails_loudly() -> None:
+    class Misnamed:
+        def get_access_token(self, tenant: str, hash: str) -> None:
+            return None
+
+    with pytest.raises(TypeError):
+        GetAccessToken("acme", "hash-1").apply(Misnamed())

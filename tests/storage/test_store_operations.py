@@ -1,16 +1,19 @@
 """Store operations declared once (core/effects.py ``StoreEffect``), and what
 is derived from them (core/store.py): the Store protocol, every backend's
-conformance, and application by keyword."""
+conformance, application by keyword, and the stores' declared traits."""
 
 from __future__ import annotations
 
 import inspect
+import threading
 import typing
 from typing import Any
 
+import anyio
 import attrs
 import pytest
 
+from mcp_oauth_proxy.adapters.site import Site, ready_performer
 from mcp_oauth_proxy.core import effects
 from mcp_oauth_proxy.core.effects import (
     STORE_OPERATIONS,
@@ -18,6 +21,7 @@ from mcp_oauth_proxy.core.effects import (
     RevokeGrant,
     StoreEffect,
     TakeCode,
+    WouldBlock,
 )
 from mcp_oauth_proxy.core.models import CodeGrant
 from mcp_oauth_proxy.core.store import (
@@ -27,9 +31,14 @@ from mcp_oauth_proxy.core.store import (
     StoreTraits,
     conformance,
     signature,
+    traits_of,
 )
+from mcp_oauth_proxy.runtime import async_performer
+from mcp_oauth_proxy.storage.crypto import KeyRing
 from mcp_oauth_proxy.storage.memory import MemoryStore
-from mcp_oauth_proxy.storage.sql import SqlStore
+from mcp_oauth_proxy.storage.sql import SqlStore, make_engine
+from mcp_oauth_proxy.storage.token_cache import TokenCache
+from support import tenant
 
 
 def _arguments(op: type[StoreEffect[Any]]) -> dict[str, object]:
@@ -154,3 +163,71 @@ def test_a_backend_whose_parameter_names_differ_fails_loudly() -> None:
 
     with pytest.raises(TypeError):
         GetAccessToken("acme", "hash-1").apply(Misnamed())
+
+
+# -- capabilities, declared once ---------------------------------------------------------
+
+
+def test_the_backends_declare_their_traits(tmp_path: Any) -> None:
+    memory = MemoryStore()
+    assert traits_of(memory) == StoreTraits(blocks=False, shared=False)
+    engine = make_engine(f"sqlite:///{tmp_path / 'a.db'}", timeout=2.5)
+    sql = SqlStore(engine, KeyRing.generate(), timeout=2.5)
+    assert traits_of(sql) == StoreTraits(blocks=True, shared=True, pool=engine, concurrency=10, timeout=2.5)
+    cache = TokenCache(sql, 60)
+    assert traits_of(cache) == attrs.evolve(sql.traits, remembered=cache.remembered)
+    assert traits_of(TokenCache(memory, 60)).blocks is False
+    engine.dispose()
+
+
+def test_a_store_declaring_nothing_is_read_cautiously_and_is_never_probed() -> None:
+    class Bare:
+        # Not declared as traits: never consulted.
+        concurrency = 3
+        timeout = 0.1
+
+        def remembered(self, tenant: str, token_hash: str) -> str:
+            return "from memory"
+
+        def get_access_token(self, tenant: str, token_hash: str) -> None:
+            return None
+
+    assert traits_of(Bare()) is UNDECLARED
+    assert UNDECLARED == StoreTraits(blocks=True, shared=True, pool=None, concurrency=None, timeout=None,
+                                     remembered=None)
+    with pytest.raises(WouldBlock):
+        ready_performer(Bare(), store_blocks=True)(GetAccessToken("acme", "h"))
+
+    class Misdeclared:
+        traits = {"blocks": False}
+
+    with pytest.raises(TypeError):
+        traits_of(Misdeclared())
+
+
+def test_the_first_driver_answers_from_what_the_traits_declare_remembered() -> None:
+    class Remembering:
+        traits = StoreTraits(remembered=lambda tenant, token_hash: f"{tenant}/{token_hash}")  # type: ignore[arg-type,return-value]
+
+    perform = ready_performer(Remembering(), store_blocks=True)
+    assert perform(GetAccessToken("acme", "h")) == "acme/h"
+
+
+def test_where_store_calls_run_follows_the_traits_unless_overridden() -> None:
+    class Where:
+        def __init__(self, blocks: bool) -> None:
+            self.traits = StoreTraits(blocks=blocks)
+
+        def get_access_token(self, tenant: str, token_hash: str) -> int:
+            return threading.get_ident()
+
+    async def thread_of(store: Any, **override: Any) -> int:
+        return await async_performer(store, None, **override)(GetAccessToken("acme", "h"))  # type: ignore[arg-type,no-any-return]
+
+    here = threading.get_ident()
+    assert anyio.run(thread_of, Where(blocks=False)) == here
+    assert anyio.run(thread_of, Where(blocks=True)) != here
+    assert anyio.run(lambda: thread_of(Where(blocks=True), store_blocks=False)) == here
+    assert Site([tenant()], Where(blocks=False), b"k" * 32).store_blocks is False  # type: ignore[arg-type]
+    assert Site([tenant()], Where(blocks=True), b"k" * 32).store_blocks is True  # type: ignore[arg-type]
+    assert Site([tenant()], Where(blocks=True), b"k" * 32, store_blocks=False).store_blocks is False  # type: ignore[arg-type]

@@ -21,12 +21,17 @@ import time
 from collections import OrderedDict
 from typing import Any, Callable, Iterable
 
+import attrs
+
 from ..core.models import AccessToken, RefreshToken, Revocation, Rotation
-from ..core.store import Store
+from ..core.store import Store, StoreTraits, traits_of
 
 
 class TokenCache:
-    """Wraps ``store``; every method not defined here is the store's own."""
+    """Wraps ``store``; every method not defined here is the store's own.
+    Its traits are the store's, with ``remembered`` added."""
+
+    traits: StoreTraits
 
     def __init__(self, store: Store, ttl: float, size: int = 10_000,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -39,6 +44,7 @@ class TokenCache:
         # Counts revocations: a lookup that overlapped one does not remember
         # what it found, which may be what was just revoked.
         self._revocations = 0
+        self.traits = attrs.evolve(traits_of(store), remembered=self.remembered)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.store, name)

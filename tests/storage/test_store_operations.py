@@ -1,6 +1,7 @@
 """Store operations declared once (core/effects.py ``StoreEffect``), and what
 is derived from them (core/store.py): the Store protocol, every backend's
-conformance, application by keyword, and the stores' declared traits."""
+conformance, application by keyword, the token cache's explicit wrapping,
+and the stores' declared traits."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from mcp_oauth_proxy.core.store import (
     Store,
     StoreTraits,
     conformance,
+    forwarding,
     signature,
     traits_of,
 )
@@ -96,13 +98,14 @@ def test_the_store_protocol_is_derived_from_the_declarations() -> None:
 # -- every backend implements every declared operation, as declared ----------------
 
 
-@pytest.mark.parametrize("backend", [MemoryStore, SqlStore])
+@pytest.mark.parametrize("backend", [MemoryStore, SqlStore, TokenCache])
 def test_every_backend_class_conforms(backend: type) -> None:
     assert conformance(backend) == []
 
 
-def test_every_opened_backend_conforms(store: object) -> None:
+def test_every_opened_backend_conforms_and_so_does_a_cache_in_front(store: object) -> None:
     assert conformance(store) == []
+    assert conformance(TokenCache(store, 5)) == []  # type: ignore[arg-type]
 
 
 def test_conformance_names_what_differs() -> None:
@@ -163,6 +166,44 @@ def test_a_backend_whose_parameter_names_differ_fails_loudly() -> None:
 
     with pytest.raises(TypeError):
         GetAccessToken("acme", "hash-1").apply(Misnamed())
+
+
+# -- the token cache wraps explicitly --------------------------------------------------
+
+
+def test_the_cache_passes_every_operation_it_does_not_override_to_the_store() -> None:
+    assert "__getattr__" not in vars(TokenCache)
+    overridden = {"get_access_token", "revoke_access_token", "revoke_grant", "revoke_grant_of_code",
+                  "rotate_refresh_token"}
+    recorder = Recorder()
+    cache = TokenCache(recorder, 60)  # type: ignore[arg-type]
+    for op in STORE_OPERATIONS:
+        if op.method in overridden:
+            continue
+        arguments = _arguments(op)
+        assert op(**arguments).apply(cache) == f"answer of {op.method}"
+        assert recorder.calls[-1] == (op.method, arguments)
+    assert len(recorder.calls) == len(STORE_OPERATIONS) - len(overridden)
+
+
+def test_nothing_but_store_operations_shows_through_the_cache() -> None:
+    inner = MemoryStore()
+    cache = TokenCache(inner, 60)
+    assert not hasattr(cache, "keyring") and not hasattr(cache, "dump")
+    assert cache.store.keyring is inner.keyring
+
+
+def test_a_wrapper_must_declare_exactly_what_it_overrides() -> None:
+    with pytest.raises(TypeError, match="declares overriding"):
+        @forwarding(to="store", overrides=())
+        class Undeclared:
+            def get_grant(self, tenant: str, grant_id: str) -> None:
+                return None
+
+    with pytest.raises(TypeError, match="declares overriding"):
+        @forwarding(to="store", overrides=(GetAccessToken,))
+        class Missing:
+            pass
 
 
 # -- capabilities, declared once ---------------------------------------------------------

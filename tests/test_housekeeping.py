@@ -104,14 +104,14 @@ def test_serve_refuses_an_older_schema_naming_the_command_and_upgrade_migrates(t
     path = tmp_path / "proxy.toml"
     path.write_text(CONFIG.format(db=tmp_path / "proxy.db", keys=tmp_path / "proxy.keys"))
     config = config_mod.load(str(path))
-    build_app(config).site.store.engine.dispose()  # a database at today's version
+    build_app(config).site.store.traits.pool.dispose()  # a database at today's version
 
     add_revision(tmp_path, monkeypatch, 'op.create_table("extra", sa.Column("id", sa.Integer, primary_key=True))')
     assert cli.main(["serve", "--config", str(path)]) == 1
     assert "mcp-oauth-proxy db upgrade" in capsys.readouterr().err
     app = build_app(config, upgrade=True)  # what `serve --upgrade` does before serving
-    app.site.store.engine.dispose()
-    build_app(config).site.store.engine.dispose()  # now current: no refusal
+    app.site.store.traits.pool.dispose()
+    build_app(config).site.store.traits.pool.dispose()  # now current: no refusal
 
 
 def test_rate_limits_and_gc_settings_come_from_the_config(tmp_path):
@@ -123,7 +123,7 @@ def test_rate_limits_and_gc_settings_come_from_the_config(tmp_path):
     tenant = app.site.entries[0].tenant
     assert tenant.rate_limits.token == RateLimit(per_address=7, per_client=3, window=10)
     assert tenant.rate_limits.register == RateLimit(per_address=20, window=3600)  # the default
-    app.site.store.engine.dispose()
+    app.site.store.traits.pool.dispose()
 
 
 @pytest.mark.parametrize("table, message", [
@@ -160,12 +160,12 @@ def test_the_served_store_remembers_tokens_unless_turned_off(tmp_path):
     path.write_text(CONFIG.format(db=tmp_path / "proxy.db", keys=tmp_path / "proxy.keys"))
     app = build_app(config_mod.load(str(path)))
     assert isinstance(app.site.store, TokenCache) and app.site.store_blocks
-    app.site.store.engine.dispose()
+    app.site.store.traits.pool.dispose()
     path.write_text(CONFIG.replace("gc_interval = 60", "token_cache_seconds = 0").format(
         db=tmp_path / "proxy.db", keys=tmp_path / "proxy.keys"))
     app = build_app(config_mod.load(str(path)))
     assert not isinstance(app.site.store, TokenCache)
-    app.site.store.engine.dispose()
+    app.site.store.traits.pool.dispose()
 
 
 class _Flaky(MemoryStore):

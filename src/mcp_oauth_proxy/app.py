@@ -20,7 +20,6 @@ from .config import Config, ServerConfig, TenantConfig, UpstreamConfig, secret
 from .core.store import Store
 from .core.tenant import ResourceServer, Tenant
 from .storage.crypto import KeyRing
-from .storage.memory import MemoryStore
 from .storage.keys import DEFAULT_KEY_FILE, load_or_create_keyring
 from .storage.open import open_store
 from .storage.token_cache import TokenCache
@@ -48,15 +47,15 @@ def _keyring(server: ServerConfig) -> KeyRing:
     return keyring
 
 
-def open_storage(server: ServerConfig, upgrade: bool = False) -> tuple[Store, KeyRing, bool]:
-    """(store, key ring, whether store calls block); ``upgrade`` migrates an
-    older schema instead of refusing it."""
+def open_storage(server: ServerConfig, upgrade: bool = False) -> tuple[Store, KeyRing]:
+    """(store, key ring); ``upgrade`` migrates an older schema instead of
+    refusing it. What the store is (whether its calls block, …) is in its
+    ``traits``."""
     keyring = _keyring(server)
     store = open_store(server.database, keyring, upgrade=upgrade, timeout=server.database_timeout)
-    blocks = not isinstance(store, MemoryStore)
     if server.token_cache_seconds > 0:
         store = TokenCache(store, server.token_cache_seconds)
-    return store, keyring, blocks
+    return store, keyring
 
 
 def upstream_source(up: UpstreamConfig, environ: Mapping[str, str]) -> providers.UpstreamSource:
@@ -109,10 +108,10 @@ def tenant(t: TenantConfig) -> Tenant:
 
 def build_site(config: Config, environ: Mapping[str, str] | None = None, upgrade: bool = False) -> Site:
     environ = os.environ if environ is None else environ
-    store, keyring, blocks = open_storage(config.server, upgrade)
+    store, keyring = open_storage(config.server, upgrade)
     tenants = [(tenant(t), upstream_source(t.upstream, environ)) for t in config.tenants]
     return Site(tenants, store, cookie_key(keyring), trusted_proxies=config.server.trusted_proxies,
-                max_body=config.server.max_body, store_blocks=blocks)
+                max_body=config.server.max_body)
 
 
 @attrs.define

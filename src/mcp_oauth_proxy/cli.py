@@ -66,7 +66,7 @@ async def _serve(app: Any, config: config_mod.Config, on: str) -> None:
             async with anyio.create_task_group() as chores:
                 if config.server.gc_interval:
                     chores.start_soon(collect_periodically, store, config.server.gc_interval, config.server.gc_batch)
-                if isinstance(store, TokenCache) and app.site.store_blocks:  # shared with other processes
+                if isinstance(store, TokenCache) and store.traits.shared:  # shared with other processes
                     chores.start_soon(follow_revocations, store)
 
     async with anyio.create_task_group() as tasks:

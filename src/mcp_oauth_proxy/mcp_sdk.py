@@ -59,7 +59,8 @@ class StoreTokenVerifier:
     tenant's slug), or a :class:`~.core.store.Store` (``tenant`` is then the
     :class:`~.core.tenant.Tenant`, whose ``resource`` is the audience).
     ``store_blocks``: run store calls in a worker thread (SQL backends);
-    defaults to the site's setting, and to True for a bare store.
+    defaults to the site's setting, and for a bare store to what its
+    traits declare (core/store.py ``StoreTraits.blocks``).
     """
 
     def __init__(self, site_or_store: Site | Store, tenant: str | Tenant, *,
@@ -78,7 +79,7 @@ class StoreTokenVerifier:
                 raise TypeError("with a bare store, give the Tenant (its issuer and resource are needed)")
             self.tenant = tenant
             store = site_or_store
-            blocks = True if store_blocks is None else store_blocks
+            blocks = store_blocks  # None: the store's traits
             self._cookie_key = b""  # the guard signs nothing
         self._perform = async_performer(store, _no_fetch, store_blocks=blocks)
         self._path = urlsplit(self.tenant.resource).path or "/"

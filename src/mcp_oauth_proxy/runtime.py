@@ -18,7 +18,7 @@ from .core.context import Context
 from .core.effects import Audit, Effect, Fetch, FetchClientMetadata, Sleep, StoreEffect
 from .core.errors import FetchFailed, StorageUnavailable
 from .core.http import HttpRequest, HttpResponse
-from .core.store import Store
+from .core.store import Store, traits_of
 from .core.tenant import Tenant
 from .logs import Throttled
 
@@ -69,9 +69,11 @@ async def _no_documents_async(effect: FetchClientMetadata) -> HttpResponse:
 _STORE_LIMITERS: RunVar[weakref.WeakKeyDictionary[Any, anyio.CapacityLimiter]] = RunVar("store_limiters")
 
 
-def _store_limiter(store: Store, slots: int | None) -> anyio.CapacityLimiter | None:
-    """None: anyio's default bound (no bound of the store's own, or a store
-    that cannot key a weak dictionary)."""
+def _store_limiter(pool: Any, slots: int | None) -> anyio.CapacityLimiter | None:
+    """The limiter of ``pool`` (what the store's calls share: its traits'
+    ``pool``, else the store) in this event loop. None: anyio's default
+    bound (no bound of the store's own, or a pool that cannot key a weak
+    dictionary)."""
     if slots is None or slots < 1:
         return None
     try:
@@ -79,7 +81,6 @@ def _store_limiter(store: Store, slots: int | None) -> anyio.CapacityLimiter | N
     except LookupError:
         limiters = weakref.WeakKeyDictionary()
         _STORE_LIMITERS.set(limiters)
-    pool = getattr(store, "engine", store)
     try:
         limiter = limiters.get(pool)
         if limiter is None:
@@ -119,29 +120,32 @@ def async_performer(
     store: Store,
     fetch: AsyncFetch,
     *,
-    store_blocks: bool = True,
+    store_blocks: bool | None = None,
     fetch_document: AsyncDocumentFetch = _no_documents_async,
     audit: Callable[[Audit], None] = log_audit,
 ) -> Callable[[Effect], Awaitable[Any]]:
-    """``store_blocks``: run store calls in a worker thread (SQL backends),
-    so they do not block the event loop; the memory store need not. No more
-    run at once than the store's ``concurrency`` (its pooled connections;
-    else anyio's default of 40), so a busy server reuses its connections. A
-    store with a ``timeout`` is
+    """Store calls as the store's traits (core/store.py) say: one that
+    ``blocks`` (SQL backends) runs in a worker thread, so it does not block
+    the event loop (``store_blocks`` overrides the traits); the memory store
+    need not. No more run at once than its ``concurrency`` (its pooled
+    connections; else anyio's default of 40), one limiter per ``pool``, so
+    a busy server reuses its connections. A store with a ``timeout`` is
     given that many seconds per call, its thread left behind after them:
     its driver's own timeouts may fall short (a database that takes the
     bytes and never answers), and the request must not wait for ever."""
-    slots = getattr(store, "concurrency", None)
-    deadline = getattr(store, "timeout", None)
+    traits = traits_of(store)
+    blocks = traits.blocks if store_blocks is None else store_blocks
+    slots, deadline = traits.concurrency, traits.timeout
+    pool = store if traits.pool is None else traits.pool
 
     async def perform(effect: Effect) -> Any:
         if isinstance(effect, StoreEffect):
-            if not store_blocks:
+            if not blocks:
                 return effect.apply(store)
             with anyio.move_on_after(deadline):
                 try:
                     return await anyio.to_thread.run_sync(effect.apply, store, abandon_on_cancel=True,
-                                                          limiter=_store_limiter(store, slots))
+                                                          limiter=_store_limiter(pool, slots))
                 except StorageUnavailable as failure:
                     raise _noted(failure)
             raise _noted(StorageUnavailable(f"the database did not answer within {deadline:g} s"))

@@ -17,6 +17,7 @@ from sqlalchemy.pool import NullPool, QueuePool, StaticPool
 from mcp_oauth_proxy.adapters.asgi import BearerGuard
 from mcp_oauth_proxy.adapters.site import Site
 from mcp_oauth_proxy.core.effects import GetAccessToken
+from mcp_oauth_proxy.core.store import StoreTraits
 from mcp_oauth_proxy.runtime import async_performer
 from mcp_oauth_proxy.storage.crypto import KeyRing
 from mcp_oauth_proxy.storage.open import open_store
@@ -82,7 +83,7 @@ async def test_a_token_cache_and_its_store_share_one_bound(tmp_path: Path, anyio
 async def test_a_store_that_cannot_key_a_limiter_still_works(anyio_backend: str) -> None:
     @dataclasses.dataclass  # unhashable
     class Plain:
-        concurrency: int = 2
+        traits: StoreTraits = StoreTraits(concurrency=2)
 
         def get_access_token(self, tenant: str, token_hash: str) -> None:
             return None
@@ -103,11 +104,11 @@ def test_one_app_serves_under_asyncio_then_trio(tmp_path: Path) -> None:
 def test_engines_with_pools_of_their_own(tmp_path: Path) -> None:
     # NullPool (say, behind PgBouncer): no pool size, so anyio's own bound.
     engine = make_engine(f"sqlite:///{tmp_path / 'a.db'}", poolclass=NullPool)
-    assert SqlStore(engine, KeyRing.generate()).concurrency is None
-    assert SqlStore(make_engine(f"sqlite:///{tmp_path / 'b.db'}"), KeyRing.generate()).concurrency == POOL_SIZE
+    assert SqlStore(engine, KeyRing.generate()).traits.concurrency is None
+    assert SqlStore(make_engine(f"sqlite:///{tmp_path / 'b.db'}"), KeyRing.generate()).traits.concurrency == POOL_SIZE
     # A pool made by the caller takes no sizes from us.
     made = QueuePool(lambda: sqlite3.connect(tmp_path / "c.db", check_same_thread=False), pool_size=3)
-    assert SqlStore(make_engine(f"sqlite:///{tmp_path / 'c.db'}", pool=made), KeyRing.generate()).concurrency == 3
+    assert SqlStore(make_engine(f"sqlite:///{tmp_path / 'c.db'}", pool=made), KeyRing.generate()).traits.concurrency == 3
     # One shared connection: one call at a time.
     static = make_engine(f"sqlite:///{tmp_path / 'd.db'}", poolclass=StaticPool)
-    assert SqlStore(static, KeyRing.generate()).concurrency == 1
+    assert SqlStore(static, KeyRing.generate()).traits.concurrency == 1

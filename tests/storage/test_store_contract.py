@@ -1,4 +1,4 @@
-"""The Store contract (core/store.py), run against every backend: memory,
+"""The Store contract (the store operations of core/effects.py), run against every backend: memory,
 SQLite, PostgreSQL, MariaDB. The memory store is the reference."""
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from ..core.flows.upstream_token import fresh_upstream_token
 from ..core.http import Request, Response, json_response
 from ..core.pages import error_page
 from ..core.router import find_route, handle
-from ..core.store import Store
+from ..core.store import Store, traits_of
 from ..core.tenancy import pick_tenant
 from ..core.tenant import Tenant, Upstream
 from ..runtime import new_context, now_seconds
@@ -63,7 +63,7 @@ class Site:
         *,
         trusted_proxies: Iterable[str] = (),
         max_body: int = MAX_BODY,
-        store_blocks: bool = True,
+        store_blocks: bool | None = None,
         documents: DocumentFetcher | None = None,
     ) -> None:
         self.entries: Sequence[Entry] = tuple(
@@ -75,14 +75,15 @@ class Site:
         self.cookie_key = cookie_key
         self.trusted: tuple[Network, ...] = tuple(ipaddress.ip_network(p, strict=False) for p in trusted_proxies)
         self.max_body = max_body
-        self.store_blocks = store_blocks
+        # Whether store calls block: as the store's traits declare, unless overridden.
+        self.store_blocks = traits_of(store).blocks if store_blocks is None else store_blocks
         # Client ID Metadata Documents: one fetcher, so one cache, per site.
         self.documents = documents or DocumentFetcher()
         # The tenants never change, so neither does the tenant of a place: the
         # guard asks on every request, mostly about the same few places.
         self._picked = functools.lru_cache(maxsize=4096)(self._pick_at)
         # The guard's first driver answers from memory only (see guard()).
-        self._ready = ready_performer(store, store_blocks)
+        self._ready = ready_performer(store, self.store_blocks)
 
     def entry(self, slug: str) -> Entry | None:
         """The tenant with this slug."""
@@ -154,9 +155,10 @@ def _no_effects(effect: object) -> None:
 
 def ready_performer(store: Store, store_blocks: bool) -> Callable[[Effect], Any]:
     """What the guard's first driver (run_ready) may carry out at once: an
-    access token the store remembers (storage/token_cache.py), or anything
-    of a store that never blocks (memory); else WouldBlock."""
-    remembered = getattr(store, "remembered", None)
+    access token the store remembers (its traits' ``remembered``:
+    storage/token_cache.py), or anything of a store that never blocks
+    (memory); else WouldBlock."""
+    remembered = traits_of(store).remembered
 
     def perform(effect: Effect) -> Any:
         if remembered is not None and isinstance(effect, GetAccessToken):

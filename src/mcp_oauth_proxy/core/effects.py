@@ -7,10 +7,17 @@ same flow runs under :func:`run_sync` (WSGI, CLI) and :func:`run_async`
 (ASGI; asyncio and trio alike, since it awaits only what ``perform`` gives);
 :func:`run_ready` runs it as far as memory answers, and either of those goes
 on from there.
+
+The store operations are declared here too, each once (:class:`StoreEffect`):
+the effect a flow yields is the operation's whole declaration (its
+parameters, its answer type, its contract), from which :mod:`.store` derives
+the ``Store`` protocol every backend implements.
 """
 
 from __future__ import annotations
 
+import re
+import typing
 from typing import Any, Awaitable, Callable, ClassVar, Generator, Generic, TypeVar
 
 import attrs
@@ -24,10 +31,13 @@ from .models import (
     ConsentRequest,
     Grant,
     RefreshToken,
+    Revocation,
+    Rotation,
     UpstreamTokens,
 )
 
 T = TypeVar("T")
+E = TypeVar("E", bound="StoreEffect[Any]")
 Flow = Generator["Effect", Any, T]
 
 
@@ -79,100 +89,181 @@ class Sleep(Effect):
     seconds: float
 
 
-class StoreEffect(Effect):
-    """An effect carried out by calling one Store method with the effect's
-    fields, in order, as arguments."""
+class StoreEffect(Effect, Generic[T]):
+    """A store operation, declared once: the class is the effect a flow
+    yields, and the declaration every backend implements.
+
+    - its name gives the store method's (``TakeCode`` -> ``take_code``);
+    - its fields, in order and by name, are that method's parameters (a
+      field's default, the parameter's);
+    - ``T`` (``StoreEffect[T]``) is the method's answer, and what
+      :meth:`apply`, so what the flow receives, is typed as;
+    - its docstring is the operation's contract (atomicity, precondition).
+
+    :mod:`.store` derives the ``Store`` protocol from these declarations,
+    and ``tests/storage/test_store_operations.py`` checks every backend
+    against them (names, parameters, defaults, annotations).
+
+    :meth:`apply` passes the fields by keyword, so a backend that orders
+    its parameters otherwise, or two same-typed fields swapped in a
+    declaration, can never silently exchange arguments: the names must
+    agree or the call fails.
+    """
+
+    __slots__ = ()
 
     method: ClassVar[str]
+    # The fields' names, in order (the method's parameters after self).
+    parameters: ClassVar[tuple[str, ...]]
+    # T, the operation's answer (for checks and documentation).
+    answer: ClassVar[Any]
 
-    def apply(self, store: Any) -> Any:
-        return getattr(store, self.method)(*attrs.astuple(self, recurse=False))
-
-
-def _store_effect(method: str) -> Callable[[type], type]:
-    def wrap(cls: type) -> type:
-        cls.method = method  # type: ignore[attr-defined]
-        return attrs.frozen(cls)
-
-    return wrap
+    def apply(self, store: Any) -> T:
+        """Call the store's method with this effect's fields as keywords."""
+        return getattr(store, self.method)(**{name: getattr(self, name) for name in self.parameters})  # type: ignore[no-any-return]
 
 
-@_store_effect("save_client")
-class SaveClient(StoreEffect):
+# Every store operation, in declaration order (filled by store_operation).
+STORE_OPERATIONS: list[type[StoreEffect[Any]]] = []
+
+
+def _method_name(cls_name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", cls_name).lower()
+
+
+def store_operation(cls: type[E]) -> type[E]:
+    """Declare a store operation (see :class:`StoreEffect`): a frozen attrs
+    class, registered in STORE_OPERATIONS, its method named after it."""
+    frozen = attrs.frozen(cls)
+    frozen.method = _method_name(cls.__name__)
+    frozen.parameters = tuple(f.name for f in attrs.fields(frozen))
+    (base,) = [b for b in getattr(cls, "__orig_bases__", ()) if typing.get_origin(b) is StoreEffect]
+    (frozen.answer,) = typing.get_args(base)
+    STORE_OPERATIONS.append(frozen)
+    return frozen
+
+
+# -- store operations ----------------------------------------------------------
+# Each one ATOMIC domain operation that checks its own precondition; none is
+# held open across an upstream call. Backends: mcp_oauth_proxy.storage.
+
+
+@store_operation
+class SaveClient(StoreEffect[None]):
+    """Store a registered client, replacing one with its tenant and id."""
+
     client: Client
 
 
-@_store_effect("get_client")
-class GetClient(StoreEffect):
+@store_operation
+class GetClient(StoreEffect[Client | None]):
+    """The client with this id in this tenant (exact match), lapsed or not
+    until delete_expired removes it."""
+
     tenant: str
     client_id: str
 
 
-@_store_effect("save_consent_request")
-class SaveConsentRequest(StoreEffect):
+@store_operation
+class SaveConsentRequest(StoreEffect[None]):
+    """Store the authorization request a consent page answers."""
+
     consent: ConsentRequest
 
 
-@_store_effect("take_consent_request")
-class TakeConsentRequest(StoreEffect):
+@store_operation
+class TakeConsentRequest(StoreEffect[ConsentRequest | None]):
+    """Get and delete, only while unexpired: one answer per consent page."""
+
     tenant: str
     id_hash: str
     now: int
 
 
-@_store_effect("save_auth_session")
-class SaveAuthSession(StoreEffect):
+@store_operation
+class SaveAuthSession(StoreEffect[None]):
+    """Store the session of a login sent upstream (its PKCE verifier sealed)."""
+
     session: AuthSession
 
 
-@_store_effect("take_auth_session")
-class TakeAuthSession(StoreEffect):
+@store_operation
+class TakeAuthSession(StoreEffect[AuthSession | None]):
+    """Get and delete, only while unexpired: a state is used once."""
+
     tenant: str
     state_hash: str
     now: int
 
 
-@_store_effect("save_grant_and_code")
-class SaveGrantAndCode(StoreEffect):
+@store_operation
+class SaveGrantAndCode(StoreEffect[None]):
+    """Store a new grant (its upstream tokens sealed) with its one-time code."""
+
     grant: Grant
     code: CodeGrant
 
 
-@_store_effect("take_code")
-class TakeCode(StoreEffect):
+@store_operation
+class TakeCode(StoreEffect[CodeGrant | None]):
+    """Get and delete, only while unexpired: exactly one caller wins."""
+
     tenant: str
     code_hash: str
     now: int
 
 
-@_store_effect("revoke_grant_of_code")
-class RevokeGrantOfCode(StoreEffect):
+@store_operation
+class RevokeGrantOfCode(StoreEffect[bool]):
+    """Revoke the grant a code was issued for (a replayed code,
+    RFC 6749 §4.1.2). True if a grant was revoked."""
+
     tenant: str
     code_hash: str
 
 
-@_store_effect("issue_tokens")
-class IssueTokens(StoreEffect):
+@store_operation
+class IssueTokens(StoreEffect[bool]):
+    """Store new tokens of a grant, only if the grant is not revoked."""
+
     tenant: str
     grant_id: str
     access: AccessToken
     refresh: RefreshToken | None
 
 
-@_store_effect("get_access_token")
-class GetAccessToken(StoreEffect):
+@store_operation
+class GetAccessToken(StoreEffect[AccessToken | None]):
+    """The token, unless it or its grant is revoked (expiry is the caller's)."""
+
     tenant: str
     token_hash: str
 
 
-@_store_effect("get_refresh_token")
-class GetRefreshToken(StoreEffect):
+@store_operation
+class GetRefreshToken(StoreEffect[RefreshToken | None]):
+    """The token, rotated or not, unless its grant is revoked."""
+
     tenant: str
     token_hash: str
 
 
-@_store_effect("rotate_refresh_token")
-class RotateRefreshToken(StoreEffect):
+@store_operation
+class RotateRefreshToken(StoreEffect[Rotation]):
+    """Exchange a refresh token for its successors; a family never has
+    more than one live refresh token.
+
+    Current (never rotated): mark it rotated at ``now``, with ``refresh``
+    as its successor; store both, ROTATED.
+    Rotated no more than ``grace`` seconds ago (a client's retry) while
+    its successor is still unused: that successor is marked REPLACED (a
+    later use of it is reuse) and ``refresh`` takes its place; store
+    both, ROTATED.
+    Rotated earlier, or its successor already used: revoke its grant,
+    REUSED (RFC 9700 §4.14.2).
+    Unknown, expired, or grant revoked: GONE.
+    """
+
     tenant: str
     token_hash: str
     now: int
@@ -181,26 +272,46 @@ class RotateRefreshToken(StoreEffect):
     refresh: RefreshToken
 
 
-@_store_effect("revoke_access_token")
-class RevokeAccessToken(StoreEffect):
+@store_operation
+class RevokeAccessToken(StoreEffect[None]):
+    """The token is valid no more. Every revoking operation (this one,
+    RevokeGrant, RevokeGrantOfCode, a REUSED rotation) records what it
+    revoked, in the same transaction, for RevocationsSince."""
+
     tenant: str
     token_hash: str
 
 
-@_store_effect("revoke_grant")
-class RevokeGrant(StoreEffect):
+@store_operation
+class RevokeGrant(StoreEffect[None]):
+    """After this no token of the grant is valid and none can be issued."""
+
     tenant: str
     grant_id: str
 
 
-@_store_effect("get_grant")
-class GetGrant(StoreEffect):
+@store_operation
+class RevocationsSince(StoreEffect[list[Revocation]]):
+    """What was revoked at or after ``since`` (Unix time, seconds; kept
+    REVOCATION_RECORD seconds): what another process remembering tokens
+    must forget. (Housekeeping's, not a flow's.)"""
+
+    since: int
+
+
+@store_operation
+class GetGrant(StoreEffect[Grant | None]):
+    """The grant with its upstream tokens decrypted, unless revoked."""
+
     tenant: str
     grant_id: str
 
 
-@_store_effect("claim_upstream_refresh")
-class ClaimUpstreamRefresh(StoreEffect):
+@store_operation
+class ClaimUpstreamRefresh(StoreEffect[bool]):
+    """Take the lease to refresh the grant's upstream tokens, only if they
+    are still at ``version`` and no unexpired lease is held."""
+
     tenant: str
     grant_id: str
     version: int
@@ -208,32 +319,52 @@ class ClaimUpstreamRefresh(StoreEffect):
     lease_until: int
 
 
-@_store_effect("release_upstream_refresh")
-class ReleaseUpstreamRefresh(StoreEffect):
+@store_operation
+class ReleaseUpstreamRefresh(StoreEffect[None]):
+    """Give up a lease after a failed upstream refresh."""
+
     tenant: str
     grant_id: str
     version: int
 
 
-@_store_effect("update_upstream_tokens")
-class UpdateUpstreamTokens(StoreEffect):
+@store_operation
+class UpdateUpstreamTokens(StoreEffect[bool]):
+    """Replace the upstream tokens, only if still at ``version``; bumps the
+    version and clears the lease."""
+
     tenant: str
     grant_id: str
     version: int
     tokens: UpstreamTokens
 
 
-@_store_effect("mark_client_used")
-class MarkClientUsed(StoreEffect):
+@store_operation
+class MarkClientUsed(StoreEffect[None]):
+    """The client completed an authorization: its registration no longer lapses."""
+
     tenant: str
     client_id: str
 
 
-@_store_effect("hit_counter")
-class HitCounter(StoreEffect):
+@store_operation
+class HitCounter(StoreEffect[int]):
+    """Count one hit on ``key`` in the window starting at ``window_start``;
+    the count in that window, this hit included (rate limits; shared by
+    every replica using the store)."""
+
     key: str
     window_start: int
     expires_at: int
+
+
+@store_operation
+class DeleteExpired(StoreEffect[int]):
+    """Remove up to ``limit`` expired records of each kind; the count
+    removed. (Housekeeping's, not a flow's.)"""
+
+    now: int
+    limit: int = 1000
 
 
 # -- drivers ---------------------------------------------------------------------

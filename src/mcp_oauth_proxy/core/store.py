@@ -1,27 +1,43 @@
 """The store interface the core's effects are carried out against.
 
-Every method is ONE atomic domain operation that checks its own
-precondition; none is held open across an upstream call. Backends:
-:mod:`mcp_oauth_proxy.storage`.
+A store operation is declared once, as its effect class in :mod:`.effects`
+(``class TakeCode(StoreEffect[CodeGrant | None])``: its fields are the
+method's parameters, ``T`` its answer, its docstring its contract; each is
+ONE atomic domain operation that checks its own precondition, and none is
+held open across an upstream call). Everything else is derived from those
+declarations:
+
+- :data:`Store`, the protocol a backend implements, is built from them at
+  import time: one method per operation, named after it
+  (``TakeCode`` -> ``take_code``), with the effect's fields as parameters,
+  its answer as return annotation and its contract as docstring.
+  (A type checker, which cannot read a class made at run time, sees
+  ``Any``; what is typed statically is ``op.apply(store) -> T``.)
+- :func:`conformance` lists where a backend differs from the declarations
+  (a missing method, a parameter named, ordered, defaulted or annotated
+  otherwise, another answer type); the tests run it on every backend.
+- :func:`forwarding` gives a wrapper (storage/token_cache.py) a method for
+  every operation it does not override, passing the call to the store it
+  wraps; it names the ones it overrides, and only those may be defined.
+- Effects are applied by keyword (``StoreEffect.apply``), never by field
+  position.
+
+What a store is, as opposed to what it does, is declared once too: its
+:class:`StoreTraits` (``store.traits``), read by the drivers (runtime.py,
+adapters/site.py) and the server (cli.py) instead of probing the store for
+attributes. Backends: :mod:`mcp_oauth_proxy.storage`.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+import inspect
+import typing
+from typing import TYPE_CHECKING, Any, Callable, Protocol, TypeVar
 
-from .models import (
-    AccessToken,
-    AuthSession,
-    Client,
-    CodeGrant,
-    ConsentRequest,
-    Grant,
-    RefreshToken,
-    Revocation,
-    Rotation,
-    UpstreamTokens,
-)
+import attrs
 
+from .effects import STORE_OPERATIONS, StoreEffect
+from .models import AccessToken
 
 # The rotated_at of a successor a client's retry replaced: rotated long
 # ago, so whoever presents it again replays it (RFC 9700 §4.14.2).
@@ -29,103 +45,150 @@ REPLACED = 0
 # Seconds a revocation stays on record for other processes to follow.
 REVOCATION_RECORD = 3600
 
+OPERATIONS: dict[str, type[StoreEffect[Any]]] = {op.method: op for op in STORE_OPERATIONS}
 
-class Store(Protocol):
-    def save_client(self, client: Client) -> None: ...
 
-    def get_client(self, tenant: str, client_id: str) -> Client | None: ...
+@attrs.frozen
+class StoreTraits:
+    """What a store is, declared by the store (``traits``), so that nobody
+    probes it for attributes. A store that declares nothing is taken as
+    :data:`UNDECLARED`: the most cautious reading."""
 
-    def save_consent_request(self, consent: ConsentRequest) -> None: ...
+    # Its calls wait on I/O (a database): under ASGI they run in a worker
+    # thread, and the guard's first driver does not make them.
+    blocks: bool = True
+    # Other processes may use the same records: what they revoke must be
+    # followed (housekeeping.follow_revocations) by a cache in front of it.
+    shared: bool = True
+    # What its calls share, and bound, with other stores: a SQL store's
+    # Engine (its connection pool), so a store and a cache in front of it
+    # take turns at one limiter. None: the store itself.
+    pool: Any = None
+    # How many calls may run at once (its pooled connections); None: no
+    # bound of its own (anyio's default of 40 worker threads).
+    concurrency: int | None = None
+    # Seconds an async caller gives each call before answering 503 (its
+    # driver's own timeouts may fall short); None: no bound.
+    timeout: float | None = None
+    # Answers an access-token lookup from memory, never asking the store
+    # (``remembered(tenant, token_hash)``: the token or None); the guard's
+    # first driver answers with it. None: it remembers nothing.
+    remembered: Callable[[str, str], AccessToken | None] | None = None
 
-    def take_consent_request(self, tenant: str, id_hash: str, now: int) -> ConsentRequest | None:
-        """Get and delete, only while unexpired: one answer per consent page."""
 
-    def save_auth_session(self, session: AuthSession) -> None: ...
+UNDECLARED = StoreTraits()
 
-    def take_auth_session(self, tenant: str, state_hash: str, now: int) -> AuthSession | None:
-        """Get and delete, only while unexpired: a state is used once."""
 
-    def save_grant_and_code(self, grant: Grant, code: CodeGrant) -> None: ...
+def traits_of(store: object) -> StoreTraits:
+    """The store's declared traits (UNDECLARED if it declares none)."""
+    traits = getattr(store, "traits", UNDECLARED)
+    if not isinstance(traits, StoreTraits):
+        raise TypeError(f"{type(store).__name__}.traits must be a StoreTraits, not {type(traits).__name__}")
+    return traits
 
-    def take_code(self, tenant: str, code_hash: str, now: int) -> CodeGrant | None:
-        """Get and delete, only while unexpired: exactly one caller wins."""
 
-    def revoke_grant_of_code(self, tenant: str, code_hash: str) -> bool:
-        """Revoke the grant a code was issued for (a replayed code,
-        RFC 6749 §4.1.2). True if a grant was revoked."""
+# -- the derived protocol ---------------------------------------------------------------
 
-    def issue_tokens(
-        self, tenant: str, grant_id: str, access: AccessToken, refresh: RefreshToken | None
-    ) -> bool:
-        """Store new tokens of a grant, only if the grant is not revoked."""
 
-    def get_access_token(self, tenant: str, token_hash: str) -> AccessToken | None:
-        """The token, unless it or its grant is revoked (expiry is the caller's)."""
+def _hints(op: type[StoreEffect[Any]]) -> dict[str, Any]:
+    return typing.get_type_hints(op)
 
-    def get_refresh_token(self, tenant: str, token_hash: str) -> RefreshToken | None:
-        """The token, rotated or not, unless its grant is revoked."""
 
-    def rotate_refresh_token(
-        self,
-        tenant: str,
-        token_hash: str,
-        now: int,
-        grace: int,
-        access: AccessToken,
-        refresh: RefreshToken,
-    ) -> Rotation:
-        """Exchange a refresh token for its successors; a family never has
-        more than one live refresh token.
+def signature(op: type[StoreEffect[Any]]) -> inspect.Signature:
+    """The method's signature (self first) as the operation declares it."""
+    hints = _hints(op)
+    params = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    for field in attrs.fields(op):
+        default = inspect.Parameter.empty if field.default is attrs.NOTHING else field.default
+        params.append(inspect.Parameter(field.name, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                        default=default, annotation=hints[field.name]))
+    return inspect.Signature(params, return_annotation=op.answer)
 
-        Current (never rotated): mark it rotated at ``now``, with ``refresh``
-        as its successor; store both, ROTATED.
-        Rotated no more than ``grace`` seconds ago (a client's retry) while
-        its successor is still unused: that successor is marked REPLACED (a
-        later use of it is reuse) and ``refresh`` takes its place; store
-        both, ROTATED.
-        Rotated earlier, or its successor already used: revoke its grant,
-        REUSED (RFC 9700 §4.14.2).
-        Unknown, expired, or grant revoked: GONE.
-        """
 
-    def revoke_access_token(self, tenant: str, token_hash: str) -> None:
-        """The token is valid no more. Every revoking operation (this one,
-        revoke_grant, revoke_grant_of_code, a REUSED rotation) records what it
-        revoked, in the same transaction, for revocations_since."""
+def _stub(op: type[StoreEffect[Any]]) -> Callable[..., Any]:
+    def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError(op.method)
 
-    def revoke_grant(self, tenant: str, grant_id: str) -> None:
-        """After this no token of the grant is valid and none can be issued."""
+    method.__name__ = method.__qualname__ = op.method
+    method.__doc__ = op.__doc__
+    method.__signature__ = signature(op)  # type: ignore[attr-defined]
+    return method
 
-    def revocations_since(self, since: int) -> list[Revocation]:
-        """What was revoked at or after ``since`` (Unix time, seconds; kept
-        REVOCATION_RECORD seconds): what another process remembering tokens
-        must forget."""
 
-    def get_grant(self, tenant: str, grant_id: str) -> Grant | None:
-        """The grant with its upstream tokens decrypted, unless revoked."""
+def _protocol() -> type:
+    namespace: dict[str, Any] = {op.method: _stub(op) for op in STORE_OPERATIONS}
+    namespace["__annotations__"] = {"traits": StoreTraits}
+    namespace["__doc__"] = ("A store: one method per store operation (core/effects.py), as that "
+                            "operation declares it; optionally, its ``traits``.")
+    namespace["__module__"] = __name__
+    return type(Protocol)("Store", (Protocol,), namespace)
 
-    def claim_upstream_refresh(
-        self, tenant: str, grant_id: str, version: int, now: int, lease_until: int
-    ) -> bool:
-        """Take the lease to refresh the grant's upstream tokens, only if they
-        are still at ``version`` and no unexpired lease is held."""
 
-    def release_upstream_refresh(self, tenant: str, grant_id: str, version: int) -> None:
-        """Give up a lease after a failed upstream refresh."""
+if TYPE_CHECKING:
+    Store = Any
+else:
+    Store = _protocol()
 
-    def update_upstream_tokens(
-        self, tenant: str, grant_id: str, version: int, tokens: UpstreamTokens
-    ) -> bool:
-        """Replace the upstream tokens, only if still at ``version``; bumps the
-        version and clears the lease."""
 
-    def mark_client_used(self, tenant: str, client_id: str) -> None:
-        """The client completed an authorization: its registration no longer lapses."""
+def conformance(store: object) -> list[str]:
+    """Where ``store`` (a backend, or its class) differs from the declared
+    operations: each missing method, and each whose parameters (names,
+    order, defaults, annotations) or answer differ. Empty: it conforms."""
+    cls = store if isinstance(store, type) else type(store)
+    problems = []
+    for name, op in OPERATIONS.items():
+        method = getattr(cls, name, None)
+        if not callable(method):
+            problems.append(f"{name}: missing")
+            continue
+        wanted = signature(op)
+        try:
+            hints = typing.get_type_hints(method)
+        except Exception as error:  # an annotation that names nothing
+            problems.append(f"{name}: unreadable annotations ({error})")
+            continue
+        given = inspect.signature(method)
+        got = [(p.name, p.kind, p.default, hints.get(p.name, p.annotation)) for p in given.parameters.values()]
+        want = [(p.name, p.kind, p.default, p.annotation) for p in wanted.parameters.values()]
+        if got != want:
+            problems.append(f"{name}: parameters {got[1:]} where the declaration has {want[1:]}")
+        if hints.get("return", inspect.Signature.empty) != op.answer:
+            problems.append(f"{name}: answers {hints.get('return')!r}, declared {op.answer!r}")
+    return problems
 
-    def hit_counter(self, key: str, window_start: int, expires_at: int) -> int:
-        """Count one hit on ``key`` in the window starting at ``window_start``;
-        the count in that window, this hit included (rate limits; shared by
-        every replica using the store)."""
 
-    def delete_expired(self, now: int, limit: int = 1000) -> int:
-        """Remove up to ``limit`` expired records of each kind; the count removed."""
+W = TypeVar("W", bound=type)
+
+
+def forwarding(to: str, overrides: tuple[type[StoreEffect[Any]], ...]) -> Callable[[W], W]:
+    """A class decorator for a store that wraps another (its attribute
+    ``to``): it defines the operations in ``overrides`` itself, and gets,
+    for every other declared operation, a method passing the call on to the
+    wrapped store unchanged. Defining an operation it does not declare as
+    overridden, or declaring one it does not define, is an error."""
+    overridden = {op.method for op in overrides}
+
+    def wrap(cls: W) -> W:
+        defined = {name for name in OPERATIONS if name in vars(cls)}
+        if defined != overridden:
+            raise TypeError(f"{cls.__name__} defines {sorted(defined)} but declares overriding {sorted(overridden)}")
+        for name, op in OPERATIONS.items():
+            if name not in overridden:
+                setattr(cls, name, _forward(to, op))
+        return cls
+
+    return wrap
+
+
+def _forward(to: str, op: type[StoreEffect[Any]]) -> Callable[..., Any]:
+    name = op.method
+
+    def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return getattr(getattr(self, to), name)(*args, **kwargs)
+
+    method.__name__ = name
+    method.__doc__ = op.__doc__
+    method.__signature__ = signature(op)  # type: ignore[attr-defined]
+    hints = _hints(op)
+    method.__annotations__ = {**{p: hints[p] for p in op.parameters}, "return": op.answer}
+    return method

@@ -24,13 +24,16 @@ from ..core.models import (
     Rotation,
     UpstreamTokens,
 )
-from ..core.store import REPLACED, REVOCATION_RECORD
+from ..core.store import REPLACED, REVOCATION_RECORD, StoreTraits
 from .crypto import KeyRing, open_upstream, open_verifier, seal_upstream, seal_verifier
 
 _SEALED = UpstreamTokens(access_token="")  # stands in for the sealed tokens
 
 
 class MemoryStore:
+    # Answers at once (no I/O), and no other process sees its records.
+    traits = StoreTraits(blocks=False, shared=False)
+
     def __init__(self, keyring: KeyRing | None = None) -> None:
         self.keyring = keyring or KeyRing.generate()
         self._lock = threading.Lock()

@@ -39,7 +39,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.pool import StaticPool
 
 from ..core.errors import StorageUnavailable
-from ..core.store import REPLACED, REVOCATION_RECORD
+from ..core.store import REPLACED, REVOCATION_RECORD, StoreTraits
 from ..core.models import (
     AccessToken,
     AuthSession,
@@ -79,7 +79,7 @@ _RETRY_MYSQL = {1213}
 _ATTEMPTS = 3
 # Connections kept open, and how many more may be opened (and closed again)
 # for callers beyond those: under ASGI the performer runs no more store calls
-# at once than the pool keeps (SqlStore.concurrency), so the overflow serves
+# at once than the pool keeps (SqlStore.traits.concurrency), so the overflow serves
 # WSGI threads, housekeeping and the CLI, and a busy server reuses its
 # connections instead of opening one per call.
 POOL_SIZE, POOL_OVERFLOW = 10, 10
@@ -240,7 +240,8 @@ class SqlStore:
         # How many calls the pool keeps connections for (None: no bound of its own).
         size = getattr(self.engine.pool, "size", None)
         kept = size() if callable(size) else 0
-        self.concurrency: int | None = 1 if one_connection else (kept if kept > 0 else None)
+        self.traits = StoreTraits(blocks=True, shared=True, pool=self.engine, timeout=timeout,
+                                  concurrency=1 if one_connection else (kept if kept > 0 else None))
 
     # -- running transactions ----------------------------------------------------
     def _run(self, op: Callable[[Connection], R], *, write: bool) -> R:

@@ -12,6 +12,13 @@ revocations, which each reads every second (housekeeping.follow_revocations
 calls :meth:`TokenCache.follow`): a revoked token is refused everywhere
 within about a second, whatever the TTL. Expiry is unaffected: the core
 checks it on every request against the record.
+
+The wrapping is explicit: :class:`TokenCache` names the store operations it
+overrides (the lookup, and every revoking one), and every other declared
+operation (core/effects.py) is passed on to the wrapped store by
+``core.store.forwarding``; nothing else of the store shows through (its
+engine, say, is ``cache.store.engine``, or the pool in ``cache.traits``).
+Its traits are the wrapped store's, with ``remembered`` added.
 """
 
 from __future__ import annotations
@@ -19,14 +26,22 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from typing import Any, Callable, Iterable
+from typing import Callable, Iterable
 
+import attrs
+
+from ..core.effects import GetAccessToken, RevokeAccessToken, RevokeGrant, RevokeGrantOfCode, RotateRefreshToken
 from ..core.models import AccessToken, RefreshToken, Revocation, Rotation
-from ..core.store import Store
+from ..core.store import Store, StoreTraits, forwarding, traits_of
 
 
+@forwarding(to="store", overrides=(GetAccessToken, RevokeAccessToken, RevokeGrant, RevokeGrantOfCode,
+                                   RotateRefreshToken))
 class TokenCache:
-    """Wraps ``store``; every method not defined here is the store's own."""
+    """Wraps ``store``: the operations named above are this cache's, every
+    other store operation is the store's own."""
+
+    traits: StoreTraits
 
     def __init__(self, store: Store, ttl: float, size: int = 10_000,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -39,9 +54,7 @@ class TokenCache:
         # Counts revocations: a lookup that overlapped one does not remember
         # what it found, which may be what was just revoked.
         self._revocations = 0
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.store, name)
+        self.traits = attrs.evolve(traits_of(store), remembered=self.remembered)
 
     def remembered(self, tenant: str, token_hash: str, now: float | None = None) -> AccessToken | None:
         """The token, if it was found within the last TTL; never asks the

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from .adapters.asgi import ASGIApp, BearerGuard, OAuthApp, Receive, Scope, Send, closing_on_shutdown
 from .adapters.bodies import RequestBodies
 from .adapters.forward import Forwarder, backend_for
-from .adapters.site import UNRESOLVED, Site
+from .adapters.site import Site
 from .config import Config, ServerConfig, TenantConfig, UpstreamConfig, secret
 from .core.store import Store
 from .core.tenant import ResourceServer, Tenant
@@ -90,12 +90,12 @@ def upstream_source(up: UpstreamConfig, environ: Mapping[str, str]) -> providers
 
 
 def tenant(t: TenantConfig) -> Tenant:
-    """The core's Tenant; its upstream is filled in per request by the Site."""
+    """The core's Tenant; its upstream is resolved when a flow asks for it
+    (ResolveUpstream), from the source the Site keeps with it."""
     return Tenant(
         slug=t.slug,
         issuer=t.issuer,
         resource=t.resource,
-        upstream=UNRESOLVED,
         scopes=tuple(t.scopes),
         required_scopes=tuple(t.required_scopes),
         policy=t.policy,

@@ -1,6 +1,6 @@
 """What the ASGI and WSGI adapters share: the configured tenants, the store,
-trusted proxies, and the flows that wrap the core's per request (resolving
-the tenant's upstream first where the endpoint needs it)."""
+trusted proxies, and the flows that wrap the core's per request, with the
+carrying out of ResolveUpstream by the source of the tenant picked."""
 
 from __future__ import annotations
 
@@ -8,36 +8,40 @@ import functools
 import ipaddress
 import logging
 import traceback
-from typing import Any, Callable, Iterable, Sequence, Union
+from typing import Any, Awaitable, Callable, Iterable, Sequence, Union
 
 import attrs
 
-from ..core.effects import Effect, Flow, GetAccessToken, StoreEffect, Suspended, WouldBlock, run_ready, run_sync
-from ..core.errors import EffectError, TemporarilyUnavailable
-from ..core.flows import authorize, callback, consent, userinfo
+from ..core.effects import (
+    Effect,
+    Flow,
+    GetAccessToken,
+    ResolveUpstream,
+    StoreEffect,
+    Suspended,
+    WouldBlock,
+    run_async,
+    run_ready,
+    run_sync,
+)
+from ..core.errors import EffectError, TemporarilyUnavailable, UpstreamNotReady
 from ..core.flows.guard import Principal, decide
 from ..core.flows.upstream_token import fresh_upstream_token
 from ..core.http import Request, Response, json_response
-from ..core.pages import error_page
-from ..core.router import find_route, handle
+from ..core.router import handle
 from ..core.store import Store
 from ..core.tenancy import pick_tenant
 from ..core.tenant import Tenant, Upstream
+from ..core.upstream import with_upstream
 from ..runtime import new_context, now_seconds
 from ..upstream.client_metadata import DocumentFetcher
-from ..upstream.providers import Static, UpstreamNotReady, UpstreamSource
+from ..upstream.providers import Static, UpstreamSource
 
 log = logging.getLogger("mcp_oauth_proxy")
 
 PRINCIPAL_KEY = "mcp_oauth_proxy.principal"
 UPSTREAM_TOKEN_KEY = "mcp_oauth_proxy.upstream_token"
 MAX_BODY = 1024 * 1024
-
-# Stands in until the upstream is resolved; only endpoints that never talk
-# to the upstream run with it.
-UNRESOLVED = Upstream(authorization_endpoint="", token_endpoint="", client_id="")
-_NEEDS_UPSTREAM = (authorize.authorize, consent.consent, callback.callback, userinfo.userinfo)
-
 
 @attrs.frozen
 class Entry:
@@ -67,7 +71,7 @@ class Site:
         documents: DocumentFetcher | None = None,
     ) -> None:
         self.entries: Sequence[Entry] = tuple(
-            Entry(attrs.evolve(t[0], upstream=UNRESOLVED), t[1]) if isinstance(t, tuple)
+            Entry(attrs.evolve(t[0], upstream=None), t[1]) if isinstance(t, tuple)
             else Entry(t, Static(t.upstream))
             for t in tenants
         )
@@ -170,12 +174,39 @@ def ready_performer(store: Store, store_blocks: bool) -> Callable[[Effect], Any]
     return perform
 
 
-def _unavailable(browser: bool) -> Response:
-    exc = TemporarilyUnavailable("the identity provider is not available at the moment; try again later")
-    if browser:
-        return error_page("Temporarily unavailable", exc.description, exc.status)
-    return json_response({"error": exc.error, "error_description": exc.description}, exc.status,
-                         [("retry-after", "30")])
+def _resolve(entry: Entry, effect: ResolveUpstream, note: bool) -> Flow[Upstream]:
+    # The source kept with the tenant the request was picked as.
+    if effect.tenant != entry.tenant.slug:
+        raise UpstreamNotReady(f"tenant {effect.tenant}: not the tenant of this request")
+    try:
+        return (yield from entry.source.resolve())
+    except UpstreamNotReady as exc:
+        if note:
+            log.warning("tenant %s: %s", entry.tenant.slug, exc)
+        raise
+
+
+def resolving(entry: Entry, perform: Callable[[Effect], Any], note: bool = True) -> Callable[[Effect], Any]:
+    """``perform``, and ResolveUpstream carried out by ``entry``'s upstream
+    source (whose discovery Fetch ``perform`` carries out); ``note``: log
+    why it failed."""
+    def perform_resolving(effect: Effect) -> Any:
+        if isinstance(effect, ResolveUpstream):
+            return run_sync(_resolve(entry, effect, note), perform)
+        return perform(effect)
+
+    return perform_resolving
+
+
+def resolving_async(entry: Entry, perform: Callable[[Effect], Awaitable[Any]],
+                    note: bool = True) -> Callable[[Effect], Awaitable[Any]]:
+    """:func:`resolving` for an async ``perform``."""
+    async def perform_resolving(effect: Effect) -> Any:
+        if isinstance(effect, ResolveUpstream):
+            return await run_async(_resolve(entry, effect, note), perform)
+        return await perform(effect)
+
+    return perform_resolving
 
 
 class BodyTooLarge(Exception):
@@ -216,18 +247,9 @@ def payload_too_large(limit: int) -> Response:
 
 
 def oauth_flow(entry: Entry, request: Request, cookie_key: bytes) -> Flow[Response]:
-    """The core's answer, with the tenant's upstream resolved first where
-    the endpoint needs it."""
-    ctx = new_context(entry.tenant, cookie_key, request.remote_addr)
-    route = find_route(request.path, ctx)
-    if route is not None and route.handler in _NEEDS_UPSTREAM and request.method != "OPTIONS":
-        try:
-            upstream = yield from entry.source.resolve()
-        except UpstreamNotReady as exc:
-            log.warning("tenant %s: %s", entry.tenant.slug, exc)
-            return _unavailable(route.browser)
-        ctx = attrs.evolve(ctx, tenant=attrs.evolve(entry.tenant, upstream=upstream))
-    return (yield from handle(request, ctx))
+    """The core's answer; it may ask for the tenant's upstream
+    (ResolveUpstream: run it with :func:`resolving`)."""
+    return handle(request, new_context(entry.tenant, cookie_key, request.remote_addr))
 
 
 _PRM = "/.well-known/oauth-protected-resource"
@@ -253,11 +275,10 @@ def guard_view(request: Request) -> GuardView:
 
 def upstream_token_flow(entry: Entry, grant_id: str, cookie_key: bytes) -> Flow[str]:
     """A fresh upstream access token for a grant. Raises OAuthError:
-    InvalidToken (sign in again) or TemporarilyUnavailable (try later)."""
+    InvalidToken (sign in again) or TemporarilyUnavailable (try later).
+    Run it with :func:`resolving` (ResolveUpstream)."""
     try:
-        upstream = yield from entry.source.resolve()
-        ctx = new_context(entry.tenant, cookie_key)
-        ctx = attrs.evolve(ctx, tenant=attrs.evolve(entry.tenant, upstream=upstream))
+        ctx = yield from with_upstream(new_context(entry.tenant, cookie_key))
         return (yield from fresh_upstream_token(grant_id, ctx))
-    except (UpstreamNotReady, EffectError):
+    except EffectError:  # UpstreamNotReady among them
         raise TemporarilyUnavailable("the identity provider is not available at the moment") from None

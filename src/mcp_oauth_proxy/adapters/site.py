@@ -1,16 +1,13 @@
-"""What the ASGI and WSGI adapters share: the configured tenants, the store,
+"""What the ASGI and WSGI adapters share: the tenant directory, the store,
 trusted proxies, and the flows that wrap the core's per request, with the
 carrying out of ResolveUpstream by the source of the tenant picked."""
 
 from __future__ import annotations
 
-import functools
 import ipaddress
 import logging
 import traceback
 from typing import Any, Awaitable, Callable, Iterable, Sequence, Union
-
-import attrs
 
 from ..core.effects import (
     Effect,
@@ -30,12 +27,11 @@ from ..core.flows.upstream_token import fresh_upstream_token
 from ..core.http import Request, Response, json_response
 from ..core.router import handle
 from ..core.store import Store
-from ..core.tenancy import pick_tenant
-from ..core.tenant import Tenant, Upstream
+from ..core.tenant import Upstream
 from ..core.upstream import with_upstream
+from ..directory import Directory, Entry, Listed  # Entry: importable from here too
 from ..runtime import new_context, now_seconds
 from ..upstream.client_metadata import DocumentFetcher
-from ..upstream.providers import Static, UpstreamSource
 
 log = logging.getLogger("mcp_oauth_proxy")
 
@@ -43,25 +39,16 @@ PRINCIPAL_KEY = "mcp_oauth_proxy.principal"
 UPSTREAM_TOKEN_KEY = "mcp_oauth_proxy.upstream_token"
 MAX_BODY = 1024 * 1024
 
-@attrs.frozen
-class Entry:
-    """A tenant, with the source of its upstream's endpoints."""
-
-    tenant: Tenant
-    source: UpstreamSource
-
-
 Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
-# Places (host and path) up to this length are remembered with their tenant.
-_REMEMBERED_PLACE = 512
 
 
 class Site:
-    """The tenants one app serves, and how it trusts its callers."""
+    """The tenants one app serves (its :class:`~..directory.Directory`, or
+    the tenants to make one of), and how it trusts its callers."""
 
     def __init__(
         self,
-        tenants: Iterable[Tenant | tuple[Tenant, UpstreamSource]],
+        tenants: Directory | Iterable[Listed],
         store: Store,
         cookie_key: bytes,
         *,
@@ -70,11 +57,7 @@ class Site:
         store_blocks: bool = True,
         documents: DocumentFetcher | None = None,
     ) -> None:
-        self.entries: Sequence[Entry] = tuple(
-            Entry(attrs.evolve(t[0], upstream=None), t[1]) if isinstance(t, tuple)
-            else Entry(t, Static(t.upstream))
-            for t in tenants
-        )
+        self.directory = tenants if isinstance(tenants, Directory) else Directory(tenants)
         self.store = store
         self.cookie_key = cookie_key
         self.trusted: tuple[Network, ...] = tuple(ipaddress.ip_network(p, strict=False) for p in trusted_proxies)
@@ -82,27 +65,23 @@ class Site:
         self.store_blocks = store_blocks
         # Client ID Metadata Documents: one fetcher, so one cache, per site.
         self.documents = documents or DocumentFetcher()
-        # The tenants never change, so neither does the tenant of a place: the
-        # guard asks on every request, mostly about the same few places.
-        self._picked = functools.lru_cache(maxsize=4096)(self._pick_at)
         # The guard's first driver answers from memory only (see guard()).
         self._ready = ready_performer(store, store_blocks)
 
+    # Each answers from the directory's current snapshot, read once.
+    @property
+    def entries(self) -> Sequence[Entry]:
+        return self.directory.current.entries
+
     def entry(self, slug: str) -> Entry | None:
         """The tenant with this slug."""
-        return next((e for e in self.entries if e.tenant.slug == slug), None)
+        return self.directory.current.entry(slug)
 
     def pick(self, request: Request) -> Entry | None:
-        return self.pick_at(request.scheme, request.host, request.path)
+        return self.directory.current.pick(request.scheme, request.host, request.path)
 
     def pick_at(self, scheme: str, host: str, path: str) -> Entry | None:
-        if len(host) + len(path) > _REMEMBERED_PLACE:  # made-up places must not fill memory
-            return self._pick_at(scheme, host, path)
-        return self._picked(scheme, host, path)
-
-    def _pick_at(self, scheme: str, host: str, path: str) -> Entry | None:
-        tenant = pick_tenant([e.tenant for e in self.entries], host, path, scheme)
-        return next((e for e in self.entries if e.tenant is tenant), None)
+        return self.directory.current.pick(scheme, host, path)
 
     def guard(self, view: GuardView, required_scopes: tuple[str, ...] | None) -> GuardAnswer:
         """The guard's answer to a request to this site's protected
@@ -112,7 +91,7 @@ class Site:
         principal or a response, or the decision suspended at the token's
         lookup, for the caller's driver to finish (:func:`finish_guard`)."""
         method, scheme, host, path, authorization, preflight = view
-        entry = self.pick_at(scheme, host, path)
+        entry = self.directory.current.pick(scheme, host, path)
         if entry is None:
             return not_found()
         if is_resource_metadata(path, entry):
@@ -175,7 +154,8 @@ def ready_performer(store: Store, store_blocks: bool) -> Callable[[Effect], Any]
 
 
 def _resolve(entry: Entry, effect: ResolveUpstream, note: bool) -> Flow[Upstream]:
-    # The source kept with the tenant the request was picked as.
+    # The source of the entry the request was picked with, never another
+    # snapshot's: a tenant and its upstream come from one version of the set.
     if effect.tenant != entry.tenant.slug:
         raise UpstreamNotReady(f"tenant {effect.tenant}: not the tenant of this request")
     try:

@@ -15,9 +15,10 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from .adapters.asgi import ASGIApp, BearerGuard, OAuthApp, Receive, Scope, Send, closing_on_shutdown
 from .adapters.bodies import RequestBodies
 from .adapters.forward import Forwarder, backend_for
-from .adapters.site import UNRESOLVED, Site
+from .adapters.site import Site
 from .config import Config, ServerConfig, TenantConfig, UpstreamConfig, secret
 from .core.store import Store
+from .directory import Directory, Entry, FixedTenants
 from .core.tenant import ResourceServer, Tenant
 from .storage.crypto import KeyRing
 from .storage.keys import DEFAULT_KEY_FILE, load_or_create_keyring
@@ -89,12 +90,12 @@ def upstream_source(up: UpstreamConfig, environ: Mapping[str, str]) -> providers
 
 
 def tenant(t: TenantConfig) -> Tenant:
-    """The core's Tenant; its upstream is filled in per request by the Site."""
+    """The core's Tenant; its upstream is resolved when a flow asks for it
+    (ResolveUpstream), from the source the tenant directory keeps with it."""
     return Tenant(
         slug=t.slug,
         issuer=t.issuer,
         resource=t.resource,
-        upstream=UNRESOLVED,
         scopes=tuple(t.scopes),
         required_scopes=tuple(t.required_scopes),
         policy=t.policy,
@@ -106,12 +107,17 @@ def tenant(t: TenantConfig) -> Tenant:
     )
 
 
+def config_tenants(config: Config, environ: Mapping[str, str]) -> FixedTenants:
+    """The configuration file's tenants with their upstream sources: what
+    the tenant directory serves."""
+    return FixedTenants(tuple(Entry(tenant(t), upstream_source(t.upstream, environ)) for t in config.tenants))
+
+
 def build_site(config: Config, environ: Mapping[str, str] | None = None, upgrade: bool = False) -> Site:
     environ = os.environ if environ is None else environ
     store, keyring = open_storage(config.server, upgrade)
-    tenants = [(tenant(t), upstream_source(t.upstream, environ)) for t in config.tenants]
-    return Site(tenants, store, cookie_key(keyring), trusted_proxies=config.server.trusted_proxies,
-                max_body=config.server.max_body)
+    return Site(Directory(config_tenants(config, environ)), store, cookie_key(keyring),
+                trusted_proxies=config.server.trusted_proxies, max_body=config.server.max_body)
 
 
 @attrs.define
@@ -126,15 +132,12 @@ class ServerApp:
     oauth: OAuthApp
     guarded: BearerGuard
     body_timeout: float | None = None
-    # The tenants' protected paths, parsed once.
-    resource_paths: tuple[str, ...] = attrs.field(init=False)
     # Each of the two, its request bodies seen to (one layer less per request
     # than one RequestBodies around the routing).
     _guarded_bodies: RequestBodies = attrs.field(init=False)
     _oauth_bodies: RequestBodies = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
-        self.resource_paths = tuple(e.tenant.resource_path for e in self.site.entries if e.tenant.resource_path)
         self._guarded_bodies = RequestBodies(self.guarded, self.body_timeout)
         self._oauth_bodies = RequestBodies(self.oauth, self.body_timeout)
 
@@ -142,7 +145,8 @@ class ServerApp:
         if scope["type"] == "lifespan":
             return await self._lifespan(scope, receive, send)
         path = scope.get("path", "")
-        for resource_path in self.resource_paths:
+        # The tenants' protected paths, as the directory's current snapshot has them.
+        for resource_path in self.site.directory.current.resource_paths:
             if path == resource_path or path.startswith(resource_path + "/"):
                 return await self._guarded_bodies(scope, receive, send)
         return await self._oauth_bodies(scope, receive, send)

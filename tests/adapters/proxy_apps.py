@@ -11,7 +11,7 @@ from typing import Any, Callable
 from local_idp import CLIENT_ID, CLIENT_SECRET, LocalIdP
 
 from mcp_oauth_proxy.adapters.asgi import BearerGuard, OAuthApp
-from mcp_oauth_proxy.adapters.site import PRINCIPAL_KEY, UNRESOLVED, UPSTREAM_TOKEN_KEY, Site
+from mcp_oauth_proxy.adapters.site import PRINCIPAL_KEY, UPSTREAM_TOKEN_KEY, Site
 from mcp_oauth_proxy.adapters.wsgi import BearerGuardWSGI, OAuthWSGIApp
 from mcp_oauth_proxy.app import ServerApp
 from mcp_oauth_proxy.core.errors import OAuthError
@@ -29,7 +29,7 @@ def source(idp: LocalIdP, clock: Callable[[], float] = time.monotonic) -> provid
 
 def tenant(slug: str) -> Tenant:
     return Tenant(slug=slug, issuer=f"http://{slug}.test", resource=f"http://{slug}.test/mcp",
-                  upstream=UNRESOLVED, scopes=("mcp",))
+                  scopes=("mcp",))
 
 
 def site(idp: LocalIdP, slugs: tuple[str, ...] = ("acme",), clock: Callable[[], float] = time.monotonic,

@@ -283,9 +283,9 @@ def test_a_token_revoked_through_the_cache_is_refused_at_once() -> None:
 
 def test_only_places_of_a_sane_length_are_remembered() -> None:
     fast, _, _ = _sites()
-    fast._picked.cache_clear()
+    fast.directory.current._picked.cache_clear()
     for i in range(50):
         assert fast.pick_at("http", "acme.test", f"/mcp/{i:0600d}").tenant.slug == "acme"  # type: ignore[union-attr]
-    assert fast._picked.cache_info().currsize == 0
+    assert fast.directory.current._picked.cache_info().currsize == 0
     assert fast.pick_at("http", "acme.test", "/mcp").tenant.slug == "acme"  # type: ignore[union-attr]
-    assert fast._picked.cache_info().currsize == 1
+    assert fast.directory.current._picked.cache_info().currsize == 1

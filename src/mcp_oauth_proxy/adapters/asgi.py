@@ -45,6 +45,7 @@ from .site import (
     not_found,
     oauth_flow,
     payload_too_large,
+    resolving_async,
     scope_list,
     server_error,
     upstream_token_flow,
@@ -263,7 +264,8 @@ class OAuthApp:
         except BodyTooLarge:
             return payload_too_large(self.site.max_body)
         request = attrs.evolve(request, body=body)
-        return await run_async(oauth_flow(entry, request, self.site.cookie_key), self._watching(receive))
+        return await run_async(oauth_flow(entry, request, self.site.cookie_key),
+                               resolving_async(entry, self._watching(receive)))
 
     def _watching(self, receive: Receive) -> Callable[[Effect], Awaitable[Any]]:
         """The performer for one request: a client metadata document, fetched
@@ -341,6 +343,6 @@ class BearerGuard:
             # refresh token it rotated in, and with it the grant. The flow's
             # fetches and waits are bounded (upstream timeout, lease).
             with anyio.CancelScope(shield=True):
-                return await run_async(flow, self._carriers.perform)
+                return await run_async(flow, resolving_async(entry, self._carriers.perform, note=False))
 
         return upstream_token

@@ -1,31 +1,37 @@
-"""What the ASGI and WSGI adapters share: the configured tenants, the store,
-trusted proxies, and the flows that wrap the core's per request (resolving
-the tenant's upstream first where the endpoint needs it)."""
+"""What the ASGI and WSGI adapters share: the tenant directory, the store,
+trusted proxies, and the flows that wrap the core's per request, with the
+carrying out of ResolveUpstream by the source of the tenant picked."""
 
 from __future__ import annotations
 
-import functools
 import ipaddress
 import logging
 import traceback
-from typing import Any, Callable, Iterable, Sequence, Union
+from typing import Any, Awaitable, Callable, Iterable, Sequence, Union
 
-import attrs
-
-from ..core.effects import Effect, Flow, GetAccessToken, StoreEffect, Suspended, WouldBlock, run_ready, run_sync
-from ..core.errors import EffectError, TemporarilyUnavailable
-from ..core.flows import authorize, callback, consent, userinfo
+from ..core.effects import (
+    Effect,
+    Flow,
+    GetAccessToken,
+    ResolveUpstream,
+    StoreEffect,
+    Suspended,
+    WouldBlock,
+    run_async,
+    run_ready,
+    run_sync,
+)
+from ..core.errors import EffectError, TemporarilyUnavailable, UpstreamNotReady
 from ..core.flows.guard import Principal, decide
 from ..core.flows.upstream_token import fresh_upstream_token
 from ..core.http import Request, Response, json_response
-from ..core.pages import error_page
-from ..core.router import find_route, handle
+from ..core.router import handle
 from ..core.store import Store, traits_of
-from ..core.tenancy import pick_tenant
-from ..core.tenant import Tenant, Upstream
+from ..core.tenant import Upstream
+from ..core.upstream import with_upstream
+from ..directory import Directory, Entry, Listed  # Entry: importable from here too
 from ..runtime import new_context, now_seconds
 from ..upstream.client_metadata import DocumentFetcher
-from ..upstream.providers import Static, UpstreamNotReady, UpstreamSource
 
 log = logging.getLogger("mcp_oauth_proxy")
 
@@ -33,31 +39,16 @@ PRINCIPAL_KEY = "mcp_oauth_proxy.principal"
 UPSTREAM_TOKEN_KEY = "mcp_oauth_proxy.upstream_token"
 MAX_BODY = 1024 * 1024
 
-# Stands in until the upstream is resolved; only endpoints that never talk
-# to the upstream run with it.
-UNRESOLVED = Upstream(authorization_endpoint="", token_endpoint="", client_id="")
-_NEEDS_UPSTREAM = (authorize.authorize, consent.consent, callback.callback, userinfo.userinfo)
-
-
-@attrs.frozen
-class Entry:
-    """A tenant, with the source of its upstream's endpoints."""
-
-    tenant: Tenant
-    source: UpstreamSource
-
-
 Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
-# Places (host and path) up to this length are remembered with their tenant.
-_REMEMBERED_PLACE = 512
 
 
 class Site:
-    """The tenants one app serves, and how it trusts its callers."""
+    """The tenants one app serves (its :class:`~..directory.Directory`, or
+    the tenants to make one of), and how it trusts its callers."""
 
     def __init__(
         self,
-        tenants: Iterable[Tenant | tuple[Tenant, UpstreamSource]],
+        tenants: Directory | Iterable[Listed],
         store: Store,
         cookie_key: bytes,
         *,
@@ -66,11 +57,7 @@ class Site:
         store_blocks: bool | None = None,
         documents: DocumentFetcher | None = None,
     ) -> None:
-        self.entries: Sequence[Entry] = tuple(
-            Entry(attrs.evolve(t[0], upstream=UNRESOLVED), t[1]) if isinstance(t, tuple)
-            else Entry(t, Static(t.upstream))
-            for t in tenants
-        )
+        self.directory = tenants if isinstance(tenants, Directory) else Directory(tenants)
         self.store = store
         self.cookie_key = cookie_key
         self.trusted: tuple[Network, ...] = tuple(ipaddress.ip_network(p, strict=False) for p in trusted_proxies)
@@ -79,27 +66,23 @@ class Site:
         self.store_blocks = traits_of(store).blocks if store_blocks is None else store_blocks
         # Client ID Metadata Documents: one fetcher, so one cache, per site.
         self.documents = documents or DocumentFetcher()
-        # The tenants never change, so neither does the tenant of a place: the
-        # guard asks on every request, mostly about the same few places.
-        self._picked = functools.lru_cache(maxsize=4096)(self._pick_at)
         # The guard's first driver answers from memory only (see guard()).
         self._ready = ready_performer(store, self.store_blocks)
 
+    # Each answers from the directory's current snapshot, read once.
+    @property
+    def entries(self) -> Sequence[Entry]:
+        return self.directory.current.entries
+
     def entry(self, slug: str) -> Entry | None:
         """The tenant with this slug."""
-        return next((e for e in self.entries if e.tenant.slug == slug), None)
+        return self.directory.current.entry(slug)
 
     def pick(self, request: Request) -> Entry | None:
-        return self.pick_at(request.scheme, request.host, request.path)
+        return self.directory.current.pick(request.scheme, request.host, request.path)
 
     def pick_at(self, scheme: str, host: str, path: str) -> Entry | None:
-        if len(host) + len(path) > _REMEMBERED_PLACE:  # made-up places must not fill memory
-            return self._pick_at(scheme, host, path)
-        return self._picked(scheme, host, path)
-
-    def _pick_at(self, scheme: str, host: str, path: str) -> Entry | None:
-        tenant = pick_tenant([e.tenant for e in self.entries], host, path, scheme)
-        return next((e for e in self.entries if e.tenant is tenant), None)
+        return self.directory.current.pick(scheme, host, path)
 
     def guard(self, view: GuardView, required_scopes: tuple[str, ...] | None) -> GuardAnswer:
         """The guard's answer to a request to this site's protected
@@ -109,7 +92,7 @@ class Site:
         principal or a response, or the decision suspended at the token's
         lookup, for the caller's driver to finish (:func:`finish_guard`)."""
         method, scheme, host, path, authorization, preflight = view
-        entry = self.pick_at(scheme, host, path)
+        entry = self.directory.current.pick(scheme, host, path)
         if entry is None:
             return not_found()
         if is_resource_metadata(path, entry):
@@ -172,12 +155,40 @@ def ready_performer(store: Store, store_blocks: bool) -> Callable[[Effect], Any]
     return perform
 
 
-def _unavailable(browser: bool) -> Response:
-    exc = TemporarilyUnavailable("the identity provider is not available at the moment; try again later")
-    if browser:
-        return error_page("Temporarily unavailable", exc.description, exc.status)
-    return json_response({"error": exc.error, "error_description": exc.description}, exc.status,
-                         [("retry-after", "30")])
+def _resolve(entry: Entry, effect: ResolveUpstream, note: bool) -> Flow[Upstream]:
+    # The source of the entry the request was picked with, never another
+    # snapshot's: a tenant and its upstream come from one version of the set.
+    if effect.tenant != entry.tenant.slug:
+        raise UpstreamNotReady(f"tenant {effect.tenant}: not the tenant of this request")
+    try:
+        return (yield from entry.source.resolve())
+    except UpstreamNotReady as exc:
+        if note:
+            log.warning("tenant %s: %s", entry.tenant.slug, exc)
+        raise
+
+
+def resolving(entry: Entry, perform: Callable[[Effect], Any], note: bool = True) -> Callable[[Effect], Any]:
+    """``perform``, and ResolveUpstream carried out by ``entry``'s upstream
+    source (whose discovery Fetch ``perform`` carries out); ``note``: log
+    why it failed."""
+    def perform_resolving(effect: Effect) -> Any:
+        if isinstance(effect, ResolveUpstream):
+            return run_sync(_resolve(entry, effect, note), perform)
+        return perform(effect)
+
+    return perform_resolving
+
+
+def resolving_async(entry: Entry, perform: Callable[[Effect], Awaitable[Any]],
+                    note: bool = True) -> Callable[[Effect], Awaitable[Any]]:
+    """:func:`resolving` for an async ``perform``."""
+    async def perform_resolving(effect: Effect) -> Any:
+        if isinstance(effect, ResolveUpstream):
+            return await run_async(_resolve(entry, effect, note), perform)
+        return await perform(effect)
+
+    return perform_resolving
 
 
 class BodyTooLarge(Exception):
@@ -218,18 +229,9 @@ def payload_too_large(limit: int) -> Response:
 
 
 def oauth_flow(entry: Entry, request: Request, cookie_key: bytes) -> Flow[Response]:
-    """The core's answer, with the tenant's upstream resolved first where
-    the endpoint needs it."""
-    ctx = new_context(entry.tenant, cookie_key, request.remote_addr)
-    route = find_route(request.path, ctx)
-    if route is not None and route.handler in _NEEDS_UPSTREAM and request.method != "OPTIONS":
-        try:
-            upstream = yield from entry.source.resolve()
-        except UpstreamNotReady as exc:
-            log.warning("tenant %s: %s", entry.tenant.slug, exc)
-            return _unavailable(route.browser)
-        ctx = attrs.evolve(ctx, tenant=attrs.evolve(entry.tenant, upstream=upstream))
-    return (yield from handle(request, ctx))
+    """The core's answer; it may ask for the tenant's upstream
+    (ResolveUpstream: run it with :func:`resolving`)."""
+    return handle(request, new_context(entry.tenant, cookie_key, request.remote_addr))
 
 
 _PRM = "/.well-known/oauth-protected-resource"
@@ -255,11 +257,10 @@ def guard_view(request: Request) -> GuardView:
 
 def upstream_token_flow(entry: Entry, grant_id: str, cookie_key: bytes) -> Flow[str]:
     """A fresh upstream access token for a grant. Raises OAuthError:
-    InvalidToken (sign in again) or TemporarilyUnavailable (try later)."""
+    InvalidToken (sign in again) or TemporarilyUnavailable (try later).
+    Run it with :func:`resolving` (ResolveUpstream)."""
     try:
-        upstream = yield from entry.source.resolve()
-        ctx = new_context(entry.tenant, cookie_key)
-        ctx = attrs.evolve(ctx, tenant=attrs.evolve(entry.tenant, upstream=upstream))
+        ctx = yield from with_upstream(new_context(entry.tenant, cookie_key))
         return (yield from fresh_upstream_token(grant_id, ctx))
-    except (UpstreamNotReady, EffectError):
+    except EffectError:  # UpstreamNotReady among them
         raise TemporarilyUnavailable("the identity provider is not available at the moment") from None

@@ -38,6 +38,7 @@ from .site import (
     not_found,
     oauth_flow,
     payload_too_large,
+    resolving,
     scope_list,
     server_error,
     upstream_token_flow,
@@ -125,7 +126,7 @@ class OAuthWSGIApp:
         except BodyTooLarge:
             return payload_too_large(self.site.max_body)
         request = attrs.evolve(request, body=body)
-        return run_sync(oauth_flow(entry, request, self.site.cookie_key), self._perform)
+        return run_sync(oauth_flow(entry, request, self.site.cookie_key), resolving(entry, self._perform))
 
 
 class BearerGuardWSGI:
@@ -165,6 +166,7 @@ class BearerGuardWSGI:
 
     def _token_getter(self, entry: Entry, principal: Principal) -> Callable[[], str]:
         def upstream_token() -> str:
-            return run_sync(upstream_token_flow(entry, principal.grant_id, self.site.cookie_key), self._perform)
+            return run_sync(upstream_token_flow(entry, principal.grant_id, self.site.cookie_key),
+                            resolving(entry, self._perform, note=False))
 
         return upstream_token

@@ -9,7 +9,7 @@ from typing import Callable
 
 import attrs
 
-from .tenant import Tenant
+from .tenant import Tenant, Upstream
 
 
 @attrs.frozen
@@ -24,6 +24,15 @@ class Context:
     # Who asks: the client's address as the site trusts it ("" unknown), for
     # the work a request may start on its own behalf.
     requester: str = ""
+
+    @property
+    def upstream(self) -> Upstream:
+        """The tenant's upstream, for the flows that talk to it; they run
+        once it is resolved (upstream.with_upstream, Route.upstream)."""
+        upstream = self.tenant.upstream
+        if upstream is None:
+            raise AssertionError(f"tenant {self.tenant.slug}: the upstream is not resolved")
+        return upstream
 
     def token(self, prefix: str) -> str:
         """A new opaque credential: prefix + 256 random bits, base64url."""

@@ -54,6 +54,14 @@ class Fetch(Effect):
 
 
 @attrs.frozen
+class ResolveUpstream(Effect):
+    """The endpoints of a tenant's upstream (OIDC discovery, cached) ->
+    Upstream. Failures are thrown back as UpstreamNotReady."""
+
+    tenant: str
+
+
+@attrs.frozen
 class FetchClientMetadata(Effect):
     """Fetch a client metadata document from the client's own URL ->
     HttpResponse. The carrier guards against SSRF (https only, no redirects,

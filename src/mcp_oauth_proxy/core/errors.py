@@ -141,6 +141,12 @@ class TooManyFetches(EffectError):
         self.retry_after = retry_after
 
 
+class UpstreamNotReady(EffectError):
+    """The tenant's upstream cannot be used yet (discovery failed, or its
+    credentials are not configured): a ResolveUpstream failed. The message
+    is for the operator's log."""
+
+
 class DecryptionFailed(EffectError):
     """A stored upstream secret cannot be decrypted (its key is gone)."""
 

@@ -22,11 +22,13 @@ from .errors import (
     StorageUnavailable,
     TemporarilyUnavailable,
     TooManyFetches,
+    UpstreamNotReady,
     UpstreamUnavailable,
 )
 from .flows import authorize, callback, consent, introspect, metadata, register, revoke, token, userinfo
 from .http import Request, Response, add_query, json_response, redirect
 from .pages import error_page
+from .upstream import with_upstream
 
 Handler = Callable[[Request, Context], Union[Response, Generator]]
 
@@ -41,6 +43,9 @@ class Route:
     browser: bool = False
     # Which of the tenant's RateLimits counts requests per remote address.
     limit: str | None = None
+    # Talks to the tenant's upstream: its endpoints are resolved first
+    # (ResolveUpstream), and a request is answered 503 while they cannot be.
+    upstream: bool = False
 
 
 def _static(fn: Callable[[Context], Response]) -> Handler:
@@ -49,11 +54,11 @@ def _static(fn: Callable[[Context], Response]) -> Handler:
 
 _OAUTH_ROUTES = {
     "register": Route(("POST",), register.register, cors=True, limit="register"),
-    "authorize": Route(("GET", "POST"), authorize.authorize, browser=True, limit="authorize"),
-    "consent": Route(("POST",), consent.consent, browser=True),
-    "callback": Route(("GET",), callback.callback, browser=True, limit="callback"),
+    "authorize": Route(("GET", "POST"), authorize.authorize, browser=True, limit="authorize", upstream=True),
+    "consent": Route(("POST",), consent.consent, browser=True, upstream=True),
+    "callback": Route(("GET",), callback.callback, browser=True, limit="callback", upstream=True),
     "token": Route(("POST",), token.token, cors=True, limit="token"),
-    "userinfo": Route(("GET", "POST"), userinfo.userinfo, cors=True),
+    "userinfo": Route(("GET", "POST"), userinfo.userinfo, cors=True, upstream=True),
     "revoke": Route(("POST",), revoke.revoke, cors=True, limit="revoke"),
     "introspect": Route(("POST",), introspect.introspect, cors=True),
     "jwks": Route(("GET",), _static(metadata.jwks), cors=True),
@@ -135,9 +140,25 @@ def _error_response(exc: Exception, route: Route | None, request: Request, ctx: 
     return json_response(body, exc.status, exc.headers)
 
 
+def _upstream_not_ready(browser: bool) -> Response:
+    # Answered before the route is handled: no rate limit counted, no CORS headers.
+    exc = TemporarilyUnavailable("the identity provider is not available at the moment; try again later")
+    if browser:
+        return error_page("Temporarily unavailable", exc.description, exc.status)
+    return json_response({"error": exc.error, "error_description": exc.description}, exc.status,
+                         [("retry-after", "30")])
+
+
 def handle(request: Request, ctx: Context) -> Flow[Response]:
     """The flow answering one request to one of the tenant's OAuth endpoints."""
     route = find_route(request.path, ctx)
+    if route is not None and route.upstream and request.method != "OPTIONS":
+        # Before anything else, as a request is answered 503 whatever it
+        # asks while the upstream cannot be used.
+        try:
+            ctx = yield from with_upstream(ctx)
+        except UpstreamNotReady:
+            return _upstream_not_ready(route.browser)
     try:
         if route is None:
             raise NotFound("no such endpoint")

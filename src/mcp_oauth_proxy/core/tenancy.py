@@ -3,11 +3,14 @@ path, by that path prefix)."""
 
 from __future__ import annotations
 
-import functools
-from typing import Iterable
+from typing import Iterable, TypeVar
 from urllib.parse import urlsplit
 
+import attrs
+
 from .tenant import Tenant
+
+T = TypeVar("T")
 
 
 def _authority(url: str) -> str:
@@ -30,32 +33,45 @@ def normalize_host(host: str, scheme: str) -> str:
     return host
 
 
-def pick_tenant(tenants: Iterable[Tenant], host: str, path: str, scheme: str = "https") -> Tenant | None:
-    """The tenant whose issuer or resource lives at this host and path.
+@attrs.frozen
+class Places:
+    """Where a tenant lives: its hosts (issuer's and resource's), and its
+    issuer and resource paths (without a trailing slash)."""
+
+    hosts: frozenset[str]
+    prefixes: tuple[str, str]
+
+
+def places(tenant: Tenant) -> Places:
+    """Parsed from the tenant's issuer and resource; the tenant directory
+    (directory.py) does it once per tenant and set of tenants."""
+    return Places(frozenset({_authority(tenant.issuer), _authority(tenant.resource)}),
+                  (tenant.issuer_path, tenant.resource_path))
+
+
+def pick(placed: Iterable[tuple[Places, T]], host: str, path: str, scheme: str = "https") -> T | None:
+    """Of (places, value) pairs, the value whose issuer or resource lives at
+    this host and path.
 
     Among tenants on one host, the longest issuer path that prefixes the
-    request path wins; well-known URLs are matched by the path after the
-    well-known segment (RFC 8414 §3.1 path insertion).
+    request path wins (the first of equals); well-known URLs are matched by
+    the path after the well-known segment (RFC 8414 §3.1 path insertion).
     """
     want = normalize_host(host, scheme)
-    best: Tenant | None = None
+    best: T | None = None
     best_len = -1
-    for tenant in tenants:
-        hosts, prefixes = _places(tenant.issuer, tenant.resource)
-        if want not in hosts:
+    for where, value in placed:
+        if want not in where.hosts:
             continue
-        for prefix in prefixes:
+        for prefix in where.prefixes:
             if _path_matches(path, prefix) and len(prefix) > best_len:
-                best, best_len = tenant, len(prefix)
+                best, best_len = value, len(prefix)
     return best
 
 
-@functools.lru_cache(maxsize=1024)
-def _places(issuer: str, resource: str) -> tuple[frozenset[str], tuple[str, str]]:
-    """Where a tenant lives: its hosts, and its issuer and resource paths.
-    Parsed once per configuration, not per request."""
-    paths = (urlsplit(issuer).path.rstrip("/"), urlsplit(resource).path.rstrip("/"))
-    return frozenset({_authority(issuer), _authority(resource)}), paths
+def pick_tenant(tenants: Iterable[Tenant], host: str, path: str, scheme: str = "https") -> Tenant | None:
+    """The tenant whose issuer or resource lives at this host and path (see :func:`pick`)."""
+    return pick(((places(t), t) for t in tenants), host, path, scheme)
 
 
 def _path_matches(path: str, prefix: str) -> bool:

@@ -123,7 +123,9 @@ class Tenant:
     issuer: str
     # The protected MCP endpoint (RFC 9728 ``resource``, RFC 8707 audience).
     resource: str
-    upstream: Upstream
+    # None: known outside the core (the tenant directory's source for it);
+    # a flow that needs it asks with the ResolveUpstream effect (router.py).
+    upstream: Upstream | None = None
     scopes: tuple[str, ...] = ("mcp",)
     # Scopes every request to the protected resource needs.
     required_scopes: tuple[str, ...] = ()

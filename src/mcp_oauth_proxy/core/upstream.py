@@ -7,7 +7,10 @@ import base64
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from .context import from_urlsafe
+import attrs
+
+from .context import Context, from_urlsafe
+from .effects import Flow, ResolveUpstream
 from .errors import OAuthError, UpstreamUnavailable
 from .http import HttpRequest, HttpResponse, parse_json
 from .models import UpstreamTokens
@@ -22,6 +25,16 @@ class UpstreamRefused(OAuthError):
 
     error = "access_denied"
     status = 400
+
+
+def with_upstream(ctx: Context) -> Flow[Context]:
+    """The context with its tenant's upstream endpoints: as given, or asked
+    for (ResolveUpstream: OIDC discovery, cached, outside the core). Raises
+    UpstreamNotReady when they cannot be had."""
+    if ctx.tenant.upstream is not None:
+        return ctx
+    upstream = yield ResolveUpstream(ctx.tenant.slug)
+    return attrs.evolve(ctx, tenant=attrs.evolve(ctx.tenant, upstream=upstream))
 
 
 def token_request(upstream: Upstream, params: dict[str, str]) -> HttpRequest:

@@ -23,7 +23,7 @@ from typing import Any, Callable, Protocol
 import attrs
 
 from ..core.effects import Fetch, Flow
-from ..core.errors import EffectError
+from ..core.errors import EffectError, UpstreamNotReady
 from ..core.http import HttpRequest
 from ..core.tenant import Upstream
 
@@ -38,9 +38,8 @@ RETRY_FIRST, RETRY_MAX = 1.0, 60.0
 REFRESH_ALONE = 60.0
 
 
-class UpstreamNotReady(EffectError):
-    """The tenant's upstream cannot be used yet (discovery failed, or its
-    credentials are not configured). The message is for the operator's log."""
+# Sources raise the core's UpstreamNotReady (a failed ResolveUpstream), also
+# importable from here.
 
 
 class UpstreamSource(Protocol):

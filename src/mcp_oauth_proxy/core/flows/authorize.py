@@ -116,7 +116,7 @@ def show_consent(ctx: Context, client: Client, auth: AuthorizationRequest, brows
         client_id=client.client_id,
         redirect_host=shown_host(auth.redirect_uri),
         scopes=auth.scope,
-        upstream_scopes=ctx.tenant.upstream.scopes,
+        upstream_scopes=ctx.upstream.scopes,
         service=ctx.tenant.resource_name or ctx.tenant.issuer,
         localhost_only=all(is_loopback_redirect(u) for u in client.redirect_uris),
         # CIMD: the document's host is who vouches for this client.

@@ -46,7 +46,7 @@ def _check_issuer(params: Mapping[str, list[str]], session: AuthSession, ctx: Co
     iss = single(params, "iss")
     expected = session.upstream_issuer
     if iss is None:
-        if ctx.tenant.upstream.iss_parameter_supported:
+        if ctx.upstream.iss_parameter_supported:
             raise AccessDenied("the identity provider's response has no iss")
         return
     if expected is None or iss != expected:
@@ -54,7 +54,7 @@ def _check_issuer(params: Mapping[str, list[str]], session: AuthSession, ctx: Co
 
 
 def _exchange(code: str, session: AuthSession, ctx: Context) -> Flow[tuple[UpstreamTokens, dict[str, Any]]]:
-    upstream = ctx.tenant.upstream
+    upstream = ctx.upstream
     params = {
         "grant_type": "authorization_code",
         "code": code,
@@ -68,7 +68,7 @@ def _exchange(code: str, session: AuthSession, ctx: Context) -> Flow[tuple[Upstr
 
 def _identify(tokens: UpstreamTokens, document: dict[str, Any], session: AuthSession, ctx: Context) -> Flow[tuple[str, dict[str, Any]]]:
     """The person's stable id and profile claims."""
-    upstream = ctx.tenant.upstream
+    upstream = ctx.upstream
     sub = None
     claims: dict[str, Any] = {}
     if upstream.oidc:

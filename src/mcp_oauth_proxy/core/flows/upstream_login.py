@@ -22,7 +22,7 @@ def start_upstream_login(
     browser. Our own PKCE verifier protects the upstream code, and an OIDC
     ``nonce`` binds the id_token to this session.
     """
-    upstream = ctx.tenant.upstream
+    upstream = ctx.upstream
     state = ctx.random_string()
     verifier = ctx.random_string()
     nonce = ctx.random_string() if upstream.oidc else None

@@ -76,7 +76,7 @@ def load_grant(grant_id: str, ctx: Context) -> Flow[Grant]:
 
 
 def _refresh(grant: Grant, ctx: Context, now: int) -> Flow[UpstreamTokens]:
-    upstream = ctx.tenant.upstream
+    upstream = ctx.upstream
     assert grant.upstream.refresh_token is not None
     request = token_request(upstream, {"grant_type": "refresh_token", "refresh_token": grant.upstream.refresh_token})
     try:

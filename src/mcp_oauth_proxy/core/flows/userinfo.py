@@ -20,10 +20,10 @@ def userinfo(request: Request, ctx: Context) -> Flow[Response]:
     if principal is None:
         return denial(ctx.tenant, None, ())
     claims: dict | None = None
-    if ctx.tenant.upstream.userinfo_endpoint is not None:
+    if ctx.upstream.userinfo_endpoint is not None:
         try:
             access = yield from fresh_upstream_token(principal.grant_id, ctx)
-            claims = parse_userinfo((yield Fetch(userinfo_request(ctx.tenant.upstream, access))))
+            claims = parse_userinfo((yield Fetch(userinfo_request(ctx.upstream, access))))
         except InvalidToken as exc:
             return denial(ctx.tenant, exc, ())
         except (OAuthError, FetchFailed):

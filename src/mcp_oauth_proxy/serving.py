@@ -338,14 +338,18 @@ class _HypercornConnection:
     async def protocol_send(self, event: Any) -> None:
         """Hypercorn's, but bytes the client leaves unread for
         ``send_timeout`` seconds end the connection (Hypercorn waited for
-        ever, on trio shielded from any cancellation)."""
+        ever)."""
         from hypercorn.events import Closed, RawData
 
         if not isinstance(event, RawData):
             return await super().protocol_send(event)  # type: ignore[misc]
         async with self.send_lock:  # type: ignore[attr-defined]
             try:
-                with anyio.fail_after(self.config.send_timeout):  # type: ignore[attr-defined]
+                # Shielded as Hypercorn's own is: an app cancelling its own
+                # work (the forwarder, once its client is done) must not cut
+                # bytes off mid-write; only the deadline inside may.
+                with anyio.CancelScope(shield=True), anyio.fail_after(
+                        self.config.send_timeout):  # type: ignore[attr-defined]
                     await self._send_raw(event.data)
             except TimeoutError:
                 _failed("closed a connection whose client left its answers unread for %g s",

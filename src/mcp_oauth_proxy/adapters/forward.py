@@ -37,7 +37,7 @@ from __future__ import annotations
 import functools
 import logging
 import ssl
-from typing import AsyncIterator, Callable, Mapping
+from typing import AsyncIterator, Mapping
 from urllib.parse import unquote, urlsplit
 
 import anyio
@@ -170,15 +170,14 @@ class Forwarder:
     async def _forward(self, scope: Scope, receive: Receive, send: Send, target: str, tenant: str,
                        headers: list[tuple[bytes, bytes]], has_body: bool) -> None:
         body_read = anyio.Event()
-        gone = False
+        client = _Client()
 
         async def body() -> AsyncIterator[bytes]:
-            nonlocal gone
             size = 0
             while True:
                 message = await receive()
                 if message["type"] == "http.disconnect":
-                    gone = True
+                    client.gone = True
                     raise _ClientGone()
                 chunk = message.get("body", b"")
                 size += len(chunk)
@@ -192,23 +191,27 @@ class Forwarder:
 
         async def watch(cancel: anyio.CancelScope) -> None:
             # Only once the body is read is receive() free to tell of a disconnect.
-            nonlocal gone
             await body_read.wait()
             while (await receive())["type"] != "http.disconnect":
                 pass
-            gone = True
-            cancel.cancel()
+            if not client.answered:
+                # Gone before its answer was out: the backend's work is cancelled.
+                # (Once it is out, Hypercorn says "disconnect" as a matter of
+                # course, and a cancel would cut its sending of the end short:
+                # the connection was never closed.)
+                client.gone = True
+                cancel.cancel()
 
         if not has_body:
             body_read.set()
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(watch, tasks.cancel_scope)
-            await self._exchange(scope, send, target, tenant, headers, body() if has_body else None, lambda: gone)
+            await self._exchange(scope, send, target, tenant, headers, body() if has_body else None, client)
             tasks.cancel_scope.cancel()
 
     async def _exchange(self, scope: Scope, send: Send, target: str, tenant: str,
-                        headers: list[tuple[bytes, bytes]],
-                        content: AsyncIterator[bytes] | None, client_gone: Callable[[], bool]) -> None:
+                        headers: list[tuple[bytes, bytes]], content: AsyncIterator[bytes] | None,
+                        client: _Client) -> None:
         if self._pool is None:
             self._pool = httpcore.AsyncConnectionPool(ssl_context=ssl.create_default_context(),
                                                       network_backend=ClosingBackend(), **_POOL)
@@ -217,12 +220,14 @@ class Forwarder:
         try:
             response = await self._pool.handle_async_request(request)
         except BodyTooLarge:
+            client.answered = True
             return await send_response(send, payload_too_large(self.max_body))
         except (*_BACKEND_FAILED, _ClientGone) as exc:
-            if client_gone():
+            if client.gone:
                 return
             # The class is enough to diagnose; the text could name the backend's internals.
             _backend_failed("tenant %s: the backend failed before answering: %s", tenant, type(exc).__name__)
+            client.answered = True
             return await send_response(send, _unavailable())
         try:
             await send({"type": "http.response.start", "status": response.status,
@@ -232,6 +237,7 @@ class Forwarder:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
             except _BACKEND_FAILED as exc:
                 _backend_failed("tenant %s: the backend's answer ended early: %s", tenant, type(exc).__name__)
+            client.answered = True
             await send({"type": "http.response.body", "body": b""})
         except OSError:
             pass  # the client went away while we were sending (ASGI spec)
@@ -271,6 +277,13 @@ class Forwarder:
 
 class _ClientGone(Exception):
     pass
+
+
+class _Client:
+    """What the forwarder knows of its client during one exchange."""
+
+    gone = False  # it went away
+    answered = False  # the end of its answer is being sent
 
 
 def _target(path: str, query: bytes, backend: Backend) -> str | None:

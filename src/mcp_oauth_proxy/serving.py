@@ -42,6 +42,9 @@ past ``send_timeout`` the connection is dropped. uvicorn also queued every
 request a client pipelined ahead of its answers, reading on after each
 answer (one connection took gigabytes): past ``MAX_PIPELINED`` waiting
 requests the connection is dropped, and nothing more is read while any wait.
+When a client leaves, every request of its connection hears so: uvicorn told
+only the one parsed last, and the one being answered wrote on to the closed
+connection.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ import contextlib
 import importlib.util
 import logging
 import sys
+import weakref
 from typing import Any, Awaitable, Callable, Iterator
 
 import anyio
@@ -171,6 +175,12 @@ class _Connection(HttpToolsProtocol):
     # Whether the client sent too many requests ahead (MAX_PIPELINED).
     _flooded = False
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The requests of this connection not yet forgotten: the one being
+        # answered and those pipelined behind it.
+        self._cycles: weakref.WeakSet[Any] = weakref.WeakSet()
+
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._await_head()
@@ -181,6 +191,13 @@ class _Connection(HttpToolsProtocol):
             if timer is not None:
                 timer.cancel()
         super().connection_lost(exc)
+        # uvicorn tells only the request parsed last that its client is
+        # gone; the one being answered, when others were pipelined behind
+        # it, went on to write to the closed transport (a traceback each).
+        for cycle in self._cycles:
+            if not cycle.response_complete:
+                cycle.disconnected = True
+                cycle.message_event.set()
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -210,6 +227,7 @@ class _Connection(HttpToolsProtocol):
             self.transport.abort()  # its unread answers are not flushed first
             return
         super().on_headers_complete()
+        self._cycles.add(self.cycle)
 
     def on_body(self, body: bytes) -> None:
         if not self._flooded:

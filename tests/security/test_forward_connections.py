@@ -25,6 +25,8 @@ class _Json(http.server.BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("content-length", 0)))
+        if self.path.endswith("/slow"):
+            time.sleep(1)
         self.send_response(200)
         self.send_header("content-type", "application/json")
         self.send_header("content-length", "2")
@@ -76,3 +78,23 @@ def test_a_connection_that_carried_a_forwarded_answer_ends_like_any_other(loop: 
         for sock in sockets:  # every one closed by the server, none held
             assert read_answer(sock) is not None and closed_within(sock, 5) is not None
             sock.close()
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_client_leaving_with_requests_pipelined_behind_a_slow_answer_logs_nothing(
+        loop: str, tmp_path: Path, backend: str) -> None:
+    """uvicorn told only the request parsed last that its client had gone: the
+    one being answered wrote to the closed connection, a traceback each."""
+    port = free_port()
+    database = f"sqlite:///{tmp_path / 'proxy.db'}"
+    token = seed_access_token(database, tmp_path / "keys", "acme", f"http://127.0.0.1:{port}/mcp")
+    with serve(tmp_path, loop, port=port, database=database, tenant=f'backend = "{backend}"') as served:
+        request = (b"POST /mcp/slow HTTP/1.1\r\nhost: " + served.host + b"\r\nauthorization: Bearer "
+                   + token.encode() + b"\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}")
+        for _ in range(5):
+            with served.connect() as sock:
+                sock.sendall(request * 3)
+                time.sleep(0.3)
+        time.sleep(2)  # the slow answers are in by now
+        text = served.log_text()
+    assert "Traceback" not in text and "Exception in ASGI application" not in text, text[-3000:]

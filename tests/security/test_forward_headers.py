@@ -61,6 +61,10 @@ SPOOFED = [
     ("Cf-Access-Authenticated-User-Email", "a@evil.test"), ("X-Auth-Request-Groups", "admins"),
     ("X-Id-Token", "e30.e30."), ("X-Forwarded-Access-Token", "t"), ("X-Ssl-Client-S-Dn", "CN=admin"),
     ("X-Client-Cert", "MII"), ("X-Original-Host", "evil.test"), ("X-Script-Name", "/admin"),
+    ("Remote-Groups", "admins"), ("Remote-Email", "a@evil.test"), ("X-Webauth-Email", "a@evil.test"),
+    ("X-Pomerium-Claim-Email", "a@evil.test"), ("Tailscale-User-Login", "admin"), ("X-Authentik-Username", "admin"),
+    ("X-Vouch-User", "admin"), ("X-Credential-Username", "admin"), ("X-Proxy-User", "admin"), ("Auth-User", "admin"),
+    ("X-Auth-Email", "a@evil.test"), ("X-Email", "a@evil.test"), ("X-ARR-ClientCert", "MII"),
 ]
 
 
@@ -100,7 +104,11 @@ def test_underscored_identity_headers_never_reach_a_wsgi_backend(
                  "HTTP_X_AUTHENTICATED_USERID", "HTTP_X_CONSUMER_USERNAME", "HTTP_X_MS_CLIENT_PRINCIPAL_NAME",
                  "HTTP_X_AMZN_OIDC_IDENTITY", "HTTP_OIDC_CLAIM_SUB", "HTTP_X_GOOG_AUTHENTICATED_USER_EMAIL",
                  "HTTP_CF_ACCESS_AUTHENTICATED_USER_EMAIL", "HTTP_X_AUTH_REQUEST_GROUPS", "HTTP_X_ID_TOKEN",
-                 "HTTP_X_FORWARDED_ACCESS_TOKEN", "HTTP_X_SSL_CLIENT_S_DN", "HTTP_X_CLIENT_CERT"):
+                 "HTTP_X_FORWARDED_ACCESS_TOKEN", "HTTP_X_SSL_CLIENT_S_DN", "HTTP_X_CLIENT_CERT",
+                 "HTTP_REMOTE_GROUPS", "HTTP_REMOTE_EMAIL", "HTTP_X_WEBAUTH_EMAIL", "HTTP_X_POMERIUM_CLAIM_EMAIL",
+                 "HTTP_TAILSCALE_USER_LOGIN", "HTTP_X_AUTHENTIK_USERNAME", "HTTP_X_VOUCH_USER",
+                 "HTTP_X_CREDENTIAL_USERNAME", "HTTP_X_PROXY_USER", "HTTP_AUTH_USER", "HTTP_X_AUTH_EMAIL",
+                 "HTTP_X_EMAIL", "HTTP_X_ARR_CLIENTCERT"):
         assert gone not in environ, gone
     # A client's address claims pass only from a trusted proxy.
     for claim in ("HTTP_X_REAL_IP", "HTTP_TRUE_CLIENT_IP", "HTTP_CLIENT_IP", "HTTP_VIA",

@@ -50,11 +50,14 @@ _IDENTITY_CLAIMS = frozenset({
     b"x-consumer-custom-id", b"x-credential-identifier", b"x-userinfo", b"x-id-token", b"x-access-token",
     b"x-token-subject", b"x-goog-iap-jwt-assertion", b"oidc-access-token", b"oidc-id-token",
     b"x-client-cert", b"x-client-verify", b"x-ssl-cert", b"ssl-client-cert", b"x-forwarded-client-cert",
+    b"x-arr-clientcert", b"x-credential-username", b"x-proxy-user", b"auth-user", b"x-auth-email",
+    b"x-auth-groups", b"x-email",
 })
 _IDENTITY_FAMILIES = (
     b"x-auth-request-", b"x-forwarded-user", b"x-forwarded-email", b"x-forwarded-preferred-username",
     b"x-forwarded-groups", b"x-forwarded-access-token", b"oidc-claim-", b"x-amzn-oidc-", b"x-ms-client-principal",
     b"x-ms-token-", b"x-goog-authenticated-user-", b"cf-access-", b"x-ssl-client-", b"ssl-client-",
+    b"remote-", b"x-webauth-", b"x-pomerium-", b"tailscale-user-", b"x-authentik-", b"x-vouch-",
 )
 
 

@@ -195,6 +195,12 @@ def test_an_approval_is_remembered_for_the_destination_the_page_named_only():
     elsewhere = h.request("GET", h.authorize_url(client["client_id"], redirect_uri="https://evil.example/cb"))
     assert elsewhere.status == 200 and '<span class="host">evil.example</span>' in elsewhere.body.decode()
     assert h.request("GET", h.authorize_url(client["client_id"])).status == 302
+    # Another port of a registered host is another site: the page again, naming it.
+    client2 = h.register(redirect_uris=["https://app.example/cb", "https://app.example:8443/cb"],
+                         application_type="web")
+    _approve(h, h.request("GET", h.authorize_url(client2["client_id"], redirect_uri="https://app.example/cb")))
+    other_site = h.request("GET", h.authorize_url(client2["client_id"], redirect_uri="https://app.example:8443/cb"))
+    assert other_site.status == 200 and '<span class="host">app.example:8443</span>' in other_site.body.decode()
     # A native app's loopback port changes from run to run: the same destination (RFC 8252 §7.3).
     other_port = h.request("GET", h.authorize_url(client["client_id"], redirect_uri="http://127.0.0.1:5555/callback"))
     assert other_port.status == 302

@@ -174,8 +174,9 @@ def test_the_loopback_reassurance_is_only_for_a_literal_loopback_host(uri, loopb
 @pytest.mark.parametrize(
     "uri, shown",
     [
-        ("https://app.example.com:8443/cb?x=1", "app.example.com"),
-        ("http://127.0.0.1:33418/callback", "127.0.0.1"),
+        ("https://app.example.com:8443/cb?x=1", "app.example.com:8443"),  # another port, another site
+        ("https://app.example.com:443/cb", "app.example.com"),  # the scheme's own
+        ("http://127.0.0.1:33418/callback", "127.0.0.1"),  # a native app's port changes from run to run
         ("http://[::1]:8080/cb", "[::1]"),
         ("https://trusted.example@evil.example/cb", "evil.example"),  # the host it really goes to
         ("https://xn--80ak6aa92e.com/cb", "xn--80ak6aa92e.com"),

@@ -110,16 +110,22 @@ def is_well_formed(uri: str) -> bool:
     return True
 
 
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
 def shown_host(uri: str) -> str:
     """What the consent page names as where the person is sent: the host
-    alone (no user information, port or path), in its ASCII form; for a
-    private-use scheme, the scheme too (an app, not a web site, gets the
-    person)."""
+    (no user information or path), in its ASCII form, with its port when
+    that is not the scheme's own (another port is another site, RFC 6454
+    §4) except on loopback, where a native app's port changes from run to
+    run (RFC 8252 §7.3); for a private-use scheme, the scheme too (an app,
+    not a web site, gets the person)."""
     scheme = uri.partition(":")[0].lower()
     try:
-        host = urlsplit(uri).hostname
+        parts = urlsplit(uri)
+        host, port = parts.hostname, parts.port
     except ValueError:
-        host = None
+        host, port = None, None
     if not host:
         return scheme + ":"
     if not host.isascii():  # never for a URI registered under today's rules
@@ -127,7 +133,10 @@ def shown_host(uri: str) -> str:
             host = host.encode("idna").decode("ascii")
         except UnicodeError:
             host = host.encode("ascii", "backslashreplace").decode("ascii")
+    loopback = is_loopback_host(host)
     host = f"[{host}]" if ":" in host else host
+    if port is not None and port != _DEFAULT_PORTS.get(scheme) and not loopback:
+        host = f"{host}:{port}"
     return host if scheme in ("http", "https") else f"{scheme}://{host}"
 
 

@@ -18,8 +18,9 @@ import anyio
 
 from . import cli_storage
 from . import config as config_mod
-from .housekeeping import collect_periodically, follow_revocations
+from .housekeeping import collect_periodically, follow_directory, follow_revocations
 from .logs import configure_logging
+from .core.store import traits_of
 from .storage.token_cache import TokenCache
 
 log = logging.getLogger("mcp_oauth_proxy")
@@ -68,6 +69,8 @@ async def _serve(app: Any, config: config_mod.Config, on: str) -> None:
                     chores.start_soon(collect_periodically, store, config.server.gc_interval, config.server.gc_batch)
                 if isinstance(store, TokenCache) and store.traits.shared:  # shared with other processes
                     chores.start_soon(follow_revocations, store)
+                if traits_of(store).shared:  # servers kept in the database, changed by any process
+                    chores.start_soon(follow_directory, app.site.directory)
 
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(housekeep)

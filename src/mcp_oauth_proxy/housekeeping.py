@@ -1,7 +1,9 @@
 """Beside the server: removing expired records (sessions, codes, tokens,
 lapsed registrations, rate-limit counters; each batch one short call of
 ``Store.delete_expired`` in a worker thread, so requests keep flowing between
-batches), and following what other processes revoke."""
+batches), following what other processes revoke, and the directory of
+tenants the database keeps (what any process changed is served here within
+about a second)."""
 
 from __future__ import annotations
 
@@ -13,10 +15,13 @@ import anyio
 import anyio.to_thread
 
 from .core.errors import StorageUnavailable
+from .logs import Throttled
 from .core.store import Store
+from .directory import Directory
 from .storage.token_cache import TokenCache
 
 log = logging.getLogger("mcp_oauth_proxy")
+_reload_failed = Throttled(log, logging.WARNING, interval=60.0)
 
 
 def collect(store: Store, now: int, batch: int) -> int:
@@ -69,3 +74,22 @@ async def follow_revocations(cache: TokenCache, interval: float = 1.0,
             lost = False
         cache.follow(revoked)
         since = started - OVERLAP
+
+
+async def follow_directory(directory: Directory, interval: float = 1.0) -> None:
+    """Every ``interval`` seconds, until cancelled: the tenant directory's
+    source is asked its version (one row of the database) and, once it
+    moved, its tenants swapped in (Directory.refresh, in a worker thread).
+    A failed look keeps the tenants served until the next."""
+    while True:
+        await anyio.sleep(interval)
+        try:
+            changed = await anyio.to_thread.run_sync(directory.refresh)
+        except StorageUnavailable:
+            continue  # the database is away; the requests that need it answer 503 meanwhile
+        except Exception as error:  # a record that does not open, say: keep serving the last set
+            _reload_failed("the tenant directory was not reloaded (%s: %s); trying again", type(error).__name__, error)
+            continue
+        if changed:
+            log.info("serving %d tenant(s): directory version %d", len(directory.current.entries),
+                     directory.current.version)

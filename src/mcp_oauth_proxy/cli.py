@@ -1,6 +1,8 @@
 """The ``mcp-oauth-proxy`` command: ``serve`` runs the server (on uvicorn,
 or on Hypercorn and trio with ``--trio``); ``check-config`` reports every
-problem of a config file without serving."""
+problem of a config file without serving; ``db``, ``keys`` (cli_storage.py)
+and ``organizations``, ``oauth-configs``, ``servers`` (cli_directory.py)
+work on the database."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from typing import Any, Sequence
 
 import anyio
 
-from . import cli_storage
+from . import cli_directory, cli_storage
 from . import config as config_mod
 from .housekeeping import collect_periodically, follow_directory, follow_revocations
 from .logs import configure_logging
@@ -147,6 +149,7 @@ def parser() -> argparse.ArgumentParser:
     check.set_defaults(func=check_config)
 
     cli_storage.add_commands(commands)
+    cli_directory.add_commands(commands)
     return top
 
 

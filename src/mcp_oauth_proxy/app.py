@@ -17,8 +17,8 @@ from .adapters.bodies import RequestBodies
 from .adapters.forward import Forwarder, backend_for
 from .adapters.site import Site
 from .config import Config, ServerConfig, TenantConfig, UpstreamConfig, secret
-from .core.store import Store
-from .directory import Directory, Entry, FixedTenants
+from .core.store import Store, traits_of
+from .directory import Directory, Entry, FixedTenants, TenantSource
 from .core.tenant import ResourceServer, Tenant
 from .storage.crypto import KeyRing
 from .storage.keys import DEFAULT_KEY_FILE, load_or_create_keyring
@@ -113,10 +113,22 @@ def config_tenants(config: Config, environ: Mapping[str, str]) -> FixedTenants:
     return FixedTenants(tuple(Entry(tenant(t), upstream_source(t.upstream, environ)) for t in config.tenants))
 
 
+def tenant_source(config: Config, store: Store, environ: Mapping[str, str]) -> TenantSource:
+    """The configuration file's tenants; with a database other processes
+    share (where the CLI adds servers), its servers beside them
+    (tenants_db.DatabaseTenants, reloaded by housekeeping.follow_directory)."""
+    fixed = config_tenants(config, environ)
+    if not traits_of(store).shared:
+        return fixed
+    from .tenants_db import DatabaseTenants
+
+    return DatabaseTenants(store, fixed.tenants)
+
+
 def build_site(config: Config, environ: Mapping[str, str] | None = None, upgrade: bool = False) -> Site:
     environ = os.environ if environ is None else environ
     store, keyring = open_storage(config.server, upgrade)
-    return Site(Directory(config_tenants(config, environ)), store, cookie_key(keyring),
+    return Site(Directory(tenant_source(config, store, environ)), store, cookie_key(keyring),
                 trusted_proxies=config.server.trusted_proxies, max_body=config.server.max_body)
 
 
@@ -158,10 +170,11 @@ class ServerApp:
 
 
 def forwarder(config: Config, site: Site) -> Forwarder:
-    """Forwarding to each tenant's ``backend`` (tenants without one get a 404)."""
+    """Forwarding to each tenant's ``backend`` (tenants without one get a 404),
+    the file's and the database's servers' alike."""
     return Forwarder(site, {t.slug: backend_for(t.resource, t.backend, t.forward_upstream_token_header)
                             for t in config.tenants if t.backend is not None},
-                     max_body=config.server.max_forward_body)
+                     max_body=config.server.max_forward_body, more=getattr(site.directory.source, "backend", None))
 
 
 def build_app(config: Config, environ: Mapping[str, str] | None = None, backend: ASGIApp | None = None,

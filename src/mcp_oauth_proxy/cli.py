@@ -1,6 +1,8 @@
 """The ``mcp-oauth-proxy`` command: ``serve`` runs the server (on uvicorn,
 or on Hypercorn and trio with ``--trio``); ``check-config`` reports every
-problem of a config file without serving."""
+problem of a config file without serving; ``db``, ``keys`` (cli_storage.py)
+and ``organizations``, ``oauth-configs``, ``servers`` (cli_directory.py)
+work on the database."""
 
 from __future__ import annotations
 
@@ -12,14 +14,16 @@ import signal
 import sys
 import threading
 import time
+from functools import partial
 from typing import Any, Sequence
 
 import anyio
 
-from . import cli_storage
+from . import cli_directory, cli_storage
 from . import config as config_mod
-from .housekeeping import collect_periodically, follow_revocations
+from .housekeeping import Turns, collect_periodically, follow_directory, follow_revocations
 from .logs import configure_logging
+from .core.store import traits_of
 from .storage.token_cache import TokenCache
 
 log = logging.getLogger("mcp_oauth_proxy")
@@ -66,8 +70,11 @@ async def _serve(app: Any, config: config_mod.Config, on: str) -> None:
             async with anyio.create_task_group() as chores:
                 if config.server.gc_interval:
                     chores.start_soon(collect_periodically, store, config.server.gc_interval, config.server.gc_batch)
+                turns = Turns()  # the two looks each second take turns at one connection
                 if isinstance(store, TokenCache) and store.traits.shared:  # shared with other processes
-                    chores.start_soon(follow_revocations, store)
+                    chores.start_soon(partial(follow_revocations, store, turns=turns))
+                if traits_of(store).shared:  # servers kept in the database, changed by any process
+                    chores.start_soon(partial(follow_directory, app.site.directory, turns=turns))
 
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(housekeep)
@@ -144,6 +151,7 @@ def parser() -> argparse.ArgumentParser:
     check.set_defaults(func=check_config)
 
     cli_storage.add_commands(commands)
+    cli_directory.add_commands(commands)
     return top
 
 

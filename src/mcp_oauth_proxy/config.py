@@ -249,7 +249,7 @@ def _check_upstream(up: UpstreamConfig, where: str, problems: list[str]) -> None
         problems.append(f"{where}.token_auth_method: must be one of {', '.join(TOKEN_AUTH_METHODS)}")
 
 
-def _check_tenant(t: TenantConfig, where: str, problems: list[str]) -> None:
+def _check_tenant(t: TenantConfig, where: str, problems: list[str], upstream: bool = True) -> None:
     if not _SLUG.fullmatch(t.slug):
         problems.append(f"{where}.slug: must be 1-63 characters of a-z 0-9 _ - (starting with a letter or digit)")
     _url(t.issuer, f"{where}.issuer", problems)
@@ -288,7 +288,24 @@ def _check_tenant(t: TenantConfig, where: str, problems: list[str]) -> None:
             if getattr(limit, count) and count not in counts:
                 kept = " and ".join(c.removeprefix("per_") for c in counts)
                 problems.append(f"{key}.{count}: {endpoint.name} is counted per {kept} only")
-    _check_upstream(t.upstream, f"{where}.upstream", problems)
+    if upstream:
+        _check_upstream(t.upstream, f"{where}.upstream", problems)
+
+
+def upstream_problems(up: UpstreamConfig, where: str) -> list[str]:
+    """What is wrong with an upstream's settings (a tenant's in the file, or
+    an OAuth configuration in the database): the file's rules, one place."""
+    problems: list[str] = []
+    _check_upstream(up, where, problems)
+    return problems
+
+
+def tenant_problems(t: TenantConfig, where: str, upstream: bool = True) -> list[str]:
+    """What is wrong with a tenant's settings (the file's rules); its
+    upstream's too, unless ``upstream`` is False (checked on its own)."""
+    problems: list[str] = []
+    _check_tenant(t, where, problems, upstream)
+    return problems
 
 
 def _check_server(s: ServerConfig, problems: list[str]) -> None:

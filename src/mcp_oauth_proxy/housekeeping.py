@@ -1,22 +1,28 @@
 """Beside the server: removing expired records (sessions, codes, tokens,
 lapsed registrations, rate-limit counters; each batch one short call of
 ``Store.delete_expired`` in a worker thread, so requests keep flowing between
-batches), and following what other processes revoke."""
+batches), following what other processes revoke, and the directory of
+tenants the database keeps (what any process changed is served here within
+about a second)."""
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import Callable
+from typing import Callable, TypeVar
 
 import anyio
 import anyio.to_thread
 
 from .core.errors import StorageUnavailable
+from .logs import Throttled
 from .core.store import Store
+from .directory import Directory
 from .storage.token_cache import TokenCache
 
 log = logging.getLogger("mcp_oauth_proxy")
+T = TypeVar("T")
+_reload_failed = Throttled(log, logging.WARNING, interval=60.0)
 
 
 def collect(store: Store, now: int, batch: int) -> int:
@@ -49,17 +55,37 @@ async def collect_periodically(store: Store, interval: float, batch: int,
 OVERLAP = 30
 
 
+class Turns:
+    """The looks that follow other processes (revocations, the directory),
+    one at a time: they share one pooled database connection instead of
+    each opening its own."""
+
+    def __init__(self) -> None:
+        self._lock: anyio.Lock | None = None
+
+    async def run(self, func: Callable[..., T], *args: object) -> T:
+        if self._lock is None:  # made in the event loop that uses it
+            self._lock = anyio.Lock()
+        async with self._lock:
+            return await anyio.to_thread.run_sync(func, *args)
+
+
+async def _unshared(func: Callable[..., T], *args: object) -> T:
+    return await anyio.to_thread.run_sync(func, *args)
+
+
 async def follow_revocations(cache: TokenCache, interval: float = 1.0,
-                             clock: Callable[[], float] = time.time) -> None:
+                             clock: Callable[[], float] = time.time, turns: Turns | None = None) -> None:
     """Every ``interval`` seconds, until cancelled: what any process sharing
     the store revoked is forgotten by this one's token cache."""
+    run = _unshared if turns is None else turns.run
     since = int(clock()) - OVERLAP
     lost = False
     while True:
         await anyio.sleep(interval)
         started = int(clock())
         try:
-            revoked = await anyio.to_thread.run_sync(cache.store.revocations_since, since)
+            revoked = await run(cache.store.revocations_since, since)
         except StorageUnavailable:
             lost = True  # the database is away; the guard answers 503 meanwhile
             continue
@@ -69,3 +95,22 @@ async def follow_revocations(cache: TokenCache, interval: float = 1.0,
             lost = False
         cache.follow(revoked)
         since = started - OVERLAP
+
+
+async def follow_directory(directory: Directory, interval: float = 1.0, turns: Turns | None = None) -> None:
+    """Every ``interval`` seconds, until cancelled: the tenant directory's
+    source is asked its version (one row of the database) and, once it
+    moved, its tenants swapped in (Directory.refresh, in a worker thread).
+    A failed look keeps the tenants served until the next."""
+    while True:
+        await anyio.sleep(interval)
+        try:
+            changed = await (_unshared if turns is None else turns.run)(directory.refresh)
+        except StorageUnavailable:
+            continue  # the database is away; the requests that need it answer 503 meanwhile
+        except Exception as error:  # a record that does not open, say: keep serving the last set
+            _reload_failed("the tenant directory was not reloaded (%s: %s); trying again", type(error).__name__, error)
+            continue
+        if changed:
+            log.info("serving %d tenant(s): directory version %d", len(directory.current.entries),
+                     directory.current.version)

@@ -121,3 +121,25 @@ def test_mistakes_are_one_line_errors(paths, capsys, monkeypatch, tmp_path):
     (tmp_path / "bad.toml").write_text("[server]\nnope = 1\n")
     assert main(["db", "upgrade", "--config", str(tmp_path / "bad.toml")]) == 1
     assert "bad.toml" in capsys.readouterr().err
+
+
+def test_keys_reencrypt_moves_oauth_configuration_secrets_too(paths, capsys):
+    from mcp_oauth_proxy.core.models import OAuthConfig, Organization
+    from mcp_oauth_proxy.storage.schema import oauth_configs
+
+    url, key_file = paths
+    ring, _ = load_or_create_keyring(key_file, {})
+    store = open_store(url, ring)
+    store.create_organization(Organization("org", "Org", 0))
+    for name in ("a", "b", "c"):
+        store.create_oauth_config(OAuthConfig("org", name, "github", "cid", f"secret-{name}"))
+    assert main(["keys", "rotate", "--key-file", key_file]) == 0
+    rotated = load_keyring(key_file, {})
+    assert main(["keys", "reencrypt", "--database", url, "--key-file", key_file, "--batch", "2"]) == 0
+    assert f"moved 3 record(s) to key {rotated.active!r}" in capsys.readouterr().out
+    with store.engine.connect() as conn:
+        assert {KeyRing.key_id_of(b) for b in conn.execute(sqlalchemy.select(oauth_configs.c.client_secret)).scalars()} == {
+            rotated.active}
+    store.keyring = rotated
+    assert store.get_oauth_config("org", "b").client_secret == "secret-b"
+    store.engine.dispose()

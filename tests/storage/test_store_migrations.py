@@ -105,8 +105,9 @@ def test_replicas_starting_together_on_an_empty_database_create_it_once(sql_url,
 
 # What later migrations added to the version-1 schema: columns, tables, their indexes.
 _ADDED_SINCE_1 = [("auth_sessions", "browser_hash"), ("refresh_tokens", "successor_hash")]
-_TABLES_SINCE_1 = ["revocations"]
-_INDEXES_SINCE_1 = ["revocations_since", "revocations_expiry"]
+_TABLES_SINCE_1 = ["revocations", "organizations", "oauth_configs", "servers", "directory_version"]
+_INDEXES_SINCE_1 = ["revocations_since", "revocations_expiry", "servers_by_issuer", "servers_by_resource",
+                    "servers_by_oauth_config"]
 
 
 def _change(difference: object) -> tuple[str, str]:

@@ -107,9 +107,12 @@ class Forwarder:
     uses it, closed on lifespan shutdown."""
 
     def __init__(self, site: Site, backends: Mapping[str, Backend], *,
-                 timeout: Mapping[str, float | None] = DEFAULT_TIMEOUT, max_body: int = MAX_BODY) -> None:
+                 timeout: Mapping[str, float | None] = DEFAULT_TIMEOUT, max_body: int = MAX_BODY,
+                 more: Callable[[str], Backend | None] | None = None) -> None:
         self.site = site
         self.backends = dict(backends)
+        # The backend of a tenant not in ``backends`` (the database's servers, as last loaded).
+        self.more = more
         self.max_body = max_body
         self._extensions = {"timeout": dict(timeout)}
         self._pool: httpcore.AsyncConnectionPool | None = None
@@ -123,6 +126,8 @@ class Forwarder:
             return
         principal: Principal = scope[PRINCIPAL_KEY]
         backend = self.backends.get(principal.tenant)
+        if backend is None and self.more is not None:
+            backend = self.more(principal.tenant)
         if backend is None:
             return await send_response(send, _json(404, "not_found", "no backend is configured for this resource"))
         if scope["method"] not in _METHODS:

@@ -29,10 +29,14 @@ from .models import (
     Client,
     CodeGrant,
     ConsentRequest,
+    DirectoryState,
     Grant,
+    OAuthConfig,
+    Organization,
     RefreshToken,
     Revocation,
     Rotation,
+    Server,
     UpstreamTokens,
 )
 
@@ -373,6 +377,145 @@ class DeleteExpired(StoreEffect[int]):
 
     now: int
     limit: int = 1000
+
+
+# -- the directory in the database (organizations, OAuth configurations,
+# servers). Every change is one transaction that also moves the directory's
+# version, which every replica polls (DirectoryVersion) to reload
+# (LoadDirectory). A refused precondition raises DirectoryRefused, naming
+# what refused it. (The CLI's, and the tenant directory's, not a flow's.)
+
+
+@store_operation
+class CreateOrganization(StoreEffect[None]):
+    """Add an organization; refused if its name is taken."""
+
+    organization: Organization
+
+
+@store_operation
+class GetOrganization(StoreEffect[Organization | None]):
+    """The organization with this name."""
+
+    name: str
+
+
+@store_operation
+class ListOrganizations(StoreEffect[list[Organization]]):
+    """Every organization, by name."""
+
+
+@store_operation
+class UpdateOrganization(StoreEffect[None]):
+    """Replace an organization's settings (its name stays); refused if unknown."""
+
+    organization: Organization
+
+
+@store_operation
+class DeleteOrganization(StoreEffect[None]):
+    """Remove an organization; refused if unknown, or while it owns OAuth
+    configurations or servers (naming them)."""
+
+    name: str
+
+
+@store_operation
+class CreateOauthConfig(StoreEffect[None]):
+    """Add an OAuth configuration (its client secret sealed, bound to its
+    organization and name); refused if its organization is unknown or the
+    name is taken there."""
+
+    oauth_config: OAuthConfig
+
+
+@store_operation
+class GetOauthConfig(StoreEffect[OAuthConfig | None]):
+    """The OAuth configuration, its client secret opened."""
+
+    organization: str
+    name: str
+
+
+@store_operation
+class ListOauthConfigs(StoreEffect[list[OAuthConfig]]):
+    """The OAuth configurations (of one organization, or all), by
+    organization and name, secrets opened."""
+
+    organization: str | None = None
+
+
+@store_operation
+class UpdateOauthConfig(StoreEffect[None]):
+    """Edit an OAuth configuration in place (a rotated secret, say): the
+    grants made through it are kept. Refused if unknown."""
+
+    oauth_config: OAuthConfig
+
+
+@store_operation
+class DeleteOauthConfig(StoreEffect[None]):
+    """Remove an OAuth configuration; refused if unknown, or while a server
+    uses it (naming the servers)."""
+
+    organization: str
+    name: str
+
+
+@store_operation
+class CreateServer(StoreEffect[None]):
+    """Add a server; refused if its organization or OAuth configuration is
+    unknown, or its slug, issuer or resource is another server's."""
+
+    server: Server
+
+
+@store_operation
+class GetServer(StoreEffect[Server | None]):
+    """The server with this slug."""
+
+    slug: str
+
+
+@store_operation
+class ListServers(StoreEffect[list[Server]]):
+    """The servers (of one organization, or all), by slug."""
+
+    organization: str | None = None
+
+
+@store_operation
+class UpdateServer(StoreEffect[int]):
+    """Replace a server's settings (slug and organization stay). Given
+    another OAuth configuration, every live grant of the server is revoked
+    with it, in the same transaction, and recorded for RevocationsSince
+    (grants made through the old one must not outlive it; grants carry no
+    configuration of their own, so all of the server's go): their count.
+    Refused as CreateServer would be, or if unknown."""
+
+    server: Server
+
+
+@store_operation
+class DeleteServer(StoreEffect[int]):
+    """Remove a server, revoking (and recording) its live grants, so a
+    server made later with its slug inherits none: their count. Refused if
+    unknown."""
+
+    slug: str
+
+
+@store_operation
+class DirectoryVersion(StoreEffect[int]):
+    """The directory's version: moves with every change above (0 before
+    the first). Cheap: one row, read by every replica every second."""
+
+
+@store_operation
+class LoadDirectory(StoreEffect[DirectoryState]):
+    """Every server with the OAuth configurations they use (secrets
+    opened), and the version they are at, read together (the version
+    first: what is read is never older than it says)."""
 
 
 # -- drivers ---------------------------------------------------------------------

@@ -171,3 +171,10 @@ class AuthorizationRedirectError(Exception):
         self.error = error
         self.redirect_uri = redirect_uri
         self.state = state
+
+
+class DirectoryRefused(Exception):
+    """A change to the database's directory (organizations, OAuth
+    configurations, servers) that its precondition refuses: a name taken,
+    a record unknown, a configuration still in use. The message says which,
+    naming the records (never a secret)."""

@@ -212,3 +212,69 @@ class Rotation(enum.Enum):
     ROTATED = "rotated"  # the successor was stored
     REUSED = "reused"  # presented after its grace window: the grant is revoked
     GONE = "gone"  # unknown, expired or its grant is revoked
+
+
+# -- the directory kept in the database: organizations, their upstream
+# OAuth configurations, and their servers (tenants) ---------------------------
+
+
+@attrs.frozen
+class Organization:
+    """Owns OAuth configurations and servers."""
+
+    name: str  # a slug, unique
+    display_name: str
+    created_at: int
+
+
+@attrs.frozen
+class OAuthConfig:
+    """An upstream provider an organization's servers sign people in with
+    (config.UpstreamConfig's settings). ``client_secret`` is sealed by every
+    backend, bound to (organization, name); it is never shown."""
+
+    organization: str
+    name: str
+    kind: str  # config.KINDS
+    client_id: str
+    client_secret: str = attrs.field(repr=False, metadata=SECRET)
+    issuer: str | None = None
+    domain: str | None = None
+    authorization_endpoint: str | None = None
+    token_endpoint: str | None = None
+    userinfo_endpoint: str | None = None
+    scopes: tuple[str, ...] | None = None
+    user_id_claim: str | None = None
+    token_auth_method: str | None = None
+    pkce: bool = True
+    updated_at: int = 0
+
+
+@attrs.frozen
+class Server:
+    """A tenant kept in the database: served like one of the configuration
+    file's, with the upstream of its organization's OAuth configuration."""
+
+    slug: str
+    organization: str
+    oauth_config: str  # the name of one of its organization's OAuth configurations
+    issuer: str
+    resource: str
+    scopes: tuple[str, ...] = ("mcp",)
+    required_scopes: tuple[str, ...] = ()
+    # Overrides of core.tenant.Policy's fields, by name.
+    policy: dict[str, int] = attrs.field(factory=dict)
+    backend: str | None = None
+    forward_upstream_token_header: str | None = None
+    resource_name: str | None = None
+    updated_at: int = 0
+
+
+@attrs.frozen
+class DirectoryState:
+    """The database's servers with their OAuth configurations (secrets
+    opened), at ``version``: read together."""
+
+    version: int
+    servers: tuple[Server, ...]
+    oauth_configs: tuple[OAuthConfig, ...]

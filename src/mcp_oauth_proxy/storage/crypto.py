@@ -107,3 +107,12 @@ def seal_verifier(ring: KeyRing, tenant: str, state_hash: str, verifier: str) ->
 
 def open_verifier(ring: KeyRing, tenant: str, state_hash: str, blob: str) -> str:
     return ring.decrypt(blob, _aad("session", tenant, state_hash)).decode("utf-8")
+
+
+def seal_client_secret(ring: KeyRing, organization: str, name: str, secret: str) -> str:
+    """An OAuth configuration's client secret, bound to its record."""
+    return ring.encrypt(secret.encode("utf-8"), _aad("oauth_config", organization, name))
+
+
+def open_client_secret(ring: KeyRing, organization: str, name: str, blob: str) -> str:
+    return ring.decrypt(blob, _aad("oauth_config", organization, name)).decode("utf-8")

@@ -19,8 +19,16 @@ import attrs
 from sqlalchemy import Connection, Table, select, tuple_, update
 
 from ..core.errors import DecryptionFailed
-from .crypto import KeyRing, open_upstream, open_verifier, seal_upstream, seal_verifier
-from .schema import auth_sessions, grants
+from .crypto import (
+    KeyRing,
+    open_client_secret,
+    open_upstream,
+    open_verifier,
+    seal_client_secret,
+    seal_upstream,
+    seal_verifier,
+)
+from .schema import auth_sessions, grants, oauth_configs
 from .sql import SqlStore
 
 ENV_KEYS = "MCP_OAUTH_PROXY_KEYS"
@@ -136,27 +144,33 @@ def _reseal_session(ring: KeyRing, tenant: str, state_hash: str, blob: str) -> s
     return seal_verifier(ring, tenant, state_hash, open_verifier(ring, tenant, state_hash, blob))
 
 
+def _reseal_client_secret(ring: KeyRing, organization: str, name: str, blob: str) -> str:
+    return seal_client_secret(ring, organization, name, open_client_secret(ring, organization, name, blob))
+
+
+# (kind, table, the two columns naming a record, the sealed column, resealing)
 _SEALED = (
-    ("grant", grants, "grant_id", "upstream", _reseal_grant),
-    ("session", auth_sessions, "state_hash", "upstream_code_verifier", _reseal_session),
+    ("grant", grants, "tenant", "grant_id", "upstream", _reseal_grant),
+    ("session", auth_sessions, "tenant", "state_hash", "upstream_code_verifier", _reseal_session),
+    ("oauth config", oauth_configs, "organization", "name", "client_secret", _reseal_client_secret),
 )
 
 
 def reencrypt(store: SqlStore, ring: KeyRing, batch: int = 500) -> Reencrypted:
-    """Move every grant and session ciphertext to the active key, a batch per
+    """Move every grant, session and OAuth configuration ciphertext to the active key, a batch per
     transaction. Resumable: records already on the active key are skipped,
     so a second run continues where an interrupted one stopped."""
     moved, failed = 0, []
-    for kind, table, key, column, reseal in _SEALED:
-        ident = tuple_(table.c.tenant, table.c[key])
+    for kind, table, owner, key, column, reseal in _SEALED:
+        ident = tuple_(table.c[owner], table.c[key])
         off_key = ~table.c[column].startswith(f"v1.{ring.active}.", autoescape=True)
-        query = select(table.c.tenant, table.c[key], table.c[column]).where(off_key)
-        query = query.order_by(table.c.tenant, table.c[key]).limit(batch)
+        query = select(table.c[owner], table.c[key], table.c[column]).where(off_key)
+        query = query.order_by(table.c[owner], table.c[key]).limit(batch)
         cursor: tuple[str, str] | None = None
         while True:
             page = query if cursor is None else query.where(ident > tuple_(*cursor))
 
-            def step(conn: Connection, page: Any = page, table: Table = table, key: str = key,
+            def step(conn: Connection, page: Any = page, table: Table = table, owner: str = owner, key: str = key,
                      column: str = column, reseal: Any = reseal, kind: str = kind) -> tuple[list[Any], int, list[str]]:
                 rows, done, bad = conn.execute(page).all(), 0, []
                 for tenant, ident_value, blob in rows:
@@ -167,7 +181,7 @@ def reencrypt(store: SqlStore, ring: KeyRing, batch: int = 500) -> Reencrypted:
                         continue
                     # Only if unchanged meanwhile: an upstream refresh wins.
                     done += conn.execute(update(table).where(
-                        table.c.tenant == tenant, table.c[key] == ident_value, table.c[column] == blob
+                        table.c[owner] == tenant, table.c[key] == ident_value, table.c[column] == blob
                     ).values({column: new})).rowcount
                 return rows, done, bad
 

@@ -18,14 +18,27 @@ from ..core.models import (
     Client,
     CodeGrant,
     ConsentRequest,
+    DirectoryState,
     Grant,
+    OAuthConfig,
+    Organization,
     RefreshToken,
     Revocation,
     Rotation,
+    Server,
     UpstreamTokens,
 )
 from ..core.store import REPLACED, REVOCATION_RECORD, StoreTraits
-from .crypto import KeyRing, open_upstream, open_verifier, seal_upstream, seal_verifier
+from . import directory_rules as rules
+from .crypto import (
+    KeyRing,
+    open_client_secret,
+    open_upstream,
+    open_verifier,
+    seal_client_secret,
+    seal_upstream,
+    seal_verifier,
+)
 
 _SEALED = UpstreamTokens(access_token="")  # stands in for the sealed tokens
 
@@ -47,6 +60,11 @@ class MemoryStore:
         self._refresh: dict[tuple[str, str], RefreshToken] = {}
         self._counters: dict[tuple[str, int], tuple[int, int]] = {}
         self._revocations: dict[tuple[str, str, str], Revocation] = {}
+        self._organizations: dict[str, Organization] = {}
+        # (organization, name) -> (the configuration without its secret, the sealed secret)
+        self._oauth_configs: dict[tuple[str, str], tuple[OAuthConfig, str]] = {}
+        self._servers: dict[str, Server] = {}
+        self._directory_version = 0
 
     # -- clients ------------------------------------------------------------
     def save_client(self, client: Client) -> None:
@@ -242,6 +260,157 @@ class MemoryStore:
                 removed += 1
         return removed
 
+    # -- the directory ------------------------------------------------------------
+    def _changed(self) -> None:
+        self._directory_version += 1
+
+    def create_organization(self, organization: Organization) -> None:
+        with self._lock:
+            if organization.name in self._organizations:
+                raise rules.org_exists(organization.name)
+            self._organizations[organization.name] = organization
+            self._changed()
+
+    def get_organization(self, name: str) -> Organization | None:
+        return self._organizations.get(name)
+
+    def list_organizations(self) -> list[Organization]:
+        with self._lock:
+            return [self._organizations[k] for k in sorted(self._organizations)]
+
+    def update_organization(self, organization: Organization) -> None:
+        with self._lock:
+            if organization.name not in self._organizations:
+                raise rules.no_org(organization.name)
+            self._organizations[organization.name] = organization
+            self._changed()
+
+    def delete_organization(self, name: str) -> None:
+        with self._lock:
+            if name not in self._organizations:
+                raise rules.no_org(name)
+            configs = [n for (o, n) in self._oauth_configs if o == name]
+            servers = [s.slug for s in self._servers.values() if s.organization == name]
+            if configs or servers:
+                raise rules.org_in_use(name, configs, servers)
+            del self._organizations[name]
+            self._changed()
+
+    def _opened(self, entry: tuple[OAuthConfig, str]) -> OAuthConfig:
+        config, sealed = entry
+        return attrs.evolve(config, client_secret=open_client_secret(
+            self.keyring, config.organization, config.name, sealed))
+
+    def _seal(self, config: OAuthConfig) -> tuple[OAuthConfig, str]:
+        sealed = seal_client_secret(self.keyring, config.organization, config.name, config.client_secret)
+        return attrs.evolve(config, client_secret=""), sealed
+
+    def create_oauth_config(self, oauth_config: OAuthConfig) -> None:
+        entry = self._seal(oauth_config)
+        key = (oauth_config.organization, oauth_config.name)
+        with self._lock:
+            if oauth_config.organization not in self._organizations:
+                raise rules.no_org(oauth_config.organization)
+            if key in self._oauth_configs:
+                raise rules.config_exists(*key)
+            self._oauth_configs[key] = entry
+            self._changed()
+
+    def get_oauth_config(self, organization: str, name: str) -> OAuthConfig | None:
+        entry = self._oauth_configs.get((organization, name))
+        return None if entry is None else self._opened(entry)
+
+    def list_oauth_configs(self, organization: str | None = None) -> list[OAuthConfig]:
+        with self._lock:
+            entries = [self._oauth_configs[k] for k in sorted(self._oauth_configs)
+                       if organization is None or k[0] == organization]
+        return [self._opened(e) for e in entries]
+
+    def update_oauth_config(self, oauth_config: OAuthConfig) -> None:
+        entry = self._seal(oauth_config)
+        key = (oauth_config.organization, oauth_config.name)
+        with self._lock:
+            if key not in self._oauth_configs:
+                raise rules.no_config(*key)
+            self._oauth_configs[key] = entry
+            self._changed()
+
+    def delete_oauth_config(self, organization: str, name: str) -> None:
+        with self._lock:
+            if (organization, name) not in self._oauth_configs:
+                raise rules.no_config(organization, name)
+            users = [s.slug for s in self._servers.values()
+                     if (s.organization, s.oauth_config) == (organization, name)]
+            if users:
+                raise rules.config_in_use(organization, name, users)
+            del self._oauth_configs[(organization, name)]
+            self._changed()
+
+    def _check_server(self, server: Server) -> None:
+        if server.organization not in self._organizations:
+            raise rules.no_org(server.organization)
+        if (server.organization, server.oauth_config) not in self._oauth_configs:
+            raise rules.no_config(server.organization, server.oauth_config)
+
+    def _check_place(self, server: Server) -> None:
+        refused = rules.place_taken(server, [self._servers[k] for k in sorted(self._servers)])
+        if refused is not None:
+            raise refused
+
+    def create_server(self, server: Server) -> None:
+        with self._lock:
+            self._check_server(server)
+            if server.slug in self._servers:
+                raise rules.server_exists(server.slug)
+            self._check_place(server)
+            self._servers[server.slug] = server
+            self._changed()
+
+    def get_server(self, slug: str) -> Server | None:
+        return self._servers.get(slug)
+
+    def list_servers(self, organization: str | None = None) -> list[Server]:
+        with self._lock:
+            return [self._servers[k] for k in sorted(self._servers)
+                    if organization is None or self._servers[k].organization == organization]
+
+    def _revoke_all(self, tenant: str) -> int:
+        return sum(self._revoke(tenant, grant_id) for (t, grant_id) in list(self._grants) if t == tenant)
+
+    def update_server(self, server: Server) -> int:
+        with self._lock:
+            old = self._servers.get(server.slug)
+            if old is None:
+                raise rules.no_server(server.slug)
+            if old.organization != server.organization:
+                raise rules.moved(server.slug)
+            self._check_server(server)
+            self._check_place(server)
+            revoked = self._revoke_all(server.slug) if old.oauth_config != server.oauth_config else 0
+            self._servers[server.slug] = server
+            self._changed()
+            return revoked
+
+    def delete_server(self, slug: str) -> int:
+        with self._lock:
+            if slug not in self._servers:
+                raise rules.no_server(slug)
+            revoked = self._revoke_all(slug)
+            del self._servers[slug]
+            self._changed()
+            return revoked
+
+    def directory_version(self) -> int:
+        return self._directory_version
+
+    def load_directory(self) -> DirectoryState:
+        with self._lock:
+            servers = tuple(self._servers[k] for k in sorted(self._servers))
+            used = {(s.organization, s.oauth_config) for s in servers}
+            entries = [self._oauth_configs[k] for k in sorted(used)]
+            version = self._directory_version
+        return DirectoryState(version, servers, tuple(self._opened(e) for e in entries))
+
     def dump(self) -> str:
         """Everything held, every field included, as text: for tests that look
         for plaintext secrets."""
@@ -254,5 +423,6 @@ class MemoryStore:
             return value
 
         with self._lock:
-            tables = [self._clients, self._consents, self._sessions, self._grants, self._codes, self._access, self._refresh]
+            tables = [self._clients, self._consents, self._sessions, self._grants, self._codes, self._access, self._refresh,
+                      self._oauth_configs]
             return repr([{k: plain(v) for k, v in table.items()} for table in tables])

@@ -13,7 +13,19 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, Column, Dialect, Index, MetaData, String, Table, Text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Dialect,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
 from sqlalchemy.dialects import mysql
 from sqlalchemy.types import TypeDecorator
 
@@ -188,3 +200,69 @@ revocations = Table(
 # The tables delete_expired sweeps.
 EXPIRING = (consent_requests, auth_sessions, codes, access_tokens, refresh_tokens, counters, clients, grants,
             revocations)
+
+# -- the directory: organizations, their OAuth configurations and servers ----------
+
+organizations = Table(
+    "organizations", metadata,
+    _key("name", 64),
+    _text("display_name"),
+    _time("created_at"),
+    **_MYSQL,
+)
+
+# An upstream provider of an organization; client_secret is a ciphertext
+# (crypto.seal_client_secret, bound to organization and name).
+oauth_configs = Table(
+    "oauth_configs", metadata,
+    _key("organization", 64), _key("name", 64),
+    _str("kind", 16),
+    _text("client_id"),
+    _text("client_secret"),
+    _text("issuer", nullable=True),
+    _text("domain", nullable=True),
+    _text("authorization_endpoint", nullable=True),
+    _text("token_endpoint", nullable=True),
+    _text("userinfo_endpoint", nullable=True),
+    Column("scopes", Json, nullable=True),
+    _str("user_id_claim", 255, nullable=True),
+    _str("token_auth_method", 32, nullable=True),
+    Column("pkce", Boolean, nullable=False),
+    _time("updated_at"),
+    ForeignKeyConstraint(["organization"], ["organizations.name"], name="oauth_configs_organization"),
+    **_MYSQL,
+)
+
+# A tenant kept in the database. Its issuer and its resource are each its
+# own: no two servers answer at one place.
+servers = Table(
+    "servers", metadata,
+    _key("slug", 64),
+    _str("organization", 64),
+    _str("oauth_config", 64),
+    _str("issuer", 512),
+    _str("resource", 512),
+    Column("scopes", Json, nullable=False),
+    Column("required_scopes", Json, nullable=False),
+    Column("policy", Json, nullable=False),
+    _text("backend", nullable=True),
+    _str("forward_upstream_token_header", 255, nullable=True),
+    _text("resource_name", nullable=True),
+    _time("updated_at"),
+    ForeignKeyConstraint(["organization"], ["organizations.name"], name="servers_organization"),
+    ForeignKeyConstraint(["organization", "oauth_config"], ["oauth_configs.organization", "oauth_configs.name"],
+                         name="servers_oauth_config"),
+    Index("servers_by_issuer", "issuer", unique=True),
+    Index("servers_by_resource", "resource", unique=True),
+    Index("servers_by_oauth_config", "organization", "oauth_config"),
+    **_MYSQL,
+)
+
+# One row (id 1): the directory's version, moved in the transaction of every
+# change above; every replica reads it each second.
+directory_version = Table(
+    "directory_version", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("version", BigInteger, nullable=False),
+    **_MYSQL,
+)

@@ -38,7 +38,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import URL
 from sqlalchemy.pool import StaticPool
 
-from ..core.errors import StorageUnavailable
+from ..core.errors import DirectoryRefused, StorageUnavailable
 from ..core.store import REPLACED, REVOCATION_RECORD, StoreTraits
 from ..core.models import (
     AccessToken,
@@ -46,13 +46,26 @@ from ..core.models import (
     Client,
     CodeGrant,
     ConsentRequest,
+    DirectoryState,
     Grant,
+    OAuthConfig,
+    Organization,
     RefreshToken,
     Revocation,
     Rotation,
+    Server,
     UpstreamTokens,
 )
-from .crypto import KeyRing, open_upstream, open_verifier, seal_upstream, seal_verifier
+from . import directory_rules as rules
+from .crypto import (
+    KeyRing,
+    open_client_secret,
+    open_upstream,
+    open_verifier,
+    seal_client_secret,
+    seal_upstream,
+    seal_verifier,
+)
 from .schema import (
     EXPIRING,
     access_tokens,
@@ -61,9 +74,13 @@ from .schema import (
     codes,
     consent_requests,
     counters,
+    directory_version,
     grants,
+    oauth_configs,
+    organizations,
     refresh_tokens,
     revocations,
+    servers,
 )
 
 T = TypeVar("T")
@@ -489,3 +506,206 @@ class SqlStore:
 
             removed += self._write(op)
         return removed
+
+    # -- the directory ---------------------------------------------------------------------
+    # Each change first moves the directory's version: the row lock that
+    # takes (PostgreSQL, MariaDB; SQLite's writers take turns anyway) makes
+    # changes to the directory queue, so each one's checks read what the
+    # change before it left. A constraint a change trips all the same is
+    # refused as changed meanwhile.
+    def _change(self, op: Callable[[Connection], R]) -> R:
+        def changing(conn: Connection) -> R:
+            self._upsert(conn, directory_version, {"id": 1, "version": 1}, version=directory_version.c.version + 1)
+            return op(conn)
+
+        try:
+            return self._write(changing)
+        except exc.IntegrityError:
+            raise DirectoryRefused("the directory changed meanwhile in a way that refuses this; look again") from None
+
+    def create_organization(self, organization: Organization) -> None:
+        def op(conn: Connection) -> None:
+            if conn.execute(select(organizations.c.name).where(organizations.c.name == organization.name)).first():
+                raise rules.org_exists(organization.name)
+            conn.execute(organizations.insert().values(_row(organization)))
+
+        self._change(op)
+
+    def get_organization(self, name: str) -> Organization | None:
+        row = self._read(lambda c: c.execute(select(organizations).where(
+            organizations.c.name == name)).mappings().first())
+        return None if row is None else _record(Organization, row)
+
+    def list_organizations(self) -> list[Organization]:
+        rows = self._read(lambda c: c.execute(select(organizations).order_by(organizations.c.name)).mappings().all())
+        return [_record(Organization, r) for r in rows]
+
+    def update_organization(self, organization: Organization) -> None:
+        stmt = update(organizations).where(organizations.c.name == organization.name).values(
+            display_name=organization.display_name, created_at=organization.created_at)
+
+        def op(conn: Connection) -> None:
+            if conn.execute(stmt).rowcount != 1:
+                raise rules.no_org(organization.name)
+
+        self._change(op)
+
+    def delete_organization(self, name: str) -> None:
+        def op(conn: Connection) -> None:
+            if not conn.execute(select(organizations.c.name).where(organizations.c.name == name)).first():
+                raise rules.no_org(name)
+            configs = conn.execute(select(oauth_configs.c.name).where(oauth_configs.c.organization == name)).scalars().all()
+            used = conn.execute(select(servers.c.slug).where(servers.c.organization == name)).scalars().all()
+            if configs or used:
+                raise rules.org_in_use(name, configs, used)
+            conn.execute(delete(organizations).where(organizations.c.name == name))
+
+        self._change(op)
+
+    def _opened(self, row: Mapping[str, Any]) -> OAuthConfig:
+        secret = open_client_secret(self.keyring, row["organization"], row["name"], row["client_secret"])
+        return _record(OAuthConfig, row, client_secret=secret)
+
+    def _config_row(self, config: OAuthConfig) -> dict[str, Any]:
+        sealed = seal_client_secret(self.keyring, config.organization, config.name, config.client_secret)
+        return _row(config, client_secret=sealed)
+
+    @staticmethod
+    def _config_key(organization: str, name: str) -> tuple[Any, ...]:
+        return (oauth_configs.c.organization == organization, oauth_configs.c.name == name)
+
+    def create_oauth_config(self, oauth_config: OAuthConfig) -> None:
+        row = self._config_row(oauth_config)
+        org, name = oauth_config.organization, oauth_config.name
+
+        def op(conn: Connection) -> None:
+            if not conn.execute(select(organizations.c.name).where(organizations.c.name == org)).first():
+                raise rules.no_org(org)
+            if conn.execute(select(oauth_configs.c.name).where(*self._config_key(org, name))).first():
+                raise rules.config_exists(org, name)
+            conn.execute(oauth_configs.insert().values(row))
+
+        self._change(op)
+
+    def get_oauth_config(self, organization: str, name: str) -> OAuthConfig | None:
+        row = self._read(lambda c: c.execute(select(oauth_configs).where(
+            *self._config_key(organization, name))).mappings().first())
+        return None if row is None else self._opened(row)
+
+    def list_oauth_configs(self, organization: str | None = None) -> list[OAuthConfig]:
+        stmt = select(oauth_configs).order_by(oauth_configs.c.organization, oauth_configs.c.name)
+        if organization is not None:
+            stmt = stmt.where(oauth_configs.c.organization == organization)
+        return [self._opened(r) for r in self._read(lambda c: c.execute(stmt).mappings().all())]
+
+    def update_oauth_config(self, oauth_config: OAuthConfig) -> None:
+        row = self._config_row(oauth_config)
+        org, name = oauth_config.organization, oauth_config.name
+        stmt = update(oauth_configs).where(*self._config_key(org, name)).values(
+            {k: v for k, v in row.items() if k not in ("organization", "name")})
+
+        def op(conn: Connection) -> None:
+            if conn.execute(stmt).rowcount != 1:
+                raise rules.no_config(org, name)
+
+        self._change(op)
+
+    def delete_oauth_config(self, organization: str, name: str) -> None:
+        def op(conn: Connection) -> None:
+            if not conn.execute(select(oauth_configs.c.name).where(*self._config_key(organization, name))).first():
+                raise rules.no_config(organization, name)
+            users = conn.execute(select(servers.c.slug).where(
+                servers.c.organization == organization, servers.c.oauth_config == name)).scalars().all()
+            if users:
+                raise rules.config_in_use(organization, name, users)
+            conn.execute(delete(oauth_configs).where(*self._config_key(organization, name)))
+
+        self._change(op)
+
+    def _check_server(self, conn: Connection, server: Server) -> None:
+        if not conn.execute(select(organizations.c.name).where(organizations.c.name == server.organization)).first():
+            raise rules.no_org(server.organization)
+        if not conn.execute(select(oauth_configs.c.name).where(
+                *self._config_key(server.organization, server.oauth_config))).first():
+            raise rules.no_config(server.organization, server.oauth_config)
+
+    def _check_place(self, conn: Connection, server: Server) -> None:
+        rows = conn.execute(select(servers).where(
+            (servers.c.issuer == server.issuer) | (servers.c.resource == server.resource)
+        ).order_by(servers.c.slug)).mappings().all()
+        refused = rules.place_taken(server, [_record(Server, r) for r in rows])
+        if refused is not None:
+            raise refused
+
+    def create_server(self, server: Server) -> None:
+        def op(conn: Connection) -> None:
+            self._check_server(conn, server)
+            if conn.execute(select(servers.c.slug).where(servers.c.slug == server.slug)).first():
+                raise rules.server_exists(server.slug)
+            self._check_place(conn, server)
+            conn.execute(servers.insert().values(_row(server)))
+
+        self._change(op)
+
+    def get_server(self, slug: str) -> Server | None:
+        row = self._read(lambda c: c.execute(select(servers).where(servers.c.slug == slug)).mappings().first())
+        return None if row is None else _record(Server, row)
+
+    def list_servers(self, organization: str | None = None) -> list[Server]:
+        stmt = select(servers).order_by(servers.c.slug)
+        if organization is not None:
+            stmt = stmt.where(servers.c.organization == organization)
+        return [_record(Server, r) for r in self._read(lambda c: c.execute(stmt).mappings().all())]
+
+    def _revoke_all(self, conn: Connection, tenant: str) -> int:
+        """Revoke (and record) every live grant of the tenant; how many."""
+        live = conn.execute(select(grants.c.grant_id).where(
+            grants.c.tenant == tenant, grants.c.revoked.is_(False)).with_for_update()).scalars().all()
+        return sum(self._revoke(conn, tenant, grant_id) for grant_id in live)
+
+    def update_server(self, server: Server) -> int:
+        row = _row(server)
+
+        def op(conn: Connection) -> int:
+            old = conn.execute(select(servers.c.organization, servers.c.oauth_config).where(
+                servers.c.slug == server.slug)).first()
+            if old is None:
+                raise rules.no_server(server.slug)
+            if old.organization != server.organization:
+                raise rules.moved(server.slug)
+            self._check_server(conn, server)
+            self._check_place(conn, server)
+            revoked = self._revoke_all(conn, server.slug) if old.oauth_config != server.oauth_config else 0
+            conn.execute(update(servers).where(servers.c.slug == server.slug).values(
+                {k: v for k, v in row.items() if k != "slug"}))
+            return revoked
+
+        return self._change(op)
+
+    def delete_server(self, slug: str) -> int:
+        def op(conn: Connection) -> int:
+            if not conn.execute(select(servers.c.slug).where(servers.c.slug == slug)).first():
+                raise rules.no_server(slug)
+            revoked = self._revoke_all(conn, slug)
+            conn.execute(delete(servers).where(servers.c.slug == slug))
+            return revoked
+
+        return self._change(op)
+
+    def directory_version(self) -> int:
+        stmt = select(directory_version.c.version).where(directory_version.c.id == 1)
+        return int(self._read(lambda c: c.execute(stmt).scalar()) or 0)
+
+    def load_directory(self) -> DirectoryState:
+        def op(conn: Connection) -> DirectoryState:
+            # The version first: the records read after it are as new or newer.
+            version = conn.execute(select(directory_version.c.version).where(directory_version.c.id == 1)).scalar()
+            rows = conn.execute(select(servers).order_by(servers.c.slug)).mappings().all()
+            used = select(servers.c.organization, servers.c.oauth_config).distinct()
+            configs = conn.execute(select(oauth_configs).where(
+                tuple_(oauth_configs.c.organization, oauth_configs.c.name).in_(used)
+            ).order_by(oauth_configs.c.organization, oauth_configs.c.name)).mappings().all()
+            return DirectoryState(int(version or 0), tuple(_record(Server, r) for r in rows),
+                                  tuple(self._opened(c) for c in configs))
+
+        return self._read(op)

@@ -30,13 +30,21 @@ from typing import Callable, Iterable
 
 import attrs
 
-from ..core.effects import GetAccessToken, RevokeAccessToken, RevokeGrant, RevokeGrantOfCode, RotateRefreshToken
-from ..core.models import AccessToken, RefreshToken, Revocation, Rotation
+from ..core.effects import (
+    DeleteServer,
+    GetAccessToken,
+    RevokeAccessToken,
+    RevokeGrant,
+    RevokeGrantOfCode,
+    RotateRefreshToken,
+    UpdateServer,
+)
+from ..core.models import AccessToken, RefreshToken, Revocation, Rotation, Server
 from ..core.store import Store, StoreTraits, forwarding, traits_of
 
 
 @forwarding(to="store", overrides=(GetAccessToken, RevokeAccessToken, RevokeGrant, RevokeGrantOfCode,
-                                   RotateRefreshToken))
+                                   RotateRefreshToken, UpdateServer, DeleteServer))
 class TokenCache:
     """Wraps ``store``: the operations named above are this cache's, every
     other store operation is the store's own."""
@@ -121,3 +129,14 @@ class TokenCache:
         if outcome is Rotation.REUSED:  # the grant was revoked with it
             self._forget(lambda t: t.tenant == tenant and t.grant_id == access.grant_id)
         return outcome
+
+    def update_server(self, server: Server) -> int:
+        revoked = self.store.update_server(server)
+        if revoked:  # its grants went with the OAuth configuration it left
+            self._forget(lambda t: t.tenant == server.slug)
+        return revoked
+
+    def delete_server(self, slug: str) -> int:
+        revoked = self.store.delete_server(slug)
+        self._forget(lambda t: t.tenant == slug)
+        return revoked

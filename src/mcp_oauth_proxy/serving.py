@@ -227,7 +227,8 @@ class _Connection(HttpToolsProtocol):
             self.transport.abort()  # its unread answers are not flushed first
             return
         super().on_headers_complete()
-        self._cycles.add(self.cycle)
+        if self.cycle is not None:  # none for a WebSocket handshake, which the ws protocol takes over
+            self._cycles.add(self.cycle)
 
     def on_body(self, body: bytes) -> None:
         if not self._flooded:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import http.server
+import threading
 import os
 import socket
 import subprocess
@@ -212,3 +214,17 @@ def seed_access_token(database: str, keys: Path, tenant: str, resource: str) -> 
     assert store.issue_tokens(tenant, grant.grant_id, access, None)
     store.engine.dispose()
     return token
+
+
+@contextlib.contextmanager
+def backend_at_mcp(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[str]:
+    """A backend answering with ``handler`` in threads of this process: its
+    ``/mcp`` URL, for a tenant's ``backend``."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/mcp"
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -8,6 +8,7 @@ PostgreSQL and MariaDB on 127.0.0.1."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from pathlib import Path
@@ -18,7 +19,7 @@ import pytest
 from databases import isolated_database
 from processes import wait_until
 from relay import Relay
-from served import LOOPS, serve
+from served import LOOPS, Served, serve
 from sqlalchemy import make_url
 
 TIMEOUT = 2  # database_timeout, seconds (psycopg connects in 2 at the least)
@@ -38,6 +39,18 @@ def token_request(http: httpx.Client) -> httpx.Response:
                                            "redirect_uri": "http://127.0.0.1/cb", "code_verifier": "v" * 43})
 
 
+@contextlib.contextmanager
+def served_through_a_relay(database: str, loop: str, tmp_path: Path) -> Iterator[tuple[Relay, Served, httpx.Client]]:
+    """``serve`` reaching ``database`` through a relay the test can pause, with no token cache."""
+    url = make_url(database)
+    with Relay((url.host or "127.0.0.1", url.port or {"postgresql": 5432}.get(url.get_backend_name(), 3306))) as relay:
+        through_relay = url.set(host="127.0.0.1", port=relay.port).render_as_string(hide_password=False)
+        with serve(tmp_path, loop, database=through_relay,
+                   server=f"database_timeout = {TIMEOUT}\ntoken_cache_seconds = 0") as served, \
+                httpx.Client(base_url=served.base, timeout=30, trust_env=False) as http:
+            yield relay, served, http
+
+
 def guarded_request(http: httpx.Client) -> httpx.Response:
     # A token of ours in shape: the guard must look it up (no token cache here).
     return http.post("/mcp", json={}, headers={"authorization": "Bearer mcp_at_" + "A" * 43})
@@ -46,32 +59,27 @@ def guarded_request(http: httpx.Client) -> httpx.Response:
 @pytest.mark.parametrize("loop", LOOPS)
 def test_a_database_that_swallows_packets_gets_a_timely_503_and_recovers(database: str, loop: str,
                                                                          tmp_path: Path) -> None:
-    url = make_url(database)
-    with Relay((url.host or "127.0.0.1", url.port or {"postgresql": 5432}.get(url.get_backend_name(), 3306))) as relay:
-        through_relay = url.set(host="127.0.0.1", port=relay.port).render_as_string(hide_password=False)
-        with serve(tmp_path, loop, database=through_relay,
-                   server=f"database_timeout = {TIMEOUT}\ntoken_cache_seconds = 0") as served, \
-                httpx.Client(base_url=served.base, timeout=30, trust_env=False) as http:
-            assert token_request(http).status_code in (400, 401)
-            assert guarded_request(http).status_code == 401
+    with served_through_a_relay(database, loop, tmp_path) as (relay, served, http):
+        assert token_request(http).status_code in (400, 401)
+        assert guarded_request(http).status_code == 401
 
-            relay.pause()
-            for send in (token_request, guarded_request):
-                started = time.monotonic()
-                refused = send(http)
-                took = time.monotonic() - started
-                assert refused.status_code == 503, refused.text
-                assert refused.json()["error"] == "temporarily_unavailable"
-                assert int(refused.headers["retry-after"]) > 0
-                assert took < TIMEOUT + MARGIN, took
-            assert http.get("/.well-known/oauth-authorization-server").status_code == 200
-            wait_until(lambda: "the database is unavailable" in served.log_text(), 5.0, "the log line")
+        relay.pause()
+        for send in (token_request, guarded_request):
+            started = time.monotonic()
+            refused = send(http)
+            took = time.monotonic() - started
+            assert refused.status_code == 503, refused.text
+            assert refused.json()["error"] == "temporarily_unavailable"
+            assert int(refused.headers["retry-after"]) > 0
+            assert took < TIMEOUT + MARGIN, took
+        assert http.get("/.well-known/oauth-authorization-server").status_code == 200
+        wait_until(lambda: "the database is unavailable" in served.log_text(), 5.0, "the log line")
 
-            relay.resume()
-            wait_until(lambda: token_request(http).status_code in (400, 401), RECOVERY, "recovery", served.proc,
-                       served.log)
-            wait_until(lambda: guarded_request(http).status_code == 401, RECOVERY, "recovery", served.proc,
-                       served.log)
+        relay.resume()
+        wait_until(lambda: token_request(http).status_code in (400, 401), RECOVERY, "recovery", served.proc,
+                   served.log)
+        wait_until(lambda: guarded_request(http).status_code == 401, RECOVERY, "recovery", served.proc,
+                   served.log)
 
 
 @pytest.mark.mariadb
@@ -113,17 +121,12 @@ def _attempt(store: object) -> object:
 @pytest.mark.parametrize("loop", LOOPS)
 def test_the_server_stops_on_sigterm_while_the_database_swallows_packets(database: str, loop: str,
                                                                         tmp_path: Path) -> None:
-    url = make_url(database)
-    with Relay((url.host or "127.0.0.1", url.port or {"postgresql": 5432}.get(url.get_backend_name(), 3306))) as relay:
-        through_relay = url.set(host="127.0.0.1", port=relay.port).render_as_string(hide_password=False)
-        with serve(tmp_path, loop, database=through_relay,
-                   server=f"database_timeout = {TIMEOUT}\ntoken_cache_seconds = 0") as served, \
-                httpx.Client(base_url=served.base, timeout=30, trust_env=False) as http:
-            assert token_request(http).status_code in (400, 401)  # a pooled connection, through the relay
-            relay.pause()
-            assert token_request(http).status_code == 503  # a store call left waiting on the database
-            served.proc.terminate()
-            # The server stops, and the process ends with the call still waiting
-            # (the relay is paused until after it has exited).
-            served.proc.wait(timeout=TIMEOUT + 10)
-            assert served.proc.returncode == 0, served.log_text()[-2000:]
+    with served_through_a_relay(database, loop, tmp_path) as (relay, served, http):
+        assert token_request(http).status_code in (400, 401)  # a pooled connection, through the relay
+        relay.pause()
+        assert token_request(http).status_code == 503  # a store call left waiting on the database
+        served.proc.terminate()
+        # The server stops, and the process ends with the call still waiting
+        # (the relay is paused until after it has exited).
+        served.proc.wait(timeout=TIMEOUT + 10)
+        assert served.proc.returncode == 0, served.log_text()[-2000:]

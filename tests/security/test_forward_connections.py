@@ -8,14 +8,13 @@ held for ever by anyone with a token. A real ``serve`` on each loop."""
 from __future__ import annotations
 
 import http.server
-import threading
 import time
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 from processes import free_port
-from served import LOOPS, closed_within, read_answer, seed_access_token, serve
+from served import LOOPS, backend_at_mcp, closed_within, read_answer, seed_access_token, serve
 
 KEEP_ALIVE = 2
 
@@ -39,12 +38,8 @@ class _Json(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def backend() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Json)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/mcp"
-    server.shutdown()
-    server.server_close()
+    with backend_at_mcp(_Json) as url:
+        yield url
 
 
 @pytest.mark.parametrize("loop", LOOPS)

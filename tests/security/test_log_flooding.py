@@ -12,7 +12,6 @@ import random
 import socket
 import ssl
 import subprocess
-import threading
 import time
 from pathlib import Path
 from typing import Iterator
@@ -22,7 +21,7 @@ import h2.connection
 import httpx
 import pytest
 from processes import free_port
-from served import LOOPS, seed_access_token, serve
+from served import LOOPS, backend_at_mcp, seed_access_token, serve
 
 SECRET = "s3cr3t-query-value"
 # How often each garbage input is sent; the log may grow by a line or two in all.
@@ -122,12 +121,8 @@ class _Backend(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def backend() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Backend)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/mcp"
-    server.shutdown()
-    server.server_close()
+    with backend_at_mcp(_Backend) as url:
+        yield url
 
 
 @pytest.mark.parametrize("loop", LOOPS)

@@ -7,7 +7,6 @@ bound. On the default server and --trio, through a real ``serve``."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Iterator
 
 import h2.config

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import http.server
 import socket
-import threading
 import time
 from pathlib import Path
 from typing import Iterator
@@ -15,7 +14,7 @@ from typing import Iterator
 import httpx
 import pytest
 from processes import free_port
-from served import LOOPS, seed_access_token, serve
+from served import LOOPS, backend_at_mcp, seed_access_token, serve
 
 SEND_TIMEOUT = 2
 
@@ -103,13 +102,8 @@ class _Endless(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def endless() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Endless)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/mcp"
-    server.shutdown()
-    server.server_close()
+    with backend_at_mcp(_Endless) as url:
+        yield url
 
 
 @pytest.mark.parametrize("loop", LOOPS)

@@ -95,7 +95,12 @@ def test_problems_in_the_second_tenant_name_it() -> None:
 def test_duplicate_tenants_and_no_tenants() -> None:
     assert problems(GOOD + GOOD[GOOD.index("[[tenants]]"):]) == [
         "tenants[1].slug: 'acme' is used by another tenant", "tenants[1].issuer: used by another tenant"]
-    assert problems('[server]\nlisten = "127.0.0.1:1"\n') == ["tenants: missing"]
+    # With nothing to serve them from, the file must have tenants; with a
+    # database, servers made with the CLI may be all there is.
+    assert problems('[server]\nlisten = "127.0.0.1:1"\n') == [
+        "tenants: at least one [[tenants]] is needed, or a database for servers made with "
+        "`mcp-oauth-proxy servers create`"]
+    assert config.parse(tomllib.loads('[server]\nlisten = "127.0.0.1:1"\ndatabase = "sqlite:///x.db"\n')).tenants == []
 
 
 def test_unreadable_and_invalid_toml(tmp_path: Path) -> None:

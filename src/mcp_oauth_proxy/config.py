@@ -129,7 +129,9 @@ class ServerConfig:
 
 @attrs.frozen
 class Config:
-    tenants: list[TenantConfig]
+    # The file's tenants; with a database, servers made by the CLI join them
+    # (tenants_db.py), so a file may declare none.
+    tenants: list[TenantConfig] = attrs.field(factory=list)
     server: ServerConfig = attrs.field(factory=ServerConfig)
 
 
@@ -337,8 +339,10 @@ def _check_server(s: ServerConfig, problems: list[str]) -> None:
 def check(config: Config) -> list[str]:
     problems: list[str] = []
     _check_server(config.server, problems)
-    if not config.tenants:
-        problems.append("tenants: at least one [[tenants]] is needed")
+    if not config.tenants and config.server.database.startswith("memory:"):
+        # Nothing could ever be served: servers made by the CLI live in a database.
+        problems.append("tenants: at least one [[tenants]] is needed, or a database for servers made with "
+                        "`mcp-oauth-proxy servers create`")
     seen_slugs: set[str] = set()
     seen_issuers: set[str] = set()
     for i, tenant in enumerate(config.tenants):

@@ -178,3 +178,35 @@ def test_a_server_made_with_the_cli_is_served_by_every_replica_and_its_grants_fo
             stop_process(proc)
     for proc, log in zip(replicas, ("a.log", "b.log")):
         assert proc.returncode == 0, tail(tmp_path / log)
+
+
+def test_a_deployment_whose_servers_are_all_in_the_database(tmp_path: Path) -> None:
+    """No [[tenants]] in the file: `serve` starts serving nothing, and a
+    server made with the CLI is served within two seconds."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    config = tmp_path / "proxy.toml"
+    config.write_text(f'[server]\nlisten = "127.0.0.1:{port}"\ndatabase = "sqlite:///{tmp_path / "proxy.db"}"\n'
+                      f'key_file = "{tmp_path / "keys"}"\n')
+    cmd = [sys.executable, "-m", "mcp_oauth_proxy.cli", "serve", "--config", str(config)]
+    with (tmp_path / "serve.log").open("wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=out, stdin=subprocess.DEVNULL, cwd=tmp_path)
+    try:
+        with httpx.Client(trust_env=False, timeout=10) as http:
+            wait_until(lambda: http.get(f"{base}/.well-known/oauth-authorization-server").status_code == 404,
+                       30, "serve", proc, tmp_path / "serve.log")
+            _cli(config, "organizations", "create", "acme-corp")
+            _cli(config, "oauth-configs", "create", "gh", "--organization", "acme-corp", "--kind", "github",
+                 "--client-id", "gh", "--client-secret-env", "GH_SECRET", env={"GH_SECRET": "s3cret"})
+            _cli(config, "servers", "create", "solo", "--organization", "acme-corp", "--oauth-config", "gh",
+                 "--issuer", base, "--resource", f"{base}/mcp")
+
+            def served() -> bool:
+                answer = http.get(f"{base}/.well-known/oauth-authorization-server")
+                return answer.status_code == 200 and answer.json()["issuer"] == base
+
+            _within(served, "the server made with the CLI is served")
+            assert http.post(f"{base}/mcp", json={}).status_code == 401
+    finally:
+        stop_process(proc)
+    assert proc.returncode == 0, tail(tmp_path / "serve.log")

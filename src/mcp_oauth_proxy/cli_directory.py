@@ -89,6 +89,31 @@ def org_list(ctx: _Context, args: argparse.Namespace) -> None:
             [_org_doc(o) for o in orgs])
 
 
+def _get_org(ctx: _Context, name: str) -> Organization:
+    o = ctx.store.get_organization(name)
+    if o is None:
+        raise DirectoryRefused(f"no organization {name!r}")
+    return o
+
+
+def org_show(ctx: _Context, args: argparse.Namespace) -> None:
+    doc = _org_doc(_get_org(ctx, args.name))
+    ctx.say(_lines(doc), doc)
+
+
+def org_update(ctx: _Context, args: argparse.Namespace) -> None:
+    if args.display_name is None:
+        raise CliError("nothing to change: give --display-name")
+    o = attrs.evolve(_get_org(ctx, args.name), display_name=args.display_name)
+    ctx.store.update_organization(o)
+    ctx.say(f"updated organization {o.name}", _org_doc(o))
+
+
+def org_delete(ctx: _Context, args: argparse.Namespace) -> None:
+    ctx.store.delete_organization(args.name)  # refused while it owns configurations or servers
+    ctx.say(f"deleted organization {args.name}", {"deleted": args.name})
+
+
 # -- OAuth configurations ---------------------------------------------------------------
 
 _UPSTREAM_OPTIONS = ("issuer", "domain", "authorization_endpoint", "token_endpoint", "userinfo_endpoint",
@@ -373,6 +398,12 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("name")
     p.add_argument("--display-name")
     _command(group, "list", org_list, "list the organizations")
+    _command(group, "show", org_show, "show an organization").add_argument("name")
+    p = _command(group, "update", org_update, "change an organization's display name")
+    p.add_argument("name")
+    p.add_argument("--display-name")
+    _command(group, "delete", org_delete,
+             "remove an organization that owns no OAuth configuration or server").add_argument("name")
 
     configs = subparsers.add_parser("oauth-configs", help="the upstream OAuth configurations in the database",
                                     description=_SECRET_HELP)

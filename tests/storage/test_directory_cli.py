@@ -103,6 +103,24 @@ def test_the_whole_directory_through_the_cli(conf, capsys, monkeypatch):
     assert out.splitlines() == ["filed\tfile\thttps://filed.example\thttps://filed.example/mcp"]
 
 
+def test_an_organization_is_shown_renamed_for_display_and_deleted_only_when_it_owns_nothing(conf, capsys):
+    make(conf, capsys)
+    out, _ = run(capsys, "organizations", "show", "acme-corp", "--config", conf, "--json")
+    assert json.loads(out)["name"] == "acme-corp"
+    out, _ = run(capsys, "organizations", "update", "acme-corp", "--display-name", "Acme, Inc.", "--config", conf)
+    assert out.strip() == "updated organization acme-corp"
+    out, _ = run(capsys, "organizations", "show", "acme-corp", "--config", conf)
+    assert "display_name: Acme, Inc." in out
+    # It owns an OAuth configuration: not deleted, and nothing is lost.
+    _, err = run(capsys, "organizations", "delete", "acme-corp", "--config", conf, status=1)
+    assert err.startswith("error: ") and err.count("\n") == 1 and "idp" in err
+    run(capsys, "oauth-configs", "delete", "idp", "--organization", "acme-corp", "--config", conf)
+    out, _ = run(capsys, "organizations", "delete", "acme-corp", "--config", conf)
+    assert out.strip() == "deleted organization acme-corp"
+    out, _ = run(capsys, "organizations", "list", "--config", conf)
+    assert out.strip() == "no organizations"
+
+
 def test_a_client_secret_is_never_printed_and_show_says_set(conf, capsys):
     make(conf, capsys)
     everything = ""
@@ -165,6 +183,8 @@ def test_a_secret_is_not_taken_on_the_command_line(conf, capsys):
      "error: oauth config.issuer: missing (required for kind = \"oidc\")"),
     (["oauth-configs", "show", "nope", "--organization", "acme-corp"], "error: no OAuth configuration acme-corp/nope"),
     (["organizations", "create", "acme-corp"], "error: organization 'acme-corp' exists already"),
+    (["organizations", "show", "nope"], "error: no organization 'nope'"),
+    (["organizations", "update", "acme-corp"], "error: nothing to change: give --display-name"),
     (["organizations", "create", "Not A Slug"],
      "error: organization name 'Not A Slug': must be 1-63 characters of a-z 0-9 _ - (starting with a letter or digit)"),
 ])

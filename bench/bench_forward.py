@@ -31,13 +31,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_guard import TENANT, Result, cpu_seconds, free_port, issue, stop_server, versions  # noqa: E402
+from bench_guard import (TENANT, Result, cpu_seconds, free_port, issue, start_pinned, stop_server,  # noqa: E402
+                         versions)
 
 CONFIG = """\
 [server]
@@ -102,20 +102,8 @@ def backend_main(port: int, answers: str) -> None:
 
 
 def start(cmd: list[str], log: Path, pin: bool, ready: str) -> subprocess.Popen:
-    with log.open("wb") as out:
-        proc = subprocess.Popen((["taskset", "-c", "0"] if pin else []) + cmd, stdout=out, stderr=out,
-                                stdin=subprocess.DEVNULL)
-    end = time.monotonic() + 30
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            raise SystemExit(f"{cmd[0]} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            httpx.get(ready, timeout=1, trust_env=False)
-            return proc
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    proc.terminate()
-    raise SystemExit(f"{' '.join(cmd)} did not start:\n{log.read_text()[-3000:]}")
+    """``cmd`` pinned, once ``ready`` answers at all."""
+    return start_pinned(cmd, log, pin, lambda: httpx.get(ready, timeout=1, trust_env=False) is not None)
 
 
 def open_session(url: str) -> str:

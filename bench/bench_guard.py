@@ -273,23 +273,30 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def start_server(config: Path, base: str, log: Path, on: str, pin: bool) -> subprocess.Popen:
-    cmd = [sys.executable, __file__, "--serve", str(config), "--servers", on]
+def start_pinned(cmd: list[str], log: Path, pin: bool, ready: Callable[[], bool]) -> subprocess.Popen:
+    """``cmd`` running on core 0 (with ``pin``), its output in ``log``, once
+    ``ready()`` says so (within 30 s, else the run ends saying why)."""
     with log.open("wb") as out:
         proc = subprocess.Popen((["taskset", "-c", "0"] if pin else []) + cmd, stdout=out, stderr=out,
                                 stdin=subprocess.DEVNULL)
     end = time.monotonic() + 30
     while time.monotonic() < end:
         if proc.poll() is not None:
-            raise SystemExit(f"the server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+            raise SystemExit(f"{cmd[0]} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
         try:
-            if httpx.get(f"{base}/bare", timeout=1, trust_env=False).status_code == 200:
+            if ready():
                 return proc
         except httpx.HTTPError:
             pass
         time.sleep(0.05)
     proc.terminate()
-    raise SystemExit(f"the server did not start:\n{log.read_text()[-3000:]}")
+    raise SystemExit(f"{' '.join(cmd)} did not start:\n{log.read_text()[-3000:]}")
+
+
+def start_server(config: Path, base: str, log: Path, on: str, pin: bool) -> subprocess.Popen:
+    cmd = [sys.executable, __file__, "--serve", str(config), "--servers", on]
+    return start_pinned(cmd, log, pin,
+                        lambda: httpx.get(f"{base}/bare", timeout=1, trust_env=False).status_code == 200)
 
 
 def stop_server(proc: subprocess.Popen) -> None:

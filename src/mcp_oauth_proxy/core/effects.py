@@ -25,12 +25,15 @@ import attrs
 from .http import HttpRequest
 from .models import (
     AccessToken,
+    AdminToken,
+    AuditEvent,
     AuthSession,
     Client,
     CodeGrant,
     ConsentRequest,
     DirectoryState,
     Grant,
+    GrantInfo,
     OAuthConfig,
     Organization,
     RefreshToken,
@@ -516,6 +519,110 @@ class LoadDirectory(StoreEffect[DirectoryState]):
     """Every server with the OAuth configurations they use (secrets
     opened), and the version they are at, read together (the version
     first: what is read is never older than it says)."""
+
+
+# -- administration (the admin API's and the CLI's, not a flow's) -------------
+
+
+@store_operation
+class CreateAdminToken(StoreEffect[None]):
+    """Keep an admin token (its hash); refused (DirectoryRefused) if its
+    organization is unknown."""
+
+    token: AdminToken
+
+
+@store_operation
+class GetAdminToken(StoreEffect[AdminToken | None]):
+    """The admin token with this hash (exact match)."""
+
+    token_hash: str
+
+
+@store_operation
+class ListAdminTokens(StoreEffect[list[AdminToken]]):
+    """Every admin token, oldest first."""
+
+
+@store_operation
+class DeleteAdminToken(StoreEffect[bool]):
+    """Remove the admin token with this id: it opens nothing after this.
+    True if there was one."""
+
+    token_id: str
+
+
+@store_operation
+class RecordAudit(StoreEffect[None]):
+    """Append an event to the audit log (its event_id given by the store,
+    increasing), kept until ``keep_until`` (delete_expired)."""
+
+    event: AuditEvent
+    keep_until: int
+
+
+@store_operation
+class ListAuditEvents(StoreEffect[list[AuditEvent]]):
+    """Up to ``limit`` recorded events, newest first, with an event_id below
+    ``before`` (the next page's cursor: the last event_id seen), matching
+    every filter given. ``organization``: only events of that organization
+    (recorded with it, or of a tenant that is one of its servers)."""
+
+    limit: int
+    before: int | None = None
+    organization: str | None = None
+    tenant: str | None = None
+    user_id: str | None = None
+    client_id: str | None = None
+    event: str | None = None
+    since: int | None = None
+    until: int | None = None
+
+
+@store_operation
+class ListClients(StoreEffect[list[Client]]):
+    """Up to ``limit`` clients registered in the tenant, by client_id, after
+    ``after`` (the next page's cursor: the last client_id seen)."""
+
+    tenant: str
+    limit: int
+    after: str | None = None
+
+
+@store_operation
+class DeleteClient(StoreEffect[int | None]):
+    """Remove a registered client and revoke (and record, for
+    RevocationsSince) its live grants, in one transaction: their count.
+    None if there is no such client."""
+
+    tenant: str
+    client_id: str
+
+
+@store_operation
+class ListGrants(StoreEffect[list[GrantInfo]]):
+    """Up to ``limit`` live grants (not revoked, unexpired at ``now``), by
+    tenant and grant_id, after ``after`` (the next page's cursor: the last
+    (tenant, grant_id) seen), matching every filter given.
+    ``organization``: only grants of its servers."""
+
+    now: int
+    limit: int
+    after: tuple[str, str] | None = None
+    organization: str | None = None
+    tenant: str | None = None
+    user_id: str | None = None
+    client_id: str | None = None
+
+
+@store_operation
+class GetGrantInfo(StoreEffect[GrantInfo | None]):
+    """The grant, if live (not revoked, unexpired at ``now``); its upstream
+    tokens are not read."""
+
+    tenant: str
+    grant_id: str
+    now: int
 
 
 # -- drivers ---------------------------------------------------------------------

@@ -278,3 +278,50 @@ class DirectoryState:
     version: int
     servers: tuple[Server, ...]
     oauth_configs: tuple[OAuthConfig, ...]
+
+
+# -- administration: admin tokens, the audit log, and what an operator lists -------
+
+
+@attrs.frozen
+class AdminToken:
+    """A credential of the admin API (``mcp_admin_…``): only its hash is
+    kept. ``organization`` None: global; else it sees and changes that
+    organization's records only."""
+
+    token_id: str  # public, names it in lists and audit events
+    token_hash: str = attrs.field(repr=False)
+    label: str
+    organization: str | None
+    created_at: int
+
+
+@attrs.frozen
+class AuditEvent:
+    """One recorded event: a flow's (core.effects.Audit) or an admin
+    action's. Never carries a token, code or secret. ``event_id`` is given
+    by the store (0 until recorded) and orders the log."""
+
+    at: int
+    event: str
+    tenant: str | None = None
+    organization: str | None = None  # an admin action's organization
+    client_id: str | None = None
+    user_id: str | None = None
+    actor: str | None = None  # the admin token's id; None for a flow's event
+    detail: dict[str, str] = attrs.field(factory=dict)
+    event_id: int = 0
+
+
+@attrs.frozen
+class GrantInfo:
+    """What an operator sees of a grant: never its upstream tokens."""
+
+    tenant: str
+    grant_id: str
+    client_id: str
+    user_id: str
+    scope: tuple[str, ...]
+    resource: str
+    created_at: int
+    expires_at: int

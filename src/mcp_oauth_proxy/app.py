@@ -129,7 +129,8 @@ def build_site(config: Config, environ: Mapping[str, str] | None = None, upgrade
     environ = os.environ if environ is None else environ
     store, keyring = open_storage(config.server, upgrade)
     return Site(Directory(tenant_source(config, store, environ)), store, cookie_key(keyring),
-                trusted_proxies=config.server.trusted_proxies, max_body=config.server.max_body)
+                trusted_proxies=config.server.trusted_proxies, max_body=config.server.max_body,
+                audit_retention=config.server.audit_retention_days * 86400)
 
 
 @attrs.define
@@ -186,3 +187,14 @@ def build_app(config: Config, environ: Mapping[str, str] | None = None, backend:
         backend = forwarder(config, site)
     return ServerApp(site, OAuthApp(site, upstream_timeout=timeout),
                      BearerGuard(backend, site, upstream_timeout=timeout), body_timeout=config.server.body_timeout)
+
+
+def build_admin_app(config: Config, site: Site, environ: Mapping[str, str] | None = None) -> Any:
+    """The admin listener's app (server.admin_listen) on the site's store."""
+    from .admin.api import AdminApi
+    from .admin.asgi import AdminApp
+    from .admin.operations import Management
+
+    file = config_tenants(config, os.environ if environ is None else environ).tenants
+    management = Management(site.store, file, audit_retention=config.server.audit_retention_days * 86400)
+    return AdminApp(AdminApi(management), max_body=config.server.max_body)

@@ -18,6 +18,7 @@ from functools import partial
 from typing import Any, Sequence
 
 import anyio
+import attrs
 
 from . import cli_directory, cli_storage
 from . import config as config_mod
@@ -50,12 +51,16 @@ def check_config(args: argparse.Namespace) -> int:
 
 
 async def _serve(app: Any, config: config_mod.Config, on: str) -> None:
+    from .app import build_admin_app
     from .serving import serve
+
+    stop = anyio.Event()
 
     async def until_signalled() -> None:
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async for signum in signals:
                 log.info("stopping on %s", signal.Signals(signum).name)
+                stop.set()
                 return
 
     log.info("serving %d tenant(s) on http://%s", len(config.tenants), config.server.listen)
@@ -78,7 +83,21 @@ async def _serve(app: Any, config: config_mod.Config, on: str) -> None:
 
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(housekeep)
-        await serve(app, config.server, until_signalled, on)
+        watching = anyio.CancelScope()
+
+        async def watch() -> None:
+            with watching:
+                await until_signalled()
+
+        tasks.start_soon(watch)
+        admin = config.server.admin_listen
+        if admin is not None:
+            log.info("serving the admin API on http://%s/admin/api/v1/", admin)
+            tasks.start_soon(serve, build_admin_app(config, app.site), attrs.evolve(config.server, listen=admin),
+                             stop.wait, on)
+        await serve(app, config.server, stop.wait, on)
+        stop.set()  # the admin listener stops with the public one
+        watching.cancel()
         housekeeping.cancel()
 
 

@@ -125,6 +125,11 @@ class ServerConfig:
     # database forget it within about a second (housekeeping.follow_revocations).
     # 0: always ask the database.
     token_cache_seconds: float = 5.0
+    # The admin API's own address (HOST:PORT), apart from the public one;
+    # unset: no admin surface is served at all.
+    admin_listen: str | None = None
+    # Days the audit log's events are kept in the database.
+    audit_retention_days: int = 90
 
 
 @attrs.frozen
@@ -311,9 +316,17 @@ def tenant_problems(t: TenantConfig, where: str, upstream: bool = True) -> list[
 
 
 def _check_server(s: ServerConfig, problems: list[str]) -> None:
-    host, sep, port = s.listen.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        problems.append("server.listen: must be HOST:PORT, like 127.0.0.1:8000")
+    for name in ("listen", "admin_listen"):
+        address = getattr(s, name)
+        if address is None:
+            continue
+        host, sep, port = address.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            problems.append(f"server.{name}: must be HOST:PORT, like 127.0.0.1:8000")
+    if s.admin_listen is not None and s.admin_listen == s.listen:
+        problems.append("server.admin_listen: must be another address than server.listen")
+    if s.audit_retention_days <= 0:
+        problems.append("server.audit_retention_days: must be positive")
     if not s.database.startswith(("memory:", "sqlite:", "postgresql", "mysql", "mariadb")):
         problems.append("server.database: must be memory://, sqlite:///FILE or a PostgreSQL/MySQL URL")
     for i, entry in enumerate(s.trusted_proxies):

@@ -15,10 +15,11 @@ import anyio.to_thread
 from anyio.lowlevel import RunVar
 
 from .core.context import Context
-from .core.effects import Audit, Effect, Fetch, FetchClientMetadata, Sleep, StoreEffect
+from .core.effects import Audit, Effect, Fetch, FetchClientMetadata, RecordAudit, Sleep, StoreEffect
 from .core.errors import FetchFailed, StorageUnavailable
 from .core.http import HttpRequest, HttpResponse
-from .core.store import Store, traits_of
+from .core.models import AuditEvent
+from .core.store import AUDIT_RETENTION, Store, traits_of
 from .core.tenant import Tenant
 from .logs import Throttled
 
@@ -54,6 +55,14 @@ def log_audit(event: Audit) -> None:
     fields = {"event": event.event, "tenant": event.tenant, "client_id": event.client_id, "user_id": event.user_id}
     fields.update(dict(event.detail))
     audit_log.info(json.dumps(fields, separators=(",", ":"), sort_keys=True), extra={"audit": fields})
+
+
+def recorded(event: Audit, retention: int) -> RecordAudit:
+    """The store operation that keeps a flow's event in the audit log
+    (the admin API's ``audit`` list), for ``retention`` seconds."""
+    now = now_seconds()
+    return RecordAudit(AuditEvent(at=now, event=event.event, tenant=event.tenant, client_id=event.client_id,
+                                  user_id=event.user_id, detail=dict(event.detail)), now + retention)
 
 
 def _no_documents(effect: FetchClientMetadata) -> HttpResponse:
@@ -96,6 +105,7 @@ def sync_performer(
     sleep: Callable[[float], None] = time.sleep,
     fetch_document: SyncDocumentFetch = _no_documents,
     audit: Callable[[Audit], None] = log_audit,
+    audit_retention: int = AUDIT_RETENTION,
 ) -> Callable[[Effect], Any]:
     def perform(effect: Effect) -> Any:
         if isinstance(effect, StoreEffect):
@@ -108,7 +118,8 @@ def sync_performer(
         if isinstance(effect, FetchClientMetadata):
             return fetch_document(effect)
         if isinstance(effect, Audit):
-            return audit(effect)
+            audit(effect)
+            return perform(recorded(effect, audit_retention))
         if isinstance(effect, Sleep):
             return sleep(effect.seconds)
         raise TypeError(f"unknown effect {effect!r}")
@@ -123,6 +134,7 @@ def async_performer(
     store_blocks: bool | None = None,
     fetch_document: AsyncDocumentFetch = _no_documents_async,
     audit: Callable[[Audit], None] = log_audit,
+    audit_retention: int = AUDIT_RETENTION,
 ) -> Callable[[Effect], Awaitable[Any]]:
     """Store calls as the store's traits (core/store.py) say: one that
     ``blocks`` (SQL backends) runs in a worker thread, so it does not block
@@ -154,7 +166,8 @@ def async_performer(
         if isinstance(effect, FetchClientMetadata):
             return await fetch_document(effect)
         if isinstance(effect, Audit):
-            return audit(effect)
+            audit(effect)
+            return await perform(recorded(effect, audit_retention))
         if isinstance(effect, Sleep):
             return await anyio.sleep(effect.seconds)
         raise TypeError(f"unknown effect {effect!r}")

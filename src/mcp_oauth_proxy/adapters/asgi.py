@@ -227,7 +227,8 @@ class _Carriers:
     def __init__(self, site: Site, upstream_timeout: float) -> None:
         self.fetch = AsyncFetcher(timeout=upstream_timeout)
         self.perform = async_performer(site.store, self.fetch, store_blocks=site.store_blocks,
-                                       fetch_document=site.documents.fetch_async)
+                                       fetch_document=site.documents.fetch_async,
+                                       audit_retention=site.audit_retention)
 
 
 

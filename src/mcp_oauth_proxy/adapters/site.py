@@ -26,7 +26,7 @@ from ..core.flows.guard import Principal, decide
 from ..core.flows.upstream_token import fresh_upstream_token
 from ..core.http import Request, Response, json_response
 from ..core.router import handle
-from ..core.store import Store, traits_of
+from ..core.store import AUDIT_RETENTION, Store, traits_of
 from ..core.tenant import Upstream
 from ..core.upstream import with_upstream
 from ..directory import Directory, Entry, Listed  # Entry: importable from here too
@@ -56,6 +56,7 @@ class Site:
         max_body: int = MAX_BODY,
         store_blocks: bool | None = None,
         documents: DocumentFetcher | None = None,
+        audit_retention: int = AUDIT_RETENTION,
     ) -> None:
         self.directory = tenants if isinstance(tenants, Directory) else Directory(tenants)
         self.store = store
@@ -66,6 +67,8 @@ class Site:
         self.store_blocks = traits_of(store).blocks if store_blocks is None else store_blocks
         # Client ID Metadata Documents: one fetcher, so one cache, per site.
         self.documents = documents or DocumentFetcher()
+        # Seconds the flows' audit events are kept in the store.
+        self.audit_retention = audit_retention
         # The guard's first driver answers from memory only (see guard()).
         self._ready = ready_performer(store, self.store_blocks)
 

@@ -99,7 +99,7 @@ def _send(start_response: StartResponse, response: Response) -> list[bytes]:
 
 def _perform(site: Site, upstream_timeout: float) -> Callable[[Any], Any]:
     return sync_performer(site.store, SyncFetcher(timeout=upstream_timeout),
-                          fetch_document=site.documents.fetch)
+                          fetch_document=site.documents.fetch, audit_retention=site.audit_retention)
 
 
 class OAuthWSGIApp:

@@ -44,6 +44,9 @@ from .models import AccessToken
 REPLACED = 0
 # Seconds a revocation stays on record for other processes to follow.
 REVOCATION_RECORD = 3600
+# Seconds an audit event is kept, unless the server says otherwise
+# (server.audit_retention_days).
+AUDIT_RETENTION = 90 * 24 * 3600
 
 OPERATIONS: dict[str, type[StoreEffect[Any]]] = {op.method: op for op in STORE_OPERATIONS}
 

@@ -1,0 +1,71 @@
+"""The admin listener's ASGI app: the admin API (admin/api.py) under
+``/admin/api/v1/``, its blocking store calls in worker threads; anything
+else is a 404 problem."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import anyio.to_thread
+
+from ..adapters.asgi import (
+    Receive,
+    Scope,
+    Send,
+    _Disconnected,
+    _read_body,
+    answer_lifespan,
+    raw_path,
+    refuse_websocket,
+    send_response,
+)
+from ..adapters.site import BodyTooLarge
+from ..core.http import Request
+from ..core.store import traits_of
+from .api import PREFIX, AdminApi, problem
+
+
+async def _nothing() -> None:
+    return None
+
+
+class AdminApp:
+    def __init__(self, api: AdminApi, *, max_body: int = 1024 * 1024) -> None:
+        self.api = api
+        self.max_body = max_body
+        traits = traits_of(api.management.store)
+        # As the OAuth endpoints do: a database that stops answering gets the
+        # caller a 503 after its timeout, not a request that waits for ever.
+        self.deadline = traits.timeout
+        self.limiter = anyio.CapacityLimiter(traits.concurrency or 8)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            return await answer_lifespan(receive, send, _nothing)
+        if scope["type"] != "http":
+            return await refuse_websocket(send)
+        path = raw_path(scope)
+        if path != PREFIX and not path.startswith(PREFIX + "/"):
+            return await send_response(send, problem(404, "the admin API is under " + PREFIX + "/"))
+        try:
+            body = await _read_body(scope, receive, self.max_body)
+        except BodyTooLarge:
+            return await send_response(send, problem(413, f"the body is larger than {self.max_body} bytes"))
+        except _Disconnected:
+            return
+        await send_response(send, await self._answer(_request(scope, path, body)))
+
+    async def _answer(self, request: Request) -> Any:
+        with anyio.move_on_after(self.deadline):
+            return await anyio.to_thread.run_sync(self.api.handle, request, abandon_on_cancel=True,
+                                                  limiter=self.limiter)
+        return problem(503, "the database did not answer in time; try again")
+
+
+def _request(scope: Scope, path: str, body: bytes) -> Request:
+    headers = tuple((k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope.get("headers", ()))
+    client = scope.get("client")
+    return Request(method=scope["method"], path=path, query=scope.get("query_string", b"").decode("latin-1"),
+                   headers=headers, body=body, scheme=scope.get("scheme", "http"),
+                   remote_addr=client[0] if client else "")

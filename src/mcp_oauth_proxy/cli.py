@@ -1,8 +1,9 @@
 """The ``mcp-oauth-proxy`` command: ``serve`` runs the server (on uvicorn,
 or on Hypercorn and trio with ``--trio``); ``check-config`` reports every
 problem of a config file without serving; ``db``, ``keys`` (cli_storage.py)
-and ``organizations``, ``oauth-configs``, ``servers`` (cli_directory.py)
-work on the database."""
+``organizations``, ``oauth-configs``, ``servers`` (cli_directory.py) and
+``admin``, ``clients``, ``grants``, ``audit`` (cli_admin.py) work on the
+database."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from typing import Any, Sequence
 import anyio
 import attrs
 
-from . import cli_directory, cli_storage
+from . import cli_admin, cli_directory, cli_storage
 from . import config as config_mod
 from .housekeeping import Turns, collect_periodically, follow_directory, follow_revocations
 from .logs import configure_logging
@@ -171,6 +172,7 @@ def parser() -> argparse.ArgumentParser:
 
     cli_storage.add_commands(commands)
     cli_directory.add_commands(commands)
+    cli_admin.add_commands(commands)
     return top
 
 

@@ -17,22 +17,31 @@ import argparse
 import json
 import os
 import sys
-import time
 from typing import Any, Callable, Sequence
 
-import attrs
 from sqlalchemy.exc import DBAPIError
 
 from . import config as config_mod
 from .app import _keyring, config_tenants
+from .admin.operations import (
+    CLI,
+    MAX_PAGE,
+    AdminError,
+    Management,
+    Page,
+    config_doc,
+    file_server_doc,
+    organization_doc,
+    server_doc,
+)
 from .core.errors import DirectoryRefused, StorageUnavailable
-from .core.models import OAuthConfig, Organization, Server
+from .core.models import Server
 from .core.store import Store
 from .directory import Entry
 from .storage.keys import KeyConfigError
 from .storage.migrations import SchemaError
 from .storage.open import open_store
-from .tenants_db import POLICY_FIELDS, oauth_config_problems, server_problems
+from .tenants_db import POLICY_FIELDS
 
 _SECRET_HELP = ("the client secret is read from this environment variable, or with --client-secret-stdin "
                 "from the first line of stdin; never from the command line, where other users and shell "
@@ -50,11 +59,9 @@ class _Context:
             raise CliError(f"{args.config}: database is memory://, which keeps nothing: use a SQL database")
         self.store: Store = open_store(self.config.server.database, _keyring(self.config.server),
                                        timeout=self.config.server.database_timeout)
-        self.file: tuple[Entry, ...] = tuple(config_tenants(self.config, os.environ).tenants)  # type: ignore[arg-type]
+        file: tuple[Entry, ...] = tuple(config_tenants(self.config, os.environ).tenants)  # type: ignore[arg-type]
+        self.ops = Management(self.store, file, audit_retention=self.config.server.audit_retention_days * 86400)
         self.json = args.json
-
-    def file_tenant(self, slug: str) -> Entry | None:
-        return next((e for e in self.file if e.tenant.slug == slug), None)
 
     def close(self) -> None:
         engine = getattr(self.store, "engine", None)
@@ -64,53 +71,50 @@ class _Context:
     def say(self, text: str, doc: Any) -> None:
         print(json.dumps(doc, indent=2, sort_keys=True) if self.json else text)
 
+    def show(self, doc: dict[str, Any]) -> None:
+        self.say("\n".join(f"{k}: {'' if v is None else v}" for k, v in doc.items()), doc)
 
-def _now() -> int:
-    return int(time.time())
+
+def _everything(list_page: Callable[[str | None], Page]) -> list[Any]:
+    """Every item of a paginated list, page after page."""
+    items: list[Any] = []
+    cursor = None
+    while True:
+        page = list_page(cursor)
+        items += page.items
+        cursor = page.next
+        if cursor is None:
+            return items
 
 
 # -- organizations ---------------------------------------------------------------
 
 
-def _org_doc(o: Organization) -> dict[str, Any]:
-    return attrs.asdict(o)
-
-
 def org_create(ctx: _Context, args: argparse.Namespace) -> None:
-    _check_name(args.name, "organization")
-    o = Organization(args.name, args.display_name or args.name, _now())
-    ctx.store.create_organization(o)
-    ctx.say(f"created organization {o.name}", _org_doc(o))
+    values = {} if args.display_name is None else {"display_name": args.display_name}
+    o = ctx.ops.create_organization(CLI, args.name, values)
+    ctx.say(f"created organization {o.name}", organization_doc(o))
 
 
 def org_list(ctx: _Context, args: argparse.Namespace) -> None:
-    orgs = ctx.store.list_organizations()
+    orgs = _everything(lambda after: ctx.ops.organizations(CLI, MAX_PAGE, after))
     ctx.say("\n".join(f"{o.name}\t{o.display_name}" for o in orgs) or "no organizations",
-            [_org_doc(o) for o in orgs])
-
-
-def _get_org(ctx: _Context, name: str) -> Organization:
-    o = ctx.store.get_organization(name)
-    if o is None:
-        raise DirectoryRefused(f"no organization {name!r}")
-    return o
+            [organization_doc(o) for o in orgs])
 
 
 def org_show(ctx: _Context, args: argparse.Namespace) -> None:
-    doc = _org_doc(_get_org(ctx, args.name))
-    ctx.say(_lines(doc), doc)
+    ctx.show(organization_doc(ctx.ops.organization(CLI, args.name)))
 
 
 def org_update(ctx: _Context, args: argparse.Namespace) -> None:
     if args.display_name is None:
         raise CliError("nothing to change: give --display-name")
-    o = attrs.evolve(_get_org(ctx, args.name), display_name=args.display_name)
-    ctx.store.update_organization(o)
-    ctx.say(f"updated organization {o.name}", _org_doc(o))
+    o = ctx.ops.update_organization(CLI, args.name, {"display_name": args.display_name})
+    ctx.say(f"updated organization {o.name}", organization_doc(o))
 
 
 def org_delete(ctx: _Context, args: argparse.Namespace) -> None:
-    ctx.store.delete_organization(args.name)  # refused while it owns configurations or servers
+    ctx.ops.delete_organization(CLI, args.name)  # refused while it owns configurations or servers
     ctx.say(f"deleted organization {args.name}", {"deleted": args.name})
 
 
@@ -118,13 +122,6 @@ def org_delete(ctx: _Context, args: argparse.Namespace) -> None:
 
 _UPSTREAM_OPTIONS = ("issuer", "domain", "authorization_endpoint", "token_endpoint", "userinfo_endpoint",
                      "user_id_claim", "token_auth_method")
-
-
-def _config_doc(c: OAuthConfig) -> dict[str, Any]:
-    doc = attrs.asdict(c)
-    doc["client_secret"] = "set" if c.client_secret else "not set"  # write-only
-    doc["scopes"] = None if c.scopes is None else list(c.scopes)
-    return doc
 
 
 def _secret(args: argparse.Namespace) -> str | None:
@@ -143,98 +140,55 @@ def _secret(args: argparse.Namespace) -> str | None:
     return None
 
 
-def _check_name(name: str, what: str) -> None:
-    if not config_mod._SLUG.fullmatch(name):
-        raise CliError(f"{what} name {name!r}: must be 1-63 characters of a-z 0-9 _ - "
-                       "(starting with a letter or digit)")
-
-
-def _checked_config(c: OAuthConfig) -> OAuthConfig:
-    problems = oauth_config_problems(c)
-    if problems:
-        raise CliError("; ".join(problems))
-    return c
-
-
-def _config_changes(args: argparse.Namespace) -> dict[str, Any]:
-    changes: dict[str, Any] = {k: getattr(args, k) for k in ("kind", "client_id", *_UPSTREAM_OPTIONS)
-                               if getattr(args, k) is not None}
+def _config_values(args: argparse.Namespace) -> dict[str, Any]:
+    values: dict[str, Any] = {k: getattr(args, k) for k in ("kind", "client_id", *_UPSTREAM_OPTIONS)
+                              if getattr(args, k) is not None}
     if args.scope is not None:
-        changes["scopes"] = tuple(args.scope)
+        values["scopes"] = list(args.scope)
     if args.pkce is not None:
-        changes["pkce"] = args.pkce
-    return changes
+        values["pkce"] = args.pkce
+    secret = _secret(args)
+    if secret is not None:
+        values["client_secret"] = secret
+    return values
 
 
 def config_create(ctx: _Context, args: argparse.Namespace) -> None:
-    _check_name(args.name, "OAuth configuration")
-    secret = _secret(args)
-    if secret is None:
+    values = _config_values(args)
+    if "client_secret" not in values:
         raise CliError("give the client secret with --client-secret-env NAME or --client-secret-stdin")
-    if args.kind is None or args.client_id is None:
+    if "kind" not in values or "client_id" not in values:
         raise CliError("give --kind and --client-id")
-    c = _checked_config(OAuthConfig(organization=args.organization, name=args.name, client_secret=secret,
-                                    updated_at=_now(), **_config_changes(args)))
-    ctx.store.create_oauth_config(c)
-    ctx.say(f"created OAuth configuration {c.organization}/{c.name}", _config_doc(c))
-
-
-def _get_config(ctx: _Context, args: argparse.Namespace) -> OAuthConfig:
-    c = ctx.store.get_oauth_config(args.organization, args.name)
-    if c is None:
-        raise DirectoryRefused(f"no OAuth configuration {args.organization}/{args.name}")
-    return c
+    c = ctx.ops.create_oauth_config(CLI, args.organization, args.name, values)
+    ctx.say(f"created OAuth configuration {c.organization}/{c.name}", config_doc(c))
 
 
 def config_list(ctx: _Context, args: argparse.Namespace) -> None:
-    configs = ctx.store.list_oauth_configs(args.organization)
+    configs = _everything(lambda after: ctx.ops.oauth_configs(CLI, args.organization, MAX_PAGE, after))
     ctx.say("\n".join(f"{c.organization}/{c.name}\t{c.kind}\t{c.issuer or c.domain or c.authorization_endpoint or ''}"
-                      for c in configs) or "no OAuth configurations", [_config_doc(c) for c in configs])
-
-
-def _lines(doc: dict[str, Any]) -> str:
-    return "\n".join(f"{k}: {'' if v is None else v}" for k, v in doc.items())
+                      for c in configs) or "no OAuth configurations", [config_doc(c) for c in configs])
 
 
 def config_show(ctx: _Context, args: argparse.Namespace) -> None:
-    doc = _config_doc(_get_config(ctx, args))
-    ctx.say(_lines(doc), doc)
+    ctx.show(config_doc(ctx.ops.oauth_config(CLI, args.organization, args.name)))
 
 
 def config_update(ctx: _Context, args: argparse.Namespace) -> None:
-    old = _get_config(ctx, args)
-    changes = _config_changes(args)
-    secret = _secret(args)
-    if secret is not None:
-        changes["client_secret"] = secret
-    if not changes:
+    values = _config_values(args)
+    if not values:
         raise CliError("nothing to change: give the options to change")
-    c = _checked_config(attrs.evolve(old, updated_at=_now(), **changes))
-    ctx.store.update_oauth_config(c)
+    c = ctx.ops.update_oauth_config(CLI, args.organization, args.name, values)
     ctx.say(f"updated OAuth configuration {c.organization}/{c.name} (the grants made through it are kept)",
-            _config_doc(c))
+            config_doc(c))
 
 
 def config_delete(ctx: _Context, args: argparse.Namespace) -> None:
-    ctx.store.delete_oauth_config(args.organization, args.name)
+    ctx.ops.delete_oauth_config(CLI, args.organization, args.name)
     ctx.say(f"deleted OAuth configuration {args.organization}/{args.name}",
             {"deleted": f"{args.organization}/{args.name}"})
 
 
 # -- servers ---------------------------------------------------------------------------
-
-
-def _server_doc(s: Server) -> dict[str, Any]:
-    doc = attrs.asdict(s)
-    doc.update(scopes=list(s.scopes), required_scopes=list(s.required_scopes), managed="database")
-    return doc
-
-
-def _file_doc(e: Entry) -> dict[str, Any]:
-    t = e.tenant
-    return {"slug": t.slug, "issuer": t.issuer, "resource": t.resource, "scopes": list(t.scopes),
-            "required_scopes": list(t.required_scopes), "resource_name": t.resource_name,
-            "managed": "file", "read_only": True}
 
 
 def _policy(items: Sequence[str]) -> dict[str, int]:
@@ -247,83 +201,56 @@ def _policy(items: Sequence[str]) -> dict[str, int]:
     return policy
 
 
-def _server_changes(args: argparse.Namespace) -> dict[str, Any]:
-    changes: dict[str, Any] = {k: getattr(args, k) for k in (
+def _server_values(args: argparse.Namespace) -> dict[str, Any]:
+    values: dict[str, Any] = {k: getattr(args, k) for k in (
         "oauth_config", "issuer", "resource", "backend", "forward_upstream_token_header", "resource_name")
         if getattr(args, k) is not None}
     if args.scope is not None:
-        changes["scopes"] = tuple(args.scope)
+        values["scopes"] = list(args.scope)
     if args.required_scope is not None:
-        changes["required_scopes"] = tuple(args.required_scope)
-    return changes
-
-
-def _checked_server(ctx: _Context, s: Server) -> Server:
-    problems = server_problems(s, ctx.file)
-    if problems:
-        raise CliError("; ".join(problems))
-    return s
-
-
-def _not_file_managed(ctx: _Context, slug: str) -> None:
-    if ctx.file_tenant(slug) is not None:
-        raise CliError(f"server {slug!r} is file-managed (read-only here): change it in the configuration file")
+        values["required_scopes"] = list(args.required_scope)
+    if args.policy is not None:
+        values["policy"] = _policy(args.policy)
+    return values
 
 
 def server_create(ctx: _Context, args: argparse.Namespace) -> None:
     if args.organization is None or args.oauth_config is None or args.issuer is None or args.resource is None:
         raise CliError("give --organization, --oauth-config, --issuer and --resource")
-    _not_file_managed(ctx, args.slug)
-    s = _checked_server(ctx, Server(slug=args.slug, organization=args.organization, updated_at=_now(),
-                                    policy=_policy(args.policy or ()), **_server_changes(args)))
-    ctx.store.create_server(s)
-    ctx.say(f"created server {s.slug} (every replica serves it within about two seconds)", _server_doc(s))
-
-
-def _get_server(ctx: _Context, slug: str) -> Server:
-    s = ctx.store.get_server(slug)
-    if s is None:
-        raise DirectoryRefused(f"no server {slug!r}")
-    return s
+    s = ctx.ops.create_server(CLI, args.slug, args.organization, _server_values(args))
+    ctx.say(f"created server {s.slug} (every replica serves it within about two seconds)", server_doc(s))
 
 
 def server_list(ctx: _Context, args: argparse.Namespace) -> None:
-    docs = [] if args.organization else [_file_doc(e) for e in ctx.file]
-    docs += [_server_doc(s) for s in ctx.store.list_servers(args.organization)]
+    docs = _everything(lambda after: ctx.ops.servers(CLI, args.organization, MAX_PAGE, after))
     ctx.say("\n".join(f"{d['slug']}\t{d['managed']}\t{d['issuer']}\t{d['resource']}" for d in docs)
             or "no servers", docs)
 
 
 def server_show(ctx: _Context, args: argparse.Namespace) -> None:
-    entry = ctx.file_tenant(args.slug)
-    doc = _file_doc(entry) if entry is not None else _server_doc(_get_server(ctx, args.slug))
-    ctx.say(_lines(doc), doc)
+    s = ctx.ops.server(CLI, args.slug)
+    ctx.show(file_server_doc(s) if isinstance(s, Entry) else server_doc(s))
 
 
 def server_update(ctx: _Context, args: argparse.Namespace) -> None:
-    _not_file_managed(ctx, args.slug)
     if args.organization is not None:
         raise CliError("a server's organization cannot change")
-    old = _get_server(ctx, args.slug)
-    changes = _server_changes(args)
-    if args.policy is not None:
-        changes["policy"] = {**old.policy, **_policy(args.policy)}
+    values = _server_values(args)
     if args.no_backend:
-        changes.update(backend=None, forward_upstream_token_header=None)
-    if not changes:
+        values["backend"] = None
+    if not values:
         raise CliError("nothing to change: give the options to change")
-    s = _checked_server(ctx, attrs.evolve(old, updated_at=_now(), **changes))
-    revoked = ctx.store.update_server(s)
+    old = ctx.ops.server(CLI, args.slug)
+    s, revoked = ctx.ops.update_server(CLI, args.slug, values)
     text = f"updated server {s.slug}"
-    if s.oauth_config != old.oauth_config:
+    if isinstance(old, Server) and s.oauth_config != old.oauth_config:
         text += (f"; it signs in with {s.organization}/{s.oauth_config} now: revoked {revoked} grant(s) "
                  f"made through {old.organization}/{old.oauth_config}")
-    ctx.say(text, {**_server_doc(s), "revoked_grants": revoked})
+    ctx.say(text, {**server_doc(s), "revoked_grants": revoked})
 
 
 def server_delete(ctx: _Context, args: argparse.Namespace) -> None:
-    _not_file_managed(ctx, args.slug)
-    revoked = ctx.store.delete_server(args.slug)
+    revoked = ctx.ops.delete_server(CLI, args.slug)
     ctx.say(f"deleted server {args.slug}; revoked {revoked} grant(s)", {"deleted": args.slug, "revoked_grants": revoked})
 
 
@@ -338,7 +265,7 @@ def _run(func: Callable[[_Context, argparse.Namespace], None]) -> Callable[[argp
             ctx = _Context(args)
             func(ctx, args)
             return 0
-        except (DirectoryRefused, CliError, KeyConfigError, SchemaError, StorageUnavailable) as error:
+        except (AdminError, DirectoryRefused, CliError, KeyConfigError, SchemaError, StorageUnavailable) as error:
             print(f"error: {error}", file=sys.stderr)
         except DBAPIError as error:
             print(f"error: the database failed: {type(error.orig).__name__}", file=sys.stderr)

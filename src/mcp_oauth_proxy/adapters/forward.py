@@ -37,7 +37,7 @@ from __future__ import annotations
 import functools
 import logging
 import ssl
-from typing import AsyncIterator, Mapping
+from typing import AsyncIterator, Callable, Mapping
 from urllib.parse import unquote, urlsplit
 
 import anyio

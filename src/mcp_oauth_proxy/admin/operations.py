@@ -230,6 +230,9 @@ def _paged(items: Sequence[T], key: Callable[[T], str], limit: int | None, after
     return Page(chunk, key(chunk[-1]) if len(rest) > limit else None)
 
 
+_FILE_MANAGED = "server {slug!r} is file-managed (read-only here): change it in the configuration file"
+
+
 @attrs.define
 class Management:
     """The operations, on one store, beside the configuration file's tenants."""
@@ -354,7 +357,7 @@ class Management:
     def _database_server(self, actor: Actor, slug: str) -> Server:
         s = self.server(actor, slug)
         if isinstance(s, Entry):
-            raise Conflict(f"server {slug!r} is file-managed (read-only): change it in the configuration file")
+            raise Conflict(_FILE_MANAGED.format(slug=slug))
         return s
 
     def servers(self, actor: Actor, organization: str | None = None, limit: int | None = None,
@@ -391,7 +394,9 @@ class Management:
         check_name(slug, "slug")
         self.organization(actor, organization)
         fields = checked_fields(values, SERVER_FIELDS, required=("oauth_config", "issuer", "resource"))
-        if self._file_entry(slug) is not None or self.store.get_server(slug) is not None:
+        if self._file_entry(slug) is not None:
+            raise Conflict(_FILE_MANAGED.format(slug=slug))
+        if self.store.get_server(slug) is not None:
             raise Conflict(f"server {slug!r} exists already")
         s = Server(slug=slug, organization=organization, updated_at=self._now(), **fields)
         self._check_server(actor, s)

@@ -202,7 +202,8 @@ revocations = Table(
 # organization has no foreign key: events outlive what they name.
 audit_events = Table(
     "audit_events", metadata,
-    # SQLite numbers only an INTEGER PRIMARY KEY by itself.
+    # SQLite numbers only an INTEGER PRIMARY KEY by itself (AUTOINCREMENT,
+    # below: never again a number it gave, once swept).
     Column("event_id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
     _time("at"),
     _str("event", 64),
@@ -216,6 +217,7 @@ audit_events = Table(
     Index("audit_events_by_tenant", "tenant", "event_id"),
     Index("audit_events_by_organization", "organization", "event_id"),
     Index("audit_events_expiry", "expires_at"),
+    sqlite_autoincrement=True,
     **_MYSQL,
 )
 

@@ -41,7 +41,8 @@ def upgrade() -> None:
     op.create_index("admin_tokens_by_hash", "admin_tokens", ["token_hash"], unique=True)
     op.create_table(
         "audit_events",
-        # SQLite numbers only an INTEGER PRIMARY KEY by itself.
+        # SQLite numbers only an INTEGER PRIMARY KEY by itself (AUTOINCREMENT,
+    # below: never again a number it gave, once swept).
         sa.Column("event_id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
                   autoincrement=True),
         sa.Column("at", sa.BigInteger, nullable=False),
@@ -53,6 +54,7 @@ def upgrade() -> None:
         sa.Column("actor", sa.String(64), nullable=True),
         _text("detail"),
         sa.Column("expires_at", sa.BigInteger, nullable=False),
+        sqlite_autoincrement=True,
         **_MYSQL,
     )
     op.create_index("audit_events_by_tenant", "audit_events", ["tenant", "event_id"])

@@ -13,7 +13,10 @@ from mcp_oauth_proxy.core.models import (
     CodeGrant,
     ConsentRequest,
     Grant,
+    OAuthConfig,
+    Organization,
     RefreshToken,
+    Server,
     UpstreamTokens,
 )
 
@@ -80,3 +83,26 @@ def with_tokens(store: Any, g: Grant, n: str = "1") -> tuple[AccessToken, Refres
     pair = access(g, f"at-{g.grant_id}-{n}"), refresh(g, f"rt-{g.grant_id}-{n}")
     assert store.issue_tokens(g.tenant, g.grant_id, *pair)
     return pair
+
+
+# -- the directory --------------------------------------------------------------
+SECRET = "s3cret-of-the-upstream-client"
+
+
+def org(name: str = "acme-corp", display_name: str = "Acme Corp") -> Organization:
+    return Organization(name, display_name, T0)
+
+
+def config(name: str = "idp", organization: str = "acme-corp", **kw: Any) -> OAuthConfig:
+    base: dict[str, Any] = dict(kind="oidc", client_id="cid", client_secret=SECRET, issuer="https://idp.example",
+                                scopes=("openid", "email"), updated_at=T0)
+    base.update(kw)
+    return OAuthConfig(organization=organization, name=name, **base)
+
+
+def server(slug: str = "acme", oauth_config: str = "idp", organization: str = "acme-corp", **kw: Any) -> Server:
+    base: dict[str, Any] = dict(issuer=f"https://{slug}.example", resource=f"https://{slug}.example/mcp",
+                                scopes=("mcp", "mcp:admin"), required_scopes=("mcp",),
+                                policy={"access_token_ttl": 600}, updated_at=T0)
+    base.update(kw)
+    return Server(slug=slug, organization=organization, oauth_config=oauth_config, **base)

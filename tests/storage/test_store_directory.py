@@ -10,30 +10,9 @@ import pytest
 import sqlalchemy
 
 from mcp_oauth_proxy.core.errors import DirectoryRefused
-from mcp_oauth_proxy.core.models import OAuthConfig, Organization, Revocation, Server
+from mcp_oauth_proxy.core.models import Revocation
 from mcp_oauth_proxy.storage.token_cache import TokenCache
-from storage_records import T0, with_tokens, grant
-
-SECRET = "s3cret-of-the-upstream-client"
-
-
-def org(name: str = "acme-corp", display_name: str = "Acme Corp") -> Organization:
-    return Organization(name, display_name, T0)
-
-
-def config(name: str = "idp", organization: str = "acme-corp", **kw: Any) -> OAuthConfig:
-    base: dict[str, Any] = dict(kind="oidc", client_id="cid", client_secret=SECRET, issuer="https://idp.example",
-                                scopes=("openid", "email"), updated_at=T0)
-    base.update(kw)
-    return OAuthConfig(organization=organization, name=name, **base)
-
-
-def server(slug: str = "acme", oauth_config: str = "idp", organization: str = "acme-corp", **kw: Any) -> Server:
-    base: dict[str, Any] = dict(issuer=f"https://{slug}.example", resource=f"https://{slug}.example/mcp",
-                                scopes=("mcp", "mcp:admin"), required_scopes=("mcp",),
-                                policy={"access_token_ttl": 600}, updated_at=T0)
-    base.update(kw)
-    return Server(slug=slug, organization=organization, oauth_config=oauth_config, **base)
+from storage_records import SECRET, config, grant, org, server, with_tokens
 
 
 def refused(match: str) -> Any:

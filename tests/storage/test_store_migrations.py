@@ -105,9 +105,11 @@ def test_replicas_starting_together_on_an_empty_database_create_it_once(sql_url,
 
 # What later migrations added to the version-1 schema: columns, tables, their indexes.
 _ADDED_SINCE_1 = [("auth_sessions", "browser_hash"), ("refresh_tokens", "successor_hash")]
-_TABLES_SINCE_1 = ["revocations", "organizations", "oauth_configs", "servers", "directory_version"]
+_TABLES_SINCE_1 = ["revocations", "organizations", "oauth_configs", "servers", "directory_version", "admin_tokens",
+                   "audit_events"]
 _INDEXES_SINCE_1 = ["revocations_since", "revocations_expiry", "servers_by_issuer", "servers_by_resource",
-                    "servers_by_oauth_config"]
+                    "servers_by_oauth_config", "admin_tokens_by_hash", "audit_events_by_tenant",
+                    "audit_events_by_organization", "audit_events_expiry"]
 
 
 def _change(difference: object) -> tuple[str, str]:

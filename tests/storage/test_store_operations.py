@@ -174,7 +174,7 @@ def test_a_backend_whose_parameter_names_differ_fails_loudly() -> None:
 def test_the_cache_passes_every_operation_it_does_not_override_to_the_store() -> None:
     assert "__getattr__" not in vars(TokenCache)
     overridden = {"get_access_token", "revoke_access_token", "revoke_grant", "revoke_grant_of_code",
-                  "rotate_refresh_token", "update_server", "delete_server"}
+                  "rotate_refresh_token", "update_server", "delete_server", "delete_client"}
     recorder = Recorder()
     cache = TokenCache(recorder, 60)  # type: ignore[arg-type]
     for op in STORE_OPERATIONS:

@@ -417,8 +417,9 @@ class UpdateOrganization(StoreEffect[None]):
 
 @store_operation
 class DeleteOrganization(StoreEffect[None]):
-    """Remove an organization; refused if unknown, or while it owns OAuth
-    configurations or servers (naming them)."""
+    """Remove an organization, and its admin tokens with it (a later
+    organization of its name inherits none); refused if unknown, or while it
+    owns OAuth configurations or servers (naming them)."""
 
     name: str
 
@@ -527,7 +528,7 @@ class LoadDirectory(StoreEffect[DirectoryState]):
 @store_operation
 class CreateAdminToken(StoreEffect[None]):
     """Keep an admin token (its hash); refused (DirectoryRefused) if its
-    organization is unknown."""
+    organization is unknown, or its id or hash is another token's."""
 
     token: AdminToken
 
@@ -566,7 +567,8 @@ class ListAuditEvents(StoreEffect[list[AuditEvent]]):
     """Up to ``limit`` recorded events, newest first, with an event_id below
     ``before`` (the next page's cursor: the last event_id seen), matching
     every filter given. ``organization``: only events of that organization
-    (recorded with it, or of a tenant that is one of its servers)."""
+    (recorded with it, or of a tenant that is one of its servers);
+    ``since`` and ``until``: ``at`` on or after the one, before the other."""
 
     limit: int
     before: int | None = None

@@ -59,3 +59,8 @@ def place_taken(server: Server, others: Iterable[Server]) -> DirectoryRefused | 
         if other.resource == server.resource:
             return DirectoryRefused(f"resource {server.resource} is taken by server {other.slug!r}")
     return None
+
+
+def admin_token_exists(token_id: str) -> DirectoryRefused:
+    # Its hash too: a second token with one hash would be the same credential.
+    return DirectoryRefused(f"admin token {token_id!r} exists already")

@@ -14,12 +14,15 @@ import attrs
 
 from ..core.models import (
     AccessToken,
+    AdminToken,
+    AuditEvent,
     AuthSession,
     Client,
     CodeGrant,
     ConsentRequest,
     DirectoryState,
     Grant,
+    GrantInfo,
     OAuthConfig,
     Organization,
     RefreshToken,
@@ -65,6 +68,10 @@ class MemoryStore:
         self._oauth_configs: dict[tuple[str, str], tuple[OAuthConfig, str]] = {}
         self._servers: dict[str, Server] = {}
         self._directory_version = 0
+        self._admin_tokens: dict[str, AdminToken] = {}
+        # event_id -> (the event, when it expires), oldest first.
+        self._audit: dict[int, tuple[AuditEvent, int]] = {}
+        self._last_event_id = 0
 
     # -- clients ------------------------------------------------------------
     def save_client(self, client: Client) -> None:
@@ -258,6 +265,9 @@ class MemoryStore:
                 grant = self._grants.pop(key)[0]
                 self._grant_by_code.pop((grant.tenant, grant.code_hash), None)
                 removed += 1
+            for event_id in [k for k, v in self._audit.items() if v[1] <= now][:limit]:
+                del self._audit[event_id]
+                removed += 1
         return removed
 
     # -- the directory ------------------------------------------------------------
@@ -293,6 +303,8 @@ class MemoryStore:
             servers = [s.slug for s in self._servers.values() if s.organization == name]
             if configs or servers:
                 raise rules.org_in_use(name, configs, servers)
+            for token in [t for t in self._admin_tokens.values() if t.organization == name]:
+                del self._admin_tokens[token.token_id]
             del self._organizations[name]
             self._changed()
 
@@ -374,8 +386,12 @@ class MemoryStore:
             return [self._servers[k] for k in sorted(self._servers)
                     if organization is None or self._servers[k].organization == organization]
 
-    def _revoke_all(self, tenant: str) -> int:
-        return sum(self._revoke(tenant, grant_id) for (t, grant_id) in list(self._grants) if t == tenant)
+    def _revoke_all(self, tenant: str, client_id: str | None = None) -> int:
+        """Revoke (and record) every live grant of the tenant (of one client
+        only, if given); how many."""
+        mine = [grant_id for (t, grant_id), (grant, _) in self._grants.items()
+                if t == tenant and (client_id is None or grant.client_id == client_id)]
+        return sum(self._revoke(tenant, grant_id) for grant_id in mine)
 
     def update_server(self, server: Server) -> int:
         with self._lock:
@@ -410,6 +426,88 @@ class MemoryStore:
             entries = [self._oauth_configs[k] for k in sorted(used)]
             version = self._directory_version
         return DirectoryState(version, servers, tuple(self._opened(e) for e in entries))
+
+    # -- administration -------------------------------------------------------------
+    def create_admin_token(self, token: AdminToken) -> None:
+        with self._lock:
+            if token.organization is not None and token.organization not in self._organizations:
+                raise rules.no_org(token.organization)
+            if token.token_id in self._admin_tokens or self._admin_token(token.token_hash) is not None:
+                raise rules.admin_token_exists(token.token_id)
+            self._admin_tokens[token.token_id] = token
+
+    def _admin_token(self, token_hash: str) -> AdminToken | None:
+        return next((t for t in self._admin_tokens.values() if t.token_hash == token_hash), None)
+
+    def get_admin_token(self, token_hash: str) -> AdminToken | None:
+        with self._lock:
+            return self._admin_token(token_hash)
+
+    def list_admin_tokens(self) -> list[AdminToken]:
+        with self._lock:
+            return sorted(self._admin_tokens.values(), key=lambda t: (t.created_at, t.token_id))
+
+    def delete_admin_token(self, token_id: str) -> bool:
+        with self._lock:
+            return self._admin_tokens.pop(token_id, None) is not None
+
+    def record_audit(self, event: AuditEvent, keep_until: int) -> None:
+        with self._lock:
+            self._last_event_id += 1
+            self._audit[self._last_event_id] = (attrs.evolve(event, event_id=self._last_event_id), keep_until)
+
+    def list_audit_events(self, limit: int, before: int | None = None, organization: str | None = None,
+                          tenant: str | None = None, user_id: str | None = None, client_id: str | None = None,
+                          event: str | None = None, since: int | None = None,
+                          until: int | None = None) -> list[AuditEvent]:
+        wanted = {"tenant": tenant, "user_id": user_id, "client_id": client_id, "event": event}
+        with self._lock:
+            servers = {s.slug for s in self._servers.values() if s.organization == organization}
+            found = []
+            for event_id in reversed(self._audit):
+                if len(found) == limit:
+                    break
+                e = self._audit[event_id][0]
+                if ((before is None or event_id < before)
+                        and all(v is None or getattr(e, k) == v for k, v in wanted.items())
+                        and (organization is None or e.organization == organization or e.tenant in servers)
+                        and (since is None or e.at >= since) and (until is None or e.at < until)):
+                    found.append(e)
+            return found
+
+    def list_clients(self, tenant: str, limit: int, after: str | None = None) -> list[Client]:
+        with self._lock:
+            ids = sorted(c for (t, c) in self._clients if t == tenant and (after is None or c > after))
+            return [self._clients[(tenant, c)] for c in ids[:limit]]
+
+    def delete_client(self, tenant: str, client_id: str) -> int | None:
+        with self._lock:
+            if self._clients.pop((tenant, client_id), None) is None:
+                return None
+            return self._revoke_all(tenant, client_id)
+
+    @staticmethod
+    def _info(grant: Grant) -> GrantInfo:
+        return GrantInfo(**{f.name: getattr(grant, f.name) for f in attrs.fields(GrantInfo)})
+
+    def list_grants(self, now: int, limit: int, after: tuple[str, str] | None = None,
+                    organization: str | None = None, tenant: str | None = None, user_id: str | None = None,
+                    client_id: str | None = None) -> list[GrantInfo]:
+        wanted = {"tenant": tenant, "user_id": user_id, "client_id": client_id}
+        with self._lock:
+            servers = {s.slug for s in self._servers.values() if s.organization == organization}
+            live = [g for g in (self._grants[key][0] for key in sorted(self._grants))
+                    if not g.revoked and g.expires_at > now
+                    and (after is None or (g.tenant, g.grant_id) > after)
+                    and (organization is None or g.tenant in servers)
+                    and all(v is None or getattr(g, k) == v for k, v in wanted.items())]
+            return [self._info(g) for g in live[:limit]]
+
+    def get_grant_info(self, tenant: str, grant_id: str, now: int) -> GrantInfo | None:
+        entry = self._grants.get((tenant, grant_id))
+        if entry is None or entry[0].revoked or entry[0].expires_at <= now:
+            return None
+        return self._info(entry[0])
 
     def dump(self) -> str:
         """Everything held, every field included, as text: for tests that look

@@ -197,9 +197,33 @@ revocations = Table(
     **_MYSQL,
 )
 
+# The audit log (core.models.AuditEvent): appended to by flows and admin
+# actions, listed newest first (by event_id), kept until expires_at. Its
+# organization has no foreign key: events outlive what they name.
+audit_events = Table(
+    "audit_events", metadata,
+    # SQLite numbers only an INTEGER PRIMARY KEY by itself (AUTOINCREMENT,
+    # below: never again a number it gave, once swept).
+    Column("event_id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    _time("at"),
+    _str("event", 64),
+    _str("tenant", 64, nullable=True),
+    _str("organization", 64, nullable=True),
+    _text("client_id", nullable=True),
+    _text("user_id", nullable=True),
+    _str("actor", 64, nullable=True),
+    Column("detail", Json, nullable=False),
+    _time("expires_at"),
+    Index("audit_events_by_tenant", "tenant", "event_id"),
+    Index("audit_events_by_organization", "organization", "event_id"),
+    Index("audit_events_expiry", "expires_at"),
+    sqlite_autoincrement=True,
+    **_MYSQL,
+)
+
 # The tables delete_expired sweeps.
 EXPIRING = (consent_requests, auth_sessions, codes, access_tokens, refresh_tokens, counters, clients, grants,
-            revocations)
+            revocations, audit_events)
 
 # -- the directory: organizations, their OAuth configurations and servers ----------
 
@@ -264,5 +288,19 @@ directory_version = Table(
     "directory_version", metadata,
     Column("id", Integer, primary_key=True, autoincrement=False),
     Column("version", BigInteger, nullable=False),
+    **_MYSQL,
+)
+
+# Credentials of the admin API: only their hashes. One of an organization
+# sees and changes that organization's records only.
+admin_tokens = Table(
+    "admin_tokens", metadata,
+    _key("token_id", 64),
+    _str("token_hash", 64),
+    _text("label"),
+    _str("organization", 64, nullable=True),
+    _time("created_at"),
+    ForeignKeyConstraint(["organization"], ["organizations.name"], name="admin_tokens_organization"),
+    Index("admin_tokens_by_hash", "token_hash", unique=True),
     **_MYSQL,
 )

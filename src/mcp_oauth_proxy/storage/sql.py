@@ -16,6 +16,7 @@ import time
 from contextlib import nullcontext
 from typing import Any, Callable, ContextManager, Mapping, TypeVar
 
+import attrs
 import cattrs
 from sqlalchemy import (
     Connection,
@@ -42,12 +43,15 @@ from ..core.errors import DirectoryRefused, StorageUnavailable
 from ..core.store import REPLACED, REVOCATION_RECORD, StoreTraits
 from ..core.models import (
     AccessToken,
+    AdminToken,
+    AuditEvent,
     AuthSession,
     Client,
     CodeGrant,
     ConsentRequest,
     DirectoryState,
     Grant,
+    GrantInfo,
     OAuthConfig,
     Organization,
     RefreshToken,
@@ -69,6 +73,8 @@ from .crypto import (
 from .schema import (
     EXPIRING,
     access_tokens,
+    admin_tokens,
+    audit_events,
     auth_sessions,
     clients,
     codes,
@@ -236,6 +242,21 @@ def _token_by_hash(table: Table) -> Any:
 
 
 _TOKEN_BY_HASH = {t.name: _token_by_hash(t) for t in (access_tokens, refresh_tokens)}
+
+# What an operator sees of a grant (never its upstream tokens), and of an
+# audit event (not when it expires).
+_GRANT_INFO = [grants.c[f.name] for f in attrs.fields(GrantInfo)]
+_AUDIT_EVENT = [audit_events.c[f.name] for f in attrs.fields(AuditEvent)]
+
+
+def _live_at(now: int) -> Any:
+    """A condition: the grant is live (not revoked, unexpired at ``now``)."""
+    return grants.c.revoked.is_(False) & (grants.c.expires_at > now)
+
+
+def _of_organization(tenant: Any, organization: str) -> Any:
+    """A condition: the tenant is one of the organization's servers."""
+    return tenant.in_(select(servers.c.slug).where(servers.c.organization == organization))
 
 
 class SqlStore:
@@ -518,8 +539,13 @@ class SqlStore:
             self._upsert(conn, directory_version, {"id": 1, "version": 1}, version=directory_version.c.version + 1)
             return op(conn)
 
+        return self._refusing(changing)
+
+    def _refusing(self, op: Callable[[Connection], R]) -> R:
+        """Write, refusing as changed meanwhile what trips a constraint its
+        own checks did not see coming (another transaction got there first)."""
         try:
-            return self._write(changing)
+            return self._write(op)
         except exc.IntegrityError:
             raise DirectoryRefused("the directory changed meanwhile in a way that refuses this; look again") from None
 
@@ -558,6 +584,7 @@ class SqlStore:
             used = conn.execute(select(servers.c.slug).where(servers.c.organization == name)).scalars().all()
             if configs or used:
                 raise rules.org_in_use(name, configs, used)
+            conn.execute(delete(admin_tokens).where(admin_tokens.c.organization == name))
             conn.execute(delete(organizations).where(organizations.c.name == name))
 
         self._change(op)
@@ -657,10 +684,11 @@ class SqlStore:
             stmt = stmt.where(servers.c.organization == organization)
         return [_record(Server, r) for r in self._read(lambda c: c.execute(stmt).mappings().all())]
 
-    def _revoke_all(self, conn: Connection, tenant: str) -> int:
-        """Revoke (and record) every live grant of the tenant; how many."""
+    def _revoke_all(self, conn: Connection, tenant: str, *where: Any) -> int:
+        """Revoke (and record) every live grant of the tenant (those meeting
+        ``where`` only, if given); how many."""
         live = conn.execute(select(grants.c.grant_id).where(
-            grants.c.tenant == tenant, grants.c.revoked.is_(False)).with_for_update()).scalars().all()
+            grants.c.tenant == tenant, grants.c.revoked.is_(False), *where).with_for_update()).scalars().all()
         return sum(self._revoke(conn, tenant, grant_id) for grant_id in live)
 
     def update_server(self, server: Server) -> int:
@@ -709,3 +737,92 @@ class SqlStore:
                                   tuple(self._opened(c) for c in configs))
 
         return self._read(op)
+
+    # -- administration -------------------------------------------------------------------
+    def create_admin_token(self, token: AdminToken) -> None:
+        org = token.organization
+        taken = select(admin_tokens.c.token_id).where(
+            (admin_tokens.c.token_id == token.token_id) | (admin_tokens.c.token_hash == token.token_hash))
+
+        def op(conn: Connection) -> None:
+            if org is not None and not conn.execute(select(organizations.c.name).where(
+                    organizations.c.name == org)).first():
+                raise rules.no_org(org)
+            if conn.execute(taken).first():
+                raise rules.admin_token_exists(token.token_id)
+            conn.execute(admin_tokens.insert().values(_row(token)))
+
+        self._refusing(op)
+
+    def get_admin_token(self, token_hash: str) -> AdminToken | None:
+        row = self._read(lambda c: c.execute(select(admin_tokens).where(
+            admin_tokens.c.token_hash == token_hash)).mappings().first())
+        return None if row is None else _record(AdminToken, row)
+
+    def list_admin_tokens(self) -> list[AdminToken]:
+        stmt = select(admin_tokens).order_by(admin_tokens.c.created_at, admin_tokens.c.token_id)
+        return [_record(AdminToken, r) for r in self._read(lambda c: c.execute(stmt).mappings().all())]
+
+    def delete_admin_token(self, token_id: str) -> bool:
+        stmt = delete(admin_tokens).where(admin_tokens.c.token_id == token_id)
+        return self._write(lambda c: c.execute(stmt).rowcount == 1)
+
+    def record_audit(self, event: AuditEvent, keep_until: int) -> None:
+        row = _row(event, expires_at=keep_until)
+        del row["event_id"]  # the database numbers it
+        self._write(lambda c: c.execute(audit_events.insert().values(row)))
+
+    def list_audit_events(self, limit: int, before: int | None = None, organization: str | None = None,
+                          tenant: str | None = None, user_id: str | None = None, client_id: str | None = None,
+                          event: str | None = None, since: int | None = None,
+                          until: int | None = None) -> list[AuditEvent]:
+        a = audit_events.c
+        stmt = select(*_AUDIT_EVENT).order_by(a.event_id.desc()).limit(limit)
+        for column, value in ((a.tenant, tenant), (a.user_id, user_id), (a.client_id, client_id), (a.event, event)):
+            if value is not None:
+                stmt = stmt.where(column == value)
+        if before is not None:
+            stmt = stmt.where(a.event_id < before)
+        if organization is not None:
+            stmt = stmt.where((a.organization == organization) | _of_organization(a.tenant, organization))
+        if since is not None:
+            stmt = stmt.where(a.at >= since)
+        if until is not None:
+            stmt = stmt.where(a.at < until)
+        return [_record(AuditEvent, r) for r in self._read(lambda c: c.execute(stmt).mappings().all())]
+
+    def list_clients(self, tenant: str, limit: int, after: str | None = None) -> list[Client]:
+        stmt = select(clients).where(clients.c.tenant == tenant).order_by(clients.c.client_id).limit(limit)
+        if after is not None:
+            stmt = stmt.where(clients.c.client_id > after)
+        return [_record(Client, r) for r in self._read(lambda c: c.execute(stmt).mappings().all())]
+
+    def delete_client(self, tenant: str, client_id: str) -> int | None:
+        stmt = delete(clients).where(clients.c.tenant == tenant, clients.c.client_id == client_id)
+
+        def op(conn: Connection) -> int | None:
+            if conn.execute(stmt).rowcount != 1:
+                return None
+            return self._revoke_all(conn, tenant, grants.c.client_id == client_id)
+
+        return self._write(op)
+
+    def list_grants(self, now: int, limit: int, after: tuple[str, str] | None = None,
+                    organization: str | None = None, tenant: str | None = None, user_id: str | None = None,
+                    client_id: str | None = None) -> list[GrantInfo]:
+        g = grants.c
+        stmt = select(*_GRANT_INFO).where(_live_at(now)).order_by(g.tenant, g.grant_id).limit(limit)
+        for column, value in ((g.tenant, tenant), (g.user_id, user_id), (g.client_id, client_id)):
+            if value is not None:
+                stmt = stmt.where(column == value)
+        if after is not None:
+            after_tenant, after_grant = after
+            stmt = stmt.where((g.tenant > after_tenant) | ((g.tenant == after_tenant) & (g.grant_id > after_grant)))
+        if organization is not None:
+            stmt = stmt.where(_of_organization(g.tenant, organization))
+        return [_record(GrantInfo, r) for r in self._read(lambda c: c.execute(stmt).mappings().all())]
+
+    def get_grant_info(self, tenant: str, grant_id: str, now: int) -> GrantInfo | None:
+        stmt = select(*_GRANT_INFO).where(grants.c.tenant == tenant, grants.c.grant_id == grant_id, _live_at(now))
+        row = self._read(lambda c: c.execute(stmt).mappings().first())
+        return None if row is None else _record(GrantInfo, row)

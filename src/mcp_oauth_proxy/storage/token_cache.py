@@ -31,6 +31,7 @@ from typing import Callable, Iterable
 import attrs
 
 from ..core.effects import (
+    DeleteClient,
     DeleteServer,
     GetAccessToken,
     RevokeAccessToken,
@@ -44,7 +45,7 @@ from ..core.store import Store, StoreTraits, forwarding, traits_of
 
 
 @forwarding(to="store", overrides=(GetAccessToken, RevokeAccessToken, RevokeGrant, RevokeGrantOfCode,
-                                   RotateRefreshToken, UpdateServer, DeleteServer))
+                                   RotateRefreshToken, UpdateServer, DeleteServer, DeleteClient))
 class TokenCache:
     """Wraps ``store``: the operations named above are this cache's, every
     other store operation is the store's own."""
@@ -139,4 +140,9 @@ class TokenCache:
     def delete_server(self, slug: str) -> int:
         revoked = self.store.delete_server(slug)
         self._forget(lambda t: t.tenant == slug)
+        return revoked
+
+    def delete_client(self, tenant: str, client_id: str) -> int | None:
+        revoked = self.store.delete_client(tenant, client_id)
+        self._forget(lambda t: t.tenant == tenant and t.client_id == client_id)
         return revoked

@@ -27,6 +27,7 @@ from .admin.operations import (
     CLI,
     MAX_PAGE,
     AdminError,
+    Invalid,
     Management,
     Page,
     config_doc,
@@ -257,6 +258,13 @@ def server_delete(ctx: _Context, args: argparse.Namespace) -> None:
 # -- the parsers ------------------------------------------------------------------------
 
 
+def _option(field: str) -> str:
+    """The command-line option that gave a field's value."""
+    if field in ("name", "slug"):  # positional
+        return field
+    return "--" + {"scopes": "scope", "required_scopes": "required_scope"}.get(field, field).replace("_", "-")
+
+
 def _run(func: Callable[[_Context, argparse.Namespace], None]) -> Callable[[argparse.Namespace], int]:
     """The command on the configured database; failures one line on stderr, status 1."""
     def run(args: argparse.Namespace) -> int:
@@ -265,6 +273,8 @@ def _run(func: Callable[[_Context, argparse.Namespace], None]) -> Callable[[argp
             ctx = _Context(args)
             func(ctx, args)
             return 0
+        except Invalid as error:
+            print("error: " + "; ".join(f"{_option(e.field)}: {e.detail}" for e in error.errors), file=sys.stderr)
         except (AdminError, DirectoryRefused, CliError, KeyConfigError, SchemaError, StorageUnavailable) as error:
             print(f"error: {error}", file=sys.stderr)
         except DBAPIError as error:
@@ -355,7 +365,7 @@ def add_commands(subparsers: Any) -> None:
     p = _command(group, "create", server_create, "add a server")
     p.add_argument("slug")
     _server_options(p)
-    p = _command(group, "list", server_list, "list the servers, the file-managed ones (read-only) first")
+    p = _command(group, "list", server_list, "list the servers by slug, the file-managed ones (read-only) among them")
     p.add_argument("--organization")
     p = _command(group, "show", server_show, "show a server")
     p.add_argument("slug")

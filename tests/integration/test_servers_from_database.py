@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 import secrets
-import shutil
 import subprocess
 import sys
 import time
@@ -85,6 +85,30 @@ def _within(check: Callable[[], bool], what: str, seconds: float = WITHIN) -> fl
     return time.monotonic() - started
 
 
+def _log_in(http: httpx.Client, meta: dict, resource: str, issuer: str) -> str:
+    """An MCP client registers, and Ada logs in at the real OpenID provider: its access token."""
+    registered = http.post(meta["registration_endpoint"], json={
+        "redirect_uris": [CLIENT_REDIRECT], "token_endpoint_auth_method": "none",
+        "grant_types": ["authorization_code", "refresh_token"]})
+    assert registered.status_code == 201, registered.text
+    client_id = registered.json()["client_id"]
+    verifier = secrets.token_urlsafe(48)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    params = walk_sync(http, meta["authorization_endpoint"] + "?" + urlencode({
+        "response_type": "code", "client_id": client_id, "redirect_uri": CLIENT_REDIRECT, "state": "st",
+        "code_challenge_method": "S256", "code_challenge": challenge, "resource": resource}),
+        CLIENT_REDIRECT, Person(ADA["username"], ADA["password"]))
+    assert params["iss"] == issuer and "code" in params, params
+    tokens = http.post(meta["token_endpoint"], data={
+        "grant_type": "authorization_code", "code": params["code"], "redirect_uri": CLIENT_REDIRECT,
+        "client_id": client_id, "code_verifier": verifier})
+    assert tokens.status_code == 200, tokens.text
+    access = tokens.json()["access_token"]
+    me = http.get(meta["userinfo_endpoint"], headers={"authorization": f"Bearer {access}"})
+    assert me.status_code == 200 and me.json()["sub"] == ADA["sub"], me.text
+    return str(access)
+
+
 def test_a_server_made_with_the_cli_is_served_by_every_replica_and_its_grants_follow_its_configuration(
         setting: tuple[str, str], start_idp, tmp_path: Path) -> None:
     database, loop = setting
@@ -129,26 +153,7 @@ def test_a_server_made_with_the_cli_is_served_by_every_replica_and_its_grants_fo
             denied = http.post(resource, json={})
             assert denied.status_code == 401
             assert f"{base}/.well-known/oauth-protected-resource/beta/mcp" in denied.headers["www-authenticate"]
-            meta = metadata(port).json()
-            registered = http.post(meta["registration_endpoint"], json={
-                "redirect_uris": [CLIENT_REDIRECT], "token_endpoint_auth_method": "none",
-                "grant_types": ["authorization_code", "refresh_token"]})
-            assert registered.status_code == 201, registered.text
-            client_id = registered.json()["client_id"]
-            verifier = secrets.token_urlsafe(48)
-            challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
-            params = walk_sync(http, meta["authorization_endpoint"] + "?" + urlencode({
-                "response_type": "code", "client_id": client_id, "redirect_uri": CLIENT_REDIRECT, "state": "st",
-                "code_challenge_method": "S256", "code_challenge": challenge, "resource": resource}),
-                CLIENT_REDIRECT, Person(ADA["username"], ADA["password"]))
-            assert params["iss"] == issuer and "code" in params, params
-            tokens = http.post(meta["token_endpoint"], data={
-                "grant_type": "authorization_code", "code": params["code"], "redirect_uri": CLIENT_REDIRECT,
-                "client_id": client_id, "code_verifier": verifier})
-            assert tokens.status_code == 200, tokens.text
-            access = tokens.json()["access_token"]
-            me = http.get(meta["userinfo_endpoint"], headers={"authorization": f"Bearer {access}"})
-            assert me.status_code == 200 and me.json()["sub"] == ADA["sub"], me.text
+            access = _log_in(http, metadata(port).json(), resource, issuer)
 
             def status(at: int) -> int:
                 return http.post(f"http://127.0.0.1:{at}/beta/mcp", json={},
@@ -210,3 +215,101 @@ def test_a_deployment_whose_servers_are_all_in_the_database(tmp_path: Path) -> N
     finally:
         stop_process(proc)
     assert proc.returncode == 0, tail(tmp_path / "serve.log")
+
+
+def test_the_whole_thing_through_the_admin_api(setting: tuple[str, str], start_idp, tmp_path: Path) -> None:
+    """With both replicas running: an admin token made with the CLI; an
+    organization, an OAuth configuration at the real OpenID provider and a
+    server made through replica A's admin API; an MCP client logs in to
+    the new server at once; a switch to another configuration says how many
+    grants it revoked; a person's grant revoked through the API is refused by
+    both replicas within two seconds; the audit log tells all of it, with
+    the actor, and no secret."""
+    database, loop = setting
+    port, other, admin_port = free_port(), free_port(), free_port()
+    host, base = f"127.0.0.1:{port}", f"http://127.0.0.1:{port}"
+    issuer, resource = f"{base}/gamma", f"{base}/gamma/mcp"
+    idp = start_idp([f"{issuer}/oauth/callback"], mode="oidc")
+    keys = tmp_path / "shared.keys"
+    configs = []
+    for name, listen in (("a", port), ("b", other)):
+        path = tmp_path / name / "proxy.toml"
+        path.parent.mkdir()
+        text = CONFIG.format(listen=listen, database=database, keys=keys, base=base)
+        if name == "a":
+            text = text.replace("[server]\n", f'[server]\nadmin_listen = "127.0.0.1:{admin_port}"\n')
+        path.write_text(text)
+        configs.append(path)
+    api = f"http://127.0.0.1:{admin_port}/admin/api/v1"
+    replicas = []
+    try:
+        replicas.append(_serve(configs[0], loop, tmp_path / "a.log", host, port))
+        replicas.append(_serve(configs[1], loop, tmp_path / "b.log", host, other))
+        made = _cli(configs[0], "admin", "create-token", "--label", "e2e", "--json")
+        token = json.loads(made)["token"]
+        assert token.startswith("mcp_admin_")
+        with httpx.Client(trust_env=False, timeout=20) as http, \
+                httpx.Client(trust_env=False, timeout=20, base_url=api,
+                             headers={"authorization": f"Bearer {token}"}) as admin:
+            assert http.get(f"http://127.0.0.1:{other}/admin/api/v1/organizations").status_code == 404  # public side
+            assert admin.post("/organizations", json={"name": "acme-corp"}).status_code == 201
+            made_config = admin.post("/oauth-configs", json={
+                "organization": "acme-corp", "name": "local-idp", "kind": "oidc", "issuer": idp.issuer,
+                "client_id": idp.client_id, "client_secret": idp.client_secret,
+                "scopes": ["openid", "profile", "email"]})
+            assert made_config.status_code == 201, made_config.text
+            assert made_config.json()["client_secret"] == "set"
+            made_server = admin.post("/servers", json={
+                "slug": "gamma", "organization": "acme-corp", "oauth_config": "local-idp", "issuer": issuer,
+                "resource": resource})
+            assert made_server.status_code == 201, made_server.text
+
+            def metadata(at: int) -> httpx.Response:
+                return http.get(f"http://127.0.0.1:{at}/.well-known/oauth-authorization-server/gamma",
+                                headers={"host": host})
+
+            _within(lambda: metadata(port).status_code == 200, "replica A serves the new server")
+            _within(lambda: metadata(other).status_code == 200, "replica B serves the new server")
+            access = _log_in(http, metadata(port).json(), resource, issuer)
+
+            def status(at: int) -> int:
+                return http.post(f"http://127.0.0.1:{at}/gamma/mcp", json={},
+                                 headers={"host": host, "authorization": f"Bearer {access}"}).status_code
+
+            assert status(port) == status(other) == 404  # past the guard on both, and remembered by both
+            (grant,) = admin.get("/grants", params={"server": "gamma"}).json()["items"]
+            assert grant["user_id"] and grant["client_id"]
+            (client,) = admin.get("/servers/gamma/clients").json()["items"]
+            assert client["client_id"] == grant["client_id"] and client["used"] is True
+
+            # A person's grant, revoked through the API: refused everywhere within two seconds.
+            assert admin.delete(f"/grants/gamma/{grant['grant_id']}").status_code == 200
+            _within(lambda: status(port) == 401, "replica A refuses the revoked token")
+            _within(lambda: status(other) == 401, "replica B refuses the revoked token")
+
+            # Another login, then another configuration: the switch says what it revoked.
+            access = _log_in(http, metadata(other).json(), resource, issuer)
+            assert status(other) == 404
+            assert admin.post("/oauth-configs", json={
+                "organization": "acme-corp", "name": "gh", "kind": "github", "client_id": "gh",
+                "client_secret": "gh-s3cret"}).status_code == 201
+            switched = admin.patch("/servers/gamma", json={"oauth_config": "gh"})
+            assert switched.status_code == 200 and switched.json()["revoked_grants"] == 1
+            _within(lambda: status(other) == 401, "replica B refuses the token of the old configuration")
+            in_use = admin.delete("/oauth-configs/acme-corp/gh")
+            assert in_use.status_code == 409 and "gamma" in in_use.json()["detail"]
+
+            # The audit log: the logins (from both replicas), the admin actions with their actor.
+            events = admin.get("/audit", params={"server": "gamma", "limit": "500"}).json()["items"]
+            kinds = [e["event"] for e in events]
+            assert kinds.count("login_completed") == 2 and "admin.grant_revoked" in kinds, kinds
+            tokens = json.loads(_cli(configs[0], "admin", "list-tokens", "--json"))
+            assert {e["actor"] for e in events if e["event"].startswith("admin.")} == {tokens[0]["token_id"]}
+            everything = admin.get("/audit", params={"limit": "500"}).text
+            for secret in (idp.client_secret, "gh-s3cret", access, token):
+                assert secret not in everything
+    finally:
+        for proc in replicas:
+            stop_process(proc)
+    for proc, log in zip(replicas, ("a.log", "b.log")):
+        assert proc.returncode == 0, tail(tmp_path / log)

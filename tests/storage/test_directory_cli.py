@@ -73,7 +73,7 @@ def test_the_whole_directory_through_the_cli(conf, capsys, monkeypatch):
     assert json.loads(out)["policy"] == {"access_token_ttl": 600}
     out, _ = run(capsys, "servers", "list", "--config", conf, "--json")
     listed = json.loads(out)
-    assert [(s["slug"], s["managed"]) for s in listed] == [("filed", "file"), ("beta", "database")]
+    assert [(s["slug"], s["managed"]) for s in listed] == [("beta", "database"), ("filed", "file")]  # by slug
     out, _ = run(capsys, "servers", "show", "filed", "--config", conf)
     assert "managed: file" in out and "read_only: True" in out
 
@@ -169,10 +169,10 @@ def test_a_secret_is_not_taken_on_the_command_line(conf, capsys):
     (["servers", "create", "b", "--organization", "acme-corp", "--oauth-config", "idp",
       "--issuer", "ftp://b.example", "--resource", "https://b.example/mcp", "--scope", "mcp",
       "--required-scope", "admin"],
-     "error: server.issuer: must be an http or https URL; server.required_scopes: 'admin' is not in scopes"),
+     "error: --issuer: must be an http or https URL; --required-scope: 'admin' is not in scopes"),
     (["servers", "create", "b", "--organization", "acme-corp", "--oauth-config", "nope",
       "--issuer", "https://b.example", "--resource", "https://b.example/mcp"],
-     "error: no OAuth configuration acme-corp/nope"),
+     "error: --oauth-config: no OAuth configuration acme-corp/nope"),
     (["servers", "create", "b", "--organization", "acme-corp", "--oauth-config", "idp",
       "--issuer", "https://b.example", "--resource", "https://b.example/mcp", "--policy", "ttl=5"],
      "error: --policy 'ttl=5': must be KEY=SECONDS, KEY one of access_token_ttl, refresh_token_ttl, code_ttl, "
@@ -180,13 +180,13 @@ def test_a_secret_is_not_taken_on_the_command_line(conf, capsys):
     (["servers", "show", "nope"], "error: no server 'nope'"),
     (["oauth-configs", "create", "o2", "--organization", "acme-corp", "--kind", "oidc", "--client-id", "c",
       "--client-secret-env", "IDP_SECRET"],
-     "error: oauth config.issuer: missing (required for kind = \"oidc\")"),
+     "error: --issuer: missing (required for kind = \"oidc\")"),
     (["oauth-configs", "show", "nope", "--organization", "acme-corp"], "error: no OAuth configuration acme-corp/nope"),
     (["organizations", "create", "acme-corp"], "error: organization 'acme-corp' exists already"),
     (["organizations", "show", "nope"], "error: no organization 'nope'"),
     (["organizations", "update", "acme-corp"], "error: nothing to change: give --display-name"),
     (["organizations", "create", "Not A Slug"],
-     "error: organization name 'Not A Slug': must be 1-63 characters of a-z 0-9 _ - (starting with a letter or digit)"),
+     "error: name: 'Not A Slug' must be 1-63 characters of a-z 0-9 _ - (starting with a letter or digit)"),
 ])
 def test_each_error_is_one_line_and_status_1(conf, capsys, argv, error):
     make(conf, capsys)

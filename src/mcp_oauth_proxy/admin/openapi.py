@@ -53,8 +53,10 @@ def _parameter(name: str, where: str) -> dict[str, Any]:
     schema: dict[str, Any] = {"type": "string"}
     if name == "limit":
         schema = {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": 100}
-    elif name in ("since", "until"):
-        schema = {"type": "integer", "description": "Unix time, seconds"}
+    elif name == "since":
+        schema = {"type": "integer", "description": "events at or after this Unix time (seconds)"}
+    elif name == "until":
+        schema = {"type": "integer", "description": "events before this Unix time (seconds)"}
     return {"name": name, "in": where, "required": where == "path", "schema": schema}
 
 

@@ -143,10 +143,11 @@ def checked_fields(values: Mapping[str, Any], allowed: Mapping[str, _Kinds],
                    required: Iterable[str] = ()) -> dict[str, Any]:
     """The values, each of a kind its field allows; lists become tuples."""
     errors = [FieldError(k, "unknown field") for k in values if k not in allowed]
-    errors += [FieldError(k, "required") for k in required if values.get(k) is None]
+    missing = [k for k in required if values.get(k) is None]
+    errors += [FieldError(k, "required") for k in missing]
     for name, value in values.items():
         kinds = allowed.get(name)
-        if kinds is not None and not any(_fits(value, k) for k in kinds):
+        if kinds is not None and name not in missing and not any(_fits(value, k) for k in kinds):
             errors.append(FieldError(name, "must be " + " or ".join(_NAMES[k] for k in kinds)))
     if errors:
         raise Invalid(errors)
@@ -168,7 +169,7 @@ def _problems(problems: Sequence[str]) -> None:
 
 def check_name(name: str, field: str = "name") -> None:
     if not config_mod._SLUG.fullmatch(name):
-        raise invalid(field, "must be 1-63 characters of a-z 0-9 _ - (starting with a letter or digit)")
+        raise invalid(field, f"{name!r} must be 1-63 characters of a-z 0-9 _ - (starting with a letter or digit)")
 
 
 # -- what an operator sees of each record ---------------------------------------------

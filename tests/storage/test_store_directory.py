@@ -216,6 +216,24 @@ def test_the_version_moves_with_every_change_and_only_then(store):
     assert store.directory_version() == seen[-1]
 
 
+def test_a_secret_that_does_not_open_keeps_only_its_own_servers_from_loading(store, caplog):
+    engine = getattr(store, "engine", None)
+    if engine is None:
+        pytest.skip("the memory store's records cannot be edited from outside")
+    store.create_organization(org())
+    store.create_oauth_config(config())
+    store.create_oauth_config(config("copy", client_secret="another"))
+    store.create_server(server())
+    store.create_server(server("broken", oauth_config="copy"))
+    with engine.begin() as conn:  # sealed for another record: it does not open here
+        conn.execute(sqlalchemy.text(
+            "UPDATE oauth_configs SET client_secret = (SELECT s FROM (SELECT client_secret AS s FROM oauth_configs"
+            " WHERE name = 'idp') AS x) WHERE name = 'copy'"))
+    state = store.load_directory()
+    assert [c.name for c in state.oauth_configs] == ["idp"]
+    assert "OAuth configuration acme-corp/copy: its client secret does not open" in caplog.text
+
+
 def test_the_directory_loads_servers_with_the_configurations_they_use(filled):
     filled.create_server(server("zeta", oauth_config="other"))
     filled.create_oauth_config(config("unused"))

@@ -20,7 +20,7 @@ from urllib.parse import unquote
 
 import attrs
 
-from ..core.errors import DirectoryRefused, StorageUnavailable
+from ..core.errors import DecryptionFailed, DirectoryRefused, StorageUnavailable
 from ..core.http import Request, Response, media_type, parse_json, parse_params
 from ..directory import Entry
 from . import openapi
@@ -309,6 +309,9 @@ class AdminApi:
             return problem(409, str(refused))
         except StorageUnavailable:
             return problem(503, "the database is unavailable; try again")
+        except DecryptionFailed:
+            return problem(500, "a stored client secret does not open with this server's key ring: "
+                                "restore the key it was sealed with (see `keys`)")
         except Exception:
             log.exception("admin API: %s %s failed", request.method, request.path.split("?")[0])
             return problem(500, "the server failed; the error is in its log")

@@ -10,11 +10,12 @@ which the core answers with a 503.
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import threading
 import time
 from contextlib import nullcontext
-from typing import Any, Callable, ContextManager, Mapping, TypeVar
+from typing import Any, Callable, ContextManager, Iterator, Mapping, Sequence, TypeVar
 
 import attrs
 import cattrs
@@ -62,6 +63,7 @@ from ..core.models import (
 )
 from . import directory_rules as rules
 from .crypto import (
+    DecryptionFailed,
     KeyRing,
     open_client_secret,
     open_upstream,
@@ -89,6 +91,8 @@ from .schema import (
     servers,
 )
 
+
+log = logging.getLogger("mcp_oauth_proxy")
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -589,6 +593,18 @@ class SqlStore:
 
         self._change(op)
 
+    def _openable(self, rows: Sequence[Mapping[str, Any]]) -> Iterator[OAuthConfig]:
+        """The configurations whose secrets open: one sealed with a key the
+        ring lacks must not keep every other server from being served (its
+        own servers are not: tenants_db.DatabaseTenants says so)."""
+        for row in rows:
+            try:
+                yield self._opened(row)
+            except DecryptionFailed as failed:
+                log.warning("OAuth configuration %s/%s: its client secret does not open (%s); its servers are "
+                            "not served until the key is back or the secret is set again", row["organization"],
+                            row["name"], failed)
+
     def _opened(self, row: Mapping[str, Any]) -> OAuthConfig:
         secret = open_client_secret(self.keyring, row["organization"], row["name"], row["client_secret"])
         return _record(OAuthConfig, row, client_secret=secret)
@@ -734,7 +750,7 @@ class SqlStore:
                 tuple_(oauth_configs.c.organization, oauth_configs.c.name).in_(used)
             ).order_by(oauth_configs.c.organization, oauth_configs.c.name)).mappings().all()
             return DirectoryState(int(version or 0), tuple(_record(Server, r) for r in rows),
-                                  tuple(self._opened(c) for c in configs))
+                                  tuple(self._openable(configs)))
 
         return self._read(op)
 

@@ -85,6 +85,19 @@ def _within(check: Callable[[], bool], what: str, seconds: float = WITHIN) -> fl
     return time.monotonic() - started
 
 
+BACKEND = Path(__file__).parent.parent / "adapters" / "forward_backend.py"
+
+
+def _start_backend(port: int, log: Path) -> subprocess.Popen:
+    """The forwarding tests' MCP server; ``/control/seen`` lists what reached it."""
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, str(BACKEND), str(port)], stdout=out, stderr=out,
+                                stdin=subprocess.DEVNULL)
+    wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/control/seen", trust_env=False, timeout=2)
+               .status_code == 200, 30, "the backend MCP server", proc, log)
+    return proc
+
+
 def _log_in(http: httpx.Client, meta: dict, resource: str, issuer: str) -> str:
     """An MCP client registers, and Ada logs in at the real OpenID provider: its access token."""
     registered = http.post(meta["registration_endpoint"], json={
@@ -226,7 +239,7 @@ def test_the_whole_thing_through_the_admin_api(setting: tuple[str, str], start_i
     both replicas within two seconds; the audit log tells all of it, with
     the actor, and no secret."""
     database, loop = setting
-    port, other, admin_port = free_port(), free_port(), free_port()
+    port, other, admin_port, backend_port = free_port(), free_port(), free_port(), free_port()
     host, base = f"127.0.0.1:{port}", f"http://127.0.0.1:{port}"
     issuer, resource = f"{base}/gamma", f"{base}/gamma/mcp"
     idp = start_idp([f"{issuer}/oauth/callback"], mode="oidc")
@@ -242,6 +255,7 @@ def test_the_whole_thing_through_the_admin_api(setting: tuple[str, str], start_i
         configs.append(path)
     api = f"http://127.0.0.1:{admin_port}/admin/api/v1"
     replicas = []
+    backend = _start_backend(backend_port, tmp_path / "backend.log")  # an MCP server the new server forwards to
     try:
         replicas.append(_serve(configs[0], loop, tmp_path / "a.log", host, port))
         replicas.append(_serve(configs[1], loop, tmp_path / "b.log", host, other))
@@ -261,7 +275,7 @@ def test_the_whole_thing_through_the_admin_api(setting: tuple[str, str], start_i
             assert made_config.json()["client_secret"] == "set"
             made_server = admin.post("/servers", json={
                 "slug": "gamma", "organization": "acme-corp", "oauth_config": "local-idp", "issuer": issuer,
-                "resource": resource})
+                "resource": resource, "backend": f"http://127.0.0.1:{backend_port}/mcp"})
             assert made_server.status_code == 201, made_server.text
 
             def metadata(at: int) -> httpx.Response:
@@ -276,7 +290,10 @@ def test_the_whole_thing_through_the_admin_api(setting: tuple[str, str], start_i
                 return http.post(f"http://127.0.0.1:{at}/gamma/mcp", json={},
                                  headers={"host": host, "authorization": f"Bearer {access}"}).status_code
 
-            assert status(port) == status(other) == 404  # past the guard on both, and remembered by both
+            # Past the guard on both, forwarded to the backend with the person's identity, remembered by both.
+            assert status(port) != 401 and status(other) != 401
+            seen = http.get(f"http://127.0.0.1:{backend_port}/control/seen").json()["seen"]
+            assert len(seen) == 2 and all(["x-mcp-user", ADA["sub"]] in r["headers"] for r in seen), seen
             (grant,) = admin.get("/grants", params={"server": "gamma"}).json()["items"]
             assert grant["user_id"] and grant["client_id"]
             (client,) = admin.get("/servers/gamma/clients").json()["items"]
@@ -289,7 +306,7 @@ def test_the_whole_thing_through_the_admin_api(setting: tuple[str, str], start_i
 
             # Another login, then another configuration: the switch says what it revoked.
             access = _log_in(http, metadata(other).json(), resource, issuer)
-            assert status(other) == 404
+            assert status(other) != 401
             assert admin.post("/oauth-configs", json={
                 "organization": "acme-corp", "name": "gh", "kind": "github", "client_id": "gh",
                 "client_secret": "gh-s3cret"}).status_code == 201
@@ -311,5 +328,6 @@ def test_the_whole_thing_through_the_admin_api(setting: tuple[str, str], start_i
     finally:
         for proc in replicas:
             stop_process(proc)
+        stop_process(backend)
     for proc, log in zip(replicas, ("a.log", "b.log")):
         assert proc.returncode == 0, tail(tmp_path / log)

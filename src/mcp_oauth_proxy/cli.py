@@ -23,9 +23,10 @@ import attrs
 
 from . import cli_admin, cli_directory, cli_storage
 from . import config as config_mod
-from .housekeeping import Turns, collect_periodically, follow_directory, follow_revocations
+from .housekeeping import Turns, Wake, collect_periodically, follow_directory, follow_revocations, relay_notices
 from .logs import configure_logging
 from .core.store import traits_of
+from .storage.notices import DIRECTORY, REVOCATION
 from .storage.token_cache import TokenCache
 
 log = logging.getLogger("mcp_oauth_proxy")
@@ -77,10 +78,15 @@ async def _serve(app: Any, config: config_mod.Config, on: str) -> None:
                 if config.server.gc_interval:
                     chores.start_soon(collect_periodically, store, config.server.gc_interval, config.server.gc_batch)
                 turns = Turns()  # the two looks each second take turns at one connection
+                wakes = {REVOCATION: Wake(), DIRECTORY: Wake()}  # or sooner, when a change is announced
                 if isinstance(store, TokenCache) and store.traits.shared:  # shared with other processes
-                    chores.start_soon(partial(follow_revocations, store, turns=turns))
+                    chores.start_soon(partial(follow_revocations, store, turns=turns, wake=wakes[REVOCATION]))
                 if traits_of(store).shared:  # servers kept in the database, changed by any process
-                    chores.start_soon(partial(follow_directory, app.site.directory, turns=turns))
+                    chores.start_soon(partial(follow_directory, app.site.directory, turns=turns,
+                                              wake=wakes[DIRECTORY]))
+                notices = traits_of(store).notices
+                if notices is not None:
+                    chores.start_soon(relay_notices, notices, wakes)
 
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(housekeep)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable, TypeVar
+from typing import Callable, Mapping, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -70,19 +70,59 @@ class Turns:
             return await anyio.to_thread.run_sync(func, *args)
 
 
+class Wake:
+    """A follower's pause between looks, cut short when another process
+    announces a change it follows (a PostgreSQL notice, relay_notices)."""
+
+    def __init__(self) -> None:
+        self._rung: anyio.Event | None = None
+
+    async def pause(self, seconds: float) -> None:
+        if self._rung is None:  # made in the event loop that uses it
+            self._rung = anyio.Event()
+        with anyio.move_on_after(seconds):
+            await self._rung.wait()
+        # Anything announced from here on is seen by the look that follows,
+        # or ends the next pause at once.
+        self._rung = anyio.Event()
+
+    def ring(self) -> None:
+        if self._rung is not None:
+            self._rung.set()
+
+
+async def relay_notices(notices: Callable[[float], set[str]], wakes: Mapping[str, Wake],
+                        retry: float = 5.0) -> None:
+    """Until cancelled: each announced topic wakes its follower. While the
+    database is away the followers keep their own pace (a look a second)."""
+    while True:
+        try:
+            topics = await anyio.to_thread.run_sync(notices, 1.0, abandon_on_cancel=True)
+        except StorageUnavailable:
+            await anyio.sleep(retry)
+            continue
+        for topic in topics:
+            wake = wakes.get(topic)
+            if wake is not None:
+                wake.ring()
+
+
 async def _unshared(func: Callable[..., T], *args: object) -> T:
     return await anyio.to_thread.run_sync(func, *args)
 
 
 async def follow_revocations(cache: TokenCache, interval: float = 1.0,
-                             clock: Callable[[], float] = time.time, turns: Turns | None = None) -> None:
-    """Every ``interval`` seconds, until cancelled: what any process sharing
-    the store revoked is forgotten by this one's token cache."""
+                             clock: Callable[[], float] = time.time, turns: Turns | None = None,
+                             wake: Wake | None = None) -> None:
+    """Every ``interval`` seconds, or when ``wake`` rings, until cancelled:
+    what any process sharing the store revoked is forgotten by this one's
+    token cache."""
     run = _unshared if turns is None else turns.run
+    pause = anyio.sleep if wake is None else wake.pause
     since = int(clock()) - OVERLAP
     lost = False
     while True:
-        await anyio.sleep(interval)
+        await pause(interval)
         started = int(clock())
         try:
             revoked = await run(cache.store.revocations_since, since)
@@ -97,13 +137,15 @@ async def follow_revocations(cache: TokenCache, interval: float = 1.0,
         since = started - OVERLAP
 
 
-async def follow_directory(directory: Directory, interval: float = 1.0, turns: Turns | None = None) -> None:
-    """Every ``interval`` seconds, until cancelled: the tenant directory's
-    source is asked its version (one row of the database) and, once it
-    moved, its tenants swapped in (Directory.refresh, in a worker thread).
-    A failed look keeps the tenants served until the next."""
+async def follow_directory(directory: Directory, interval: float = 1.0, turns: Turns | None = None,
+                           wake: Wake | None = None) -> None:
+    """Every ``interval`` seconds, or when ``wake`` rings, until cancelled:
+    the tenant directory's source is asked its version (one row of the
+    database) and, once it moved, its tenants swapped in (Directory.refresh,
+    in a worker thread). A failed look keeps the tenants served until the next."""
+    pause = anyio.sleep if wake is None else wake.pause
     while True:
-        await anyio.sleep(interval)
+        await pause(interval)
         try:
             changed = await (_unshared if turns is None else turns.run)(directory.refresh)
         except StorageUnavailable:

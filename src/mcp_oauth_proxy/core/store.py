@@ -77,6 +77,10 @@ class StoreTraits:
     # (``remembered(tenant, token_hash)``: the token or None); the guard's
     # first driver answers with it. None: it remembers nothing.
     remembered: Callable[[str, str], AccessToken | None] | None = None
+    # Waits up to the seconds given for other processes' announcements of
+    # changes (``notices(timeout)``: the topics heard, storage/notices.py),
+    # so housekeeping follows them at once. None: it announces nothing.
+    notices: Callable[[float], set[str]] | None = None
 
 
 UNDECLARED = StoreTraits()

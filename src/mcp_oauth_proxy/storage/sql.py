@@ -62,6 +62,7 @@ from ..core.models import (
     UpstreamTokens,
 )
 from . import directory_rules as rules
+from .notices import DIRECTORY, REVOCATION, Listener, notify
 from .crypto import (
     DecryptionFailed,
     KeyRing,
@@ -282,8 +283,11 @@ class SqlStore:
         # How many calls the pool keeps connections for (None: no bound of its own).
         size = getattr(self.engine.pool, "size", None)
         kept = size() if callable(size) else 0
+        # PostgreSQL announces changes to every replica (storage/notices.py).
+        self._listener = Listener(self.engine, timeout) if self._dialect == "postgresql" else None
         self.traits = StoreTraits(blocks=True, shared=True, pool=self.engine, timeout=timeout,
-                                  concurrency=1 if one_connection else (kept if kept > 0 else None))
+                                  concurrency=1 if one_connection else (kept if kept > 0 else None),
+                                  notices=None if self._listener is None else self._listener.wait)
 
     # -- running transactions ----------------------------------------------------
     def _run(self, op: Callable[[Connection], R], *, write: bool) -> R:
@@ -412,6 +416,11 @@ class SqlStore:
         now = int(time.time())
         self._upsert(conn, revocations, {"tenant": tenant, "kind": kind, "revoked": revoked, "revoked_at": now,
                                          "expires_at": now + REVOCATION_RECORD})
+        self._announce(conn, REVOCATION)
+
+    def _announce(self, conn: Connection, topic: str) -> None:
+        if self._listener is not None:
+            notify(conn, topic)
 
     def revocations_since(self, since: int) -> list[Revocation]:
         stmt = select(revocations.c.tenant, revocations.c.kind, revocations.c.revoked, revocations.c.revoked_at
@@ -541,6 +550,7 @@ class SqlStore:
     def _change(self, op: Callable[[Connection], R]) -> R:
         def changing(conn: Connection) -> R:
             self._upsert(conn, directory_version, {"id": 1, "version": 1}, version=directory_version.c.version + 1)
+            self._announce(conn, DIRECTORY)
             return op(conn)
 
         return self._refusing(changing)

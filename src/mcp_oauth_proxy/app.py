@@ -185,8 +185,11 @@ def build_app(config: Config, environ: Mapping[str, str] | None = None, backend:
     timeout = config.server.upstream_timeout
     if backend is None:
         backend = forwarder(config, site)
-    return ServerApp(site, OAuthApp(site, upstream_timeout=timeout),
-                     BearerGuard(backend, site, upstream_timeout=timeout), body_timeout=config.server.body_timeout)
+    oauth = OAuthApp(site, upstream_timeout=timeout)
+    # ServerApp sends a path some tenant protects to the guard, whatever the
+    # host: what the tenant of that host does not protect goes back to OAuth.
+    return ServerApp(site, oauth, BearerGuard(backend, site, upstream_timeout=timeout, elsewhere=oauth),
+                     body_timeout=config.server.body_timeout)
 
 
 def build_admin_app(config: Config, site: Site, environ: Mapping[str, str] | None = None) -> Any:

@@ -222,7 +222,12 @@ def _structure_problems(exc: Exception) -> list[str]:
 
 
 def _url(value: str, where: str, problems: list[str], *, path_ok: bool = True) -> None:
-    parts = urlsplit(value)
+    try:
+        parts = urlsplit(value)
+        parts.port  # a port that is not a number, or out of range, raises here
+    except ValueError:
+        problems.append(f"{where}: must be an http or https URL")
+        return
     if parts.scheme not in ("http", "https") or not parts.hostname:
         problems.append(f"{where}: must be an http or https URL")
     elif parts.query or parts.fragment or "#" in value:

@@ -20,7 +20,7 @@ from .adapters.forward import Backend, backend_for
 from .app import tenant, upstream_source
 from .core.models import OAuthConfig, Server
 from .core.store import Store
-from .core.tenancy import Places, places
+from .core.tenancy import RESERVED, Places, intrudes, places, reserved
 from .core.tenant import Policy
 from .directory import Entry, Listed, entry_of
 from .upstream.providers import UpstreamSource
@@ -54,30 +54,68 @@ def oauth_config_problems(c: OAuthConfig) -> list[str]:
 
 
 def server_problems(s: Server, file_tenants: Sequence[Listed] = ()) -> list[str]:
-    """The file's rules for a tenant, and the file's tenants' precedence."""
+    """The file's rules for a tenant, where a server may be placed, and the
+    file's tenants' precedence."""
     unknown = sorted(set(s.policy) - set(POLICY_FIELDS))
     if unknown:
         return [f"server.policy: unknown key(s) {', '.join(unknown)} (known: {', '.join(POLICY_FIELDS)})"]
     problems = config_mod.tenant_problems(tenant_config(s), "server", upstream=False)
+    if problems:
+        return problems
+    problems = place_problems(s)
     clash = file_clash(s, [entry_of(e) for e in file_tenants])
     return problems + ([clash] if clash else [])
 
 
-def _overlap(a: Places, b: Places) -> bool:
-    return bool(a.hosts & b.hosts) and bool(set(a.prefixes) & set(b.prefixes))
+def server_places(s: Server) -> Places | None:
+    """Where the server would be served; None if its URLs do not say."""
+    try:
+        return places(tenant(tenant_config(s)))
+    except (TypeError, ValueError):  # an unknown policy key, a URL that does not parse
+        return None
+
+
+def place_problems(s: Server) -> list[str]:
+    """Paths a server of the database may not take: beneath the ones every
+    tenant at a host's root answers at, and a resource at the host's root,
+    which would take every request there."""
+    mine = server_places(s)
+    if mine is None:
+        return ["server.issuer: the issuer and resource must be URLs it can be served at"]
+    issuer_path, resource_path = mine.prefixes
+    problems = [f"server.{name}: its path may not be {' or '.join(RESERVED)} or beneath them"
+                for name, path in (("issuer", issuer_path), ("resource", resource_path)) if reserved(path)]
+    if not resource_path:
+        problems.append("server.resource: must have a path (like /mcp): at the host's root it would take "
+                        "every request there")
+    return problems
 
 
 def file_clash(s: Server, file_entries: Sequence[Entry]) -> str | None:
-    """Why the server may not be served beside the file's tenants, if it may not."""
-    try:
-        mine = places(tenant(tenant_config(s)))
-    except TypeError:  # an unknown policy key: not servable anyway
-        return f"server {s.slug!r}: its policy names unknown keys"
+    """Why the server may not be served beside the file's tenants, if it may
+    not: it would take requests of one (beneath a file tenant at a host's
+    root is allowed: routing gives each its own)."""
+    mine = server_places(s)
+    if mine is None:
+        return f"server {s.slug!r}: its issuer or resource is not a URL it can be served at"
     for e in file_entries:
         if e.tenant.slug == s.slug:
             return f"slug {s.slug!r} is a file-managed tenant's"
-        if e.tenant.issuer == s.issuer or e.tenant.resource == s.resource or _overlap(mine, places(e.tenant)):
+        if intrudes(mine, places(e.tenant), beneath_root=True):
             return f"server {s.slug!r} would answer where file-managed tenant {e.tenant.slug!r} does"
+    return None
+
+
+def server_clash(s: Server, others: Sequence[Server]) -> Server | None:
+    """The first other server of the database the server would take
+    requests of (the same place, or one beneath or above it, on a shared host)."""
+    mine = server_places(s)
+    for other in others:
+        if other.slug == s.slug:
+            continue
+        theirs = server_places(other)
+        if mine is None or theirs is None or intrudes(mine, theirs):
+            return other
     return None
 
 
@@ -108,13 +146,24 @@ class DatabaseTenants:
         sources: dict[OAuthConfig, UpstreamSource] = {}
         backends: dict[str, Backend] = {}
         entries: list[Listed] = list(self._file)
+        why_not: dict[str, str] = {}
         for s in state.servers:
             c = configs.get((s.organization, s.oauth_config))
             why = "its OAuth configuration is missing" if c is None else file_clash(s, self._file)
             if why is not None:
-                log.warning("not serving server %r from the database: %s", s.slug, why)
+                why_not[s.slug] = why
+        servable = [s for s in state.servers if s.slug not in why_not]
+        for s in servable:
+            clash = server_clash(s, servable)
+            if clash is not None:
+                # Two changes that raced past each other's checks: neither
+                # is served, rather than one taking the other's requests.
+                why_not[s.slug] = f"it would answer where server {clash.slug!r} does"
+        for s in state.servers:
+            if s.slug in why_not:
+                log.warning("not serving server %r from the database: %s", s.slug, why_not[s.slug])
                 continue
-            assert c is not None
+            c = configs[(s.organization, s.oauth_config)]
             source = sources.get(c) or self._sources.get(c) or upstream_source(upstream_config(c), {})
             sources[c] = source
             entries.append(Entry(tenant(tenant_config(s, upstream_config(c))), source))

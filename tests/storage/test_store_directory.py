@@ -126,9 +126,9 @@ def test_a_server_is_refused_where_its_references_or_places_are_wrong(filled):
         filled.create_server(server("b", oauth_config="nope"))
     with refused("server 'acme' exists already"):
         filled.create_server(server(issuer="https://elsewhere.example", resource="https://elsewhere.example/mcp"))
-    with refused("issuer https://acme.example is taken by server 'acme'"):
+    with refused("issuer https://acme.example is taken by another server"):
         filled.create_server(server("b", issuer="https://acme.example"))
-    with refused("resource https://acme.example/mcp is taken by server 'acme'"):
+    with refused("resource https://acme.example/mcp is taken by another server"):
         filled.create_server(server("b", resource="https://acme.example/mcp"))
     filled.create_organization(org("beta", "Beta"))
     filled.create_oauth_config(config(organization="beta"))
@@ -137,7 +137,7 @@ def test_a_server_is_refused_where_its_references_or_places_are_wrong(filled):
     with refused("server 'acme': its organization cannot change"):
         filled.update_server(server(organization="beta"))
     filled.create_server(server("b"))
-    with refused("issuer https://acme.example is taken by server 'acme'"):
+    with refused("issuer https://acme.example is taken by another server"):
         filled.update_server(server("b", issuer="https://acme.example"))
     assert [s.slug for s in filled.list_servers()] == ["acme", "b"]
 

@@ -293,11 +293,15 @@ class BearerGuard:
     ``required_scopes`` overrides the tenant's."""
 
     def __init__(self, app: ASGIApp, site: Site, *, required_scopes: Sequence[str] | None = None,
-                 upstream_timeout: float = 10.0) -> None:
+                 upstream_timeout: float = 10.0, elsewhere: ASGIApp | None = None) -> None:
         self.app = app
         self.site = site
         self.required_scopes = scope_list(required_scopes)
         self._carriers = _Carriers(site, upstream_timeout)
+        # Where a request goes whose tenant (picked by host and path) does
+        # not protect its path: a server routing by path alone sends it
+        # here when some tenant, on some host, protects that path.
+        self.elsewhere = elsewhere
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -309,6 +313,9 @@ class BearerGuard:
             verdict = await self._verdict(scope)
         except Exception as exc:
             verdict = server_error(f"guard of {scope.get('path')}", exc)
+        if verdict is None:
+            assert self.elsewhere is not None
+            return await self.elsewhere(scope, receive, send)
         if isinstance(verdict, Response):
             if scope["type"] == "websocket":
                 return await refuse_websocket(send)
@@ -320,13 +327,14 @@ class BearerGuard:
         scope[UPSTREAM_TOKEN_KEY] = self._token_getter(entry, principal)
         await self.app(scope, receive, send)
 
-    async def _verdict(self, scope: Scope) -> Response | tuple[Entry, Principal]:
+    async def _verdict(self, scope: Scope) -> Response | tuple[Entry, Principal] | None:
         if not is_safe_path(raw_path(scope)):
             return refused_path()  # the tenant is picked by path: only one that says where it goes
         # X-Forwarded-* may be believed: then the whole Request is read.
         view = None if self.site.trusted else _guard_view(scope)
-        answer = self.site.guard(view or guard_view(request_of(self.site, scope)), self.required_scopes)
-        if isinstance(answer, Response):
+        answer = self.site.guard(view or guard_view(request_of(self.site, scope)), self.required_scopes,
+                                 resource_only=self.elsewhere is not None)
+        if answer is None or isinstance(answer, Response):
             return answer
         entry, decision = answer
         if isinstance(decision, Suspended):  # the token is not in memory

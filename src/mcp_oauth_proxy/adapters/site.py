@@ -27,6 +27,7 @@ from ..core.flows.upstream_token import fresh_upstream_token
 from ..core.http import Request, Response, json_response
 from ..core.router import handle
 from ..core.store import AUDIT_RETENTION, Store, traits_of
+from ..core.tenancy import beneath
 from ..core.tenant import Upstream
 from ..core.upstream import with_upstream
 from ..directory import Directory, Entry, Listed  # Entry: importable from here too
@@ -87,13 +88,16 @@ class Site:
     def pick_at(self, scheme: str, host: str, path: str) -> Entry | None:
         return self.directory.current.pick(scheme, host, path)
 
-    def guard(self, view: GuardView, required_scopes: tuple[str, ...] | None) -> GuardAnswer:
+    def guard(self, view: GuardView, required_scopes: tuple[str, ...] | None,
+              resource_only: bool = False) -> GuardAnswer:
         """The guard's answer to a request to this site's protected
         resources: a 404 for a place no tenant serves, the RFC 9728 metadata
         at its well-known URL, else the tenant with the guard decision
         (core/flows/guard.py ``decide``) as far as memory answers it: a
         principal or a response, or the decision suspended at the token's
-        lookup, for the caller's driver to finish (:func:`finish_guard`)."""
+        lookup, for the caller's driver to finish (:func:`finish_guard`).
+        With ``resource_only``: None for a path the tenant picked does not
+        protect (beneath its issuer, say: one of its OAuth endpoints)."""
         method, scheme, host, path, authorization, preflight = view
         entry = self.directory.current.pick(scheme, host, path)
         if entry is None:
@@ -102,6 +106,8 @@ class Site:
             # Made from the tenant alone: no effect to carry out.
             metadata = handle(Request(method, path, scheme=scheme, host=host), new_context(entry.tenant, self.cookie_key))
             return run_sync(metadata, _no_effects)
+        if resource_only and not beneath(path, entry.tenant.resource_path):
+            return None
         return entry, run_ready(decide(method, authorization, preflight, entry.tenant, now_seconds(), required_scopes),
                                 self._ready)
 
@@ -250,7 +256,7 @@ def is_resource_metadata(path: str, entry: Entry) -> bool:
 # (method, scheme, host, path, Authorization, whether a CORS preflight):
 # what the guard reads of a request.
 GuardView = tuple[str, str, str, str, "str | None", bool]
-GuardAnswer = Union[Response, tuple[Entry, Union[Principal, Response, Suspended]]]
+GuardAnswer = Union[Response, None, tuple[Entry, Union[Principal, Response, Suspended]]]
 
 
 def guard_view(request: Request) -> GuardView:

@@ -157,6 +157,7 @@ class BearerGuardWSGI:
         if not is_safe_path(request.path):  # the tenant is picked by path: only one that says where it goes
             return refused_path()
         answer = self.site.guard(guard_view(request), self.required_scopes)
+        assert answer is not None  # not resource_only: every path it wraps is protected
         if isinstance(answer, Response):
             return answer
         entry, decision = answer

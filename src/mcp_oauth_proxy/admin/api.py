@@ -20,7 +20,7 @@ from urllib.parse import unquote
 
 import attrs
 
-from ..core.errors import DecryptionFailed, DirectoryRefused, StorageUnavailable
+from ..core.errors import DecryptionFailed, DirectoryRefused, OAuthError, StorageUnavailable
 from ..core.http import Request, Response, media_type, parse_json, parse_params
 from ..directory import Entry
 from . import openapi
@@ -38,6 +38,7 @@ from .operations import (
     invalid,
     organization_doc,
     server_doc,
+    text_problem,
 )
 from .tokens import authenticate
 
@@ -79,12 +80,17 @@ class Call:
         value = self.query.get(name)
         if value is None:
             return None
-        if not value.isdigit() or len(value) > 18:
+        if not _whole(value):
             raise invalid(name, "must be a whole number")
         return int(value)
 
 
 Handler = Callable[[Management, Call], Response]
+
+
+def _whole(value: str) -> bool:
+    """ASCII digits, few enough for the database's integers ("²" is a digit to str.isdigit)."""
+    return value.isascii() and value.isdigit() and len(value) <= 18
 
 
 @attrs.frozen
@@ -232,7 +238,7 @@ def _grant_revoke(m: Management, c: Call) -> Response:
 def _audit(m: Management, c: Call) -> Response:
     q = c.query
     cursor = q.get("cursor")
-    if cursor is not None and not cursor.isdigit():
+    if cursor is not None and not _whole(cursor):
         raise invalid("cursor", "not a cursor this list gave")
     page = m.audit_events(c.actor, server=q.get("server"), user_id=q.get("user_id"),
                           client_id=q.get("client_id"), event=q.get("event"), since=c.number("since"),
@@ -324,6 +330,8 @@ class AdminApi:
             segments = [unquote(s, errors="strict") for s in rest.strip("/").split("/")]
         except UnicodeDecodeError:
             return problem(404, "no such resource")
+        if any(text_problem(s) for s in segments):  # no name holds a control character
+            return problem(404, "no such resource")
         routes, params = _match(segments)
         if not routes:
             return problem(404, "no such resource")
@@ -336,15 +344,15 @@ class AdminApi:
             return problem(401, "a valid admin token is required (Authorization: Bearer mcp_admin_…)")
         try:
             raw_query = parse_params(request.query)
-        except ValueError:
-            raise invalid("query", "not a valid query string")
+        except (ValueError, OAuthError):  # a repeated parameter, an escape that is not UTF-8
+            raise invalid("query", "not a valid query string: each parameter once, in UTF-8")
         unknown = sorted(set(raw_query) - set(route.query))
         if unknown:
             raise invalid(unknown[0], "unknown query parameter")
-        repeated = sorted(k for k, v in raw_query.items() if len(v) > 1)
-        if repeated:
-            raise invalid(repeated[0], "given more than once")
         query = {k: v[0] for k, v in raw_query.items()}
+        bad = next((k for k, v in query.items() if text_problem(v)), None)
+        if bad is not None:
+            raise invalid(bad, text_problem(query[bad]) or "")
         return route.handler(self.management, Call(actor, params, query, self._body(request)))
 
     @staticmethod

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 import time
+import unicodedata
 from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
 
 import attrs
@@ -27,7 +28,7 @@ from ..core.errors import DirectoryRefused
 from ..core.models import AuditEvent, Client, GrantInfo, OAuthConfig, Organization, Server
 from ..core.store import AUDIT_RETENTION, Store
 from ..directory import Entry
-from ..tenants_db import POLICY_FIELDS, oauth_config_problems, server_problems
+from ..tenants_db import POLICY_FIELDS, oauth_config_problems, server_clash, server_problems
 
 T = TypeVar("T")
 
@@ -139,6 +140,34 @@ def _fits(value: Any, kind: Any) -> bool:
         isinstance(v, int) and not isinstance(v, bool) for v in value.values())
 
 
+# The longest text each field may hold (the database's columns; text
+# columns are bounded here all the same), characters.
+_LONGEST = {"issuer": 512, "resource": 512, "user_id_claim": 255, "token_auth_method": 32,
+            "forward_upstream_token_header": 255}
+_TEXT_LIMIT = 2000
+
+
+def text_problem(value: str, longest: int = _TEXT_LIMIT) -> str | None:
+    """Why a text is refused: too long, or holding a control or format
+    character (a line break, an escape sequence, a bidi override), which
+    would forge lines or colours where an operator reads it."""
+    if len(value) > longest:
+        return f"at most {longest} characters"
+    if any(unicodedata.category(c) in ("Cc", "Cf") for c in value):
+        return "must not contain control or formatting characters"
+    return None
+
+
+def _texts(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list):
+        return [v for v in value if isinstance(v, str)]
+    if isinstance(value, dict):
+        return [k for k in value if isinstance(k, str)]
+    return []
+
+
 def checked_fields(values: Mapping[str, Any], allowed: Mapping[str, _Kinds],
                    required: Iterable[str] = ()) -> dict[str, Any]:
     """The values, each of a kind its field allows; lists become tuples."""
@@ -147,8 +176,17 @@ def checked_fields(values: Mapping[str, Any], allowed: Mapping[str, _Kinds],
     errors += [FieldError(k, "required") for k in missing]
     for name, value in values.items():
         kinds = allowed.get(name)
-        if kinds is not None and name not in missing and not any(_fits(value, k) for k in kinds):
+        if kinds is None or name in missing:
+            continue
+        if not any(_fits(value, k) for k in kinds):
             errors.append(FieldError(name, "must be " + " or ".join(_NAMES[k] for k in kinds)))
+            continue
+        problem = next((p for p in (text_problem(t, _LONGEST.get(name, _TEXT_LIMIT)) for t in _texts(value)) if p),
+                       None)
+        if problem is not None:
+            errors.append(FieldError(name, problem))
+        elif isinstance(value, dict) and any(not 0 <= v < 2**62 for v in value.values()):
+            errors.append(FieldError(name, "each must be a whole number of seconds, 0 or more"))
     if errors:
         raise Invalid(errors)
     return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
@@ -374,6 +412,8 @@ class Management:
         return _paged(docs, lambda d: str(d["slug"]), limit, after)
 
     def _check_server(self, actor: Actor, s: Server) -> None:
+        """The file's rules, and a place of its own: no other tenant's
+        requests may reach it (tenants_db.place_problems, file_clash, server_clash)."""
         unknown = sorted(set(s.policy) - set(POLICY_FIELDS))
         if unknown:
             raise invalid("policy", f"unknown key(s) {', '.join(unknown)} (known: {', '.join(POLICY_FIELDS)})")
@@ -382,12 +422,11 @@ class Management:
         if clash:
             raise Conflict("; ".join(clash))
         _problems(problems)
-        for other in self.store.list_servers(None):
-            if other.slug != s.slug and (other.issuer == s.issuer or other.resource == s.resource):
-                # Another organization's server is not named to this actor.
-                owner = f"server {other.slug!r}" if self._sees(actor, other.organization) else "another server"
-                field = "issuer" if other.issuer == s.issuer else "resource"
-                raise Conflict(f"{field} {getattr(s, field)} is taken by {owner}")
+        other = server_clash(s, self.store.list_servers(None))
+        if other is not None:
+            # Another organization's server is not named to this actor.
+            owner = f"server {other.slug!r}" if self._sees(actor, other.organization) else "another server"
+            raise Conflict(f"it would answer where {owner} does (the same place, or beneath or above it)")
         if self.store.get_oauth_config(s.organization, s.oauth_config) is None:
             raise invalid("oauth_config", f"no OAuth configuration {s.organization}/{s.oauth_config}")
 
@@ -473,7 +512,7 @@ class Management:
         if after is not None:
             tenant, sep, grant_id = after.partition("/")
             if not sep:
-                raise invalid("after", "not a cursor this list gave")
+                raise invalid("cursor", "not a cursor this list gave")
             cursor = (tenant, grant_id)
         found = self.store.list_grants(now=self._now(), limit=limit + 1, after=cursor,
                                        organization=actor.organization, tenant=server, user_id=user_id,

@@ -502,9 +502,9 @@ class UpdateServer(StoreEffect[int]):
 
 @store_operation
 class DeleteServer(StoreEffect[int]):
-    """Remove a server, revoking (and recording) its live grants, so a
-    server made later with its slug inherits none: their count. Refused if
-    unknown."""
+    """Remove a server and the clients registered to it, revoking (and
+    recording) its live grants, so a server made later with its slug
+    inherits none of them: the grants' count. Refused if unknown."""
 
     slug: str
 
@@ -556,7 +556,10 @@ class DeleteAdminToken(StoreEffect[bool]):
 @store_operation
 class RecordAudit(StoreEffect[None]):
     """Append an event to the audit log (its event_id given by the store,
-    increasing), kept until ``keep_until`` (delete_expired)."""
+    increasing), kept until ``keep_until`` (delete_expired). An event of a
+    tenant recorded without an organization gets the organization of the
+    server with that slug, in the same statement: whoever owns the slug
+    later does not see it."""
 
     event: AuditEvent
     keep_until: int
@@ -567,7 +570,7 @@ class ListAuditEvents(StoreEffect[list[AuditEvent]]):
     """Up to ``limit`` recorded events, newest first, with an event_id below
     ``before`` (the next page's cursor: the last event_id seen), matching
     every filter given. ``organization``: only events of that organization
-    (recorded with it, or of a tenant that is one of its servers);
+    (as recorded);
     ``since`` and ``until``: ``at`` on or after the one, before the other."""
 
     limit: int

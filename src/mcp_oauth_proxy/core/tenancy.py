@@ -42,6 +42,41 @@ class Places:
     prefixes: tuple[str, str]
 
 
+# Paths no tenant's issuer or resource may take but the host's root one's
+# own: a tenant at the root answers its OAuth endpoints and metadata there.
+RESERVED = ("/.well-known", "/oauth")
+
+
+def reserved(prefix: str) -> bool:
+    return any(beneath(prefix, r) for r in RESERVED)
+
+
+def beneath(path: str, prefix: str) -> bool:
+    """The path is the prefix, or lies beneath it ("" is the root: all do)."""
+    return not prefix or path == prefix or path.startswith(prefix + "/")
+
+
+def intrudes(mine: Places, theirs: Places, beneath_root: bool = False) -> bool:
+    """Whether a tenant at ``mine`` would answer some of the requests of one
+    at ``theirs``: on a host they share, one's issuer or resource path is the
+    other's, or lies beneath or above it (routing picks the longest prefix,
+    so a path beneath another's takes part of its requests). With
+    ``beneath_root``, beneath the other's root ("") is allowed: the one at
+    the root answers only its own endpoints there, and RESERVED paths are
+    kept out."""
+    if not mine.hosts & theirs.hosts:
+        return False
+    for p in mine.prefixes:
+        for q in theirs.prefixes:
+            if p == q:
+                return True
+            if beneath(p, q) or beneath(q, p):
+                if beneath_root and q == "":
+                    continue
+                return True
+    return False
+
+
 def places(tenant: Tenant) -> Places:
     """Parsed from the tenant's issuer and resource; the tenant directory
     (directory.py) does it once per tenant and set of tenants."""

@@ -54,10 +54,11 @@ def place_taken(server: Server, others: Iterable[Server]) -> DirectoryRefused | 
     for other in others:
         if other.slug == server.slug:
             continue
+        # Not named: the other server may be another organization's.
         if other.issuer == server.issuer:
-            return DirectoryRefused(f"issuer {server.issuer} is taken by server {other.slug!r}")
+            return DirectoryRefused(f"issuer {server.issuer} is taken by another server")
         if other.resource == server.resource:
-            return DirectoryRefused(f"resource {server.resource} is taken by server {other.slug!r}")
+            return DirectoryRefused(f"resource {server.resource} is taken by another server")
     return None
 
 

@@ -413,6 +413,8 @@ class MemoryStore:
                 raise rules.no_server(slug)
             revoked = self._revoke_all(slug)
             del self._servers[slug]
+            for key in [k for k in self._clients if k[0] == slug]:
+                del self._clients[key]
             self._changed()
             return revoked
 
@@ -454,6 +456,9 @@ class MemoryStore:
     def record_audit(self, event: AuditEvent, keep_until: int) -> None:
         with self._lock:
             self._last_event_id += 1
+            owner = self._servers.get(event.tenant or "")
+            if event.organization is None and owner is not None:
+                event = attrs.evolve(event, organization=owner.organization)
             self._audit[self._last_event_id] = (attrs.evolve(event, event_id=self._last_event_id), keep_until)
 
     def list_audit_events(self, limit: int, before: int | None = None, organization: str | None = None,
@@ -462,7 +467,6 @@ class MemoryStore:
                           until: int | None = None) -> list[AuditEvent]:
         wanted = {"tenant": tenant, "user_id": user_id, "client_id": client_id, "event": event}
         with self._lock:
-            servers = {s.slug for s in self._servers.values() if s.organization == organization}
             found = []
             for event_id in reversed(self._audit):
                 if len(found) == limit:
@@ -470,7 +474,7 @@ class MemoryStore:
                 e = self._audit[event_id][0]
                 if ((before is None or event_id < before)
                         and all(v is None or getattr(e, k) == v for k, v in wanted.items())
-                        and (organization is None or e.organization == organization or e.tenant in servers)
+                        and (organization is None or e.organization == organization)
                         and (since is None or e.at >= since) and (until is None or e.at < until)):
                     found.append(e)
             return found

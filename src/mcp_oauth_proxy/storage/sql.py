@@ -742,6 +742,8 @@ class SqlStore:
                 raise rules.no_server(slug)
             revoked = self._revoke_all(conn, slug)
             conn.execute(delete(servers).where(servers.c.slug == slug))
+            # A server made later with this slug inherits no registration either.
+            conn.execute(delete(clients).where(clients.c.tenant == slug))
             return revoked
 
         return self._change(op)
@@ -796,6 +798,11 @@ class SqlStore:
     def record_audit(self, event: AuditEvent, keep_until: int) -> None:
         row = _row(event, expires_at=keep_until)
         del row["event_id"]  # the database numbers it
+        if event.organization is None and event.tenant is not None:
+            # A flow's event belongs to the organization owning its server now:
+            # one that later owns a server of that slug does not see it.
+            row["organization"] = select(servers.c.organization).where(
+                servers.c.slug == event.tenant).scalar_subquery()
         self._write(lambda c: c.execute(audit_events.insert().values(row)))
 
     def list_audit_events(self, limit: int, before: int | None = None, organization: str | None = None,
@@ -810,7 +817,7 @@ class SqlStore:
         if before is not None:
             stmt = stmt.where(a.event_id < before)
         if organization is not None:
-            stmt = stmt.where((a.organization == organization) | _of_organization(a.tenant, organization))
+            stmt = stmt.where(a.organization == organization)
         if since is not None:
             stmt = stmt.where(a.at >= since)
         if until is not None:

@@ -1,0 +1,75 @@
+"""The console's sign-in session: an admin token, once checked, becomes a
+signed cookie naming its id and an expiry; every request looks the token up
+again (so revoking the token, or deleting its organization, ends its
+sessions at once), and every form carries a CSRF token bound to the cookie.
+
+The cookie is HttpOnly and SameSite=Strict, ``Secure`` with the ``__Host-``
+prefix on https (RFC 6265bis §4.1.3.2: the browser keeps it to this host
+and path ``/``). Signing out clears it; a copied cookie still works until
+its expiry (``SESSION_SECONDS``) unless the token is revoked."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from typing import Any
+
+from ..core.context import urlsafe
+from ..core.models import AdminToken
+from .operations import Actor
+
+SESSION_SECONDS = 8 * 3600
+COOKIE = "mcp_admin_session"
+
+
+def cookie_name(secure: bool) -> str:
+    return f"__Host-{COOKIE}" if secure else COOKIE
+
+
+def _mac(key: bytes, text: str) -> str:
+    return urlsafe(hmac.new(key, text.encode("utf-8"), hashlib.sha256).digest())
+
+
+def new_session(key: bytes, token: AdminToken, now: int) -> str:
+    body = f"{token.token_id}.{now + SESSION_SECONDS}.{secrets.token_hex(8)}"
+    return f"{body}.{_mac(key, 'session:' + body)}"
+
+
+def set_cookie(value: str, secure: bool) -> tuple[str, str]:
+    attributes = f"Path=/; HttpOnly; SameSite=Strict; Max-Age={SESSION_SECONDS}" + ("; Secure" if secure else "")
+    return ("set-cookie", f"{cookie_name(secure)}={value}; {attributes}")
+
+
+def clear_cookie(secure: bool) -> tuple[str, str]:
+    return ("set-cookie", f"{cookie_name(secure)}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"
+            + ("; Secure" if secure else ""))
+
+
+def session_actor(key: bytes, value: str | None, now: int, store: Any) -> Actor | None:
+    """The actor of a session cookie: its signature good, unexpired, its
+    admin token still there."""
+    if not value or value.count(".") != 3:
+        return None
+    body, _, mac = value.rpartition(".")
+    token_id, expires, _nonce = body.split(".")
+    if not hmac.compare_digest(mac, _mac(key, "session:" + body)):
+        return None
+    if not expires.isdigit() or int(expires) <= now:
+        return None
+    token = next((t for t in store.list_admin_tokens() if t.token_id == token_id), None)
+    return None if token is None else Actor(token.token_id, token.organization)
+
+
+def csrf_token(key: bytes, session: str) -> str:
+    return _mac(key, "csrf:" + session)
+
+
+def csrf_ok(key: bytes, session: str, given: str | None) -> bool:
+    return given is not None and hmac.compare_digest(given, csrf_token(key, session))
+
+
+def console_key(cookie_key: bytes) -> bytes:
+    """A key of the console's own, from the server's cookie key: a value
+    signed for one purpose never passes for another."""
+    return hmac.new(cookie_key, b"mcp-oauth-proxy admin console", hashlib.sha256).digest()

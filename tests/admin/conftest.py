@@ -1,4 +1,5 @@
-"""The admin API on a memory store and on SQLite, with a global token."""
+"""The admin API on a memory store, SQLite and PostgreSQL (which refuses
+some text outright), with a global token."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from mcp_oauth_proxy.storage.crypto import KeyRing
 from mcp_oauth_proxy.storage.open import open_store
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
     for url in isolated_database(request.param, tmp_path):
         opened = open_store(url, KeyRing.generate("k1"))

@@ -176,3 +176,12 @@ def test_overlong_values_are_422(admin: Admin) -> None:
     assert a.status == 422
     assert admin.patch("/oauth-configs/alpha/gh", {"user_id_claim": "c" * 300}).status == 422
     assert admin.patch("/organizations/alpha", {"display_name": "d" * 5000}).status == 422
+
+
+@pytest.mark.parametrize("name", ["x\x00", "X Y", "a" * 100])
+def test_names_no_record_could_have_are_not_asked_for(admin: Admin, name: str) -> None:
+    """PostgreSQL refuses a NUL in a string outright: such a name is simply not there."""
+    _two_orgs(admin)
+    assert admin.post("/oauth-configs", oauth_config(organization=name, name="x")).status == 404
+    assert admin.post("/servers", server(slug="ok", organization=name)).status == 404
+    assert admin.get("/grants", server=name.replace("\x00", "")).status == 404

@@ -307,8 +307,14 @@ class Management:
 
     # -- organizations --
 
+    @staticmethod
+    def _named(name: str) -> bool:
+        """Whether a record could have this name (else it is not there: no
+        need to ask the database, which may refuse odd text outright)."""
+        return bool(config_mod._SLUG.fullmatch(name))
+
     def organization(self, actor: Actor, name: str) -> Organization:
-        o = self.store.get_organization(name) if self._sees(actor, name) else None
+        o = self.store.get_organization(name) if self._sees(actor, name) and self._named(name) else None
         if o is None:
             raise NotFound(f"no organization {name!r}")
         return o
@@ -342,7 +348,8 @@ class Management:
     # -- OAuth configurations --
 
     def oauth_config(self, actor: Actor, organization: str, name: str) -> OAuthConfig:
-        c = self.store.get_oauth_config(organization, name) if self._sees(actor, organization) else None
+        seen = self._sees(actor, organization) and self._named(organization) and self._named(name)
+        c = self.store.get_oauth_config(organization, name) if seen else None
         if c is None:
             raise NotFound(f"no OAuth configuration {organization}/{name}")
         return c
@@ -388,7 +395,7 @@ class Management:
         entry = self._file_entry(slug)
         if entry is not None and actor.organization is None:
             return entry
-        s = self.store.get_server(slug)
+        s = self.store.get_server(slug) if self._named(slug) else None
         if s is None or not self._sees(actor, s.organization):
             raise NotFound(f"no server {slug!r}")
         return s

@@ -196,8 +196,11 @@ def build_admin_app(config: Config, site: Site, environ: Mapping[str, str] | Non
     """The admin listener's app (server.admin_listen) on the site's store."""
     from .admin.api import AdminApi
     from .admin.asgi import AdminApp
+    from .admin.console import Console
+    from .admin.console_session import console_key
     from .admin.operations import Management
 
     file = config_tenants(config, os.environ if environ is None else environ).tenants
     management = Management(site.store, file, audit_retention=config.server.audit_retention_days * 86400)
-    return AdminApp(AdminApi(management), max_body=config.server.max_body)
+    return AdminApp(AdminApi(management), Console(management, console_key(site.cookie_key)),
+                    max_body=config.server.max_body)

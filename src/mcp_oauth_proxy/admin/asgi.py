@@ -1,10 +1,11 @@
 """The admin listener's ASGI app: the admin API (admin/api.py) under
-``/admin/api/v1/``, its blocking store calls in worker threads; anything
-else is a 404 problem."""
+``/admin/api/v1/`` and the console (admin/console.py) under ``/admin/``,
+their blocking store calls in worker threads; anything else is a 404
+problem."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Callable
 
 import anyio
 import anyio.to_thread
@@ -21,9 +22,10 @@ from ..adapters.asgi import (
     send_response,
 )
 from ..adapters.site import BodyTooLarge
-from ..core.http import Request
+from ..core.http import Request, Response
 from ..core.store import traits_of
 from .api import PREFIX, AdminApi, problem
+from .console import Console
 
 
 async def _nothing() -> None:
@@ -31,8 +33,11 @@ async def _nothing() -> None:
 
 
 class AdminApp:
-    def __init__(self, api: AdminApi, *, max_body: int = 1024 * 1024) -> None:
+    """The admin API, and (given) the console at ``/admin/``."""
+
+    def __init__(self, api: AdminApi, console: Console | None = None, *, max_body: int = 1024 * 1024) -> None:
         self.api = api
+        self.console = console
         self.max_body = max_body
         traits = traits_of(api.management.store)
         # As the OAuth endpoints do: a database that stops answering gets the
@@ -46,7 +51,9 @@ class AdminApp:
         if scope["type"] != "http":
             return await refuse_websocket(send)
         path = raw_path(scope)
-        if path != PREFIX and not path.startswith(PREFIX + "/"):
+        api = path == PREFIX or path.startswith(PREFIX + "/")
+        console = not api and self.console is not None and (path == "/admin" or path.startswith("/admin/"))
+        if not (api or console):
             return await send_response(send, problem(404, "the admin API is under " + PREFIX + "/"))
         try:
             body = await _read_body(scope, receive, self.max_body)
@@ -54,18 +61,20 @@ class AdminApp:
             return await send_response(send, problem(413, f"the body is larger than {self.max_body} bytes"))
         except _Disconnected:
             return
-        await send_response(send, await self._answer(_request(scope, path, body)))
+        handle = self.api.handle if api else self.console.handle  # type: ignore[union-attr]
+        await send_response(send, await self._answer(handle, _request(scope, path, body)))
 
-    async def _answer(self, request: Request) -> Any:
+    async def _answer(self, handle: Callable[[Request], Response], request: Request) -> Response:
         with anyio.move_on_after(self.deadline):
-            return await anyio.to_thread.run_sync(self.api.handle, request, abandon_on_cancel=True,
-                                                  limiter=self.limiter)
+            return await anyio.to_thread.run_sync(handle, request, abandon_on_cancel=True, limiter=self.limiter)
         return problem(503, "the database did not answer in time; try again")
 
 
 def _request(scope: Scope, path: str, body: bytes) -> Request:
     headers = tuple((k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope.get("headers", ()))
     client = scope.get("client")
+    server = scope.get("server") or ("localhost", None)
+    host = next((v for k, v in headers if k == "host"), f"{server[0]}:{server[1]}" if server[1] else server[0])
     return Request(method=scope["method"], path=path, query=scope.get("query_string", b"").decode("latin-1"),
-                   headers=headers, body=body, scheme=scope.get("scheme", "http"),
+                   headers=headers, body=body, scheme=scope.get("scheme", "http"), host=host,
                    remote_addr=client[0] if client else "")

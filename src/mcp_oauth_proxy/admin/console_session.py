@@ -16,7 +16,6 @@ import secrets
 from typing import Any
 
 from ..core.context import urlsafe
-from ..core.models import AdminToken
 from .operations import Actor
 
 SESSION_SECONDS = 8 * 3600
@@ -31,8 +30,8 @@ def _mac(key: bytes, text: str) -> str:
     return urlsafe(hmac.new(key, text.encode("utf-8"), hashlib.sha256).digest())
 
 
-def new_session(key: bytes, token: AdminToken, now: int) -> str:
-    body = f"{token.token_id}.{now + SESSION_SECONDS}.{secrets.token_hex(8)}"
+def new_session(key: bytes, token_id: str, now: int) -> str:
+    body = f"{token_id}.{now + SESSION_SECONDS}.{secrets.token_hex(8)}"
     return f"{body}.{_mac(key, 'session:' + body)}"
 
 

@@ -61,7 +61,7 @@ def test_the_example_config_is_valid() -> None:
 
 @pytest.mark.parametrize(("edit", "expected"), [
     (('client_id = "cid"\n', ""), "tenants[0].upstream.client_id: missing (or set client_id_env)"),
-    (('kind = "oidc"', 'kind = "okta"'), "tenants[0].upstream.kind: must be one of oidc, github, google, auth0, oauth2"),
+    (('kind = "oidc"', 'kind = "okta"'), "tenants[0].upstream.kind: must be one of oidc, github, google, auth0, oauth2, dev"),
     (('kind = "oidc"\n', ""), "tenants[0].upstream.kind: missing"),
     (('scopes = ["mcp"]', 'scopes = "mcp"'), "tenants[0].scopes: must be a list"),
     (("access_token_ttl = 600", 'access_token_ttl = "10m"'), "tenants[0].policy.access_token_ttl: must be an integer"),
@@ -89,7 +89,7 @@ def test_one_clear_message_per_problem(edit: tuple[str, str], expected: str) -> 
 def test_problems_in_the_second_tenant_name_it() -> None:
     second = GOOD[GOOD.index("[[tenants]]"):].replace('"acme"', '"globex"').replace("acme.", "globex.")
     text = GOOD + second.replace('kind = "oidc"', 'kind = "nope"')
-    assert problems(text) == ["tenants[1].upstream.kind: must be one of oidc, github, google, auth0, oauth2"]
+    assert problems(text) == ["tenants[1].upstream.kind: must be one of oidc, github, google, auth0, oauth2, dev"]
 
 
 def test_duplicate_tenants_and_no_tenants() -> None:

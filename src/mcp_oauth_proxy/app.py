@@ -17,6 +17,7 @@ from .adapters.bodies import RequestBodies
 from .adapters.forward import Forwarder, backend_for
 from .adapters.site import Site
 from .config import Config, ServerConfig, TenantConfig, UpstreamConfig, secret
+from .core.flows import dev_login
 from .core.store import Store, traits_of
 from .directory import Directory, Entry, FixedTenants, TenantSource
 from .core.tenant import ResourceServer, Tenant
@@ -59,7 +60,13 @@ def open_storage(server: ServerConfig, upgrade: bool = False) -> tuple[Store, Ke
     return store, keyring
 
 
-def upstream_source(up: UpstreamConfig, environ: Mapping[str, str]) -> providers.UpstreamSource:
+def upstream_source(up: UpstreamConfig, environ: Mapping[str, str], issuer: str = "") -> providers.UpstreamSource:
+    """The upstream's endpoints; ``issuer``: the tenant's (where the
+    development identity provider answers, for kind "dev")."""
+    if up.kind == "dev":
+        return providers.oauth2(f"{issuer.rstrip('/')}/oauth/dev/authorize", f"{issuer.rstrip('/')}/oauth/dev/token",
+                                dev_login.CLIENT_ID, "dev", userinfo_endpoint=f"{issuer.rstrip('/')}/oauth/dev/userinfo",
+                                user_id_claim="sub")
     client_id = secret(up.client_id, up.client_id_env, environ)
     client_secret = secret(up.client_secret, up.client_secret_env, environ)
     if client_id is None or client_secret is None:
@@ -104,13 +111,15 @@ def tenant(t: TenantConfig) -> Tenant:
         client_metadata_documents=t.client_metadata_documents,
         client_metadata_allow_loopback=t.client_metadata_allow_loopback,
         rate_limits=t.rate_limits,
+        dev_login=t.upstream.kind == "dev",
     )
 
 
 def config_tenants(config: Config, environ: Mapping[str, str]) -> FixedTenants:
     """The configuration file's tenants with their upstream sources: what
     the tenant directory serves."""
-    return FixedTenants(tuple(Entry(tenant(t), upstream_source(t.upstream, environ)) for t in config.tenants))
+    return FixedTenants(tuple(Entry(tenant(t), upstream_source(t.upstream, environ, t.issuer))
+                              for t in config.tenants))
 
 
 def tenant_source(config: Config, store: Store, environ: Mapping[str, str]) -> TenantSource:

@@ -300,7 +300,7 @@ def _command(group: Any, name: str, func: Callable[[_Context, argparse.Namespace
 
 
 def _upstream_options(parser: Any) -> None:
-    parser.add_argument("--kind", choices=config_mod.KINDS)
+    parser.add_argument("--kind", choices=[k for k in config_mod.KINDS if k != config_mod.DEV])
     parser.add_argument("--client-id")
     secret = parser.add_argument_group("client secret (never on the command line)")
     secret.add_argument("--client-secret-env", metavar="NAME", help=_SECRET_HELP)

@@ -23,7 +23,10 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-KINDS = ("oidc", "github", "google", "auth0", "oauth2")
+KINDS = ("oidc", "github", "google", "auth0", "oauth2", "dev")
+# The development identity provider: a configuration file's tenant, on this
+# machine only (flows/dev_login.py).
+DEV = "dev"
 TOKEN_AUTH_METHODS = ("client_secret_post", "client_secret_basic")
 _SLUG = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -240,6 +243,13 @@ def _check_upstream(up: UpstreamConfig, where: str, problems: list[str]) -> None
     if up.kind not in KINDS:
         problems.append(f"{where}.kind: must be one of {', '.join(KINDS)}")
         return
+    if up.kind == DEV:
+        given = [k for k in ("client_id", "client_secret", "client_id_env", "client_secret_env", "issuer", "domain",
+                             "authorization_endpoint", "token_endpoint", "userinfo_endpoint")
+                 if getattr(up, k) is not None]
+        if given:
+            problems.append(f"{where}: kind = \"dev\" is built in and takes no {', '.join(given)}")
+        return
     for name in ("client_id", "client_secret"):
         given, env = getattr(up, name), getattr(up, name + "_env")
         if given is not None and env is not None:
@@ -372,7 +382,33 @@ def check(config: Config) -> list[str]:
             problems.append(f"{where}.issuer: used by another tenant")
         seen_slugs.add(tenant.slug)
         seen_issuers.add(tenant.issuer)
+        if tenant.upstream.kind == DEV:
+            _check_dev(config.server, tenant, where, problems)
     return problems
+
+
+def _loopback(host: str) -> bool:
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_dev(s: ServerConfig, t: TenantConfig, where: str, problems: list[str]) -> None:
+    """Anyone may sign in as anyone at the development identity provider:
+    it runs only where nobody else can reach it."""
+    for name in ("listen", "admin_listen"):
+        address = getattr(s, name)
+        if address is not None and not _loopback(address.rpartition(":")[0]):
+            problems.append(f"server.{name}: must be a loopback address (127.0.0.1, [::1], localhost) while "
+                            f"{where} signs in with kind = \"dev\"")
+    for name in ("issuer", "resource"):
+        if not getattr(t, name).startswith(("http://127.0.0.1", "http://localhost", "http://[::1]")):
+            problems.append(f"{where}.{name}: must be http://127.0.0.1…, http://[::1]… or http://localhost… "
+                            "with kind = \"dev\" (development on this machine only)")
 
 
 def parse(data: Mapping[str, Any]) -> Config:
@@ -411,6 +447,9 @@ def warnings(config: Config, environ: Mapping[str, str]) -> list[str]:
     found = []
     for i, tenant in enumerate(config.tenants):
         up = tenant.upstream
+        if up.kind == DEV:
+            found.append(f"tenants[{i}] signs in with the development identity provider: anyone can sign in "
+                         "as anyone (for trying it on this machine only)")
         for name in ("client_id", "client_secret"):
             env = getattr(up, name + "_env")
             if env is not None and not environ.get(env):

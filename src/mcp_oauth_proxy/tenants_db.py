@@ -50,6 +50,8 @@ def tenant_config(s: Server, upstream: config_mod.UpstreamConfig | None = None) 
 
 
 def oauth_config_problems(c: OAuthConfig) -> list[str]:
+    if c.kind == config_mod.DEV:  # it checks where it runs: a file's tenant only
+        return ["oauth config.kind: \"dev\" is for a configuration file's tenant on this machine"]
     return config_mod.upstream_problems(upstream_config(c), "oauth config")
 
 

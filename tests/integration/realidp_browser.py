@@ -104,6 +104,8 @@ def _submit(form: Form, page_url: str, person: Person) -> tuple[str, str, dict[s
         user_field = form.text_fields[0] if form.text_fields else "username"
         data[user_field] = person.username
         data[form.password_fields[0]] = person.password
+    elif "name" in form.text_fields:  # the development identity provider asks for a name only
+        data["name"] = person.username
     decisions = [b for b in form.buttons if b[0] == "decision"]
     if decisions:
         chosen = [b for b in decisions if b[1] == person.decision]
@@ -118,7 +120,7 @@ def _choose_form(html: str, page_url: str) -> Form:
     # Prefer the login form, then our consent form, then the first one (the
     # identity provider's "Continue"; its "Cancel" form comes second).
     for form in forms:
-        if form.password_fields:
+        if form.password_fields or "name" in form.text_fields:
             return form
     for form in forms:
         if any(name == "decision" for name, _ in form.buttons):

@@ -25,7 +25,7 @@ from .errors import (
     UpstreamNotReady,
     UpstreamUnavailable,
 )
-from .flows import authorize, callback, consent, introspect, metadata, register, revoke, token, userinfo
+from .flows import authorize, callback, consent, dev_login, introspect, metadata, register, revoke, token, userinfo
 from .http import Request, Response, add_query, json_response, redirect
 from .pages import error_page
 from .upstream import with_upstream
@@ -62,6 +62,10 @@ _OAUTH_ROUTES = {
     "revoke": Route(("POST",), revoke.revoke, cors=True, limit="revoke"),
     "introspect": Route(("POST",), introspect.introspect, cors=True),
     "jwks": Route(("GET",), _static(metadata.jwks), cors=True),
+    # The development identity provider (upstream kind "dev"): only where configured.
+    "dev/authorize": Route(("GET", "POST"), dev_login.authorize, browser=True, limit="authorize"),
+    "dev/token": Route(("POST",), dev_login.token),
+    "dev/userinfo": Route(("GET",), dev_login.userinfo),
 }
 _AS_METADATA = Route(("GET",), _static(metadata.as_metadata), cors=True)
 _PR_METADATA = Route(("GET",), _static(metadata.pr_metadata), cors=True)
@@ -85,7 +89,10 @@ def find_route(path: str, ctx: Context) -> Route | None:
         return _PR_METADATA
     prefix = issuer_path + "/oauth/"
     if path.startswith(prefix):
-        return _OAUTH_ROUTES.get(path[len(prefix):])
+        name = path[len(prefix):]
+        if name.startswith("dev/") and not ctx.tenant.dev_login:
+            return None
+        return _OAUTH_ROUTES.get(name)
     return None
 
 

@@ -137,6 +137,9 @@ class Tenant:
     # Let such documents live on loopback addresses (local development only).
     client_metadata_allow_loopback: bool = False
     rate_limits: RateLimits = RateLimits()
+    # Its upstream is the development identity provider (flows/dev_login.py),
+    # served at its own /oauth/dev/ endpoints.
+    dev_login: bool = False
 
     # Asked on every request: parsed once per tenant.
     @functools.cached_property

@@ -12,7 +12,8 @@ import attrs
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from .adapters.asgi import ASGIApp, BearerGuard, OAuthApp, Receive, Scope, Send, closing_on_shutdown
+from .adapters import probes
+from .adapters.asgi import ASGIApp, BearerGuard, OAuthApp, Receive, Scope, Send, closing_on_shutdown, send_response
 from .adapters.bodies import RequestBodies
 from .adapters.forward import Forwarder, backend_for
 from .adapters.site import Site
@@ -167,6 +168,8 @@ class ServerApp:
         if scope["type"] == "lifespan":
             return await self._lifespan(scope, receive, send)
         path = scope.get("path", "")
+        if path in probes.PATHS and scope["type"] == "http" and scope.get("method") in ("GET", "HEAD"):
+            return await send_response(send, await self.oauth.probe(path))
         # The tenants' protected paths, as the directory's current snapshot has them.
         for resource_path in self.site.directory.current.resource_paths:
             if path == resource_path or path.startswith(resource_path + "/"):

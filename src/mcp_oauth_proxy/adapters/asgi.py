@@ -31,6 +31,7 @@ from ..core.flows.guard import Principal
 from ..core.http import Request, Response
 from ..runtime import async_performer
 from ..upstream.http import AsyncFetcher
+from . import probes
 from .header_values import sendable
 from .paths import is_safe_path, refused_path
 from .site import (
@@ -239,6 +240,11 @@ class OAuthApp:
     def __init__(self, site: Site, *, upstream_timeout: float = 10.0) -> None:
         self.site = site
         self._carriers = _Carriers(site, upstream_timeout)
+        self._timeout = upstream_timeout
+
+    async def probe(self, path: str) -> Response:
+        """The answer to a liveness or readiness probe (probes.PATHS)."""
+        return await probes.answer(path, self.site, self._carriers.perform, self._timeout)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":

@@ -81,6 +81,10 @@ class StoreTraits:
     # changes (``notices(timeout)``: the topics heard, storage/notices.py),
     # so housekeeping follows them at once. None: it announces nothing.
     notices: Callable[[float], set[str]] | None = None
+    # Whether the database answers and its schema is the one this program
+    # knows (blocking; raises StorageUnavailable when it does not answer);
+    # the readiness probe asks it. None: always ready (nothing to ask).
+    schema_current: Callable[[], bool] | None = None
 
 
 UNDECLARED = StoreTraits()

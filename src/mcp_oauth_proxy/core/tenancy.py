@@ -44,7 +44,7 @@ class Places:
 
 # Paths no tenant's issuer or resource may take but the host's root one's
 # own: a tenant at the root answers its OAuth endpoints and metadata there.
-RESERVED = ("/.well-known", "/oauth")
+RESERVED = ("/.well-known", "/oauth", "/healthz", "/readyz")
 
 
 def reserved(prefix: str) -> bool:

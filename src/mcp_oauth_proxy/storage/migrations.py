@@ -17,6 +17,7 @@ run on a schema it does not know).
 
 from __future__ import annotations
 
+import functools
 import logging
 from contextlib import contextmanager
 from pathlib import Path
@@ -105,6 +106,12 @@ def revisions() -> list[str]:
     if len(script.get_heads()) != 1:
         raise SchemaError(f"the migrations in {SCRIPTS} have {len(script.get_heads())} heads, not one")
     return [r.revision for r in reversed(list(script.walk_revisions()))]
+
+
+@functools.lru_cache(maxsize=1)
+def head_version() -> int:
+    """The newest schema version this program knows (read once)."""
+    return number(revisions()[-1])
 
 
 def number(revision: str) -> int:

@@ -287,7 +287,14 @@ class SqlStore:
         self._listener = Listener(self.engine, timeout) if self._dialect == "postgresql" else None
         self.traits = StoreTraits(blocks=True, shared=True, pool=self.engine, timeout=timeout,
                                   concurrency=1 if one_connection else (kept if kept > 0 else None),
-                                  notices=None if self._listener is None else self._listener.wait)
+                                  notices=None if self._listener is None else self._listener.wait,
+                                  schema_current=self.schema_current)
+
+    def schema_current(self) -> bool:
+        """The database answers, at the schema version this program knows."""
+        from .migrations import head_version, version_of
+
+        return self._read(version_of) == head_version()
 
     # -- running transactions ----------------------------------------------------
     def _run(self, op: Callable[[Connection], R], *, write: bool) -> R:

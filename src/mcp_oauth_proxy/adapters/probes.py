@@ -1,0 +1,50 @@
+"""``GET /healthz`` and ``GET /readyz`` on the public listener, for
+Kubernetes-style probes. Liveness: the process answers. Readiness: the
+database answers at the schema this program knows, and every tenant's
+upstream endpoints are known (discovered at least once, or given). Each
+answers 200 or 503 with a tiny JSON body that tells an outsider nothing
+more."""
+
+from __future__ import annotations
+
+from typing import Any, Awaitable, Callable
+
+import anyio
+import anyio.to_thread
+
+from ..core.effects import Effect, run_async
+from ..core.errors import EffectError, StorageUnavailable
+from ..core.http import Response, json_response
+from ..core.store import traits_of
+from .site import Site
+
+PATHS = ("/healthz", "/readyz")
+_OK = json_response({"status": "ok"}, no_store=True)
+_UNAVAILABLE = json_response({"status": "unavailable"}, 503, no_store=True)
+
+
+async def answer(path: str, site: Site, perform: Callable[[Effect], Awaitable[Any]], timeout: float) -> Response:
+    """The probe's answer; readiness gives up after ``timeout`` seconds."""
+    if path == "/healthz":
+        return _OK
+    with anyio.move_on_after(timeout):
+        return _OK if await _ready(site, perform) else _UNAVAILABLE
+    return _UNAVAILABLE
+
+
+async def _ready(site: Site, perform: Callable[[Effect], Awaitable[Any]]) -> bool:
+    check = traits_of(site.store).schema_current
+    if check is not None:
+        try:
+            if not await anyio.to_thread.run_sync(check, abandon_on_cancel=True):
+                return False
+        except StorageUnavailable:
+            return False
+    for entry in site.directory.current.entries:
+        try:
+            # Known endpoints come back at once; unknown ones are discovered
+            # now (and then kept), so a probe readies the server.
+            await run_async(entry.source.resolve(), perform)
+        except EffectError:
+            return False
+    return True

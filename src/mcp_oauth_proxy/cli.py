@@ -138,6 +138,10 @@ def serve(args: argparse.Namespace) -> int:
     except (SchemaError, StorageUnavailable, KeyConfigError, OSError) as exc:
         print(f"cannot start: {exc}", file=sys.stderr)
         return 1
+    if config.server.access_log:
+        from .adapters.access_log import AccessLog
+
+        app = AccessLog(app, app.site)
     run_server(app, config, "hypercorn-trio" if args.trio else "uvicorn")
     _leave_stuck_calls(config.server.database_timeout)
     return 0

@@ -133,6 +133,8 @@ class ServerConfig:
     admin_listen: str | None = None
     # Days the audit log's events are kept in the database.
     audit_retention_days: int = 90
+    # One line per request (query values as their lengths: nothing secret).
+    access_log: bool = False
 
 
 @attrs.frozen

@@ -1,8 +1,9 @@
 """Logging set-up: plain text for people, or JSON lines for log pipelines;
 and :class:`Throttled`, for what a client can cause as often as it likes.
 
-Audit events (runtime.log_audit) carry their fields in ``record.audit``; the
-JSON formatter puts them at the top level of the line."""
+Audit events (runtime.log_audit) carry their fields in ``record.audit``,
+access lines (adapters/access_log.py) in ``record.access``; the JSON
+formatter puts them at the top level of the line."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ import time
 from typing import Any, Callable
 
 # Loggers that would write request URLs (query strings included): the HTTP
-# client logs each request it sends at INFO. There is no access log.
+# client logs each request it sends at INFO. Our access log
+# (adapters/access_log.py) writes query values' lengths only.
 _URL_LOGGERS = ("httpx", "httpcore")
 
 
@@ -25,9 +27,9 @@ class JsonLines(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
         }
-        audit = getattr(record, "audit", None)
-        if isinstance(audit, dict):
-            line.update(audit)
+        fields = getattr(record, "audit", None) or getattr(record, "access", None)
+        if isinstance(fields, dict):
+            line.update(fields)
         else:
             line["message"] = record.getMessage()
         if record.exc_info:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 import re
 import secrets
@@ -15,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Iterator
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import attrs
 import httpx
@@ -32,6 +33,7 @@ CONFIG = """\
 [server]
 listen = "127.0.0.1:{port}"
 database = "memory://"
+access_log = true
 
 [[tenants]]
 slug = "acme"
@@ -71,7 +73,7 @@ def proxy(request: pytest.FixtureRequest, start_idp, tmp_path: Path) -> Iterator
     check = subprocess.run([sys.executable, "-m", "mcp_oauth_proxy.cli", "check-config", str(config)],
                            capture_output=True, text=True, timeout=60)
     assert check.returncode == 0, check.stderr
-    cmd = [sys.executable, "-m", "mcp_oauth_proxy.cli", "serve", "--config", str(config)]
+    cmd = [sys.executable, "-m", "mcp_oauth_proxy.cli", "--log-json", "serve", "--config", str(config)]
     if loop == "trio":
         cmd.append("--trio")
     log = tmp_path / "serve.log"
@@ -105,12 +107,13 @@ def test_whole_flow_through_the_server_process(proxy: Proxy) -> None:
         client_id = registered.json()["client_id"]
         verifier = secrets.token_urlsafe(48)
         walk = Walk()
+        state = secrets.token_urlsafe(24)
         params = walk_sync(http, meta["authorization_endpoint"] + "?" + urlencode({
-            "response_type": "code", "client_id": client_id, "redirect_uri": CLIENT_REDIRECT, "state": "st",
+            "response_type": "code", "client_id": client_id, "redirect_uri": CLIENT_REDIRECT, "state": state,
             "code_challenge_method": "S256", "resource": resource,
             "code_challenge": base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
             .rstrip(b"=").decode()}), CLIENT_REDIRECT, Person(person["username"], person["password"]), walk)
-        assert params["iss"] == base and params["state"] == "st" and "code" in params, params
+        assert params["iss"] == base and params["state"] == state and "code" in params, params
         assert any(v.url.startswith(f"{base}/oauth/callback?") and v.status == 302 for v in walk.visits)
         tokens = http.post(meta["token_endpoint"], data={
             "grant_type": "authorization_code", "code": params["code"], "redirect_uri": CLIENT_REDIRECT,
@@ -143,6 +146,22 @@ def test_whole_flow_through_the_server_process(proxy: Proxy) -> None:
             refused = http.post(resource, json={}, headers={"authorization": f"Bearer {token}"})
             assert refused.status_code == 401
             assert 'error="invalid_token"' in refused.headers["www-authenticate"]
+
+    # The access log: one line per request, and nothing secret in the whole log.
+    lines = [json.loads(line) for line in proxy.log.read_text().splitlines() if line.startswith("{")]
+    access_lines = [line for line in lines if line["logger"] == "mcp_oauth_proxy.access"]
+    authorize = next(line for line in access_lines if line["path"] == "/oauth/authorize")
+    assert authorize["tenant"] == "acme" and authorize["status"] == 200
+    assert f"state={len(state)}" in authorize["query"] and f"client_id={len(client_id)}" in authorize["query"]
+    guarded = [line for line in access_lines if line["path"] == "/mcp" and line["status"] != 401]
+    assert guarded and all(line["client_id"] == client_id for line in guarded)
+    assert all({"method", "status", "duration_ms", "bytes"} <= set(line) for line in access_lines)
+    upstream_codes = [parse_qs(urlsplit(v.url).query).get("code", [""])[0] for v in walk.visits
+                      if v.url.startswith(f"{base}/oauth/callback?")]
+    everything = proxy.log.read_text()
+    for secret in (state, verifier, params["code"], access, refresh, access2, renewed.json()["refresh_token"],
+                   proxy.idp.client_secret, *upstream_codes):
+        assert secret and secret not in everything, secret[:12]
 
 
 def test_server_app_runs_the_backends_lifespan() -> None:

@@ -35,6 +35,7 @@ from . import probes
 from .header_values import sendable
 from .paths import is_safe_path, refused_path
 from .site import (
+    ACCESS_NOTE_KEY,
     PRINCIPAL_KEY,
     UPSTREAM_TOKEN_KEY,
     BodyTooLarge,
@@ -330,6 +331,9 @@ class BearerGuard:
         entry, principal = verdict
         scope = dict(scope)
         scope[PRINCIPAL_KEY] = principal
+        note = scope.get(ACCESS_NOTE_KEY)
+        if note is not None:
+            note["client_id"] = principal.client_id
         scope[UPSTREAM_TOKEN_KEY] = self._token_getter(entry, principal)
         await self.app(scope, receive, send)
 

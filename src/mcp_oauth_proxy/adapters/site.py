@@ -38,6 +38,10 @@ log = logging.getLogger("mcp_oauth_proxy")
 
 PRINCIPAL_KEY = "mcp_oauth_proxy.principal"
 UPSTREAM_TOKEN_KEY = "mcp_oauth_proxy.upstream_token"
+# The access log's note (adapters/access_log.py): a dict in the scope, shared
+# by the copies of the scope made on the way, where the guard names the
+# client it let in.
+ACCESS_NOTE_KEY = "mcp_oauth_proxy.access"
 MAX_BODY = 1024 * 1024
 
 Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]

@@ -16,7 +16,8 @@ from anyio.lowlevel import RunVar
 
 from .core.context import Context
 from .core.effects import Audit, Effect, Fetch, FetchClientMetadata, RecordAudit, Sleep, StoreEffect
-from .core.errors import FetchFailed, StorageUnavailable
+from . import metrics
+from .core.errors import FetchFailed, StorageUnavailable, TooManyFetches
 from .core.http import HttpRequest, HttpResponse
 from .core.models import AuditEvent
 from .core.store import AUDIT_RETENTION, Store, traits_of
@@ -34,9 +35,20 @@ audit_log = logging.getLogger("mcp_oauth_proxy.audit")
 _store_failed = Throttled(logging.getLogger("mcp_oauth_proxy"), logging.WARNING, interval=10.0)
 
 
-def _noted(failure: StorageUnavailable) -> StorageUnavailable:
+def _noted(failure: StorageUnavailable, effect: StoreEffect[Any]) -> StorageUnavailable:
     _store_failed("the database is unavailable (%s): answering 503", failure)
+    metrics.store_failures.labels(effect.method).inc()
     return failure
+
+
+def _count_document(failure: BaseException | None) -> None:
+    outcome = "fetched" if failure is None else "busy" if isinstance(failure, TooManyFetches) else "refused"
+    metrics.document_fetches.labels(outcome).inc()
+
+
+def _count_fetch(effect: Fetch, started: float, answer: HttpResponse | None) -> None:
+    outcome = "error" if answer is None else metrics.outcome_of(answer.status)
+    metrics.upstream_call(effect.kind, outcome, time.perf_counter() - started)
 
 
 def now_seconds() -> int:
@@ -51,7 +63,9 @@ def new_context(tenant: Tenant, cookie_key: bytes, requester: str = "") -> Conte
 
 
 def log_audit(event: Audit) -> None:
-    """One structured record per event; the formatter decides text or JSON lines."""
+    """One structured record per event, and its count (metrics); the
+    formatter decides text or JSON lines."""
+    metrics.grant_event(event.tenant, event.event)
     fields = {"event": event.event, "tenant": event.tenant, "client_id": event.client_id, "user_id": event.user_id}
     fields.update(dict(event.detail))
     audit_log.info(json.dumps(fields, separators=(",", ":"), sort_keys=True), extra={"audit": fields})
@@ -110,13 +124,26 @@ def sync_performer(
     def perform(effect: Effect) -> Any:
         if isinstance(effect, StoreEffect):
             try:
-                return effect.apply(store)
+                return metrics.timed_store_call(effect.method, lambda: effect.apply(store))
             except StorageUnavailable as failure:
-                raise _noted(failure)
+                raise _noted(failure, effect)
         if isinstance(effect, Fetch):
-            return fetch(effect.request)
+            started = time.perf_counter()
+            try:
+                answer = fetch(effect.request)
+            except FetchFailed:
+                _count_fetch(effect, started, None)
+                raise
+            _count_fetch(effect, started, answer)
+            return answer
         if isinstance(effect, FetchClientMetadata):
-            return fetch_document(effect)
+            try:
+                document = fetch_document(effect)
+            except (FetchFailed, TooManyFetches) as failure:
+                _count_document(failure)
+                raise
+            _count_document(None)
+            return document
         if isinstance(effect, Audit):
             audit(effect)
             return perform(recorded(effect, audit_retention))
@@ -154,17 +181,33 @@ def async_performer(
         if isinstance(effect, StoreEffect):
             if not blocks:
                 return effect.apply(store)
+            started = time.perf_counter()
             with anyio.move_on_after(deadline):
                 try:
                     return await anyio.to_thread.run_sync(effect.apply, store, abandon_on_cancel=True,
                                                           limiter=_store_limiter(pool, slots))
                 except StorageUnavailable as failure:
-                    raise _noted(failure)
-            raise _noted(StorageUnavailable(f"the database did not answer within {deadline:g} s"))
+                    raise _noted(failure, effect)
+                finally:
+                    metrics.store_seconds.labels(effect.method).observe(time.perf_counter() - started)
+            raise _noted(StorageUnavailable(f"the database did not answer within {deadline:g} s"), effect)
         if isinstance(effect, Fetch):
-            return await fetch(effect.request)
+            started = time.perf_counter()
+            try:
+                answer = await fetch(effect.request)
+            except FetchFailed:
+                _count_fetch(effect, started, None)
+                raise
+            _count_fetch(effect, started, answer)
+            return answer
         if isinstance(effect, FetchClientMetadata):
-            return await fetch_document(effect)
+            try:
+                document = await fetch_document(effect)
+            except (FetchFailed, TooManyFetches) as failure:
+                _count_document(failure)
+                raise
+            _count_document(None)
+            return document
         if isinstance(effect, Audit):
             audit(effect)
             return await perform(recorded(effect, audit_retention))

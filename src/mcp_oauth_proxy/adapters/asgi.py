@@ -29,6 +29,8 @@ import attrs
 from ..core.effects import Effect, FetchClientMetadata, Suspended, run_async
 from ..core.flows.guard import Principal
 from ..core.http import Request, Response
+from .. import metrics
+from ..core.router import endpoint_name
 from ..runtime import async_performer
 from ..upstream.http import AsyncFetcher
 from . import probes
@@ -272,8 +274,10 @@ class OAuthApp:
         except BodyTooLarge:
             return payload_too_large(self.site.max_body)
         request = attrs.evolve(request, body=body)
-        return await run_async(oauth_flow(entry, request, self.site.cookie_key),
-                               resolving_async(entry, self._watching(receive)))
+        response = await run_async(oauth_flow(entry, request, self.site.cookie_key),
+                                   resolving_async(entry, self._watching(receive)))
+        metrics.request(entry.tenant.slug, endpoint_name(request.path, entry.tenant), response.status)
+        return response
 
     def _watching(self, receive: Receive) -> Callable[[Effect], Awaitable[Any]]:
         """The performer for one request: a client metadata document, fetched
@@ -349,7 +353,11 @@ class BearerGuard:
         entry, decision = answer
         if isinstance(decision, Suspended):  # the token is not in memory
             decision = await run_async(decision.flow, self._carriers.perform, decision.effect)
-        return decision if isinstance(decision, Response) else (entry, decision)
+        if isinstance(decision, Response):
+            metrics.guard_decision(entry.tenant.slug, decision.status)
+            return decision
+        metrics.guard_decision(entry.tenant.slug, None)
+        return entry, decision
 
     async def aclose(self) -> None:
         await self._carriers.fetch.aclose()

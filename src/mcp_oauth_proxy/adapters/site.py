@@ -31,6 +31,7 @@ from ..core.tenancy import beneath
 from ..core.tenant import Upstream
 from ..core.upstream import with_upstream
 from ..directory import Directory, Entry, Listed  # Entry: importable from here too
+from .. import metrics
 from ..runtime import new_context, now_seconds
 from ..upstream.client_metadata import DocumentFetcher
 
@@ -159,6 +160,7 @@ def ready_performer(store: Store, store_blocks: bool) -> Callable[[Effect], Any]
     def perform(effect: Effect) -> Any:
         if remembered is not None and isinstance(effect, GetAccessToken):
             record = remembered(effect.tenant, effect.token_hash)
+            metrics.cache_lookup(record is not None)
             if record is not None:
                 return record
         if not store_blocks and isinstance(effect, StoreEffect):

@@ -23,6 +23,7 @@ import attrs
 from ..core.effects import Suspended, run_sync
 from ..core.flows.guard import Principal
 from ..core.http import Request, Response
+from .. import metrics
 from ..runtime import sync_performer
 from ..upstream.http import SyncFetcher
 from .header_values import sendable
@@ -163,6 +164,7 @@ class BearerGuardWSGI:
         entry, decision = answer
         if isinstance(decision, Suspended):  # the token is not in memory
             decision = run_sync(decision.flow, self._perform, decision.effect)
+        metrics.guard_decision(entry.tenant.slug, decision.status if isinstance(decision, Response) else None)
         return decision if isinstance(decision, Response) else (entry, decision)
 
     def _token_getter(self, entry: Entry, principal: Principal) -> Callable[[], str]:

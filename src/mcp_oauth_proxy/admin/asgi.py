@@ -1,5 +1,6 @@
 """The admin listener's ASGI app: the admin API (admin/api.py) under
-``/admin/api/v1/`` and the console (admin/console.py) under ``/admin/``,
+``/admin/api/v1/``, the console (admin/console.py) under ``/admin/``,
+and the Prometheus metrics at ``/metrics``,
 their blocking store calls in worker threads; anything else is a 404
 problem."""
 
@@ -22,6 +23,7 @@ from ..adapters.asgi import (
     send_response,
 )
 from ..adapters.site import BodyTooLarge
+from .. import metrics
 from ..core.http import Request, Response
 from ..core.store import traits_of
 from .api import PREFIX, AdminApi, problem
@@ -51,6 +53,10 @@ class AdminApp:
         if scope["type"] != "http":
             return await refuse_websocket(send)
         path = raw_path(scope)
+        if path == "/metrics" and scope["method"] in ("GET", "HEAD"):
+            body, content_type = metrics.exposition()
+            return await send_response(send, Response(200, (("content-type", content_type),
+                                                            ("cache-control", "no-store")), body))
         api = path == PREFIX or path.startswith(PREFIX + "/")
         console = not api and self.console is not None and (path == "/admin" or path.startswith("/admin/"))
         if not (api or console):

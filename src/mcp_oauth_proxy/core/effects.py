@@ -55,9 +55,11 @@ class Effect:
 @attrs.frozen
 class Fetch(Effect):
     """Send an HTTP request upstream -> HttpResponse.
-    Failures (refused, timeout, TLS) are thrown back as FetchFailed."""
+    Failures (refused, timeout, TLS) are thrown back as FetchFailed.
+    ``kind`` names the call for metrics (discovery, token, refresh, userinfo)."""
 
     request: HttpRequest
+    kind: str = "upstream"
 
 
 @attrs.frozen

@@ -28,6 +28,7 @@ from .errors import (
 from .flows import authorize, callback, consent, dev_login, introspect, metadata, register, revoke, token, userinfo
 from .http import Request, Response, add_query, json_response, redirect
 from .pages import error_page
+from .tenant import Tenant
 from .upstream import with_upstream
 
 Handler = Callable[[Request, Context], Union[Response, Generator]]
@@ -94,6 +95,16 @@ def find_route(path: str, ctx: Context) -> Route | None:
             return None
         return _OAUTH_ROUTES.get(name)
     return None
+
+
+def endpoint_name(path: str, tenant: Tenant) -> str:
+    """The endpoint a path of the tenant's is, by name, for metrics: one of
+    a fixed set, whatever the path (a client chooses it)."""
+    prefix = tenant.issuer_path + "/oauth/"
+    if path.startswith(prefix):
+        name = path[len(prefix):]
+        return name if name in _OAUTH_ROUTES else "unknown"
+    return "metadata" if "/.well-known/" in path else "unknown"
 
 
 CORS_HEADERS = (

@@ -147,7 +147,7 @@ class OidcDiscovery:
 
     def _discover(self) -> Flow[Upstream]:
         try:
-            response = yield Fetch(HttpRequest("GET", self.discovery_url, (("accept", "application/json"),)))
+            response = yield Fetch(HttpRequest("GET", self.discovery_url, (("accept", "application/json"),)), "discovery")
         except EffectError:
             raise UpstreamNotReady(f"discovery of {self.issuer} failed: no answer") from None
         return self._parse(response.status, response.body)

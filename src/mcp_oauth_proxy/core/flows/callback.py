@@ -62,7 +62,7 @@ def _exchange(code: str, session: AuthSession, ctx: Context) -> Flow[tuple[Upstr
     }
     if upstream.pkce:
         params["code_verifier"] = session.upstream_code_verifier
-    response = yield Fetch(token_request(upstream, params))
+    response = yield Fetch(token_request(upstream, params), "token")
     return parse_token_response(response, ctx.now)
 
 
@@ -80,7 +80,7 @@ def _identify(tokens: UpstreamTokens, document: dict[str, Any], session: AuthSes
         claims = {k: v for k, v in claims.items() if k not in ("nonce", "at_hash", "c_hash", "aud", "exp", "iat", "auth_time", "azp")}
     if upstream.userinfo_endpoint is not None:
         try:
-            profile = parse_userinfo((yield Fetch(userinfo_request(upstream, tokens.access_token))))
+            profile = parse_userinfo((yield Fetch(userinfo_request(upstream, tokens.access_token), "userinfo")))
         except (FetchFailed, UpstreamUnavailable):
             if sub is None:
                 raise

@@ -80,7 +80,7 @@ def _refresh(grant: Grant, ctx: Context, now: int) -> Flow[UpstreamTokens]:
     assert grant.upstream.refresh_token is not None
     request = token_request(upstream, {"grant_type": "refresh_token", "refresh_token": grant.upstream.refresh_token})
     try:
-        response = yield Fetch(request)
+        response = yield Fetch(request, "refresh")
         tokens, _ = parse_token_response(response, now)
     except UpstreamRefused:
         # The upstream no longer honours the grant: it is over.

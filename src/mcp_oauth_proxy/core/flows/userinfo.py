@@ -23,7 +23,7 @@ def userinfo(request: Request, ctx: Context) -> Flow[Response]:
     if ctx.upstream.userinfo_endpoint is not None:
         try:
             access = yield from fresh_upstream_token(principal.grant_id, ctx)
-            claims = parse_userinfo((yield Fetch(userinfo_request(ctx.upstream, access))))
+            claims = parse_userinfo((yield Fetch(userinfo_request(ctx.upstream, access), "userinfo")))
         except InvalidToken as exc:
             return denial(ctx.tenant, exc, ())
         except (OAuthError, FetchFailed):

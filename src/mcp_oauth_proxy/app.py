@@ -215,4 +215,4 @@ def build_admin_app(config: Config, site: Site, environ: Mapping[str, str] | Non
     file = config_tenants(config, os.environ if environ is None else environ).tenants
     management = Management(site.store, file, audit_retention=config.server.audit_retention_days * 86400)
     return AdminApp(AdminApi(management), Console(management, console_key(site.cookie_key)),
-                    max_body=config.server.max_body)
+                    max_body=config.server.max_body, origin=site.origin)

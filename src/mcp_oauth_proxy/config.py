@@ -29,6 +29,8 @@ KINDS = ("oidc", "github", "google", "auth0", "oauth2", "dev")
 DEV = "dev"
 TOKEN_AUTH_METHODS = ("client_secret_post", "client_secret_basic")
 _SLUG = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+# RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
+_SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # A field name is a token (RFC 9110 §5.1, §5.6.2).
 _FIELD_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
@@ -291,6 +293,10 @@ def _check_tenant(t: TenantConfig, where: str, problems: list[str], upstream: bo
             problems.append(f"{key}: {header} is a header the forwarder sets or passes on; name another")
     if not t.scopes:
         problems.append(f"{where}.scopes: must name at least one scope")
+    for scope in t.scopes:
+        if not _SCOPE_TOKEN.fullmatch(scope):
+            problems.append(f"{where}.scopes: {scope!r} is not a scope name (RFC 6749 §3.3: printable ASCII, "
+                            "no space, quote or backslash)")
     for scope in t.required_scopes:
         if scope not in t.scopes:
             problems.append(f"{where}.required_scopes: {scope!r} is not in scopes")

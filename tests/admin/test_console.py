@@ -91,7 +91,7 @@ def test_every_form_needs_its_csrf_token_and_our_origin(admin: Admin, browser: B
 def test_pages_send_strict_security_headers(admin: Admin, browser: Browser) -> None:
     browser.sign_in(admin.token)
     for path in ("/admin/sign-in", "/admin/servers", "/admin/oauth-configs", "/admin/grants", "/admin/audit",
-                 "/admin/organizations", "/admin/oauth-configs/new", "/admin/servers/new"):
+                 "/admin/organizations", "/admin/oauth-configs/+new", "/admin/servers/+new"):
         r = browser.get(path)
         assert r.status == 200, path
         csp = r.header("content-security-policy") or ""
@@ -103,12 +103,12 @@ def test_pages_send_strict_security_headers(admin: Admin, browser: Browser) -> N
 def test_a_configuration_made_edited_checked_and_deleted(admin: Admin, browser: Browser) -> None:
     admin.post("/organizations", {"name": "acme"})
     browser.sign_in(admin.token)
-    browser.get("/admin/oauth-configs/new")
-    r = browser.post("/admin/oauth-configs/new", {"organization": "acme", "name": "idp", "kind": "oidc",
+    browser.get("/admin/oauth-configs/+new")
+    r = browser.post("/admin/oauth-configs/+new", {"organization": "acme", "name": "idp", "kind": "oidc",
                                                   "client_id": "cid", "client_secret": SECRET, "pkce": "on"})
     assert r.status == 422 and "missing (required for kind" in text(r)  # next to the issuer field
     assert 'id="d-issuer"' in r.body.decode() and SECRET not in r.body.decode()
-    r = browser.post("/admin/oauth-configs/new", {"organization": "acme", "name": "idp", "kind": "oidc",
+    r = browser.post("/admin/oauth-configs/+new", {"organization": "acme", "name": "idp", "kind": "oidc",
                                                   "client_id": "cid", "client_secret": SECRET, "pkce": "on",
                                                   "issuer": "https://idp.example"})
     assert r.status == 303
@@ -179,3 +179,58 @@ def test_an_organizations_session_sees_only_its_own(admin: Admin, browser: Brows
     browser.get("/admin/grants")
     assert browser.post("/admin/servers/globex/delete", {}).status == 404
     assert admin.store.get_server("globex") is not None
+
+
+@pytest.mark.parametrize("method", ["PUT", "DELETE", "PATCH", "FROB", "HEAD"])
+def test_methods_other_than_get_and_post_are_refused_before_acting(admin: Admin, browser: Browser,
+                                                                   method: str) -> None:
+    admin.post("/organizations", {"name": "acme"})
+    admin.post("/oauth-configs", oauth_config())
+    admin.post("/servers", server())
+    browser.sign_in(admin.token)
+    r = browser._send(method, "/admin/servers/acme/delete", headers=(("origin", "http://evil.example"),))
+    assert r.status == 405 and r.header("allow") == "GET, POST"
+    assert admin.store.get_server("acme") is not None
+
+
+def test_odd_input_is_never_a_500(admin: Admin, browser: Browser) -> None:
+    assert browser.get("/admin/sign-in?notice=a&notice=b").status == 200
+    assert browser.get("/admin/sign-in?notice=%ff").status == 200
+    browser.cookies["mcp_admin_session"] = "a.b.c.\u00e9"
+    assert browser.get("/admin/servers").status == 303
+    browser.cookies.clear()
+    browser.sign_in(admin.token)
+    browser.get("/admin/organizations")
+    assert browser.post("/admin/organizations", {"name": "x", "csrf": "\u00e9"}).status == 403
+
+
+def test_a_server_named_new_is_still_reachable(admin: Admin, browser: Browser) -> None:
+    admin.post("/organizations", {"name": "acme"})
+    admin.post("/oauth-configs", oauth_config())
+    assert admin.post("/servers", server(slug="new")).status == 201
+    browser.sign_in(admin.token)
+    page = browser.get("/admin/servers/new")
+    assert page.status == 200 and 'value="https://new.example.com"' in page.body.decode()
+
+
+def test_behind_a_trusted_tls_proxy_the_console_sees_its_https_origin(admin: Admin) -> None:
+    import anyio
+    import httpx
+
+    from mcp_oauth_proxy.admin.asgi import AdminApp
+    from mcp_oauth_proxy.adapters.site import Site
+    from mcp_oauth_proxy.storage.memory import MemoryStore
+
+    site = Site([], MemoryStore(), b"k" * 32, trusted_proxies=["127.0.0.1"])
+    console = Console(admin.api.management, console_key(b"k" * 32), clock=lambda: T0)
+    app = AdminApp(admin.api, console, origin=site.origin)
+
+    async def main() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 5000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://admin.internal") as http:
+            return await http.post("/admin/sign-in", data={"token": admin.token}, headers={
+                "origin": "https://admin.example", "x-forwarded-proto": "https", "x-forwarded-host": "admin.example"})
+
+    answer = anyio.run(main)
+    assert answer.status_code == 303
+    assert answer.headers["set-cookie"].startswith("__Host-mcp_admin_session=")

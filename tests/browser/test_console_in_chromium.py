@@ -150,7 +150,7 @@ def test_an_operator_runs_the_console(deployment: Deployment, chromium: object) 
     assert "Created." in page.content()
     _shoot(page, d, "02-organizations")
     for name, client_id in (("github-main", "Iv1.main"), ("github-next", "Iv1.next")):
-        page.goto(f"{d.console}/oauth-configs/new")
+        page.goto(f"{d.console}/oauth-configs/+new")
         page.get_by_label("Organization").select_option("acme")
         page.get_by_label("Name", exact=True).fill(name)
         page.get_by_label("Kind").select_option("github")
@@ -172,7 +172,7 @@ def test_an_operator_runs_the_console(deployment: Deployment, chromium: object) 
         assert api.get("/oauth-configs/acme/github-main").json()["client_secret"] == "set"
 
     # A server.
-    page.goto(f"{d.console}/servers/new")
+    page.goto(f"{d.console}/servers/+new")
     page.get_by_label("Slug").fill("tools")
     page.get_by_label("Organization").select_option("acme")
     page.get_by_label("OAuth configuration").select_option("github-main")

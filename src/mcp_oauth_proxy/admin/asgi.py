@@ -6,7 +6,7 @@ problem."""
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Optional, Sequence
 
 import anyio
 import anyio.to_thread
@@ -37,9 +37,14 @@ async def _nothing() -> None:
 class AdminApp:
     """The admin API, and (given) the console at ``/admin/``."""
 
-    def __init__(self, api: AdminApi, console: Console | None = None, *, max_body: int = 1024 * 1024) -> None:
+    def __init__(self, api: AdminApi, console: Console | None = None, *, max_body: int = 1024 * 1024,
+                 origin: Origin | None = None) -> None:
         self.api = api
         self.console = console
+        # The public scheme, host and client address, as the site trusts
+        # X-Forwarded-* of its trusted proxies (adapters/site.Site.origin):
+        # a console behind a TLS-terminating proxy sees its https origin.
+        self.origin = origin
         self.max_body = max_body
         traits = traits_of(api.management.store)
         # As the OAuth endpoints do: a database that stops answering gets the
@@ -67,20 +72,30 @@ class AdminApp:
             return await send_response(send, problem(413, f"the body is larger than {self.max_body} bytes"))
         except _Disconnected:
             return
-        handle = self.api.handle if api else self.console.handle  # type: ignore[union-attr]
-        await send_response(send, await self._answer(handle, _request(scope, path, body)))
+        request = _request(scope, path, body, self.origin)
+        if api:
+            late = problem(503, "the server did not answer in time; try again")
+            return await send_response(send, await self._answer(self.api.handle, request, late))
+        assert self.console is not None
+        late = self.console.late()
+        await send_response(send, await self._answer(self.console.handle, request, late))
 
-    async def _answer(self, handle: Callable[[Request], Response], request: Request) -> Response:
+    async def _answer(self, handle: Callable[[Request], Response], request: Request, late: Response) -> Response:
         with anyio.move_on_after(self.deadline):
             return await anyio.to_thread.run_sync(handle, request, abandon_on_cancel=True, limiter=self.limiter)
-        return problem(503, "the database did not answer in time; try again")
+        return late
 
 
-def _request(scope: Scope, path: str, body: bytes) -> Request:
+Origin = Callable[[Optional[str], Sequence[tuple[str, str]], str, str], tuple[str, str, str]]
+
+
+def _request(scope: Scope, path: str, body: bytes, origin: Origin | None) -> Request:
     headers = tuple((k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope.get("headers", ()))
     client = scope.get("client")
     server = scope.get("server") or ("localhost", None)
     host = next((v for k, v in headers if k == "host"), f"{server[0]}:{server[1]}" if server[1] else server[0])
+    scheme, remote = scope.get("scheme", "http"), client[0] if client else ""
+    if origin is not None:
+        scheme, host, remote = origin(remote or None, headers, scheme, host)
     return Request(method=scope["method"], path=path, query=scope.get("query_string", b"").decode("latin-1"),
-                   headers=headers, body=body, scheme=scope.get("scheme", "http"), host=host,
-                   remote_addr=client[0] if client else "")
+                   headers=headers, body=body, scheme=scheme, host=host, remote_addr=remote)

@@ -93,6 +93,10 @@ class Console:
 
     # -- the front door --
 
+    def late(self) -> Response:
+        """The page when an answer takes too long (the database, a check)."""
+        return self._error(503, "No answer in time", "The server took too long to answer: try again.")
+
     def handle(self, request: Request) -> Response:
         try:
             return self._handle(request)
@@ -110,6 +114,10 @@ class Console:
             return Response(200, (("content-type", "text/css; charset=utf-8"), ("cache-control", "max-age=3600"),
                                   ("x-content-type-options", "nosniff")), _STYLESHEET)
         secure = request.scheme == "https"
+        if request.method not in ("GET", "POST"):
+            # Forms send GET and POST only; every other method is refused
+            # before it can act without the checks a POST gets.
+            return Response(405, _HEADERS + (("allow", "GET, POST"),), b"")
         if request.method == "POST" and not self._same_origin(request):
             return self._error(403, "Refused", "This form was not sent from the console.")
         if path == PREFIX + "/sign-in":
@@ -173,9 +181,11 @@ class Console:
     # -- signing in and out --
 
     def _sign_in(self, request: Request, secure: bool) -> Response:
-        notice = {k: v[0] for k, v in parse_params(request.query).items()}.get("notice") \
-            if request.method == "GET" else None
         if request.method == "GET":
+            try:
+                notice = {k: v[0] for k, v in parse_params(request.query).items()}.get("notice")
+            except OAuthError:  # a repeated or undecodable parameter: no notice
+                notice = None
             return self._render("sign_in.html", None, "Sign in", errors={}, section="", notice=notice)
         now = int(self.clock())
         window = now - now % 60
@@ -196,7 +206,7 @@ class Console:
     # -- the pages --
 
     def _route(self, page: _Page, segments: list[str]) -> Response:
-        get = page.request.method == "GET"
+        get = page.request.method == "GET"  # else POST: its CSRF token and Origin are checked
         match segments:
             case []:
                 return _see_other(PREFIX + "/servers")
@@ -204,7 +214,7 @@ class Console:
                 return self._organizations(page) if get else self._organization_create(page)
             case ["oauth-configs"] if get:
                 return self._configs(page)
-            case ["oauth-configs", "new"]:
+            case ["oauth-configs", "+new"]:
                 return self._config_new(page)
             case ["oauth-configs", org, name]:
                 return self._config_edit(page, org, name)
@@ -215,7 +225,7 @@ class Console:
                 return _see_other(PREFIX + "/oauth-configs?notice=deleted")
             case ["servers"] if get:
                 return self._servers(page)
-            case ["servers", "new"]:
+            case ["servers", "+new"]:
                 return self._server_new(page)
             case ["servers", slug]:
                 return self._server_edit(page, slug)
@@ -269,7 +279,7 @@ class Console:
                             section="oauth-configs")
 
     def _config_new(self, page: _Page) -> Response:
-        action = PREFIX + "/oauth-configs/new"
+        action = PREFIX + "/oauth-configs/+new"
         if page.request.method == "GET":
             return self._config_form(page, "New OAuth configuration", action, {"pkce": True}, True)
         values = _config_values(page.form, creating=True)
@@ -317,7 +327,7 @@ class Console:
                             problem=problem, section="servers")
 
     def _server_new(self, page: _Page) -> Response:
-        action = PREFIX + "/servers/new"
+        action = PREFIX + "/servers/+new"
         if page.request.method == "GET":
             return self._server_form(page, "New server", action, {"scopes": "mcp"}, True)
         try:

@@ -16,10 +16,11 @@ import secrets
 from typing import Any
 
 from ..core.context import urlsafe
+from ..core.cookies import ADMIN_SESSION_COOKIE
 from .operations import Actor
 
 SESSION_SECONDS = 8 * 3600
-COOKIE = "mcp_admin_session"
+COOKIE = ADMIN_SESSION_COOKIE
 
 
 def cookie_name(secure: bool) -> str:
@@ -52,7 +53,7 @@ def session_actor(key: bytes, value: str | None, now: int, store: Any) -> Actor 
         return None
     body, _, mac = value.rpartition(".")
     token_id, expires, _nonce = body.split(".")
-    if not hmac.compare_digest(mac, _mac(key, "session:" + body)):
+    if not _same(mac, _mac(key, "session:" + body)):
         return None
     if not expires.isdigit() or int(expires) <= now:
         return None
@@ -65,7 +66,13 @@ def csrf_token(key: bytes, session: str) -> str:
 
 
 def csrf_ok(key: bytes, session: str, given: str | None) -> bool:
-    return given is not None and hmac.compare_digest(given, csrf_token(key, session))
+    return given is not None and _same(given, csrf_token(key, session))
+
+
+def _same(given: str, expected: str) -> bool:
+    """Constant-time, whatever characters a client sent (compare_digest
+    takes text only when it is ASCII)."""
+    return hmac.compare_digest(given.encode("utf-8", "surrogatepass"), expected.encode("ascii"))
 
 
 def console_key(cookie_key: bytes) -> bytes:

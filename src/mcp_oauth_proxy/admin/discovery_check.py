@@ -1,20 +1,23 @@
 """The console's "check" of an OAuth configuration: its endpoints resolved
 the way a login resolves them (OIDC discovery for oidc, google and auth0,
-the configured endpoints for github and oauth2), by the same code and with
-the same outbound limits, and what came back or went wrong."""
+the configured endpoints for github and oauth2), by the same code, and what
+came back or went wrong. An operator chooses where it goes, so it is bounded
+all told: one deadline for the whole answer, a small body, two at a time."""
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any, Callable
 
 import attrs
+import httpx
 
 from ..core.effects import Fetch, run_sync
-from ..core.errors import EffectError
+from ..core.errors import EffectError, FetchFailed
 from ..core.http import HttpRequest, HttpResponse
 from ..core.models import OAuthConfig
 from ..tenants_db import upstream_config
-from ..upstream.http import SyncFetcher
 
 
 @attrs.frozen
@@ -24,16 +27,51 @@ class Check:
     found: tuple[tuple[str, str], ...] = ()
 
 
-def check_discovery(c: OAuthConfig, fetch: Callable[[HttpRequest], HttpResponse] | None = None,
-                    timeout: float = 5.0) -> Check:
+# Checks under way at once, in this process: each holds a worker thread
+# and an outbound connection for up to DEADLINE seconds.
+_CHECKS = threading.BoundedSemaphore(2)
+DEADLINE = 5.0
+MAX_DOCUMENT = 256 * 1024
+
+
+def bounded_fetch(request: HttpRequest, deadline: float = DEADLINE, limit: int = MAX_DOCUMENT) -> HttpResponse:
+    """One request, over in ``deadline`` seconds all told (however slowly
+    the other side sends), its body at most ``limit`` bytes; no redirects,
+    no proxy settings from the environment."""
+    ends = time.monotonic() + deadline
+    try:
+        with httpx.Client(timeout=deadline, follow_redirects=False, trust_env=False) as client, \
+                client.stream(request.method, request.url, headers=list(request.headers)) as response:
+            body = bytearray()
+            for chunk in response.iter_bytes():
+                body += chunk
+                if len(body) > limit:
+                    raise FetchFailed(f"the answer is larger than {limit // 1024} KiB")
+                if time.monotonic() > ends:
+                    raise FetchFailed(f"no whole answer within {deadline:g} s")
+            return HttpResponse(response.status_code, tuple(response.headers.items()), bytes(body))
+    except httpx.HTTPError as error:
+        raise FetchFailed(f"no answer ({type(error).__name__})") from None
+
+
+def check_discovery(c: OAuthConfig, fetch: Callable[[HttpRequest], HttpResponse] = bounded_fetch) -> Check:
+    """What resolving the configuration's endpoints finds; a few at a time."""
+    if not _CHECKS.acquire(blocking=False):
+        return Check(False, "other checks are under way: try again in a moment")
+    try:
+        return _check(c, fetch)
+    finally:
+        _CHECKS.release()
+
+
+def _check(c: OAuthConfig, fetch: Callable[[HttpRequest], HttpResponse]) -> Check:
     from ..app import upstream_source
 
     source = upstream_source(upstream_config(c), {})
-    carrier = fetch or SyncFetcher(timeout=timeout)
 
     def perform(effect: Any) -> Any:
         if isinstance(effect, Fetch):
-            return carrier(effect.request)
+            return fetch(effect.request)
         raise TypeError(f"unexpected effect {effect!r}")
 
     where = getattr(source, "discovery_url", None)

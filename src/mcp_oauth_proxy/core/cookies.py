@@ -25,6 +25,8 @@ _MAX_PAYLOAD = 2800
 # overwrite each other's), one browser cookie per host.
 CONSENT_COOKIE = "mcp_consent_"
 BROWSER_COOKIE = "mcp_browser"
+# The admin console's session cookie (admin/console_session.py).
+ADMIN_SESSION_COOKIE = "mcp_admin_session"
 # A browser value shorter than ours (256 bits, base64url) is not ours: replaced.
 _BROWSER_VALUE_LENGTH = 43
 
@@ -119,7 +121,9 @@ def is_ours(name: str) -> bool:
     """Whether a cookie of this name is one of ours (the forwarder keeps them
     from the backend)."""
     name = name.removeprefix("__Host-")
-    return name == BROWSER_COOKIE or name.startswith(CONSENT_COOKIE)
+    # The admin console's session too: on one host, a browser sends it to
+    # the public listener's port as well (cookies do not keep to a port).
+    return name in (BROWSER_COOKIE, ADMIN_SESSION_COOKIE) or name.startswith(CONSENT_COOKIE)
 
 
 def browser_binding(request: Request, ctx: Context) -> tuple[str, tuple[str, str]]:

@@ -18,6 +18,7 @@ from . import config as config_mod
 from .core.errors import StorageUnavailable
 from .storage.crypto import KeyRing
 from .housekeeping import collect
+from .progress import Progress
 from .storage.keys import DEFAULT_KEY_FILE, ENV_KEYS, KeyConfigError, load_keyring, reencrypt, rotate
 from .storage.migrations import SchemaError, migrate
 from .storage.open import open_store
@@ -46,18 +47,20 @@ def _database(args: argparse.Namespace) -> str:
 def db_upgrade(args: argparse.Namespace) -> int:
     engine = make_engine(_database(args), bound_statements=False)  # a migration may take long
     try:
-        applied = migrate(engine, upgrade=True)
+        with Progress("migrating", "migration") as progress:
+            applied = migrate(engine, upgrade=True, progress=progress.advance)
     finally:
         engine.dispose()
-    print(f"applied migrations {applied}" if applied else "the schema is up to date")
+    print(f"applied migrations {applied} in {progress.seconds:.1f} s" if applied else "the schema is up to date")
     return 0
 
 
 def db_gc(args: argparse.Namespace) -> int:
     # Removing expired rows decrypts nothing: a throwaway key ring will do.
     store = open_store(_database(args), KeyRing.generate())
-    total = collect(store, int(time.time()), args.batch)
-    print(f"removed {total} expired record(s)")
+    with Progress("removing expired records", "record") as progress:
+        total = collect(store, int(time.time()), args.batch, progress.advance)
+    print(f"removed {total} expired record(s) in {progress.seconds:.1f} s")
     return 0
 
 
@@ -74,8 +77,10 @@ def keys_reencrypt(args: argparse.Namespace) -> int:
     ring = load_keyring(_settings(args)[1])
     store = open_store(_database(args), ring)
     assert isinstance(store, SqlStore)
-    result = reencrypt(store, ring, batch=args.batch)
-    print(f"moved {result.moved} record(s) to key {ring.active!r}")
+    with Progress("re-encrypting", "record") as progress:
+        result = reencrypt(store, ring, batch=args.batch, progress=progress.advance)
+    print(f"moved {result.moved} record(s) to key {ring.active!r}, skipped {len(result.failed)}, "
+          f"in {progress.seconds:.1f} s")
     for failure in result.failed:
         print(f"cannot re-encrypt {failure} (that person signs in again)", file=sys.stderr)
     return 1 if result.failed else 0

@@ -25,12 +25,13 @@ T = TypeVar("T")
 _reload_failed = Throttled(log, logging.WARNING, interval=60.0)
 
 
-def collect(store: Store, now: int, batch: int) -> int:
+def collect(store: Store, now: int, batch: int, progress: Callable[[int], None] = lambda n: None) -> int:
     """Remove every record expired by ``now``, ``batch`` of each kind at a time."""
     total = 0
     while True:
         removed = store.delete_expired(now, batch)
         total += removed
+        progress(removed)
         if removed == 0:
             return total
 

@@ -13,7 +13,7 @@ import binascii
 import json
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import attrs
 from sqlalchemy import Connection, Table, select, tuple_, update
@@ -156,7 +156,8 @@ _SEALED = (
 )
 
 
-def reencrypt(store: SqlStore, ring: KeyRing, batch: int = 500) -> Reencrypted:
+def reencrypt(store: SqlStore, ring: KeyRing, batch: int = 500,
+              progress: Callable[[int], None] = lambda n: None) -> Reencrypted:
     """Move every grant, session and OAuth configuration ciphertext to the active key, a batch per
     transaction. Resumable: records already on the active key are skipped,
     so a second run continues where an interrupted one stopped."""
@@ -188,6 +189,7 @@ def reencrypt(store: SqlStore, ring: KeyRing, batch: int = 500) -> Reencrypted:
             rows, done, bad = store._write(step)
             moved += done
             failed += bad
+            progress(len(rows))
             if len(rows) < batch:
                 break
             cursor = (rows[-1][0], rows[-1][1])

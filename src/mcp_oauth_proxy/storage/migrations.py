@@ -21,7 +21,7 @@ import functools
 import logging
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from sqlalchemy import BigInteger, Column, Connection, Engine, Integer, MetaData, String, Table, func, inspect, select, text
 
@@ -172,7 +172,7 @@ def _locked(engine: Engine) -> Iterator[Connection]:
             yield conn
 
 
-def migrate(engine: Engine, *, upgrade: bool = False) -> list[int]:
+def migrate(engine: Engine, *, upgrade: bool = False, progress: Callable[[int], None] = lambda n: None) -> list[int]:
     """Bring the schema to the latest version; the versions applied.
 
     An empty database is always migrated; an older one only with ``upgrade``,
@@ -198,6 +198,7 @@ def migrate(engine: Engine, *, upgrade: bool = False) -> list[int]:
         if legacy:
             command.stamp(config, current)
             _legacy_versions.drop(conn)
-        if pending:
-            command.upgrade(config, known[-1])
+        for revision in pending:  # one at a time, for progress; all in this transaction
+            command.upgrade(config, revision)
+            progress(1)
         return [number(r) for r in pending]

@@ -25,7 +25,7 @@ from .errors import (
     UpstreamNotReady,
     UpstreamUnavailable,
 )
-from .flows import authorize, callback, consent, introspect, metadata, register, revoke, token, userinfo
+from .flows import authorize, callback, connections, consent, introspect, metadata, register, revoke, token, userinfo
 from .http import Request, Response, add_query, json_response, redirect
 from .pages import error_page
 from .upstream import with_upstream
@@ -62,6 +62,9 @@ _OAUTH_ROUTES = {
     "revoke": Route(("POST",), revoke.revoke, cors=True, limit="revoke"),
     "introspect": Route(("POST",), introspect.introspect, cors=True),
     "jwks": Route(("GET",), _static(metadata.jwks), cors=True),
+    # The person's own page: their grants, to see and revoke.
+    "connections": Route(("GET", "POST"), connections.connections, browser=True, limit="connections",
+                         upstream=True),
 }
 _AS_METADATA = Route(("GET",), _static(metadata.as_metadata), cors=True)
 _PR_METADATA = Route(("GET",), _static(metadata.pr_metadata), cors=True)

@@ -31,6 +31,7 @@ _LAYOUT = Template(
 <title>$title</title>
 <style>
 body{font-family:system-ui,sans-serif;max-width:34rem;margin:3rem auto;padding:0 1rem;color:#1b1b1b}
+h1,h2{overflow-wrap:anywhere}
 .host{font-family:ui-monospace,monospace;font-size:1.1rem;background:#f3f3f3;padding:.1rem .3rem}
 .warn{background:#fff4e5;border-left:4px solid #e69500;padding:.5rem .75rem}
 button{font-size:1rem;padding:.5rem 1.25rem;margin-right:.5rem}

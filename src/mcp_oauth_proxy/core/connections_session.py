@@ -34,7 +34,6 @@ class ConnectionsSession:
     user_id: str
     # Random per sign-in: the forms' token is made from it (form_token).
     nonce: str = attrs.field(repr=False)
-    expires_at: int
 
 
 def _name(ctx: Context) -> str:
@@ -60,7 +59,7 @@ def current(ctx: Context, request: Request) -> ConnectionsSession | None:
     data = opened(ctx, request.cookies().get(cookie_name(ctx, _name(ctx))), _PURPOSE)
     if data is None or not isinstance(data.get("u"), str) or not isinstance(data.get("n"), str):
         return None
-    return ConnectionsSession(user_id=data["u"], nonce=data["n"], expires_at=data["e"])
+    return ConnectionsSession(user_id=data["u"], nonce=data["n"])
 
 
 def form_token(ctx: Context, session: ConnectionsSession) -> str:

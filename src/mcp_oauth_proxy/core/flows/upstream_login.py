@@ -20,8 +20,9 @@ def start_upstream_login(
     practices). ``state`` alone proves nothing about who brings it back: the
     session also keeps ``browser_hash``, the hash of the browser cookie of
     the person who consented (or asked for the connections page), and the
-    callback is refused to any other browser. Our own PKCE verifier protects the upstream code, and an OIDC
-    ``nonce`` binds the id_token to this session.
+    callback is refused to any other browser. Our own PKCE verifier protects
+    the upstream code, and an OIDC ``nonce`` binds the id_token to this
+    session.
     """
     upstream = ctx.upstream
     state = ctx.random_string()

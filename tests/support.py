@@ -128,6 +128,14 @@ def params_of(url: str) -> dict[str, str]:
     return {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
 
 
+def hidden_value(page: Response, name: str) -> str:
+    """The value of the first hidden input of this name on a page of ours."""
+    html = page.body.decode()
+    marker = f'name="{name}" value="'
+    start = html.index(marker) + len(marker)
+    return html[start:html.index('"', start)]
+
+
 @attrs.define
 class Harness:
     """Runs requests through the router with the sync driver, a memory store
@@ -205,10 +213,7 @@ class Harness:
         return f"{self.tenant.issuer}/oauth/authorize?" + urlencode(q)
 
     def consent_request_id(self, page: Response) -> str:
-        html = page.body.decode()
-        marker = 'name="request_id" value="'
-        start = html.index(marker) + len(marker)
-        return html[start:html.index('"', start)]
+        return hidden_value(page, "request_id")
 
     def login(self, client_id: str, **extra: str) -> dict[str, str]:
         """authorize -> consent approve -> upstream -> callback; the params
@@ -225,6 +230,19 @@ class Harness:
             {"code": "upstream-code", "state": upstream_params["state"], "iss": UPSTREAM_ISSUER}))
         assert back.status == 302, back.body
         return params_of(back.header("location") or "")
+
+    def sign_in_to_connections(self) -> Response:
+        """GET the connections page, unsigned -> upstream -> callback; the
+        page the person lands on."""
+        start = self.request("GET", f"{self.tenant.issuer}/oauth/connections")
+        assert start.status == 302, start.body
+        upstream_params = params_of(start.header("location") or "")
+        self.idp.nonce = upstream_params.get("nonce")
+        back = self.request("GET", f"{self.tenant.issuer}/oauth/callback?" + urlencode(
+            {"code": "upstream-code", "state": upstream_params["state"], "iss": UPSTREAM_ISSUER}))
+        assert back.status == 303, back.body
+        assert back.header("location") == f"{self.tenant.issuer}/oauth/connections"
+        return self.request("GET", back.header("location") or "")
 
     def token(self, form: dict[str, str], headers: list[tuple[str, str]] | None = None) -> Response:
         return self.request("POST", f"{self.tenant.issuer}/oauth/token", form=form, headers=headers)

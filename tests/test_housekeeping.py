@@ -123,6 +123,7 @@ def test_rate_limits_and_gc_settings_come_from_the_config(tmp_path):
     tenant = app.site.entries[0].tenant
     assert tenant.rate_limits.token == RateLimit(per_address=7, per_client=3, window=10)
     assert tenant.rate_limits.register == RateLimit(per_address=20, window=3600)  # the default
+    assert tenant.rate_limits.connections == RateLimit(per_address=120)
     app.site.store.traits.pool.dispose()
 
 
@@ -134,6 +135,8 @@ def test_rate_limits_and_gc_settings_come_from_the_config(tmp_path):
     ("[tenants.rate_limits.authorize]\nper_grant = 5",
      "tenants[0].rate_limits.authorize.per_grant: authorize is counted per address and client only"),
     ("[tenants.rate_limits.revoke]\nper_client = 5", "tenants[0].rate_limits.revoke.per_client: revoke is counted per"),
+    ("[tenants.rate_limits.connections]\nper_client = 5",
+     "tenants[0].rate_limits.connections.per_client: connections is counted per address only"),
 ])
 def test_bad_rate_limits_are_named(tmp_path, table, message):
     base = CONFIG.split("[tenants.rate_limits.token]")[0] + table + "\n\n[tenants.upstream]" + CONFIG.split("[tenants.upstream]")[1]

@@ -87,6 +87,33 @@ def tokens(issuer: str, resource: str) -> Walk[tuple[str, dict[str, Any]]]:
     return client["client_id"], r.json()
 
 
+def hidden(page: httpx.Response, name: str) -> str:
+    marker = f'name="{name}" value="'
+    start = page.text.index(marker) + len(marker)
+    return page.text[start:page.text.index('"', start)]
+
+
+def connections(issuer: str) -> Walk[httpx.Response]:
+    """The person opens the connections page, signs in at the IdP, and is
+    shown their connections."""
+    start = yield ("GET", f"{issuer}/oauth/connections", {})
+    assert start.status_code == 302, start.text
+    callback = yield from at_upstream(start.headers["location"])
+    back = yield ("GET", callback, {})
+    assert back.status_code == 303 and back.headers["location"] == f"{issuer}/oauth/connections", back.text
+    page = yield ("GET", back.headers["location"], {})
+    assert page.status_code == 200, page.text
+    return page
+
+
+def disconnect(issuer: str, page: httpx.Response) -> Walk[httpx.Response]:
+    """The Disconnect button of the page's first connection; the page after."""
+    done = yield ("POST", f"{issuer}/oauth/connections", {"data": {
+        "form_token": hidden(page, "form_token"), "grant_id": hidden(page, "grant_id"), "action": "disconnect"}})
+    assert done.status_code == 303, done.text
+    return (yield ("GET", done.headers["location"], {}))
+
+
 def bearer(token: str) -> dict[str, Any]:
     return {"headers": {"authorization": f"Bearer {token}"}}
 

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 from local_idp import LocalIdP
-from oauth_walk import bearer, drive_async, login, redeem, register, tokens
+from oauth_walk import bearer, connections, disconnect, drive_async, login, redeem, register, tokens
 from proxy_apps import asgi_app, site
 from support import ServerClock
 
@@ -57,6 +57,18 @@ async def test_whole_flow(idp: LocalIdP, server_clock: ServerClock, anyio_backen
         r = await c.post("/oauth/token", data={"grant_type": "refresh_token", "refresh_token": new["refresh_token"],
                                                 "client_id": client_id})
         assert r.status_code == 400 and r.json()["error"] == "invalid_grant"
+
+
+async def test_a_person_disconnects_a_client_on_the_connections_page(idp: LocalIdP, anyio_backend: str) -> None:
+    async with client(asgi_app(site(idp))) as c:
+        client_id, tok = await drive_async(tokens(ISSUER, RESOURCE), c)
+        assert (await c.get("/mcp", **bearer(tok["access_token"]))).status_code == 200
+        page = await drive_async(connections(ISSUER), c)
+        assert "<h2>Walker</h2>" in page.text and client_id in page.text
+        after = await drive_async(disconnect(ISSUER, page), c)
+        assert "Walker" not in after.text
+        refused = await c.get("/mcp", **bearer(tok["access_token"]))
+        assert refused.status_code == 401 and 'error="invalid_token"' in refused.headers["www-authenticate"]
 
 
 async def test_guard_challenge_and_resource_metadata(oidc_idp: LocalIdP, anyio_backend: str) -> None:

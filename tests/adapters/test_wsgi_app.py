@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 from local_idp import LocalIdP
-from oauth_walk import bearer, drive, login, redeem, register, tokens
+from oauth_walk import bearer, connections, disconnect, drive, login, redeem, register, tokens
 from proxy_apps import site, wsgi_app
 from support import ServerClock
 
@@ -37,6 +37,18 @@ def test_whole_flow(idp: LocalIdP, server_clock: ServerClock) -> None:
         assert c.get("/mcp", **bearer(new["access_token"])).status_code == 200
         assert c.post("/oauth/revoke", data={"token": new["refresh_token"], "client_id": client_id}).status_code == 200
         refused = c.get("/mcp", **bearer(new["access_token"]))
+        assert refused.status_code == 401 and 'error="invalid_token"' in refused.headers["www-authenticate"]
+
+
+def test_a_person_disconnects_a_client_on_the_connections_page(idp: LocalIdP) -> None:
+    with client(wsgi_app(site(idp))) as c:
+        client_id, tok = drive(tokens(ISSUER, RESOURCE), c)
+        assert c.get("/mcp", **bearer(tok["access_token"])).status_code == 200
+        page = drive(connections(ISSUER), c)
+        assert "<h2>Walker</h2>" in page.text and client_id in page.text
+        after = drive(disconnect(ISSUER, page), c)
+        assert "Walker" not in after.text
+        refused = c.get("/mcp", **bearer(tok["access_token"]))
         assert refused.status_code == 401 and 'error="invalid_token"' in refused.headers["www-authenticate"]
 
 

@@ -29,7 +29,7 @@ from mcp_oauth_proxy.core.http import HttpResponse, Request
 from mcp_oauth_proxy.core.router import handle
 from mcp_oauth_proxy.core.tenant import Tenant
 
-from support import NOW, REDIRECT, UPSTREAM_ISSUER, VERIFIER, CHALLENGE, Harness, jwt, params_of, tenant
+from support import NOW, REDIRECT, UPSTREAM_ISSUER, VERIFIER, CHALLENGE, Harness, hidden_value, jwt, params_of, tenant
 
 SETTINGS = settings(
     max_examples=150,
@@ -41,7 +41,8 @@ TENANTS = [
     tenant(),
     tenant("pathy", "https://auth.example.com/acme", "https://auth.example.com/acme/mcp"),
 ]
-ENDPOINTS = ["register", "authorize", "consent", "callback", "token", "userinfo", "revoke", "introspect", "jwks"]
+ENDPOINTS = ["register", "authorize", "consent", "callback", "token", "userinfo", "revoke", "introspect", "jwks",
+             "connections"]
 DOC_URL = "https://client.example.net/oauth/client.json"
 REDIRECTS = (301, 302, 303, 307, 308)
 
@@ -96,6 +97,11 @@ def build_world(t: Tenant) -> World:
     post = h.register(token_endpoint_auth_method="client_secret_post", redirect_uris=[REDIRECT])
     tokens = h.redeem(public["client_id"], h.login(public["client_id"])["code"]).json()
     code = h.login(public["client_id"])["code"]  # approved now: straight upstream
+    # A sign-in to the connections page left pending (its state), and one finished: the page's form.
+    connections = f"{t.issuer}/oauth/connections"
+    pending_sign_in = params_of(h.request("GET", connections).header("location") or "")["state"]
+    page = h.sign_in_to_connections()
+    form_token, grant_id = hidden_value(page, "form_token"), hidden_value(page, "grant_id")
     # A pending upstream login (its state) ...
     upstream = params_of(h.request("GET", h.authorize_url(public["client_id"])).header("location") or "")
     # ... and a pending consent, shown to the same browser without its consent cookie.
@@ -107,14 +113,14 @@ def build_world(t: Tenant) -> World:
     cookie = "; ".join(f"{k}={v}" for k, v in h.cookies.items())
     h.cookies = {}  # requests below set their own Cookie headers
     secrets = [basic["client_secret"], post["client_secret"], tokens["access_token"], tokens["refresh_token"],
-               code, upstream["state"], request_id]
+               code, upstream["state"], request_id, pending_sign_in, form_token]
     known = [
         public["client_id"], basic["client_id"], post["client_id"], DOC_URL, *secrets,
         REDIRECT, "http://127.0.0.1:5555/callback", "https://app.example.com/cb", t.resource, t.issuer,
         CHALLENGE, VERIFIER, "S256", "plain", "code", "token", "authorization_code", "refresh_token",
         "client_credentials", "mcp", "mcp mcp:admin", "openid", "approve", "deny", "access_token",
         "refresh_token", UPSTREAM_ISSUER, "upstream-code", "access_denied", "server_error",
-        "temporarily_unavailable", "client-state",
+        "temporarily_unavailable", "client-state", grant_id, "disconnect", "sign_out",
         # URLs read one way by Python and another by a browser or a person
         "http://evil.com\\@127.0.0.1:33418/callback", "https://\u0430\u0440\u0440\u04cf\u0435.com/cb",
         "https://u@app.example.com/cb", "https://app.example.net/caf\u00e9.json",
@@ -136,6 +142,10 @@ def build_world(t: Tenant) -> World:
         "introspect": ({"token": tokens["access_token"]}, [("authorization", basic_auth)]),
         "userinfo": ({}, [("authorization", "Bearer " + tokens["access_token"])]),
         "jwks": ({}, []),
+        "connections": ({}, [("cookie", cookie)]),
+        "disconnect": ({"form_token": form_token, "grant_id": grant_id, "action": "disconnect"}, [("cookie", cookie)]),
+        "connections_callback": ({"state": pending_sign_in, "code": "upstream-code", "iss": UPSTREAM_ISSUER},
+                                 [("cookie", cookie)]),
     }
     return World(h, known, [code, tokens["refresh_token"]], secrets, cookie, templates)
 
@@ -148,12 +158,14 @@ JUNK = ["", " ", "\x00", "%", "%zz", "%ff", "%C3", "&", "=", "+", "#", "?", "é"
         "null", "[]", "{}", "0", "-1", "99999999999999999999"]
 NAMES = ["response_type", "client_id", "redirect_uri", "code_challenge", "code_challenge_method", "state",
          "scope", "resource", "grant_type", "code", "code_verifier", "refresh_token", "client_secret", "token",
-         "token_type_hint", "request_id", "decision", "iss", "error", "error_description", "nonce", "prompt"]
+         "token_type_hint", "request_id", "decision", "iss", "error", "error_description", "nonce", "prompt",
+         "form_token", "grant_id", "action", "after", "disconnected"]
 CONTENT_TYPES = ["application/x-www-form-urlencoded", "application/x-www-form-urlencoded; charset=utf-8",
                  "APPLICATION/X-WWW-FORM-URLENCODED", "application/json", "application/json; charset=latin-1",
                  "text/plain", "multipart/form-data; boundary=x", "", ";", "application/x-www-form-urlencoded, text/html"]
 METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD", "TRACE", "get", "post"]
-COOKIE_NAMES = ["__Host-mcp_consent_acme", "mcp_consent_acme", "__Host-mcp_browser", "mcp_browser", "session"]
+COOKIE_NAMES = ["__Host-mcp_consent_acme", "mcp_consent_acme", "__Host-mcp_browser", "mcp_browser", "session",
+                "__Host-mcp_connections_acme", "__Host-mcp_connections_pathy"]
 
 
 def values(world: World) -> st.SearchStrategy[str]:
@@ -447,7 +459,8 @@ ROUTES = [("POST", "register", "register"), ("GET", "authorize", "authorize"), (
           ("POST", "consent", "consent"), ("GET", "callback", "callback"), ("POST", "token", "token"),
           ("POST", "token", "refresh"), ("GET", "userinfo", "userinfo"), ("POST", "userinfo", "userinfo"),
           ("POST", "revoke", "revoke"), ("POST", "introspect", "introspect"), ("GET", "jwks", "jwks"),
-          ("OPTIONS", "token", "token"), ("DELETE", "token", "token")]
+          ("OPTIONS", "token", "token"), ("DELETE", "token", "token"), ("GET", "connections", "connections"),
+          ("POST", "connections", "disconnect"), ("GET", "callback", "connections_callback")]
 
 
 @pytest.mark.parametrize("method, endpoint, template", ROUTES)

@@ -22,7 +22,7 @@ from proxy_apps import site
 from served import LOOPS, seed_access_token, serve
 
 from mcp_oauth_proxy.adapters.forward import Backend, Forwarder
-from mcp_oauth_proxy.adapters.forward_headers import identity_value, to_client
+from mcp_oauth_proxy.adapters.forward_headers import identity_value, to_backend, to_client
 
 
 @pytest.fixture(scope="module")
@@ -156,5 +156,14 @@ def test_a_backend_cannot_set_our_cookies() -> None:
     bound to, and could lend it to an attacker's login."""
     answer = [(b"Set-Cookie", b"__Host-mcp_browser=known; Path=/; Secure"), (b"set-cookie", b"mcp_browser=known"),
               (b"set-cookie", b"mcp_consent_acme=x.y"), (b"set-cookie", b"session=fine; Path=/"),
+              (b"set-cookie", b"__Host-mcp_connections_acme=x.y; Path=/; Secure"),
               (b"content-type", b"application/json")]
     assert to_client(answer) == [(b"set-cookie", b"session=fine; Path=/"), (b"content-type", b"application/json")]
+
+
+def test_a_backend_is_sent_none_of_our_cookies() -> None:
+    """The connections page's cookie is Path=/ (a __Host- cookie must be):
+    a backend behind the same host would otherwise receive it, and could
+    use it to revoke the person's grants."""
+    sent = [(b"cookie", b"__Host-mcp_connections_acme=signed.value; theirs=1; __Host-mcp_browser=b")]
+    assert to_backend(sent, False, None) == [(b"cookie", b"theirs=1")]

@@ -11,6 +11,7 @@ from mcp_oauth_proxy.core.models import (
     AuthSession,
     Client,
     CodeGrant,
+    ConnectionsSignIn,
     ConsentRequest,
     Grant,
     OAuthConfig,
@@ -42,8 +43,9 @@ def consent(tenant: str = "acme", id_hash: str = "consent-1", expires_at: int = 
     return ConsentRequest(tenant=tenant, id_hash=id_hash, request=REQUEST, browser_hash="b" * 64, expires_at=expires_at)
 
 
-def session(tenant: str = "acme", state_hash: str = "state-1", expires_at: int = T0 + 600) -> AuthSession:
-    return AuthSession(tenant=tenant, state_hash=state_hash, request=REQUEST, browser_hash="c" * 64,
+def session(tenant: str = "acme", state_hash: str = "state-1", expires_at: int = T0 + 600,
+            request: AuthorizationRequest | ConnectionsSignIn = REQUEST) -> AuthSession:
+    return AuthSession(tenant=tenant, state_hash=state_hash, request=request, browser_hash="c" * 64,
                        upstream_issuer="https://idp.example",
                        upstream_code_verifier="the-upstream-verifier", nonce="n-1", expires_at=expires_at)
 

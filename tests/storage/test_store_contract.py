@@ -10,7 +10,7 @@ import attrs
 import pytest
 
 from mcp_oauth_proxy.core.errors import DecryptionFailed
-from mcp_oauth_proxy.core.models import Revocation, Rotation, UpstreamTokens
+from mcp_oauth_proxy.core.models import ConnectionsSignIn, Revocation, Rotation, UpstreamTokens
 from mcp_oauth_proxy.core.store import REPLACED, REVOCATION_RECORD, Store
 from mcp_oauth_proxy.storage.crypto import KeyRing
 from storage_records import T0, access, client, code, consent, grant, refresh, session, with_tokens
@@ -90,6 +90,13 @@ def test_an_auth_session_is_taken_once_with_its_verifier_decrypted(store):
     store.save_auth_session(session())
     assert store.take_auth_session("acme", "state-1", T0) == session()
     assert store.take_auth_session("acme", "state-1", T0) is None
+
+
+def test_a_sign_in_to_the_connections_page_is_kept_apart_from_a_clients_authorization(store):
+    store.save_auth_session(session(state_hash="state-c", request=ConnectionsSignIn()))
+    store.save_auth_session(session())
+    assert store.take_auth_session("acme", "state-c", T0) == session(state_hash="state-c", request=ConnectionsSignIn())
+    assert store.take_auth_session("acme", "state-1", T0) == session()
 
 
 def test_an_expired_or_foreign_auth_session_is_not_returned(store):

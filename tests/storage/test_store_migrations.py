@@ -19,7 +19,7 @@ from storage_records import T0, access, client, code, grant, refresh, session
 from mcp_oauth_proxy.cli_storage import main
 from mcp_oauth_proxy.core.models import Rotation
 from mcp_oauth_proxy.storage import migrations, sql
-from mcp_oauth_proxy.storage.crypto import KeyRing
+from mcp_oauth_proxy.storage.crypto import KeyRing, seal_verifier
 from mcp_oauth_proxy.storage.migrations import SchemaError, SchemaOutdated, version_of
 from mcp_oauth_proxy.storage.open import open_store
 from mcp_oauth_proxy.storage.schema import metadata, refresh_tokens
@@ -150,6 +150,26 @@ def test_a_version_1_database_is_upgraded_keeping_its_clients_and_dropping_unbou
         fresh = session()
         store.save_auth_session(fresh)
         assert store.take_auth_session("acme", fresh.state_hash, T0) == fresh
+    finally:
+        store.engine.dispose()
+
+
+def test_a_login_saved_before_connections_sign_ins_existed_is_read_as_a_clients_authorization(sql_url, ring):
+    """auth_sessions.request as releases before the connections page wrote
+    it: the authorization request's fields, untagged."""
+    store = open_store(sql_url, ring)
+    try:
+        with store.engine.begin() as conn:
+            conn.execute(sqlalchemy.text(
+                "INSERT INTO auth_sessions (tenant, state_hash, request, browser_hash, upstream_issuer,"
+                " upstream_code_verifier, nonce, expires_at) VALUES ('acme', 'state-1', :request, :browser,"
+                " 'https://idp.example', :verifier, 'n-1', :expires)"),
+                {"request": '{"client_id":"client-1","redirect_uri":"http://127.0.0.1:5000/cb",'
+                            '"redirect_uri_given":true,"state":"s","scope":["mcp","mcp:admin"],'
+                            '"resource":"https://acme.example.com/mcp","code_challenge":"' + "c" * 43 + '"}',
+                 "browser": "c" * 64, "expires": T0 + 600,
+                 "verifier": seal_verifier(ring, "acme", "state-1", "the-upstream-verifier")})
+        assert store.take_auth_session("acme", "state-1", T0) == session()
     finally:
         store.engine.dispose()
 

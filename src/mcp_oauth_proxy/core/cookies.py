@@ -2,7 +2,8 @@
 client, the destination the consent page named, the scopes), and
 the browser cookie that binds each step of a login to the browser that took
 the step before (the consent form to the page, the upstream callback to the
-consent)."""
+consent). Their signing serves the connections page's session cookie too
+(connections_session.py)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,8 @@ CONSENT_COOKIE = "mcp_consent_"
 BROWSER_COOKIE = "mcp_browser"
 # The admin console's session cookie (admin/console_session.py).
 ADMIN_SESSION_COOKIE = "mcp_admin_session"
+# Signed in to the connections page, one per tenant (connections_session.py).
+CONNECTIONS_COOKIE = "mcp_connections_"
 # A browser value shorter than ours (256 bits, base64url) is not ours: replaced.
 _BROWSER_VALUE_LENGTH = 43
 
@@ -47,30 +50,44 @@ def _sign(ctx: Context, payload: bytes) -> str:
     return urlsafe(hmac.new(ctx.cookie_key, payload, hashlib.sha256).digest())
 
 
-def _approvals(ctx: Context, request: Request) -> list[list[Any]]:
-    """What this browser approved for this tenant, [client_id, destination,
-    scopes] each, if the cookie is intact, ours, for this tenant and
-    unexpired; else nothing."""
-    raw = request.cookies().get(cookie_name(ctx, CONSENT_COOKIE + ctx.tenant.slug))
+def signed_value(ctx: Context, data: dict[str, Any]) -> str:
+    """A cookie value carrying ``data`` (with "t", the tenant, and "e", its
+    expiry) as JSON, signed with the cookie key: :func:`opened` reads it."""
+    payload = json.dumps(data, separators=(",", ":")).encode()
+    return urlsafe(payload) + "." + _sign(ctx, payload)
+
+
+def opened(ctx: Context, raw: str | None, purpose: str | None = None) -> dict[str, Any] | None:
+    """The data of a signed cookie value if it is intact, ours, for this
+    tenant, unexpired and made for ``purpose`` ("p"; the consent cookie has
+    none), so a value one cookie was given opens as no other; else None."""
     if not raw or "." not in raw:
-        return []
+        return None
     body, _, signature = raw.partition(".")
     try:
         payload = from_urlsafe(body)
     except (binascii.Error, ValueError):
-        return []
+        return None
     # compare_digest takes str only when it is ASCII.
     if not signature.isascii() or not hmac.compare_digest(_sign(ctx, payload), signature):
-        return []
+        return None
     try:
         data = parse_json(payload)
     except ValueError:
-        return []
-    if not isinstance(data, dict) or data.get("t") != ctx.tenant.slug:
-        return []
+        return None
+    if not isinstance(data, dict) or data.get("t") != ctx.tenant.slug or data.get("p") != purpose:
+        return None
     if not isinstance(data.get("e"), int) or data["e"] <= ctx.now:
-        return []
-    approvals = data.get("a")
+        return None
+    return data
+
+
+def _approvals(ctx: Context, request: Request) -> list[list[Any]]:
+    """What this browser approved for this tenant, [client_id, destination,
+    scopes] each, if the cookie is intact, ours, for this tenant and
+    unexpired; else nothing."""
+    data = opened(ctx, request.cookies().get(cookie_name(ctx, CONSENT_COOKIE + ctx.tenant.slug)))
+    approvals = data.get("a") if data is not None else None
     if not isinstance(approvals, list) or not all(_is_approval(a) for a in approvals):
         return []
     return approvals
@@ -109,12 +126,11 @@ def remember_approval(ctx: Context, request: Request, auth: AuthorizationRequest
     approvals = [[*key, sorted(scopes)], *kept][:MAX_REMEMBERED]
     ttl = ctx.tenant.policy.consent_ttl
     while True:
-        payload = json.dumps({"t": ctx.tenant.slug, "a": approvals, "e": ctx.now + ttl},
-                             separators=(",", ":")).encode()
-        if len(payload) <= _MAX_PAYLOAD or len(approvals) == 1:
+        data = {"t": ctx.tenant.slug, "a": approvals, "e": ctx.now + ttl}
+        if len(json.dumps(data, separators=(",", ":"))) <= _MAX_PAYLOAD or len(approvals) == 1:
             break
         approvals.pop()  # the oldest goes
-    return set_cookie(ctx, CONSENT_COOKIE + ctx.tenant.slug, urlsafe(payload) + "." + _sign(ctx, payload), ttl)
+    return set_cookie(ctx, CONSENT_COOKIE + ctx.tenant.slug, signed_value(ctx, data), ttl)
 
 
 def is_ours(name: str) -> bool:
@@ -123,7 +139,7 @@ def is_ours(name: str) -> bool:
     name = name.removeprefix("__Host-")
     # The admin console's session too: on one host, a browser sends it to
     # the public listener's port as well (cookies do not keep to a port).
-    return name in (BROWSER_COOKIE, ADMIN_SESSION_COOKIE) or name.startswith(CONSENT_COOKIE)
+    return name in (BROWSER_COOKIE, ADMIN_SESSION_COOKIE) or name.startswith((CONSENT_COOKIE, CONNECTIONS_COOKIE))
 
 
 def browser_binding(request: Request, ctx: Context) -> tuple[str, tuple[str, str]]:

@@ -72,13 +72,22 @@ class ConsentRequest:
 
 
 @attrs.frozen
+class ConnectionsSignIn:
+    """What a login is for when a person signs in to see and revoke their
+    grants (flows/connections.py): it ends in a session cookie for that
+    page, never in a grant or a code."""
+
+
+@attrs.frozen
 class AuthSession:
     """Our authorization request to the upstream, keyed by the hash of its
     ``state``; taken exactly once at the callback."""
 
     tenant: str
     state_hash: str
-    request: AuthorizationRequest
+    # What the login is for: a client's authorization, or the person's own
+    # connections page.
+    request: AuthorizationRequest | ConnectionsSignIn
     # Hash of the browser cookie of the person who consented: the callback
     # is accepted only from that browser.
     browser_hash: str = attrs.field(repr=False)

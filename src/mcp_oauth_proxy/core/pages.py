@@ -1,4 +1,5 @@
-"""The HTML pages a person sees: consent and errors.
+"""The HTML pages a person sees: consent and errors (and the layout the
+connections pages share, connections_page.py).
 
 Every value is escaped; the pages need no JavaScript, and their headers
 forbid framing (clickjacking, RFC 9700 §4.16) and caching.
@@ -30,9 +31,15 @@ _LAYOUT = Template(
 <title>$title</title>
 <style>
 body{font-family:system-ui,sans-serif;max-width:34rem;margin:3rem auto;padding:0 1rem;color:#1b1b1b}
+h1,h2{overflow-wrap:anywhere}
 .host{font-family:ui-monospace,monospace;font-size:1.1rem;background:#f3f3f3;padding:.1rem .3rem}
 .warn{background:#fff4e5;border-left:4px solid #e69500;padding:.5rem .75rem}
 button{font-size:1rem;padding:.5rem 1.25rem;margin-right:.5rem}
+.notice{background:#e8f5e9;border-left:4px solid #2e7d32;padding:.5rem .75rem}
+.connections{list-style:none;padding:0}
+.connection{border:1px solid #d0d0d0;border-radius:.4rem;padding:0 1rem 1rem;margin:1rem 0}
+dl{display:grid;grid-template-columns:max-content 1fr;gap:.25rem 1rem}
+dd{margin:0;overflow-wrap:anywhere}
 </style></head>
 <body>
 $content
@@ -65,6 +72,8 @@ class ConsentView:
     upstream_scopes: tuple[str, ...]
     service: str
     localhost_only: bool
+    # The person's connections page (flows/connections.py).
+    connections: str
     # For a client identified by a metadata document: the host serving it.
     client_host: str | None = None
 
@@ -96,5 +105,6 @@ def consent_page(view: ConsentView, headers: tuple[tuple[str, str], ...] = ()) -
 <input type="hidden" name="request_id" value="{escape(view.request_id)}">
 <button type="submit" name="decision" value="approve">Approve</button>
 <button type="submit" name="decision" value="deny">Deny</button>
-</form>"""
+</form>
+<p><small>See and disconnect the applications you allowed: <a href="{escape(view.connections)}">your connections</a>.</small></p>"""
     return render(f"Allow {view.client_name}?", content, 200, headers)

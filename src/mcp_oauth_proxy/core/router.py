@@ -25,7 +25,19 @@ from .errors import (
     UpstreamNotReady,
     UpstreamUnavailable,
 )
-from .flows import authorize, callback, consent, dev_login, introspect, metadata, register, revoke, token, userinfo
+from .flows import (
+    authorize,
+    callback,
+    connections,
+    consent,
+    dev_login,
+    introspect,
+    metadata,
+    register,
+    revoke,
+    token,
+    userinfo,
+)
 from .http import Request, Response, add_query, json_response, redirect
 from .pages import error_page
 from .tenant import Tenant
@@ -63,6 +75,9 @@ _OAUTH_ROUTES = {
     "revoke": Route(("POST",), revoke.revoke, cors=True, limit="revoke"),
     "introspect": Route(("POST",), introspect.introspect, cors=True),
     "jwks": Route(("GET",), _static(metadata.jwks), cors=True),
+    # The person's own page: their grants, to see and revoke.
+    "connections": Route(("GET", "POST"), connections.connections, browser=True, limit="connections",
+                         upstream=True),
     # The development identity provider (upstream kind "dev"): only where configured.
     "dev/authorize": Route(("GET", "POST"), dev_login.authorize, browser=True, limit="authorize"),
     "dev/token": Route(("POST",), dev_login.token),

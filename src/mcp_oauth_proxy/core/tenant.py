@@ -89,6 +89,8 @@ class RateLimits:
     # Not counted: the tenant's resource servers, which introspect a token
     # for every request they serve.
     introspect: RateLimit = RateLimit(per_address=120)
+    # Each request to the connections page (a sign-in started, a page, a form).
+    connections: RateLimit = RateLimit(per_address=120)
 
 
 # The counts each endpoint keeps. A registration has no client yet; a
@@ -102,6 +104,7 @@ COUNTS = {
     "callback": ("per_address",),
     "revoke": ("per_address",),
     "introspect": ("per_address",),
+    "connections": ("per_address",),
 }
 
 

@@ -47,8 +47,10 @@ from ..core.models import (
     AdminToken,
     AuditEvent,
     AuthSession,
+    AuthorizationRequest,
     Client,
     CodeGrant,
+    ConnectionsSignIn,
     ConsentRequest,
     DirectoryState,
     Grant,
@@ -98,6 +100,29 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 _convert = cattrs.Converter()
+
+# auth_sessions.request says what a login is for: a client's authorization
+# request, as every row held before connections sign-ins existed (so those
+# rows read as they always did), or a sign-in to the connections page,
+# tagged. Said outright rather than told apart by which fields are there.
+_LoginPurpose = AuthorizationRequest | ConnectionsSignIn
+_CONNECTIONS = {"purpose": "connections"}
+
+
+def _unstructure_purpose(purpose: _LoginPurpose) -> dict[str, Any]:
+    if isinstance(purpose, ConnectionsSignIn):
+        return dict(_CONNECTIONS)
+    return _convert.unstructure(purpose, AuthorizationRequest)  # type: ignore[no-any-return]
+
+
+def _structure_purpose(data: dict[str, Any], _: Any) -> _LoginPurpose:
+    if data == _CONNECTIONS:
+        return ConnectionsSignIn()
+    return _convert.structure(data, AuthorizationRequest)
+
+
+_convert.register_unstructure_hook(_LoginPurpose, _unstructure_purpose)
+_convert.register_structure_hook(_LoginPurpose, _structure_purpose)
 _DRIVERS = {"postgresql": "postgresql+psycopg", "postgres": "postgresql+psycopg",
             "mysql": "mysql+pymysql", "mariadb": "mysql+pymysql"}
 # Errors after which the whole transaction was rolled back and may simply run

@@ -119,6 +119,7 @@ def show_consent(ctx: Context, client: Client, auth: AuthorizationRequest, brows
         upstream_scopes=ctx.upstream.scopes,
         service=ctx.tenant.resource_name or ctx.tenant.issuer,
         localhost_only=all(is_loopback_redirect(u) for u in client.redirect_uris),
+        connections=ctx.tenant.endpoint("connections"),
         # CIMD: the document's host is who vouches for this client.
         client_host=shown_host(client.client_id) if is_metadata_url(client.client_id) else None,
     )

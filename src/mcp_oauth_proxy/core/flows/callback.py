@@ -1,5 +1,6 @@
 """The upstream's redirect back to us: check it, exchange the upstream code,
-learn who the person is, and give the client our own one-time code."""
+learn who the person is, and give the client our own one-time code (or,
+for a sign-in to the connections page, sign the person in there)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from ..errors import (
     UpstreamUnavailable,
 )
 from ..http import Request, Response, add_query, query_params, redirect, single
-from ..models import AuthSession, CodeGrant, Grant, UpstreamTokens
+from ..models import AuthorizationRequest, AuthSession, CodeGrant, ConnectionsSignIn, Grant, UpstreamTokens
 from ..upstream import (
     UpstreamRefused,
     check_id_token,
@@ -30,6 +31,7 @@ from ..upstream import (
     user_id_from,
     userinfo_request,
 )
+from . import connections
 
 def _upstream_error(code: str) -> OAuthError:
     """Upstream codes the client can act on are passed on as they are; the
@@ -106,38 +108,58 @@ def callback(request: Request, ctx: Context) -> Flow[Response]:
         raise BrowserError(
             "Sign-in expired", "This sign-in has expired or was already completed. Start again from the application."
         )
-    auth = session.request
+    purpose = session.request
     # The state came back through the identity provider, so it proves nothing
-    # about which browser brings it: only the one that consented may finish
-    # (MCP security best practices, confused deputy). Anyone else, such as a
-    # person lured to a login link another started, gets nothing, and the
-    # session, now spent, can no longer be finished by anyone.
+    # about which browser brings it: only the one that consented (or asked
+    # for the connections page) may finish (MCP security best practices,
+    # confused deputy; login CSRF). Anyone else, such as a person lured to a
+    # login link another started, gets nothing, and the session, now spent,
+    # can no longer be finished by anyone.
     if not cookies.is_same_browser(request, ctx, session.browser_hash):
-        yield Audit("login_refused_other_browser", ctx.tenant.slug, auth.client_id)
+        client_id = purpose.client_id if isinstance(purpose, AuthorizationRequest) else None
+        yield Audit("login_refused_other_browser", ctx.tenant.slug, client_id)
         raise BrowserError(
             "Sign-in refused",
             "This sign-in was started in another browser, so nothing was sent to the application. "
             "If you started it, start again from the application in this browser.",
             status=403,
         )
+    if isinstance(purpose, ConnectionsSignIn):
+        # A failure is the person's to see, on a page: no client waits.
+        user_id, _, _ = yield from _signed_in_upstream(params, session, ctx)
+        return (yield from connections.signed_in(ctx, user_id))
     try:
-        _check_issuer(params, session, ctx)
-        error = single(params, "error")
-        if error is not None:
-            raise _upstream_error(error)
-        code = single(params, "code")
-        if code is None:
-            raise AccessDenied("the identity provider sent no code")
-        try:
-            tokens, document = yield from _exchange(code, session, ctx)
-            user_id, claims = yield from _identify(tokens, document, session, ctx)
-        except FetchFailed as exc:
-            raise UpstreamUnavailable("the identity provider could not be reached") from exc
-        except UpstreamRefused as exc:
-            raise AccessDenied(exc.description) from exc
+        user_id, claims, tokens = yield from _signed_in_upstream(params, session, ctx)
     except OAuthError as exc:
-        raise AuthorizationRedirectError(exc, auth.redirect_uri, auth.state) from exc
+        raise AuthorizationRedirectError(exc, purpose.redirect_uri, purpose.state) from exc
+    return (yield from _grant_with_code(purpose, user_id, claims, tokens, ctx))
 
+
+def _signed_in_upstream(params: Mapping[str, list[str]], session: AuthSession,
+                        ctx: Context) -> Flow[tuple[str, dict[str, Any], UpstreamTokens]]:
+    """Who the upstream signed in: the person's stable id, their claims and
+    the upstream tokens. OAuthError if the upstream's answer is refused."""
+    _check_issuer(params, session, ctx)
+    error = single(params, "error")
+    if error is not None:
+        raise _upstream_error(error)
+    code = single(params, "code")
+    if code is None:
+        raise AccessDenied("the identity provider sent no code")
+    try:
+        tokens, document = yield from _exchange(code, session, ctx)
+        user_id, claims = yield from _identify(tokens, document, session, ctx)
+    except FetchFailed as exc:
+        raise UpstreamUnavailable("the identity provider could not be reached") from exc
+    except UpstreamRefused as exc:
+        raise AccessDenied(exc.description) from exc
+    return user_id, claims, tokens
+
+
+def _grant_with_code(auth: AuthorizationRequest, user_id: str, claims: dict[str, Any], tokens: UpstreamTokens,
+                     ctx: Context) -> Flow[Response]:
+    """Store the person's grant to the client, and send them back to it with
+    our one-time code."""
     policy = ctx.tenant.policy
     code_value = ctx.token("mcp_code_")
     code_hash = token_hash(code_value)

@@ -2,28 +2,19 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
 from .. import cookies
 from ..context import Context, token_hash
 from ..cimd import load_browser_client
 from ..effects import Audit, Flow, TakeConsentRequest
 from ..errors import AccessDenied, AuthorizationRedirectError, BrowserError, OAuthError
 from ..http import Request, Response, form_params, single
+from ..origins import is_from_our_pages
 from .upstream_login import start_upstream_login
 
 
-def _origin_of(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}".lower()
-
-
 def consent(request: Request, ctx: Context) -> Flow[Response]:
-    # CSRF, a second layer under the browser binding below: a form posted
-    # from another site says so in Origin (RFC 6454 §7). Our own page's
-    # says "null" (its Referrer-Policy is no-referrer, Fetch §3.2) or ours.
-    origin = request.header("origin")
-    if origin is not None and origin.lower() not in ("null", _origin_of(ctx.tenant.issuer)):
+    # CSRF, a second layer under the browser binding below.
+    if not is_from_our_pages(request, ctx):
         raise BrowserError("Request refused", "This approval did not come from the page we showed.", status=403)
     try:
         form = form_params(request)

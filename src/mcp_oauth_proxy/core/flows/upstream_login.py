@@ -5,22 +5,24 @@ from __future__ import annotations
 from ..context import Context, token_hash
 from ..effects import Flow, SaveAuthSession
 from ..http import Response, add_query, redirect
-from ..models import AuthorizationRequest, AuthSession
+from ..models import AuthorizationRequest, AuthSession, ConnectionsSignIn
 from ..pkce import s256
 
 
 def start_upstream_login(
-    ctx: Context, auth: AuthorizationRequest, browser_hash: str, status: int
+    ctx: Context, purpose: AuthorizationRequest | ConnectionsSignIn, browser_hash: str, status: int
 ) -> Flow[Response]:
-    """Record an authorization session and redirect upstream.
+    """Record an authorization session for ``purpose`` (a client's
+    authorization, or a sign-in to the connections page) and redirect upstream.
 
     ``state`` is fresh and random, stored (as a hash) only now, after consent;
     it is single use and expires with the session (MCP security best
     practices). ``state`` alone proves nothing about who brings it back: the
     session also keeps ``browser_hash``, the hash of the browser cookie of
-    the person who consented, and the callback is refused to any other
-    browser. Our own PKCE verifier protects the upstream code, and an OIDC
-    ``nonce`` binds the id_token to this session.
+    the person who consented (or asked for the connections page), and the
+    callback is refused to any other browser. Our own PKCE verifier protects
+    the upstream code, and an OIDC ``nonce`` binds the id_token to this
+    session.
     """
     upstream = ctx.upstream
     state = ctx.random_string()
@@ -30,7 +32,7 @@ def start_upstream_login(
         AuthSession(
             tenant=ctx.tenant.slug,
             state_hash=token_hash(state),
-            request=auth,
+            request=purpose,
             browser_hash=browser_hash,
             upstream_issuer=upstream.issuer,
             upstream_code_verifier=verifier,

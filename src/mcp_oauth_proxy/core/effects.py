@@ -220,6 +220,15 @@ class SaveGrantAndCode(StoreEffect[None]):
 
 
 @store_operation
+class SaveGrantAndToken(StoreEffect[None]):
+    """Store a new grant made without a browser (client credentials, an
+    ID-JAG: no code, no upstream tokens) with its one access token, together."""
+
+    grant: Grant
+    access: AccessToken
+
+
+@store_operation
 class TakeCode(StoreEffect[CodeGrant | None]):
     """Get and delete, only while unexpired: exactly one caller wins."""
 

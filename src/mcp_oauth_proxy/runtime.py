@@ -15,7 +15,19 @@ import anyio.to_thread
 from anyio.lowlevel import RunVar
 
 from .core.context import Context
-from .core.effects import Audit, Effect, Fetch, FetchClientMetadata, RecordAudit, Sleep, StoreEffect
+from .core.effects import (
+    Audit,
+    Effect,
+    Fetch,
+    FetchClientMetadata,
+    Flow,
+    RecordAudit,
+    ResolveKeys,
+    Sleep,
+    StoreEffect,
+    run_async,
+    run_sync,
+)
 from .core.errors import FetchFailed, StorageUnavailable
 from .core.http import HttpRequest, HttpResponse
 from .core.models import AuditEvent
@@ -27,6 +39,8 @@ SyncFetch = Callable[[HttpRequest], HttpResponse]
 AsyncFetch = Callable[[HttpRequest], Awaitable[HttpResponse]]
 SyncDocumentFetch = Callable[[FetchClientMetadata], HttpResponse]
 AsyncDocumentFetch = Callable[[FetchClientMetadata], Awaitable[HttpResponse]]
+# Carries out ResolveKeys as a flow of Fetch effects (upstream/key_sets.py).
+KeyResolver = Callable[[ResolveKeys], Flow[Any]]
 
 audit_log = logging.getLogger("mcp_oauth_proxy.audit")
 # Every request that needs the database fails while it is away: a line
@@ -73,6 +87,11 @@ async def _no_documents_async(effect: FetchClientMetadata) -> HttpResponse:
     return _no_documents(effect)
 
 
+def _no_keys(effect: ResolveKeys) -> Flow[Any]:
+    raise FetchFailed("no public keys are fetched by this server")
+    yield
+
+
 # A limiter belongs to one event loop: each run (asyncio or trio) gets its own
 # per connection pool (a SQL store's engine), shared by every app using it.
 _STORE_LIMITERS: RunVar[weakref.WeakKeyDictionary[Any, anyio.CapacityLimiter]] = RunVar("store_limiters")
@@ -106,6 +125,7 @@ def sync_performer(
     fetch_document: SyncDocumentFetch = _no_documents,
     audit: Callable[[Audit], None] = log_audit,
     audit_retention: int = AUDIT_RETENTION,
+    resolve_keys: KeyResolver = _no_keys,
 ) -> Callable[[Effect], Any]:
     def perform(effect: Effect) -> Any:
         if isinstance(effect, StoreEffect):
@@ -117,6 +137,8 @@ def sync_performer(
             return fetch(effect.request)
         if isinstance(effect, FetchClientMetadata):
             return fetch_document(effect)
+        if isinstance(effect, ResolveKeys):
+            return run_sync(resolve_keys(effect), perform)
         if isinstance(effect, Audit):
             audit(effect)
             return perform(recorded(effect, audit_retention))
@@ -135,6 +157,7 @@ def async_performer(
     fetch_document: AsyncDocumentFetch = _no_documents_async,
     audit: Callable[[Audit], None] = log_audit,
     audit_retention: int = AUDIT_RETENTION,
+    resolve_keys: KeyResolver = _no_keys,
 ) -> Callable[[Effect], Awaitable[Any]]:
     """Store calls as the store's traits (core/store.py) say: one that
     ``blocks`` (SQL backends) runs in a worker thread, so it does not block
@@ -165,6 +188,8 @@ def async_performer(
             return await fetch(effect.request)
         if isinstance(effect, FetchClientMetadata):
             return await fetch_document(effect)
+        if isinstance(effect, ResolveKeys):
+            return await run_async(resolve_keys(effect), perform)
         if isinstance(effect, Audit):
             audit(effect)
             return await perform(recorded(effect, audit_retention))

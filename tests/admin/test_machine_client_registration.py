@@ -5,7 +5,6 @@ kept only as its hash, public keys only, and the rules naming their fields."""
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from admin_client import Admin, org_token
 from jwt_signers import Signer

@@ -194,3 +194,49 @@ def test_idle_connections_outlive_the_clients_own_pool_expiry() -> None:
     connection at 4.99 s just as the server closes it at 5 s, and the
     request fails with "server disconnected"."""
     assert config.ServerConfig().keep_alive_timeout > httpx.Limits().keepalive_expiry
+
+
+MACHINE = GOOD.replace('scopes = ["mcp"]\n', 'scopes = ["mcp"]\nid_jag_issuers = ["upstream", "https://partner.example"]\n',
+                       1) + """
+[[tenants.machine_clients]]
+client_id = "nightly-job"
+secret_sha256 = "{sha}"
+
+[[tenants.machine_clients]]
+client_id = "agent"
+grant_types = ["jwt-bearer"]
+token_endpoint_auth_method = "private_key_jwt"
+jwks_uri = "https://keys.example/agent.jwks"
+"""
+
+
+def test_machine_clients_and_id_jag_issuers_reach_the_tenant() -> None:
+    from mcp_oauth_proxy.app import tenant
+
+    parsed = config.parse(tomllib.loads(MACHINE.replace("{sha}", "a" * 64)))
+    t = tenant(parsed.tenants[0])
+    assert t.id_jag_issuers == ("upstream", "https://partner.example")
+    nightly, agent = t.machine_clients
+    assert nightly.client_id == "nightly-job" and nightly.grant_types == ("client_credentials",)
+    assert nightly.secret_hash == "a" * 64 and nightly.token_endpoint_auth_method == "client_secret_basic"
+    assert agent.grant_types == ("urn:ietf:params:oauth:grant-type:jwt-bearer",) and agent.jwks_uri
+
+
+@pytest.mark.parametrize("edit, expected", [
+    (("{sha}", "not-a-hash"), "tenants[0].machine_clients[0].secret_sha256: must be the secret's SHA-256"),
+    (('client_id = "nightly-job"\nsecret_sha256 = "{sha}"', 'client_id = "nightly-job"'),
+     "tenants[0].machine_clients[0].secret_sha256: client_secret_basic needs the client's secret"),
+    (('jwks_uri = "https://keys.example/agent.jwks"', ""), "tenants[0].machine_clients[1].jwks: private_key_jwt"),
+    (('jwks_uri = "https://keys.example/agent.jwks"', "jwks = 'not json'"),
+     "tenants[0].machine_clients[1].jwks: must be a JWK Set as JSON"),
+    (('grant_types = ["jwt-bearer"]', 'grant_types = ["authorization_code"]'),
+     "tenants[0].machine_clients[1].grant_types: must name grants"),
+    (('client_id = "agent"', 'client_id = "nightly-job"'), "is declared twice"),
+    (('client_id = "agent"', 'client_id = "https://agent.example/doc"'), "not an https URL"),
+    (('"https://partner.example"', '"partner"'), "tenants[0].id_jag_issuers[1]: must be an http or https URL"),
+    (('kind = "oidc"', 'kind = "github"'), "tenants[0].id_jag_issuers[0]: the upstream (github) has no issuer"),
+])
+def test_bad_machine_clients_and_id_jag_issuers_are_named(edit: tuple[str, str], expected: str) -> None:
+    text = MACHINE.replace(*edit).replace("{sha}", "a" * 64)
+    found = [p for p in problems(text) if expected in p]
+    assert found, problems(text)

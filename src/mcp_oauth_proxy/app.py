@@ -21,6 +21,7 @@ from .config import Config, ServerConfig, TenantConfig, UpstreamConfig, secret
 from .core.flows import dev_login
 from .core.store import Store, traits_of
 from .directory import Directory, Entry, FixedTenants, TenantSource
+from . import machine_clients
 from .core.tenant import ResourceServer, Tenant
 from .storage.crypto import KeyRing
 from .storage.keys import DEFAULT_KEY_FILE, load_or_create_keyring
@@ -113,6 +114,8 @@ def tenant(t: TenantConfig) -> Tenant:
         client_metadata_allow_loopback=t.client_metadata_allow_loopback,
         rate_limits=t.rate_limits,
         dev_login=t.upstream.kind == "dev",
+        machine_clients=tuple(machine_clients.declared(t.slug, c) for c in t.machine_clients),
+        id_jag_issuers=tuple(t.id_jag_issuers),
     )
 
 

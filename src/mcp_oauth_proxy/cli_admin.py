@@ -7,6 +7,7 @@ stderr and exit status 1."""
 from __future__ import annotations
 
 import argparse
+import json
 from typing import Any
 
 from .admin.operations import CLI, MAX_PAGE, audit_doc, client_doc, grant_doc
@@ -44,6 +45,29 @@ def client_list(ctx: _Context, args: argparse.Namespace) -> None:
     clients = _everything(lambda after: ctx.ops.clients(CLI, args.server, MAX_PAGE, after))
     ctx.say("\n".join(f"{c.client_id}\t{c.client_name or ''}\t{' '.join(c.redirect_uris)}" for c in clients)
             or "no clients", [client_doc(c) for c in clients])
+
+
+def client_create(ctx: _Context, args: argparse.Namespace) -> None:
+    values: dict[str, Any] = {"grant_types": args.grant or ["client_credentials"],
+                              "token_endpoint_auth_method": args.auth_method}
+    for name in ("client_name", "scope", "jwks_uri"):
+        if getattr(args, name) is not None:
+            values[name] = getattr(args, name)
+    if args.jwks_file is not None:
+        try:
+            with open(args.jwks_file, encoding="utf-8") as f:
+                values["jwks"] = json.load(f)
+        except (OSError, ValueError) as exc:
+            raise CliError(f"--jwks-file: {exc}") from None
+    client, secret = ctx.ops.create_machine_client(CLI, args.server, values)
+    doc = client_doc(client)
+    if secret is not None:
+        doc["client_secret"] = secret
+    # The secret is printed once, here, and kept nowhere.
+    text = f"client_id: {client.client_id}"
+    if secret is not None:
+        text += f"\nclient_secret: {secret}\n(shown once, keep it secret)"
+    ctx.say(text, doc)
 
 
 def client_delete(ctx: _Context, args: argparse.Namespace) -> None:
@@ -87,6 +111,17 @@ def add_commands(subparsers: Any) -> None:
     clients = subparsers.add_parser("clients", help="the clients registered to a server")
     group = clients.add_subparsers(dest="clients_command", required=True)
     _command(group, "list", client_list, "list a server's registered clients").add_argument("server")
+    p = _command(group, "create", client_create,
+                 "register a client without a browser (client credentials, ID-JAG); a secret is printed once")
+    p.add_argument("server")
+    p.add_argument("--grant", action="append", choices=("client_credentials", "jwt-bearer"),
+                   help="a grant it may use (repeat; default client_credentials)")
+    p.add_argument("--auth-method", default="client_secret_basic",
+                   choices=("client_secret_basic", "client_secret_post", "private_key_jwt"))
+    p.add_argument("--jwks-file", help="private_key_jwt: a file holding the client's public keys (a JWK Set)")
+    p.add_argument("--jwks-uri", help="private_key_jwt: where the client publishes its public keys")
+    p.add_argument("--scope", help="the scopes it may have, space separated (default: all the server's)")
+    p.add_argument("--name", dest="client_name", help="what it is, shown in lists")
     p = _command(group, "delete", client_delete, "remove a registered client, revoking its grants")
     p.add_argument("server")
     p.add_argument("client_id")

@@ -212,6 +212,8 @@ def _server_values(args: argparse.Namespace) -> dict[str, Any]:
         values["required_scopes"] = list(args.required_scope)
     if args.policy is not None:
         values["policy"] = _policy(args.policy)
+    if args.id_jag_issuer is not None:
+        values["id_jag_issuers"] = [] if args.id_jag_issuer == [""] else list(args.id_jag_issuer)
     return values
 
 
@@ -325,6 +327,9 @@ def _server_options(parser: Any) -> None:
     parser.add_argument("--required-scope", action="append", help="a scope every request needs (repeat)")
     parser.add_argument("--policy", action="append", metavar="KEY=SECONDS",
                         help=f"a lifetime (repeat): {', '.join(POLICY_FIELDS)}")
+    parser.add_argument("--id-jag-issuer", action="append", metavar="ISSUER",
+                        help='an issuer whose ID-JAGs it accepts (repeat; "upstream": its OAuth configuration\'s; '
+                             '"" alone: none)')
 
 
 def add_commands(subparsers: Any) -> None:

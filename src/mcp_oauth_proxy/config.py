@@ -16,6 +16,7 @@ import cattrs
 from cattrs.cols import list_structure_factory
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
 
+from . import machine_clients
 from .core.tenant import COUNTS, Policy, RateLimit, RateLimits
 
 if sys.version_info >= (3, 11):
@@ -75,6 +76,22 @@ class ResourceServerConfig:
 
 
 @attrs.frozen
+class MachineClientConfig:
+    """A client without a browser (machine_clients.py): by its secret's
+    SHA-256 (hex), or by private_key_jwt with its public keys (``jwks``, a
+    JWK Set as JSON text, or ``jwks_uri``)."""
+
+    client_id: str
+    grant_types: list[str] = attrs.field(factory=lambda: ["client_credentials"])
+    token_endpoint_auth_method: str = "client_secret_basic"
+    secret_sha256: str | None = attrs.field(default=None, repr=False)
+    jwks: str | None = None
+    jwks_uri: str | None = None
+    scope: str | None = None
+    client_name: str | None = None
+
+
+@attrs.frozen
 class TenantConfig:
     slug: str
     issuer: str
@@ -94,6 +111,10 @@ class TenantConfig:
     # replicas sharing it share the limits.
     rate_limits: RateLimits = RateLimits()
     resource_servers: list[ResourceServerConfig] = attrs.field(factory=list)
+    machine_clients: list[MachineClientConfig] = attrs.field(factory=list)
+    # Issuers of ID-JAGs (SEP-990) the jwt-bearer grant accepts; "upstream":
+    # this tenant's upstream identity provider.
+    id_jag_issuers: list[str] = attrs.field(factory=list)
 
 
 @attrs.frozen
@@ -197,7 +218,7 @@ def _converter() -> cattrs.Converter:
         return structure
 
     # Leaves first: a class's structure function binds its fields' hooks when made.
-    for cls in (Policy, ResourceServerConfig, UpstreamConfig, TenantConfig, ServerConfig, Config):
+    for cls in (Policy, ResourceServerConfig, MachineClientConfig, UpstreamConfig, TenantConfig, ServerConfig, Config):
         converter.register_structure_hook(cls, table(cls))
     return converter
 
@@ -318,8 +339,51 @@ def _check_tenant(t: TenantConfig, where: str, problems: list[str], upstream: bo
             if getattr(limit, count) and count not in counts:
                 kept = " and ".join(c.removeprefix("per_") for c in counts)
                 problems.append(f"{key}.{count}: {endpoint.name} is counted per {kept} only")
+    _check_machine_clients(t, where, problems)
+    _check_id_jag_issuers(t, where, problems, upstream)
     if upstream:
         _check_upstream(t.upstream, f"{where}.upstream", problems)
+
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+# Upstream kinds that have an issuer to sign ID-JAGs as (oauth2: if given one).
+_ISSUING_KINDS = ("oidc", "google", "auth0")
+
+
+def _check_machine_clients(t: TenantConfig, where: str, problems: list[str]) -> None:
+    seen: set[str] = set()
+    for i, c in enumerate(t.machine_clients):
+        key = f"{where}.machine_clients[{i}]"
+        if not c.client_id or c.client_id.startswith("https://") or len(c.client_id) > 255 or any(
+                ord(ch) < 0x21 or ord(ch) == 0x7F for ch in c.client_id):
+            problems.append(f"{key}.client_id: 1-255 visible characters, not an https URL (a metadata document's)")
+        elif c.client_id in seen:
+            problems.append(f"{key}.client_id: {c.client_id!r} is declared twice")
+        seen.add(c.client_id)
+        if c.secret_sha256 is not None and not _SHA256.fullmatch(c.secret_sha256):
+            problems.append(f"{key}.secret_sha256: must be the secret's SHA-256, 64 lower-case hex digits")
+        jwks = None if c.jwks is None else machine_clients.parsed_jwks(c.jwks)
+        if c.jwks is not None and jwks is None:
+            problems.append(f"{key}.jwks: must be a JWK Set as JSON")
+            continue
+        found = machine_clients.problems(c.token_endpoint_auth_method, c.grant_types,
+                                         has_secret=c.secret_sha256 is not None, jwks=jwks, jwks_uri=c.jwks_uri,
+                                         scope=c.scope, offered=tuple(t.scopes))
+        for field, detail in found.items():
+            problems.append(f"{key}.{'secret_sha256' if field == 'secret' else field}: {detail}")
+        if c.token_endpoint_auth_method == "private_key_jwt" and c.secret_sha256 is not None:
+            problems.append(f"{key}.secret_sha256: a private_key_jwt client has no secret")
+
+
+def _check_id_jag_issuers(t: TenantConfig, where: str, problems: list[str], upstream: bool) -> None:
+    for i, issuer in enumerate(t.id_jag_issuers):
+        key = f"{where}.id_jag_issuers[{i}]"
+        if issuer == "upstream":
+            up = t.upstream
+            if upstream and up.kind not in _ISSUING_KINDS and not (up.kind == "oauth2" and up.issuer):
+                problems.append(f"{key}: the upstream ({up.kind}) has no issuer to sign ID-JAGs as")
+        else:
+            _url(issuer, key, problems)
 
 
 def upstream_problems(up: UpstreamConfig, where: str) -> list[str]:

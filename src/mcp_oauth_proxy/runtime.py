@@ -15,7 +15,19 @@ import anyio.to_thread
 from anyio.lowlevel import RunVar
 
 from .core.context import Context
-from .core.effects import Audit, Effect, Fetch, FetchClientMetadata, RecordAudit, Sleep, StoreEffect
+from .core.effects import (
+    Audit,
+    Effect,
+    Fetch,
+    FetchClientMetadata,
+    Flow,
+    RecordAudit,
+    ResolveKeys,
+    Sleep,
+    StoreEffect,
+    run_async,
+    run_sync,
+)
 from . import metrics
 from .core.errors import FetchFailed, StorageUnavailable, TooManyFetches
 from .core.http import HttpRequest, HttpResponse
@@ -28,6 +40,8 @@ SyncFetch = Callable[[HttpRequest], HttpResponse]
 AsyncFetch = Callable[[HttpRequest], Awaitable[HttpResponse]]
 SyncDocumentFetch = Callable[[FetchClientMetadata], HttpResponse]
 AsyncDocumentFetch = Callable[[FetchClientMetadata], Awaitable[HttpResponse]]
+# Carries out ResolveKeys as a flow of Fetch effects (upstream/key_sets.py).
+KeyResolver = Callable[[ResolveKeys], Flow[Any]]
 
 audit_log = logging.getLogger("mcp_oauth_proxy.audit")
 # Every request that needs the database fails while it is away: a line
@@ -87,6 +101,11 @@ async def _no_documents_async(effect: FetchClientMetadata) -> HttpResponse:
     return _no_documents(effect)
 
 
+def _no_keys(effect: ResolveKeys) -> Flow[Any]:
+    raise FetchFailed("no public keys are fetched by this server")
+    yield
+
+
 # A limiter belongs to one event loop: each run (asyncio or trio) gets its own
 # per connection pool (a SQL store's engine), shared by every app using it.
 _STORE_LIMITERS: RunVar[weakref.WeakKeyDictionary[Any, anyio.CapacityLimiter]] = RunVar("store_limiters")
@@ -120,6 +139,7 @@ def sync_performer(
     fetch_document: SyncDocumentFetch = _no_documents,
     audit: Callable[[Audit], None] = log_audit,
     audit_retention: int = AUDIT_RETENTION,
+    resolve_keys: KeyResolver = _no_keys,
 ) -> Callable[[Effect], Any]:
     def perform(effect: Effect) -> Any:
         if isinstance(effect, StoreEffect):
@@ -144,6 +164,8 @@ def sync_performer(
                 raise
             _count_document(None)
             return document
+        if isinstance(effect, ResolveKeys):
+            return run_sync(resolve_keys(effect), perform)
         if isinstance(effect, Audit):
             audit(effect)
             return perform(recorded(effect, audit_retention))
@@ -162,6 +184,7 @@ def async_performer(
     fetch_document: AsyncDocumentFetch = _no_documents_async,
     audit: Callable[[Audit], None] = log_audit,
     audit_retention: int = AUDIT_RETENTION,
+    resolve_keys: KeyResolver = _no_keys,
 ) -> Callable[[Effect], Awaitable[Any]]:
     """Store calls as the store's traits (core/store.py) say: one that
     ``blocks`` (SQL backends) runs in a worker thread, so it does not block
@@ -208,6 +231,8 @@ def async_performer(
                 raise
             _count_document(None)
             return document
+        if isinstance(effect, ResolveKeys):
+            return await run_async(resolve_keys(effect), perform)
         if isinstance(effect, Audit):
             audit(effect)
             return await perform(recorded(effect, audit_retention))

@@ -46,7 +46,7 @@ def tenant_config(s: Server, upstream: config_mod.UpstreamConfig | None = None) 
         upstream=upstream or config_mod.UpstreamConfig(kind="github", client_id="-", client_secret="-"),
         backend=s.backend, forward_upstream_token_header=s.forward_upstream_token_header,
         scopes=list(s.scopes), required_scopes=list(s.required_scopes), resource_name=s.resource_name,
-        policy=Policy(**s.policy))
+        policy=Policy(**s.policy), id_jag_issuers=list(s.id_jag_issuers))
 
 
 def oauth_config_problems(c: OAuthConfig) -> list[str]:

@@ -48,10 +48,16 @@ def test_authorization_server_metadata(t, url):
     assert doc["userinfo_endpoint"] == f"{base}/oauth/userinfo"
     assert doc["jwks_uri"] == f"{base}/oauth/jwks"
     assert doc["response_types_supported"] == ["code"]
-    assert doc["grant_types_supported"] == ["authorization_code", "refresh_token"]
+    # Exactly what the token endpoint accepts: no jwt-bearer (ID-JAG) where no issuer is trusted.
+    assert doc["grant_types_supported"] == ["authorization_code", "refresh_token", "client_credentials"]
     # MCP: clients refuse a server that does not list it; S256 only (RFC 9700 §2.1.1).
     assert doc["code_challenge_methods_supported"] == ["S256"]
-    assert sorted(doc["token_endpoint_auth_methods_supported"]) == ["client_secret_basic", "client_secret_post", "none"]
+    assert sorted(doc["token_endpoint_auth_methods_supported"]) == [
+        "client_secret_basic", "client_secret_post", "none", "private_key_jwt"]
+    # RFC 8414 §2: private_key_jwt's algorithms, asymmetric only (never none or HMAC).
+    algs = doc["token_endpoint_auth_signing_alg_values_supported"]
+    assert {"RS256", "ES256", "EdDSA"} <= set(algs)
+    assert not [a for a in algs if a == "none" or a.startswith("HS")]
     assert doc["authorization_response_iss_parameter_supported"] is True  # RFC 9207 §3
     assert doc["scopes_supported"] == list(t.scopes)
     # CORS: browser-based clients fetch() this document.

@@ -77,3 +77,28 @@ def test_clients_and_grants_listed_and_revoked(conf, capsys):
     assert [e["event"] for e in json.loads(out)] == ["admin.client_deleted", "admin.grant_revoked"]
     _, err = run(capsys, "clients", "list", "nowhere", "--config", conf, status=1)
     assert err == "error: no server 'nowhere'\n"
+
+
+def test_a_machine_client_is_made_with_the_cli_its_secret_printed_once(conf, capsys, tmp_path):
+    make(conf, capsys)
+    run(capsys, "servers", "create", "tools", "--organization", "acme-corp", "--oauth-config", "idp",
+        "--issuer", "https://tools.example", "--resource", "https://tools.example/mcp",
+        "--id-jag-issuer", "upstream", "--config", conf)
+    out, _ = run(capsys, "clients", "create", "tools", "--grant", "client_credentials", "--grant", "jwt-bearer",
+                 "--auth-method", "client_secret_post", "--name", "nightly", "--config", conf, "--json")
+    made = json.loads(out)
+    store = _store(conf)
+    kept = store.get_client("tools", made["client_id"])
+    assert kept.secret_hash == token_hash(made["client_secret"]) and kept.is_machine
+    assert store.get_server("tools").id_jag_issuers == ("upstream",)
+    out, _ = run(capsys, "clients", "list", "tools", "--config", conf)
+    assert made["client_id"] in out and made["client_secret"] not in out
+    keys = tmp_path / "keys.json"
+    keys.write_text(json.dumps({"keys": [{"kty": "OKP", "crv": "Ed25519",
+                                          "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}))
+    out, _ = run(capsys, "clients", "create", "tools", "--auth-method", "private_key_jwt", "--jwks-file", str(keys),
+                 "--config", conf)
+    assert out.startswith("client_id: mcp_client_") and "client_secret" not in out
+    _, err = run(capsys, "clients", "create", "tools", "--auth-method", "private_key_jwt", "--config", conf,
+                 status=1)
+    assert "jwks" in err

@@ -149,6 +149,37 @@ def test_a_replayed_code_revokes_its_grant_once_and_only_in_its_tenant(store):
     assert store.get_refresh_token("acme", rt.token_hash) is None
 
 
+def test_a_grant_without_a_browser_is_saved_with_its_token_and_has_no_upstream_tokens(store):
+    # No code, no upstream tokens.
+    g = attrs.evolve(grant(grant_id="grant-m", user_id="client:client-1", claims={}, upstream=None), code_hash=None)
+    at = attrs.evolve(access(g, "at-m"), grant_type="client_credentials")
+    store.save_grant_and_token(g, at)
+    assert store.get_grant("acme", g.grant_id) == g and store.get_grant("acme", g.grant_id).upstream is None
+    assert store.get_access_token("acme", "at-m") == at
+    assert store.get_access_token("acme", "at-m").principal.principal_type == "client"
+    # Two of them: no code of theirs stands in another's way.
+    h = attrs.evolve(g, grant_id="grant-n")
+    store.save_grant_and_token(h, attrs.evolve(at, token_hash="at-n", grant_id="grant-n"))
+    assert store.get_access_token("acme", "at-n") is not None
+    assert store.revoke_grant_of_code("acme", "code-of-grant-m") is False
+    store.revoke_grant("acme", g.grant_id)
+    assert store.get_access_token("acme", "at-m") is None and store.get_grant("acme", g.grant_id) is None
+    assert store.get_access_token("acme", "at-n") is not None
+    assert store.delete_expired(g.expires_at) >= 2
+    assert store.get_access_token("acme", "at-n") is None
+
+
+def test_a_machine_client_keeps_its_public_keys(store):
+    keys = '{"keys":[{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}'
+    c = client(client_id="machine", redirect_uris=(), grant_types=("client_credentials",), response_types=(),
+               token_endpoint_auth_method="private_key_jwt", secret_hash=None, jwks=keys)
+    store.save_client(c)
+    assert store.get_client("acme", "machine") == c
+    d = attrs.evolve(c, client_id="fetched", jwks=None, jwks_uri="https://keys.example/jwks.json")
+    store.save_client(d)
+    assert store.get_client("acme", "fetched") == d
+
+
 # -- our tokens --------------------------------------------------------------------------
 def test_tokens_are_issued_only_for_a_live_grant(store):
     g = grant()

@@ -22,7 +22,7 @@ from mcp_oauth_proxy.storage import migrations, sql
 from mcp_oauth_proxy.storage.crypto import KeyRing, seal_verifier
 from mcp_oauth_proxy.storage.migrations import SchemaError, SchemaOutdated, version_of
 from mcp_oauth_proxy.storage.open import open_store
-from mcp_oauth_proxy.storage.schema import metadata, refresh_tokens
+from mcp_oauth_proxy.storage.schema import access_tokens, clients, metadata, refresh_tokens
 from mcp_oauth_proxy.storage.sql import make_engine
 
 LATEST = migrations.number(migrations.revisions()[-1])
@@ -104,7 +104,10 @@ def test_replicas_starting_together_on_an_empty_database_create_it_once(sql_url,
 
 
 # What later migrations added to the version-1 schema: columns, tables, their indexes.
-_ADDED_SINCE_1 = [("auth_sessions", "browser_hash"), ("refresh_tokens", "successor_hash")]
+_ADDED_SINCE_1 = [("auth_sessions", "browser_hash"), ("refresh_tokens", "successor_hash"), ("clients", "jwks"),
+                  ("clients", "jwks_uri"), ("access_tokens", "grant_type")]
+# Columns later migrations made nullable.
+_NULLABLE_SINCE_1 = [("grants", "code_hash"), ("grants", "upstream")]
 _TABLES_SINCE_1 = ["revocations", "organizations", "oauth_configs", "servers", "directory_version", "admin_tokens",
                    "audit_events"]
 _INDEXES_SINCE_1 = ["revocations_since", "revocations_expiry", "servers_by_issuer", "servers_by_resource",
@@ -113,7 +116,11 @@ _INDEXES_SINCE_1 = ["revocations_since", "revocations_expiry", "servers_by_issue
 
 
 def _change(difference: object) -> tuple[str, str]:
-    """(the kind of an autogenerate difference, the name of what it adds)."""
+    """(the kind of an autogenerate difference, the name of what it adds or
+    alters: a column's as table.column)."""
+    if isinstance(difference, list):  # a column's modifications: ("modify_nullable", schema, table, column, …)
+        ((kind, _, table, column, *_),) = difference
+        return kind, f"{table}.{column}"
     kind, *rest = difference  # type: ignore[misc]
     return kind, (rest[2] if kind == "add_column" else rest[0]).name
 
@@ -199,7 +206,8 @@ def test_the_revisions_build_the_schema_the_models_define(sql_url):
         command.downgrade(migrations.alembic_config(conn), "0001")
     engine.dispose()
     assert {_change(d) for d in _differences(sql_url)} == {("add_column", c) for _, c in _ADDED_SINCE_1} | {
-        ("add_table", t) for t in _TABLES_SINCE_1} | {("add_index", i) for i in _INDEXES_SINCE_1}
+        ("add_table", t) for t in _TABLES_SINCE_1} | {("add_index", i) for i in _INDEXES_SINCE_1} | {
+        ("modify_nullable", f"{t}.{c}") for t, c in _NULLABLE_SINCE_1}
     upgrade_to(sql_url, "head")
     assert _differences(sql_url) == []
 
@@ -247,12 +255,12 @@ def test_a_live_grant_of_a_version_1_database_still_works_after_db_upgrade(sql_u
     legacy_database(sql_url, 1)
     old = sql.SqlStore(sql_url, ring)  # the store on the version-1 tables, before any upgrade
     g = grant(grant_id="live", client_id="client-1")
-    old.save_client(client())
     old.save_grant_and_code(g, code(g))
     at, rt = access(g, "at-live"), refresh(g, "rt-live")
-    assert old.issue_tokens(g.tenant, g.grant_id, at, None)
-    with old.engine.begin() as conn:  # version 1's refresh_tokens has no successor_hash
-        conn.execute(refresh_tokens.insert(), [{k: v for k, v in sql._row(rt).items() if k != "successor_hash"}])
+    with old.engine.begin() as conn:  # rows without the columns later versions added
+        for table, record in ((clients, client()), (access_tokens, at), (refresh_tokens, rt)):
+            later = {c for t, c in _ADDED_SINCE_1 if t == table.name}
+            conn.execute(table.insert(), [{k: v for k, v in sql._row(record).items() if k not in later}])
     old.engine.dispose()
 
     assert main(["db", "upgrade", "--database", sql_url]) == 0

@@ -232,7 +232,7 @@ class _Carriers:
         self.fetch = AsyncFetcher(timeout=upstream_timeout)
         self.perform = async_performer(site.store, self.fetch, store_blocks=site.store_blocks,
                                        fetch_document=site.documents.fetch_async,
-                                       audit_retention=site.audit_retention)
+                                       audit_retention=site.audit_retention, resolve_keys=site.key_sets.resolve)
 
 
 
@@ -364,7 +364,7 @@ class BearerGuard:
 
     def _token_getter(self, entry: Entry, principal: Principal) -> Callable[[], Awaitable[str]]:
         async def upstream_token() -> str:
-            flow = upstream_token_flow(entry, principal.grant_id, self.site.cookie_key)
+            flow = upstream_token_flow(entry, principal, self.site.cookie_key)
             # Finished even when the caller is cancelled (its client gone): a
             # refresh cut off after the upstream answered would lose the new
             # refresh token it rotated in, and with it the grant. The flow's

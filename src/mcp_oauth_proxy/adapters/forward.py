@@ -9,8 +9,11 @@ forbidden), our own cookies, and every client-sent ``X-MCP-*`` header and
 upstream-token header, in any spelling (no spoofing: names are compared as a
 WSGI server compares them, ``_`` as ``-``; forward_headers.py); plus the
 person as the guard found them: ``X-MCP-User``, ``X-MCP-Client-Id``,
-``X-MCP-Scopes`` (space separated) and, when the tenant opts in, the fresh
-upstream access token in the header it names. ``Mcp-Session-Id``,
+``X-MCP-Scopes`` (space separated), ``X-MCP-Principal-Type`` (``user``, or
+``client`` for a client acting for itself, whose ``X-MCP-User`` is
+``client:<client_id>``) and, when the tenant opts in, the fresh upstream
+access token in the header it names (never for a principal that has none:
+a client, or a person admitted by an ID-JAG). ``Mcp-Session-Id``,
 ``MCP-Protocol-Version`` and ``Last-Event-ID`` pass both ways like any
 end-to-end header. Where the request came from is said anew, in
 ``Forwarded`` (RFC 7239) and the ``X-Forwarded-For/-Host/-Proto`` most
@@ -149,7 +152,9 @@ class Forwarder:
         if (declared or 0) > self.max_body:
             return await send_response(send, payload_too_large(self.max_body))
         extra: list[tuple[bytes, bytes]] = []
-        if backend.upstream_token_header:
+        # A principal with no upstream tokens (X-MCP-Principal-Type says
+        # which) is forwarded without the header: it has none to give.
+        if backend.upstream_token_header and principal.has_upstream_tokens:
             try:
                 token = await scope[UPSTREAM_TOKEN_KEY]()
             except InvalidToken as exc:
@@ -270,6 +275,7 @@ class Forwarder:
             (b"x-mcp-user", identity_value(principal.user_id)),
             (b"x-mcp-client-id", identity_value(principal.client_id)),
             (b"x-mcp-scopes", identity_value(" ".join(principal.scopes))),
+            (b"x-mcp-principal-type", principal.principal_type.encode("ascii")),
             *extra,
         ]
         return headers

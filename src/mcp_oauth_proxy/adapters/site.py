@@ -21,9 +21,9 @@ from ..core.effects import (
     run_ready,
     run_sync,
 )
-from ..core.errors import EffectError, TemporarilyUnavailable, UpstreamNotReady
+from ..core.errors import EffectError, NoUpstreamTokens, TemporarilyUnavailable, UpstreamNotReady
 from ..core.flows.guard import Principal, decide
-from ..core.flows.upstream_token import fresh_upstream_token
+from ..core.flows.upstream_token import NO_UPSTREAM_TOKENS, fresh_upstream_token
 from ..core.http import Request, Response, json_response
 from ..core.router import handle
 from ..core.store import AUDIT_RETENTION, Store, traits_of
@@ -34,6 +34,7 @@ from ..directory import Directory, Entry, Listed  # Entry: importable from here 
 from .. import metrics
 from ..runtime import new_context, now_seconds
 from ..upstream.client_metadata import DocumentFetcher
+from ..upstream.key_sets import KeySets
 
 log = logging.getLogger("mcp_oauth_proxy")
 
@@ -63,6 +64,7 @@ class Site:
         store_blocks: bool | None = None,
         documents: DocumentFetcher | None = None,
         audit_retention: int = AUDIT_RETENTION,
+        key_sets: KeySets | None = None,
     ) -> None:
         self.directory = tenants if isinstance(tenants, Directory) else Directory(tenants)
         self.store = store
@@ -73,6 +75,8 @@ class Site:
         self.store_blocks = traits_of(store).blocks if store_blocks is None else store_blocks
         # Client ID Metadata Documents: one fetcher, so one cache, per site.
         self.documents = documents or DocumentFetcher()
+        # Public keys of JWT signers (private_key_jwt clients, ID-JAG issuers): one cache per site.
+        self.key_sets = key_sets or KeySets()
         # Seconds the flows' audit events are kept in the store.
         self.audit_retention = audit_retention
         # The guard's first driver answers from memory only (see guard()).
@@ -270,12 +274,16 @@ def guard_view(request: Request) -> GuardView:
             request.header("access-control-request-method") is not None)
 
 
-def upstream_token_flow(entry: Entry, grant_id: str, cookie_key: bytes) -> Flow[str]:
-    """A fresh upstream access token for a grant. Raises OAuthError:
-    InvalidToken (sign in again) or TemporarilyUnavailable (try later).
-    Run it with :func:`resolving` (ResolveUpstream)."""
+def upstream_token_flow(entry: Entry, principal: Principal, cookie_key: bytes) -> Flow[str]:
+    """A fresh upstream access token for a principal's grant. Raises
+    OAuthError: InvalidToken (sign in again), TemporarilyUnavailable (try
+    later), or NoUpstreamTokens for a principal that never signed in
+    upstream here (a client acting for itself, a person admitted by an
+    ID-JAG). Run it with :func:`resolving` (ResolveUpstream)."""
+    if not principal.has_upstream_tokens:
+        raise NoUpstreamTokens(NO_UPSTREAM_TOKENS)
     try:
         ctx = yield from with_upstream(new_context(entry.tenant, cookie_key))
-        return (yield from fresh_upstream_token(grant_id, ctx))
+        return (yield from fresh_upstream_token(principal.grant_id, ctx))
     except EffectError:  # UpstreamNotReady among them
         raise TemporarilyUnavailable("the identity provider is not available at the moment") from None

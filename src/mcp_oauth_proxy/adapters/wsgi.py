@@ -100,7 +100,8 @@ def _send(start_response: StartResponse, response: Response) -> list[bytes]:
 
 def _perform(site: Site, upstream_timeout: float) -> Callable[[Any], Any]:
     return sync_performer(site.store, SyncFetcher(timeout=upstream_timeout),
-                          fetch_document=site.documents.fetch, audit_retention=site.audit_retention)
+                          fetch_document=site.documents.fetch, audit_retention=site.audit_retention,
+                          resolve_keys=site.key_sets.resolve)
 
 
 class OAuthWSGIApp:
@@ -169,7 +170,7 @@ class BearerGuardWSGI:
 
     def _token_getter(self, entry: Entry, principal: Principal) -> Callable[[], str]:
         def upstream_token() -> str:
-            return run_sync(upstream_token_flow(entry, principal.grant_id, self.site.cookie_key),
+            return run_sync(upstream_token_flow(entry, principal, self.site.cookie_key),
                             resolving(entry, self._perform, note=False))
 
         return upstream_token

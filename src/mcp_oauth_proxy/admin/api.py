@@ -211,6 +211,14 @@ def _clients(m: Management, c: Call) -> Response:
     return _page(m.clients(c.actor, c.params[0], _limit(c), c.query.get("cursor")), client_doc)
 
 
+def _client_create(m: Management, c: Call) -> Response:
+    client, secret = m.create_machine_client(c.actor, c.params[0], c.body)
+    doc = client_doc(client)
+    if secret is not None:
+        doc["client_secret"] = secret  # shown this once; only its hash is kept
+    return _created(doc, f"/servers/{c.params[0]}/clients/{client.client_id}")
+
+
 def _client(m: Management, c: Call) -> Response:
     return _json(client_doc(m.client(c.actor, *c.params)))
 
@@ -268,6 +276,8 @@ ROUTES: tuple[Route, ...] = (
           "Change a server; another oauth_config revokes the grants made through the old one"),
     Route("DELETE", "/servers/{slug}", _server_delete, "Delete a server, revoking its grants"),
     Route("GET", "/servers/{slug}/clients", _clients, "List the clients registered to a server", _PAGING),
+    Route("POST", "/servers/{slug}/clients", _client_create,
+          "Register a client without a browser (client credentials, ID-JAG); its secret is shown once"),
     Route("GET", "/servers/{slug}/clients/{client_id}", _client, "Show a registered client"),
     Route("DELETE", "/servers/{slug}/clients/{client_id}", _client_delete,
           "Delete a registered client, revoking its grants"),

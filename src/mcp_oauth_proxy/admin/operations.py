@@ -16,6 +16,7 @@ secret (the client secret of an OAuth configuration is write-only).
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import unicodedata
@@ -24,6 +25,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
 import attrs
 
 from .. import config as config_mod
+from .. import machine_clients
 from ..core.errors import DirectoryRefused
 from ..core.models import AuditEvent, Client, GrantInfo, OAuthConfig, Organization, Server
 from ..core.store import AUDIT_RETENTION, Store
@@ -119,12 +121,16 @@ CONFIG_FIELDS: dict[str, _Kinds] = {
 SERVER_FIELDS: dict[str, _Kinds] = {
     "oauth_config": (str,), "issuer": (str,), "resource": (str,), "scopes": ("strings",),
     "required_scopes": ("strings",), "policy": ("policy",), "backend": (str, None),
-    "forward_upstream_token_header": (str, None), "resource_name": (str, None),
+    "forward_upstream_token_header": (str, None), "resource_name": (str, None), "id_jag_issuers": ("strings",),
 }
 ORGANIZATION_FIELDS: dict[str, _Kinds] = {"display_name": (str,)}
+MACHINE_CLIENT_FIELDS: dict[str, _Kinds] = {
+    "client_name": (str, None), "grant_types": ("strings",), "token_endpoint_auth_method": (str,),
+    "scope": (str, None), "jwks": ("object", None), "jwks_uri": (str, None),
+}
 
 _NAMES = {str: "a string", bool: "true or false", "strings": "a list of strings",
-          "policy": "an object of whole seconds", None: "null"}
+          "policy": "an object of whole seconds", "object": "an object", None: "null"}
 
 
 def _fits(value: Any, kind: Any) -> bool:
@@ -136,6 +142,8 @@ def _fits(value: Any, kind: Any) -> bool:
         return isinstance(value, bool)
     if kind == "strings":
         return isinstance(value, list) and all(isinstance(v, str) for v in value)
+    if kind == "object":  # a JWK Set: machine_clients.jwks_problem says what it must hold
+        return isinstance(value, dict)
     return isinstance(value, dict) and all(
         isinstance(v, int) and not isinstance(v, bool) for v in value.values())
 
@@ -185,7 +193,7 @@ def checked_fields(values: Mapping[str, Any], allowed: Mapping[str, _Kinds],
                        None)
         if problem is not None:
             errors.append(FieldError(name, problem))
-        elif isinstance(value, dict) and any(not 0 <= v < 2**62 for v in value.values()):
+        elif "policy" in kinds and isinstance(value, dict) and any(not 0 <= v < 2**62 for v in value.values()):
             errors.append(FieldError(name, "each must be a whole number of seconds, 0 or more"))
     if errors:
         raise Invalid(errors)
@@ -243,7 +251,9 @@ def client_doc(c: Client) -> dict[str, Any]:
             "client_uri": c.client_uri, "redirect_uris": list(c.redirect_uris),
             "token_endpoint_auth_method": c.token_endpoint_auth_method, "grant_types": list(c.grant_types),
             "application_type": c.application_type, "scope": c.scope, "created_at": c.created_at,
-            "used": c.expires_at is None}
+            "used": c.expires_at is None, "machine": c.is_machine,
+            # Public keys only (registration refuses private members); never a secret.
+            "jwks": None if c.jwks is None else json.loads(c.jwks), "jwks_uri": c.jwks_uri}
 
 
 def grant_doc(g: GrantInfo) -> dict[str, Any]:
@@ -496,6 +506,33 @@ class Management:
         if c is None:
             raise NotFound(f"no client {client_id!r} on server {slug!r}")
         return c
+
+    def create_machine_client(self, actor: Actor, slug: str, values: Mapping[str, Any]) -> tuple[Client, str | None]:
+        """Registers a client without a browser to the server: the client,
+        and its secret (a secret method's), which is shown once and kept
+        only as its hash."""
+        organization = self._organization_of(actor, slug)
+        fields = checked_fields(values, MACHINE_CLIENT_FIELDS)
+        method = fields.get("token_endpoint_auth_method", "client_secret_basic")
+        grant_types = fields.get("grant_types", ("client_credentials",))
+        offered = self._scopes_of(actor, slug)
+        found = machine_clients.problems(method, grant_types, has_secret=True, jwks=fields.get("jwks"),
+                                         jwks_uri=fields.get("jwks_uri"), scope=fields.get("scope"), offered=offered)
+        if found:
+            raise Invalid([FieldError(k, v) for k, v in found.items()])
+        client_id, secret = machine_clients.new_credentials(method)
+        c = machine_clients.machine_client(
+            slug, client_id, method, grant_types, created_at=self._now(),
+            secret_hash=machine_clients.secret_hash(secret), jwks=fields.get("jwks"),
+            jwks_uri=fields.get("jwks_uri"), scope=fields.get("scope"), client_name=fields.get("client_name"))
+        self.store.save_client(c)
+        self.audit(actor, "client_created", organization=organization, tenant=slug, client_id=client_id,
+                   grant_types=",".join(c.grant_types), token_endpoint_auth_method=method)
+        return c, secret
+
+    def _scopes_of(self, actor: Actor, slug: str) -> tuple[str, ...]:
+        s = self.server(actor, slug)
+        return s.tenant.scopes if isinstance(s, Entry) else s.scopes
 
     def delete_client(self, actor: Actor, slug: str, client_id: str) -> int:
         """Removes a registered client and revokes its grants: their count."""

@@ -127,6 +127,9 @@ def client_from_document(url: str, response: HttpResponse, ctx: Context) -> Clie
 def load_client(client_id: str, ctx: Context) -> Flow[Client | None]:
     """The client behind an id: a registered one, or one described by its
     metadata document. InvalidClient says why a document was refused."""
+    declared = next((c for c in ctx.tenant.machine_clients if c.client_id == client_id), None)
+    if declared is not None:
+        return declared
     if not names_document(client_id, ctx):
         client = yield GetClient(ctx.tenant.slug, client_id)
         # A registration that never completed an authorization has lapsed.

@@ -89,6 +89,20 @@ class FetchClientMetadata(Effect):
 
 
 @attrs.frozen
+class ResolveKeys(Effect):
+    """The public keys published at ``location`` -> list of JWK objects
+    (dicts): a JWK Set's URL, or, with ``discover``, an issuer whose
+    metadata (OIDC Discovery, else RFC 8414) names its ``jwks_uri``. Cached
+    outside the core; ``refresh`` (a key id not among those cached) fetches
+    them again unless they were fetched only moments ago. Its fetches are
+    Fetch effects. Failures are thrown back as FetchFailed."""
+
+    location: str
+    discover: bool = False
+    refresh: bool = False
+
+
+@attrs.frozen
 class Audit(Effect):
     """Record a security event -> None. Never carries a token, code or secret."""
 
@@ -219,6 +233,15 @@ class SaveGrantAndCode(StoreEffect[None]):
 
     grant: Grant
     code: CodeGrant
+
+
+@store_operation
+class SaveGrantAndToken(StoreEffect[None]):
+    """Store a new grant made without a browser (client credentials, an
+    ID-JAG: no code, no upstream tokens) with its one access token, together."""
+
+    grant: Grant
+    access: AccessToken
 
 
 @store_operation

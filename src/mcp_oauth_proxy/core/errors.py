@@ -107,6 +107,14 @@ class TemporarilyUnavailable(OAuthError):
     status = 503
 
 
+class NoUpstreamTokens(OAuthError):
+    """The principal has no upstream tokens: a client acting for itself
+    (client credentials), or a person whose access came from an ID-JAG,
+    never signed in upstream through us."""
+
+    error = "invalid_request"
+
+
 class UpstreamUnavailable(TemporarilyUnavailable):
     """The upstream identity provider failed; no upstream detail is passed on."""
 

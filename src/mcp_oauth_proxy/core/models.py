@@ -16,6 +16,15 @@ import attrs
 
 SECRET = {"secret": True}
 
+# Grant types (RFC 6749 §4.1, §4.4, §6; RFC 7523 §2.1).
+AUTHORIZATION_CODE = "authorization_code"
+REFRESH_TOKEN = "refresh_token"
+CLIENT_CREDENTIALS = "client_credentials"
+JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+# The grants of clients without a browser, which only an operator may give a
+# client (admin API, CLI, TOML): never dynamic registration.
+MACHINE_GRANTS = (CLIENT_CREDENTIALS, JWT_BEARER)
+
 
 @attrs.frozen
 class Client:
@@ -37,10 +46,19 @@ class Client:
     # A registration that never completes an authorization lapses at this
     # time; None once it has (registration hygiene against spam).
     expires_at: int | None = None
+    # private_key_jwt (RFC 7523 §2.2): the client's public keys, a JWK Set as
+    # JSON text (kept as text: a Client is hashable), or where to fetch it.
+    jwks: str | None = None
+    jwks_uri: str | None = None
 
     @property
     def is_public(self) -> bool:
         return self.token_endpoint_auth_method == "none"
+
+    @property
+    def is_machine(self) -> bool:
+        """Registered by an operator for grants without a browser."""
+        return any(g in MACHINE_GRANTS for g in self.grant_types)
 
 
 @attrs.frozen
@@ -114,7 +132,10 @@ class UpstreamTokens:
 class Grant:
     """One person's approval of one client: the upstream tokens obtained at
     login, and the family of our tokens issued from it. Revoking the grant
-    revokes every token of the family."""
+    revokes every token of the family.
+
+    A grant made without a browser (client credentials, an ID-JAG) has no
+    code and no upstream tokens: ``code_hash`` and ``upstream`` are None."""
 
     tenant: str
     grant_id: str
@@ -122,9 +143,9 @@ class Grant:
     user_id: str
     scope: tuple[str, ...]
     resource: str
-    code_hash: str
+    code_hash: str | None
     claims: dict[str, Any] = attrs.field(eq=False)
-    upstream: UpstreamTokens
+    upstream: UpstreamTokens | None
     created_at: int
     expires_at: int
     upstream_version: int = 0
@@ -161,6 +182,19 @@ class Principal:
     expires_at: int
     grant_id: str
     resource: str
+    # How the grant was obtained (AUTHORIZATION_CODE: a person's browser login).
+    grant_type: str = AUTHORIZATION_CODE
+
+    @property
+    def principal_type(self) -> str:
+        """"client" when the client acts for itself (client credentials),
+        else "user": a person, through a browser login or an ID-JAG."""
+        return "client" if self.grant_type == CLIENT_CREDENTIALS else "user"
+
+    @property
+    def has_upstream_tokens(self) -> bool:
+        """Only a browser login leaves upstream tokens to hand the MCP server."""
+        return self.grant_type == AUTHORIZATION_CODE
 
 
 @attrs.frozen
@@ -174,13 +208,15 @@ class AccessToken:
     resource: str
     issued_at: int
     expires_at: int
+    grant_type: str = AUTHORIZATION_CODE
 
     @functools.cached_property
     def principal(self) -> Principal:
         """Who the token acts for; made once per record, which the guard's
         token cache hands out again and again."""
         return Principal(tenant=self.tenant, user_id=self.user_id, client_id=self.client_id, scopes=self.scope,
-                         expires_at=self.expires_at, grant_id=self.grant_id, resource=self.resource)
+                         expires_at=self.expires_at, grant_id=self.grant_id, resource=self.resource,
+                         grant_type=self.grant_type)
 
 
 @attrs.frozen
@@ -276,6 +312,9 @@ class Server:
     backend: str | None = None
     forward_upstream_token_header: str | None = None
     resource_name: str | None = None
+    # Issuers of ID-JAGs (SEP-990) it accepts; "upstream": its OAuth
+    # configuration's issuer (core.tenant.Tenant.id_jag_issuers).
+    id_jag_issuers: tuple[str, ...] = ()
     updated_at: int = 0
 
 

@@ -12,6 +12,8 @@ from urllib.parse import urlsplit
 
 import attrs
 
+from .models import Client
+
 
 @attrs.frozen
 class Upstream:
@@ -108,6 +110,10 @@ COUNTS = {
 }
 
 
+# In Tenant.id_jag_issuers: the tenant's own upstream identity provider.
+UPSTREAM_ISSUER = "upstream"
+
+
 @attrs.frozen
 class ResourceServer:
     """A protected resource allowed to introspect any token of the tenant
@@ -143,6 +149,12 @@ class Tenant:
     # Its upstream is the development identity provider (flows/dev_login.py),
     # served at its own /oauth/dev/ endpoints.
     dev_login: bool = False
+    # Clients without a browser declared with the tenant (the configuration
+    # file's machine_clients), found before the store's.
+    machine_clients: tuple[Client, ...] = ()
+    # The issuers whose ID-JAGs (SEP-990) the jwt-bearer grant accepts;
+    # UPSTREAM_ISSUER stands for the issuer of the tenant's upstream.
+    id_jag_issuers: tuple[str, ...] = ()
 
     # Asked on every request: parsed once per tenant.
     @functools.cached_property

@@ -56,7 +56,8 @@ class MemoryStore:
         self._clients: dict[tuple[str, str], Client] = {}
         self._consents: dict[tuple[str, str], ConsentRequest] = {}
         self._sessions: dict[tuple[str, str], tuple[AuthSession, str]] = {}
-        self._grants: dict[tuple[str, str], tuple[Grant, str]] = {}
+        # (tenant, grant_id) -> (the grant without its upstream tokens, them sealed; None: it has none)
+        self._grants: dict[tuple[str, str], tuple[Grant, str | None]] = {}
         self._grant_by_code: dict[tuple[str, str], str] = {}
         self._codes: dict[tuple[str, str], CodeGrant] = {}
         self._access: dict[tuple[str, str], AccessToken] = {}
@@ -126,6 +127,11 @@ class MemoryStore:
             self._grants[(grant.tenant, grant.grant_id)] = (attrs.evolve(grant, upstream=_SEALED), sealed)
             self._grant_by_code[(grant.tenant, grant.code_hash)] = grant.grant_id
             self._codes[(code.tenant, code.code_hash)] = code
+
+    def save_grant_and_token(self, grant: Grant, access: AccessToken) -> None:
+        with self._lock:
+            self._grants[(grant.tenant, grant.grant_id)] = (grant, None)
+            self._access[(access.tenant, access.token_hash)] = access
 
     def take_code(self, tenant: str, code_hash: str, now: int) -> CodeGrant | None:
         with self._lock:
@@ -209,6 +215,8 @@ class MemoryStore:
         if entry is None or entry[0].revoked:
             return None
         grant, sealed = entry
+        if sealed is None:
+            return grant
         return attrs.evolve(grant, upstream=open_upstream(self.keyring, tenant, grant_id, sealed))
 
     def claim_upstream_refresh(self, tenant: str, grant_id: str, version: int, now: int, lease_until: int) -> bool:

@@ -85,6 +85,9 @@ clients = Table(
     _text("scope", nullable=True),
     _str("secret_hash", 64, nullable=True),
     _time("expires_at", nullable=True),  # NULL once used: never lapses
+    # private_key_jwt: the client's public keys (a JWK Set, JSON) or their URL.
+    _text("jwks", nullable=True),
+    _text("jwks_uri", nullable=True),
     Index("clients_expiry", "expires_at"),
     **_MYSQL,
 )
@@ -121,9 +124,11 @@ grants = Table(
     _text("user_id"),
     Column("scope", Json, nullable=False),
     _text("resource"),
-    _str("code_hash", 64),
+    # NULL for a grant made without a browser (client credentials, ID-JAG):
+    # it has no code and no upstream tokens.
+    _str("code_hash", 64, nullable=True),
     Column("claims", Json, nullable=False),
-    _text("upstream"),  # ciphertext (seal_upstream)
+    _text("upstream", nullable=True),  # ciphertext (seal_upstream)
     _time("created_at"),
     _time("expires_at"),
     Column("upstream_version", BigInteger, nullable=False),
@@ -169,7 +174,9 @@ def _token_table(name: str, *extra: Column[Any]) -> Table:
     )
 
 
-access_tokens = _token_table("access_tokens")
+# grant_type: how the token's grant was obtained (core.models.Principal).
+access_tokens = _token_table("access_tokens", Column("grant_type", String(64), nullable=False,
+                                                     server_default="authorization_code"))
 refresh_tokens = _token_table("refresh_tokens", _time("rotated_at", nullable=True),
                               _str("successor_hash", 64, nullable=True))
 
@@ -272,6 +279,7 @@ servers = Table(
     _text("backend", nullable=True),
     _str("forward_upstream_token_header", 255, nullable=True),
     _text("resource_name", nullable=True),
+    Column("id_jag_issuers", Json, nullable=False),
     _time("updated_at"),
     ForeignKeyConstraint(["organization"], ["organizations.name"], name="servers_organization"),
     ForeignKeyConstraint(["organization", "oauth_config"], ["oauth_configs.organization", "oauth_configs.name"],

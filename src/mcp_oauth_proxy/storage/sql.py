@@ -419,6 +419,13 @@ class SqlStore:
 
         self._write(op)
 
+    def save_grant_and_token(self, grant: Grant, access: AccessToken) -> None:
+        def op(conn: Connection) -> None:
+            self._upsert(conn, grants, _row(grant))
+            self._upsert(conn, access_tokens, _row(access))
+
+        self._write(op)
+
     def take_code(self, tenant: str, code_hash: str, now: int) -> CodeGrant | None:
         row = self._write(lambda c: self._take(c, codes, tenant, "code_hash", code_hash))
         return None if row is None or row["expires_at"] <= now else _record(CodeGrant, row)
@@ -531,6 +538,8 @@ class SqlStore:
         row = self._read(lambda c: c.execute(stmt).mappings().first())
         if row is None:
             return None
+        if row["upstream"] is None:  # made without a browser: no upstream tokens
+            return _record(Grant, row)
         tokens = open_upstream(self.keyring, tenant, grant_id, row["upstream"])
         return _record(Grant, row, upstream=_convert.unstructure(tokens))
 

@@ -5,8 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..client_auth import PRIVATE_KEY_JWT
 from ..context import Context
 from ..http import Response, json_response
+from ..jwt_checks import ALGORITHMS
+from ..models import AUTHORIZATION_CODE, CLIENT_CREDENTIALS, JWT_BEARER, REFRESH_TOKEN
+
+_SECRETS = ["client_secret_basic", "client_secret_post"]
 
 
 def authorization_server_metadata(ctx: Context) -> dict[str, Any]:
@@ -24,11 +29,17 @@ def authorization_server_metadata(ctx: Context) -> dict[str, Any]:
         "scopes_supported": list(t.scopes),
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
-        "grant_types_supported": ["authorization_code", "refresh_token"],
+        # jwt-bearer (ID-JAG) only where the tenant trusts an issuer of them.
+        "grant_types_supported": [AUTHORIZATION_CODE, REFRESH_TOKEN, CLIENT_CREDENTIALS]
+        + ([JWT_BEARER] if t.id_jag_issuers else []),
         "code_challenge_methods_supported": ["S256"],
-        "token_endpoint_auth_methods_supported": ["none", "client_secret_basic", "client_secret_post"],
-        "revocation_endpoint_auth_methods_supported": ["none", "client_secret_basic", "client_secret_post"],
-        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "token_endpoint_auth_methods_supported": ["none", *_SECRETS, PRIVATE_KEY_JWT],
+        # RFC 8414 §2: the algorithms of private_key_jwt's assertions.
+        "token_endpoint_auth_signing_alg_values_supported": list(ALGORITHMS),
+        "revocation_endpoint_auth_methods_supported": ["none", *_SECRETS, PRIVATE_KEY_JWT],
+        "revocation_endpoint_auth_signing_alg_values_supported": list(ALGORITHMS),
+        "introspection_endpoint_auth_methods_supported": [*_SECRETS, PRIVATE_KEY_JWT],
+        "introspection_endpoint_auth_signing_alg_values_supported": list(ALGORITHMS),
         "authorization_response_iss_parameter_supported": True,
         "client_id_metadata_document_supported": t.client_metadata_documents,
         "subject_types_supported": ["public"],

@@ -1,4 +1,5 @@
-"""The token endpoint: authorization_code and refresh_token grants."""
+"""The token endpoint: authorization_code and refresh_token grants, and
+those without a browser (machine_grants.py)."""
 
 from __future__ import annotations
 
@@ -19,9 +20,10 @@ from ..effects import (
 )
 from ..errors import InvalidGrant, InvalidScope, InvalidTarget, UnauthorizedClient, UnsupportedGrantType
 from ..http import Request, Response, form_params, json_response, required, single
-from ..models import AccessToken, Client, RefreshToken, Rotation
+from ..models import CLIENT_CREDENTIALS, JWT_BEARER, AccessToken, Client, RefreshToken, Rotation
 from ..pkce import check_verifier
 from ..scopes import check_resource, normalize_resource, parse_scope
+from .machine_grants import client_credentials_grant, jwt_bearer_grant
 
 
 def _new_tokens(
@@ -158,5 +160,10 @@ def token(request: Request, ctx: Context) -> Flow[Response]:
         return (yield from authorization_code_grant(form, client, ctx))
     if grant_type == "refresh_token":
         return (yield from refresh_token_grant(form, client, ctx))
+    if grant_type == CLIENT_CREDENTIALS or (grant_type == JWT_BEARER and ctx.tenant.id_jag_issuers):
+        yield from ratelimit.by_client(ctx, "token", client.client_id, request.remote_addr)
+        machine_grant = client_credentials_grant if grant_type == CLIENT_CREDENTIALS else jwt_bearer_grant
+        access_value, access = yield from machine_grant(form, client, ctx)
+        return _token_response(ctx, access_value, access, None)
     raise UnsupportedGrantType(f"grant_type {grant_type!r} is not supported")
 

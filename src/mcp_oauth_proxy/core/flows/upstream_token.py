@@ -27,6 +27,7 @@ from ..errors import (
     DecryptionFailed,
     FetchFailed,
     InvalidToken,
+    NoUpstreamTokens,
     TemporarilyUnavailable,
     UpstreamUnavailable,
 )
@@ -42,6 +43,10 @@ LONGEST_POLL = 0.5
 WAIT_PAST_LEASE = 5.0
 # Then it gives up; by this many seconds the refresh under way will be done.
 RETRY_AFTER = 2
+
+
+NO_UPSTREAM_TOKENS = ("this principal has no upstream tokens: it did not sign in through the identity "
+                      "provider here (a client acting for itself, or a person admitted by an ID-JAG)")
 
 
 def refresh_skew(tokens: UpstreamTokens, skew: int) -> int:
@@ -103,6 +108,8 @@ def fresh_upstream_token(grant_id: str, ctx: Context) -> Flow[str]:
     """The grant's upstream access token, refreshed first if it is due."""
     policy = ctx.tenant.policy
     grant = yield from load_grant(grant_id, ctx)
+    if grant.upstream is None:
+        raise NoUpstreamTokens(NO_UPSTREAM_TOKENS)
     # The time is ctx.now plus what we slept: never ahead of the real time,
     # so a lease is never taken over before it has expired.
     waited = 0.0

@@ -1,0 +1,127 @@
+"""The public keys that sign the JWTs we accept (a client's assertions, an
+ID-JAG issuer's grants), fetched where they are published and cached: the
+carrier of the core's ResolveKeys effect.
+
+Resolving is a small flow yielding Fetch effects, so the fetches go through
+the request's own carrier (no redirects, size and time caps, failures
+without detail) under the sync and async drivers alike. A JWK Set is kept
+KEYS_TTL seconds. A JWT whose kid is not among them makes one fetch again,
+but never more than once per REFETCH_AFTER seconds for one location:
+anyone can send a JWT with a made-up kid, and it must not make us hammer
+the signer. A failed fetch is remembered FAILED_FOR seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from typing import Any, Callable
+from urllib.parse import urlsplit
+
+from ..core.effects import Fetch, Flow, ResolveKeys
+from ..core.errors import EffectError, FetchFailed
+from ..core.http import HttpRequest, HttpResponse
+from ..core.jwt_checks import MAX_KEYS
+
+log = logging.getLogger("mcp_oauth_proxy.upstream")
+
+KEYS_TTL = 300.0
+REFETCH_AFTER = 10.0
+FAILED_FOR = 10.0
+_UNAVAILABLE = "the signer's keys could not be fetched"
+
+
+class _Unusable(Exception):
+    """A document that is not what was asked for (logged, then FetchFailed)."""
+
+
+def _json(response: HttpResponse, what: str) -> dict[str, Any]:
+    if response.status != 200:
+        raise _Unusable(f"{what}: HTTP {response.status}")
+    try:
+        doc = json.loads(response.body)
+    except (ValueError, UnicodeDecodeError):
+        raise _Unusable(f"{what}: not JSON") from None
+    if not isinstance(doc, dict):
+        raise _Unusable(f"{what}: not a JSON object")
+    return doc
+
+
+def _get(url: str) -> HttpRequest:
+    return HttpRequest("GET", url, (("accept", "application/json"),))
+
+
+def metadata_urls(issuer: str) -> tuple[str, str]:
+    """Where an issuer's metadata is: OIDC Discovery §4 (appended), then
+    RFC 8414 §3.1 (inserted before the issuer's path)."""
+    parts = urlsplit(issuer)
+    path = parts.path.rstrip("/")
+    return (issuer.rstrip("/") + "/.well-known/openid-configuration",
+            f"{parts.scheme}://{parts.netloc}/.well-known/oauth-authorization-server{path}")
+
+
+def _is_url(value: Any) -> bool:
+    return isinstance(value, str) and value.startswith(("https://", "http://"))
+
+
+class KeySets:
+    """The JWK Sets of every location asked for, each cached."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        # (location, discover) -> (fetched at, keys), and -> failed until
+        self._keys: dict[tuple[str, bool], tuple[float, list[Any]]] = {}
+        self._failed: dict[tuple[str, bool], float] = {}
+
+    def resolve(self, effect: ResolveKeys) -> Flow[list[Any]]:
+        """The keys at the effect's location: cached, or fetched (Fetch)."""
+        where = (effect.location, effect.discover)
+        now = self._clock()
+        with self._lock:
+            cached = self._keys.get(where)
+            failed_until = self._failed.get(where, 0.0)
+        if cached is not None:
+            age = now - cached[0]
+            if age < (REFETCH_AFTER if effect.refresh else KEYS_TTL):
+                return cached[1]
+        if failed_until > now:
+            raise FetchFailed(_UNAVAILABLE)
+        try:
+            jwks_uri = (yield from self._discover(effect.location)) if effect.discover else effect.location
+            keys = self._key_set(_json((yield Fetch(_get(jwks_uri))), "JWK Set"))
+        except (_Unusable, EffectError) as exc:
+            log.warning("the keys of %s could not be had: %s", effect.location, exc)
+            with self._lock:
+                self._failed[where] = self._clock() + FAILED_FOR
+            if cached is not None:
+                return cached[1]  # the keys found before most likely still work
+            raise FetchFailed(_UNAVAILABLE) from None
+        with self._lock:
+            self._keys[where] = (self._clock(), keys)
+            self._failed.pop(where, None)
+        return keys
+
+    def _discover(self, issuer: str) -> Flow[str]:
+        """The issuer's jwks_uri, from its metadata."""
+        for url in metadata_urls(issuer):
+            try:
+                doc = _json((yield Fetch(_get(url))), "metadata")
+            except _Unusable:
+                continue  # not published there: the other place
+            # RFC 8414 §3.3, OIDC Discovery §4.3: the issuer identical to the one asked.
+            if doc.get("issuer") != issuer:
+                raise _Unusable("the metadata names another issuer")
+            if not _is_url(doc.get("jwks_uri")):
+                raise _Unusable("the metadata has no jwks_uri")
+            return str(doc["jwks_uri"])
+        raise _Unusable("no metadata found")
+
+    @staticmethod
+    def _key_set(doc: dict[str, Any]) -> list[Any]:
+        keys = doc.get("keys")
+        if not isinstance(keys, list):
+            raise _Unusable("not a JWK Set")
+        return keys[:MAX_KEYS]

@@ -154,8 +154,12 @@ def test_clients_and_grants_are_listed_escaped_and_taken_back(admin: Admin, brow
     admin.store.save_client(client(tenant="acme", client_id="c1", client_name="<script>alert(1)</script>"))
     with_tokens(admin.store, grant(tenant="acme", grant_id="g1", client_id="c1", user_id="<b>ada</b>"))
     browser.sign_in(admin.token)
+    admin.store.save_client(client(tenant="acme", client_id="c-idle", client_name="Idle app"))
     page = browser.get("/admin/servers/acme/clients")
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page.body.decode() and "<script>" not in page.body.decode()
+    assert "not yet" in text(page)  # the idle client never got a token
+    used = {c["client_id"]: c["last_used_at"] for c in admin.get("/servers/acme/clients").body["items"]}
+    assert used == {"c1": T0, "c-idle": None}
     page = browser.get("/admin/grants?server=acme")
     assert "&lt;b&gt;ada&lt;/b&gt;" in page.body.decode()
     assert browser.post("/admin/grants/acme/g1/revoke", {"server": "acme"}).status == 303

@@ -172,6 +172,7 @@ def test_the_page_lists_the_persons_grants_with_what_each_may_do():
     assert '<dd><span class="host">127.0.0.1</span>, <span class="host">app.example.com</span></dd>' in html
     assert "mcp, mcp:admin" in html
     assert "2027-01-15 08:00 UTC" in html  # NOW, when the grant was made
+    assert "<dt>Last used</dt><dd>2027-01-15 08:00 UTC</dd>" in html  # its tokens were issued then too
     assert client["client_id"] in html and 'class="host">user-42<' in html
     assert hidden_value(page, "grant_id") == _grant_id(h, tokens["access_token"])
     assert 'aria-label="Disconnect Test Client"' in html

@@ -12,7 +12,8 @@ import pytest
 from mcp_oauth_proxy.core.errors import DirectoryRefused
 from mcp_oauth_proxy.core.models import AdminToken, AuditEvent, GrantInfo, Revocation
 from mcp_oauth_proxy.storage.token_cache import TokenCache
-from storage_records import T0, client, config, grant, org, server, with_tokens
+import attrs
+from storage_records import T0, client, code, config, grant, org, server, with_tokens
 
 
 def admin(token_id: str = "adm-1", organization: str | None = None, created_at: int = T0) -> AdminToken:
@@ -255,3 +256,36 @@ def test_a_grant_is_shown_while_live_without_its_upstream_tokens(store):
     assert store.get_grant_info("acme", "grant-x", T0) is None
     store.revoke_grant("acme", "grant-1")
     assert store.get_grant_info("acme", "grant-1", T0) is None
+
+
+def test_a_grant_is_last_used_when_its_newest_token_was_issued(store):
+    from storage_records import access, refresh
+
+    g = grant(grant_id="g-used")
+    store.save_grant_and_code(g, code(g))
+    assert store.get_grant_info(tenant="acme", grant_id="g-used", now=T0).last_used_at is None
+    first = access(g, "at-1")
+    assert store.issue_tokens(tenant="acme", grant_id="g-used", access=first, refresh=refresh(g, "rt-1"))
+    assert store.get_grant_info(tenant="acme", grant_id="g-used", now=T0).last_used_at == first.issued_at
+    later = attrs.evolve(access(g, "at-2"), issued_at=T0 + 600)
+    rotated = store.rotate_refresh_token(tenant="acme", token_hash="rt-1", now=T0 + 600, grace=30, access=later,
+                                         refresh=refresh(g, "rt-2"))
+    assert rotated.name == "ROTATED"
+    (info,) = store.list_grants(now=T0 + 600, limit=10, tenant="acme")
+    assert info.last_used_at == T0 + 600
+
+
+def test_a_clients_last_use_is_its_newest_grants(store):
+    from storage_records import access
+
+    for grant_id, client_id, at in (("g1", "c1", T0 + 5), ("g2", "c1", T0 + 9), ("g3", "c2", T0 + 7)):
+        g = grant(grant_id=grant_id, client_id=client_id)
+        store.save_grant_and_code(g, code(g))
+        assert store.issue_tokens(tenant="acme", grant_id=grant_id,
+                                  access=attrs.evolve(access(g, f"at-{grant_id}"), issued_at=at), refresh=None)
+    g = grant(grant_id="g4", client_id="c3")  # a grant with no token yet
+    store.save_grant_and_code(g, code(g))
+    assert store.clients_last_used(tenant="acme", client_ids=("c1", "c2", "c3", "c9")) == {"c1": T0 + 9,
+                                                                                          "c2": T0 + 7}
+    assert store.clients_last_used(tenant="other", client_ids=("c1",)) == {}
+    assert store.clients_last_used(tenant="acme", client_ids=()) == {}

@@ -105,7 +105,7 @@ def test_replicas_starting_together_on_an_empty_database_create_it_once(sql_url,
 
 # What later migrations added to the version-1 schema: columns, tables, their indexes.
 _ADDED_SINCE_1 = [("auth_sessions", "browser_hash"), ("refresh_tokens", "successor_hash"), ("clients", "jwks"),
-                  ("clients", "jwks_uri"), ("access_tokens", "grant_type")]
+                  ("clients", "jwks_uri"), ("access_tokens", "grant_type"), ("grants", "last_used_at")]
 # Columns later migrations made nullable.
 _NULLABLE_SINCE_1 = [("grants", "code_hash"), ("grants", "upstream")]
 _TABLES_SINCE_1 = ["revocations", "organizations", "oauth_configs", "servers", "directory_version", "admin_tokens",

@@ -214,7 +214,8 @@ def test_the_backends_declare_their_traits(tmp_path: Any) -> None:
     assert traits_of(memory) == StoreTraits(blocks=False, shared=False)
     engine = make_engine(f"sqlite:///{tmp_path / 'a.db'}", timeout=2.5)
     sql = SqlStore(engine, KeyRing.generate(), timeout=2.5)
-    assert traits_of(sql) == StoreTraits(blocks=True, shared=True, pool=engine, concurrency=10, timeout=2.5)
+    assert traits_of(sql) == StoreTraits(blocks=True, shared=True, pool=engine, concurrency=10, timeout=2.5,
+                                         schema_current=sql.schema_current)
     cache = TokenCache(sql, 60)
     assert traits_of(cache) == attrs.evolve(sql.traits, remembered=cache.remembered)
     assert traits_of(TokenCache(memory, 60)).blocks is False

@@ -208,7 +208,9 @@ def _server_delete(m: Management, c: Call) -> Response:
 
 
 def _clients(m: Management, c: Call) -> Response:
-    return _page(m.clients(c.actor, c.params[0], _limit(c), c.query.get("cursor")), client_doc)
+    page = m.clients(c.actor, c.params[0], _limit(c), c.query.get("cursor"))
+    used = m.clients_last_used(c.params[0], page.items)
+    return _page(page, lambda client: client_doc(client, used.get(client.client_id)))
 
 
 def _client_create(m: Management, c: Call) -> Response:
@@ -220,7 +222,8 @@ def _client_create(m: Management, c: Call) -> Response:
 
 
 def _client(m: Management, c: Call) -> Response:
-    return _json(client_doc(m.client(c.actor, *c.params)))
+    client = m.client(c.actor, *c.params)
+    return _json(client_doc(client, m.clients_last_used(c.params[0], [client]).get(client.client_id)))
 
 
 def _client_delete(m: Management, c: Call) -> Response:

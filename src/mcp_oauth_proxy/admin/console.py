@@ -369,9 +369,10 @@ class Console:
 
     def _clients(self, page: _Page, slug: str) -> Response:
         listed = self.management.clients(page.actor, slug, 100, page.query.get("cursor"))
+        used = self.management.clients_last_used(slug, listed.items)
         items = [{"client_name": c.client_name, "client_id": c.client_id, "created": _when(c.created_at),
                   "hosts": ", ".join(sorted({urlsplit(u).hostname or u for u in c.redirect_uris})),
-                  "last_used": "yes" if c.expires_at is None else "never",
+                  "last_used": _when(used.get(c.client_id)) or "not yet",
                   "delete": f"{PREFIX}/servers/{quote(slug)}/clients/{quote(c.client_id, safe='')}/delete"}
                  for c in listed.items]
         return self._render("clients.html", page, f"Clients registered to {slug}", items=items, next=listed.next,
@@ -383,7 +384,7 @@ class Console:
                                         client_id=q.get("client_id") or None, limit=100, after=q.get("cursor"))
         filters = {k: v for k, v in q.items() if k in ("server", "user_id", "client_id") and v}
         items = [{"tenant": g.tenant, "user_id": g.user_id, "client_id": g.client_id, "scope": g.scope,
-                  "created": _when(g.created_at),
+                  "created": _when(g.created_at), "last_used": _when(g.last_used_at) or "not yet",
                   "revoke": f"{PREFIX}/grants/{quote(g.tenant)}/{quote(g.grant_id, safe='')}/revoke"}
                  for g in listed.items]
         next_page = None if listed.next is None else "?" + urlencode({**filters, "cursor": listed.next})

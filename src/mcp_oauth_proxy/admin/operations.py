@@ -246,20 +246,21 @@ def file_server_doc(e: Entry) -> dict[str, Any]:
             "resource_name": t.resource_name, "managed": "file", "read_only": True}
 
 
-def client_doc(c: Client) -> dict[str, Any]:
+def client_doc(c: Client, last_used_at: int | None = None) -> dict[str, Any]:
     return {"client_id": c.client_id, "server": c.tenant, "client_name": c.client_name,
             "client_uri": c.client_uri, "redirect_uris": list(c.redirect_uris),
             "token_endpoint_auth_method": c.token_endpoint_auth_method, "grant_types": list(c.grant_types),
             "application_type": c.application_type, "scope": c.scope, "created_at": c.created_at,
             "used": c.expires_at is None, "machine": c.is_machine,
             # Public keys only (registration refuses private members); never a secret.
-            "jwks": None if c.jwks is None else json.loads(c.jwks), "jwks_uri": c.jwks_uri}
+            "jwks": None if c.jwks is None else json.loads(c.jwks), "jwks_uri": c.jwks_uri,
+            "last_used_at": last_used_at}
 
 
 def grant_doc(g: GrantInfo) -> dict[str, Any]:
     return {"server": g.tenant, "grant_id": g.grant_id, "client_id": g.client_id, "user_id": g.user_id,
             "scope": list(g.scope), "resource": g.resource, "created_at": g.created_at,
-            "expires_at": g.expires_at}
+            "expires_at": g.expires_at, "last_used_at": g.last_used_at}
 
 
 def audit_doc(e: AuditEvent) -> dict[str, Any]:
@@ -499,6 +500,10 @@ class Management:
         limit = page_limit(limit)
         found = self.store.list_clients(tenant=slug, limit=limit + 1, after=after)
         return Page(found[:limit], found[limit - 1].client_id if len(found) > limit else None)
+
+    def clients_last_used(self, slug: str, clients: Iterable[Client]) -> dict[str, int]:
+        """When each of these clients (of a server the actor sees) last got a token."""
+        return dict(self.store.clients_last_used(tenant=slug, client_ids=tuple(c.client_id for c in clients)))
 
     def client(self, actor: Actor, slug: str, client_id: str) -> Client:
         self._organization_of(actor, slug)

@@ -26,6 +26,8 @@ class Connection:
     described_by: str | None
     scopes: tuple[str, ...]
     authorized_at: int
+    # When its newest token was issued; None: none yet.
+    last_used_at: int | None = None
 
 
 @attrs.frozen
@@ -56,6 +58,7 @@ def _connection(view: ConnectionsView, item: Connection) -> str:
 <dt>Sends you to</dt><dd>{where}</dd>
 <dt>Can use</dt><dd>{scopes}</dd>
 <dt>Authorized</dt><dd>{utc_minute(item.authorized_at)}</dd>
+<dt>Last used</dt><dd>{utc_minute(item.last_used_at) if item.last_used_at else "not yet"}</dd>
 <dt>Client id</dt><dd><small>{escape(item.client_id)}</small></dd>
 </dl>
 <form method="post" action="{escape(view.action)}">

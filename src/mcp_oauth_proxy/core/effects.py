@@ -620,6 +620,15 @@ class ListClients(StoreEffect[list[Client]]):
 
 
 @store_operation
+class ClientsLastUsed(StoreEffect[dict[str, int]]):
+    """For each of these clients of the tenant that has a grant with a token
+    issued, when its newest token was: client_id -> Unix time."""
+
+    tenant: str
+    client_ids: tuple[str, ...]
+
+
+@store_operation
 class DeleteClient(StoreEffect[int | None]):
     """Remove a registered client and revoke (and record, for
     RevocationsSince) its live grants, in one transaction: their count.

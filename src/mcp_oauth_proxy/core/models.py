@@ -373,3 +373,5 @@ class GrantInfo:
     resource: str
     created_at: int
     expires_at: int
+    # When its newest token was issued (a login, a refresh); None: none yet.
+    last_used_at: int | None = None

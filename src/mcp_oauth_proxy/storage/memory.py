@@ -58,6 +58,8 @@ class MemoryStore:
         self._sessions: dict[tuple[str, str], tuple[AuthSession, str]] = {}
         # (tenant, grant_id) -> (the grant without its upstream tokens, them sealed; None: it has none)
         self._grants: dict[tuple[str, str], tuple[Grant, str | None]] = {}
+        # When each grant's newest token was issued (GrantInfo.last_used_at).
+        self._last_used: dict[tuple[str, str], int] = {}
         self._grant_by_code: dict[tuple[str, str], str] = {}
         self._codes: dict[tuple[str, str], CodeGrant] = {}
         self._access: dict[tuple[str, str], AccessToken] = {}
@@ -132,6 +134,7 @@ class MemoryStore:
         with self._lock:
             self._grants[(grant.tenant, grant.grant_id)] = (grant, None)
             self._access[(access.tenant, access.token_hash)] = access
+            self._last_used[(grant.tenant, grant.grant_id)] = access.issued_at
 
     def take_code(self, tenant: str, code_hash: str, now: int) -> CodeGrant | None:
         with self._lock:
@@ -174,6 +177,7 @@ class MemoryStore:
             self._access[(tenant, access.token_hash)] = access
             if refresh is not None:
                 self._refresh[(tenant, refresh.token_hash)] = refresh
+            self._last_used[(tenant, grant_id)] = access.issued_at
             return True
 
     def get_access_token(self, tenant: str, token_hash: str) -> AccessToken | None:
@@ -202,6 +206,7 @@ class MemoryStore:
                 old, rotated_at=rotated_at, successor_hash=refresh.token_hash)
             self._access[(tenant, access.token_hash)] = access
             self._refresh[(tenant, refresh.token_hash)] = refresh
+            self._last_used[(tenant, old.grant_id)] = access.issued_at
             return Rotation.ROTATED
 
     def revoke_access_token(self, tenant: str, token_hash: str) -> None:
@@ -272,6 +277,7 @@ class MemoryStore:
             for key in [k for k, v in self._grants.items() if v[0].expires_at <= now][:limit]:
                 grant = self._grants.pop(key)[0]
                 self._grant_by_code.pop((grant.tenant, grant.code_hash), None)
+                self._last_used.pop(key, None)
                 removed += 1
             for event_id in [k for k, v in self._audit.items() if v[1] <= now][:limit]:
                 del self._audit[event_id]
@@ -492,15 +498,25 @@ class MemoryStore:
             ids = sorted(c for (t, c) in self._clients if t == tenant and (after is None or c > after))
             return [self._clients[(tenant, c)] for c in ids[:limit]]
 
+    def clients_last_used(self, tenant: str, client_ids: tuple[str, ...]) -> dict[str, int]:
+        wanted = set(client_ids)
+        found: dict[str, int] = {}
+        with self._lock:
+            for (t, grant_id), at in self._last_used.items():
+                entry = self._grants.get((t, grant_id))
+                if t == tenant and entry is not None and entry[0].client_id in wanted:
+                    found[entry[0].client_id] = max(at, found.get(entry[0].client_id, at))
+        return found
+
     def delete_client(self, tenant: str, client_id: str) -> int | None:
         with self._lock:
             if self._clients.pop((tenant, client_id), None) is None:
                 return None
             return self._revoke_all(tenant, client_id)
 
-    @staticmethod
-    def _info(grant: Grant) -> GrantInfo:
-        return GrantInfo(**{f.name: getattr(grant, f.name) for f in attrs.fields(GrantInfo)})
+    def _info(self, grant: Grant) -> GrantInfo:
+        known = {f.name: getattr(grant, f.name) for f in attrs.fields(GrantInfo) if f.name != "last_used_at"}
+        return GrantInfo(**known, last_used_at=self._last_used.get((grant.tenant, grant.grant_id)))
 
     def list_grants(self, now: int, limit: int, after: tuple[str, str] | None = None,
                     organization: str | None = None, tenant: str | None = None, user_id: str | None = None,

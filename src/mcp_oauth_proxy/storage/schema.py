@@ -134,6 +134,8 @@ grants = Table(
     Column("upstream_version", BigInteger, nullable=False),
     _time("refresh_lease_until", nullable=True),
     Column("revoked", Boolean, nullable=False),
+    # When its newest token was issued (None: none yet).
+    _time("last_used_at", nullable=True),
     # A replayed code revokes its grant (RFC 6749 §4.1.2): found by the code.
     Index("grants_by_code", "tenant", "code_hash", unique=True),
     Index("grants_expiry", "expires_at"),

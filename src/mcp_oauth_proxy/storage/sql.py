@@ -421,7 +421,7 @@ class SqlStore:
 
     def save_grant_and_token(self, grant: Grant, access: AccessToken) -> None:
         def op(conn: Connection) -> None:
-            self._upsert(conn, grants, _row(grant))
+            self._upsert(conn, grants, {**_row(grant), "last_used_at": access.issued_at})
             self._upsert(conn, access_tokens, _row(access))
 
         self._write(op)
@@ -476,6 +476,7 @@ class SqlStore:
             self._upsert(conn, access_tokens, _row(access))
             if refresh is not None:
                 self._upsert(conn, refresh_tokens, _row(refresh))
+            self._used(conn, tenant, grant_id, access.issued_at)
             return True
 
         return self._write(op)
@@ -519,9 +520,15 @@ class SqlStore:
                 rotated_at=func.coalesce(old.rotated_at, now), successor_hash=refresh.token_hash))
             self._upsert(conn, access_tokens, _row(access))
             self._upsert(conn, refresh_tokens, _row(refresh))
+            self._used(conn, tenant, row.grant_id, access.issued_at)
             return Rotation.ROTATED
 
         return self._write(op)
+
+    @staticmethod
+    def _used(conn: Connection, tenant: str, grant_id: str, at: int) -> None:
+        conn.execute(update(grants).where(grants.c.tenant == tenant, grants.c.grant_id == grant_id)
+                     .values(last_used_at=at))
 
     def revoke_access_token(self, tenant: str, token_hash: str) -> None:
         stmt = delete(access_tokens).where(access_tokens.c.tenant == tenant, access_tokens.c.token_hash == token_hash)
@@ -870,6 +877,14 @@ class SqlStore:
         if after is not None:
             stmt = stmt.where(clients.c.client_id > after)
         return [_record(Client, r) for r in self._read(lambda c: c.execute(stmt).mappings().all())]
+
+    def clients_last_used(self, tenant: str, client_ids: tuple[str, ...]) -> dict[str, int]:
+        if not client_ids:
+            return {}
+        g = grants.c
+        stmt = select(g.client_id, func.max(g.last_used_at)).where(
+            g.tenant == tenant, g.client_id.in_(client_ids), g.last_used_at.is_not(None)).group_by(g.client_id)
+        return {client_id: int(at) for client_id, at in self._read(lambda c: c.execute(stmt).all())}
 
     def delete_client(self, tenant: str, client_id: str) -> int | None:
         stmt = delete(clients).where(clients.c.tenant == tenant, clients.c.client_id == client_id)

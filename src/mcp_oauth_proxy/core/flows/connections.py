@@ -94,6 +94,7 @@ def _connection(grant: GrantInfo, client: Client | None) -> Connection:
         described_by=document_host,
         scopes=grant.scope,
         authorized_at=grant.created_at,
+        last_used_at=grant.last_used_at,
     )
 
 

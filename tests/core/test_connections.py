@@ -384,3 +384,56 @@ def test_requests_to_the_page_are_counted_per_address():
     assert limited.header("content-type").startswith("text/html")
     assert len(h.store._sessions) == allowed
 
+
+
+def test_a_person_signed_in_lists_and_disconnects_while_the_identity_provider_is_away():
+    import attrs
+
+    from mcp_oauth_proxy.core.effects import ResolveUpstream, run_sync
+    from mcp_oauth_proxy.core.errors import UpstreamNotReady
+
+    h = Harness()
+    _, tokens = _connected(h)
+    assert h.sign_in_to_connections().status == 200
+    form_token = hidden_value(h.request("GET", PAGE), "form_token")
+    perform = h.perform()
+
+    def away(effect):
+        if isinstance(effect, ResolveUpstream):
+            raise UpstreamNotReady("discovery failed")
+        return perform(effect)
+
+    h.tenant = attrs.evolve(h.tenant, upstream=None)  # its endpoints must now be found, and cannot be
+    h.driver = lambda flow: run_sync(flow, away)
+    page = h.request("GET", PAGE)
+    assert page.status == 200 and "Test Client" in page.body.decode()
+    gone = _post(h, {"form_token": form_token, "grant_id": _grant_id(h, tokens["access_token"]),
+                     "action": "disconnect"})
+    assert gone.status == 303
+    assert h.guard(tokens["access_token"]).status == 401
+    # Only starting a sign-in needs it: a 503 page that says when to come back.
+    h.cookies.clear()
+    start = h.request("GET", PAGE)
+    assert start.status == 503 and start.header("retry-after") == "30"
+
+
+@pytest.mark.parametrize("upstream_id", ["client:robot", "https://other-idp.example#alice", "x" * 256])
+def test_an_upstream_id_that_could_pass_for_another_principal_signs_nobody_in(upstream_id):
+    h = Harness()
+    h.idp.sub = upstream_id
+    start = h.request("GET", PAGE)
+    upstream_params = params_of(start.header("location") or "")
+    h.idp.nonce = upstream_params.get("nonce")
+    back = h.request("GET", f"{h.tenant.issuer}/oauth/callback?" + urlencode(
+        {"code": "upstream-code", "state": upstream_params["state"], "iss": UPSTREAM_ISSUER}))
+    assert back.status == 403 and "cannot use" in back.body.decode()
+    assert not any(name.startswith("mcp_connections_") for name in h.cookies)
+
+
+def test_the_identity_providers_own_error_is_a_502_page_not_ours():
+    h = Harness()
+    start = h.request("GET", PAGE)
+    state = params_of(start.header("location") or "")["state"]
+    back = h.request("GET", f"{h.tenant.issuer}/oauth/callback?" + urlencode(
+        {"error": "server_error", "state": state, "iss": UPSTREAM_ISSUER}))
+    assert back.status == 502

@@ -57,7 +57,7 @@ def test_a_name_signs_in_and_names_a_stable_person() -> None:
 
 @pytest.mark.parametrize("change", [{"client_id": "other"}, {"redirect_uri": "https://evil.example/cb"},
                                     {"response_type": "token"}, {"state": ""},
-                                    {"code_challenge_method": "plain"}])
+                                    {"code_challenge_method": "plain"}, {"code_challenge": ""}])
 def test_only_our_own_upstream_client_is_signed_in(change: dict[str, str]) -> None:
     with pytest.raises(BrowserError):
         _post("/oauth/dev/authorize", {**GOOD, **change, "name": "Ada"})
@@ -98,3 +98,15 @@ def test_another_servers_key_makes_other_codes() -> None:
                                                                  "code_verifier": VERIFIER}).encode())
     with pytest.raises(InvalidGrant):
         dev_login.token(request, other)
+
+
+def test_a_code_or_token_of_one_tenant_is_not_anothers() -> None:
+    other = tenant("two", issuer="https://acme.example.com/two", resource="https://acme.example.com/two/mcp",
+                   dev_login=True)
+    request = Request("POST", "/", headers=FORM, body=urlencode({
+        "grant_type": "authorization_code", "code": _code(), "code_verifier": VERIFIER}).encode())
+    with pytest.raises(InvalidGrant):
+        dev_login.token(request, context(other))
+    access = _token(_code()).json()["access_token"]
+    me = dev_login.userinfo(Request("GET", "/", headers=(("authorization", f"Bearer {access}"),)), context(other))
+    assert me.status == 401

@@ -13,8 +13,8 @@ from mcp_oauth_proxy.storage.open import open_store
 EXP = 1_800_000_300
 
 
-def _spend(store: object, issuer: str, jti: str) -> None:
-    run_sync(spend_jti(issuer, jti, EXP), lambda effect: effect.apply(store))
+def _spend(store: object, issuer: str, jti: str, tenant: str = "acme", kind: str = "id-jag") -> None:
+    run_sync(spend_jti(tenant, kind, issuer, jti, EXP), lambda effect: effect.apply(store))
 
 
 def test_a_jti_spent_by_one_replica_is_refused_by_another(sql_url, ring):
@@ -38,3 +38,13 @@ def test_a_jti_is_spent_once_on_every_backend(store):
     _spend(store, "client-1", "j")
     with pytest.raises(JwtRefused):
         _spend(store, "client-1", "j")
+
+
+def test_a_jti_is_one_tenants_and_one_kind_of_signers(store):
+    """A client named like an issuer, or another tenant's client of the same
+    id, spends jtis of its own (so nobody can spend another's ahead)."""
+    _spend(store, "http://127.0.0.1:9101", "j", kind="client")
+    _spend(store, "http://127.0.0.1:9101", "j", kind="id-jag")
+    _spend(store, "http://127.0.0.1:9101", "j", kind="client", tenant="other")
+    with pytest.raises(JwtRefused):
+        _spend(store, "http://127.0.0.1:9101", "j", kind="client")

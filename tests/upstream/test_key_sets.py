@@ -93,3 +93,33 @@ def test_a_document_that_is_no_key_set_is_refused():
     web = Web({"https://k.example/jwks": {"keys": "nope"}})
     with pytest.raises(FetchFailed):
         run_sync(KeySets().resolve(ResolveKeys("https://k.example/jwks")), web)
+
+
+def test_one_fetch_per_location_at_a_time_and_a_few_in_all():
+    """A slow signer's keys asked for by many requests at once: one fetch
+    (the others are refused at once, not queued on the upstream pool), and
+    no more than MAX_FETCHING locations fetched at once in all."""
+    from mcp_oauth_proxy.upstream.key_sets import FETCH_ALONE, MAX_FETCHING
+
+    clock = Clock()
+    sets = KeySets(clock)
+    held = sets.resolve(ResolveKeys("https://slow.example/keys", discover=False))
+    assert isinstance(next(held), Fetch)  # under way, not answered yet
+    with pytest.raises(FetchFailed):
+        run_sync(sets.resolve(ResolveKeys("https://slow.example/keys", discover=False)), Web({}))
+    others = []
+    for i in range(MAX_FETCHING - 1):
+        flow = sets.resolve(ResolveKeys(f"https://slow{i}.example/keys", discover=False))
+        next(flow)
+        others.append(flow)
+    with pytest.raises(FetchFailed):  # the cap, for a location nobody fetches
+        run_sync(sets.resolve(ResolveKeys("https://another.example/keys", discover=False)), Web({}))
+    held.close()  # the request left: its claim goes
+    web = Web({"https://another.example/keys": {"keys": [KEY]}})
+    assert run_sync(sets.resolve(ResolveKeys("https://another.example/keys", discover=False)), web) == [KEY]
+    # A fetch that never ends stops counting after FETCH_ALONE.
+    clock.now += FETCH_ALONE + 1
+    web = Web({"https://slow0.example/keys": {"keys": [KEY]}})
+    assert run_sync(sets.resolve(ResolveKeys("https://slow0.example/keys", discover=False)), web) == [KEY]
+    for flow in others:
+        flow.close()

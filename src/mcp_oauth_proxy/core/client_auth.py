@@ -145,7 +145,7 @@ def _check_assertion(assertion: Unverified, client: Client, ctx: Context) -> Flo
             raise JwtRefused("the client has no public keys")
         audiences = (ctx.tenant.endpoint("token"), ctx.tenant.issuer)
         jti, exp = check_client_assertion(claims, client.client_id, audiences, ctx.now)
-        yield from spend_jti(client.client_id, jti, exp)
+        yield from spend_jti(ctx.tenant.slug, "client", client.client_id, jti, exp)
     except JwtRefused as exc:
         raise InvalidClient(f"client authentication failed: {exc}") from None
 

@@ -102,6 +102,13 @@ class ServerError(OAuthError):
     status = 500
 
 
+class UpstreamServerError(ServerError):
+    """The identity provider reported its own failure: a client is told
+    server_error, a page says 502 (the failure is upstream's, not ours)."""
+
+    status = 502
+
+
 class TemporarilyUnavailable(OAuthError):
     error = "temporarily_unavailable"
     status = 503

@@ -11,6 +11,7 @@ the client's registration.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Sequence
 
 import attrs
@@ -98,6 +99,7 @@ def keys_for(jwt_: Unverified, jwks: Sequence[Any]) -> list[jwt.PyJWK]:
 
 def verify_signature(jwt_: Unverified, keys: Sequence[jwt.PyJWK]) -> dict[str, Any]:
     """The claims, once one of ``keys`` verifies the signature."""
+    malformed = False
     for key in keys:
         try:
             return dict(jwt.api_jwt.decode_complete(jwt_.token, key, algorithms=[jwt_.alg],
@@ -105,8 +107,11 @@ def verify_signature(jwt_: Unverified, keys: Sequence[jwt.PyJWK]) -> dict[str, A
         except jwt.InvalidSignatureError:
             continue
         except jwt.PyJWTError:
-            raise JwtRefused("the JWT is malformed") from None
-    raise JwtRefused("the JWT's signature does not verify with the signer's keys")
+            # Another curve than this key's, say: the next key may be the one.
+            malformed = True
+            continue
+    raise JwtRefused("the JWT is malformed" if malformed and len(keys) == 1 else
+                     "the JWT's signature does not verify with the signer's keys")
 
 
 def key_set(text: str) -> list[Any]:
@@ -138,11 +143,17 @@ def _string(claims: dict[str, Any], name: str) -> str:
     return value
 
 
+# Later than any time a JWT could mean (year 9999): a number past it is no time.
+_LATEST = 253402300799
+
+
 def _time(claims: dict[str, Any], name: str, required: bool) -> int | None:
     value = claims.get(name)
     if value is None and not required:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    # NaN and Infinity parse as floats (the JSON parser takes them): not times.
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or abs(value) > _LATEST:
         raise JwtRefused(f"the JWT has no {name}" if value is None else f"the JWT's {name} is not a time")
     return int(value)
 
@@ -216,10 +227,11 @@ def check_id_jag(jwt_: Unverified, claims: dict[str, Any], *, issuer: str, clien
     return IdJag(_string(claims, "iss"), _string(claims, "sub"), granted), _string(claims, "jti"), exp
 
 
-def spend_jti(issuer: str, jti: str, exp: int) -> Flow[None]:
-    """RFC 7523 §3 item 7: a jti is accepted once. Counted in the store, so
-    every replica agrees; remembered until the JWT has expired (and past
-    the skew any replica's clock may have)."""
-    key = "jti:" + token_hash(f"{issuer}\n{jti}")
+def spend_jti(tenant: str, kind: str, issuer: str, jti: str, exp: int) -> Flow[None]:
+    """RFC 7523 §3 item 7: a jti is accepted once, from one issuer (a
+    ``kind`` of signer: a client or an ID-JAG issuer) at one tenant.
+    Counted in the store, so every replica agrees; remembered until the JWT
+    has expired (and past the skew any replica's clock may have)."""
+    key = "jti:" + token_hash(f"{tenant}\n{kind}\n{issuer}\n{jti}")
     if (yield HitCounter(key, 0, exp + CLOCK_SKEW)) != 1:
         raise JwtRefused("the JWT was used before (its jti)")

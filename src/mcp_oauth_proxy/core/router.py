@@ -76,8 +76,9 @@ _OAUTH_ROUTES = {
     "introspect": Route(("POST",), introspect.introspect, cors=True),
     "jwks": Route(("GET",), _static(metadata.jwks), cors=True),
     # The person's own page: their grants, to see and revoke.
-    "connections": Route(("GET", "POST"), connections.connections, browser=True, limit="connections",
-                         upstream=True),
+    # Only starting a sign-in needs the upstream (connections._sign_in): a
+    # person signed in lists and disconnects while it is away.
+    "connections": Route(("GET", "POST"), connections.connections, browser=True, limit="connections"),
     # The development identity provider (upstream kind "dev"): only where configured.
     "dev/authorize": Route(("GET", "POST"), dev_login.authorize, browser=True, limit="authorize"),
     "dev/token": Route(("POST",), dev_login.token),
@@ -177,7 +178,7 @@ def _upstream_not_ready(browser: bool) -> Response:
     # Answered before the route is handled: no rate limit counted, no CORS headers.
     exc = TemporarilyUnavailable("the identity provider is not available at the moment; try again later")
     if browser:
-        return error_page("Temporarily unavailable", exc.description, exc.status)
+        return error_page("Temporarily unavailable", exc.description, exc.status, (("retry-after", "30"),))
     return json_response({"error": exc.error, "error_description": exc.description}, exc.status,
                          [("retry-after", "30")])
 

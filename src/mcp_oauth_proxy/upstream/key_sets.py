@@ -30,6 +30,11 @@ log = logging.getLogger("mcp_oauth_proxy.upstream")
 KEYS_TTL = 300.0
 REFETCH_AFTER = 10.0
 FAILED_FOR = 10.0
+# One fetch per location at a time (held at most this long), and no more
+# than this many at once in all: anyone who knows a client's id can make us
+# fetch its keys, and a slow signer must not take the upstream pool.
+FETCH_ALONE = 15.0
+MAX_FETCHING = 8
 _UNAVAILABLE = "the signer's keys could not be fetched"
 
 
@@ -75,6 +80,8 @@ class KeySets:
         # (location, discover) -> (fetched at, keys), and -> failed until
         self._keys: dict[tuple[str, bool], tuple[float, list[Any]]] = {}
         self._failed: dict[tuple[str, bool], float] = {}
+        # Locations being fetched -> until when the fetch may hold them.
+        self._fetching: dict[tuple[str, bool], float] = {}
 
     def resolve(self, effect: ResolveKeys) -> Flow[list[Any]]:
         """The keys at the effect's location: cached, or fetched (Fetch)."""
@@ -89,9 +96,15 @@ class KeySets:
                 return cached[1]
         if failed_until > now:
             raise FetchFailed(_UNAVAILABLE)
+        if not self._claim(where, now):
+            # Another request fetches them (or too many fetches are under
+            # way): the keys found before, else try again shortly.
+            if cached is not None:
+                return cached[1]
+            raise FetchFailed(_UNAVAILABLE)
         try:
             jwks_uri = (yield from self._discover(effect.location)) if effect.discover else effect.location
-            keys = self._key_set(_json((yield Fetch(_get(jwks_uri))), "JWK Set"))
+            keys = self._key_set(_json((yield Fetch(_get(jwks_uri), "keys")), "JWK Set"))
         except (_Unusable, EffectError) as exc:
             log.warning("the keys of %s could not be had: %s", effect.location, exc)
             with self._lock:
@@ -99,16 +112,29 @@ class KeySets:
             if cached is not None:
                 return cached[1]  # the keys found before most likely still work
             raise FetchFailed(_UNAVAILABLE) from None
+        finally:  # done, failed or abandoned half-way (the generator closed)
+            with self._lock:
+                self._fetching.pop(where, None)
         with self._lock:
             self._keys[where] = (self._clock(), keys)
             self._failed.pop(where, None)
         return keys
 
+    def _claim(self, where: tuple[str, bool], now: float) -> bool:
+        with self._lock:
+            for held, until in list(self._fetching.items()):
+                if until <= now:  # a fetch that outlived its time: no longer counted
+                    del self._fetching[held]
+            if where in self._fetching or len(self._fetching) >= MAX_FETCHING:
+                return False
+            self._fetching[where] = now + FETCH_ALONE
+            return True
+
     def _discover(self, issuer: str) -> Flow[str]:
         """The issuer's jwks_uri, from its metadata."""
         for url in metadata_urls(issuer):
             try:
-                doc = _json((yield Fetch(_get(url))), "metadata")
+                doc = _json((yield Fetch(_get(url), "keys")), "metadata")
             except _Unusable:
                 continue  # not published there: the other place
             # RFC 8414 §3.3, OIDC Discovery §4.3: the issuer identical to the one asked.

@@ -15,12 +15,19 @@ from ..errors import (
     BrowserError,
     FetchFailed,
     OAuthError,
-    ServerError,
     TemporarilyUnavailable,
+    UpstreamServerError,
     UpstreamUnavailable,
 )
 from ..http import Request, Response, add_query, query_params, redirect, single
-from ..models import AuthorizationRequest, AuthSession, CodeGrant, ConnectionsSignIn, Grant, UpstreamTokens
+from ..models import (
+    AuthorizationRequest,
+    AuthSession,
+    CodeGrant,
+    ConnectionsSignIn,
+    Grant,
+    UpstreamTokens,
+)
 from ..upstream import (
     UpstreamRefused,
     check_id_token,
@@ -31,15 +38,19 @@ from ..upstream import (
     user_id_from,
     userinfo_request,
 )
+from ..user_ids import person_id_problem
 from . import connections
+
 
 def _upstream_error(code: str) -> OAuthError:
     """Upstream codes the client can act on are passed on as they are; the
     rest are our configuration's business, and become access_denied."""
     if code == "temporarily_unavailable":
-        return TemporarilyUnavailable("the identity provider is temporarily unavailable")
+        return TemporarilyUnavailable("the identity provider is temporarily unavailable",
+                                      headers=(("retry-after", "30"),))
     if code == "server_error":
-        return ServerError("the identity provider had an error")
+        # Its failure, not ours: a page says 502 (a client gets server_error).
+        return UpstreamServerError("the identity provider had an error")
     return AccessDenied("the sign-in at the identity provider was not completed")
 
 
@@ -92,6 +103,9 @@ def _identify(tokens: UpstreamTokens, document: dict[str, Any], session: AuthSes
             raise UpstreamRefused("the identity provider's profile is for another person")
         claims.update(profile)
     user_id = sub if sub is not None else user_id_from(claims, upstream.user_id_claim)
+    problem = person_id_problem(user_id)
+    if problem is not None:
+        raise UpstreamRefused(f"the identity provider named the person with an id this server cannot use ({problem})")
     return user_id, claims
 
 

@@ -17,11 +17,13 @@ from ..connections_page import Connection, ConnectionsView, connections_page, si
 from ..connections_session import ConnectionsSession
 from ..context import Context, token_hash
 from ..effects import Audit, Flow, GetClient, GetGrantInfo, ListGrants, RevokeGrant
-from ..errors import BrowserError, OAuthError
+from ..errors import BrowserError, OAuthError, UpstreamNotReady
 from ..http import Request, Response, add_query, form_params, query_params, redirect, single
 from ..models import Client, ConnectionsSignIn, GrantInfo
 from ..origins import is_from_our_pages
+from ..pages import error_page
 from ..redirect_uris import shown_host
+from ..upstream import with_upstream
 from .upstream_login import start_upstream_login
 
 # Grants listed on one page; a person with more pages on.
@@ -42,6 +44,11 @@ def _sign_in(request: Request, ctx: Context) -> Flow[Response]:
     # The state that comes back proves nothing about the browser bringing
     # it: the login is bound to this one (the callback checks), so nobody
     # can sign another browser in to their own page (login CSRF).
+    try:
+        ctx = yield from with_upstream(ctx)
+    except UpstreamNotReady:
+        return error_page("Temporarily unavailable", "The identity provider is not available at the moment; "
+                          "try again later.", 503, (("retry-after", "30"),))
     browser, browser_cookie = cookies.browser_binding(request, ctx)
     response = yield from start_upstream_login(ctx, ConnectionsSignIn(), token_hash(browser), status=302)
     return response.with_headers(browser_cookie)

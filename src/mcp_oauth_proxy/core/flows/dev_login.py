@@ -100,15 +100,18 @@ def authorize(request: Request, ctx: Context) -> Response:
     if (params["client_id"] != CLIENT_ID or params["redirect_uri"] != _callback(ctx)
             or params["response_type"] != "code" or not params["state"]):
         raise BrowserError("Not a sign-in request", "This page signs in the development server's own logins only.")
-    if params["code_challenge"] and params["code_challenge_method"] != "S256":
-        raise BrowserError("Not a sign-in request", "Only the S256 code challenge is supported (RFC 7636 §4.2).")
+    # Our own upstream client always sends one (RFC 7636 §4.2, S256).
+    if not params["code_challenge"] or params["code_challenge_method"] != "S256":
+        raise BrowserError("Not a sign-in request", "An S256 code challenge is required (RFC 7636 §4.2).")
     if request.method == "GET":
         return _page(ctx, request, params)
     name = " ".join((single(raw, "name") or "").split())
     problem = _name_problem(name)
     if problem:
         return _page(ctx, request, params, problem)
-    code = _sign(ctx, "code", {"name": name, "challenge": params["code_challenge"], "exp": ctx.now + CODE_TTL})
+    # Bound to this tenant: tenants share the signing key.
+    code = _sign(ctx, "code", {"name": name, "challenge": params["code_challenge"], "tenant": ctx.tenant.slug,
+                               "exp": ctx.now + CODE_TTL})
     return redirect(add_query(params["redirect_uri"], {"code": code, "state": params["state"]}), status=303)
 
 
@@ -118,14 +121,14 @@ def token(request: Request, ctx: Context) -> Response:
     if single(raw, "grant_type") != "authorization_code":
         raise InvalidRequest("grant_type must be authorization_code")
     claims = _opened(ctx, "code", single(raw, "code"))
-    if claims is None:
+    if claims is None or claims.get("tenant") != ctx.tenant.slug:
         raise InvalidGrant("the code is not valid or has expired")
     if single(raw, "redirect_uri") not in (None, _callback(ctx)):
         raise InvalidGrant("redirect_uri does not match")
     verifier = single(raw, "code_verifier")
-    if claims["challenge"] and (verifier is None or not hmac.compare_digest(s256(verifier), claims["challenge"])):
+    if verifier is None or not hmac.compare_digest(s256(verifier), claims["challenge"]):
         raise InvalidGrant("the code verifier does not match (RFC 7636 §4.6)")
-    access = _sign(ctx, "token", {"name": claims["name"], "exp": ctx.now + TOKEN_TTL})
+    access = _sign(ctx, "token", {"name": claims["name"], "tenant": ctx.tenant.slug, "exp": ctx.now + TOKEN_TTL})
     return json_response({"access_token": access, "token_type": "Bearer", "expires_in": TOKEN_TTL})
 
 
@@ -133,7 +136,7 @@ def userinfo(request: Request, ctx: Context) -> Response:
     """Who the token's bearer is: a stable ``sub`` and the name given."""
     scheme, _, value = (request.header("authorization") or "").partition(" ")
     claims = _opened(ctx, "token", value.strip()) if scheme.lower() == "bearer" else None
-    if claims is None:
+    if claims is None or claims.get("tenant") != ctx.tenant.slug:
         return Response(401, (("www-authenticate", 'Bearer error="invalid_token"'),))
     name = claims["name"]
     return json_response({"sub": user_id(name), "name": name, "preferred_username": name})

@@ -11,17 +11,24 @@ from typing import Mapping
 
 from ..context import ACCESS_PREFIX, Context, token_hash
 from ..effects import Audit, Flow, SaveGrantAndToken
-from ..errors import InvalidGrant, InvalidScope, TemporarilyUnavailable, UnauthorizedClient, UpstreamNotReady
+from ..errors import (
+    InvalidGrant,
+    InvalidScope,
+    TemporarilyUnavailable,
+    UnauthorizedClient,
+    UpstreamNotReady,
+)
 from ..http import required, single
 from ..jwt_checks import IdJag, JwtRefused, check_id_jag, read, spend_jti, verified
 from ..models import CLIENT_CREDENTIALS, JWT_BEARER, AccessToken, Client, Grant
 from ..scopes import check_resource, choose_scope, parse_scope
 from ..tenant import UPSTREAM_ISSUER
 from ..upstream import with_upstream
+from ..user_ids import CLIENT_PREFIX, person_id_problem
 
 # The user id a client acting for itself has (Principal.principal_type says
 # "client" all the same: that, not this prefix, is what tells).
-CLIENT_USER_PREFIX = "client:"
+CLIENT_USER_PREFIX = CLIENT_PREFIX
 
 
 def _allowed(client: Client, ctx: Context) -> tuple[str, ...]:
@@ -86,6 +93,10 @@ def user_id_of(id_jag: IdJag, upstream_issuer: str | None) -> str:
     upstream names them (its ``sub``) when the upstream issued it; else
     qualified by its issuer, so that no issuer can name another's people."""
     if id_jag.issuer == upstream_issuer:
+        # The same id a browser login gives, with the same limits.
+        problem = person_id_problem(id_jag.subject)
+        if problem is not None:
+            raise InvalidGrant(f"the assertion's sub cannot name a person here ({problem})")
         return id_jag.subject
     return f"{id_jag.issuer}#{id_jag.subject}"
 
@@ -120,7 +131,7 @@ def jwt_bearer_grant(form: Mapping[str, list[str]], client: Client, ctx: Context
     if not scope:
         raise InvalidScope("the ID-JAG grants none of the scopes this client may have")
     try:
-        yield from spend_jti(issuer, jti, exp)
+        yield from spend_jti(ctx.tenant.slug, "id-jag", issuer, jti, exp)
     except JwtRefused as exc:
         raise InvalidGrant(str(exc)) from None
     user_id = user_id_of(id_jag, upstream_issuer)

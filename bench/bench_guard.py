@@ -121,7 +121,19 @@ def serve(config_path: str, on: str) -> None:
     from mcp_oauth_proxy.cli import run_server
 
     config = config_mod.load(config_path)
+    if on.endswith(WITHOUT_METRICS):
+        # The same server with the guard's counting turned off: what
+        # counting metrics costs, measured beside the real one.
+        from mcp_oauth_proxy import metrics
+
+        metrics.guard_decision = lambda *a: None  # type: ignore[assignment]
+        metrics.cache_lookup = lambda *a: None  # type: ignore[assignment]
+        on = on[:-len(WITHOUT_METRICS)]
     run_server(WithBare(build_app(config, backend=trivial)), config, on)
+
+
+# A server name's suffix: that server, its guard's metrics not counted.
+WITHOUT_METRICS = "-without-metrics"
 
 
 # -- tokens, written into the store ---------------------------------------------------
@@ -325,7 +337,7 @@ def versions(on: str) -> str:
         except PackageNotFoundError:
             return f"{name} (not installed)"
 
-    return ", ".join(one(name) for name in PACKAGES[on])
+    return ", ".join(one(name) for name in PACKAGES[on.removesuffix(WITHOUT_METRICS)])
 
 
 def measure_server(args: argparse.Namespace, on: str, config: Path, base: str, access: str,
@@ -421,7 +433,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="rounds of (a)-(c) (default 3)")
     parser.add_argument("--servers", default="uvicorn",
                         help="comma-separated, of uvicorn (serve's default), hypercorn-trio (serve --trio) and "
-                             "hypercorn (asyncio, what serve ran on before); default uvicorn")
+                             "hypercorn (asyncio, what serve ran on before), each also with the suffix "
+                             f"{WITHOUT_METRICS} (its guard counting no metrics); default uvicorn")
     parser.add_argument("--no-pin", action="store_true", help="do not pin the server and the load to a core each")
     parser.add_argument("--database", default="sqlite", help="sqlite (a temporary file) or a database URL")
     parser.add_argument("--generator", choices=["wrk", "python"], default="wrk" if shutil.which("wrk") else "python")
@@ -431,7 +444,7 @@ def main() -> None:
     args = parser.parse_args()
     from mcp_oauth_proxy.serving import SERVERS
 
-    unknown = set(args.servers.split(",")) - set(SERVERS)
+    unknown = {s.removesuffix(WITHOUT_METRICS) for s in args.servers.split(",")} - set(SERVERS)
     if unknown:
         parser.error(f"--servers: unknown {', '.join(sorted(unknown))} (known: {', '.join(SERVERS)})")
     if args.serve:

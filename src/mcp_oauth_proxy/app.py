@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import attrs
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from . import machine_clients
 from .adapters import probes
 from .adapters.asgi import ASGIApp, BearerGuard, OAuthApp, Receive, Scope, Send, closing_on_shutdown, send_response
 from .adapters.bodies import RequestBodies
@@ -20,9 +22,8 @@ from .adapters.site import Site
 from .config import Config, ServerConfig, TenantConfig, UpstreamConfig, secret
 from .core.flows import dev_login
 from .core.store import Store, traits_of
-from .directory import Directory, Entry, FixedTenants, TenantSource
-from . import machine_clients
 from .core.tenant import ResourceServer, Tenant
+from .directory import Directory, Entry, FixedTenants, TenantSource
 from .storage.crypto import KeyRing
 from .storage.keys import DEFAULT_KEY_FILE, load_or_create_keyring
 from .storage.open import open_store

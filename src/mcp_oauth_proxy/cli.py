@@ -15,17 +15,18 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from functools import partial
-from typing import Any, Sequence
+from typing import Any
 
 import anyio
 import attrs
 
 from . import cli_admin, cli_directory, cli_storage
 from . import config as config_mod
+from .core.store import traits_of
 from .housekeeping import Turns, Wake, collect_periodically, follow_directory, follow_revocations, relay_notices
 from .logs import configure_logging
-from .core.store import traits_of
 from .storage.notices import DIRECTORY, REVOCATION
 from .storage.token_cache import TokenCache
 

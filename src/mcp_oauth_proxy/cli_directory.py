@@ -17,12 +17,12 @@ import argparse
 import json
 import os
 import sys
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from sqlalchemy.exc import DBAPIError
 
 from . import config as config_mod
-from .app import _keyring, config_tenants
 from .admin.operations import (
     CLI,
     MAX_PAGE,
@@ -35,6 +35,7 @@ from .admin.operations import (
     organization_doc,
     server_doc,
 )
+from .app import _keyring, config_tenants
 from .core.errors import DirectoryRefused, StorageUnavailable
 from .core.models import Server
 from .core.store import Store

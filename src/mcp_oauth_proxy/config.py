@@ -7,8 +7,9 @@ from __future__ import annotations
 import ipaddress
 import re
 import sys
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping, get_origin
+from typing import Any, get_origin
 from urllib.parse import urlsplit
 
 import attrs

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import functools
 import threading
-from typing import Iterable, Protocol, Sequence, Union
+from collections.abc import Iterable, Sequence
+from typing import Protocol, Union
 
 import attrs
 
@@ -63,7 +64,7 @@ def entry_of(item: Listed) -> Entry:
 class Snapshot:
     """One version of the set of tenants. Immutable; its pick cache is its own."""
 
-    __slots__ = ("version", "entries", "resource_paths", "_by_slug", "_placed", "_picked")
+    __slots__ = ("_by_slug", "_picked", "_placed", "entries", "resource_paths", "version")
 
     def __init__(self, entries: Iterable[Listed], version: int = 0) -> None:
         self.version = version

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable, Mapping, TypeVar
+from collections.abc import Callable, Mapping
+from typing import TypeVar
 
 import anyio
 import anyio.to_thread
 
 from .core.errors import StorageUnavailable
-from .logs import Throttled
 from .core.store import Store
 from .directory import Directory
+from .logs import Throttled
 from .storage.token_cache import TokenCache
 
 log = logging.getLogger("mcp_oauth_proxy")

@@ -8,12 +8,14 @@ import logging
 import secrets
 import time
 import weakref
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import anyio
 import anyio.to_thread
 from anyio.lowlevel import RunVar
 
+from . import metrics
 from .core.context import Context
 from .core.effects import (
     Audit,
@@ -28,7 +30,6 @@ from .core.effects import (
     run_async,
     run_sync,
 )
-from . import metrics
 from .core.errors import FetchFailed, StorageUnavailable, TooManyFetches
 from .core.http import HttpRequest, HttpResponse
 from .core.models import AuditEvent

@@ -55,7 +55,8 @@ import importlib.util
 import logging
 import sys
 import weakref
-from typing import Any, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
 
 import anyio
 import h11

@@ -20,16 +20,17 @@ from __future__ import annotations
 
 import logging
 import weakref
-from typing import Any, Awaitable, Callable, MutableMapping, Sequence, TypeVar
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import anyio
 import attrs
 
+from .. import metrics
 from ..core.effects import Effect, FetchClientMetadata, Suspended, run_async
 from ..core.flows.guard import Principal
 from ..core.http import Request, Response
-from .. import metrics
 from ..core.router import endpoint_name
 from ..runtime import async_performer
 from ..upstream.http import AsyncFetcher

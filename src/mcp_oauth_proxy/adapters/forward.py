@@ -40,7 +40,7 @@ from __future__ import annotations
 import functools
 import logging
 import ssl
-from typing import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from urllib.parse import unquote, urlsplit
 
 import anyio

@@ -7,8 +7,10 @@ from __future__ import annotations
 import ipaddress
 import logging
 import traceback
-from typing import Any, Awaitable, Callable, Iterable, Sequence, Union
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, Union
 
+from .. import metrics
 from ..core.effects import (
     Effect,
     Flow,
@@ -31,7 +33,6 @@ from ..core.tenancy import beneath
 from ..core.tenant import Upstream
 from ..core.upstream import with_upstream
 from ..directory import Directory, Entry, Listed  # Entry: importable from here too
-from .. import metrics
 from ..runtime import new_context, now_seconds
 from ..upstream.client_metadata import DocumentFetcher
 from ..upstream.key_sets import KeySets
@@ -266,7 +267,7 @@ def is_resource_metadata(path: str, entry: Entry) -> bool:
 # (method, scheme, host, path, Authorization, whether a CORS preflight):
 # what the guard reads of a request.
 GuardView = tuple[str, str, str, str, "str | None", bool]
-GuardAnswer = Union[Response, None, tuple[Entry, Union[Principal, Response, Suspended]]]
+GuardAnswer = Union[Response, None, tuple[Entry, Principal | Response | Suspended]]
 
 
 def guard_view(request: Request) -> GuardView:

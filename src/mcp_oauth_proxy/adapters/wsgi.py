@@ -15,15 +15,16 @@ An authorized request reaches the wrapped app with two environ entries:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
 from http import HTTPStatus
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import attrs
 
+from .. import metrics
 from ..core.effects import Suspended, run_sync
 from ..core.flows.guard import Principal
 from ..core.http import Request, Response
-from .. import metrics
 from ..runtime import sync_performer
 from ..upstream.http import SyncFetcher
 from .header_values import sendable

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from importlib import resources
-from typing import Any, Callable, Mapping
+from typing import Any
 from urllib.parse import quote, unquote, urlencode, urlsplit
 
 import attrs

@@ -13,8 +13,8 @@ import attrs
 
 from .context import Context
 from .effects import FetchClientMetadata, Flow, GetClient
-from .flows.register import validate
 from .errors import BrowserError, FetchFailed, InvalidClient, InvalidClientMetadata, InvalidRedirectUri
+from .flows.register import validate
 from .http import HttpResponse, media_type, parse_json
 from .models import Client
 from .redirect_uris import is_plain_host

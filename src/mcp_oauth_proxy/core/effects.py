@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import re
 import typing
-from typing import Any, Awaitable, Callable, ClassVar, Generator, Generic, TypeVar
+from collections.abc import Awaitable, Callable, Generator
+from typing import Any, ClassVar, Generic, TypeVar
 
 import attrs
 

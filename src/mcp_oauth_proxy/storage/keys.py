@@ -12,8 +12,9 @@ import base64
 import binascii
 import json
 import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import attrs
 from sqlalchemy import Connection, Table, select, tuple_, update

@@ -14,8 +14,9 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import nullcontext
-from typing import Any, Callable, ContextManager, Iterator, Mapping, Sequence, TypeVar
+from typing import Any, ContextManager, TypeVar
 
 import attrs
 import cattrs
@@ -41,13 +42,12 @@ from sqlalchemy.engine import URL
 from sqlalchemy.pool import StaticPool
 
 from ..core.errors import DirectoryRefused, StorageUnavailable
-from ..core.store import REPLACED, REVOCATION_RECORD, StoreTraits
 from ..core.models import (
     AccessToken,
     AdminToken,
     AuditEvent,
-    AuthSession,
     AuthorizationRequest,
+    AuthSession,
     Client,
     CodeGrant,
     ConnectionsSignIn,
@@ -63,8 +63,8 @@ from ..core.models import (
     Server,
     UpstreamTokens,
 )
+from ..core.store import REPLACED, REVOCATION_RECORD, StoreTraits
 from . import directory_rules as rules
-from .notices import DIRECTORY, REVOCATION, Listener, notify
 from .crypto import (
     DecryptionFailed,
     KeyRing,
@@ -75,6 +75,7 @@ from .crypto import (
     seal_upstream,
     seal_verifier,
 )
+from .notices import DIRECTORY, REVOCATION, Listener, notify
 from .schema import (
     EXPIRING,
     access_tokens,
@@ -93,7 +94,6 @@ from .schema import (
     revocations,
     servers,
 )
-
 
 log = logging.getLogger("mcp_oauth_proxy")
 T = TypeVar("T")

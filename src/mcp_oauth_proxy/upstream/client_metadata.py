@@ -24,7 +24,7 @@ import ssl
 import threading
 import time
 from collections import OrderedDict
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 from urllib.parse import urlsplit, urlunsplit
 
 import anyio

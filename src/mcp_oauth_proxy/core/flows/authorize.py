@@ -7,11 +7,11 @@ that, errors go back to the client with ``state`` and ``iss`` (RFC 9207).
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 from .. import cookies, ratelimit
-from ..context import Context, token_hash
 from ..cimd import is_metadata_url, load_browser_client
+from ..context import Context, token_hash
 from ..effects import Flow, SaveConsentRequest
 from ..errors import (
     AuthorizationRedirectError,

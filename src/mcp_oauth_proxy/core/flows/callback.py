@@ -4,7 +4,8 @@ for a sign-in to the connections page, sign the person in there)."""
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from .. import cookies
 from ..context import Context, token_hash
@@ -32,6 +33,7 @@ from ..upstream import (
     userinfo_request,
 )
 from . import connections
+
 
 def _upstream_error(code: str) -> OAuthError:
     """Upstream codes the client can act on are passed on as they are; the

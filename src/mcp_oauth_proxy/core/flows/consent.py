@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from .. import cookies
-from ..context import Context, token_hash
 from ..cimd import load_browser_client
+from ..context import Context, token_hash
 from ..effects import Audit, Flow, TakeConsentRequest
 from ..errors import AccessDenied, AuthorizationRedirectError, BrowserError, OAuthError
 from ..http import Request, Response, form_params, single

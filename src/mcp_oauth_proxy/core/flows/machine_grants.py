@@ -7,7 +7,7 @@ refresh token: the client asks again (a fresh ID-JAG, RFC 6749 §4.4.3)."""
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 from ..context import ACCESS_PREFIX, Context, token_hash
 from ..effects import Audit, Flow, SaveGrantAndToken

@@ -19,9 +19,15 @@ from __future__ import annotations
 import re
 import typing
 from collections.abc import Awaitable, Callable, Generator
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import attrs
+
+if TYPE_CHECKING:
+    from typing_extensions import dataclass_transform
+else:
+    def dataclass_transform(**kwargs: Any) -> Any:
+        return lambda decorator: decorator
 
 from .http import HttpRequest
 from .models import (
@@ -149,6 +155,9 @@ class StoreEffect(Effect, Generic[T]):
     parameters: ClassVar[tuple[str, ...]]
     # T, the operation's answer (for checks and documentation).
     answer: ClassVar[Any]
+    if TYPE_CHECKING:
+        # Set by attrs on every declared operation (store_operation).
+        __attrs_attrs__: ClassVar[tuple[attrs.Attribute[Any], ...]]
 
     def apply(self, store: Any) -> T:
         """Call the store's method with this effect's fields as keywords."""
@@ -163,6 +172,9 @@ def _method_name(cls_name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", cls_name).lower()
 
 
+# Tells a type checker that a declared operation is a frozen attrs class
+# (its fields, the constructor's parameters), as attrs.frozen does.
+@dataclass_transform(frozen_default=True, field_specifiers=(attrs.field,))
 def store_operation(cls: type[E]) -> type[E]:
     """Declare a store operation (see :class:`StoreEffect`): a frozen attrs
     class, registered in STORE_OPERATIONS, its method named after it."""

@@ -133,7 +133,8 @@ def _protocol() -> type:
     namespace["__doc__"] = ("A store: one method per store operation (core/effects.py), as that "
                             "operation declares it; optionally, its ``traits``.")
     namespace["__module__"] = __name__
-    return type(Protocol)("Store", (Protocol,), namespace)
+    metaclass: Callable[..., type] = type(Protocol)  # Protocol's own metaclass makes a protocol
+    return metaclass("Store", (Protocol,), namespace)
 
 
 if TYPE_CHECKING:

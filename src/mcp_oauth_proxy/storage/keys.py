@@ -12,7 +12,7 @@ import base64
 import binascii
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -173,7 +173,8 @@ def reencrypt(store: SqlStore, ring: KeyRing, batch: int = 500,
             page = query if cursor is None else query.where(ident > tuple_(*cursor))
 
             def step(conn: Connection, page: Any = page, table: Table = table, owner: str = owner, key: str = key,
-                     column: str = column, reseal: Any = reseal, kind: str = kind) -> tuple[list[Any], int, list[str]]:
+                     column: str = column, reseal: Any = reseal,
+                     kind: str = kind) -> tuple[Sequence[Any], int, list[str]]:
                 rows, done, bad = conn.execute(page).all(), 0, []
                 for tenant, ident_value, blob in rows:
                     try:

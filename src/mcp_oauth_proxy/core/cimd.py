@@ -131,7 +131,7 @@ def load_client(client_id: str, ctx: Context) -> Flow[Client | None]:
     if declared is not None:
         return declared
     if not names_document(client_id, ctx):
-        client = yield GetClient(ctx.tenant.slug, client_id)
+        client: Client | None = yield GetClient(ctx.tenant.slug, client_id)
         # A registration that never completed an authorization has lapsed.
         if client is not None and client.expires_at is not None and client.expires_at <= ctx.now:
             return None

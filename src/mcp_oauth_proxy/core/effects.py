@@ -161,7 +161,8 @@ class StoreEffect(Effect, Generic[T]):
 
     def apply(self, store: Any) -> T:
         """Call the store's method with this effect's fields as keywords."""
-        return getattr(store, self.method)(**{name: getattr(self, name) for name in self.parameters})  # type: ignore[no-any-return]
+        answer: T = getattr(store, self.method)(**{name: getattr(self, name) for name in self.parameters})
+        return answer
 
 
 # Every store operation, in declaration order (filled by store_operation).
@@ -705,10 +706,11 @@ def run_ready(flow: Flow[T], perform: Callable[[Effect], Any]) -> T | Suspended[
             value, error = perform(item), None
         except WouldBlock:
             return Suspended(flow, item)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - thrown back into the flow
             value, error = None, exc
         done, item = _advance(flow, value, error)
-    return item  # type: ignore[no-any-return]
+    result: T = item  # the flow's return value
+    return result
 
 
 def _start(flow: Flow[T], pending: Effect | None) -> tuple[bool, Any]:
@@ -722,10 +724,11 @@ def run_sync(flow: Flow[T], perform: Callable[[Effect], Any], pending: Effect | 
     while not done:
         try:
             value, error = perform(item), None
-        except Exception as exc:  # thrown back into the flow
+        except Exception as exc:  # noqa: BLE001 - thrown back into the flow
             value, error = None, exc
         done, item = _advance(flow, value, error)
-    return item  # type: ignore[no-any-return]
+    result: T = item  # the flow's return value
+    return result
 
 
 async def run_async(flow: Flow[T], perform: Callable[[Effect], Awaitable[Any]], pending: Effect | None = None) -> T:
@@ -734,7 +737,8 @@ async def run_async(flow: Flow[T], perform: Callable[[Effect], Awaitable[Any]], 
     while not done:
         try:
             value, error = await perform(item), None
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - thrown back into the flow
             value, error = None, exc
         done, item = _advance(flow, value, error)
-    return item  # type: ignore[no-any-return]
+    result: T = item  # the flow's return value
+    return result

@@ -43,7 +43,7 @@ from .pages import error_page
 from .tenant import Tenant
 from .upstream import with_upstream
 
-Handler = Callable[[Request, Context], Response | Generator]
+Handler = Callable[[Request, Context], Response | Flow[Response]]
 
 
 @attrs.frozen

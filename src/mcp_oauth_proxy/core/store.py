@@ -123,6 +123,7 @@ def _stub(op: type[StoreEffect[Any]]) -> Callable[..., Any]:
 
     method.__name__ = method.__qualname__ = op.method
     method.__doc__ = op.__doc__
+    # inspect.signature reads __signature__; typeshed's function type does not declare it.
     method.__signature__ = signature(op)  # type: ignore[attr-defined]
     return method
 
@@ -157,7 +158,7 @@ def conformance(store: object) -> list[str]:
         wanted = signature(op)
         try:
             hints = typing.get_type_hints(method)
-        except Exception as error:  # an annotation that names nothing
+        except Exception as error:  # noqa: BLE001 - an annotation that names nothing, reported
             problems.append(f"{name}: unreadable annotations ({error})")
             continue
         given = inspect.signature(method)
@@ -201,6 +202,7 @@ def _forward(to: str, op: type[StoreEffect[Any]]) -> Callable[..., Any]:
 
     method.__name__ = name
     method.__doc__ = op.__doc__
+    # inspect.signature reads __signature__; typeshed's function type does not declare it.
     method.__signature__ = signature(op)  # type: ignore[attr-defined]
     hints = _hints(op)
     method.__annotations__ = {**{p: hints[p] for p in op.parameters}, "return": op.answer}

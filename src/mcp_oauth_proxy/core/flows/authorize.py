@@ -42,7 +42,8 @@ def _client_and_redirect(params: Mapping[str, list[str]], ctx: Context) -> Flow[
         if len(client.redirect_uris) != 1:
             raise BrowserError("Invalid request", "The request has no redirect_uri.")
         if not is_well_formed(client.redirect_uris[0]):
-            raise BrowserError("Invalid redirect", "The application's redirect_uri is not allowed; nothing was sent to it.")
+            raise BrowserError("Invalid redirect",
+                               "The application's redirect_uri is not allowed; nothing was sent to it.")
         return client, client.redirect_uris[0], False
     if not matches(redirect_uri, client.redirect_uris):
         raise BrowserError(

@@ -70,7 +70,8 @@ def _exchange(code: str, session: AuthSession, ctx: Context) -> Flow[tuple[Upstr
     return parse_token_response(response, ctx.now)
 
 
-def _identify(tokens: UpstreamTokens, document: dict[str, Any], session: AuthSession, ctx: Context) -> Flow[tuple[str, dict[str, Any]]]:
+def _identify(tokens: UpstreamTokens, document: dict[str, Any], session: AuthSession,
+              ctx: Context) -> Flow[tuple[str, dict[str, Any]]]:
     """The person's stable id and profile claims."""
     upstream = ctx.upstream
     sub = None
@@ -81,7 +82,8 @@ def _identify(tokens: UpstreamTokens, document: dict[str, Any], session: AuthSes
             raise UpstreamUnavailable("the identity provider sent no id_token")
         claims = id_token_claims(id_token)
         sub = check_id_token(claims, upstream, session.nonce, ctx.now)
-        claims = {k: v for k, v in claims.items() if k not in ("nonce", "at_hash", "c_hash", "aud", "exp", "iat", "auth_time", "azp")}
+        claims = {k: v for k, v in claims.items()
+                  if k not in ("nonce", "at_hash", "c_hash", "aud", "exp", "iat", "auth_time", "azp")}
     if upstream.userinfo_endpoint is not None:
         try:
             profile = parse_userinfo((yield Fetch(userinfo_request(upstream, tokens.access_token), "userinfo")))

@@ -27,7 +27,8 @@ def consent(request: Request, ctx: Context) -> Flow[Response]:
     pending = yield TakeConsentRequest(ctx.tenant.slug, token_hash(request_id), ctx.now)
     if pending is None:
         raise BrowserError(
-            "Request expired", "This approval request has expired or was already answered. Start again from the application."
+            "Request expired",
+            "This approval request has expired or was already answered. Start again from the application.",
         )
     # CSRF: only the browser that was shown the page holds the cookie whose
     # hash the request was saved with.

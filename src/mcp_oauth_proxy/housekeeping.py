@@ -30,7 +30,7 @@ def collect(store: Store, now: int, batch: int, progress: Callable[[int], None] 
     """Remove every record expired by ``now``, ``batch`` of each kind at a time."""
     total = 0
     while True:
-        removed = store.delete_expired(now, batch)
+        removed: int = store.delete_expired(now, batch)
         total += removed
         progress(removed)
         if removed == 0:
@@ -152,7 +152,7 @@ async def follow_directory(directory: Directory, interval: float = 1.0, turns: T
             changed = await (_unshared if turns is None else turns.run)(directory.refresh)
         except StorageUnavailable:
             continue  # the database is away; the requests that need it answer 503 meanwhile
-        except Exception as error:  # a record that does not open, say: keep serving the last set
+        except Exception as error:  # noqa: BLE001 - a record that does not open, say: keep serving the last set
             _reload_failed("the tenant directory was not reloaded (%s: %s); trying again", type(error).__name__, error)
             continue
         if changed:

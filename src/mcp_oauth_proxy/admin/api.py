@@ -304,9 +304,10 @@ def _match(segments: Sequence[str]) -> tuple[list[Route], tuple[str, ...]]:
     params: tuple[str, ...] = ()
     for route in ROUTES:
         pattern = route.segments
-        if len(pattern) == len(segments) and all(p.startswith("{") or p == s for p, s in zip(pattern, segments)):
+        if len(pattern) == len(segments) and all(p.startswith("{") or p == s
+                                                 for p, s in zip(pattern, segments, strict=True)):
             found.append(route)
-            params = tuple(s for p, s in zip(pattern, segments) if p.startswith("{"))
+            params = tuple(s for p, s in zip(pattern, segments, strict=True) if p.startswith("{"))
     return found, params
 
 
@@ -356,7 +357,7 @@ class AdminApi:
         try:
             raw_query = parse_params(request.query)
         except (ValueError, OAuthError):  # a repeated parameter, an escape that is not UTF-8
-            raise invalid("query", "not a valid query string: each parameter once, in UTF-8")
+            raise invalid("query", "not a valid query string: each parameter once, in UTF-8") from None
         unknown = sorted(set(raw_query) - set(route.query))
         if unknown:
             raise invalid(unknown[0], "unknown query parameter")
@@ -375,7 +376,7 @@ class AdminApi:
         try:
             body = parse_json(request.body)
         except ValueError:
-            raise invalid("body", "not valid JSON")
+            raise invalid("body", "not valid JSON") from None
         if not isinstance(body, dict):
             raise invalid("body", "must be a JSON object")
         return body

@@ -53,7 +53,7 @@ _HEADERS = (("cache-control", "no-store"), ("x-content-type-options", "nosniff")
 def problem(status: int, detail: str, **extra: Any) -> Response:
     """An RFC 9457 problem: ``about:blank``, so its title is the status's phrase (§4.2.1)."""
     doc = {"type": "about:blank", "title": HTTPStatus(status).phrase, "status": status, "detail": detail, **extra}
-    headers = (("content-type", PROBLEM),) + _HEADERS
+    headers: tuple[tuple[str, str], ...] = (("content-type", PROBLEM),) + _HEADERS
     if status == 401:
         headers += (("www-authenticate", 'Bearer realm="admin"'),)
     return Response(status, headers, json.dumps(doc, ensure_ascii=False).encode("utf-8"))

@@ -68,8 +68,8 @@ def upstream_source(up: UpstreamConfig, environ: Mapping[str, str], issuer: str 
     development identity provider answers, for kind "dev")."""
     if up.kind == "dev":
         return providers.oauth2(f"{issuer.rstrip('/')}/oauth/dev/authorize", f"{issuer.rstrip('/')}/oauth/dev/token",
-                                dev_login.CLIENT_ID, "dev", userinfo_endpoint=f"{issuer.rstrip('/')}/oauth/dev/userinfo",
-                                user_id_claim="sub")
+                                dev_login.CLIENT_ID, "dev",
+                                userinfo_endpoint=f"{issuer.rstrip('/')}/oauth/dev/userinfo", user_id_claim="sub")
     client_id = secret(up.client_id, up.client_id_env, environ)
     client_secret = secret(up.client_secret, up.client_secret_env, environ)
     if client_id is None or client_secret is None:
@@ -120,11 +120,15 @@ def tenant(t: TenantConfig) -> Tenant:
     )
 
 
+def config_entries(config: Config, environ: Mapping[str, str]) -> tuple[Entry, ...]:
+    """The configuration file's tenants with their upstream sources."""
+    return tuple(Entry(tenant(t), upstream_source(t.upstream, environ, t.issuer)) for t in config.tenants)
+
+
 def config_tenants(config: Config, environ: Mapping[str, str]) -> FixedTenants:
     """The configuration file's tenants with their upstream sources: what
     the tenant directory serves."""
-    return FixedTenants(tuple(Entry(tenant(t), upstream_source(t.upstream, environ, t.issuer))
-                              for t in config.tenants))
+    return FixedTenants(config_entries(config, environ))
 
 
 def tenant_source(config: Config, store: Store, environ: Mapping[str, str]) -> TenantSource:
@@ -216,7 +220,7 @@ def build_admin_app(config: Config, site: Site, environ: Mapping[str, str] | Non
     from .admin.console_session import console_key
     from .admin.operations import Management
 
-    file = config_tenants(config, os.environ if environ is None else environ).tenants
+    file = config_entries(config, os.environ if environ is None else environ)
     management = Management(site.store, file, audit_retention=config.server.audit_retention_days * 86400)
     return AdminApp(AdminApi(management), Console(management, console_key(site.cookie_key)),
                     max_body=config.server.max_body, origin=site.origin)

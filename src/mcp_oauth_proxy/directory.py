@@ -22,7 +22,7 @@ from __future__ import annotations
 import functools
 import threading
 from collections.abc import Iterable, Sequence
-from typing import Protocol, Union
+from typing import Protocol, TypeGuard, Union, cast
 
 import attrs
 
@@ -129,8 +129,8 @@ class Directory:
     (:meth:`replace`, :meth:`refresh`) take turns."""
 
     def __init__(self, tenants: TenantSource | Iterable[Listed]) -> None:
-        source = tenants if _is_source(tenants) else FixedTenants(tuple(tenants))  # type: ignore[arg-type]
-        self.source: TenantSource = source  # type: ignore[assignment]
+        self.source: TenantSource = (
+            tenants if _is_source(tenants) else FixedTenants(tuple(cast("Iterable[Listed]", tenants))))
         self._lock = threading.Lock()
         version, listed = self.source.load()
         self.current = Snapshot(listed, version)
@@ -155,5 +155,5 @@ class Directory:
         return True
 
 
-def _is_source(tenants: object) -> bool:
+def _is_source(tenants: object) -> TypeGuard[TenantSource]:
     return callable(getattr(tenants, "load", None)) and callable(getattr(tenants, "version", None))

@@ -147,7 +147,8 @@ def sync_performer(
             try:
                 return metrics.timed_store_call(effect.method, lambda: effect.apply(store))
             except StorageUnavailable as failure:
-                raise _noted(failure, effect)
+                _noted(failure, effect)
+                raise
         if isinstance(effect, Fetch):
             started = time.perf_counter()
             try:
@@ -211,7 +212,8 @@ def async_performer(
                     return await anyio.to_thread.run_sync(effect.apply, store, abandon_on_cancel=True,
                                                           limiter=_store_limiter(pool, slots))
                 except StorageUnavailable as failure:
-                    raise _noted(failure, effect)
+                    _noted(failure, effect)
+                    raise
                 finally:
                     metrics.store_seconds.labels(effect.method).observe(time.perf_counter() - started)
             raise _noted(StorageUnavailable(f"the database did not answer within {deadline:g} s"), effect)

@@ -40,8 +40,8 @@ from __future__ import annotations
 import functools
 import logging
 import ssl
-from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
+from typing import Any, cast
 from urllib.parse import unquote, urlsplit
 
 import anyio
@@ -246,7 +246,8 @@ class Forwarder:
             await send({"type": "http.response.start", "status": response.status,
                         "headers": to_client(response.headers)})
             try:
-                async for chunk in response.stream:  # type: ignore[union-attr]
+                # An async pool's response streams asynchronously.
+                async for chunk in cast(AsyncIterable[bytes], response.stream):
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
             except _BACKEND_FAILED as exc:
                 _backend_failed("tenant %s: the backend's answer ended early: %s", tenant, type(exc).__name__)

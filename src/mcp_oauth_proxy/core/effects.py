@@ -23,12 +23,6 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import attrs
 
-if TYPE_CHECKING:
-    from typing_extensions import dataclass_transform
-else:
-    def dataclass_transform(**kwargs: Any) -> Any:
-        return lambda decorator: decorator
-
 from .http import HttpRequest
 from .models import (
     AccessToken,
@@ -49,6 +43,12 @@ from .models import (
     Server,
     UpstreamTokens,
 )
+
+if TYPE_CHECKING:
+    from typing_extensions import dataclass_transform
+else:
+    def dataclass_transform(**kwargs: Any) -> Any:
+        return lambda decorator: decorator  # only a type checker reads it
 
 T = TypeVar("T")
 E = TypeVar("E", bound="StoreEffect[Any]")

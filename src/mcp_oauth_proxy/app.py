@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import attrs
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from . import machine_clients
 from .adapters import probes
 from .adapters.asgi import ASGIApp, BearerGuard, OAuthApp, Receive, Scope, Send, closing_on_shutdown, send_response
 from .adapters.bodies import RequestBodies
@@ -20,9 +22,8 @@ from .adapters.site import Site
 from .config import Config, ServerConfig, TenantConfig, UpstreamConfig, secret
 from .core.flows import dev_login
 from .core.store import Store, traits_of
-from .directory import Directory, Entry, FixedTenants, TenantSource
-from . import machine_clients
 from .core.tenant import ResourceServer, Tenant
+from .directory import Directory, Entry, FixedTenants, TenantSource
 from .storage.crypto import KeyRing
 from .storage.keys import DEFAULT_KEY_FILE, load_or_create_keyring
 from .storage.open import open_store
@@ -67,8 +68,8 @@ def upstream_source(up: UpstreamConfig, environ: Mapping[str, str], issuer: str 
     development identity provider answers, for kind "dev")."""
     if up.kind == "dev":
         return providers.oauth2(f"{issuer.rstrip('/')}/oauth/dev/authorize", f"{issuer.rstrip('/')}/oauth/dev/token",
-                                dev_login.CLIENT_ID, "dev", userinfo_endpoint=f"{issuer.rstrip('/')}/oauth/dev/userinfo",
-                                user_id_claim="sub")
+                                dev_login.CLIENT_ID, "dev",
+                                userinfo_endpoint=f"{issuer.rstrip('/')}/oauth/dev/userinfo", user_id_claim="sub")
     client_id = secret(up.client_id, up.client_id_env, environ)
     client_secret = secret(up.client_secret, up.client_secret_env, environ)
     if client_id is None or client_secret is None:
@@ -119,11 +120,15 @@ def tenant(t: TenantConfig) -> Tenant:
     )
 
 
+def config_entries(config: Config, environ: Mapping[str, str]) -> tuple[Entry, ...]:
+    """The configuration file's tenants with their upstream sources."""
+    return tuple(Entry(tenant(t), upstream_source(t.upstream, environ, t.issuer)) for t in config.tenants)
+
+
 def config_tenants(config: Config, environ: Mapping[str, str]) -> FixedTenants:
     """The configuration file's tenants with their upstream sources: what
     the tenant directory serves."""
-    return FixedTenants(tuple(Entry(tenant(t), upstream_source(t.upstream, environ, t.issuer))
-                              for t in config.tenants))
+    return FixedTenants(config_entries(config, environ))
 
 
 def tenant_source(config: Config, store: Store, environ: Mapping[str, str]) -> TenantSource:
@@ -215,7 +220,7 @@ def build_admin_app(config: Config, site: Site, environ: Mapping[str, str] | Non
     from .admin.console_session import console_key
     from .admin.operations import Management
 
-    file = config_tenants(config, os.environ if environ is None else environ).tenants
+    file = config_entries(config, os.environ if environ is None else environ)
     management = Management(site.store, file, audit_retention=config.server.audit_retention_days * 86400)
     return AdminApp(AdminApi(management), Console(management, console_key(site.cookie_key)),
                     max_body=config.server.max_body, origin=site.origin)

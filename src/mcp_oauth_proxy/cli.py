@@ -15,18 +15,23 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from functools import partial
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import attrs
 
 from . import cli_admin, cli_directory, cli_storage
 from . import config as config_mod
+from .core.store import traits_of
 from .housekeeping import Turns, Wake, collect_periodically, follow_directory, follow_revocations, relay_notices
 from .logs import configure_logging
-from .core.store import traits_of
 from .storage.notices import DIRECTORY, REVOCATION
+
+if TYPE_CHECKING:
+    from .adapters.access_log import AccessLog
+    from .app import ServerApp
 from .storage.token_cache import TokenCache
 
 log = logging.getLogger("mcp_oauth_proxy")
@@ -134,7 +139,7 @@ def serve(args: argparse.Namespace) -> int:
     for warning in config_mod.warnings(config, os.environ):
         log.warning("%s", warning)
     try:
-        app = build_app(config, upgrade=args.upgrade)
+        app: ServerApp | AccessLog = build_app(config, upgrade=args.upgrade)
     except (SchemaError, StorageUnavailable, KeyConfigError, OSError) as exc:
         print(f"cannot start: {exc}", file=sys.stderr)
         return 1

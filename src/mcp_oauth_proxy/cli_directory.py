@@ -17,12 +17,12 @@ import argparse
 import json
 import os
 import sys
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from sqlalchemy.exc import DBAPIError
 
 from . import config as config_mod
-from .app import _keyring, config_tenants
 from .admin.operations import (
     CLI,
     MAX_PAGE,
@@ -35,6 +35,7 @@ from .admin.operations import (
     organization_doc,
     server_doc,
 )
+from .app import _keyring, config_entries
 from .core.errors import DirectoryRefused, StorageUnavailable
 from .core.models import Server
 from .core.store import Store
@@ -60,7 +61,7 @@ class _Context:
             raise CliError(f"{args.config}: database is memory://, which keeps nothing: use a SQL database")
         self.store: Store = open_store(self.config.server.database, _keyring(self.config.server),
                                        timeout=self.config.server.database_timeout)
-        file: tuple[Entry, ...] = tuple(config_tenants(self.config, os.environ).tenants)  # type: ignore[arg-type]
+        file: tuple[Entry, ...] = config_entries(self.config, os.environ)
         self.ops = Management(self.store, file, audit_retention=self.config.server.audit_retention_days * 86400)
         self.json = args.json
 
@@ -254,7 +255,8 @@ def server_update(ctx: _Context, args: argparse.Namespace) -> None:
 
 def server_delete(ctx: _Context, args: argparse.Namespace) -> None:
     revoked = ctx.ops.delete_server(CLI, args.slug)
-    ctx.say(f"deleted server {args.slug}; revoked {revoked} grant(s)", {"deleted": args.slug, "revoked_grants": revoked})
+    ctx.say(f"deleted server {args.slug}; revoked {revoked} grant(s)",
+            {"deleted": args.slug, "revoked_grants": revoked})
 
 
 # -- the parsers ------------------------------------------------------------------------

@@ -10,15 +10,16 @@ import argparse
 import os
 import sys
 import time
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from sqlalchemy.exc import DBAPIError
 
 from . import config as config_mod
 from .core.errors import StorageUnavailable
-from .storage.crypto import KeyRing
 from .housekeeping import collect
 from .progress import Progress
+from .storage.crypto import KeyRing
 from .storage.keys import DEFAULT_KEY_FILE, ENV_KEYS, KeyConfigError, load_keyring, reencrypt, rotate
 from .storage.migrations import SchemaError, migrate
 from .storage.open import open_store
@@ -129,4 +130,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mcp-oauth-proxy")
     add_commands(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
-    return args.func(args)
+    status: int = args.func(args)
+    return status

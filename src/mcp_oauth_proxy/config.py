@@ -7,8 +7,9 @@ from __future__ import annotations
 import ipaddress
 import re
 import sys
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping, get_origin
+from typing import Any, get_origin
 from urllib.parse import urlsplit
 
 import attrs
@@ -205,10 +206,13 @@ def _converter() -> cattrs.Converter:
 
         return structure
 
-    converter.register_structure_hook_factory(lambda t: get_origin(t) is list, list_factory)
+    def is_list(t: Any) -> bool:
+        return get_origin(t) is list
+
+    converter.register_structure_hook_factory(is_list, list_factory)
 
     def table(cls: type) -> Callable[[Any, type], Any]:
-        inner = converter.gen_structure_attrs_fromdict(cls)
+        inner: Callable[[Mapping[str, Any], Any], Any] = converter.gen_structure_attrs_fromdict(cls)
 
         def structure(value: Any, t: type) -> Any:
             if not isinstance(value, dict):
@@ -252,7 +256,7 @@ def _structure_problems(exc: Exception) -> list[str]:
 def _url(value: str, where: str, problems: list[str], *, path_ok: bool = True) -> None:
     try:
         parts = urlsplit(value)
-        parts.port  # a port that is not a number, or out of range, raises here
+        parts.port  # noqa: B018 - a port that is not a number, or out of range, raises here
     except ValueError:
         problems.append(f"{where}: must be an http or https URL")
         return
@@ -324,9 +328,9 @@ def _check_tenant(t: TenantConfig, where: str, problems: list[str], upstream: bo
     for field in attrs.fields(Policy):
         if getattr(t.policy, field.name) < 0:
             problems.append(f"{where}.policy.{field.name}: must not be negative")
-    for field in ("access_token_ttl", "refresh_token_ttl", "code_ttl", "session_ttl"):
-        if getattr(t.policy, field) == 0:
-            problems.append(f"{where}.policy.{field}: must be positive")
+    for name in ("access_token_ttl", "refresh_token_ttl", "code_ttl", "session_ttl"):
+        if getattr(t.policy, name) == 0:
+            problems.append(f"{where}.policy.{name}: must be positive")
     for endpoint in attrs.fields(RateLimits):
         limit: RateLimit = getattr(t.rate_limits, endpoint.name)
         key = f"{where}.rate_limits.{endpoint.name}"

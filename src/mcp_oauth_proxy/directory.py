@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import functools
 import threading
-from typing import Iterable, Protocol, Sequence, Union
+from collections.abc import Iterable, Sequence
+from typing import Protocol, TypeGuard, Union, cast
 
 import attrs
 
@@ -63,7 +64,7 @@ def entry_of(item: Listed) -> Entry:
 class Snapshot:
     """One version of the set of tenants. Immutable; its pick cache is its own."""
 
-    __slots__ = ("version", "entries", "resource_paths", "_by_slug", "_placed", "_picked")
+    __slots__ = ("_by_slug", "_picked", "_placed", "entries", "resource_paths", "version")
 
     def __init__(self, entries: Iterable[Listed], version: int = 0) -> None:
         self.version = version
@@ -128,8 +129,8 @@ class Directory:
     (:meth:`replace`, :meth:`refresh`) take turns."""
 
     def __init__(self, tenants: TenantSource | Iterable[Listed]) -> None:
-        source = tenants if _is_source(tenants) else FixedTenants(tuple(tenants))  # type: ignore[arg-type]
-        self.source: TenantSource = source  # type: ignore[assignment]
+        self.source: TenantSource = (
+            tenants if _is_source(tenants) else FixedTenants(tuple(cast("Iterable[Listed]", tenants))))
         self._lock = threading.Lock()
         version, listed = self.source.load()
         self.current = Snapshot(listed, version)
@@ -154,5 +155,5 @@ class Directory:
         return True
 
 
-def _is_source(tenants: object) -> bool:
+def _is_source(tenants: object) -> TypeGuard[TenantSource]:
     return callable(getattr(tenants, "load", None)) and callable(getattr(tenants, "version", None))

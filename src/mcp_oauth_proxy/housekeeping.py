@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable, Mapping, TypeVar
+from collections.abc import Callable, Mapping
+from typing import TypeVar
 
 import anyio
 import anyio.to_thread
 
 from .core.errors import StorageUnavailable
-from .logs import Throttled
 from .core.store import Store
 from .directory import Directory
+from .logs import Throttled
 from .storage.token_cache import TokenCache
 
 log = logging.getLogger("mcp_oauth_proxy")
@@ -29,7 +30,7 @@ def collect(store: Store, now: int, batch: int, progress: Callable[[int], None] 
     """Remove every record expired by ``now``, ``batch`` of each kind at a time."""
     total = 0
     while True:
-        removed = store.delete_expired(now, batch)
+        removed: int = store.delete_expired(now, batch)
         total += removed
         progress(removed)
         if removed == 0:
@@ -151,7 +152,7 @@ async def follow_directory(directory: Directory, interval: float = 1.0, turns: T
             changed = await (_unshared if turns is None else turns.run)(directory.refresh)
         except StorageUnavailable:
             continue  # the database is away; the requests that need it answer 503 meanwhile
-        except Exception as error:  # a record that does not open, say: keep serving the last set
+        except Exception as error:  # noqa: BLE001 - a record that does not open, say: keep serving the last set
             _reload_failed("the tenant directory was not reloaded (%s: %s); trying again", type(error).__name__, error)
             continue
         if changed:

@@ -12,7 +12,8 @@ import logging
 import sys
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 # Loggers that would write request URLs (query strings included): the HTTP
 # client logs each request it sends at INFO. Our access log

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import json
 import secrets
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 from .core.client_auth import PRIVATE_KEY_JWT

@@ -26,7 +26,8 @@ import hashlib
 import logging
 import time
 from collections import OrderedDict
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 import httpx
@@ -72,7 +73,7 @@ class StoreTokenVerifier:
                 raise ValueError(f"the site serves no tenant {slug!r}")
             self.tenant = entry.tenant
             store: Store = site_or_store.store
-            blocks = site_or_store.store_blocks if store_blocks is None else store_blocks
+            blocks: bool | None = site_or_store.store_blocks if store_blocks is None else store_blocks
             self._cookie_key = site_or_store.cookie_key
         else:
             if not isinstance(tenant, Tenant):

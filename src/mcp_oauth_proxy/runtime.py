@@ -8,12 +8,14 @@ import logging
 import secrets
 import time
 import weakref
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import anyio
 import anyio.to_thread
 from anyio.lowlevel import RunVar
 
+from . import metrics
 from .core.context import Context
 from .core.effects import (
     Audit,
@@ -28,7 +30,6 @@ from .core.effects import (
     run_async,
     run_sync,
 )
-from . import metrics
 from .core.errors import FetchFailed, StorageUnavailable, TooManyFetches
 from .core.http import HttpRequest, HttpResponse
 from .core.models import AuditEvent
@@ -146,7 +147,8 @@ def sync_performer(
             try:
                 return metrics.timed_store_call(effect.method, lambda: effect.apply(store))
             except StorageUnavailable as failure:
-                raise _noted(failure, effect)
+                _noted(failure, effect)
+                raise
         if isinstance(effect, Fetch):
             started = time.perf_counter()
             try:
@@ -210,7 +212,8 @@ def async_performer(
                     return await anyio.to_thread.run_sync(effect.apply, store, abandon_on_cancel=True,
                                                           limiter=_store_limiter(pool, slots))
                 except StorageUnavailable as failure:
-                    raise _noted(failure, effect)
+                    _noted(failure, effect)
+                    raise
                 finally:
                     metrics.store_seconds.labels(effect.method).observe(time.perf_counter() - started)
             raise _noted(StorageUnavailable(f"the database did not answer within {deadline:g} s"), effect)

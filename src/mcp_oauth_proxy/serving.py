@@ -55,7 +55,8 @@ import importlib.util
 import logging
 import sys
 import weakref
-from typing import Any, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
 
 import anyio
 import h11
@@ -107,10 +108,13 @@ async def serve(app: Any, server: ServerConfig, until: Callable[[], Awaitable[No
         return await _on_uvicorn(app, server, until)
     harden_connections()
     if on == "hypercorn-trio":
-        from hypercorn.trio import serve as on_hypercorn
+        from hypercorn.trio import serve as on_trio
+
+        await on_trio(app, hypercorn_config(server), shutdown_trigger=until)
     else:
-        from hypercorn.asyncio import serve as on_hypercorn  # type: ignore[assignment]
-    await on_hypercorn(app, hypercorn_config(server), shutdown_trigger=until)  # type: ignore[arg-type]
+        from hypercorn.asyncio import serve as on_asyncio
+
+        await on_asyncio(app, hypercorn_config(server), shutdown_trigger=until)
 
 
 # -- uvicorn ------------------------------------------------------------------------
@@ -145,6 +149,7 @@ def uvicorn_config(app: Any, server: ServerConfig) -> uvicorn.Config:
         access_log=False, log_config=None, log_level=logging.WARNING,
         # Only the site decides whom to believe about a client's address (trusted_proxies).
         proxy_headers=False, server_header=False,
+        # uvicorn's annotations say int; its timers take seconds as floats.
         timeout_keep_alive=server.keep_alive_timeout, timeout_graceful_shutdown=GRACE)  # type: ignore[arg-type]
 
 
@@ -181,6 +186,7 @@ class _Connection(HttpToolsProtocol):
         # answered and those pipelined behind it.
         self._cycles: weakref.WeakSet[Any] = weakref.WeakSet()
 
+    # As uvicorn's HttpToolsProtocol declares it (narrower than asyncio's BaseProtocol).
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._await_head()
@@ -202,7 +208,7 @@ class _Connection(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         try:
             super().data_received(data)
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001 - this connection's failure: it is closed, the server goes on
             _failed("closed a connection on a protocol error (%s)", _names(error))
             self.transport.close()
             return
@@ -283,8 +289,12 @@ class _Connection(HttpToolsProtocol):
 # -- Hypercorn ------------------------------------------------------------------------
 
 
+class _HypercornConfig(HypercornConfig):
+    send_timeout: float  # ours: _HypercornConnection.protocol_send
+
+
 def hypercorn_config(server: ServerConfig) -> HypercornConfig:
-    hyper = HypercornConfig()
+    hyper = _HypercornConfig()
     hyper.bind = [server.listen]
     # No access log: callback and authorize URLs carry codes and state.
     hyper.accesslog = None
@@ -339,20 +349,27 @@ def _names(error: BaseException) -> str:
 class _HypercornConnection:
     """Put before Hypercorn's TCPServer (of either loop): the changes above."""
 
+    # Hypercorn's TCPServer's, which differ between the loops (and its run,
+    # _read_data and protocol_send, which super() reaches past object).
     stream: Any  # trio's; asyncio's has a reader and a writer
+    writer: Any
+    config: Any
+    send_lock: Any
+    protocol: Any
+    idle_task: Any
 
     async def run(self) -> None:
         try:
             await super().run()  # type: ignore[misc]
         except _NoHTTP2:
             pass  # a client that spoke HTTP/2: its connection is closed, as said
-        except Exception as error:  # cancellation passes; anything else was this connection's
+        except Exception as error:  # noqa: BLE001 - cancellation passes; anything else was this connection's
             _failed("closed a connection on a protocol error (%s)", _names(error))
 
     async def _read_data(self) -> None:
         await super()._read_data()  # type: ignore[misc]
         # The client has gone: its idle timer need not hold the connection open.
-        await self.idle_task.stop()  # type: ignore[attr-defined]
+        await self.idle_task.stop()
 
     async def protocol_send(self, event: Any) -> None:
         """Hypercorn's, but bytes the client leaves unread for
@@ -361,19 +378,20 @@ class _HypercornConnection:
         from hypercorn.events import Closed, RawData
 
         if not isinstance(event, RawData):
-            return await super().protocol_send(event)  # type: ignore[misc]
-        async with self.send_lock:  # type: ignore[attr-defined]
+            await super().protocol_send(event)  # type: ignore[misc]
+            return
+        async with self.send_lock:
             try:
-                sent = await self._send_raw(event.data, self.config.send_timeout)  # type: ignore[attr-defined]
+                sent = await self._send_raw(event.data, self.config.send_timeout)
             except (*_BROKEN_STREAM, ConnectionError, RuntimeError):
                 sent = False
             else:
                 if sent:
                     return
                 _failed("closed a connection whose client left its answers unread for %g s",
-                        self.config.send_timeout)  # type: ignore[attr-defined]
+                        self.config.send_timeout)
                 await self._abort()
-        await self.protocol.handle(Closed())  # type: ignore[attr-defined]
+        await self.protocol.handle(Closed())
 
     async def _send_raw(self, data: bytes, timeout: float) -> bool:
         """Whether ``data`` went out within ``timeout`` seconds. Shielded, as
@@ -384,9 +402,9 @@ class _HypercornConnection:
             with trio.CancelScope(shield=True, deadline=trio.current_time() + timeout) as scope:
                 await self.stream.send_all(data)
             return not scope.cancelled_caught
-        self.writer.write(data)  # type: ignore[attr-defined]  # asyncio
+        self.writer.write(data)  # asyncio
         try:
-            await asyncio.shield(asyncio.wait_for(self.writer.drain(), timeout))  # type: ignore[attr-defined]
+            await asyncio.shield(asyncio.wait_for(self.writer.drain(), timeout))
         except asyncio.TimeoutError:
             return False
         return True
@@ -395,7 +413,7 @@ class _HypercornConnection:
         if hasattr(self, "stream"):
             await trio.aclose_forcefully(self.stream)
         else:
-            self.writer.transport.abort()  # type: ignore[attr-defined]
+            self.writer.transport.abort()
 
 
 class _NoHTTP2(Exception):
@@ -403,7 +421,7 @@ class _NoHTTP2(Exception):
 
 
 
-def _http1_only(h11_protocol: type) -> type:
+def _http1_only(h11_protocol: type[Any]) -> type[Any]:
     """Hypercorn's HTTP/1.1 protocol, minus its ways into HTTP/2. Hypercorn's
     HTTP/2 held a connection whose client set a zero flow-control window
     for ever, kept connections its clients had left (their descriptors, on
@@ -413,7 +431,7 @@ def _http1_only(h11_protocol: type) -> type:
     (RFC 9113 §3.1 drops that upgrade; the request is answered in HTTP/1.1);
     the HTTP/2 preface ends the connection."""
 
-    class HTTP1Only(h11_protocol):  # type: ignore[misc, valid-type]
+    class HTTP1Only(h11_protocol):  # type: ignore[misc]  # a base given at run time
         async def _check_protocol(self, event: Any) -> None:
             if event.method == b"PRI" and event.target == b"*":
                 raise _NoHTTP2()
@@ -427,8 +445,10 @@ def harden_connections() -> None:
     from hypercorn.asyncio import run as on_asyncio
     from hypercorn.trio import run as on_trio
 
+    # Hypercorn's modules import TCPServer and H11Protocol without re-exporting
+    # them (so its types do not show them); they are replaced where looked up.
     for module in (on_asyncio, on_trio):
         if not issubclass(module.TCPServer, _HypercornConnection):
-            module.TCPServer = type("TCPServer", (_HypercornConnection, module.TCPServer), {})
-    if protocol.H11Protocol.__name__ != "HTTP1Only":
-        protocol.H11Protocol = _http1_only(protocol.H11Protocol)
+            module.TCPServer = type("TCPServer", (_HypercornConnection, module.TCPServer), {})  # type: ignore[attr-defined]
+    if protocol.H11Protocol.__name__ != "HTTP1Only":  # type: ignore[attr-defined]
+        protocol.H11Protocol = _http1_only(protocol.H11Protocol)  # type: ignore[attr-defined]

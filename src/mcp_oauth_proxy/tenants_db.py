@@ -11,7 +11,8 @@ of one), is not served (and the CLI refuses to make one)."""
 from __future__ import annotations
 
 import logging
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import attrs
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, MutableMapping
+from collections.abc import MutableMapping
+from typing import Any
 from urllib.parse import parse_qsl, quote
 
 from .asgi import ASGIApp, Receive, Scope, Send

@@ -24,7 +24,8 @@ left unanswered is answered 408.
 from __future__ import annotations
 
 import math
-from typing import Any, MutableMapping
+from collections.abc import MutableMapping
+from typing import Any
 
 import anyio
 
@@ -63,7 +64,7 @@ def _may_have_body(scope: Scope) -> bool:
         return True
     for name, value in scope.get("headers", ()):
         name = name.lower()
-        if name == b"transfer-encoding" or name == b"content-length" and value.strip() != b"0":
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0"):
             return True
     return False
 
@@ -71,7 +72,7 @@ def _may_have_body(scope: Scope) -> bool:
 class _Exchange:
     """One request's receive and send, as the app sees them."""
 
-    __slots__ = ("_receive", "_send", "budget", "body_done", "timed_out", "answered")
+    __slots__ = ("_receive", "_send", "answered", "body_done", "budget", "timed_out")
 
     def __init__(self, receive: Receive, send: Send, budget: float) -> None:
         self._receive = receive

@@ -40,7 +40,8 @@ from __future__ import annotations
 import functools
 import logging
 import ssl
-from typing import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
+from typing import Any, cast
 from urllib.parse import unquote, urlsplit
 
 import anyio
@@ -49,8 +50,9 @@ import h11
 import httpcore
 
 from ..core.errors import InvalidToken, OAuthError
-from ..core.flows.guard import Principal, denial
+from ..core.flows.guard import denial
 from ..core.http import Response, json_response
+from ..core.models import Principal
 from ..logs import Throttled
 from ..upstream.closing_backend import ClosingBackend
 from .asgi import Receive, Scope, Send, answer_lifespan, raw_path, refuse_websocket, request_of, send_response
@@ -70,7 +72,7 @@ MAX_BODY = 10 * 1024 * 1024
 # concurrent requests (each one opened anew would cost the backend a
 # handshake), each closed when idle a little shorter than servers' usual
 # 5 s, so we never send on one the backend is closing.
-_POOL = {"max_connections": 256, "max_keepalive_connections": 256, "keepalive_expiry": 4.0}
+_POOL: dict[str, Any] = {"max_connections": 256, "max_keepalive_connections": 256, "keepalive_expiry": 4.0}
 # What talking to the backend can fail with: httpcore's errors, and h11's
 # own that it passes on unwrapped (a body that breaks its framing).
 _BACKEND_FAILED = (httpcore.NetworkError, httpcore.TimeoutException, httpcore.ProtocolError,
@@ -134,8 +136,9 @@ class Forwarder:
         if backend is None:
             return await send_response(send, _json(404, "not_found", "no backend is configured for this resource"))
         if scope["method"] not in _METHODS:
-            return await send_response(send, _json(405, "invalid_request", "the MCP endpoint takes GET, POST and DELETE",
-                                           (("allow", ", ".join(_METHODS)),)))
+            return await send_response(send, _json(405, "invalid_request",
+                                                   "the MCP endpoint takes GET, POST and DELETE",
+                                                   (("allow", ", ".join(_METHODS)),)))
         path = raw_path(scope)
         if not is_safe_path(path):  # whatever stands in front: only a path that says where it goes
             return await send_response(send, refused_path())
@@ -243,7 +246,8 @@ class Forwarder:
             await send({"type": "http.response.start", "status": response.status,
                         "headers": to_client(response.headers)})
             try:
-                async for chunk in response.stream:  # type: ignore[union-attr]
+                # An async pool's response streams asynchronously.
+                async for chunk in cast(AsyncIterable[bytes], response.stream):
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
             except _BACKEND_FAILED as exc:
                 _backend_failed("tenant %s: the backend's answer ended early: %s", tenant, type(exc).__name__)

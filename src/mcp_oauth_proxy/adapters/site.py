@@ -7,8 +7,10 @@ from __future__ import annotations
 import ipaddress
 import logging
 import traceback
-from typing import Any, Awaitable, Callable, Iterable, Sequence, Union
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any
 
+from .. import metrics
 from ..core.effects import (
     Effect,
     Flow,
@@ -22,16 +24,17 @@ from ..core.effects import (
     run_sync,
 )
 from ..core.errors import EffectError, NoUpstreamTokens, TemporarilyUnavailable, UpstreamNotReady
-from ..core.flows.guard import Principal, decide
+from ..core.flows.guard import decide
 from ..core.flows.upstream_token import NO_UPSTREAM_TOKENS, fresh_upstream_token
 from ..core.http import Request, Response, json_response
+from ..core.models import Principal
 from ..core.router import handle
 from ..core.store import AUDIT_RETENTION, Store, traits_of
 from ..core.tenancy import beneath
 from ..core.tenant import Upstream
 from ..core.upstream import with_upstream
-from ..directory import Directory, Entry, Listed  # Entry: importable from here too
-from .. import metrics
+from ..directory import Directory, Listed
+from ..directory import Entry as Entry  # importable from here too
 from ..runtime import new_context, now_seconds
 from ..upstream.client_metadata import DocumentFetcher
 from ..upstream.key_sets import KeySets
@@ -46,7 +49,7 @@ UPSTREAM_TOKEN_KEY = "mcp_oauth_proxy.upstream_token"
 ACCESS_NOTE_KEY = "mcp_oauth_proxy.access"
 MAX_BODY = 1024 * 1024
 
-Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class Site:
@@ -113,7 +116,8 @@ class Site:
             return not_found()
         if is_resource_metadata(path, entry):
             # Made from the tenant alone: no effect to carry out.
-            metadata = handle(Request(method, path, scheme=scheme, host=host), new_context(entry.tenant, self.cookie_key))
+            metadata = handle(Request(method, path, scheme=scheme, host=host),
+                              new_context(entry.tenant, self.cookie_key))
             return run_sync(metadata, _no_effects)
         if resource_only and not beneath(path, entry.tenant.resource_path):
             return None
@@ -129,7 +133,8 @@ class Site:
             return False
         return any(address in network for network in self.trusted)
 
-    def origin(self, peer: str | None, headers: Sequence[tuple[str, str]], scheme: str, host: str) -> tuple[str, str, str]:
+    def origin(self, peer: str | None, headers: Sequence[tuple[str, str]], scheme: str,
+               host: str) -> tuple[str, str, str]:
         """(scheme, host, client address) of the public URL. X-Forwarded-*
         are believed only from a trusted proxy (RFC 9700 §4.13); the
         right-most value is the one that proxy added."""
@@ -221,7 +226,7 @@ def declared_length(value: str | bytes) -> int | None:
     value = value.strip()
     if not value or not value.isascii() or not value.isdigit():
         return None
-    significant = value.lstrip(b"0" if isinstance(value, bytes) else "0")
+    significant = value.lstrip(b"0") if isinstance(value, bytes) else value.lstrip("0")
     return int(value) if len(significant) <= 18 else 10**18
 
 
@@ -244,7 +249,8 @@ def server_error(where: str, exc: BaseException) -> Response:
 
 
 def payload_too_large(limit: int) -> Response:
-    return json_response({"error": "invalid_request", "error_description": f"the body is larger than {limit} bytes"}, 413)
+    return json_response({"error": "invalid_request", "error_description": f"the body is larger than {limit} bytes"},
+                         413)
 
 
 def oauth_flow(entry: Entry, request: Request, cookie_key: bytes) -> Flow[Response]:
@@ -266,7 +272,7 @@ def is_resource_metadata(path: str, entry: Entry) -> bool:
 # (method, scheme, host, path, Authorization, whether a CORS preflight):
 # what the guard reads of a request.
 GuardView = tuple[str, str, str, str, "str | None", bool]
-GuardAnswer = Union[Response, None, tuple[Entry, Union[Principal, Response, Suspended]]]
+GuardAnswer = Response | None | tuple[Entry, Principal | Response | Suspended[Principal | Response]]
 
 
 def guard_view(request: Request) -> GuardView:

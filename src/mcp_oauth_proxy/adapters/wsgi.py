@@ -15,15 +15,16 @@ An authorized request reaches the wrapped app with two environ entries:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
 from http import HTTPStatus
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import attrs
 
-from ..core.effects import Suspended, run_sync
-from ..core.flows.guard import Principal
-from ..core.http import Request, Response
 from .. import metrics
+from ..core.effects import Suspended, run_sync
+from ..core.http import Request, Response
+from ..core.models import Principal
 from ..runtime import sync_performer
 from ..upstream.http import SyncFetcher
 from .header_values import sendable
@@ -84,7 +85,7 @@ def _read_body(environ: Environ, limit: int) -> bytes:
         if length > limit:
             raise BodyTooLarge()
         return stream.read(length) if length else b""
-    body = stream.read(limit + 1)
+    body: bytes = stream.read(limit + 1)
     if len(body) > limit:
         raise BodyTooLarge()
     return body
@@ -114,7 +115,7 @@ class OAuthWSGIApp:
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         try:
             response = self._answer(environ)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - answered 500
             response = server_error(f"{environ.get('REQUEST_METHOD')} {environ.get('PATH_INFO')}", exc)
         return _send(start_response, response)
 
@@ -145,7 +146,7 @@ class BearerGuardWSGI:
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         try:
             verdict = self._verdict(environ)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - answered 500
             verdict = server_error(f"guard of {environ.get('PATH_INFO')}", exc)
         if isinstance(verdict, Response):
             return _send(start_response, verdict)

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable, Mapping, Sequence
 from http import HTTPStatus
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 from urllib.parse import unquote
 
 import attrs
@@ -52,7 +53,7 @@ _HEADERS = (("cache-control", "no-store"), ("x-content-type-options", "nosniff")
 def problem(status: int, detail: str, **extra: Any) -> Response:
     """An RFC 9457 problem: ``about:blank``, so its title is the status's phrase (§4.2.1)."""
     doc = {"type": "about:blank", "title": HTTPStatus(status).phrase, "status": status, "detail": detail, **extra}
-    headers = (("content-type", PROBLEM),) + _HEADERS
+    headers: tuple[tuple[str, str], ...] = (("content-type", PROBLEM),) + _HEADERS
     if status == 401:
         headers += (("www-authenticate", 'Bearer realm="admin"'),)
     return Response(status, headers, json.dumps(doc, ensure_ascii=False).encode("utf-8"))
@@ -306,9 +307,10 @@ def _match(segments: Sequence[str]) -> tuple[list[Route], tuple[str, ...]]:
     params: tuple[str, ...] = ()
     for route in ROUTES:
         pattern = route.segments
-        if len(pattern) == len(segments) and all(p.startswith("{") or p == s for p, s in zip(pattern, segments)):
+        if len(pattern) == len(segments) and all(p.startswith("{") or p == s
+                                                 for p, s in zip(pattern, segments, strict=True)):
             found.append(route)
-            params = tuple(s for p, s in zip(pattern, segments) if p.startswith("{"))
+            params = tuple(s for p, s in zip(pattern, segments, strict=True) if p.startswith("{"))
     return found, params
 
 
@@ -358,7 +360,7 @@ class AdminApi:
         try:
             raw_query = parse_params(request.query)
         except (ValueError, OAuthError):  # a repeated parameter, an escape that is not UTF-8
-            raise invalid("query", "not a valid query string: each parameter once, in UTF-8")
+            raise invalid("query", "not a valid query string: each parameter once, in UTF-8") from None
         unknown = sorted(set(raw_query) - set(route.query))
         if unknown:
             raise invalid(unknown[0], "unknown query parameter")
@@ -377,7 +379,7 @@ class AdminApi:
         try:
             body = parse_json(request.body)
         except ValueError:
-            raise invalid("body", "not valid JSON")
+            raise invalid("body", "not valid JSON") from None
         if not isinstance(body, dict):
             raise invalid("body", "must be a JSON object")
         return body

@@ -6,11 +6,12 @@ problem."""
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
 
 import anyio
 import anyio.to_thread
 
+from .. import metrics
 from ..adapters.asgi import (
     Receive,
     Scope,
@@ -23,7 +24,6 @@ from ..adapters.asgi import (
     send_response,
 )
 from ..adapters.site import BodyTooLarge
-from .. import metrics
 from ..core.http import Request, Response
 from ..core.store import traits_of
 from .api import PREFIX, AdminApi, problem
@@ -86,7 +86,7 @@ class AdminApp:
         return late
 
 
-Origin = Callable[[Optional[str], Sequence[tuple[str, str]], str, str], tuple[str, str, str]]
+Origin = Callable[[str | None, Sequence[tuple[str, str]], str, str], tuple[str, str, str]]
 
 
 def _request(scope: Scope, path: str, body: bytes, origin: Origin | None) -> Request:

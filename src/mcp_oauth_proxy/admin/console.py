@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from importlib import resources
-from typing import Any, Callable, Mapping
+from typing import Any
 from urllib.parse import quote, unquote, urlencode, urlsplit
 
 import attrs
@@ -275,8 +276,8 @@ class Console:
         organizations = [o.name for o in self.management.organizations(page.actor, MAX_PAGE).items]
         return self._render("oauth_config_form.html", page, title, status, action=action, values=values,
                             creating=creating, errors=errors, secret_set=secret_set, check=check,
-                            organizations=organizations, kinds=[k for k in config_mod.KINDS if k != config_mod.DEV], problem=problem,
-                            section="oauth-configs")
+                            organizations=organizations, kinds=[k for k in config_mod.KINDS if k != config_mod.DEV],
+                            problem=problem, section="oauth-configs")
 
     def _config_new(self, page: _Page) -> Response:
         action = PREFIX + "/oauth-configs/+new"

@@ -4,7 +4,8 @@ so it cannot drift from what the server does."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from .operations import CONFIG_FIELDS, MAX_PAGE, ORGANIZATION_FIELDS, SERVER_FIELDS
 

@@ -20,7 +20,8 @@ import json
 import re
 import time
 import unicodedata
-from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import attrs
 
@@ -325,7 +326,8 @@ class Management:
         return bool(config_mod._SLUG.fullmatch(name))
 
     def organization(self, actor: Actor, name: str) -> Organization:
-        o = self.store.get_organization(name) if self._sees(actor, name) and self._named(name) else None
+        seen = self._sees(actor, name) and self._named(name)
+        o: Organization | None = self.store.get_organization(name) if seen else None
         if o is None:
             raise NotFound(f"no organization {name!r}")
         return o
@@ -360,7 +362,7 @@ class Management:
 
     def oauth_config(self, actor: Actor, organization: str, name: str) -> OAuthConfig:
         seen = self._sees(actor, organization) and self._named(organization) and self._named(name)
-        c = self.store.get_oauth_config(organization, name) if seen else None
+        c: OAuthConfig | None = self.store.get_oauth_config(organization, name) if seen else None
         if c is None:
             raise NotFound(f"no OAuth configuration {organization}/{name}")
         return c
@@ -406,7 +408,7 @@ class Management:
         entry = self._file_entry(slug)
         if entry is not None and actor.organization is None:
             return entry
-        s = self.store.get_server(slug) if self._named(slug) else None
+        s: Server | None = self.store.get_server(slug) if self._named(slug) else None
         if s is None or not self._sees(actor, s.organization):
             raise NotFound(f"no server {slug!r}")
         return s
@@ -484,7 +486,7 @@ class Management:
     def delete_server(self, actor: Actor, slug: str) -> int:
         """Removes the server and revokes its grants: their count."""
         s = self._database_server(actor, slug)
-        revoked = self._refusing(self.store.delete_server, slug)
+        revoked: int = self._refusing(self.store.delete_server, slug)
         self.audit(actor, "server_deleted", organization=s.organization, tenant=slug, revoked_grants=revoked)
         return revoked
 
@@ -507,7 +509,7 @@ class Management:
 
     def client(self, actor: Actor, slug: str, client_id: str) -> Client:
         self._organization_of(actor, slug)
-        c = self.store.get_client(slug, client_id)
+        c: Client | None = self.store.get_client(slug, client_id)
         if c is None:
             raise NotFound(f"no client {client_id!r} on server {slug!r}")
         return c
@@ -571,7 +573,7 @@ class Management:
 
     def revoke_grant(self, actor: Actor, server: str, grant_id: str) -> GrantInfo:
         organization = self._organization_of(actor, server)
-        g = self.store.get_grant_info(tenant=server, grant_id=grant_id, now=self._now())
+        g: GrantInfo | None = self.store.get_grant_info(tenant=server, grant_id=grant_id, now=self._now())
         if g is None:
             raise NotFound(f"no live grant {grant_id!r} on server {server!r}")
         self.store.revoke_grant(tenant=server, grant_id=grant_id)

@@ -13,8 +13,8 @@ import attrs
 
 from .context import Context
 from .effects import FetchClientMetadata, Flow, GetClient
-from .flows.register import validate
 from .errors import BrowserError, FetchFailed, InvalidClient, InvalidClientMetadata, InvalidRedirectUri
+from .flows.register import validate
 from .http import HttpResponse, media_type, parse_json
 from .models import Client
 from .redirect_uris import is_plain_host
@@ -131,7 +131,7 @@ def load_client(client_id: str, ctx: Context) -> Flow[Client | None]:
     if declared is not None:
         return declared
     if not names_document(client_id, ctx):
-        client = yield GetClient(ctx.tenant.slug, client_id)
+        client: Client | None = yield GetClient(ctx.tenant.slug, client_id)
         # A registration that never completed an authorization has lapsed.
         if client is not None and client.expires_at is not None and client.expires_at <= ctx.now:
             return None

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import base64
 import hmac
-from typing import Mapping
+from collections.abc import Mapping
 from urllib.parse import unquote
 
 import attrs
 
-from .context import Context, token_hash
 from .cimd import load_client, names_document
+from .context import Context, token_hash
 from .effects import Flow
 from .errors import InvalidClient, InvalidRequest
 from .http import Request, single

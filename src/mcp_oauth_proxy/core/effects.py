@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import re
 import typing
-from typing import Any, Awaitable, Callable, ClassVar, Generator, Generic, TypeVar
+from collections.abc import Awaitable, Callable, Generator
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import attrs
 
@@ -42,6 +43,12 @@ from .models import (
     Server,
     UpstreamTokens,
 )
+
+if TYPE_CHECKING:
+    from typing_extensions import dataclass_transform
+else:
+    def dataclass_transform(**kwargs: Any) -> Any:
+        return lambda decorator: decorator  # only a type checker reads it
 
 T = TypeVar("T")
 E = TypeVar("E", bound="StoreEffect[Any]")
@@ -148,10 +155,14 @@ class StoreEffect(Effect, Generic[T]):
     parameters: ClassVar[tuple[str, ...]]
     # T, the operation's answer (for checks and documentation).
     answer: ClassVar[Any]
+    if TYPE_CHECKING:
+        # Set by attrs on every declared operation (store_operation).
+        __attrs_attrs__: ClassVar[tuple[attrs.Attribute[Any], ...]]
 
     def apply(self, store: Any) -> T:
         """Call the store's method with this effect's fields as keywords."""
-        return getattr(store, self.method)(**{name: getattr(self, name) for name in self.parameters})  # type: ignore[no-any-return]
+        answer: T = getattr(store, self.method)(**{name: getattr(self, name) for name in self.parameters})
+        return answer
 
 
 # Every store operation, in declaration order (filled by store_operation).
@@ -162,6 +173,9 @@ def _method_name(cls_name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", cls_name).lower()
 
 
+# Tells a type checker that a declared operation is a frozen attrs class
+# (its fields, the constructor's parameters), as attrs.frozen does.
+@dataclass_transform(frozen_default=True, field_specifiers=(attrs.field,))
 def store_operation(cls: type[E]) -> type[E]:
     """Declare a store operation (see :class:`StoreEffect`): a frozen attrs
     class, registered in STORE_OPERATIONS, its method named after it."""
@@ -701,10 +715,11 @@ def run_ready(flow: Flow[T], perform: Callable[[Effect], Any]) -> T | Suspended[
             value, error = perform(item), None
         except WouldBlock:
             return Suspended(flow, item)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - thrown back into the flow
             value, error = None, exc
         done, item = _advance(flow, value, error)
-    return item  # type: ignore[no-any-return]
+    result: T = item  # the flow's return value
+    return result
 
 
 def _start(flow: Flow[T], pending: Effect | None) -> tuple[bool, Any]:
@@ -718,10 +733,11 @@ def run_sync(flow: Flow[T], perform: Callable[[Effect], Any], pending: Effect | 
     while not done:
         try:
             value, error = perform(item), None
-        except Exception as exc:  # thrown back into the flow
+        except Exception as exc:  # noqa: BLE001 - thrown back into the flow
             value, error = None, exc
         done, item = _advance(flow, value, error)
-    return item  # type: ignore[no-any-return]
+    result: T = item  # the flow's return value
+    return result
 
 
 async def run_async(flow: Flow[T], perform: Callable[[Effect], Awaitable[Any]], pending: Effect | None = None) -> T:
@@ -730,7 +746,8 @@ async def run_async(flow: Flow[T], perform: Callable[[Effect], Awaitable[Any]], 
     while not done:
         try:
             value, error = await perform(item), None
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - thrown back into the flow
             value, error = None, exc
         done, item = _advance(flow, value, error)
-    return item  # type: ignore[no-any-return]
+    result: T = item  # the flow's return value
+    return result

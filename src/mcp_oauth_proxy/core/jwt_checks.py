@@ -12,7 +12,8 @@ the client's registration.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import attrs
 import jwt
@@ -182,7 +183,8 @@ def _audiences(claims: dict[str, Any]) -> list[Any]:
     return aud if isinstance(aud, list) else [aud]
 
 
-def check_client_assertion(claims: dict[str, Any], client_id: str, audiences: Sequence[str], now: int) -> tuple[str, int]:
+def check_client_assertion(claims: dict[str, Any], client_id: str, audiences: Sequence[str],
+                           now: int) -> tuple[str, int]:
     """RFC 7523 §3 for client authentication (§2.2): iss and sub are the
     client, aud names us, exp bounded, a jti. The (jti, exp) to spend."""
     # §3 items 1-2: "the iss ... MUST be the client_id", and so MUST the sub.

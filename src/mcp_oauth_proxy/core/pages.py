@@ -16,7 +16,8 @@ from .http import Response
 
 PAGE_HEADERS = (
     ("content-type", "text/html; charset=utf-8"),
-    ("content-security-policy", "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'"),
+    ("content-security-policy",
+     "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'"),
     ("x-frame-options", "DENY"),
     ("referrer-policy", "no-referrer"),
     ("x-content-type-options", "nosniff"),
@@ -92,6 +93,7 @@ def consent_page(view: ConsentView, headers: tuple[tuple[str, str], ...] = ()) -
         if view.client_host
         else ""
     )
+    connections = f'<a href="{escape(view.connections)}">your connections</a>'
     content = f"""<h1>Allow {escape(view.client_name)}?</h1>
 <p><strong>{escape(view.client_name)}</strong> wants to use <strong>{escape(view.service)}</strong> on your behalf.</p>
 {vouched}
@@ -106,5 +108,5 @@ def consent_page(view: ConsentView, headers: tuple[tuple[str, str], ...] = ()) -
 <button type="submit" name="decision" value="approve">Approve</button>
 <button type="submit" name="decision" value="deny">Deny</button>
 </form>
-<p><small>See and disconnect the applications you allowed: <a href="{escape(view.connections)}">your connections</a>.</small></p>"""
+<p><small>See and disconnect the applications you allowed: {connections}.</small></p>"""
     return render(f"Allow {view.client_name}?", content, 200, headers)

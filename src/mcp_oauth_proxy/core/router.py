@@ -4,7 +4,7 @@ client redirect URI, or an HTML page in the browser."""
 
 from __future__ import annotations
 
-from typing import Callable, Generator, Union
+from collections.abc import Callable, Generator
 
 import attrs
 
@@ -43,7 +43,7 @@ from .pages import error_page
 from .tenant import Tenant
 from .upstream import with_upstream
 
-Handler = Callable[[Request, Context], Union[Response, Generator]]
+Handler = Callable[[Request, Context], Response | Flow[Response]]
 
 
 @attrs.frozen

@@ -32,7 +32,8 @@ from __future__ import annotations
 
 import inspect
 import typing
-from typing import TYPE_CHECKING, Any, Callable, Protocol, TypeVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import attrs
 
@@ -122,6 +123,7 @@ def _stub(op: type[StoreEffect[Any]]) -> Callable[..., Any]:
 
     method.__name__ = method.__qualname__ = op.method
     method.__doc__ = op.__doc__
+    # inspect.signature reads __signature__; typeshed's function type does not declare it.
     method.__signature__ = signature(op)  # type: ignore[attr-defined]
     return method
 
@@ -132,7 +134,8 @@ def _protocol() -> type:
     namespace["__doc__"] = ("A store: one method per store operation (core/effects.py), as that "
                             "operation declares it; optionally, its ``traits``.")
     namespace["__module__"] = __name__
-    return type(Protocol)("Store", (Protocol,), namespace)
+    metaclass: Callable[..., type] = type(Protocol)  # Protocol's own metaclass makes a protocol
+    return metaclass("Store", (Protocol,), namespace)
 
 
 if TYPE_CHECKING:
@@ -155,7 +158,7 @@ def conformance(store: object) -> list[str]:
         wanted = signature(op)
         try:
             hints = typing.get_type_hints(method)
-        except Exception as error:  # an annotation that names nothing
+        except Exception as error:  # noqa: BLE001 - an annotation that names nothing, reported
             problems.append(f"{name}: unreadable annotations ({error})")
             continue
         given = inspect.signature(method)
@@ -199,6 +202,7 @@ def _forward(to: str, op: type[StoreEffect[Any]]) -> Callable[..., Any]:
 
     method.__name__ = name
     method.__doc__ = op.__doc__
+    # inspect.signature reads __signature__; typeshed's function type does not declare it.
     method.__signature__ = signature(op)  # type: ignore[attr-defined]
     hints = _hints(op)
     method.__annotations__ = {**{p: hints[p] for p in op.parameters}, "return": op.answer}

@@ -3,7 +3,8 @@ path, by that path prefix)."""
 
 from __future__ import annotations
 
-from typing import Iterable, TypeVar
+from collections.abc import Iterable
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import attrs

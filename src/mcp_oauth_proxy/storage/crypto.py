@@ -12,7 +12,7 @@ import binascii
 import json
 import os
 import re
-from typing import Mapping
+from collections.abc import Mapping
 
 import attrs
 from cryptography.exceptions import InvalidTag
@@ -39,14 +39,14 @@ class KeyRing:
         self.active = active
 
     @classmethod
-    def generate(cls, kid: str = "k1") -> "KeyRing":
+    def generate(cls, kid: str = "k1") -> KeyRing:
         return cls({kid: AESGCM.generate_key(bit_length=256)}, kid)
 
     @property
     def key_ids(self) -> tuple[str, ...]:
         return tuple(self._keys)
 
-    def with_new_key(self, kid: str) -> "KeyRing":
+    def with_new_key(self, kid: str) -> KeyRing:
         """A ring with one more key, which becomes the active one."""
         if kid in self._raw:
             raise ValueError(f"key {kid!r} exists already")

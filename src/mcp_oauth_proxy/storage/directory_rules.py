@@ -4,7 +4,7 @@ said once, so the memory and SQL stores refuse alike, in the same words
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from ..core.errors import DirectoryRefused
 from ..core.models import Server

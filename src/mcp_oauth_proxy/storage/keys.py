@@ -12,8 +12,9 @@ import base64
 import binascii
 import json
 import os
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import attrs
 from sqlalchemy import Connection, Table, select, tuple_, update
@@ -172,7 +173,8 @@ def reencrypt(store: SqlStore, ring: KeyRing, batch: int = 500,
             page = query if cursor is None else query.where(ident > tuple_(*cursor))
 
             def step(conn: Connection, page: Any = page, table: Table = table, owner: str = owner, key: str = key,
-                     column: str = column, reseal: Any = reseal, kind: str = kind) -> tuple[list[Any], int, list[str]]:
+                     column: str = column, reseal: Any = reseal,
+                     kind: str = kind) -> tuple[Sequence[Any], int, list[str]]:
                 rows, done, bad = conn.execute(page).all(), 0, []
                 for tenant, ident_value, blob in rows:
                     try:

@@ -124,6 +124,7 @@ class MemoryStore:
 
     # -- grants and codes ------------------------------------------------------
     def save_grant_and_code(self, grant: Grant, code: CodeGrant) -> None:
+        assert grant.upstream is not None and grant.code_hash is not None, "a grant with a code has upstream tokens"
         sealed = seal_upstream(self.keyring, grant.tenant, grant.grant_id, grant.upstream)
         with self._lock:
             self._grants[(grant.tenant, grant.grant_id)] = (attrs.evolve(grant, upstream=_SEALED), sealed)
@@ -276,7 +277,8 @@ class MemoryStore:
                 removed += 1
             for key in [k for k, v in self._grants.items() if v[0].expires_at <= now][:limit]:
                 grant = self._grants.pop(key)[0]
-                self._grant_by_code.pop((grant.tenant, grant.code_hash), None)
+                if grant.code_hash is not None:  # a grant made without a browser has no code
+                    self._grant_by_code.pop((grant.tenant, grant.code_hash), None)
                 self._last_used.pop(key, None)
                 removed += 1
             for event_id in [k for k, v in self._audit.items() if v[1] <= now][:limit]:
@@ -481,7 +483,7 @@ class MemoryStore:
                           until: int | None = None) -> list[AuditEvent]:
         wanted = {"tenant": tenant, "user_id": user_id, "client_id": client_id, "event": event}
         with self._lock:
-            found = []
+            found: list[AuditEvent] = []
             for event_id in reversed(self._audit):
                 if len(found) == limit:
                     break
@@ -549,6 +551,7 @@ class MemoryStore:
             return value
 
         with self._lock:
-            tables = [self._clients, self._consents, self._sessions, self._grants, self._codes, self._access, self._refresh,
-                      self._oauth_configs]
+            tables: list[dict[tuple[str, str], Any]] = [
+                self._clients, self._consents, self._sessions, self._grants, self._codes, self._access, self._refresh,
+                self._oauth_configs]
             return repr([{k: plain(v) for k, v in table.items()} for table in tables])

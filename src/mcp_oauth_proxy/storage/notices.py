@@ -56,7 +56,7 @@ class Listener:
         if self._conn is not None:
             try:
                 self._conn.close()
-            except Exception:  # psycopg.Error: it is gone either way
+            except Exception:  # noqa: BLE001 - psycopg.Error or any other: it is gone either way
                 pass
             self._conn = None
 

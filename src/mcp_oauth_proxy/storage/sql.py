@@ -14,12 +14,14 @@ import logging
 import math
 import threading
 import time
-from contextlib import nullcontext
-from typing import Any, Callable, ContextManager, Iterator, Mapping, Sequence, TypeVar
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any, TypeVar
 
 import attrs
 import cattrs
 from sqlalchemy import (
+    BindParameter,
     Connection,
     Engine,
     Table,
@@ -40,14 +42,13 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import URL
 from sqlalchemy.pool import StaticPool
 
-from ..core.errors import DirectoryRefused, StorageUnavailable
-from ..core.store import REPLACED, REVOCATION_RECORD, StoreTraits
+from ..core.errors import DecryptionFailed, DirectoryRefused, StorageUnavailable
 from ..core.models import (
     AccessToken,
     AdminToken,
     AuditEvent,
-    AuthSession,
     AuthorizationRequest,
+    AuthSession,
     Client,
     CodeGrant,
     ConnectionsSignIn,
@@ -63,10 +64,9 @@ from ..core.models import (
     Server,
     UpstreamTokens,
 )
+from ..core.store import REPLACED, REVOCATION_RECORD, StoreTraits
 from . import directory_rules as rules
-from .notices import DIRECTORY, REVOCATION, Listener, notify
 from .crypto import (
-    DecryptionFailed,
     KeyRing,
     open_client_secret,
     open_upstream,
@@ -75,6 +75,7 @@ from .crypto import (
     seal_upstream,
     seal_verifier,
 )
+from .notices import DIRECTORY, REVOCATION, Listener, notify
 from .schema import (
     EXPIRING,
     access_tokens,
@@ -94,7 +95,6 @@ from .schema import (
     servers,
 )
 
-
 log = logging.getLogger("mcp_oauth_proxy")
 T = TypeVar("T")
 R = TypeVar("R")
@@ -112,7 +112,8 @@ _CONNECTIONS = {"purpose": "connections"}
 def _unstructure_purpose(purpose: _LoginPurpose) -> dict[str, Any]:
     if isinstance(purpose, ConnectionsSignIn):
         return dict(_CONNECTIONS)
-    return _convert.unstructure(purpose, AuthorizationRequest)  # type: ignore[no-any-return]
+    data: dict[str, Any] = _convert.unstructure(purpose, AuthorizationRequest)
+    return data
 
 
 def _structure_purpose(data: dict[str, Any], _: Any) -> _LoginPurpose:
@@ -198,7 +199,7 @@ def make_engine(url: str | URL, timeout: float = DEFAULT_TIMEOUT, *, bound_state
 
 def _postgresql_timeouts(url: URL, timeout: float, bound_statements: bool) -> dict[str, Any]:
     milliseconds = max(1, round(timeout * 1000))
-    waits = {
+    waits: dict[str, int | str] = {
         "connect_timeout": max(1, math.ceil(timeout)),  # whole seconds (libpq; psycopg waits 2 at least)
         # Linux: a query the network swallows (never acknowledged) fails
         # instead of waiting out TCP's retransmissions (about 15 minutes).
@@ -242,7 +243,7 @@ def _row(record: Any, **override: Any) -> dict[str, Any]:
     return row
 
 
-def _record(cls: type[T], row: Mapping[str, Any], **override: Any) -> T:
+def _record(cls: type[T], row: Mapping[Any, Any], **override: Any) -> T:
     return _convert.structure({**row, **override}, cls)
 
 
@@ -250,7 +251,7 @@ def _retryable(error: exc.DBAPIError) -> bool:
     orig = error.orig
     if getattr(orig, "sqlstate", None) in _RETRY_PG:
         return True
-    args = getattr(orig, "args", ())
+    args: tuple[Any, ...] = getattr(orig, "args", ())
     return bool(args) and args[0] in _RETRY_MYSQL
 
 
@@ -265,7 +266,7 @@ def _live_grant(tenant: Any, grant_id: Any) -> Any:
 
 def _token_by_hash(table: Table) -> Any:
     # Built once: the guard runs this on every request to the resource.
-    tenant = bindparam("tenant")
+    tenant: BindParameter[str] = bindparam("tenant")
     return select(table).where(
         table.c.tenant == tenant, table.c.token_hash == bindparam("token_hash"), _live_grant(tenant, table.c.grant_id)
     )
@@ -304,7 +305,7 @@ class SqlStore:
         # every thread: take turns.
         memory = dialect == "sqlite" and self.engine.url.database in (None, "", ":memory:")
         one_connection = memory or isinstance(self.engine.pool, StaticPool)
-        self._turns: ContextManager[Any] = threading.Lock() if one_connection else nullcontext()
+        self._turns: AbstractContextManager[Any] = threading.Lock() if one_connection else nullcontext()
         # How many calls the pool keeps connections for (None: no bound of its own).
         size = getattr(self.engine.pool, "size", None)
         kept = size() if callable(size) else 0
@@ -355,9 +356,9 @@ class SqlStore:
             new = {k: stmt.inserted[k] for k in row if k not in keys}
             conn.execute(stmt.on_duplicate_key_update({**new, **on_conflict}))
             return
-        stmt = (pg_insert if self._dialect == "postgresql" else sqlite_insert)(table).values(row)
-        new = {k: stmt.excluded[k] for k in row if k not in keys}
-        conn.execute(stmt.on_conflict_do_update(index_elements=list(keys), set_={**new, **on_conflict}))
+        upsert = (pg_insert if self._dialect == "postgresql" else sqlite_insert)(table).values(row)
+        new = {k: upsert.excluded[k] for k in row if k not in keys}
+        conn.execute(upsert.on_conflict_do_update(index_elements=list(keys), set_={**new, **on_conflict}))
 
     @staticmethod
     def _take(conn: Connection, table: Table, tenant: str, key: str, value: str) -> Any:
@@ -381,7 +382,8 @@ class SqlStore:
     def hit_counter(self, key: str, window_start: int, expires_at: int) -> int:
         key_hash = hashlib.sha256(key.encode("utf-8")).hexdigest()
         row = {"key_hash": key_hash, "window_start": window_start, "count": 1, "expires_at": expires_at}
-        current = select(counters.c.count).where(counters.c.key_hash == key_hash, counters.c.window_start == window_start)
+        current = select(counters.c.count).where(counters.c.key_hash == key_hash,
+                                                 counters.c.window_start == window_start)
 
         def op(conn: Connection) -> int:
             # The upsert's row lock is held to commit: the count read is ours.
@@ -411,6 +413,7 @@ class SqlStore:
 
     # -- grants and codes --------------------------------------------------------------
     def save_grant_and_code(self, grant: Grant, code: CodeGrant) -> None:
+        assert grant.upstream is not None, "a grant with a code has upstream tokens"
         sealed = seal_upstream(self.keyring, grant.tenant, grant.grant_id, grant.upstream)
 
         def op(conn: Connection) -> None:
@@ -541,7 +544,8 @@ class SqlStore:
 
     # -- upstream tokens ----------------------------------------------------------------
     def get_grant(self, tenant: str, grant_id: str) -> Grant | None:
-        stmt = select(grants).where(grants.c.tenant == tenant, grants.c.grant_id == grant_id, grants.c.revoked.is_(False))
+        stmt = select(grants).where(grants.c.tenant == tenant, grants.c.grant_id == grant_id,
+                                    grants.c.revoked.is_(False))
         row = self._read(lambda c: c.execute(stmt).mappings().first())
         if row is None:
             return None
@@ -642,7 +646,8 @@ class SqlStore:
         def op(conn: Connection) -> None:
             if not conn.execute(select(organizations.c.name).where(organizations.c.name == name)).first():
                 raise rules.no_org(name)
-            configs = conn.execute(select(oauth_configs.c.name).where(oauth_configs.c.organization == name)).scalars().all()
+            configs = conn.execute(
+                select(oauth_configs.c.name).where(oauth_configs.c.organization == name)).scalars().all()
             used = conn.execute(select(servers.c.slug).where(servers.c.organization == name)).scalars().all()
             if configs or used:
                 raise rules.org_in_use(name, configs, used)
@@ -651,7 +656,7 @@ class SqlStore:
 
         self._change(op)
 
-    def _openable(self, rows: Sequence[Mapping[str, Any]]) -> Iterator[OAuthConfig]:
+    def _openable(self, rows: Sequence[Mapping[Any, Any]]) -> Iterator[OAuthConfig]:
         """The configurations whose secrets open: one sealed with a key the
         ring lacks must not keep every other server from being served (its
         own servers are not: tenants_db.DatabaseTenants says so)."""
@@ -663,7 +668,7 @@ class SqlStore:
                             "not served until the key is back or the secret is set again", row["organization"],
                             row["name"], failed)
 
-    def _opened(self, row: Mapping[str, Any]) -> OAuthConfig:
+    def _opened(self, row: Mapping[Any, Any]) -> OAuthConfig:
         secret = open_client_secret(self.keyring, row["organization"], row["name"], row["client_secret"])
         return _record(OAuthConfig, row, client_secret=secret)
 

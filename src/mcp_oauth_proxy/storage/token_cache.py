@@ -26,7 +26,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import attrs
 
@@ -80,7 +80,7 @@ class TokenCache:
         if remembered is not None:
             return remembered
         revocations = self._revocations
-        token = self.store.get_access_token(tenant, token_hash)
+        token: AccessToken | None = self.store.get_access_token(tenant, token_hash)
         if token is not None:  # unknown tokens are never remembered
             with self._lock:
                 if self._revocations != revocations:
@@ -117,7 +117,7 @@ class TokenCache:
         self._forget(lambda t: t.tenant == tenant and t.grant_id == grant_id)
 
     def revoke_grant_of_code(self, tenant: str, code_hash: str) -> bool:
-        revoked = self.store.revoke_grant_of_code(tenant, code_hash)
+        revoked: bool = self.store.revoke_grant_of_code(tenant, code_hash)
         if revoked:
             # Which grant is not known here; a replayed code is rare enough
             # to forget the tenant's whole memory.
@@ -126,23 +126,23 @@ class TokenCache:
 
     def rotate_refresh_token(self, tenant: str, token_hash: str, now: int, grace: int,
                              access: AccessToken, refresh: RefreshToken) -> Rotation:
-        outcome = self.store.rotate_refresh_token(tenant, token_hash, now, grace, access, refresh)
+        outcome: Rotation = self.store.rotate_refresh_token(tenant, token_hash, now, grace, access, refresh)
         if outcome is Rotation.REUSED:  # the grant was revoked with it
             self._forget(lambda t: t.tenant == tenant and t.grant_id == access.grant_id)
         return outcome
 
     def update_server(self, server: Server) -> int:
-        revoked = self.store.update_server(server)
+        revoked: int = self.store.update_server(server)
         if revoked:  # its grants went with the OAuth configuration it left
             self._forget(lambda t: t.tenant == server.slug)
         return revoked
 
     def delete_server(self, slug: str) -> int:
-        revoked = self.store.delete_server(slug)
+        revoked: int = self.store.delete_server(slug)
         self._forget(lambda t: t.tenant == slug)
         return revoked
 
     def delete_client(self, tenant: str, client_id: str) -> int | None:
-        revoked = self.store.delete_client(tenant, client_id)
+        revoked: int | None = self.store.delete_client(tenant, client_id)
         self._forget(lambda t: t.tenant == tenant and t.client_id == client_id)
         return revoked

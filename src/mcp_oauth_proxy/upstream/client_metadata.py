@@ -24,7 +24,8 @@ import ssl
 import threading
 import time
 from collections import OrderedDict
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import anyio
@@ -84,7 +85,7 @@ def _target(url: str) -> tuple[str, int]:
     return parts.hostname, parts.port or 443
 
 
-def _checked(infos: list[tuple], allow_loopback: bool) -> str:
+def _checked(infos: list[tuple[Any, ...]], allow_loopback: bool) -> str:
     addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
     if not addresses:
         raise FetchFailed("the document's host does not resolve")
@@ -94,7 +95,7 @@ def _checked(infos: list[tuple], allow_loopback: bool) -> str:
     return str(addresses[0])
 
 
-def _pinned(url: str, address: str) -> tuple[str, dict[str, str], dict[str, str]]:
+def _pinned(url: str, address: str) -> tuple[str, dict[bytes | str, bytes | str], dict[str, str]]:
     """The URL rewritten to the checked address, with the Host header and the
     TLS server name kept, so the certificate is still verified for the host."""
     parts = urlsplit(url)
@@ -158,7 +159,7 @@ class _Cache:
                 self._entries.popitem(last=False)
 
 
-def _resolve(host: str, port: int) -> list[tuple]:
+def _resolve(host: str, port: int) -> list[tuple[Any, ...]]:
     try:
         return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError):

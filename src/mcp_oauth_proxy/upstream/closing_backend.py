@@ -11,7 +11,8 @@ never speaks TLS.
 from __future__ import annotations
 
 import ssl
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import anyio
 import httpcore

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -37,7 +38,7 @@ def append_limited(body: bytearray, chunk: bytes, limit: int) -> None:
         raise TooLarge()
 
 
-def _client_args(timeout: float, verify: ssl.SSLContext | bool) -> dict:
+def _client_args(timeout: float, verify: ssl.SSLContext | bool) -> dict[str, Any]:
     return {
         "timeout": httpx.Timeout(timeout),
         "verify": verify,

@@ -17,7 +17,8 @@ import json
 import logging
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 from ..core.effects import Fetch, Flow, ResolveKeys

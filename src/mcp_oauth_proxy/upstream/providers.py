@@ -18,7 +18,8 @@ import logging
 import math
 import threading
 import time
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Literal, Protocol, overload
 
 import attrs
 
@@ -70,6 +71,10 @@ class NotReady:
         yield
 
 
+@overload
+def _string(doc: dict[str, Any], key: str, required: Literal[True] = True) -> str: ...
+@overload
+def _string(doc: dict[str, Any], key: str, required: bool) -> str | None: ...
 def _string(doc: dict[str, Any], key: str, required: bool = True) -> str | None:
     value = doc.get(key)
     if value is None and not required:
@@ -96,7 +101,8 @@ class OidcDiscovery:
                  extra_authorize_params: tuple[tuple[str, str], ...] = (),
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.issuer = issuer
-        self._settings = dict(client_id=client_id, client_secret=client_secret, scopes=scopes,
+        # Upstream's fields of the same names.
+        self._settings: dict[str, Any] = dict(client_id=client_id, client_secret=client_secret, scopes=scopes,
                               user_id_claim=user_id_claim, pkce=pkce, extra_authorize_params=extra_authorize_params)
         self._auth_method = token_auth_method
         self._clock = clock
@@ -147,7 +153,8 @@ class OidcDiscovery:
 
     def _discover(self) -> Flow[Upstream]:
         try:
-            response = yield Fetch(HttpRequest("GET", self.discovery_url, (("accept", "application/json"),)), "discovery")
+            request = HttpRequest("GET", self.discovery_url, (("accept", "application/json"),))
+            response = yield Fetch(request, "discovery")
         except EffectError:
             raise UpstreamNotReady(f"discovery of {self.issuer} failed: no answer") from None
         return self._parse(response.status, response.body)
@@ -165,15 +172,15 @@ class OidcDiscovery:
         if doc.get("issuer") != self.issuer:
             raise UpstreamNotReady(f"discovery of {self.issuer} failed: the document names another issuer")
         return Upstream(
-            authorization_endpoint=_string(doc, "authorization_endpoint"),  # type: ignore[arg-type]
-            token_endpoint=_string(doc, "token_endpoint"),  # type: ignore[arg-type]
+            authorization_endpoint=_string(doc, "authorization_endpoint"),
+            token_endpoint=_string(doc, "token_endpoint"),
             userinfo_endpoint=_string(doc, "userinfo_endpoint", required=False),
             issuer=self.issuer,
             oidc=True,
             # RFC 9207 §3: then a response without iss is refused.
             iss_parameter_supported=doc.get("authorization_response_iss_parameter_supported") is True,
             token_auth_method=self._auth_method or _auth_method(doc),
-            **self._settings,  # type: ignore[arg-type]
+            **self._settings,
         )
 
 

@@ -7,11 +7,11 @@ that, errors go back to the client with ``state`` and ``iss`` (RFC 9207).
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 from .. import cookies, ratelimit
-from ..context import Context, token_hash
 from ..cimd import is_metadata_url, load_browser_client
+from ..context import Context, token_hash
 from ..effects import Flow, SaveConsentRequest
 from ..errors import (
     AuthorizationRedirectError,
@@ -42,7 +42,8 @@ def _client_and_redirect(params: Mapping[str, list[str]], ctx: Context) -> Flow[
         if len(client.redirect_uris) != 1:
             raise BrowserError("Invalid request", "The request has no redirect_uri.")
         if not is_well_formed(client.redirect_uris[0]):
-            raise BrowserError("Invalid redirect", "The application's redirect_uri is not allowed; nothing was sent to it.")
+            raise BrowserError("Invalid redirect",
+                               "The application's redirect_uri is not allowed; nothing was sent to it.")
         return client, client.redirect_uris[0], False
     if not matches(redirect_uri, client.redirect_uris):
         raise BrowserError(

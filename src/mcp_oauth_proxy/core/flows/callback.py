@@ -4,7 +4,8 @@ for a sign-in to the connections page, sign the person in there)."""
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from .. import cookies
 from ..context import Context, token_hash
@@ -79,7 +80,8 @@ def _exchange(code: str, session: AuthSession, ctx: Context) -> Flow[tuple[Upstr
     return parse_token_response(response, ctx.now)
 
 
-def _identify(tokens: UpstreamTokens, document: dict[str, Any], session: AuthSession, ctx: Context) -> Flow[tuple[str, dict[str, Any]]]:
+def _identify(tokens: UpstreamTokens, document: dict[str, Any], session: AuthSession,
+              ctx: Context) -> Flow[tuple[str, dict[str, Any]]]:
     """The person's stable id and profile claims."""
     upstream = ctx.upstream
     sub = None
@@ -90,7 +92,8 @@ def _identify(tokens: UpstreamTokens, document: dict[str, Any], session: AuthSes
             raise UpstreamUnavailable("the identity provider sent no id_token")
         claims = id_token_claims(id_token)
         sub = check_id_token(claims, upstream, session.nonce, ctx.now)
-        claims = {k: v for k, v in claims.items() if k not in ("nonce", "at_hash", "c_hash", "aud", "exp", "iat", "auth_time", "azp")}
+        claims = {k: v for k, v in claims.items()
+                  if k not in ("nonce", "at_hash", "c_hash", "aud", "exp", "iat", "auth_time", "azp")}
     if upstream.userinfo_endpoint is not None:
         try:
             profile = parse_userinfo((yield Fetch(userinfo_request(upstream, tokens.access_token), "userinfo")))

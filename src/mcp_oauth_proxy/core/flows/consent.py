@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from .. import cookies
-from ..context import Context, token_hash
 from ..cimd import load_browser_client
+from ..context import Context, token_hash
 from ..effects import Audit, Flow, TakeConsentRequest
 from ..errors import AccessDenied, AuthorizationRedirectError, BrowserError, OAuthError
 from ..http import Request, Response, form_params, single
@@ -27,7 +27,8 @@ def consent(request: Request, ctx: Context) -> Flow[Response]:
     pending = yield TakeConsentRequest(ctx.tenant.slug, token_hash(request_id), ctx.now)
     if pending is None:
         raise BrowserError(
-            "Request expired", "This approval request has expired or was already answered. Start again from the application."
+            "Request expired",
+            "This approval request has expired or was already answered. Start again from the application.",
         )
     # CSRF: only the browser that was shown the page holds the cookie whose
     # hash the request was saved with.

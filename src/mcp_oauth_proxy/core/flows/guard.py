@@ -104,7 +104,8 @@ CORS = (
 )
 PREFLIGHT = CORS + (
     ("access-control-allow-methods", "GET, POST, DELETE, OPTIONS"),
-    ("access-control-allow-headers", "Authorization, Content-Type, Mcp-Session-Id, MCP-Protocol-Version, Last-Event-ID"),
+    ("access-control-allow-headers",
+     "Authorization, Content-Type, Mcp-Session-Id, MCP-Protocol-Version, Last-Event-ID"),
     ("access-control-max-age", "86400"),
 )
 

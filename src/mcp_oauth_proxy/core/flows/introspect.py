@@ -3,7 +3,8 @@ for clients asking about their own tokens."""
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from .. import ratelimit
 from ..client_auth import authenticate, check_secret, credentials

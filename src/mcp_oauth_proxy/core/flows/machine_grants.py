@@ -7,7 +7,7 @@ refresh token: the client asks again (a fresh ID-JAG, RFC 6749 §4.4.3)."""
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 from ..context import ACCESS_PREFIX, Context, token_hash
 from ..effects import Audit, Flow, SaveGrantAndToken
@@ -59,7 +59,8 @@ def _issue(ctx: Context, client: Client, user_id: str, scope: tuple[str, ...], g
     return value, access
 
 
-def client_credentials_grant(form: Mapping[str, list[str]], client: Client, ctx: Context) -> Flow[tuple[str, AccessToken]]:
+def client_credentials_grant(form: Mapping[str, list[str]], client: Client,
+                             ctx: Context) -> Flow[tuple[str, AccessToken]]:
     """RFC 6749 §4.4.2: the client, authenticated, gets a token for itself."""
     _permitted(client, CLIENT_CREDENTIALS)
     # RFC 8707 §2: a resource must be ours.

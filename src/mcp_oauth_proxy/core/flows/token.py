@@ -3,11 +3,11 @@ those without a browser (machine_grants.py)."""
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
+from .. import ratelimit
 from ..client_auth import authenticate
 from ..context import ACCESS_PREFIX, REFRESH_PREFIX, Context, token_hash
-from .. import ratelimit
 from ..effects import (
     Audit,
     Flow,

@@ -71,7 +71,7 @@ def load_grant(grant_id: str, ctx: Context) -> Flow[Grant]:
     """The grant, or InvalidToken (sign in again) when it is revoked or its
     upstream tokens can no longer be decrypted."""
     try:
-        grant = yield GetGrant(ctx.tenant.slug, grant_id)
+        grant: Grant | None = yield GetGrant(ctx.tenant.slug, grant_id)
     except DecryptionFailed:
         # The key that sealed these upstream tokens is gone: sign in again.
         raise InvalidToken("the sign-in can no longer be used; sign in again") from None
@@ -82,7 +82,7 @@ def load_grant(grant_id: str, ctx: Context) -> Flow[Grant]:
 
 def _refresh(grant: Grant, ctx: Context, now: int) -> Flow[UpstreamTokens]:
     upstream = ctx.upstream
-    assert grant.upstream.refresh_token is not None
+    assert grant.upstream is not None and grant.upstream.refresh_token is not None
     request = token_request(upstream, {"grant_type": "refresh_token", "refresh_token": grant.upstream.refresh_token})
     try:
         response = yield Fetch(request, "refresh")

@@ -3,6 +3,8 @@ token, or the claims kept from login when the upstream cannot answer."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..context import Context
 from ..effects import Fetch, Flow
 from ..errors import FetchFailed, InvalidToken, OAuthError
@@ -19,7 +21,7 @@ def userinfo(request: Request, ctx: Context) -> Flow[Response]:
         return denial(ctx.tenant, exc, ())
     if principal is None:
         return denial(ctx.tenant, None, ())
-    claims: dict | None = None
+    claims: dict[str, Any] | None = None
     if ctx.upstream.userinfo_endpoint is not None:
         try:
             access = yield from fresh_upstream_token(principal.grant_id, ctx)

@@ -54,11 +54,18 @@ def _child(metric: Any, *labels: str) -> Any:
     return child
 
 
+_DECISIONS = {None: "allowed", 401: "unauthorized", 403: "forbidden", 503: "unavailable"}
+# The guard's children by (tenant, status): one dict read on its hot path.
+_guard_children: dict[tuple[str, int | None], Any] = {}
+
+
 def guard_decision(tenant: str, status: int | None) -> None:
     """``status`` None: let in; else the status the guard answered."""
-    decision = "allowed" if status is None else {401: "unauthorized", 403: "forbidden",
-                                                 503: "unavailable"}.get(status, str(status))
-    _child(guard_decisions, tenant, decision).inc()
+    child = _guard_children.get((tenant, status))
+    if child is None:
+        decision = _DECISIONS.get(status) or str(status)
+        child = _guard_children[(tenant, status)] = guard_decisions.labels(tenant, decision)
+    child.inc()
 
 
 def request(tenant: str, endpoint: str, status: int) -> None:
@@ -67,8 +74,11 @@ def request(tenant: str, endpoint: str, status: int) -> None:
         _child(rate_limited, tenant, endpoint).inc()
 
 
+_HIT, _MISS = token_cache.labels("hit"), token_cache.labels("miss")
+
+
 def cache_lookup(hit: bool) -> None:
-    _child(token_cache, "hit" if hit else "miss").inc()
+    (_HIT if hit else _MISS).inc()
 
 
 def grant_event(tenant: str, event: str) -> None:

@@ -25,9 +25,10 @@ def audit(at: int = T0, event: str = "login", **kw: Any) -> AuditEvent:
     return AuditEvent(at=at, event=event, **kw)
 
 
-def info(g: Any) -> GrantInfo:
+def info(g: Any, last_used_at: int | None = T0) -> GrantInfo:
+    """What an operator sees of a grant with_tokens made (its tokens issued at T0)."""
     return GrantInfo(tenant=g.tenant, grant_id=g.grant_id, client_id=g.client_id, user_id=g.user_id, scope=g.scope,
-                     resource=g.resource, created_at=g.created_at, expires_at=g.expires_at)
+                     resource=g.resource, created_at=g.created_at, expires_at=g.expires_at, last_used_at=last_used_at)
 
 
 @pytest.fixture

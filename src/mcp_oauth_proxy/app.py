@@ -4,6 +4,7 @@ the OAuth endpoints and guards each tenant's resource."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from typing import Any, Mapping
@@ -28,6 +29,7 @@ from .storage.keys import DEFAULT_KEY_FILE, load_or_create_keyring
 from .storage.open import open_store
 from .storage.token_cache import TokenCache
 from .upstream import providers
+from .upstream.egress import egress_from
 
 log = logging.getLogger("mcp_oauth_proxy")
 
@@ -140,10 +142,12 @@ def tenant_source(config: Config, store: Store, environ: Mapping[str, str]) -> T
 
 def build_site(config: Config, environ: Mapping[str, str] | None = None, upgrade: bool = False) -> Site:
     environ = os.environ if environ is None else environ
+    # Before the store: a proxy or CA setting that cannot work stops the start.
+    egress = egress_from(config.server.outbound_proxy, config.server.ca_bundle, environ)
     store, keyring = open_storage(config.server, upgrade)
     return Site(Directory(tenant_source(config, store, environ)), store, cookie_key(keyring),
                 trusted_proxies=config.server.trusted_proxies, max_body=config.server.max_body,
-                audit_retention=config.server.audit_retention_days * 86400)
+                audit_retention=config.server.audit_retention_days * 86400, egress=egress)
 
 
 @attrs.define
@@ -213,9 +217,11 @@ def build_admin_app(config: Config, site: Site, environ: Mapping[str, str] | Non
     from .admin.asgi import AdminApp
     from .admin.console import Console
     from .admin.console_session import console_key
+    from .admin.discovery_check import bounded_fetch, check_discovery
     from .admin.operations import Management
 
     file = config_tenants(config, os.environ if environ is None else environ).tenants
     management = Management(site.store, file, audit_retention=config.server.audit_retention_days * 86400)
-    return AdminApp(AdminApi(management), Console(management, console_key(site.cookie_key)),
+    check = functools.partial(check_discovery, fetch=functools.partial(bounded_fetch, egress=site.egress))
+    return AdminApp(AdminApi(management), Console(management, console_key(site.cookie_key), check),
                     max_body=config.server.max_body, origin=site.origin)

@@ -18,6 +18,7 @@ from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, Iterabl
 
 from . import machine_clients
 from .core.tenant import COUNTS, Policy, RateLimit, RateLimits
+from .upstream.egress import EgressError, egress_from
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -158,6 +159,12 @@ class ServerConfig:
     audit_retention_days: int = 90
     # One line per request (query values as their lengths: nothing secret).
     access_log: bool = False
+    # Every outbound request (upstream, JWKS, metadata documents, the console's
+    # check) goes through this http:// proxy; unset: HTTPS_PROXY and
+    # HTTP_PROXY, if set. NO_PROXY applies either way (upstream/egress.py).
+    outbound_proxy: str | None = None
+    # A PEM file of CAs trusted besides the default ones (a private CA's).
+    ca_bundle: str | None = None
 
 
 @attrs.frozen
@@ -434,6 +441,10 @@ def _check_server(s: ServerConfig, problems: list[str]) -> None:
         problems.append("server.gc_batch: must be positive")
     if s.token_cache_seconds < 0:
         problems.append("server.token_cache_seconds: must not be negative (0 turns it off)")
+    try:
+        egress_from(s.outbound_proxy, s.ca_bundle, {})
+    except EgressError as exc:
+        problems.append(str(exc))
 
 
 def check(config: Config) -> list[str]:

@@ -28,7 +28,7 @@ from .storage.crypto import KeyRing
 from .storage.keys import DEFAULT_KEY_FILE, load_or_create_keyring
 from .storage.open import open_store
 from .storage.token_cache import TokenCache
-from .upstream import providers
+from .upstream import presets, providers
 from .upstream.egress import egress_from
 
 log = logging.getLogger("mcp_oauth_proxy")
@@ -82,6 +82,9 @@ def upstream_source(up: UpstreamConfig, environ: Mapping[str, str], issuer: str 
     if up.kind == "github":
         endpoints = {k: getattr(up, k) for k in ("authorization_endpoint", "token_endpoint", "userinfo_endpoint")}
         return providers.github(client_id, client_secret, **options, **endpoints)
+    if up.kind == "ghes":
+        assert up.domain
+        return presets.github_enterprise(up.domain, client_id, client_secret, **options)
     if up.token_auth_method is not None:
         options["token_auth_method"] = up.token_auth_method
     if up.user_id_claim is not None:
@@ -96,6 +99,24 @@ def upstream_source(up: UpstreamConfig, environ: Mapping[str, str], issuer: str 
     if up.kind == "auth0":
         assert up.domain
         return providers.auth0(up.domain, client_id, client_secret, **options)
+    if up.kind == "entra":
+        assert up.tenant
+        return presets.entra(up.tenant, client_id, client_secret, **options)
+    if up.kind == "okta":
+        assert up.issuer
+        return presets.okta(up.issuer, client_id, client_secret, **options)
+    if up.kind == "keycloak":
+        assert up.issuer
+        return presets.keycloak(up.issuer, client_id, client_secret, **options)
+    if up.kind == "gitlab":
+        return presets.gitlab(client_id, client_secret, issuer=up.issuer, **options)
+    if up.kind == "cognito":
+        assert up.user_pool_id
+        return presets.cognito(up.user_pool_id, client_id, client_secret, **options)
+    if up.kind == "slack":
+        return presets.slack(client_id, client_secret, **options)
+    if up.kind == "discord":
+        return presets.discord(client_id, client_secret, **options)
     assert up.kind == "oidc" and up.issuer
     return providers.oidc(up.issuer, client_id, client_secret, **options)
 

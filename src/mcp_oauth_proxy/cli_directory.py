@@ -121,8 +121,8 @@ def org_delete(ctx: _Context, args: argparse.Namespace) -> None:
 
 # -- OAuth configurations ---------------------------------------------------------------
 
-_UPSTREAM_OPTIONS = ("issuer", "domain", "authorization_endpoint", "token_endpoint", "userinfo_endpoint",
-                     "user_id_claim", "token_auth_method")
+_UPSTREAM_OPTIONS = ("issuer", "domain", "tenant", "user_pool_id", "authorization_endpoint", "token_endpoint",
+                     "userinfo_endpoint", "user_id_claim", "token_auth_method")
 
 
 def _secret(args: argparse.Namespace) -> str | None:

@@ -16,7 +16,7 @@ import pytest
 
 from egress_world import ConnectProxy, TlsProvider, make_ca
 from mcp_oauth_proxy.admin.discovery_check import bounded_fetch, check_discovery
-from mcp_oauth_proxy.core.effects import FetchClientMetadata, ResolveKeys, run_sync
+from mcp_oauth_proxy.core.effects import FetchClientMetadata, ResolveKeys
 from mcp_oauth_proxy.core.errors import FetchFailed
 from mcp_oauth_proxy.core.http import HttpRequest
 from mcp_oauth_proxy.core.models import OAuthConfig

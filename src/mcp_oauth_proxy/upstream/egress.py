@@ -19,6 +19,7 @@ CONNECT to the address it checked (upstream/tunnel.py).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import ssl
 from typing import Callable, Mapping
@@ -33,8 +34,18 @@ class EgressError(ValueError):
     """A proxy or CA setting that cannot be used; the message names it."""
 
 
+@functools.lru_cache(maxsize=16)
+def _context(cafile: str, ca_bundle: str | None) -> ssl.SSLContext:
+    # Loading a bundle takes tens of milliseconds; every client of the
+    # process shares one context per choice of files (none changes it later).
+    context = ssl.create_default_context(cafile=cafile)
+    if ca_bundle is not None:
+        context.load_verify_locations(cafile=ca_bundle)
+    return context
+
+
 def _default_context() -> ssl.SSLContext:
-    return ssl.create_default_context(cafile=certifi.where())
+    return _context(certifi.where(), None)
 
 
 @attrs.frozen
@@ -103,15 +114,13 @@ def trust(ca_bundle: str | None, environ: Mapping[str, str]) -> ssl.SSLContext:
     """The CAs outbound TLS trusts (see the module's docstring)."""
     base = environ.get("SSL_CERT_FILE") or certifi.where()
     try:
-        context = ssl.create_default_context(cafile=base)
+        _context(base, None)
     except (OSError, ssl.SSLError):
         raise EgressError(f"SSL_CERT_FILE: {base} is not a readable PEM file of certificates") from None
-    if ca_bundle is not None:
-        try:
-            context.load_verify_locations(cafile=ca_bundle)
-        except (OSError, ssl.SSLError):
-            raise EgressError(f"server.ca_bundle: {ca_bundle} is not a readable PEM file of certificates") from None
-    return context
+    try:
+        return _context(base, ca_bundle)
+    except (OSError, ssl.SSLError):
+        raise EgressError(f"server.ca_bundle: {ca_bundle} is not a readable PEM file of certificates") from None
 
 
 def _first(environ: Mapping[str, str], *names: str) -> tuple[str, str] | None:

@@ -166,7 +166,7 @@ def config_create(ctx: _Context, args: argparse.Namespace) -> None:
 
 def config_list(ctx: _Context, args: argparse.Namespace) -> None:
     configs = _everything(lambda after: ctx.ops.oauth_configs(CLI, args.organization, MAX_PAGE, after))
-    ctx.say("\n".join(f"{c.organization}/{c.name}\t{c.kind}\t{c.issuer or c.domain or c.authorization_endpoint or ''}"
+    ctx.say("\n".join(f"{c.organization}/{c.name}\t{c.kind}\t{c.issuer or c.domain or c.tenant or c.user_pool_id or c.authorization_endpoint or ''}"
                       for c in configs) or "no OAuth configurations", [config_doc(c) for c in configs])
 
 

@@ -262,7 +262,9 @@ client_secret = "s"
     ('kind = "entra"', ['tenants[0].upstream.tenant: missing (required for kind = "entra": the directory (tenant) '
                         'id, common or organizations)']),
     ('kind = "entra"\ntenant = "contoso.onmicrosoft.com"',
-     ["tenants[0].upstream.tenant: must be the directory (tenant) id, a GUID, or common or organizations"]),
+     ["tenants[0].upstream.tenant: must be the directory (tenant) id (a GUID, in lower case), common or organizations"]),
+    ('kind = "entra"\ntenant = "9B3C1D2E-4F5A-4B6C-8D7E-0F1A2B3C4D5E"',
+     ["tenants[0].upstream.tenant: must be the directory (tenant) id (a GUID, in lower case), common or organizations"]),
     ('kind = "okta"', ['tenants[0].upstream.issuer: missing (required for kind = "okta": https://ORG.okta.com, or a '
                        'custom authorization server\'s https://ORG.okta.com/oauth2/ID)']),
     ('kind = "okta"\nissuer = "https://dev-1.okta.com/oauth2/v1/authorize"',

@@ -286,6 +286,8 @@ client_secret = "s"
      ['tenants[0].upstream.tenant: only for kind = "entra"']),
     ('kind = "gitlab"\nuser_pool_id = "eu-west-1_AbC123"', ['tenants[0].upstream.user_pool_id: only for kind = "cognito"']),
     ('kind = "gitlab"\nissuer = "gitlab.acme.example"', ["tenants[0].upstream.issuer: must be an http or https URL"]),
+    ('kind = "keycloak"\nissuer = "http://[::1/realms/x"', ["tenants[0].upstream.issuer: must be an http or https URL"]),
+    ('kind = "okta"\nissuer = "http://[::1"', ["tenants[0].upstream.issuer: must be an http or https URL"]),
 ])
 def test_each_preset_names_its_required_settings(settings: str, expected: list[str]) -> None:
     assert problems(PRESET + settings + "\n") == expected

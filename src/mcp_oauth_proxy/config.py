@@ -335,7 +335,10 @@ def _check_preset(up: UpstreamConfig, where: str, problems: list[str]) -> None:
         problems.append(f"{where}.tenant: must be the directory (tenant) id (a GUID, in lower case), common or organizations")
     if up.user_pool_id is not None and not _USER_POOL_ID.fullmatch(up.user_pool_id):
         problems.append(f"{where}.user_pool_id: must be a user pool id, its region first, like eu-west-1_AbC123")
-    path = urlsplit(up.issuer).path.rstrip("/") if up.issuer is not None else ""
+    try:
+        path = urlsplit(up.issuer).path.rstrip("/") if up.issuer is not None else ""
+    except ValueError:
+        return  # not a URL at all: _url says so
     if up.kind == "okta" and up.issuer is not None and not re.fullmatch(r"(/oauth2/[A-Za-z0-9]+)?", path):
         problems.append(f"{where}.issuer: must be the org's URL or a custom authorization server's "
                         "(…/oauth2/default, …/oauth2/ID)")

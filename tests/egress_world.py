@@ -171,7 +171,10 @@ def _pump(a: socket.socket, b: socket.socket) -> None:
         if not ready:
             return
         for source in ready:
-            data = source.recv(65536)
-            if not data:
+            try:
+                data = source.recv(65536)
+                if not data:
+                    return
+                (b if source is a else a).sendall(data)
+            except OSError:  # either side gone mid-tunnel: the tunnel ends
                 return
-            (b if source is a else a).sendall(data)

@@ -50,6 +50,9 @@ def _default_context() -> ssl.SSLContext:
 
 @attrs.frozen
 class Egress:
+    """The process's decision (``egress_from``); ``Egress()``: straight
+    out, trusting certifi's CAs."""
+
     https_proxy: str | None = None
     http_proxy: str | None = None
     no_proxy: tuple[str, ...] = ()

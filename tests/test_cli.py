@@ -49,7 +49,7 @@ def test_check_config_ok(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
 
 
 def test_check_config_reports_each_problem(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    bad = CONFIG.replace('kind = "github"', 'kind = "gitlab"').replace('client_id = "cid"\n', "")
+    bad = CONFIG.replace('kind = "github"', 'kind = "gitlub"').replace('client_id = "cid"\n', "")
     assert main(["check-config", str(write_config(tmp_path, text=bad))]) == 1
     _, err = capsys.readouterr()
     assert "tenants[0].upstream.kind: must be one of oidc, github, google, auth0, oauth2" in err

@@ -61,7 +61,7 @@ def test_the_example_config_is_valid() -> None:
 
 @pytest.mark.parametrize(("edit", "expected"), [
     (('client_id = "cid"\n', ""), "tenants[0].upstream.client_id: missing (or set client_id_env)"),
-    (('kind = "oidc"', 'kind = "okta"'), "tenants[0].upstream.kind: must be one of oidc, github, google, auth0, oauth2, dev"),
+    (('kind = "oidc"', 'kind = "ping"'), "tenants[0].upstream.kind: must be one of oidc, github, google, auth0, oauth2, entra, okta, keycloak, gitlab, cognito, discord, slack, ghes, dev"),
     (('kind = "oidc"\n', ""), "tenants[0].upstream.kind: missing"),
     (('scopes = ["mcp"]', 'scopes = "mcp"'), "tenants[0].scopes: must be a list"),
     (("access_token_ttl = 600", 'access_token_ttl = "10m"'), "tenants[0].policy.access_token_ttl: must be an integer"),
@@ -77,6 +77,10 @@ def test_the_example_config_is_valid() -> None:
     (('database = "memory://"', 'database = "memory://"\ndatabase_timeout = "5s"'),
      "server.database_timeout: must be a number"),
     (('database = "memory://"', 'database = "memory://"\nread_timeout = 5'), "server.read_timeout: unknown key"),
+    (('database = "memory://"', 'database = "memory://"\noutbound_proxy = "socks5://proxy:1080"'),
+     "server.outbound_proxy: must be an http:// proxy URL, like http://proxy.internal:3128"),
+    (('database = "memory://"', 'database = "memory://"\nca_bundle = "/no/such/ca.pem"'),
+     "server.ca_bundle: /no/such/ca.pem is not a readable PEM file of certificates"),
     (('issuer = "https://login.example.com"\n', ""), 'tenants[0].upstream.issuer: missing (required for kind = "oidc")'),
     (('slug = "acme"\n', ""), "tenants[0].slug: missing"),
     (('resource = "http://acme.localhost:8000/mcp"', 'resource = "ftp://x"'), "tenants[0].resource: must be an http or https URL"),
@@ -89,7 +93,7 @@ def test_one_clear_message_per_problem(edit: tuple[str, str], expected: str) -> 
 def test_problems_in_the_second_tenant_name_it() -> None:
     second = GOOD[GOOD.index("[[tenants]]"):].replace('"acme"', '"globex"').replace("acme.", "globex.")
     text = GOOD + second.replace('kind = "oidc"', 'kind = "nope"')
-    assert problems(text) == ["tenants[1].upstream.kind: must be one of oidc, github, google, auth0, oauth2, dev"]
+    assert problems(text) == ["tenants[1].upstream.kind: must be one of oidc, github, google, auth0, oauth2, entra, okta, keycloak, gitlab, cognito, discord, slack, ghes, dev"]
 
 
 def test_duplicate_tenants_and_no_tenants() -> None:
@@ -240,3 +244,78 @@ def test_bad_machine_clients_and_id_jag_issuers_are_named(edit: tuple[str, str],
     text = MACHINE.replace(*edit).replace("{sha}", "a" * 64)
     found = [p for p in problems(text) if expected in p]
     assert found, problems(text)
+
+
+PRESET = """
+[[tenants]]
+slug = "acme"
+issuer = "https://acme.example.com"
+resource = "https://acme.example.com/mcp"
+
+[tenants.upstream]
+client_id = "cid"
+client_secret = "s"
+"""
+
+
+@pytest.mark.parametrize(("settings", "expected"), [
+    ('kind = "entra"', ['tenants[0].upstream.tenant: missing (required for kind = "entra": the directory (tenant) '
+                        'id, common or organizations)']),
+    ('kind = "entra"\ntenant = "contoso.onmicrosoft.com"',
+     ["tenants[0].upstream.tenant: must be the directory (tenant) id (a GUID, in lower case), common or organizations"]),
+    ('kind = "entra"\ntenant = "9B3C1D2E-4F5A-4B6C-8D7E-0F1A2B3C4D5E"',
+     ["tenants[0].upstream.tenant: must be the directory (tenant) id (a GUID, in lower case), common or organizations"]),
+    ('kind = "okta"', ['tenants[0].upstream.issuer: missing (required for kind = "okta": https://ORG.okta.com, or a '
+                       'custom authorization server\'s https://ORG.okta.com/oauth2/ID)']),
+    ('kind = "okta"\nissuer = "https://dev-1.okta.com/oauth2/v1/authorize"',
+     ["tenants[0].upstream.issuer: must be the org's URL or a custom authorization server's "
+      "(…/oauth2/default, …/oauth2/ID)"]),
+    ('kind = "keycloak"', ['tenants[0].upstream.issuer: missing (required for kind = "keycloak": the realm\'s URL, '
+                           'like https://keycloak.example/realms/acme)']),
+    ('kind = "keycloak"\nissuer = "https://keycloak.example/"',
+     ["tenants[0].upstream.issuer: must be a realm's URL, like https://keycloak.example/realms/acme"]),
+    ('kind = "cognito"', ['tenants[0].upstream.user_pool_id: missing (required for kind = "cognito": the user '
+                          'pool\'s id, like eu-west-1_AbC123)']),
+    ('kind = "cognito"\nuser_pool_id = "AbC123"',
+     ["tenants[0].upstream.user_pool_id: must be a user pool id, its region first, like eu-west-1_AbC123"]),
+    ('kind = "ghes"', ['tenants[0].upstream.domain: missing (required for kind = "ghes": the server\'s host name, '
+                       'like github.acme.example)']),
+    ('kind = "ghes"\ndomain = "https://github.acme.example"',
+     ["tenants[0].upstream.domain: must be a host name, like example.eu.auth0.com"]),
+    ('kind = "okta"\nissuer = "https://dev-1.okta.com"\ntenant = "common"',
+     ['tenants[0].upstream.tenant: only for kind = "entra"']),
+    ('kind = "gitlab"\nuser_pool_id = "eu-west-1_AbC123"', ['tenants[0].upstream.user_pool_id: only for kind = "cognito"']),
+    ('kind = "gitlab"\nissuer = "gitlab.acme.example"', ["tenants[0].upstream.issuer: must be an http or https URL"]),
+    ('kind = "keycloak"\nissuer = "http://[::1/realms/x"', ["tenants[0].upstream.issuer: must be an http or https URL"]),
+    ('kind = "okta"\nissuer = "http://[::1"', ["tenants[0].upstream.issuer: must be an http or https URL"]),
+])
+def test_each_preset_names_its_required_settings(settings: str, expected: list[str]) -> None:
+    assert problems(PRESET + settings + "\n") == expected
+
+
+@pytest.mark.parametrize("settings", [
+    'kind = "entra"\ntenant = "9b3c1d2e-4f5a-4b6c-8d7e-0f1a2b3c4d5e"', 'kind = "entra"\ntenant = "organizations"',
+    'kind = "okta"\nissuer = "https://dev-1.okta.com"', 'kind = "okta"\nissuer = "https://dev-1.okta.com/oauth2/default"',
+    'kind = "keycloak"\nissuer = "https://kc.example/auth/realms/acme"', 'kind = "gitlab"',
+    'kind = "gitlab"\nissuer = "https://git.acme.example/gitlab"', 'kind = "cognito"\nuser_pool_id = "us-east-1_Xy9"',
+    'kind = "discord"', 'kind = "slack"', 'kind = "ghes"\ndomain = "github.acme.example"',
+])
+def test_each_preset_with_its_settings_is_accepted(settings: str) -> None:
+    assert config.parse(tomllib.loads(PRESET + settings + "\n")).tenants[0].upstream.kind in config.KINDS
+
+
+@pytest.mark.parametrize(("settings", "expected"), [
+    ('kind = "entra"\ntenant = "common"', "a multi-tenant Entra upstream (common) has no one issuer to trust"),
+    ('kind = "entra"\ntenant = "9b3c1d2e-4f5a-4b6c-8d7e-0f1a2b3c4d5e"',
+     "the upstream names people by tid+oid, an ID-JAG by its sub; the two would not be the same person"),
+    ('kind = "slack"', "the upstream names people by https://slack.com/team_id+sub, an ID-JAG by its sub; "
+                       "the two would not be the same person"),
+    ('kind = "oidc"\nissuer = "https://idp.example"\nuser_id_claim = "email"',
+     "the upstream names people by email, an ID-JAG by its sub; the two would not be the same person"),
+    ('kind = "discord"', "the upstream (discord) has no issuer to sign ID-JAGs as"),
+])
+def test_id_jags_of_an_upstream_naming_people_otherwise_are_refused(settings: str, expected: str) -> None:
+    text = PRESET.replace('resource = "https://acme.example.com/mcp"',
+                          'resource = "https://acme.example.com/mcp"\nid_jag_issuers = ["upstream"]')
+    assert problems(text + settings + "\n") == [f"tenants[0].id_jag_issuers[0]: {expected}"]
+    assert config.parse(tomllib.loads(text + 'kind = "keycloak"\nissuer = "https://kc.example/realms/a"\n'))

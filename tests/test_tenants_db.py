@@ -143,3 +143,13 @@ def test_follow_directory_swaps_in_changes_each_second_and_outlasts_failures(sto
             tasks.cancel_scope.cancel()
 
     anyio.run(run)
+
+
+def test_a_named_presets_configuration_is_served_with_its_preset(store):
+    store.create_oauth_config(config("corp", kind="entra", issuer=None, tenant="organizations"))
+    store.create_server(server("beta", "https://beta.test", oauth_config="corp"))
+    entry = Directory(DatabaseTenants(store, [])).current.entry("beta")
+    assert isinstance(entry.source, OidcDiscovery)
+    assert entry.source.issuer == "https://login.microsoftonline.com/{tenantid}/v2.0"
+    assert entry.source.discovery_url == (
+        "https://login.microsoftonline.com/organizations/v2.0/.well-known/openid-configuration")

@@ -4,6 +4,7 @@ the OAuth endpoints and guards each tenant's resource."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Mapping
@@ -28,7 +29,8 @@ from .storage.crypto import KeyRing
 from .storage.keys import DEFAULT_KEY_FILE, load_or_create_keyring
 from .storage.open import open_store
 from .storage.token_cache import TokenCache
-from .upstream import providers
+from .upstream import presets, providers
+from .upstream.egress import egress_from
 
 log = logging.getLogger("mcp_oauth_proxy")
 
@@ -81,6 +83,9 @@ def upstream_source(up: UpstreamConfig, environ: Mapping[str, str], issuer: str 
     if up.kind == "github":
         endpoints = {k: getattr(up, k) for k in ("authorization_endpoint", "token_endpoint", "userinfo_endpoint")}
         return providers.github(client_id, client_secret, **options, **endpoints)
+    if up.kind == "ghes":
+        assert up.domain
+        return presets.github_enterprise(up.domain, client_id, client_secret, **options)
     if up.token_auth_method is not None:
         options["token_auth_method"] = up.token_auth_method
     if up.user_id_claim is not None:
@@ -95,6 +100,24 @@ def upstream_source(up: UpstreamConfig, environ: Mapping[str, str], issuer: str 
     if up.kind == "auth0":
         assert up.domain
         return providers.auth0(up.domain, client_id, client_secret, **options)
+    if up.kind == "entra":
+        assert up.tenant
+        return presets.entra(up.tenant, client_id, client_secret, **options)
+    if up.kind == "okta":
+        assert up.issuer
+        return presets.okta(up.issuer, client_id, client_secret, **options)
+    if up.kind == "keycloak":
+        assert up.issuer
+        return presets.keycloak(up.issuer, client_id, client_secret, **options)
+    if up.kind == "gitlab":
+        return presets.gitlab(client_id, client_secret, issuer=up.issuer, **options)
+    if up.kind == "cognito":
+        assert up.user_pool_id
+        return presets.cognito(up.user_pool_id, client_id, client_secret, **options)
+    if up.kind == "slack":
+        return presets.slack(client_id, client_secret, **options)
+    if up.kind == "discord":
+        return presets.discord(client_id, client_secret, **options)
     assert up.kind == "oidc" and up.issuer
     return providers.oidc(up.issuer, client_id, client_secret, **options)
 
@@ -145,10 +168,12 @@ def tenant_source(config: Config, store: Store, environ: Mapping[str, str]) -> T
 
 def build_site(config: Config, environ: Mapping[str, str] | None = None, upgrade: bool = False) -> Site:
     environ = os.environ if environ is None else environ
+    # Before the store: a proxy or CA setting that cannot work stops the start.
+    egress = egress_from(config.server.outbound_proxy, config.server.ca_bundle, environ)
     store, keyring = open_storage(config.server, upgrade)
     return Site(Directory(tenant_source(config, store, environ)), store, cookie_key(keyring),
                 trusted_proxies=config.server.trusted_proxies, max_body=config.server.max_body,
-                audit_retention=config.server.audit_retention_days * 86400)
+                audit_retention=config.server.audit_retention_days * 86400, egress=egress)
 
 
 @attrs.define
@@ -218,9 +243,11 @@ def build_admin_app(config: Config, site: Site, environ: Mapping[str, str] | Non
     from .admin.asgi import AdminApp
     from .admin.console import Console
     from .admin.console_session import console_key
+    from .admin.discovery_check import bounded_fetch, check_discovery
     from .admin.operations import Management
 
     file = config_entries(config, os.environ if environ is None else environ)
     management = Management(site.store, file, audit_retention=config.server.audit_retention_days * 86400)
-    return AdminApp(AdminApi(management), Console(management, console_key(site.cookie_key)),
+    check = functools.partial(check_discovery, fetch=functools.partial(bounded_fetch, egress=site.egress))
+    return AdminApp(AdminApi(management), Console(management, console_key(site.cookie_key), check),
                     max_body=config.server.max_body, origin=site.origin)

@@ -135,12 +135,13 @@ def serve(args: argparse.Namespace) -> int:
     from .core.errors import StorageUnavailable
     from .storage.keys import KeyConfigError
     from .storage.migrations import SchemaError
+    from .upstream.egress import EgressError
 
     for warning in config_mod.warnings(config, os.environ):
         log.warning("%s", warning)
     try:
         app: ServerApp | AccessLog = build_app(config, upgrade=args.upgrade)
-    except (SchemaError, StorageUnavailable, KeyConfigError, OSError) as exc:
+    except (SchemaError, StorageUnavailable, KeyConfigError, EgressError, OSError) as exc:
         print(f"cannot start: {exc}", file=sys.stderr)
         return 1
     if config.server.access_log:

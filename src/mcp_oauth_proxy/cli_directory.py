@@ -122,8 +122,8 @@ def org_delete(ctx: _Context, args: argparse.Namespace) -> None:
 
 # -- OAuth configurations ---------------------------------------------------------------
 
-_UPSTREAM_OPTIONS = ("issuer", "domain", "authorization_endpoint", "token_endpoint", "userinfo_endpoint",
-                     "user_id_claim", "token_auth_method")
+_UPSTREAM_OPTIONS = ("issuer", "domain", "tenant", "user_pool_id", "authorization_endpoint", "token_endpoint",
+                     "userinfo_endpoint", "user_id_claim", "token_auth_method")
 
 
 def _secret(args: argparse.Namespace) -> str | None:
@@ -167,7 +167,7 @@ def config_create(ctx: _Context, args: argparse.Namespace) -> None:
 
 def config_list(ctx: _Context, args: argparse.Namespace) -> None:
     configs = _everything(lambda after: ctx.ops.oauth_configs(CLI, args.organization, MAX_PAGE, after))
-    ctx.say("\n".join(f"{c.organization}/{c.name}\t{c.kind}\t{c.issuer or c.domain or c.authorization_endpoint or ''}"
+    ctx.say("\n".join(f"{c.organization}/{c.name}\t{c.kind}\t{c.issuer or c.domain or c.tenant or c.user_pool_id or c.authorization_endpoint or ''}"
                       for c in configs) or "no OAuth configurations", [config_doc(c) for c in configs])
 
 

@@ -19,13 +19,15 @@ from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, Iterabl
 
 from . import machine_clients
 from .core.tenant import COUNTS, Policy, RateLimit, RateLimits
+from .upstream.egress import EgressError, egress_from
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-KINDS = ("oidc", "github", "google", "auth0", "oauth2", "dev")
+KINDS = ("oidc", "github", "google", "auth0", "oauth2", "entra", "okta", "keycloak", "gitlab", "cognito", "discord",
+         "slack", "ghes", "dev")
 # The development identity provider: a configuration file's tenant, on this
 # machine only (flows/dev_login.py).
 DEV = "dev"
@@ -57,9 +59,14 @@ class UpstreamConfig:
     client_id_env: str | None = None
     client_secret: str | None = attrs.field(default=None, repr=False)
     client_secret_env: str | None = None
-    # oidc: the issuer to discover; auth0: the tenant's domain.
+    # oidc, okta, keycloak (and gitlab, self-managed): the issuer to discover;
+    # auth0: the tenant's domain; ghes: the server's host.
     issuer: str | None = None
     domain: str | None = None
+    # entra: the directory (tenant) id, or common / organizations.
+    tenant: str | None = None
+    # cognito: the user pool's id, its region first (eu-west-1_AbC123).
+    user_pool_id: str | None = None
     # oauth2 (and overrides for github): explicit endpoints.
     authorization_endpoint: str | None = None
     token_endpoint: str | None = None
@@ -159,6 +166,12 @@ class ServerConfig:
     audit_retention_days: int = 90
     # One line per request (query values as their lengths: nothing secret).
     access_log: bool = False
+    # Every outbound request (upstream, JWKS, metadata documents, the console's
+    # check) goes through this http:// proxy; unset: HTTPS_PROXY and
+    # HTTP_PROXY, if set. NO_PROXY applies either way (upstream/egress.py).
+    outbound_proxy: str | None = None
+    # A PEM file of CAs trusted besides the default ones (a private CA's).
+    ca_bundle: str | None = None
 
 
 @attrs.frozen
@@ -274,7 +287,7 @@ def _check_upstream(up: UpstreamConfig, where: str, problems: list[str]) -> None
         return
     if up.kind == DEV:
         given = [k for k in ("client_id", "client_secret", "client_id_env", "client_secret_env", "issuer", "domain",
-                             "authorization_endpoint", "token_endpoint", "userinfo_endpoint")
+                             "tenant", "user_pool_id", "authorization_endpoint", "token_endpoint", "userinfo_endpoint")
                  if getattr(up, k) is not None]
         if given:
             problems.append(f"{where}: kind = \"dev\" is built in and takes no {', '.join(given)}")
@@ -287,10 +300,14 @@ def _check_upstream(up: UpstreamConfig, where: str, problems: list[str]) -> None
             problems.append(f"{where}.{name}: missing (or set {name}_env)")
         elif env is not None and not _ENV_NAME.fullmatch(env):
             problems.append(f"{where}.{name}_env: must be an environment variable name")
-    needed = {"oidc": ("issuer",), "auth0": ("domain",), "oauth2": ("authorization_endpoint", "token_endpoint")}
-    for key in needed.get(up.kind, ()):
+    for key in _NEEDED.get(up.kind, ()):
         if getattr(up, key) is None:
-            problems.append(f"{where}.{key}: missing (required for kind = \"{up.kind}\")")
+            hint = _HINTS.get((up.kind, key))
+            problems.append(f"{where}.{key}: missing (required for kind = \"{up.kind}\"{': ' + hint if hint else ''})")
+    for key, kind in (("tenant", "entra"), ("user_pool_id", "cognito")):
+        if getattr(up, key) is not None and up.kind != kind:
+            problems.append(f"{where}.{key}: only for kind = \"{kind}\"")
+    _check_preset(up, where, problems)
     for key in ("issuer", "authorization_endpoint", "token_endpoint", "userinfo_endpoint"):
         if getattr(up, key) is not None:
             _url(getattr(up, key), f"{where}.{key}", problems)
@@ -298,6 +315,39 @@ def _check_upstream(up: UpstreamConfig, where: str, problems: list[str]) -> None
         problems.append(f"{where}.domain: must be a host name, like example.eu.auth0.com")
     if up.token_auth_method is not None and up.token_auth_method not in TOKEN_AUTH_METHODS:
         problems.append(f"{where}.token_auth_method: must be one of {', '.join(TOKEN_AUTH_METHODS)}")
+
+
+# Each kind's required settings, and what they are.
+_NEEDED = {"oidc": ("issuer",), "auth0": ("domain",), "oauth2": ("authorization_endpoint", "token_endpoint"),
+           "entra": ("tenant",), "okta": ("issuer",), "keycloak": ("issuer",), "cognito": ("user_pool_id",),
+           "ghes": ("domain",)}
+_HINTS = {
+    ("entra", "tenant"): "the directory (tenant) id, common or organizations",
+    ("okta", "issuer"): "https://ORG.okta.com, or a custom authorization server's https://ORG.okta.com/oauth2/ID",
+    ("keycloak", "issuer"): "the realm's URL, like https://keycloak.example/realms/acme",
+    ("cognito", "user_pool_id"): "the user pool's id, like eu-west-1_AbC123",
+    ("ghes", "domain"): "the server's host name, like github.acme.example",
+}
+# As Entra writes it in its issuers: lower case.
+_TENANT_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_USER_POOL_ID = re.compile(r"[a-z]{2}(-[a-z]+)+-[0-9]_[0-9A-Za-z]+")
+
+
+def _check_preset(up: UpstreamConfig, where: str, problems: list[str]) -> None:
+    """The shapes a named provider's settings take."""
+    if up.tenant is not None and up.tenant not in ("common", "organizations") and not _TENANT_ID.fullmatch(up.tenant):
+        problems.append(f"{where}.tenant: must be the directory (tenant) id (a GUID, in lower case), common or organizations")
+    if up.user_pool_id is not None and not _USER_POOL_ID.fullmatch(up.user_pool_id):
+        problems.append(f"{where}.user_pool_id: must be a user pool id, its region first, like eu-west-1_AbC123")
+    try:
+        path = urlsplit(up.issuer).path.rstrip("/") if up.issuer is not None else ""
+    except ValueError:
+        return  # not a URL at all: _url says so
+    if up.kind == "okta" and up.issuer is not None and not re.fullmatch(r"(/oauth2/[A-Za-z0-9]+)?", path):
+        problems.append(f"{where}.issuer: must be the org's URL or a custom authorization server's "
+                        "(…/oauth2/default, …/oauth2/ID)")
+    if up.kind == "keycloak" and up.issuer is not None and not re.fullmatch(r"(/[^/]+)*/realms/[^/]+", path):
+        problems.append(f"{where}.issuer: must be a realm's URL, like https://keycloak.example/realms/acme")
 
 
 def _check_tenant(t: TenantConfig, where: str, problems: list[str], upstream: bool = True) -> None:
@@ -351,7 +401,9 @@ def _check_tenant(t: TenantConfig, where: str, problems: list[str], upstream: bo
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 # Upstream kinds that have an issuer to sign ID-JAGs as (oauth2: if given one).
-_ISSUING_KINDS = ("oidc", "google", "auth0")
+_ISSUING_KINDS = ("oidc", "google", "auth0", "okta", "keycloak", "gitlab", "cognito", "entra", "slack")
+# The presets naming people by more than sub (upstream/presets.py); an ID-JAG names them by its sub.
+_USER_ID_CLAIMS = {"entra": "tid+oid", "slack": "https://slack.com/team_id+sub"}
 
 
 def _check_machine_clients(t: TenantConfig, where: str, problems: list[str]) -> None:
@@ -386,6 +438,11 @@ def _check_id_jag_issuers(t: TenantConfig, where: str, problems: list[str], upst
             up = t.upstream
             if upstream and up.kind not in _ISSUING_KINDS and not (up.kind == "oauth2" and up.issuer):
                 problems.append(f"{key}: the upstream ({up.kind}) has no issuer to sign ID-JAGs as")
+            elif upstream and up.kind == "entra" and up.tenant in ("common", "organizations"):
+                problems.append(f"{key}: a multi-tenant Entra upstream ({up.tenant}) has no one issuer to trust")
+            elif upstream and (claim := up.user_id_claim or _USER_ID_CLAIMS.get(up.kind, "sub")) != "sub":
+                problems.append(f"{key}: the upstream names people by {claim}, an ID-JAG by its sub; "
+                                "the two would not be the same person")
         else:
             _url(issuer, key, problems)
 
@@ -438,6 +495,10 @@ def _check_server(s: ServerConfig, problems: list[str]) -> None:
         problems.append("server.gc_batch: must be positive")
     if s.token_cache_seconds < 0:
         problems.append("server.token_cache_seconds: must not be negative (0 turns it off)")
+    try:
+        egress_from(s.outbound_proxy, s.ca_bundle, {})
+    except EgressError as exc:
+        problems.append(str(exc))
 
 
 def check(config: Config) -> list[str]:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
+import os
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -42,6 +43,7 @@ from .core.scopes import normalize_resource
 from .core.store import Store
 from .core.tenant import Tenant
 from .runtime import async_performer, new_context
+from .upstream.egress import Egress, egress_from
 
 __all__ = ["IntrospectionFailed", "IntrospectionTokenVerifier", "StoreTokenVerifier"]
 
@@ -130,13 +132,15 @@ class IntrospectionTokenVerifier:
     its ``exp``), saving a round trip per request at the cost of seeing a
     revocation that much later. Refusals are never cached.
     ``http_client``: an ``httpx.AsyncClient`` to use, reusing its connections
-    (close it yourself); without one, each introspection opens its own.
+    (close it yourself); without one, each introspection opens its own,
+    through the proxy and trusting the CAs of ``egress`` (by default, the
+    standard environment variables: upstream/egress.py; never ``.netrc``).
     """
 
     def __init__(self, introspection_url: str, client_id: str, client_secret: str, resource: str, *,
                  issuer: str | None = None, cache_seconds: float = 0.0, cache_size: int = 10_000,
                  timeout: float = 5.0, http_client: httpx.AsyncClient | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 egress: Egress | None = None, clock: Callable[[], float] = time.time) -> None:
         expected = normalize_resource(resource)
         if expected is None:
             raise ValueError("resource must be an absolute URL")
@@ -150,6 +154,7 @@ class IntrospectionTokenVerifier:
         self.cache_size = cache_size
         self.timeout = timeout
         self._http = http_client
+        self._egress = egress or egress_from(None, None, os.environ)
         self._clock = clock
         # sha256(token) -> (answer, when it stops being used)
         self._cache: OrderedDict[str, tuple[AccessToken, float]] = OrderedDict()
@@ -176,7 +181,9 @@ class IntrospectionTokenVerifier:
                 response = await self._http.post(self.introspection_url, data={"token": token},
                                                  headers=headers, timeout=self.timeout)
             else:
-                async with httpx.AsyncClient(timeout=self.timeout, follow_redirects=False) as http:
+                transport = self._egress.async_transport(limits=httpx.Limits(max_connections=1))
+                async with httpx.AsyncClient(transport=transport, timeout=self.timeout, follow_redirects=False,
+                                             trust_env=False) as http:
                     response = await http.post(self.introspection_url, data={"token": token}, headers=headers)
         except httpx.HTTPError as exc:
             raise IntrospectionFailed(f"introspection request failed: {type(exc).__name__}") from None

@@ -36,7 +36,8 @@ def upstream_config(c: OAuthConfig) -> config_mod.UpstreamConfig:
         kind=c.kind, client_id=c.client_id, client_secret=c.client_secret, issuer=c.issuer, domain=c.domain,
         authorization_endpoint=c.authorization_endpoint, token_endpoint=c.token_endpoint,
         userinfo_endpoint=c.userinfo_endpoint, scopes=None if c.scopes is None else list(c.scopes),
-        user_id_claim=c.user_id_claim, token_auth_method=c.token_auth_method, pkce=c.pkce)
+        user_id_claim=c.user_id_claim, token_auth_method=c.token_auth_method, pkce=c.pkce, tenant=c.tenant,
+        user_pool_id=c.user_pool_id)
 
 
 def tenant_config(s: Server, upstream: config_mod.UpstreamConfig | None = None) -> config_mod.TenantConfig:

@@ -100,6 +100,22 @@ def test_an_oauth_config_secret_is_write_only(admin: Admin) -> None:
     assert SECRET not in json.dumps(events) and "new-s3cret" not in json.dumps(events)
 
 
+def test_the_named_presets_keep_their_settings(admin: Admin) -> None:
+    admin.post("/organizations", {"name": "acme"})
+    tenant = "9b3c1d2e-4f5a-4b6c-8d7e-0f1a2b3c4d5e"
+    a = admin.post("/oauth-configs", oauth_config("corp", kind="entra", tenant=tenant))
+    assert a.status == 201 and a.body["tenant"] == tenant and a.body["user_pool_id"] is None
+    b = admin.post("/oauth-configs", oauth_config("pool", kind="cognito", user_pool_id="eu-west-1_AbC123"))
+    assert b.status == 201 and admin.store.get_oauth_config("acme", "pool").user_pool_id == "eu-west-1_AbC123"
+    assert admin.patch("/oauth-configs/acme/corp", {"tenant": "organizations"}).body["tenant"] == "organizations"
+    refused = admin.post("/oauth-configs", oauth_config("bad", kind="cognito", user_pool_id="AbC123"))
+    assert refused.status == 422 and {e["field"] for e in refused.body["errors"]} == {"user_pool_id"}
+    refused = admin.post("/oauth-configs", oauth_config("none", kind="entra"))
+    assert refused.status == 422 and {e["field"] for e in refused.body["errors"]} == {"tenant"}
+    refused = admin.post("/oauth-configs", oauth_config("long", kind="entra", tenant="t" * 65))
+    assert refused.status == 422 and {e["field"] for e in refused.body["errors"]} == {"tenant"}
+
+
 def test_invalid_values_name_their_fields(admin: Admin) -> None:
     admin.post("/organizations", {"name": "acme"})
     a = admin.post("/oauth-configs", oauth_config(kind="oidc"))  # oidc needs an issuer

@@ -201,3 +201,18 @@ def test_a_config_file_that_is_missing_or_on_memory_is_one_line(tmp_path, capsys
     memory.write_text(CONFIG.replace('database = "sqlite:///{db}"', 'database = "memory://"').format(keys=tmp_path / "k"))
     _, err = run(capsys, "organizations", "list", "--config", str(memory), status=1)
     assert err == f"error: {memory}: database is memory://, which keeps nothing: use a SQL database\n"
+
+
+def test_a_named_presets_settings_through_the_cli(conf, capsys):
+    make(conf, capsys)
+    run(capsys, "oauth-configs", "create", "corp", "--organization", "acme-corp", "--kind", "entra",
+        "--tenant", "organizations", "--client-id", "cid", "--client-secret-env", "IDP_SECRET", "--config", conf)
+    run(capsys, "oauth-configs", "create", "pool", "--organization", "acme-corp", "--kind", "cognito",
+        "--user-pool-id", "eu-west-1_AbC123", "--client-id", "cid", "--client-secret-env", "IDP_SECRET",
+        "--config", conf)
+    out, _ = run(capsys, "oauth-configs", "list", "--config", conf)
+    assert out.splitlines() == ["acme-corp/corp\tentra\torganizations", "acme-corp/idp\toidc\thttps://idp.example",
+                                "acme-corp/pool\tcognito\teu-west-1_AbC123"]
+    _, err = run(capsys, "oauth-configs", "create", "bad", "--organization", "acme-corp", "--kind", "entra",
+                 "--client-id", "cid", "--client-secret-env", "IDP_SECRET", "--config", conf, status=1)
+    assert "tenant" in err and "missing" in err

@@ -230,7 +230,7 @@ class _Carriers:
     """Outbound HTTP for one app: pooled, made in the loop that uses it."""
 
     def __init__(self, site: Site, upstream_timeout: float) -> None:
-        self.fetch = AsyncFetcher(timeout=upstream_timeout)
+        self.fetch = AsyncFetcher(timeout=upstream_timeout, egress=site.egress)
         self.perform = async_performer(site.store, self.fetch, store_blocks=site.store_blocks,
                                        fetch_document=site.documents.fetch_async,
                                        audit_retention=site.audit_retention, resolve_keys=site.key_sets.resolve)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import traceback
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
@@ -37,6 +38,7 @@ from ..directory import Directory, Listed
 from ..directory import Entry as Entry  # importable from here too
 from ..runtime import new_context, now_seconds
 from ..upstream.client_metadata import DocumentFetcher
+from ..upstream.egress import Egress, egress_from
 from ..upstream.key_sets import KeySets
 
 log = logging.getLogger("mcp_oauth_proxy")
@@ -68,6 +70,7 @@ class Site:
         documents: DocumentFetcher | None = None,
         audit_retention: int = AUDIT_RETENTION,
         key_sets: KeySets | None = None,
+        egress: Egress | None = None,
     ) -> None:
         self.directory = tenants if isinstance(tenants, Directory) else Directory(tenants)
         self.store = store
@@ -77,7 +80,10 @@ class Site:
         # Whether store calls block: as the store's traits declare, unless overridden.
         self.store_blocks = traits_of(store).blocks if store_blocks is None else store_blocks
         # Client ID Metadata Documents: one fetcher, so one cache, per site.
-        self.documents = documents or DocumentFetcher()
+        # How every outbound client of this site reaches out (upstream/egress.py);
+        # embedded without one: the standard environment variables.
+        self.egress = egress or egress_from(None, None, os.environ)
+        self.documents = documents or DocumentFetcher(egress=self.egress)
         # Public keys of JWT signers (private_key_jwt clients, ID-JAG issuers): one cache per site.
         self.key_sets = key_sets or KeySets()
         # Seconds the flows' audit events are kept in the store.

@@ -100,7 +100,7 @@ def _send(start_response: StartResponse, response: Response) -> list[bytes]:
 
 
 def _perform(site: Site, upstream_timeout: float) -> Callable[[Any], Any]:
-    return sync_performer(site.store, SyncFetcher(timeout=upstream_timeout),
+    return sync_performer(site.store, SyncFetcher(timeout=upstream_timeout, egress=site.egress),
                           fetch_document=site.documents.fetch, audit_retention=site.audit_retention,
                           resolve_keys=site.key_sets.resolve)
 

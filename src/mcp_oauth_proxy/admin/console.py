@@ -408,7 +408,8 @@ class Console:
 
 # -- forms to the operations' values, and back -------------------------------------------
 
-_CONFIG_TEXT = ("issuer", "domain", "authorization_endpoint", "token_endpoint", "userinfo_endpoint", "user_id_claim")
+_CONFIG_TEXT = ("issuer", "domain", "tenant", "user_pool_id", "authorization_endpoint", "token_endpoint",
+                "userinfo_endpoint", "user_id_claim")
 _SERVER_TEXT = ("backend", "resource_name")
 
 

@@ -19,6 +19,7 @@ from ..core.errors import EffectError, FetchFailed
 from ..core.http import HttpRequest, HttpResponse
 from ..core.models import OAuthConfig
 from ..tenants_db import upstream_config
+from ..upstream.egress import Egress
 
 
 @attrs.frozen
@@ -35,13 +36,15 @@ DEADLINE = 5.0
 MAX_DOCUMENT = 256 * 1024
 
 
-def bounded_fetch(request: HttpRequest, deadline: float = DEADLINE, limit: int = MAX_DOCUMENT) -> HttpResponse:
+def bounded_fetch(request: HttpRequest, deadline: float = DEADLINE, limit: int = MAX_DOCUMENT,
+                  egress: Egress | None = None) -> HttpResponse:
     """One request, over in ``deadline`` seconds all told (however slowly
-    the other side sends), its body at most ``limit`` bytes; no redirects,
-    no proxy settings from the environment."""
+    the other side sends), its body at most ``limit`` bytes; no redirects;
+    through the proxy and trusting the CAs a login would (``egress``)."""
     ends = time.monotonic() + deadline
+    transport = (egress or Egress()).transport(limits=httpx.Limits(max_connections=1))
     try:
-        with httpx.Client(timeout=deadline, follow_redirects=False, trust_env=False) as client, \
+        with httpx.Client(transport=transport, timeout=deadline, follow_redirects=False, trust_env=False) as client, \
                 client.stream(request.method, request.url, headers=list(request.headers)) as response:
             body = bytearray()
             for chunk in response.iter_bytes():

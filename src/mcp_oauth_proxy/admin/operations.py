@@ -118,6 +118,7 @@ CONFIG_FIELDS: dict[str, _Kinds] = {
     "issuer": (str, None), "domain": (str, None), "authorization_endpoint": (str, None),
     "token_endpoint": (str, None), "userinfo_endpoint": (str, None), "scopes": ("strings", None),
     "user_id_claim": (str, None), "token_auth_method": (str, None), "pkce": (bool,),
+    "tenant": (str, None), "user_pool_id": (str, None),
 }
 SERVER_FIELDS: dict[str, _Kinds] = {
     "oauth_config": (str,), "issuer": (str,), "resource": (str,), "scopes": ("strings",),
@@ -152,7 +153,7 @@ def _fits(value: Any, kind: Any) -> bool:
 # The longest text each field may hold (the database's columns; text
 # columns are bounded here all the same), characters.
 _LONGEST = {"issuer": 512, "resource": 512, "user_id_claim": 255, "token_auth_method": 32,
-            "forward_upstream_token_header": 255}
+            "forward_upstream_token_header": 255, "tenant": 64, "user_pool_id": 64}
 _TEXT_LIMIT = 2000
 
 

@@ -293,6 +293,8 @@ class OAuthConfig:
     token_auth_method: str | None = None
     pkce: bool = True
     updated_at: int = 0
+    tenant: str | None = None  # entra
+    user_pool_id: str | None = None  # cognito
 
 
 @attrs.frozen

@@ -4,6 +4,7 @@ requests a Fetch effect sends, and read what comes back."""
 from __future__ import annotations
 
 import base64
+import re
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -17,6 +18,10 @@ from .models import UpstreamTokens
 from .tenant import Upstream
 
 MAX_UPSTREAM_BODY = 1024 * 1024
+# Microsoft Entra's multi-tenant issuer (common, organizations) is a template:
+# each token's issuer has its own tenant's id in place of this.
+TENANT_PLACEHOLDER = "{tenantid}"
+_TENANT_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 class UpstreamRefused(OAuthError):
@@ -131,9 +136,26 @@ def id_token_claims(id_token: str) -> dict[str, Any]:
     return claims
 
 
+def issuer_fits(expected: str, iss: str, tenant_id: str | None = None) -> bool:
+    """Whether ``iss`` is the issuer expected. A template's placeholder
+    stands for a tenant id: the token's own (its ``tid``) when given,
+    else any (an authorization response's ``iss``, before there is a token)."""
+    if TENANT_PLACEHOLDER not in expected:
+        return iss == expected
+    before, _, after = expected.partition(TENANT_PLACEHOLDER)
+    if not (iss.startswith(before) and iss.endswith(after) and len(iss) > len(before) + len(after)):
+        return False
+    inside = iss[len(before):len(iss) - len(after)]
+    return _TENANT_ID.fullmatch(inside) is not None and tenant_id in (None, inside)
+
+
 def check_id_token(claims: dict[str, Any], upstream: Upstream, nonce: str | None, now: int) -> str:
-    """OIDC Core §3.1.3.7: iss, aud, exp and nonce; returns ``sub``."""
-    if upstream.issuer is not None and claims.get("iss") != upstream.issuer:
+    """OIDC Core §3.1.3.7: iss, aud, exp and nonce; returns ``sub``. A
+    template issuer is filled with the token's ``tid``, which must be there
+    (Microsoft identity platform: validating the issuer of multi-tenant apps)."""
+    iss, tid = claims.get("iss"), claims.get("tid")
+    if upstream.issuer is not None and not (isinstance(iss, str) and issuer_fits(
+            upstream.issuer, iss, tid if isinstance(tid, str) else "")):
         raise UpstreamRefused("the id_token was issued by another identity provider")
     aud = claims.get("aud")
     audiences = aud if isinstance(aud, list) else [aud]
@@ -151,8 +173,12 @@ def check_id_token(claims: dict[str, Any], upstream: Upstream, nonce: str | None
 
 
 def user_id_from(claims: dict[str, Any], claim: str) -> str:
-    """The stable user id: OIDC ``sub`` or GitHub's numeric ``id``."""
-    value = claims.get(claim)
-    if isinstance(value, bool) or not isinstance(value, (str, int)) or value == "":
-        raise UpstreamUnavailable(f"the identity provider's profile has no {claim!r}")
-    return str(value)
+    """The stable user id: OIDC ``sub``, GitHub's numeric ``id``; or several
+    claims named with ``+`` (Entra's ``tid+oid``), their values joined with ``:``."""
+    values = []
+    for name in claim.split("+"):
+        value = claims.get(name)
+        if isinstance(value, bool) or not isinstance(value, (str, int)) or value == "":
+            raise UpstreamUnavailable(f"the identity provider's profile has no {name!r}")
+        values.append(str(value))
+    return ":".join(values)

@@ -262,6 +262,8 @@ oauth_configs = Table(
     _str("token_auth_method", 32, nullable=True),
     Column("pkce", Boolean, nullable=False),
     _time("updated_at"),
+    _str("tenant", 64, nullable=True),
+    _str("user_pool_id", 64, nullable=True),
     ForeignKeyConstraint(["organization"], ["organizations.name"], name="oauth_configs_organization"),
     **_MYSQL,
 )

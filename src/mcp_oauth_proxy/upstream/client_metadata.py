@@ -31,7 +31,6 @@ from urllib.parse import urlsplit, urlunsplit
 import anyio
 import anyio.to_thread
 import httpcore
-import httpx
 
 from ..core.cimd import FAILED_CACHE, MAX_DOCUMENT, cache_seconds
 from ..core.effects import FetchClientMetadata
@@ -39,7 +38,9 @@ from ..core.errors import FetchFailed, TooManyFetches
 from ..core.http import HttpResponse
 from ..core.requesters import requester_key
 from .closing_backend import ClosingBackend
+from .egress import Egress
 from .http import TooLarge, append_limited
+from .tunnel import TunnelBackend
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -112,7 +113,8 @@ def _transport_failures() -> Iterator[None]:
         yield
     except TooLarge:
         raise FetchFailed(f"the document is larger than {MAX_DOCUMENT} bytes") from None
-    except (httpcore.NetworkError, httpcore.ProtocolError, httpcore.TimeoutException, httpcore.UnsupportedProtocol):
+    except (httpcore.NetworkError, httpcore.ProtocolError, httpcore.TimeoutException, httpcore.UnsupportedProtocol,
+            httpcore.ProxyError):
         raise FetchFailed("the document's host could not be reached over TLS") from None
 
 
@@ -197,7 +199,8 @@ class DocumentFetcher:
     ``max_fetches`` at once per fetcher (one per Site, so per process), of
     which one requester (an address, an IPv6 /64) runs at most
     ``max_fetches_per_requester``: no one fills every slot for everyone.
-    ``verify`` is for tests that trust their own CA."""
+    ``egress``: the process's proxy and CAs; ``verify`` replaces its CAs
+    (tests that trust their own)."""
 
     def __init__(
         self,
@@ -205,14 +208,15 @@ class DocumentFetcher:
         deadline: float = 5.0,
         max_fetches: int = 10,
         max_fetches_per_requester: int = 2,
-        verify: ssl.SSLContext | bool = True,
+        egress: Egress | None = None,
+        verify: ssl.SSLContext | None = None,
         cache_size: int = 1000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._deadline = deadline
         self._slots = _Slots(max_fetches, max_fetches_per_requester)
-        # The system's CAs (or SSL_CERT_FILE's), as every outbound client here.
-        self._ssl_context = httpx.create_ssl_context(verify=verify)
+        self._egress = egress or Egress()
+        self._ssl_context = verify or self._egress.ssl_context
         self._cache = _Cache(cache_size, clock)
 
     def fetch(self, effect: FetchClientMetadata) -> HttpResponse:
@@ -248,11 +252,13 @@ class DocumentFetcher:
                 # A resolver that hangs is left behind (its thread ends on its own) at the deadline.
                 infos = await anyio.to_thread.run_sync(_resolve, host, port, abandon_on_cancel=True)
                 url, headers, extensions = _pinned(effect.url, _checked(infos, effect.allow_loopback))
+                proxy = self._egress.proxy_for(effect.url)
+                backend = ClosingBackend() if proxy is None else TunnelBackend(ClosingBackend(), proxy)
                 with _transport_failures():
                     # No timeouts of its own: the deadline above bounds every
                     # phase, and a cancelled handshake still closes its socket.
                     async with httpcore.AsyncConnectionPool(ssl_context=self._ssl_context, max_connections=1,
-                                                            network_backend=ClosingBackend()) as pool:
+                                                            network_backend=backend) as pool:
                         async with pool.stream("GET", url, headers=headers, extensions=extensions) as response:
                             body = bytearray()
                             async for chunk in response.aiter_stream():

@@ -2,7 +2,8 @@
 core's Fetch effects, sync (WSGI) and async (ASGI on asyncio or trio).
 
 One pooled httpx client per carrier (connection reuse), TLS verified,
-timeouts on every phase, a cap on the answer's size, and no redirects
+timeouts on every phase, a cap on the answer's size, the process's proxy
+and CAs (egress.py, never the environment on its own), and no redirects
 followed: a 3xx comes back to the core as it is, which treats it as an
 unexpected answer. Every failure becomes ``FetchFailed`` with a fixed
 message, so nothing the upstream said (or how it failed) reaches a client.
@@ -11,7 +12,6 @@ message, so nothing the upstream said (or how it failed) reaches a client.
 from __future__ import annotations
 
 import logging
-import ssl
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -20,6 +20,7 @@ import httpx
 from ..core.errors import FetchFailed
 from ..core.http import HttpRequest, HttpResponse
 from ..core.upstream import MAX_UPSTREAM_BODY
+from .egress import Egress
 
 log = logging.getLogger("mcp_oauth_proxy.upstream")
 
@@ -38,13 +39,14 @@ def append_limited(body: bytearray, chunk: bytes, limit: int) -> None:
         raise TooLarge()
 
 
-def _client_args(timeout: float, verify: ssl.SSLContext | bool) -> dict[str, Any]:
+_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)
+
+
+def _client_args(timeout: float) -> dict[str, Any]:
     return {
         "timeout": httpx.Timeout(timeout),
-        "verify": verify,
         "follow_redirects": False,
-        "trust_env": False,  # no proxy or netrc picked up from the environment
-        "limits": httpx.Limits(max_connections=100, max_keepalive_connections=20),
+        "trust_env": False,  # the proxy and CAs are the Egress's, decided once
     }
 
 
@@ -66,9 +68,10 @@ def _failed(request: HttpRequest, exc: Exception) -> FetchFailed:
 class SyncFetcher:
     """Carries out Fetch effects with a blocking, pooled httpx client."""
 
-    def __init__(self, *, timeout: float = DEFAULT_TIMEOUT, verify: ssl.SSLContext | bool = True,
+    def __init__(self, *, timeout: float = DEFAULT_TIMEOUT, egress: Egress | None = None,
                  max_body: int = MAX_UPSTREAM_BODY) -> None:
-        self._client = httpx.Client(**_client_args(timeout, verify))
+        transport = (egress or Egress()).transport(limits=_LIMITS)
+        self._client = httpx.Client(transport=transport, **_client_args(timeout))
         self._max_body = max_body
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
@@ -91,15 +94,16 @@ class AsyncFetcher:
     asyncio and trio (httpx runs on anyio). The client is made on first use,
     inside the running event loop, and must be closed in that loop."""
 
-    def __init__(self, *, timeout: float = DEFAULT_TIMEOUT, verify: ssl.SSLContext | bool = True,
+    def __init__(self, *, timeout: float = DEFAULT_TIMEOUT, egress: Egress | None = None,
                  max_body: int = MAX_UPSTREAM_BODY) -> None:
-        self._args = _client_args(timeout, verify)
+        self._egress = egress or Egress()
+        self._args = _client_args(timeout)
         self._client: httpx.AsyncClient | None = None
         self._max_body = max_body
 
     async def __call__(self, request: HttpRequest) -> HttpResponse:
         if self._client is None:
-            self._client = httpx.AsyncClient(**self._args)
+            self._client = httpx.AsyncClient(transport=self._egress.async_transport(limits=_LIMITS), **self._args)
         try:
             async with self._client.stream(request.method, request.url, headers=list(request.headers),
                                            content=request.body or None) as response:

@@ -98,9 +98,12 @@ class OidcDiscovery:
 
     def __init__(self, issuer: str, client_id: str, client_secret: str, *, scopes: tuple[str, ...],
                  token_auth_method: str | None = None, user_id_claim: str = "sub", pkce: bool = True,
-                 extra_authorize_params: tuple[tuple[str, str], ...] = (),
+                 extra_authorize_params: tuple[tuple[str, str], ...] = (), discovery_url: str | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.issuer = issuer
+        # Where the document is, when not beneath the issuer: Entra's
+        # multi-tenant issuer is a template (core/upstream.py TENANT_PLACEHOLDER).
+        self._discovery_url = discovery_url
         # Upstream's fields of the same names.
         self._settings: dict[str, Any] = dict(client_id=client_id, client_secret=client_secret, scopes=scopes,
                               user_id_claim=user_id_claim, pkce=pkce, extra_authorize_params=extra_authorize_params)
@@ -114,7 +117,7 @@ class OidcDiscovery:
 
     @property
     def discovery_url(self) -> str:
-        return self.issuer.rstrip("/") + "/.well-known/openid-configuration"
+        return self._discovery_url or self.issuer.rstrip("/") + "/.well-known/openid-configuration"
 
     def resolve(self) -> Flow[Upstream]:
         now = self._clock()

@@ -33,6 +33,7 @@ from ..upstream import (
     UpstreamRefused,
     check_id_token,
     id_token_claims,
+    issuer_fits,
     parse_token_response,
     parse_userinfo,
     token_request,
@@ -63,7 +64,7 @@ def _check_issuer(params: Mapping[str, list[str]], session: AuthSession, ctx: Co
         if ctx.upstream.iss_parameter_supported:
             raise AccessDenied("the identity provider's response has no iss")
         return
-    if expected is None or iss != expected:
+    if expected is None or not issuer_fits(expected, iss):
         raise AccessDenied("the response came from an unexpected identity provider")
 
 
@@ -86,12 +87,14 @@ def _identify(tokens: UpstreamTokens, document: dict[str, Any], session: AuthSes
     upstream = ctx.upstream
     sub = None
     claims: dict[str, Any] = {}
+    signed: dict[str, Any] = {}
     if upstream.oidc:
         id_token = document.get("id_token")
         if not isinstance(id_token, str):
             raise UpstreamUnavailable("the identity provider sent no id_token")
         claims = id_token_claims(id_token)
         sub = check_id_token(claims, upstream, session.nonce, ctx.now)
+        signed = claims
         claims = {k: v for k, v in claims.items()
                   if k not in ("nonce", "at_hash", "c_hash", "aud", "exp", "iat", "auth_time", "azp")}
     if upstream.userinfo_endpoint is not None:
@@ -105,7 +108,8 @@ def _identify(tokens: UpstreamTokens, document: dict[str, Any], session: AuthSes
         if sub is not None and profile and profile.get("sub") != sub:
             raise UpstreamRefused("the identity provider's profile is for another person")
         claims.update(profile)
-    user_id = sub if sub is not None else user_id_from(claims, upstream.user_id_claim)
+    # The id_token's claims win over the profile's for the user id: its issuer was checked.
+    user_id = user_id_from({**claims, **signed}, upstream.user_id_claim)
     problem = person_id_problem(user_id)
     if problem is not None:
         raise UpstreamRefused(f"the identity provider named the person with an id this server cannot use ({problem})")

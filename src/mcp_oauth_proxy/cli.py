@@ -24,15 +24,15 @@ import attrs
 
 from . import cli_admin, cli_directory, cli_storage
 from . import config as config_mod
+from .adapters.access_log import AccessLog
 from .core.store import traits_of
 from .housekeeping import Turns, Wake, collect_periodically, follow_directory, follow_revocations, relay_notices
 from .logs import configure_logging
 from .storage.notices import DIRECTORY, REVOCATION
+from .storage.token_cache import TokenCache
 
 if TYPE_CHECKING:
-    from .adapters.access_log import AccessLog
     from .app import ServerApp
-from .storage.token_cache import TokenCache
 
 log = logging.getLogger("mcp_oauth_proxy")
 
@@ -145,8 +145,6 @@ def serve(args: argparse.Namespace) -> int:
         print(f"cannot start: {exc}", file=sys.stderr)
         return 1
     if config.server.access_log:
-        from .adapters.access_log import AccessLog
-
         app = AccessLog(app, app.site)
     run_server(app, config, "hypercorn-trio" if args.trio else "uvicorn")
     _leave_stuck_calls(config.server.database_timeout)

@@ -37,7 +37,7 @@ from .admin.operations import (
 )
 from .app import _keyring, config_entries
 from .core.errors import DirectoryRefused, StorageUnavailable
-from .core.models import Server
+from .core.models import OAuthConfig, Server
 from .core.store import Store
 from .directory import Entry
 from .storage.keys import KeyConfigError
@@ -165,9 +165,14 @@ def config_create(ctx: _Context, args: argparse.Namespace) -> None:
     ctx.say(f"created OAuth configuration {c.organization}/{c.name}", config_doc(c))
 
 
+def _where(c: OAuthConfig) -> str:
+    """The provider a configuration names, in a word."""
+    return c.issuer or c.domain or c.tenant or c.user_pool_id or c.authorization_endpoint or ""
+
+
 def config_list(ctx: _Context, args: argparse.Namespace) -> None:
     configs = _everything(lambda after: ctx.ops.oauth_configs(CLI, args.organization, MAX_PAGE, after))
-    ctx.say("\n".join(f"{c.organization}/{c.name}\t{c.kind}\t{c.issuer or c.domain or c.tenant or c.user_pool_id or c.authorization_endpoint or ''}"
+    ctx.say("\n".join(f"{c.organization}/{c.name}\t{c.kind}\t{_where(c)}"
                       for c in configs) or "no OAuth configurations", [config_doc(c) for c in configs])
 
 

@@ -336,7 +336,8 @@ _USER_POOL_ID = re.compile(r"[a-z]{2}(-[a-z]+)+-[0-9]_[0-9A-Za-z]+")
 def _check_preset(up: UpstreamConfig, where: str, problems: list[str]) -> None:
     """The shapes a named provider's settings take."""
     if up.tenant is not None and up.tenant not in ("common", "organizations") and not _TENANT_ID.fullmatch(up.tenant):
-        problems.append(f"{where}.tenant: must be the directory (tenant) id (a GUID, in lower case), common or organizations")
+        problems.append(f"{where}.tenant: must be the directory (tenant) id (a GUID, in lower case), "
+                        "common or organizations")
     if up.user_pool_id is not None and not _USER_POOL_ID.fullmatch(up.user_pool_id):
         problems.append(f"{where}.user_pool_id: must be a user pool id, its region first, like eu-west-1_AbC123")
     try:

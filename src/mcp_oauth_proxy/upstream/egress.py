@@ -22,7 +22,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import ssl
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 from urllib.parse import urlsplit
 
 import attrs
@@ -105,7 +105,7 @@ def _proxy_url(value: str, where: str) -> str:
     url = value if "://" in value else f"http://{value}"
     try:
         parts = urlsplit(url)
-        parts.port
+        _ = parts.port  # a port that is not a number, or out of range, raises here
     except ValueError:
         raise EgressError(f"{where}: must be an http:// proxy URL") from None
     if parts.scheme != "http" or not parts.hostname or parts.path not in ("", "/") or parts.query:
@@ -135,6 +135,8 @@ def _first(environ: Mapping[str, str], *names: str) -> tuple[str, str] | None:
 
 def egress_from(outbound_proxy: str | None, ca_bundle: str | None, environ: Mapping[str, str]) -> Egress:
     """The settings every outbound client follows; raises EgressError."""
+    https_proxy: str | None
+    http_proxy: str | None
     if outbound_proxy is not None:
         https_proxy = http_proxy = _proxy_url(outbound_proxy, "server.outbound_proxy")
     else:

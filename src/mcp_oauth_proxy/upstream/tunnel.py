@@ -12,7 +12,8 @@ would ask for the URL's host instead, and verify the certificate against it.
 from __future__ import annotations
 
 import base64
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import anyio

@@ -168,8 +168,9 @@ class ServerConfig:
     access_log: bool = False
     # Every outbound request (upstream, JWKS, metadata documents, the console's
     # check) goes through this http:// proxy; unset: HTTPS_PROXY and
-    # HTTP_PROXY, if set. NO_PROXY applies either way (upstream/egress.py).
-    outbound_proxy: str | None = None
+    # http_proxy (lower case only), if set. NO_PROXY applies either way
+    # (upstream/egress.py). Its URL may hold a password: kept out of reprs.
+    outbound_proxy: str | None = attrs.field(default=None, repr=False)
     # A PEM file of CAs trusted besides the default ones (a private CA's).
     ca_bundle: str | None = None
 
@@ -333,8 +334,20 @@ _TENANT_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-
 _USER_POOL_ID = re.compile(r"[a-z]{2}(-[a-z]+)+-[0-9]_[0-9A-Za-z]+")
 
 
+# Claims a person (or another tenant's admin) can set to anything, so to
+# someone else's: never the stable id a grant belongs to ("nOAuth").
+_MUTABLE_CLAIMS = frozenset({"email", "preferred_username", "upn", "unique_name", "name", "nickname", "given_name",
+                             "family_name", "login", "username"})
+
+
 def _check_preset(up: UpstreamConfig, where: str, problems: list[str]) -> None:
     """The shapes a named provider's settings take."""
+    chosen = set((up.user_id_claim or "").split("+")) & _MUTABLE_CLAIMS
+    # A named provider's stable id is known; with a generic one the operator
+    # decides (warnings() says it).
+    if chosen and up.kind not in ("github", "oidc", "oauth2"):
+        problems.append(f"{where}.user_id_claim: {', '.join(sorted(chosen))} can be changed by the person, so "
+                        "made someone else's: use the provider's stable id (the default)")
     if up.tenant is not None and up.tenant not in ("common", "organizations") and not _TENANT_ID.fullmatch(up.tenant):
         problems.append(f"{where}.tenant: must be the directory (tenant) id (a GUID, in lower case), "
                         "common or organizations")
@@ -344,6 +357,11 @@ def _check_preset(up: UpstreamConfig, where: str, problems: list[str]) -> None:
         path = urlsplit(up.issuer).path.rstrip("/") if up.issuer is not None else ""
     except ValueError:
         return  # not a URL at all: _url says so
+    shaped = {"okta": r"(/oauth2/[A-Za-z0-9]+)?", "keycloak": r"(/[^/]+)*/realms/[^/]+"}.get(up.kind)
+    if shaped and up.issuer is not None and up.issuer.endswith("/") and re.fullmatch(shaped, path):
+        # Discovery needs the issuer exactly as the provider writes it (OIDC
+        # Discovery §4.3), and these write none.
+        problems.append(f"{where}.issuer: without a trailing slash, as {up.kind} writes its issuer")
     if up.kind == "okta" and up.issuer is not None and not re.fullmatch(r"(/oauth2/[A-Za-z0-9]+)?", path):
         problems.append(f"{where}.issuer: must be the org's URL or a custom authorization server's "
                         "(…/oauth2/default, …/oauth2/ID)")
@@ -585,6 +603,10 @@ def warnings(config: Config, environ: Mapping[str, str]) -> list[str]:
     found = []
     for i, tenant in enumerate(config.tenants):
         up = tenant.upstream
+        mutable = set((up.user_id_claim or "").split("+")) & _MUTABLE_CLAIMS
+        if mutable and up.kind in ("oidc", "oauth2"):
+            found.append(f"tenants[{i}].upstream.user_id_claim: {', '.join(sorted(mutable))} may be changed by the "
+                         "person at some providers, and so made someone else's; prefer a stable id")
         if up.kind == DEV:
             found.append(f"tenants[{i}] signs in with the development identity provider: anyone can sign in "
                          "as anyone (for trying it on this machine only)")

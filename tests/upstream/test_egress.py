@@ -284,3 +284,17 @@ def test_the_served_app_discovers_its_upstream_through_the_configured_proxy(
     assert anyio.run(main) == (401 if trusted else 503)
     assert proxy.targets[:1] == [f"localhost:{provider.port}"]
     assert [s[1] for s in provider.seen] == (["/.well-known/openid-configuration"] if trusted else [])
+
+
+def test_review_fixes_http_proxy_lower_case_only_and_no_password_in_a_repr() -> None:
+    """curl reads http_proxy in lower case only: under CGI a request's Proxy
+    header becomes HTTP_PROXY ("httpoxy"). A proxy URL's password shows in
+    no repr of the settings."""
+    from mcp_oauth_proxy.config import ServerConfig
+    from mcp_oauth_proxy.upstream.egress import egress_from
+
+    assert egress_from(None, None, {"HTTP_PROXY": "http://attacker.example:80"}).http_proxy is None
+    assert egress_from(None, None, {"http_proxy": "http://proxy.example:3128"}).http_proxy is not None
+    settings = egress_from("http://u:SuperSecretPW@proxy.example:3128", None, {})
+    assert "SuperSecretPW" not in repr(settings)
+    assert "SuperSecretPW" not in repr(ServerConfig(outbound_proxy="http://u:SuperSecretPW@proxy.example:3128"))

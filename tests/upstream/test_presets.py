@@ -262,13 +262,11 @@ def test_keycloak_requires_the_iss_it_advertises() -> None:
     assert params_of(back.header("location") or "")["error"] == "access_denied"
 
 
-def test_the_configurations_scopes_and_user_id_claim_win_over_the_presets() -> None:
+def test_the_configurations_scopes_win_over_the_presets() -> None:
     data = answers("okta_custom")
-    data["settings"].update(scopes=["openid", "offline_access"], user_id_claim="preferred_username")
+    data["settings"].update(scopes=["openid", "offline_access"])
     up = resolved(data)
-    assert up.scopes == ("openid", "offline_access") and up.user_id_claim == "preferred_username"
-    h, _, _ = login(data, up)
-    assert next(iter(h.store._grants.values()))[0].user_id == "ada@example.org"
+    assert up.scopes == ("openid", "offline_access")
 
 
 def test_the_cognito_issuer_comes_from_the_pool_id() -> None:
@@ -288,3 +286,34 @@ def test_gitlab_self_managed_is_its_issuer() -> None:
     assert urlsplit(h.idp.sent[0].url).netloc == "git.acme.example"
     assert parse_qs(h.idp.sent[0].body.decode())["redirect_uri"] == [f"{ISSUER}/oauth/callback"]
     assert REDIRECT  # the client's, untouched
+
+
+@pytest.mark.parametrize("claim", ["email", "preferred_username", "upn", "tid+email"])
+def test_a_claim_a_person_can_change_is_never_the_user_id(claim: str) -> None:
+    from mcp_oauth_proxy import config as config_mod
+
+    problems = config_mod.upstream_problems(config_mod.UpstreamConfig(
+        kind="entra", tenant="common", client_id="c", client_secret="s", user_id_claim=claim), "up")
+    assert any("user_id_claim" in p and "can be changed by the person" in p for p in problems), problems
+
+
+@pytest.mark.parametrize("kind", ["okta", "keycloak"])
+def test_an_issuer_with_a_trailing_slash_that_could_never_match_is_named(kind: str) -> None:
+    from mcp_oauth_proxy import config as config_mod
+
+    issuer = "https://kc.example/realms/acme/" if kind == "keycloak" else "https://acme.okta.com/oauth2/default/"
+    problems = config_mod.upstream_problems(config_mod.UpstreamConfig(
+        kind=kind, issuer=issuer, client_id="c", client_secret="s"), "up")
+    assert any("trailing slash" in p for p in problems), problems
+
+
+@pytest.mark.parametrize("value", ["²", "١٢", "9" * 40])
+def test_an_odd_expires_in_is_ignored_not_a_500(value: str) -> None:
+    import json
+
+    from mcp_oauth_proxy.core.http import HttpResponse
+    from mcp_oauth_proxy.core.upstream import parse_token_response
+
+    tokens, _ = parse_token_response(HttpResponse(200, (("content-type", "application/json"),), json.dumps(
+        {"access_token": "at", "token_type": "Bearer", "expires_in": value}).encode()), 1_800_000_000)
+    assert tokens.expires_at is None

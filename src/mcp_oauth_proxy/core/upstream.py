@@ -99,7 +99,8 @@ def parse_token_response(response: HttpResponse, now: int) -> tuple[UpstreamToke
         raise UpstreamUnavailable("the identity provider sent no access token")
     refresh = data.get("refresh_token")
     expires_in = data.get("expires_in")
-    if isinstance(expires_in, str) and expires_in.isdigit():
+    # ASCII digits only: str.isdigit() takes "²", which int() refuses.
+    if isinstance(expires_in, str) and expires_in.isascii() and expires_in.isdigit() and len(expires_in) < 12:
         expires_in = int(expires_in)
     scope = data.get("scope")
     tokens = UpstreamTokens(

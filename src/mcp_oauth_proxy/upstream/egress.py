@@ -3,8 +3,8 @@ any) and trusting which certificates. Decided once per process, from the
 configuration first and the standard environment variables second:
 
 - proxy: ``server.outbound_proxy`` for every URL; else ``https_proxy`` /
-  ``HTTPS_PROXY`` for https URLs and ``http_proxy`` / ``HTTP_PROXY`` for
-  http ones. ``no_proxy`` / ``NO_PROXY`` (curl's rules: a host and its
+  ``HTTPS_PROXY`` for https URLs and ``http_proxy`` (lower case only, as
+  curl: "httpoxy") for http ones. ``no_proxy`` / ``NO_PROXY`` (curl's rules: a host and its
   subdomains, ``.suffix``, an IP address or network, ``*``) applies to either.
   Only ``http://`` proxies (HTTP CONNECT for https URLs).
 - trust: certifi's CAs, or ``SSL_CERT_FILE``'s in their place (as OpenSSL
@@ -53,8 +53,9 @@ class Egress:
     """The process's decision (``egress_from``); ``Egress()``: straight
     out, trusting certifi's CAs."""
 
-    https_proxy: str | None = None
-    http_proxy: str | None = None
+    # Their URLs may hold a password: never in a repr.
+    https_proxy: str | None = attrs.field(default=None, repr=False)
+    http_proxy: str | None = attrs.field(default=None, repr=False)
     no_proxy: tuple[str, ...] = ()
     ssl_context: ssl.SSLContext = attrs.field(factory=_default_context, eq=False, repr=False)
 
@@ -142,7 +143,9 @@ def egress_from(outbound_proxy: str | None, ca_bundle: str | None, environ: Mapp
     else:
         found = _first(environ, "https_proxy", "HTTPS_PROXY")
         https_proxy = _proxy_url(found[1], found[0]) if found else None
-        found = _first(environ, "http_proxy", "HTTP_PROXY")
+        # Lower case only, as curl: under CGI a request's Proxy header
+        # becomes HTTP_PROXY ("httpoxy").
+        found = _first(environ, "http_proxy")
         http_proxy = _proxy_url(found[1], found[0]) if found else None
     found = _first(environ, "no_proxy", "NO_PROXY")
     no_proxy = tuple(e.strip() for e in found[1].split(",") if e.strip()) if found else ()

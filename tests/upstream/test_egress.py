@@ -298,3 +298,67 @@ def test_review_fixes_http_proxy_lower_case_only_and_no_password_in_a_repr() -> 
     settings = egress_from("http://u:SuperSecretPW@proxy.example:3128", None, {})
     assert "SuperSecretPW" not in repr(settings)
     assert "SuperSecretPW" not in repr(ServerConfig(outbound_proxy="http://u:SuperSecretPW@proxy.example:3128"))
+
+
+
+def test_an_https_backend_under_a_private_ca_is_trusted_through_ca_bundle(tmp_path: Path) -> None:
+    """The forwarder checks an https backend's certificate against the same
+    CAs as every outbound client: refused without server.ca_bundle (a 502),
+    reached with it."""
+    import hashlib
+    import http.server
+    import ssl
+    import threading
+
+    import anyio
+    import httpx
+    from https_server import self_signed
+    from storage.storage_records import access, code, grant
+
+    from mcp_oauth_proxy import config as config_mod
+    from mcp_oauth_proxy.app import build_app
+
+    cert, key = self_signed(tmp_path)
+
+    class Backend(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            self.rfile.read(int(self.headers.get("content-length") or 0))
+            self.send_response(200)
+            self.send_header("content-length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Backend)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    token = "mcp_at_backend-ca-test"
+
+    def status(ca_bundle: str | None) -> int:
+        data: dict = {"server": {"ca_bundle": ca_bundle} if ca_bundle else {}, "tenants": [{
+            "slug": "acme", "issuer": "https://acme.example.com", "resource": "https://acme.example.com/mcp",
+            "backend": f"https://127.0.0.1:{server.server_address[1]}/mcp",
+            "upstream": {"kind": "github", "client_id": "c", "client_secret": "s"}}]}
+        app = build_app(config_mod.parse(data))
+        g = grant()
+        app.site.store.save_grant_and_code(g, code(g))
+        assert app.site.store.issue_tokens(tenant="acme", grant_id=g.grant_id, refresh=None,
+                                           access=access(g, hashlib.sha256(token.encode()).hexdigest()))
+
+        async def call() -> int:
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), timeout=10) as http:
+                answer = await http.post("https://acme.example.com/mcp", json={},
+                                         headers={"authorization": f"Bearer {token}"})
+                return answer.status_code
+
+        return anyio.run(call)
+
+    try:
+        assert status(None) == 502  # the private CA is not trusted by default
+        assert status(cert) == 200
+    finally:
+        server.shutdown()

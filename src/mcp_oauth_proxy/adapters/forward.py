@@ -113,8 +113,13 @@ class Forwarder:
 
     def __init__(self, site: Site, backends: Mapping[str, Backend], *,
                  timeout: Mapping[str, float | None] = DEFAULT_TIMEOUT, max_body: int = MAX_BODY,
-                 more: Callable[[str], Backend | None] | None = None) -> None:
+                 more: Callable[[str], Backend | None] | None = None,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self.site = site
+        # The CAs an https backend's certificate may come from: the same as
+        # every outbound client's (upstream/egress.py: server.ca_bundle too).
+        # Backends are reached directly, never through the outbound proxy.
+        self._ssl_context = ssl_context
         self.backends = dict(backends)
         # The backend of a tenant not in ``backends`` (the database's servers, as last loaded).
         self.more = more
@@ -226,7 +231,7 @@ class Forwarder:
                         headers: list[tuple[bytes, bytes]], content: AsyncIterator[bytes] | None,
                         client: _Client) -> None:
         if self._pool is None:
-            self._pool = httpcore.AsyncConnectionPool(ssl_context=ssl.create_default_context(),
+            self._pool = httpcore.AsyncConnectionPool(ssl_context=self._ssl_context or ssl.create_default_context(),
                                                       network_backend=ClosingBackend(), **_POOL)
         request = httpcore.Request(scope["method"], target, headers=headers,
                                    content=content if content is not None else b"", extensions=self._extensions)

@@ -140,6 +140,19 @@ def test_client_credentials_gives_the_client_a_token_for_itself_and_no_refresh_t
     with pytest.raises(NoUpstreamTokens, match="no upstream tokens"):
         h.run(fresh_upstream_token(principal.grant_id, h.ctx()))
     assert SECRET not in h.store.dump() and body["access_token"] not in h.store.dump()
+    # Userinfo is about a person: a client's own token has none behind it.
+    me = h.request("GET", f"{ISSUER}/oauth/userinfo", headers=[("authorization", f"Bearer {body['access_token']}")])
+    assert me.status == 401 and error_of(me) == "invalid_token"
+
+
+def test_introspection_tells_a_clients_own_token_from_a_persons():
+    """A person's says "user" (test_resource_endpoints.py); a client's own, "client"."""
+    h = harness(machine(method="client_secret_basic", scope="mcp"))
+    mine = h.token({"grant_type": "client_credentials"}, basic("mcp_client_robot", SECRET)).json()["access_token"]
+    answer = h.request("POST", f"{ISSUER}/oauth/introspect", form={"token": mine},
+                       headers=basic("mcp_client_robot", SECRET)).json()
+    assert answer["active"] is True and answer["principal_type"] == "client"
+    assert answer["sub"] == "client:mcp_client_robot"
 
 
 # -- private_key_jwt --------------------------------------------------------------------------

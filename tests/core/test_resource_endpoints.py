@@ -206,7 +206,7 @@ def test_resource_server_introspects_any_token():
     body = _introspect(h, tokens["access_token"], "mcp-server", secret).json()
     assert body == {
         "active": True, "client_id": client["client_id"], "scope": "mcp mcp:admin", "exp": h.now + 3600,
-        "iat": h.now, "sub": "user-42", "aud": RESOURCE, "iss": ISSUER, "token_type": "Bearer",
+        "iat": h.now, "sub": "user-42", "aud": RESOURCE, "iss": ISSUER, "token_type": "Bearer", "principal_type": "user",
     }
     refresh = _introspect(h, tokens["refresh_token"], "mcp-server", secret).json()
     assert refresh["active"] is True and refresh["token_type"] == "refresh_token"

@@ -12,6 +12,7 @@ from ..context import ACCESS_PREFIX, REFRESH_PREFIX, Context, token_hash
 from ..effects import Flow, GetAccessToken, GetRefreshToken
 from ..errors import InvalidClient
 from ..http import Request, Response, form_params, json_response, required
+from ..models import AccessToken
 
 
 def _caller(request: Request, form: Mapping[str, list[str]], ctx: Context) -> Flow[str | None]:
@@ -52,6 +53,9 @@ def introspect(request: Request, ctx: Context) -> Flow[Response]:
     if inactive:
         # RFC 7662 §2.2: nothing more than active=false for such a token.
         return json_response({"active": False})
+    # Whom the token acts for (an extension member, RFC 7662 §2.2): a client
+    # for itself, or a person; only a browser login's grants refresh.
+    principal_type = record.principal.principal_type if isinstance(record, AccessToken) else "user"
     return json_response(
         {
             "active": True,
@@ -63,5 +67,6 @@ def introspect(request: Request, ctx: Context) -> Flow[Response]:
             "aud": record.resource,
             "iss": ctx.tenant.issuer,
             "token_type": "Bearer" if kind == "access_token" else kind,
+            "principal_type": principal_type,
         }
     )

@@ -21,6 +21,12 @@ def userinfo(request: Request, ctx: Context) -> Flow[Response]:
         return denial(ctx.tenant, exc, ())
     if principal is None:
         return denial(ctx.tenant, None, ())
+    if principal.principal_type == "client":
+        # OIDC Core §5.3: claims about the End-User; a client acting for
+        # itself has none (its id must not pass for a person's).
+        return json_response({"error": "invalid_token",
+                              "error_description": "the token is a client's own, not a person's"}, 401,
+                             [("www-authenticate", 'Bearer error="invalid_token"')])
     claims: dict[str, Any] | None = None
     if ctx.upstream.userinfo_endpoint is not None:
         try:

@@ -227,7 +227,7 @@ def test_behind_a_trusted_tls_proxy_the_console_sees_its_https_origin(admin: Adm
 
     site = Site([], MemoryStore(), b"k" * 32, trusted_proxies=["127.0.0.1"])
     console = Console(admin.api.management, console_key(b"k" * 32), clock=lambda: T0)
-    app = AdminApp(admin.api, console, origin=site.origin)
+    app = AdminApp(admin.api, site, console)
 
     async def main() -> httpx.Response:
         transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 5000))

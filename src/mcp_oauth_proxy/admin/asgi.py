@@ -6,10 +6,11 @@ problem."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import anyio
 import anyio.to_thread
+import attrs
 
 from .. import metrics
 from ..adapters.asgi import (
@@ -21,9 +22,10 @@ from ..adapters.asgi import (
     answer_lifespan,
     raw_path,
     refuse_websocket,
+    request_of,
     send_response,
 )
-from ..adapters.site import BodyTooLarge
+from ..adapters.site import BodyTooLarge, Site
 from ..core.http import Request, Response
 from ..core.store import traits_of
 from .api import PREFIX, AdminApi, problem
@@ -37,14 +39,14 @@ async def _nothing() -> None:
 class AdminApp:
     """The admin API, and (given) the console at ``/admin/``."""
 
-    def __init__(self, api: AdminApi, console: Console | None = None, *, max_body: int = 1024 * 1024,
-                 origin: Origin | None = None) -> None:
+    def __init__(self, api: AdminApi, site: Site, console: Console | None = None, *,
+                 max_body: int = 1024 * 1024) -> None:
         self.api = api
         self.console = console
         # The public scheme, host and client address, as the site trusts
         # X-Forwarded-* of its trusted proxies (adapters/site.Site.origin):
         # a console behind a TLS-terminating proxy sees its https origin.
-        self.origin = origin
+        self.site = site
         self.max_body = max_body
         traits = traits_of(api.management.store)
         # As the OAuth endpoints do: a database that stops answering gets the
@@ -72,7 +74,8 @@ class AdminApp:
             return await send_response(send, problem(413, f"the body is larger than {self.max_body} bytes"))
         except _Disconnected:
             return
-        request = _request(scope, path, body, self.origin)
+        # The raw path: the API splits it into segments before decoding them.
+        request = attrs.evolve(request_of(self.site, scope), path=path, body=body)
         if api:
             late = problem(503, "the server did not answer in time; try again")
             return await send_response(send, await self._answer(self.api.handle, request, late))
@@ -84,18 +87,3 @@ class AdminApp:
         with anyio.move_on_after(self.deadline):
             return await anyio.to_thread.run_sync(handle, request, abandon_on_cancel=True, limiter=self.limiter)
         return late
-
-
-Origin = Callable[[str | None, Sequence[tuple[str, str]], str, str], tuple[str, str, str]]
-
-
-def _request(scope: Scope, path: str, body: bytes, origin: Origin | None) -> Request:
-    headers = tuple((k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope.get("headers", ()))
-    client = scope.get("client")
-    server = scope.get("server") or ("localhost", None)
-    host = next((v for k, v in headers if k == "host"), f"{server[0]}:{server[1]}" if server[1] else server[0])
-    scheme, remote = scope.get("scheme", "http"), client[0] if client else ""
-    if origin is not None:
-        scheme, host, remote = origin(remote or None, headers, scheme, host)
-    return Request(method=scope["method"], path=path, query=scope.get("query_string", b"").decode("latin-1"),
-                   headers=headers, body=body, scheme=scheme, host=host, remote_addr=remote)

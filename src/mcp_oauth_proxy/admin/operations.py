@@ -31,7 +31,7 @@ from ..core.errors import DirectoryRefused
 from ..core.models import AuditEvent, Client, GrantInfo, OAuthConfig, Organization, Server
 from ..core.store import AUDIT_RETENTION, Store
 from ..directory import Entry
-from ..tenants_db import POLICY_FIELDS, oauth_config_problems, server_clash, server_problems
+from ..tenants_db import oauth_config_problems, server_clash, server_problems
 
 T = TypeVar("T")
 
@@ -435,9 +435,6 @@ class Management:
     def _check_server(self, actor: Actor, s: Server) -> None:
         """The file's rules, and a place of its own: no other tenant's
         requests may reach it (tenants_db.place_problems, file_clash, server_clash)."""
-        unknown = sorted(set(s.policy) - set(POLICY_FIELDS))
-        if unknown:
-            raise invalid("policy", f"unknown key(s) {', '.join(unknown)} (known: {', '.join(POLICY_FIELDS)})")
         problems = server_problems(s, self.file_tenants)
         clash = [p for p in problems if not _PROBLEM.match(p)]
         if clash:

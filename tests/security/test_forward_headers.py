@@ -117,6 +117,54 @@ def test_underscored_identity_headers_never_reach_a_wsgi_backend(
         assert (claim in environ) == behind_proxy, claim
 
 
+@pytest.mark.parametrize("loop", ["asyncio", "trio"])
+def test_a_backends_cookie_goes_to_its_client_and_is_never_sent_again_by_us(
+        upstream: LocalIdP, wsgi_backend: str, loop: str) -> None:
+    """One pool carries everyone's requests: a cookie a backend set for one
+    person's request must not ride along on the next person's."""
+    async def main() -> tuple[httpx.Response, dict[str, str]]:
+        # By name: a client's cookie jar may keep no cookie of a bare IP address.
+        by_name = wsgi_backend.replace("127.0.0.1", "localhost")
+        forwarder = Forwarder(site(upstream), {"acme": Backend(f"{by_name}/mcp", "/mcp")})
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=as_guarded(forwarder, None)),
+                                     base_url="http://acme.test") as http:
+            setting = await http.get("/mcp?set_cookie=session%3Dvictims-session%3B%20Path%3D%2F")
+            http.cookies.clear()  # the next request is another client's, with no cookie of its own
+            later = await http.get("/mcp")
+        await forwarder.aclose()
+        return setting, later.json()
+
+    setting, environ = anyio.run(main, backend=loop)
+    assert setting.headers["set-cookie"] == "session=victims-session; Path=/"  # its own client gets it
+    assert "HTTP_COOKIE" not in environ
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "trio"])
+def test_header_values_go_byte_for_byte_or_the_request_is_refused(
+        upstream: LocalIdP, wsgi_backend: str, loop: str) -> None:
+    """UTF-8 in a header value reaches the backend as the same bytes. On
+    asyncio, whose client writes header values as UTF-8 text, a value in
+    another charset is refused with a 400 rather than re-encoded; trio's
+    sends it as it came."""
+    async def main() -> list[httpx.Response]:
+        forwarder = Forwarder(site(upstream), {"acme": Backend(f"{wsgi_backend}/mcp", "/mcp")})
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=as_guarded(forwarder, None)),
+                                     base_url="http://acme.test") as http:
+            answers = [await http.get("/mcp", headers=[(b"x-name", value)]) for value in
+                       ("jos\u00e9".encode(), b"jos\xe9")]
+        await forwarder.aclose()
+        return answers
+
+    utf8, latin1 = anyio.run(main, backend=loop)
+    assert utf8.status_code == 200
+    # wsgiref reads header bytes as latin-1 (PEP 3333).
+    assert utf8.json()["HTTP_X_NAME"] == "jos\u00e9".encode().decode("latin-1")
+    if loop == "asyncio":
+        assert latin1.status_code == 400 and latin1.json()["error"] == "invalid_request"
+    else:
+        assert latin1.json()["HTTP_X_NAME"] == "jos\xe9"
+
+
 @pytest.mark.parametrize("loop", LOOPS)
 def test_a_clients_address_claims_are_not_believed_by_the_server(loop: str, wsgi_backend: str,
                                                                  tmp_path: Path) -> None:

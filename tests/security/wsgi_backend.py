@@ -5,7 +5,8 @@
 The standard library's wsgiref server on 127.0.0.1; every request is
 answered with what a WSGI app there reads of it: its environ's CGI
 variables (``HTTP_*``, ``CONTENT_*``, ``REQUEST_METHOD``, ``PATH_INFO``,
-``QUERY_STRING``), as JSON. wsgiref, like most WSGI servers, maps ``-`` and
+``QUERY_STRING``), as JSON; with ``?set_cookie=VALUE``, also with that
+Set-Cookie. wsgiref, like most WSGI servers, maps ``-`` and
 ``_`` in a header name to the same ``HTTP_`` key and joins repeated ones."""
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import json
 import sys
 from typing import Any, Callable, Iterable
+from urllib.parse import parse_qs
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 _CGI = ("REQUEST_METHOD", "PATH_INFO", "QUERY_STRING", "CONTENT_TYPE", "CONTENT_LENGTH")
@@ -21,7 +23,11 @@ _CGI = ("REQUEST_METHOD", "PATH_INFO", "QUERY_STRING", "CONTENT_TYPE", "CONTENT_
 def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
     seen = {k: v for k, v in environ.items() if k.startswith("HTTP_") or k in _CGI}
     body = json.dumps(seen).encode()
-    start_response("200 OK", [("content-type", "application/json"), ("content-length", str(len(body)))])
+    headers = [("content-type", "application/json"), ("content-length", str(len(body)))]
+    cookie = parse_qs(environ.get("QUERY_STRING", "")).get("set_cookie")
+    if cookie:
+        headers.append(("set-cookie", cookie[0]))
+    start_response("200 OK", headers)
     return [body]
 
 

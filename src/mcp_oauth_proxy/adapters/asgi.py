@@ -101,11 +101,7 @@ def request_of(site: Site, scope: Scope) -> Request:
     """The core's view of an ASGI request (its body not read yet): the
     public scheme and host, and the client's address, as the site trusts them."""
     headers = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope.get("headers", ())]
-    server = scope.get("server") or ("localhost", None)
-    default_host = server[0] if server[1] is None else f"{server[0]}:{server[1]}"
-    host = next((v for k, v in headers if k == "host"), default_host)
-    client = scope.get("client")
-    scheme, host, remote = site.origin(client[0] if client else None, headers, scope.get("scheme", "http"), host)
+    scheme, host, remote = _origin(site, scope, headers)
     return Request(
         method=scope.get("method", "GET"),  # websocket scopes have none
         path=scope["path"],
@@ -115,6 +111,26 @@ def request_of(site: Site, scope: Scope) -> Request:
         host=host,
         remote_addr=remote,
     )
+
+
+def origin_of(site: Site, scope: Scope) -> tuple[str, str, str]:
+    """(scheme, host, client address) of a request as :func:`request_of`
+    reads them, its other headers decoded only where a trusted proxy sent it."""
+    client = scope.get("client")
+    if site.trusts(client[0] if client else None):
+        return _origin(site, scope, [(k.decode("latin-1").lower(), v.decode("latin-1"))
+                                     for k, v in scope.get("headers", ())])
+    hosts = [(b"host", v) for k, v in scope.get("headers", ()) if k.lower() == b"host"][:1]
+    return _origin(site, scope, [(k.decode("latin-1"), v.decode("latin-1")) for k, v in hosts])
+
+
+def _origin(site: Site, scope: Scope, headers: list[tuple[str, str]]) -> tuple[str, str, str]:
+    # The first Host, else the address the server listens on.
+    server = scope.get("server") or ("localhost", None)
+    default_host = server[0] if server[1] is None else f"{server[0]}:{server[1]}"
+    host = next((v for k, v in headers if k == "host"), default_host)
+    client = scope.get("client")
+    return site.origin(client[0] if client else None, headers, scope.get("scheme", "http"), host)
 
 
 def raw_path(scope: Scope) -> str:

@@ -37,25 +37,26 @@ goes away cancels the backend request.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import ssl
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
-from typing import Any, cast
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import anyio
 import attrs
-import h11
-import httpcore
+import sniffio
 
 from ..core.errors import InvalidToken, OAuthError
 from ..core.flows.guard import denial
 from ..core.http import Response, json_response
 from ..core.models import Principal
 from ..logs import Throttled
-from ..upstream.closing_backend import ClosingBackend
-from .asgi import Receive, Scope, Send, answer_lifespan, raw_path, refuse_websocket, request_of, send_response
+from .asgi import Receive, Scope, Send, answer_lifespan, origin_of, raw_path, refuse_websocket, send_response
+from .backend_http import DEFAULT_TIMEOUT, BackendFailed, Body, Pool, Unsendable, pool_for
 from .forward_headers import framing, header_value, identity_value, origin_headers, to_backend, to_client
 from .paths import is_safe_path, refused_path
 from .site import PRINCIPAL_KEY, UPSTREAM_TOKEN_KEY, BodyTooLarge, Site, declared_length, payload_too_large
@@ -65,18 +66,7 @@ log = logging.getLogger("mcp_oauth_proxy")
 _backend_failed = Throttled(log, logging.WARNING, interval=60.0)
 
 _METHODS = ("GET", "POST", "DELETE")  # MCP streamable HTTP
-# Connect fails fast; reads wait as long as the backend keeps a stream open.
-DEFAULT_TIMEOUT = {"connect": 5.0, "read": None, "write": 30.0, "pool": 10.0}
 MAX_BODY = 10 * 1024 * 1024
-# Connections to the backends: enough kept open for a busy server's
-# concurrent requests (each one opened anew would cost the backend a
-# handshake), each closed when idle a little shorter than servers' usual
-# 5 s, so we never send on one the backend is closing.
-_POOL: dict[str, Any] = {"max_connections": 256, "max_keepalive_connections": 256, "keepalive_expiry": 4.0}
-# What talking to the backend can fail with: httpcore's errors, and h11's
-# own that it passes on unwrapped (a body that breaks its framing).
-_BACKEND_FAILED = (httpcore.NetworkError, httpcore.TimeoutException, httpcore.ProtocolError,
-                   httpcore.UnsupportedProtocol, h11.ProtocolError)
 
 
 @attrs.frozen
@@ -106,10 +96,8 @@ def _unavailable() -> Response:
 class Forwarder:
     """An ASGI app behind :class:`~.asgi.BearerGuard`: sends each authorized
     request to its tenant's backend; tenants without one get a JSON 404.
-    One connection pool, httpcore's own (a request through it costs two
-    thirds of the CPU it costs through httpx, which adds cookies, URL
-    models and header objects we have no use for), made in the loop that
-    uses it, closed on lifespan shutdown."""
+    One connection pool (backend_http.py: aiohttp's on asyncio, httpcore's
+    on trio), made in the loop that uses it, closed on lifespan shutdown."""
 
     def __init__(self, site: Site, backends: Mapping[str, Backend], *,
                  timeout: Mapping[str, float | None] = DEFAULT_TIMEOUT, max_body: int = MAX_BODY,
@@ -124,8 +112,8 @@ class Forwarder:
         # The backend of a tenant not in ``backends`` (the database's servers, as last loaded).
         self.more = more
         self.max_body = max_body
-        self._extensions = {"timeout": dict(timeout)}
-        self._pool: httpcore.AsyncConnectionPool | None = None
+        self._timeout = dict(timeout)
+        self._pool: Pool | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -175,8 +163,8 @@ class Forwarder:
         # RFC 9112 §6.3: no Content-Length or Transfer-Encoding, no body; but an
         # HTTP/2 POST need not say, so a POST's body is always streamed on.
         has_body = scope["method"] == "POST" or length is not None or chunked
-        headers = self._headers(scope, backend, principal, declared, has_body, extra)
-        await self._forward(scope, receive, send, target, principal.tenant, headers, has_body)
+        headers = self._headers(scope, backend, principal, extra)
+        await self._forward(scope, receive, send, target, principal.tenant, headers, declared, has_body)
 
     def _denial(self, principal: Principal, exc: InvalidToken) -> Response:
         # The same 401 the guard sends (RFC 6750 §3): sign in again.
@@ -186,84 +174,96 @@ class Forwarder:
         return denial(tenant, exc, tenant.required_scopes or tenant.scopes)
 
     async def _forward(self, scope: Scope, receive: Receive, send: Send, target: str, tenant: str,
-                       headers: list[tuple[bytes, bytes]], has_body: bool) -> None:
-        body_read = anyio.Event()
+                       headers: list[tuple[bytes, bytes]], length: int | None, has_body: bool) -> None:
         client = _Client()
+        body: Body = None
+        if has_body:
+            first = await receive()
+            if first["type"] == "http.disconnect":
+                return
+            chunk = first.get("body", b"")
+            if len(chunk) > self.max_body:
+                return await send_response(send, payload_too_large(self.max_body))
+            if first.get("more_body", False):
+                body = self._rest_of_body(chunk, length, receive, client)
+            elif length is not None and len(chunk) != length:
+                return await send_response(send, _misframed(tenant))
+            else:
+                body = chunk  # the whole body at once (most are): sent with the head
+                client.body_read = True
+        else:
+            client.body_read = True
+        exchange = self._exchange(send, scope["method"], target, tenant, headers, body, length, client)
+        if sniffio.current_async_library() == "asyncio":
+            await _until_gone_asyncio(exchange, receive, client)
+        else:
+            await _until_gone(exchange, receive, client)
 
-        async def body() -> AsyncIterator[bytes]:
-            size = 0
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    client.gone = True
-                    raise _ClientGone()
-                chunk = message.get("body", b"")
-                size += len(chunk)
-                if size > self.max_body:  # a chunked body, or one longer than it said
-                    raise BodyTooLarge()
-                if chunk:
-                    yield chunk
-                if not message.get("more_body", False):
-                    body_read.set()
-                    return
-
-        async def watch(cancel: anyio.CancelScope) -> None:
-            # Only once the body is read is receive() free to tell of a disconnect.
-            await body_read.wait()
-            while (await receive())["type"] != "http.disconnect":
-                pass
-            if not client.answered:
-                # Gone before its answer was out: the backend's work is cancelled.
-                # (Once it is out, Hypercorn says "disconnect" as a matter of
-                # course, and a cancel would cut its sending of the end short:
-                # the connection was never closed.)
+    async def _rest_of_body(self, first: bytes, length: int | None, receive: Receive,
+                            client: _Client) -> AsyncIterator[bytes]:
+        """A body that came in more than one part, each sent on as it
+        arrives; never more or less than its Content-Length says (else the
+        backend would read the rest as another request: the connection is
+        given up instead)."""
+        size = len(first)
+        if first:
+            yield first
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
                 client.gone = True
-                cancel.cancel()
+                raise _ClientGone()
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:  # a chunked body, or one longer than it said
+                client.too_large = True
+                raise BodyTooLarge()
+            ended = not message.get("more_body", False)
+            if length is not None and (size > length or (ended and size != length)):
+                raise _Misframed()
+            if chunk:
+                yield chunk
+            if ended:
+                client.body_read = True
+                if client.body_done is not None:
+                    client.body_done.set()
+                return
 
-        if not has_body:
-            body_read.set()
-        async with anyio.create_task_group() as tasks:
-            tasks.start_soon(watch, tasks.cancel_scope)
-            await self._exchange(scope, send, target, tenant, headers, body() if has_body else None, client)
-            tasks.cancel_scope.cancel()
-
-    async def _exchange(self, scope: Scope, send: Send, target: str, tenant: str,
-                        headers: list[tuple[bytes, bytes]], content: AsyncIterator[bytes] | None,
+    async def _exchange(self, send: Send, method: str, target: str, tenant: str,
+                        headers: list[tuple[bytes, bytes]], body: Body, length: int | None,
                         client: _Client) -> None:
         if self._pool is None:
-            self._pool = httpcore.AsyncConnectionPool(ssl_context=self._ssl_context or ssl.create_default_context(),
-                                                      network_backend=ClosingBackend(), **_POOL)
-        request = httpcore.Request(scope["method"], target, headers=headers,
-                                   content=content if content is not None else b"", extensions=self._extensions)
+            self._pool = pool_for(sniffio.current_async_library(), self._timeout, self._ssl_context)
         try:
-            response = await self._pool.handle_async_request(request)
-        except BodyTooLarge:
+            answer = await self._pool.send(method, target, headers, body, length)
+        except Unsendable as exc:
             client.answered = True
-            return await send_response(send, payload_too_large(self.max_body))
-        except (*_BACKEND_FAILED, _ClientGone) as exc:
+            return await send_response(send, _json(400, "invalid_request", str(exc)))
+        except (BackendFailed, BodyTooLarge, _ClientGone, _Misframed) as exc:
+            # The body's own failures are told by what the body saw: a
+            # client may wrap them in its own errors.
             if client.gone:
                 return
-            # The class is enough to diagnose; the text could name the backend's internals.
-            _backend_failed("tenant %s: the backend failed before answering: %s", tenant, type(exc).__name__)
             client.answered = True
+            if client.too_large:
+                return await send_response(send, payload_too_large(self.max_body))
+            _backend_failed("tenant %s: the backend failed before answering: %s", tenant, _failure(exc))
             return await send_response(send, _unavailable())
         try:
-            await send({"type": "http.response.start", "status": response.status,
-                        "headers": to_client(response.headers)})
+            await send({"type": "http.response.start", "status": answer.status, "headers": to_client(answer.headers)})
             try:
-                # An async pool's response streams asynchronously.
-                async for chunk in cast(AsyncIterable[bytes], response.stream):
+                async for chunk in answer.chunks():
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            except _BACKEND_FAILED as exc:
-                _backend_failed("tenant %s: the backend's answer ended early: %s", tenant, type(exc).__name__)
+            except BackendFailed as exc:
+                _backend_failed("tenant %s: the backend's answer ended early: %s", tenant, exc)
             client.answered = True
             await send({"type": "http.response.body", "body": b""})
         except OSError:
             pass  # the client went away while we were sending (ASGI spec)
         finally:
-            await response.aclose()
+            await answer.aclose()
 
-    def _headers(self, scope: Scope, backend: Backend, principal: Principal, length: int | None, has_body: bool,
+    def _headers(self, scope: Scope, backend: Backend, principal: Principal,
                  extra: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
         client = scope.get("client")
         from_proxy = self.site.trusts(client[0] if client else None)
@@ -273,13 +273,7 @@ class Forwarder:
             # A backend may encode an answer to a request that does not say (RFC 9110
             # §12.5.3); the client said nothing of what it decodes.
             headers.append((b"accept-encoding", b"identity"))
-        # The body's framing is ours (RFC 9112 §6): its length, or chunks.
-        if length is not None:
-            headers.append((b"content-length", str(length).encode("ascii")))
-        elif has_body:
-            headers.append((b"transfer-encoding", b"chunked"))
-        origin = request_of(self.site, scope)
-        headers += origin_headers(origin.scheme, origin.host, origin.remote_addr)
+        headers += origin_headers(*origin_of(self.site, scope))
         headers += [
             (b"x-mcp-user", identity_value(principal.user_id)),
             (b"x-mcp-client-id", identity_value(principal.client_id)),
@@ -299,11 +293,91 @@ class _ClientGone(Exception):
     pass
 
 
+class _Misframed(Exception):
+    """The request's body is longer or shorter than its Content-Length said."""
+
+
+def _misframed(tenant: str) -> Response:
+    # Not the backend's fault, but what an outbound client's refusal has
+    # always been: the backend was not asked.
+    _backend_failed("tenant %s: the request body does not match its Content-Length", tenant)
+    return _unavailable()
+
+
 class _Client:
     """What the forwarder knows of its client during one exchange."""
 
     gone = False  # it went away
     answered = False  # the end of its answer is being sent
+    too_large = False  # its body went over the cap
+    body_read = False  # its body was read to the end (or it has none)
+    body_done: anyio.Event | None = None  # set when it is, for a watcher waiting for that
+
+
+def _failure(exc: BaseException) -> str:
+    return str(exc) if isinstance(exc, BackendFailed) else type(exc).__name__
+
+
+async def _until_gone(exchange: Awaitable[None], receive: Receive, client: _Client) -> None:
+    """``exchange``, cancelled if the client goes away before the end of its
+    answer is being sent (any event loop)."""
+    async def watch(cancel: anyio.CancelScope) -> None:
+        await _gone(receive, client)
+        cancel.cancel()
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(watch, tasks.cancel_scope)
+        await exchange
+        tasks.cancel_scope.cancel()
+
+
+async def _until_gone_asyncio(exchange: Awaitable[None], receive: Receive, client: _Client) -> None:
+    """:func:`_until_gone` on asyncio with one plain task beside it: an
+    anyio task group costs more than the rest of forwarding does."""
+    task = asyncio.current_task()
+    assert task is not None
+
+    async def watch() -> None:
+        await _gone(receive, client)
+        task.cancel()
+
+    watcher = asyncio.get_running_loop().create_task(watch())
+    try:
+        await exchange
+    except asyncio.CancelledError:
+        # Ours (the client went away) is swallowed; anyone else's goes on.
+        if not (client.gone and watcher.done()) or _uncancel(task) > 0:
+            raise
+    finally:
+        # No await between the exchange's end and here: the watcher cannot
+        # cancel this task once the exchange is over.
+        watcher.cancel()
+
+
+def _uncancel(task: asyncio.Task[Any]) -> int:
+    """The cancellations still asked of ``task`` after ours (Python 3.11 on
+    counts them; 3.10 does not)."""
+    if sys.version_info >= (3, 11):
+        return task.uncancel()
+    return 0
+
+
+async def _gone(receive: Receive, client: _Client) -> None:
+    """Returns once the client has gone before its answer's end was being sent."""
+    if not client.body_read:
+        # Only once the body is read is receive() free to tell of a disconnect.
+        client.body_done = anyio.Event()
+        if not client.body_read:
+            await client.body_done.wait()
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    if client.answered:
+        # Once its answer's end is out, Hypercorn says "disconnect" as a
+        # matter of course, and a cancel would cut its sending of the end
+        # short: the connection was never closed.
+        await anyio.sleep_forever()
+    # Gone before its answer was out: the backend's work is cancelled.
+    client.gone = True
 
 
 def _target(path: str, query: bytes, backend: Backend) -> str | None:

@@ -8,6 +8,7 @@ a header we drop or set gets past us to sit beside ours."""
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Iterable
@@ -76,6 +77,7 @@ def header_value(value: str) -> bytes:
     return percent_encoded(value).encode("ascii")
 
 
+@functools.lru_cache(maxsize=4096)
 def identity_value(value: str) -> bytes:
     """A value of X-MCP-User, X-MCP-Client-Id or X-MCP-Scopes: percent-encoded
     UTF-8 with "%" itself encoded too, so that one reading (``unquote``)
@@ -116,6 +118,12 @@ def _without_our_cookies(value: bytes) -> bytes:
     return b";".join(kept).strip()
 
 
+@functools.lru_cache(maxsize=256)
+def _dropped_to_backend(token_header: str | None) -> frozenset[bytes]:
+    dropped = _HOP_BY_HOP | _ORIGIN_OURS | _REROUTING | _IDENTITY_CLAIMS | {b"authorization", b"content-length"}
+    return dropped | {canonical(token_header.encode("latin-1"))} if token_header else dropped
+
+
 def to_backend(headers: Headers, from_proxy: bool, token_header: str | None) -> list[tuple[bytes, bytes]]:
     """The client's headers that go on: not hop-by-hop ones, nor the body's
     framing (the outbound client frames what it sends), nor our token, our
@@ -123,10 +131,7 @@ def to_backend(headers: Headers, from_proxy: bool, token_header: str | None) -> 
     signed-in-user header (ours are said anew); a client's other address claims only from a
     trusted proxy."""
     headers = list(headers)
-    dropped = (_HOP_BY_HOP | _ORIGIN_OURS | _REROUTING | _IDENTITY_CLAIMS | _connection_named(headers)
-               | {b"authorization", b"content-length"})
-    if token_header:
-        dropped |= {canonical(token_header.encode("latin-1"))}
+    dropped = _dropped_to_backend(token_header) | _connection_named(headers)
     kept = []
     for name, value in headers:
         name, key = name.lower(), canonical(name)
@@ -178,9 +183,11 @@ def _node(client: str) -> str:
         return client
 
 
-def origin_headers(scheme: str, host: str, client: str) -> list[tuple[bytes, bytes]]:
-    """Forwarded (RFC 7239) and the X-Forwarded-* most servers read instead."""
+@functools.lru_cache(maxsize=1024)
+def origin_headers(scheme: str, host: str, client: str) -> tuple[tuple[bytes, bytes], ...]:
+    """Forwarded (RFC 7239) and the X-Forwarded-* most servers read instead
+    (the same for every request of one client: made once)."""
     node = _node(client)
     forwarded = f"for={_quoted(node)};host={_quoted(host)};proto={scheme}"
-    return [(b"forwarded", header_value(forwarded)), (b"x-forwarded-for", header_value(client or "unknown")),
-            (b"x-forwarded-host", header_value(host)), (b"x-forwarded-proto", scheme.encode("ascii"))]
+    return ((b"forwarded", header_value(forwarded)), (b"x-forwarded-for", header_value(client or "unknown")),
+            (b"x-forwarded-host", header_value(host)), (b"x-forwarded-proto", scheme.encode("ascii")))

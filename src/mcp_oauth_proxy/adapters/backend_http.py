@@ -1,0 +1,200 @@
+"""The forwarder's HTTP/1.1 client to its backends (forward.py): one pool
+of kept-alive connections per app, made in the loop that uses it.
+
+On asyncio (``serve``'s uvicorn) the pool is aiohttp's: its C parser and
+writer cost the least per request of the well-kept clients we measured
+(``bench/bench_forward.py``; httpcore, with h11 under it and anyio's
+cancel scopes around every read and write, cost about three times its
+CPU). aiohttp runs only on asyncio, so on trio (``serve --trio``) the pool
+is httpcore's.
+
+Both send exactly the headers they are given, plus the body's framing
+(RFC 9112 §6: its Content-Length when known, else chunks); neither keeps
+cookies, follows redirects, decodes a body or reads proxy settings from
+the environment (backends are reached directly). What fails on the way,
+in any of their own ways, is :class:`BackendFailed`.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from typing import Any, Protocol, cast
+
+import h11
+import httpcore
+
+from ..upstream.closing_backend import ClosingBackend
+
+# Connect fails fast; reads wait as long as the backend keeps a stream open.
+DEFAULT_TIMEOUT: Mapping[str, float | None] = {"connect": 5.0, "read": None, "write": 30.0, "pool": 10.0}
+# Enough connections kept open for a busy server's concurrent requests (each
+# opened anew would cost the backend a handshake), each closed when idle a
+# little shorter than servers' usual 5 s, so we never send on one the
+# backend is closing.
+MAX_CONNECTIONS = 256
+KEEPALIVE_SECONDS = 4.0
+# The longest response head line and field a backend may send (h11's own
+# limit for a whole head is 100 KiB).
+MAX_FIELD = 64 * 1024
+
+Body = bytes | AsyncIterator[bytes] | None
+
+
+class BackendFailed(Exception):
+    """The backend could not be reached, or broke off or garbled its answer.
+    Its text is the failure's class name only (the details could name the
+    backend's internals)."""
+
+
+class Unsendable(ValueError):
+    """A request this pool cannot send as it came (nothing was sent)."""
+
+
+class Answer(Protocol):
+    """A backend's answer, its body still to be read."""
+
+    status: int
+    headers: list[tuple[bytes, bytes]]
+
+    def chunks(self) -> AsyncIterator[bytes]:
+        """The body as it arrives; raises BackendFailed if it ends early."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+class Pool(Protocol):
+    async def send(self, method: str, url: str, headers: list[tuple[bytes, bytes]], body: Body,
+                   length: int | None) -> Answer:
+        """The backend's answer to a request (its head read). ``length``: the
+        body's length if known, else a body is sent in chunks. Raises
+        BackendFailed, or whatever iterating ``body`` raised."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+def pool_for(library: str, timeout: Mapping[str, float | None], ssl_context: ssl.SSLContext | None) -> Pool:
+    """The pool for the running event loop's library (``sniffio`` name)."""
+    context = ssl_context or ssl.create_default_context()
+    if library == "asyncio":
+        return AiohttpPool(timeout, context)
+    return HttpcorePool(timeout, context)
+
+
+class AiohttpPool:
+    def __init__(self, timeout: Mapping[str, float | None], ssl_context: ssl.SSLContext) -> None:
+        import aiohttp
+        import yarl
+
+        self._errors = (aiohttp.ClientError, TimeoutError)
+        self._url = yarl.URL
+        # Every outbound header is ours to say: none added for us (aiohttp
+        # would say User-Agent, Accept, Accept-Encoding and a body's
+        # Content-Type).
+        skip = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
+        # pool: waiting for a free connection and connecting; connect: the TCP (and TLS) handshake.
+        timeouts = aiohttp.ClientTimeout(total=None, connect=timeout.get("pool"),
+                                         sock_connect=timeout.get("connect"), sock_read=timeout.get("read"))
+        connector = aiohttp.TCPConnector(limit=MAX_CONNECTIONS, keepalive_timeout=KEEPALIVE_SECONDS, ssl=ssl_context)
+        # DummyCookieJar: a backend's Set-Cookie goes to the one client it
+        # answered, never into a jar shared by everyone's requests.
+        self._session = aiohttp.ClientSession(
+            connector=connector, cookie_jar=aiohttp.DummyCookieJar(), skip_auto_headers=skip, timeout=timeouts,
+            auto_decompress=False, trust_env=False, max_line_size=MAX_FIELD, max_field_size=MAX_FIELD)
+
+    async def send(self, method: str, url: str, headers: list[tuple[bytes, bytes]], body: Body,
+                   length: int | None) -> Answer:
+        # aiohttp writes str headers as UTF-8: a value goes as UTF-8 text,
+        # byte for byte as it came, or not at all (RFC 9110 §5.5 obs-text
+        # in another charset would be re-encoded on the way).
+        try:
+            pairs = [(name.decode("latin-1"), value.decode("utf-8")) for name, value in headers]
+        except UnicodeDecodeError:
+            raise Unsendable("a header value is not UTF-8 text") from None
+        if length is not None and not isinstance(body, bytes):
+            pairs.append(("Content-Length", str(length)))
+        try:
+            # encoded=True: the path and query go exactly as sent, not re-quoted.
+            response = await self._session.request(method, self._url(url, encoded=True), headers=pairs,
+                                                   data=body, allow_redirects=False)
+        except self._errors as exc:
+            raise BackendFailed(type(exc).__name__) from exc
+        return _AiohttpAnswer(response, self._errors)
+
+    async def aclose(self) -> None:
+        await self._session.close()
+
+
+class _AiohttpAnswer:
+    def __init__(self, response: Any, errors: tuple[type[BaseException], ...]) -> None:
+        self._response = response
+        self._errors = errors
+        self.status: int = response.status
+        self.headers: list[tuple[bytes, bytes]] = list(response.raw_headers)
+        self._read = False
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._response.content.iter_any():
+                yield chunk
+        except self._errors as exc:
+            raise BackendFailed(type(exc).__name__) from exc
+        self._read = True
+
+    async def aclose(self) -> None:
+        # Read to its end, the connection goes back to the pool; else it is closed.
+        if self._read:
+            self._response.release()
+        else:
+            self._response.close()
+
+
+# What talking to the backend through httpcore can fail with: its errors,
+# and h11's own that it passes on unwrapped (a body that breaks its framing).
+_HTTPCORE_FAILED = (httpcore.NetworkError, httpcore.TimeoutException, httpcore.ProtocolError,
+                    httpcore.UnsupportedProtocol, h11.ProtocolError)
+
+
+class HttpcorePool:
+    def __init__(self, timeout: Mapping[str, float | None], ssl_context: ssl.SSLContext) -> None:
+        self._extensions = {"timeout": dict(timeout)}
+        self._pool = httpcore.AsyncConnectionPool(
+            ssl_context=ssl_context, network_backend=ClosingBackend(), max_connections=MAX_CONNECTIONS,
+            max_keepalive_connections=MAX_CONNECTIONS, keepalive_expiry=KEEPALIVE_SECONDS)
+
+    async def send(self, method: str, url: str, headers: list[tuple[bytes, bytes]], body: Body,
+                   length: int | None) -> Answer:
+        if length is not None:
+            headers = [*headers, (b"content-length", str(length).encode("ascii"))]
+        elif body is not None:
+            headers = [*headers, (b"transfer-encoding", b"chunked")]
+        request = httpcore.Request(method, url, headers=headers, content=b"" if body is None else body,
+                                   extensions=self._extensions)
+        try:
+            response = await self._pool.handle_async_request(request)
+        except _HTTPCORE_FAILED as exc:
+            raise BackendFailed(type(exc).__name__) from exc
+        return _HttpcoreAnswer(response)
+
+    async def aclose(self) -> None:
+        await self._pool.aclose()
+
+
+class _HttpcoreAnswer:
+    def __init__(self, response: httpcore.Response) -> None:
+        self._response = response
+        self.status = response.status
+        self.headers = response.headers
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        try:
+            # An async pool's response streams asynchronously.
+            async for chunk in cast(AsyncIterable[bytes], self._response.stream):
+                yield chunk
+        except _HTTPCORE_FAILED as exc:
+            raise BackendFailed(type(exc).__name__) from exc
+
+    async def aclose(self) -> None:
+        await self._response.aclose()

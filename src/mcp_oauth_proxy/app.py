@@ -220,7 +220,8 @@ def forwarder(config: Config, site: Site) -> Forwarder:
     the file's and the database's servers' alike."""
     return Forwarder(site, {t.slug: backend_for(t.resource, t.backend, t.forward_upstream_token_header)
                             for t in config.tenants if t.backend is not None},
-                     max_body=config.server.max_forward_body, more=getattr(site.directory.source, "backend", None),
+                     max_body=config.server.max_forward_body, per_person=config.server.max_forward_per_person,
+                     more=getattr(site.directory.source, "backend", None),
                      ssl_context=site.egress.ssl_context)
 
 

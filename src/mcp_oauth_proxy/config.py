@@ -150,6 +150,9 @@ class ServerConfig:
     max_body: int = 1024 * 1024
     # Largest request body forwarded to a tenant's backend (bytes).
     max_forward_body: int = 10 * 1024 * 1024
+    # Requests of one person (or machine client) forwarded at once, event
+    # streams included: one token cannot take every backend connection.
+    max_forward_per_person: int = 32
     # Seconds between removals of expired records (0: never; `db gc` does it
     # by hand), and how many of each kind one batch removes.
     gc_interval: int = 300
@@ -508,6 +511,8 @@ def _check_server(s: ServerConfig, problems: list[str]) -> None:
         problems.append("server.max_body: must be positive")
     if s.max_forward_body <= 0:
         problems.append("server.max_forward_body: must be positive")
+    if s.max_forward_per_person <= 0:
+        problems.append("server.max_forward_per_person: must be positive")
     if s.gc_interval < 0:
         problems.append("server.gc_interval: must not be negative (0 turns it off)")
     if s.gc_batch <= 0:

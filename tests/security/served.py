@@ -190,9 +190,10 @@ def settled(count: Callable[[], int], target: int | None = None, seconds: float 
     return value
 
 
-def seed_access_token(database: str, keys: Path, tenant: str, resource: str) -> str:
+def seed_access_token(database: str, keys: Path, tenant: str, resource: str, user: str = "u") -> str:
     """An access token of ``tenant`` for ``resource``, stored in the
-    database a server will open (with its key file), as if issued by a login."""
+    database a server will open (with its key file), as if issued by a
+    login of ``user``."""
     from mcp_oauth_proxy.core.context import ACCESS_PREFIX
     from mcp_oauth_proxy.core.models import AccessToken, CodeGrant, Grant, UpstreamTokens
     from mcp_oauth_proxy.storage.keys import load_or_create_keyring
@@ -201,15 +202,16 @@ def seed_access_token(database: str, keys: Path, tenant: str, resource: str) -> 
     now = int(time.time())
     token = f"{ACCESS_PREFIX}{tenant}-{os.urandom(8).hex()}"
     store = open_store(database, load_or_create_keyring(str(keys))[0])
-    grant = Grant(tenant=tenant, grant_id=f"g-{tenant}", client_id="c", user_id="u", scope=("mcp",),
-                  resource=resource, code_hash=f"code-{tenant}", claims={}, upstream=UpstreamTokens("up"),
+    mark = "" if user == "u" else f"-{user}"
+    grant = Grant(tenant=tenant, grant_id=f"g-{tenant}{mark}", client_id="c", user_id=user, scope=("mcp",),
+                  resource=resource, code_hash=f"code-{tenant}{mark}", claims={}, upstream=UpstreamTokens("up"),
                   created_at=now, expires_at=now + 86400)
     store.save_grant_and_code(grant, CodeGrant(
-        tenant=tenant, code_hash=grant.code_hash, grant_id=grant.grant_id, client_id="c", user_id="u",
+        tenant=tenant, code_hash=grant.code_hash, grant_id=grant.grant_id, client_id="c", user_id=user,
         redirect_uri="http://127.0.0.1/cb", redirect_uri_given=True, code_challenge="c" * 43, scope=("mcp",),
         resource=resource, expires_at=now + 60))
     access = AccessToken(tenant=tenant, token_hash=hashlib.sha256(token.encode()).hexdigest(),
-                         grant_id=grant.grant_id, client_id="c", user_id="u", scope=("mcp",), resource=resource,
+                         grant_id=grant.grant_id, client_id="c", user_id=user, scope=("mcp",), resource=resource,
                          issued_at=now, expires_at=now + 3600)
     assert store.issue_tokens(tenant, grant.grant_id, access, None)
     store.engine.dispose()

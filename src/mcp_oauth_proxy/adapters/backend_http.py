@@ -8,21 +8,37 @@ cancel scopes around every read and write, cost about three times its
 CPU). aiohttp runs only on asyncio, so on trio (``serve --trio``) the pool
 is httpcore's.
 
-Both send exactly the headers they are given, plus the body's framing
-(RFC 9112 §6: its Content-Length when known, else chunks); neither keeps
-cookies, follows redirects, decodes a body or reads proxy settings from
-the environment (backends are reached directly). What fails on the way,
-in any of their own ways, is :class:`BackendFailed`.
+Both send exactly the headers they are given (values of UTF-8 text:
+the forwarder refuses any other), plus the body's framing (RFC 9112 §6:
+its Content-Length when known, else chunks); neither keeps cookies,
+follows redirects, decodes a body or reads proxy settings from the
+environment (backends are reached directly). What fails on the way, in
+any of their own ways, is :class:`BackendFailed`.
+
+A connection that carries one person's request and then another's must
+never hand the second the bytes a backend sent beyond its answer to the
+first (a backend that miscounts its Content-Length, say, echoing what the
+first person sent): they would be read as the second person's answer.
+aiohttp closes a connection with bytes beyond an answer when it is given
+back, and :class:`_CheckedConnector` one that received anything while it
+waited in the pool, as nginx does with its kept-alive upstreams. httpcore
+would read such bytes as the next answer (h11 keeps them), so on trio
+every connection carries one request.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ssl
-from collections.abc import AsyncIterable, AsyncIterator, Mapping
+import weakref
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 from typing import Any, Protocol, cast
+from urllib.parse import urlsplit
 
+import aiohttp
 import h11
 import httpcore
+import yarl
 
 from ..upstream.closing_backend import ClosingBackend
 
@@ -45,10 +61,6 @@ class BackendFailed(Exception):
     """The backend could not be reached, or broke off or garbled its answer.
     Its text is the failure's class name only (the details could name the
     backend's internals)."""
-
-
-class Unsendable(ValueError):
-    """A request this pool cannot send as it came (nothing was sent)."""
 
 
 class Answer(Protocol):
@@ -83,13 +95,23 @@ def pool_for(library: str, timeout: Mapping[str, float | None], ssl_context: ssl
     return HttpcorePool(timeout, context)
 
 
+class _CheckedConnector(aiohttp.TCPConnector):
+    """aiohttp's connector, but a kept-alive connection that received
+    anything while it waited (a stray answer, or part of one) is closed,
+    not used for the next request."""
+
+    async def connect(self, *args: Any, **kwargs: Any) -> aiohttp.connector.Connection:
+        while True:
+            connection = await super().connect(*args, **kwargs)
+            protocol = connection.protocol
+            if protocol is None or not protocol.should_close:
+                return connection
+            connection.close()
+
+
 class AiohttpPool:
     def __init__(self, timeout: Mapping[str, float | None], ssl_context: ssl.SSLContext) -> None:
-        import aiohttp
-        import yarl
-
         self._errors = (aiohttp.ClientError, TimeoutError)
-        self._url = yarl.URL
         # Every outbound header is ours to say: none added for us (aiohttp
         # would say User-Agent, Accept, Accept-Encoding and a body's
         # Content-Type).
@@ -97,7 +119,7 @@ class AiohttpPool:
         # pool: waiting for a free connection and connecting; connect: the TCP (and TLS) handshake.
         timeouts = aiohttp.ClientTimeout(total=None, connect=timeout.get("pool"),
                                          sock_connect=timeout.get("connect"), sock_read=timeout.get("read"))
-        connector = aiohttp.TCPConnector(limit=MAX_CONNECTIONS, keepalive_timeout=KEEPALIVE_SECONDS, ssl=ssl_context)
+        connector = _CheckedConnector(limit=MAX_CONNECTIONS, keepalive_timeout=KEEPALIVE_SECONDS, ssl=ssl_context)
         # DummyCookieJar: a backend's Set-Cookie goes to the one client it
         # answered, never into a jar shared by everyone's requests.
         self._session = aiohttp.ClientSession(
@@ -106,18 +128,13 @@ class AiohttpPool:
 
     async def send(self, method: str, url: str, headers: list[tuple[bytes, bytes]], body: Body,
                    length: int | None) -> Answer:
-        # aiohttp writes str headers as UTF-8: a value goes as UTF-8 text,
-        # byte for byte as it came, or not at all (RFC 9110 §5.5 obs-text
-        # in another charset would be re-encoded on the way).
-        try:
-            pairs = [(name.decode("latin-1"), value.decode("utf-8")) for name, value in headers]
-        except UnicodeDecodeError:
-            raise Unsendable("a header value is not UTF-8 text") from None
+        # aiohttp writes str headers as UTF-8: byte for byte as they came.
+        pairs = [(name.decode("latin-1"), value.decode("utf-8")) for name, value in headers]
         if length is not None and not isinstance(body, bytes):
             pairs.append(("Content-Length", str(length)))
         try:
             # encoded=True: the path and query go exactly as sent, not re-quoted.
-            response = await self._session.request(method, self._url(url, encoded=True), headers=pairs,
+            response = await self._session.request(method, yarl.URL(url, encoded=True), headers=pairs,
                                                    data=body, allow_redirects=False)
         except self._errors as exc:
             raise BackendFailed(type(exc).__name__) from exc
@@ -136,11 +153,14 @@ class _AiohttpAnswer:
         self._read = False
 
     async def chunks(self) -> AsyncIterator[bytes]:
+        unwatch = _ended_on_loss(self._response)
         try:
             async for chunk in self._response.content.iter_any():
                 yield chunk
         except self._errors as exc:
             raise BackendFailed(type(exc).__name__) from exc
+        finally:
+            unwatch()
         self._read = True
 
     async def aclose(self) -> None:
@@ -149,6 +169,49 @@ class _AiohttpAnswer:
             self._response.release()
         else:
             self._response.close()
+
+
+# The connections' "closed" futures we retrieve the outcome of (else asyncio
+# logs an error lost with nobody waiting, once the future is collected).
+_retrieved: weakref.WeakSet[asyncio.Future[None]] = weakref.WeakSet()
+
+
+def _retrieve(closed: asyncio.Future[None]) -> None:
+    if not closed.cancelled():
+        closed.exception()
+
+
+def _ended_on_loss(response: aiohttp.ClientResponse) -> Callable[[], None]:
+    """Has a body being read end with an error if its connection is lost:
+    aiohttp leaves it waiting for ever when a malformed chunk came before
+    the loss. Returns what undoes that once the body is read."""
+    content = response.content
+
+    def lost(_: object = None) -> None:
+        if not content.is_eof() and content.exception() is None:
+            content.set_exception(aiohttp.ClientPayloadError("the connection was lost before the answer's end"))
+
+    connection = response.connection
+    if connection is None:  # the body is all in: the connection went back already
+        return _nothing
+    protocol = connection.protocol
+    closed = protocol.closed if protocol is not None else None
+    if closed is None:  # lost already
+        lost()
+        return _nothing
+    if closed not in _retrieved:
+        _retrieved.add(closed)
+        closed.add_done_callback(_retrieve)
+    closed.add_done_callback(lost)
+
+    def unwatch() -> None:
+        closed.remove_done_callback(lost)
+
+    return unwatch
+
+
+def _nothing() -> None:
+    pass
 
 
 # What talking to the backend through httpcore can fail with: its errors,
@@ -160,9 +223,11 @@ _HTTPCORE_FAILED = (httpcore.NetworkError, httpcore.TimeoutException, httpcore.P
 class HttpcorePool:
     def __init__(self, timeout: Mapping[str, float | None], ssl_context: ssl.SSLContext) -> None:
         self._extensions = {"timeout": dict(timeout)}
+        # No connection kept: h11 would read what a backend sent beyond an
+        # answer as the next request's (see above).
         self._pool = httpcore.AsyncConnectionPool(
             ssl_context=ssl_context, network_backend=ClosingBackend(), max_connections=MAX_CONNECTIONS,
-            max_keepalive_connections=MAX_CONNECTIONS, keepalive_expiry=KEEPALIVE_SECONDS)
+            max_keepalive_connections=0)
 
     async def send(self, method: str, url: str, headers: list[tuple[bytes, bytes]], body: Body,
                    length: int | None) -> Answer:
@@ -170,7 +235,15 @@ class HttpcorePool:
             headers = [*headers, (b"content-length", str(length).encode("ascii"))]
         elif body is not None:
             headers = [*headers, (b"transfer-encoding", b"chunked")]
-        request = httpcore.Request(method, url, headers=headers, content=b"" if body is None else body,
+        # The target as given (httpcore would parse a URL string, and drop a
+        # last segment's ";parameters").
+        parts = urlsplit(url)
+        target = parts.path.encode("latin-1") + (b"?" + parts.query.encode("latin-1") if parts.query else b"")
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        request = httpcore.Request(method, httpcore.URL(scheme=parts.scheme.encode("ascii"),
+                                                        host=(parts.hostname or "").encode("ascii"), port=port,
+                                                        target=target or b"/"),
+                                   headers=headers, content=b"" if body is None else body,
                                    extensions=self._extensions)
         try:
             response = await self._pool.handle_async_request(request)

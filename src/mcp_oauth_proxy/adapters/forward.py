@@ -31,8 +31,13 @@ Back to the client: status and headers minus hop-by-hop ones, and the body
 chunk by chunk as it arrives (Server-Sent Events reach the client event by
 event; raw bytes, never decoded or recompressed). A backend that cannot be
 reached answers 502 ``temporarily_unavailable``, with nothing about it in
-the answer; one that fails mid-stream just ends the stream. A client that
-goes away cancels the backend request.
+the answer, and so does one whose answer could not be passed on (a final
+1xx, a control character in a header value); one that fails mid-stream
+leaves the answer unfinished, so the server closes the connection and the
+client sees it cut short. A client that goes away cancels the backend
+request. One person (or machine client) has at most ``per_person``
+requests forwarded at once (429 beyond). Header values go as they came,
+or the request is refused with 400: UTF-8 text without control characters.
 """
 
 from __future__ import annotations
@@ -56,8 +61,17 @@ from ..core.http import Response, json_response
 from ..core.models import Principal
 from ..logs import Throttled
 from .asgi import Receive, Scope, Send, answer_lifespan, origin_of, raw_path, refuse_websocket, send_response
-from .backend_http import DEFAULT_TIMEOUT, BackendFailed, Body, Pool, Unsendable, pool_for
-from .forward_headers import framing, header_value, identity_value, origin_headers, to_backend, to_client
+from .backend_http import DEFAULT_TIMEOUT, BackendFailed, Body, Pool, pool_for
+from .forward_headers import (
+    framing,
+    has_control,
+    header_value,
+    identity_value,
+    origin_headers,
+    sendable_values,
+    to_backend,
+    to_client,
+)
 from .paths import is_safe_path, refused_path
 from .site import PRINCIPAL_KEY, UPSTREAM_TOKEN_KEY, BodyTooLarge, Site, declared_length, payload_too_large
 
@@ -67,6 +81,7 @@ _backend_failed = Throttled(log, logging.WARNING, interval=60.0)
 
 _METHODS = ("GET", "POST", "DELETE")  # MCP streamable HTTP
 MAX_BODY = 10 * 1024 * 1024
+PER_PERSON = 32
 
 
 @attrs.frozen
@@ -101,7 +116,7 @@ class Forwarder:
 
     def __init__(self, site: Site, backends: Mapping[str, Backend], *,
                  timeout: Mapping[str, float | None] = DEFAULT_TIMEOUT, max_body: int = MAX_BODY,
-                 more: Callable[[str], Backend | None] | None = None,
+                 per_person: int = PER_PERSON, more: Callable[[str], Backend | None] | None = None,
                  ssl_context: ssl.SSLContext | None = None) -> None:
         self.site = site
         # The CAs an https backend's certificate may come from: the same as
@@ -112,6 +127,9 @@ class Forwarder:
         # The backend of a tenant not in ``backends`` (the database's servers, as last loaded).
         self.more = more
         self.max_body = max_body
+        # Requests forwarded at once for one person (or machine client), by (tenant, user id).
+        self.per_person = per_person
+        self._in_flight: dict[tuple[str, str], int] = {}
         self._timeout = dict(timeout)
         self._pool: Pool | None = None
 
@@ -164,7 +182,21 @@ class Forwarder:
         # HTTP/2 POST need not say, so a POST's body is always streamed on.
         has_body = scope["method"] == "POST" or length is not None or chunked
         headers = self._headers(scope, backend, principal, extra)
-        await self._forward(scope, receive, send, target, principal.tenant, headers, declared, has_body)
+        if not sendable_values(headers):
+            return await send_response(send, _json(400, "invalid_request", "a header value is not UTF-8 text, "
+                                                   "or holds a control character"))
+        person = (principal.tenant, principal.user_id)
+        at_once = self._in_flight.get(person, 0)
+        if at_once >= self.per_person:
+            return await send_response(send, _json(429, "temporarily_unavailable", "too many requests at once; "
+                                                   "try again when one has ended", (("retry-after", "1"),)))
+        self._in_flight[person] = at_once + 1
+        try:
+            await self._forward(scope, receive, send, target, principal.tenant, headers, declared, has_body)
+        finally:
+            left = self._in_flight.pop(person) - 1
+            if left:
+                self._in_flight[person] = left
 
     def _denial(self, principal: Principal, exc: InvalidToken) -> Response:
         # The same 401 the guard sends (RFC 6750 §3): sign in again.
@@ -236,9 +268,6 @@ class Forwarder:
             self._pool = pool_for(sniffio.current_async_library(), self._timeout, self._ssl_context)
         try:
             answer = await self._pool.send(method, target, headers, body, length)
-        except Unsendable as exc:
-            client.answered = True
-            return await send_response(send, _json(400, "invalid_request", str(exc)))
         except (BackendFailed, BodyTooLarge, _ClientGone, _Misframed) as exc:
             # The body's own failures are told by what the body saw: a
             # client may wrap them in its own errors.
@@ -250,12 +279,24 @@ class Forwarder:
             _backend_failed("tenant %s: the backend failed before answering: %s", tenant, _failure(exc))
             return await send_response(send, _unavailable())
         try:
-            await send({"type": "http.response.start", "status": answer.status, "headers": to_client(answer.headers)})
+            headers = to_client(answer.headers)
+            if answer.status < 200 or has_control(headers):
+                # A final 1xx (101: we upgrade nothing), or a value the server
+                # in front would refuse to send once the answer had begun.
+                _backend_failed("tenant %s: the backend's answer cannot be passed on (status %d)", tenant,
+                                answer.status)
+                client.answered = True
+                return await send_response(send, _unavailable())
+            await send({"type": "http.response.start", "status": answer.status, "headers": headers})
             try:
                 async for chunk in answer.chunks():
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
             except BackendFailed as exc:
+                # Not ended here: the server closes the connection on an
+                # unfinished answer, so the client sees it is cut short
+                # (an ending would pass the part for the whole).
                 _backend_failed("tenant %s: the backend's answer ended early: %s", tenant, exc)
+                return
             client.answered = True
             await send({"type": "http.response.body", "body": b""})
         except OSError:

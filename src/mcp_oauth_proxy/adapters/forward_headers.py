@@ -166,6 +166,32 @@ def to_client(headers: Headers) -> list[tuple[bytes, bytes]]:
     return kept
 
 
+# RFC 9110 §5.5: a field value holds no control character but HTAB.
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def has_control(headers: Headers) -> bool:
+    """Whether any value holds a control character (a backend's, which the
+    server in front of us would refuse to send, mid-answer)."""
+    return _CONTROL.search(b"\t".join([value for _, value in headers])) is not None
+
+
+def sendable_values(headers: Headers) -> bool:
+    """Whether every value may go to a backend as it came: no control
+    character, and any byte beyond ASCII part of UTF-8 text (what asyncio's
+    client writes; so both clients send the same bytes)."""
+    values = b"\t".join([value for _, value in headers])
+    if _CONTROL.search(values) is not None:
+        return False
+    if values.isascii():
+        return True
+    try:
+        values.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def _quoted(value: str) -> str:
     # RFC 7239 §4: a value that is not a token is a quoted-string (RFC 9110 §5.6.4).
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'

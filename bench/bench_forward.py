@@ -2,7 +2,7 @@
 call made straight to the backend.
 
     python bench/bench_forward.py [--duration 5] [--rounds 3] [--connections 1,32]
-                                  [--answers json,sse] [--no-pin]
+                                  [--answers json,sse] [--no-pin] [--trio]
 
 The backend is a real MCP server (the ``mcp`` SDK's ``MCPServer``, one tool,
 ``add``, streamable HTTP on uvicorn) in its own process; ``serve`` (the
@@ -160,7 +160,8 @@ def measure(args: argparse.Namespace, answers: str, home: Path, pin: bool) -> li
     proxy = None
     try:
         proxy = start([sys.executable, "-m", "mcp_oauth_proxy.cli", "--log-level", "warning", "serve",
-                       "--config", str(config)], home / f"serve-{answers}.log", pin, f"http://127.0.0.1:{port}/")
+                       "--config", str(config)] + (["--trio"] if args.trio else []),
+                      home / f"serve-{answers}.log", pin, f"http://127.0.0.1:{port}/")
         headers = {"content-type": "application/json", "accept": "application/json, text/event-stream",
                    "mcp-protocol-version": PROTOCOL, "mcp-session-id": open_session(backend_url),
                    "authorization": f"Bearer {access}"}
@@ -212,6 +213,7 @@ def main() -> None:
     parser.add_argument("--connections", type=lambda s: [int(c) for c in s.split(",")], default=[1, 32])
     parser.add_argument("--answers", type=lambda s: s.split(","), default=["json", "sse"])
     parser.add_argument("--no-pin", action="store_true")
+    parser.add_argument("--trio", action="store_true", help="serve --trio (Hypercorn, httpcore's pool)")
     parser.add_argument("--backend", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.backend:
@@ -224,7 +226,7 @@ def main() -> None:
     from importlib.metadata import version
 
     print(f"machine: {os.cpu_count()} cores; " + ("backend and serve on core 0, wrk on core 1" if pin else "no pinning"))
-    print(f"serve: {versions('uvicorn')}; backend: mcp {version('mcp')} (MCPServer, streamable HTTP) on uvicorn; "
+    print(f"serve: {versions('hypercorn-trio' if args.trio else 'uvicorn')}; backend: mcp {version('mcp')} (MCPServer, streamable HTTP) on uvicorn; "
           f"{args.duration:g} s per round, {args.rounds} rounds")
     print("| answers | connections | case | req/s (best round) | p50 ms | p99 ms | backend CPU µs/req "
           "| serve CPU µs/req | wrong |")

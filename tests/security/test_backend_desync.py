@@ -204,3 +204,24 @@ def test_one_person_has_at_most_max_forward_per_person_requests_at_once(
             assert [a.status_code for a in answers] == [200, 200]
             # Their ends counted: the person may go on.
             assert _post(http, base, hog, "/mcp/ok?probe=after").json() == {"probe": "after"}
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_client_at_the_cap_sending_one_request_after_another_is_never_refused(
+        loop: str, tmp_path: Path, backend: Misbehaving) -> None:
+    """Each connection's next request comes the moment its answer is out:
+    the place it held is free by then."""
+    with _serving(tmp_path, loop, backend, server="max_forward_per_person = 2") as (base, (token,), _):
+        statuses: list[int] = []
+
+        def one_after_another(name: str) -> None:
+            with httpx.Client(trust_env=False, timeout=DEADLINE) as http:
+                statuses.extend(_post(http, base, token, f"/mcp/ok?probe={name}-{i}").status_code
+                                for i in range(40))
+
+        threads = [threading.Thread(target=one_after_another, args=(name,)) for name in ("a", "b")]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(DEADLINE)
+    assert statuses == [200] * 80, sorted(set(statuses))

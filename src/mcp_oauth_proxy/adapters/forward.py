@@ -186,17 +186,14 @@ class Forwarder:
             return await send_response(send, _json(400, "invalid_request", "a header value is not UTF-8 text, "
                                                    "or holds a control character"))
         person = (principal.tenant, principal.user_id)
-        at_once = self._in_flight.get(person, 0)
-        if at_once >= self.per_person:
+        if self._in_flight.get(person, 0) >= self.per_person:
             return await send_response(send, _json(429, "temporarily_unavailable", "too many requests at once; "
                                                    "try again when one has ended", (("retry-after", "1"),)))
-        self._in_flight[person] = at_once + 1
+        slot = _Slot(self._in_flight, person)
         try:
-            await self._forward(scope, receive, send, target, principal.tenant, headers, declared, has_body)
+            await self._forward(scope, receive, send, target, principal.tenant, headers, declared, has_body, slot)
         finally:
-            left = self._in_flight.pop(person) - 1
-            if left:
-                self._in_flight[person] = left
+            slot.release()
 
     def _denial(self, principal: Principal, exc: InvalidToken) -> Response:
         # The same 401 the guard sends (RFC 6750 §3): sign in again.
@@ -206,8 +203,9 @@ class Forwarder:
         return denial(tenant, exc, tenant.required_scopes or tenant.scopes)
 
     async def _forward(self, scope: Scope, receive: Receive, send: Send, target: str, tenant: str,
-                       headers: list[tuple[bytes, bytes]], length: int | None, has_body: bool) -> None:
-        client = _Client()
+                       headers: list[tuple[bytes, bytes]], length: int | None, has_body: bool,
+                       slot: _Slot) -> None:
+        client = _Client(slot)
         body: Body = None
         if has_body:
             first = await receive()
@@ -271,6 +269,7 @@ class Forwarder:
         except (BackendFailed, BodyTooLarge, _ClientGone, _Misframed) as exc:
             # The body's own failures are told by what the body saw: a
             # client may wrap them in its own errors.
+            client.slot.release()
             if client.gone:
                 return
             client.answered = True
@@ -285,6 +284,7 @@ class Forwarder:
                 # in front would refuse to send once the answer had begun.
                 _backend_failed("tenant %s: the backend's answer cannot be passed on (status %d)", tenant,
                                 answer.status)
+                client.slot.release()
                 client.answered = True
                 return await send_response(send, _unavailable())
             await send({"type": "http.response.start", "status": answer.status, "headers": headers})
@@ -297,6 +297,7 @@ class Forwarder:
                 # (an ending would pass the part for the whole).
                 _backend_failed("tenant %s: the backend's answer ended early: %s", tenant, exc)
                 return
+            client.slot.release()
             client.answered = True
             await send({"type": "http.response.body", "body": b""})
         except OSError:
@@ -345,6 +346,28 @@ def _misframed(tenant: str) -> Response:
     return _unavailable()
 
 
+class _Slot:
+    """One of a person's places among their requests forwarded at once (by
+    ``(tenant, user id)`` in ``counts``), given back once: when the
+    backend's part is over, before the client's answer ends (else the
+    client's next request could find it still taken), or when the request
+    ends."""
+
+    __slots__ = ("_counts", "_person")
+
+    def __init__(self, counts: dict[tuple[str, str], int], person: tuple[str, str]) -> None:
+        counts[person] = counts.get(person, 0) + 1
+        self._counts: dict[tuple[str, str], int] | None = counts
+        self._person = person
+
+    def release(self) -> None:
+        counts, self._counts = self._counts, None
+        if counts is not None:
+            left = counts.pop(self._person) - 1
+            if left:
+                counts[self._person] = left
+
+
 class _Client:
     """What the forwarder knows of its client during one exchange."""
 
@@ -353,6 +376,9 @@ class _Client:
     too_large = False  # its body went over the cap
     body_read = False  # its body was read to the end (or it has none)
     body_done: anyio.Event | None = None  # set when it is, for a watcher waiting for that
+
+    def __init__(self, slot: _Slot) -> None:
+        self.slot = slot  # its place among its person's requests at once
 
 
 def _failure(exc: BaseException) -> str:

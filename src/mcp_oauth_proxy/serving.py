@@ -153,12 +153,21 @@ def uvicorn_config(app: Any, server: ServerConfig) -> uvicorn.Config:
         timeout_keep_alive=server.keep_alive_timeout, timeout_graceful_shutdown=GRACE)  # type: ignore[arg-type]
 
 
+# uvicorn's error line for an answer the app left unfinished: the forwarder
+# does so on purpose when a backend's answer breaks off (forward.py), so the
+# client sees it cut short; one a request, were it not throttled.
+_UNFINISHED = "ASGI callable returned without completing response."
+
+
 class _ClientCaused(logging.Filter):
     """uvicorn's warnings (a malformed request, an unsupported upgrade), one
-    per connection a client opens: through the same once-a-minute line."""
+    per connection a client opens, and its line for an unfinished answer:
+    through the same once-a-minute line."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno != logging.WARNING or _failed.filter(record)
+        if record.levelno == logging.WARNING or record.msg == _UNFINISHED:
+            return _failed.filter(record)
+        return True
 
 
 _client_caused = _ClientCaused()

@@ -34,12 +34,14 @@ def _answer(body: bytes, extra_headers: bytes = b"") -> bytes:
 
 class Misbehaving:
     """Answers each request by its path's last segment: ``ok`` honestly (the
-    body names the request's ``probe``), ``extra`` with a second answer
-    right behind (one write), ``late`` with one 0.3 s after, ``badheader``
-    with a control character in a header value, ``switch`` with a final
-    101, ``short`` with 3 of the 1000 bytes it declares, ``badchunk`` with a
-chunk and then a malformed chunk size before closing, ``hang`` once
-    ``gate`` is set. Connections are kept alive."""
+    body names the request's ``probe``); ``extra`` with a second answer
+    right behind (one write); ``late`` with one 0.3 s after; ``soon`` with
+    one 5 ms after (while other requests are under way); ``badheader`` with
+    a control character in a header value; ``switch`` with a final 101;
+    ``status999`` with a status no client knows; ``notmodified`` with a 304
+    that says a length; ``short`` with 3 of the 1000 bytes it declares;
+    ``badchunk`` with a chunk, then a malformed chunk size, then closing;
+    ``hang`` once ``gate`` is set. Connections are kept alive."""
 
     def __init__(self) -> None:
         self.gate = threading.Event()
@@ -63,25 +65,28 @@ chunk and then a malformed chunk size before closing, ``hang`` once
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError):  # the proxy may close a connection it no longer trusts
+            self._exchanges(conn)
+
+    def _exchanges(self, conn: socket.socket) -> None:
         buffered = b""
-        with conn:
-            while True:
-                while b"\r\n\r\n" not in buffered:
-                    data = conn.recv(65536)
-                    if not data:
-                        return
-                    buffered += data
-                head, _, buffered = buffered.partition(b"\r\n\r\n")
-                lines = head.decode("latin-1").split("\r\n")
-                length = next((int(v) for n, _, v in (line.partition(":") for line in lines[1:])
-                               if n.strip().lower() == "content-length"), 0)
-                while len(buffered) < length:
-                    buffered += conn.recv(65536)
-                buffered = buffered[length:]
-                target = lines[0].split(" ")[1]
-                self.paths.append(urlsplit(target).path)
-                if not self._answer(conn, target):
+        while True:
+            while b"\r\n\r\n" not in buffered:
+                data = conn.recv(65536)
+                if not data:
                     return
+                buffered += data
+            head, _, buffered = buffered.partition(b"\r\n\r\n")
+            lines = head.decode("latin-1").split("\r\n")
+            length = next((int(v) for n, _, v in (line.partition(":") for line in lines[1:])
+                           if n.strip().lower() == "content-length"), 0)
+            while len(buffered) < length:
+                buffered += conn.recv(65536)
+            buffered = buffered[length:]
+            target = lines[0].split(" ")[1]
+            self.paths.append(urlsplit(target).path)
+            if not self._answer(conn, target):
+                return
 
     def _answer(self, conn: socket.socket, target: str) -> bool:
         parts = urlsplit(target)
@@ -96,9 +101,17 @@ chunk and then a malformed chunk size before closing, ``hang`` once
             conn.sendall(FAKE)
         elif mode == "badheader":
             conn.sendall(_answer(b"{}", b"x-bad: a\x01b\r\n"))
+        elif mode == "status999":
+            conn.sendall(b"HTTP/1.1 999 Odd\r\ncontent-length: 0\r\n\r\n")
+        elif mode == "notmodified":
+            conn.sendall(b"HTTP/1.1 304 Not Modified\r\ncontent-length: 50\r\n\r\n")
         elif mode == "switch":
             conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: x\r\nconnection: upgrade\r\n\r\n")
             return False
+        elif mode == "soon":
+            conn.sendall(genuine)
+            time.sleep(0.005)
+            conn.sendall(FAKE)
         elif mode == "badchunk":
             conn.sendall(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nfirst\r\n")
             time.sleep(0.2)
@@ -157,11 +170,49 @@ def test_bytes_a_backend_sends_beyond_its_answer_never_become_the_next_answer(
 
 
 @pytest.mark.parametrize("loop", LOOPS)
+def test_stray_bytes_reach_no_one_else_even_while_others_send(loop: str, tmp_path: Path,
+                                                              backend: Misbehaving) -> None:
+    """The stray answer comes a moment after the genuine one: on a pool
+    shared by everyone, the connection would already carry someone else's
+    request by then."""
+    people = ("mallory", "v1", "v2", "v3", "v4")
+    with _serving(tmp_path, loop, backend, users=people) as (base, tokens, _):
+        until = time.monotonic() + 3
+        wrong: list[str] = []
+        answered: list[int] = []
+
+        def victim(token: str, name: str) -> None:
+            with httpx.Client(trust_env=False, timeout=DEADLINE) as http:
+                i = 0
+                while time.monotonic() < until:
+                    answer = _post(http, base, token, f"/mcp/ok?probe={name}-{i}")
+                    answered.append(answer.status_code)
+                    if answer.status_code != 200 or answer.json() != {"probe": f"{name}-{i}"}:
+                        wrong.append(answer.text)
+                    i += 1
+
+        def attacker(token: str) -> None:
+            with httpx.Client(trust_env=False, timeout=DEADLINE) as http:
+                while time.monotonic() < until:
+                    _post(http, base, token, "/mcp/soon?probe=mallory")
+
+        threads = [threading.Thread(target=attacker, args=(tokens[0],))]
+        threads += [threading.Thread(target=victim, args=(token, name))
+                    for token, name in zip(tokens[1:], people[1:])]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(DEADLINE)
+    assert len(answered) > 50
+    assert wrong == []
+
+
+@pytest.mark.parametrize("loop", LOOPS)
 def test_an_answer_that_cannot_be_passed_on_is_a_502_and_one_cut_off_arrives_cut_short(
         loop: str, tmp_path: Path, backend: Misbehaving) -> None:
     with _serving(tmp_path, loop, backend) as (base, (token,), log):
         with httpx.Client(trust_env=False, timeout=DEADLINE) as http:
-            for mode in ("badheader", "switch"):
+            for mode in ("badheader", "switch", "status999"):
                 answer = _post(http, base, token, f"/mcp/{mode}")
                 assert answer.status_code == 502, (mode, answer.status_code, answer.headers)
                 assert answer.json()["error"] == "temporarily_unavailable"
@@ -169,10 +220,15 @@ def test_an_answer_that_cannot_be_passed_on_is_a_502_and_one_cut_off_arrives_cut
             for mode in ("short", "badchunk"):
                 with pytest.raises(httpx.RemoteProtocolError):
                     _post(http, base, token, f"/mcp/{mode}")
+            # No body, whatever length it says: nothing waited for.
+            assert _post(http, base, token, "/mcp/notmodified").status_code == 304
             # A path parameter reaches the backend as sent.
             assert _post(http, base, token, "/mcp/ok;a=b?probe=p").json() == {"probe": "p"}
     assert backend.paths[-1] == "/mcp/ok;a=b"
-    assert "Traceback" not in log.read_text(errors="replace")
+    written = log.read_text(errors="replace")
+    assert "Traceback" not in written
+    # One line a minute says answers were left unfinished, not one a request.
+    assert written.count("without completing response") <= 1
 
 
 @pytest.mark.parametrize("loop", LOOPS)

@@ -15,21 +15,24 @@ follows redirects, decodes a body or reads proxy settings from the
 environment (backends are reached directly). What fails on the way, in
 any of their own ways, is :class:`BackendFailed`.
 
-A connection that carries one person's request and then another's must
-never hand the second the bytes a backend sent beyond its answer to the
-first (a backend that miscounts its Content-Length, say, echoing what the
-first person sent): they would be read as the second person's answer.
-aiohttp closes a connection with bytes beyond an answer when it is given
-back, and :class:`_CheckedConnector` one that received anything while it
-waited in the pool, as nginx does with its kept-alive upstreams. httpcore
-would read such bytes as the next answer (h11 keeps them), so on trio
-every connection carries one request.
+Bytes a backend sends beyond an answer (a backend that miscounts its
+Content-Length, say, echoing what one person sent) are read as the answer
+to the next request on that connection; closing a connection that has
+them when it is given back, or that receives any while it waits in the
+pool, as aiohttp and :class:`_CheckedConnector` do, is not enough: they
+may arrive a moment after the next request went out on it (a review made
+one person's bytes another's answer that way on most tries). So a
+connection is never shared by two people: on asyncio each person
+(tenant, user id) has a pool of their own, closed once idle; on trio
+(httpcore, whose h11 keeps such bytes for the next answer) every
+connection carries one request.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ssl
+import time
 import weakref
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 from typing import Any, Protocol, cast
@@ -76,12 +79,15 @@ class Answer(Protocol):
     async def aclose(self) -> None: ...
 
 
+Person = tuple[str, str]  # (tenant, user id): whose request it is
+
+
 class Pool(Protocol):
-    async def send(self, method: str, url: str, headers: list[tuple[bytes, bytes]], body: Body,
+    async def send(self, person: Person, method: str, url: str, headers: list[tuple[bytes, bytes]], body: Body,
                    length: int | None) -> Answer:
-        """The backend's answer to a request (its head read). ``length``: the
-        body's length if known, else a body is sent in chunks. Raises
-        BackendFailed, or whatever iterating ``body`` raised."""
+        """The backend's answer to ``person``'s request (its head read).
+        ``length``: the body's length if known, else a body is sent in
+        chunks. Raises BackendFailed, or whatever iterating ``body`` raised."""
         ...
 
     async def aclose(self) -> None: ...
@@ -109,45 +115,88 @@ class _CheckedConnector(aiohttp.TCPConnector):
             connection.close()
 
 
+class _PersonPool:
+    """One person's aiohttp session (its connections), and their requests under way."""
+
+    __slots__ = ("in_flight", "last_used", "session")
+
+    def __init__(self, session: aiohttp.ClientSession) -> None:
+        self.session = session
+        self.in_flight = 0
+        self.last_used = 0.0
+
+    def done(self) -> None:
+        self.in_flight -= 1
+        self.last_used = time.monotonic()
+
+
 class AiohttpPool:
     def __init__(self, timeout: Mapping[str, float | None], ssl_context: ssl.SSLContext) -> None:
         self._errors = (aiohttp.ClientError, TimeoutError)
+        self._ssl_context = ssl_context
+        # pool: waiting for a free connection and connecting; connect: the TCP (and TLS) handshake.
+        self._timeouts = aiohttp.ClientTimeout(total=None, connect=timeout.get("pool"),
+                                               sock_connect=timeout.get("connect"), sock_read=timeout.get("read"))
+        self._people: dict[Person, _PersonPool] = {}
+        self._swept = time.monotonic()
+
+    def _new_session(self) -> aiohttp.ClientSession:
+        connector = _CheckedConnector(limit=MAX_CONNECTIONS, keepalive_timeout=KEEPALIVE_SECONDS,
+                                      ssl=self._ssl_context)
         # Every outbound header is ours to say: none added for us (aiohttp
         # would say User-Agent, Accept, Accept-Encoding and a body's
-        # Content-Type).
-        skip = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
-        # pool: waiting for a free connection and connecting; connect: the TCP (and TLS) handshake.
-        timeouts = aiohttp.ClientTimeout(total=None, connect=timeout.get("pool"),
-                                         sock_connect=timeout.get("connect"), sock_read=timeout.get("read"))
-        connector = _CheckedConnector(limit=MAX_CONNECTIONS, keepalive_timeout=KEEPALIVE_SECONDS, ssl=ssl_context)
-        # DummyCookieJar: a backend's Set-Cookie goes to the one client it
-        # answered, never into a jar shared by everyone's requests.
-        self._session = aiohttp.ClientSession(
-            connector=connector, cookie_jar=aiohttp.DummyCookieJar(), skip_auto_headers=skip, timeout=timeouts,
+        # Content-Type). DummyCookieJar: a backend's Set-Cookie goes to the
+        # one client it answered, never into a jar.
+        return aiohttp.ClientSession(
+            connector=connector, cookie_jar=aiohttp.DummyCookieJar(),
+            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"), timeout=self._timeouts,
             auto_decompress=False, trust_env=False, max_line_size=MAX_FIELD, max_field_size=MAX_FIELD)
 
-    async def send(self, method: str, url: str, headers: list[tuple[bytes, bytes]], body: Body,
+    async def send(self, person: Person, method: str, url: str, headers: list[tuple[bytes, bytes]], body: Body,
                    length: int | None) -> Answer:
         # aiohttp writes str headers as UTF-8: byte for byte as they came.
         pairs = [(name.decode("latin-1"), value.decode("utf-8")) for name, value in headers]
         if length is not None and not isinstance(body, bytes):
             pairs.append(("Content-Length", str(length)))
+        await self._sweep()
+        pool = self._people.get(person)
+        if pool is None:
+            pool = self._people[person] = _PersonPool(self._new_session())
+        pool.in_flight += 1
         try:
             # encoded=True: the path and query go exactly as sent, not re-quoted.
-            response = await self._session.request(method, yarl.URL(url, encoded=True), headers=pairs,
-                                                   data=body, allow_redirects=False)
-        except self._errors as exc:
-            raise BackendFailed(type(exc).__name__) from exc
-        return _AiohttpAnswer(response, self._errors)
+            response = await pool.session.request(method, yarl.URL(url, encoded=True), headers=pairs,
+                                                  data=body, allow_redirects=False)
+        except BaseException as exc:
+            pool.done()
+            if isinstance(exc, self._errors):
+                raise BackendFailed(type(exc).__name__) from exc
+            raise
+        return _AiohttpAnswer(response, self._errors, pool)
+
+    async def _sweep(self) -> None:
+        """Closes, about once a second, the pools of people with nothing
+        under way for longer than a connection is kept (none left open)."""
+        now = time.monotonic()
+        if now - self._swept < 1.0:
+            return
+        self._swept = now
+        idle = [person for person, pool in self._people.items()
+                if pool.in_flight == 0 and now - pool.last_used > KEEPALIVE_SECONDS]
+        for person in idle:
+            await self._people.pop(person).session.close()
 
     async def aclose(self) -> None:
-        await self._session.close()
+        people, self._people = self._people, {}
+        for pool in people.values():
+            await pool.session.close()
 
 
 class _AiohttpAnswer:
-    def __init__(self, response: Any, errors: tuple[type[BaseException], ...]) -> None:
+    def __init__(self, response: Any, errors: tuple[type[BaseException], ...], pool: _PersonPool) -> None:
         self._response = response
         self._errors = errors
+        self._pool: _PersonPool | None = pool
         self.status: int = response.status
         self.headers: list[tuple[bytes, bytes]] = list(response.raw_headers)
         self._read = False
@@ -169,6 +218,9 @@ class _AiohttpAnswer:
             self._response.release()
         else:
             self._response.close()
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.done()
 
 
 # The connections' "closed" futures we retrieve the outcome of (else asyncio
@@ -229,7 +281,7 @@ class HttpcorePool:
             ssl_context=ssl_context, network_backend=ClosingBackend(), max_connections=MAX_CONNECTIONS,
             max_keepalive_connections=0)
 
-    async def send(self, method: str, url: str, headers: list[tuple[bytes, bytes]], body: Body,
+    async def send(self, person: Person, method: str, url: str, headers: list[tuple[bytes, bytes]], body: Body,
                    length: int | None) -> Answer:
         if length is not None:
             headers = [*headers, (b"content-length", str(length).encode("ascii"))]

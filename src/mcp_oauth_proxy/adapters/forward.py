@@ -265,7 +265,7 @@ class Forwarder:
         if self._pool is None:
             self._pool = pool_for(sniffio.current_async_library(), self._timeout, self._ssl_context)
         try:
-            answer = await self._pool.send(method, target, headers, body, length)
+            answer = await self._pool.send(client.slot.person, method, target, headers, body, length)
         except (BackendFailed, BodyTooLarge, _ClientGone, _Misframed) as exc:
             # The body's own failures are told by what the body saw: a
             # client may wrap them in its own errors.
@@ -278,10 +278,11 @@ class Forwarder:
             _backend_failed("tenant %s: the backend failed before answering: %s", tenant, _failure(exc))
             return await send_response(send, _unavailable())
         try:
-            headers = to_client(answer.headers)
-            if answer.status < 200 or has_control(headers):
-                # A final 1xx (101: we upgrade nothing), or a value the server
-                # in front would refuse to send once the answer had begun.
+            headers = to_client(answer.headers, answer.status)
+            if not 200 <= answer.status <= 599 or has_control(headers):
+                # A final 1xx (101: we upgrade nothing), a status beyond
+                # RFC 9110 §15's, or a value the server in front would
+                # refuse to send once the answer had begun.
                 _backend_failed("tenant %s: the backend's answer cannot be passed on (status %d)", tenant,
                                 answer.status)
                 client.slot.release()
@@ -353,19 +354,19 @@ class _Slot:
     client's next request could find it still taken), or when the request
     ends."""
 
-    __slots__ = ("_counts", "_person")
+    __slots__ = ("_counts", "person")
 
     def __init__(self, counts: dict[tuple[str, str], int], person: tuple[str, str]) -> None:
         counts[person] = counts.get(person, 0) + 1
         self._counts: dict[tuple[str, str], int] | None = counts
-        self._person = person
+        self.person = person
 
     def release(self) -> None:
         counts, self._counts = self._counts, None
         if counts is not None:
-            left = counts.pop(self._person) - 1
+            left = counts.pop(self.person) - 1
             if left:
-                counts[self._person] = left
+                counts[self.person] = left
 
 
 class _Client:

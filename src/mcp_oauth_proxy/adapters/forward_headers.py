@@ -149,12 +149,16 @@ def to_backend(headers: Headers, from_proxy: bool, token_header: str | None) -> 
     return kept
 
 
-def to_client(headers: Headers) -> list[tuple[bytes, bytes]]:
+def to_client(headers: Headers, status: int = 200) -> list[tuple[bytes, bytes]]:
     """The backend's response headers that go on to the client; not a
     cookie of ours (a backend setting the browser cookie would know the
-    value that binds a login to that browser)."""
+    value that binds a login to that browser), nor the Content-Length of a
+    204 or 304, which have no body (RFC 9110 §8.6, §15.4.5: the server in
+    front would wait for the body it says)."""
     headers = list(headers)
     dropped = _HOP_BY_HOP | _OURS_IN_RESPONSE | _connection_named(headers)
+    if status in (204, 304):
+        dropped = dropped | {b"content-length"}
     kept = []
     for name, value in headers:
         key = canonical(name)

@@ -181,10 +181,12 @@ class AiohttpPool:
         if now - self._swept < 1.0:
             return
         self._swept = now
-        idle = [person for person, pool in self._people.items()
-                if pool.in_flight == 0 and now - pool.last_used > KEEPALIVE_SECONDS]
-        for person in idle:
-            await self._people.pop(person).session.close()
+        for person in list(self._people):
+            pool = self._people.get(person)
+            # Looked at again after each close awaited: a request may have taken it up meanwhile.
+            if pool is not None and pool.in_flight == 0 and now - pool.last_used > KEEPALIVE_SECONDS:
+                del self._people[person]
+                await pool.session.close()
 
     async def aclose(self) -> None:
         people, self._people = self._people, {}

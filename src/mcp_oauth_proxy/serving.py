@@ -102,8 +102,23 @@ def event_loop(on: str) -> dict[str, Any]:
     return {"backend": "asyncio"}
 
 
+def more_descriptors() -> None:
+    """The soft limit on open files raised to the hard one: each forwarded
+    request holds two (the client's connection and the backend's), and the
+    usual soft limit of 1024 would run out at some 500 event streams."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - Windows
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 async def serve(app: Any, server: ServerConfig, until: Callable[[], Awaitable[None]], on: str = "uvicorn") -> None:
     """Serve ``app`` on server ``on`` (in its event_loop) until ``until()`` returns."""
+    more_descriptors()
     if on == "uvicorn":
         return await _on_uvicorn(app, server, until)
     harden_connections()

@@ -139,6 +139,7 @@ class AiohttpPool:
                                                sock_connect=timeout.get("connect"), sock_read=timeout.get("read"))
         self._people: dict[Person, _PersonPool] = {}
         self._swept = time.monotonic()
+        self._closing: set[asyncio.Future[None]] = set()  # quiet pools being closed
 
     def _new_session(self) -> aiohttp.ClientSession:
         connector = _CheckedConnector(limit=MAX_CONNECTIONS, keepalive_timeout=KEEPALIVE_SECONDS,
@@ -158,7 +159,7 @@ class AiohttpPool:
         pairs = [(name.decode("latin-1"), value.decode("utf-8")) for name, value in headers]
         if length is not None and not isinstance(body, bytes):
             pairs.append(("Content-Length", str(length)))
-        await self._sweep()
+        self._sweep()
         pool = self._people.get(person)
         if pool is None:
             pool = self._people[person] = _PersonPool(self._new_session())
@@ -174,24 +175,33 @@ class AiohttpPool:
             raise
         return _AiohttpAnswer(response, self._errors, pool)
 
-    async def _sweep(self) -> None:
-        """Closes, about once a second, the pools of people with nothing
-        under way for longer than a connection is kept (none left open)."""
+    def _sweep(self) -> None:
+        """About once a second, takes out the pools of people with nothing
+        under way for longer than a connection is kept (none left open),
+        all at once (no request can take one up meanwhile), and closes
+        them beside the request that swept them: it neither waits for
+        that, nor, cancelled, cuts it short."""
         now = time.monotonic()
         if now - self._swept < 1.0:
             return
         self._swept = now
-        for person in list(self._people):
-            pool = self._people.get(person)
-            # Looked at again after each close awaited: a request may have taken it up meanwhile.
-            if pool is not None and pool.in_flight == 0 and now - pool.last_used > KEEPALIVE_SECONDS:
-                del self._people[person]
-                await pool.session.close()
+        quiet = [person for person, pool in self._people.items()
+                 if pool.in_flight == 0 and now - pool.last_used > KEEPALIVE_SECONDS]
+        if quiet:
+            closing = asyncio.ensure_future(_close_all([self._people.pop(person).session for person in quiet]))
+            self._closing.add(closing)
+            closing.add_done_callback(self._closing.discard)
 
     async def aclose(self) -> None:
         people, self._people = self._people, {}
-        for pool in people.values():
-            await pool.session.close()
+        await _close_all([pool.session for pool in people.values()])
+        if self._closing:
+            await asyncio.gather(*self._closing)
+
+
+async def _close_all(sessions: list[aiohttp.ClientSession]) -> None:
+    for session in sessions:
+        await session.close()
 
 
 class _AiohttpAnswer:

@@ -111,8 +111,9 @@ def _unavailable() -> Response:
 class Forwarder:
     """An ASGI app behind :class:`~.asgi.BearerGuard`: sends each authorized
     request to its tenant's backend; tenants without one get a JSON 404.
-    One connection pool (backend_http.py: aiohttp's on asyncio, httpcore's
-    on trio), made in the loop that uses it, closed on lifespan shutdown."""
+    Its backend client (backend_http.py: on asyncio, aiohttp with a pool
+    per person; on trio, httpcore with one request per connection) is made
+    in the loop that uses it and closed on lifespan shutdown."""
 
     def __init__(self, site: Site, backends: Mapping[str, Backend], *,
                  timeout: Mapping[str, float | None] = DEFAULT_TIMEOUT, max_body: int = MAX_BODY,

@@ -130,9 +130,12 @@ class _PersonPool:
         self.last_used = time.monotonic()
 
 
+# What talking to the backend through aiohttp can fail with.
+_AIOHTTP_FAILED = (aiohttp.ClientError, TimeoutError)
+
+
 class AiohttpPool:
     def __init__(self, timeout: Mapping[str, float | None], ssl_context: ssl.SSLContext) -> None:
-        self._errors = (aiohttp.ClientError, TimeoutError)
         self._ssl_context = ssl_context
         # pool: waiting for a free connection and connecting; connect: the TCP (and TLS) handshake.
         self._timeouts = aiohttp.ClientTimeout(total=None, connect=timeout.get("pool"),
@@ -170,10 +173,10 @@ class AiohttpPool:
                                                   data=body, allow_redirects=False)
         except BaseException as exc:
             pool.done()
-            if isinstance(exc, self._errors):
+            if isinstance(exc, _AIOHTTP_FAILED):
                 raise BackendFailed(type(exc).__name__) from exc
             raise
-        return _AiohttpAnswer(response, self._errors, pool)
+        return _AiohttpAnswer(response, pool)
 
     def _sweep(self) -> None:
         """About once a second, takes out the pools of people with nothing
@@ -205,9 +208,8 @@ async def _close_all(sessions: list[aiohttp.ClientSession]) -> None:
 
 
 class _AiohttpAnswer:
-    def __init__(self, response: Any, errors: tuple[type[BaseException], ...], pool: _PersonPool) -> None:
+    def __init__(self, response: aiohttp.ClientResponse, pool: _PersonPool) -> None:
         self._response = response
-        self._errors = errors
         self._pool: _PersonPool | None = pool
         self.status: int = response.status
         self.headers: list[tuple[bytes, bytes]] = list(response.raw_headers)
@@ -218,7 +220,7 @@ class _AiohttpAnswer:
         try:
             async for chunk in self._response.content.iter_any():
                 yield chunk
-        except self._errors as exc:
+        except _AIOHTTP_FAILED as exc:
             raise BackendFailed(type(exc).__name__) from exc
         finally:
             unwatch()

@@ -21,10 +21,12 @@ from mcp_oauth_proxy.core.effects import (
     GetAccessToken,
     RevokeGrant,
     StoreEffect,
+    Suspended,
     TakeCode,
     WouldBlock,
 )
-from mcp_oauth_proxy.core.models import CodeGrant
+from mcp_oauth_proxy.core.context import token_hash
+from mcp_oauth_proxy.core.models import AccessToken, CodeGrant
 from mcp_oauth_proxy.core.store import (
     OPERATIONS,
     UNDECLARED,
@@ -40,7 +42,7 @@ from mcp_oauth_proxy.storage.crypto import KeyRing
 from mcp_oauth_proxy.storage.memory import MemoryStore
 from mcp_oauth_proxy.storage.sql import SqlStore, make_engine
 from mcp_oauth_proxy.storage.token_cache import TokenCache
-from support import tenant
+from support import RESOURCE, tenant
 
 
 def _arguments(op: type[StoreEffect[Any]]) -> dict[str, object]:
@@ -247,12 +249,30 @@ def test_a_store_declaring_nothing_is_read_cautiously_and_is_never_probed() -> N
         traits_of(Misdeclared())
 
 
-def test_the_first_driver_answers_from_what_the_traits_declare_remembered() -> None:
-    class Remembering:
-        traits = StoreTraits(remembered=lambda tenant, token_hash: f"{tenant}/{token_hash}")  # type: ignore[arg-type,return-value]
+def test_the_guard_answers_from_what_the_traits_declare_remembered() -> None:
+    record = AccessToken(tenant="acme", token_hash=token_hash("mcp_at_x"), grant_id="g", client_id="c",
+                         user_id="u", scope=("mcp",), resource=RESOURCE, issued_at=0,
+                         expires_at=2**40)
+    asked: list[tuple[str, str]] = []
 
-    perform = ready_performer(Remembering(), store_blocks=True)
-    assert perform(GetAccessToken("acme", "h")) == "acme/h"
+    class Remembering:
+        # Remembers the one record; its store itself would block, and says nothing.
+        def remembered(self, tenant: str, hash_: str) -> AccessToken | None:
+            asked.append((tenant, hash_))
+            return record if hash_ == record.token_hash else None
+
+        def get_access_token(self, tenant: str, token_hash: str) -> None:
+            raise AssertionError("the store is never asked on the first driver")
+
+    store = Remembering()
+    store.traits = StoreTraits(remembered=store.remembered)  # type: ignore[attr-defined]
+    site = Site([tenant()], store, b"k" * 32)  # type: ignore[arg-type]
+    view = ("GET", "https", "acme.example.com", "/mcp", "Bearer mcp_at_x", False)
+    _, decision = site.guard(view, None)  # type: ignore[misc]
+    assert decision == record.principal
+    _, other = site.guard(view[:4] + ("Bearer mcp_at_y", False), None)  # type: ignore[misc,operator]
+    assert isinstance(other, Suspended) and other.effect == GetAccessToken("acme", token_hash("mcp_at_y"))
+    assert asked == [("acme", token_hash("mcp_at_x")), ("acme", token_hash("mcp_at_y"))]
 
 
 def test_where_store_calls_run_follows_the_traits_unless_overridden() -> None:

@@ -15,7 +15,6 @@ from .. import metrics
 from ..core.effects import (
     Effect,
     Flow,
-    GetAccessToken,
     ResolveUpstream,
     StoreEffect,
     Suspended,
@@ -25,7 +24,7 @@ from ..core.effects import (
     run_sync,
 )
 from ..core.errors import EffectError, NoUpstreamTokens, TemporarilyUnavailable, UpstreamNotReady
-from ..core.flows.guard import decide
+from ..core.flows.guard import after_lookup, first_step, settle
 from ..core.flows.upstream_token import NO_UPSTREAM_TOKENS, fresh_upstream_token
 from ..core.http import Request, Response, json_response
 from ..core.models import Principal
@@ -88,7 +87,10 @@ class Site:
         self.key_sets = key_sets or KeySets()
         # Seconds the flows' audit events are kept in the store.
         self.audit_retention = audit_retention
-        # The guard's first driver answers from memory only (see guard()).
+        # The guard's first drivers answer from memory only (see guard()):
+        # a token the store remembers (its traits' ``remembered``:
+        # storage/token_cache.py), else what a store that never blocks says.
+        self._remembered = traits_of(store).remembered
         self._ready = ready_performer(store, self.store_blocks)
 
     # Each answers from the directory's current snapshot, read once.
@@ -113,7 +115,10 @@ class Site:
         at its well-known URL, else the tenant with the guard decision
         (core/flows/guard.py ``decide``) as far as memory answers it: a
         principal or a response, or the decision suspended at the token's
-        lookup, for the caller's driver to finish (:func:`finish_guard`).
+        lookup, for the caller's driver (run_async, run_sync) to finish.
+        A token the store remembers is decided by ``decide``'s two halves
+        called straight (``first_step``, ``settle``), without the flow's
+        generator: the hot path.
         With ``resource_only``: None for a path the tenant picked does not
         protect (beneath its issuer, say: one of its OAuth endpoints)."""
         method, scheme, host, path, authorization, preflight = view
@@ -127,8 +132,17 @@ class Site:
             return run_sync(metadata, _no_effects)
         if resource_only and not beneath(path, entry.tenant.resource_path):
             return None
-        return entry, run_ready(decide(method, authorization, preflight, entry.tenant, now_seconds(), required_scopes),
-                                self._ready)
+        tenant = entry.tenant
+        step = first_step(method, authorization, preflight, tenant, required_scopes)
+        if isinstance(step, Response):
+            return entry, step
+        now = now_seconds()
+        if self._remembered is not None:
+            record = self._remembered(step.tenant, step.token_hash)
+            metrics.cache_lookup(record is not None)
+            if record is not None:  # the hot path: no generator, no effect
+                return entry, settle(record, tenant, now, required_scopes)
+        return entry, run_ready(after_lookup(step, tenant, now, required_scopes), self._ready)
 
     def trusts(self, peer: str | None) -> bool:
         if not peer or not self.trusted:
@@ -166,18 +180,9 @@ def _no_effects(effect: object) -> None:
 
 
 def ready_performer(store: Store, store_blocks: bool) -> Callable[[Effect], Any]:
-    """What the guard's first driver (run_ready) may carry out at once: an
-    access token the store remembers (its traits' ``remembered``:
-    storage/token_cache.py), or anything of a store that never blocks
-    (memory); else WouldBlock."""
-    remembered = traits_of(store).remembered
-
+    """What run_ready may carry out at once: any effect of a store that
+    never blocks (memory); else WouldBlock."""
     def perform(effect: Effect) -> Any:
-        if remembered is not None and isinstance(effect, GetAccessToken):
-            record = remembered(effect.tenant, effect.token_hash)
-            metrics.cache_lookup(record is not None)
-            if record is not None:
-                return record
         if not store_blocks and isinstance(effect, StoreEffect):
             return effect.apply(store)
         raise WouldBlock()

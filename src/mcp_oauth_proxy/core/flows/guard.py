@@ -144,24 +144,57 @@ def decide(method: str, authorization: str | None, preflight: bool, tenant: Tena
     """The guard's one decision, from what it reads of a request (its method,
     its Authorization header, whether it is a CORS preflight), the tenant,
     the time and the scopes required: the principal, or the 401/403 (or
-    503) to send instead. At most one effect: the token's lookup."""
+    503) to send instead. At most one effect: the token's lookup. Its two
+    halves, :func:`first_step` and :func:`settle`, are what the guard's
+    fast driver (adapters/site.py) runs when memory holds the token."""
+    step = first_step(method, authorization, preflight, tenant, required_scopes)
+    if isinstance(step, Response):
+        return step
+    return (yield from after_lookup(step, tenant, now, required_scopes))
+
+
+def first_step(method: str, authorization: str | None, preflight: bool, tenant: Tenant,
+               required_scopes: tuple[str, ...] | None) -> Response | GetAccessToken:
+    """The decision up to the token's lookup: the lookup to make, or the
+    answer that needs none (a preflight, no or a malformed token)."""
     if method == "OPTIONS" and preflight:
         # A CORS preflight (Fetch standard §4.8) never carries credentials.
         return PREFLIGHT_RESPONSE
-    required = required_scopes_of(tenant, required_scopes)
-    advertised = required or tenant.scopes
     try:
         lookup = lookup_of(authorization, tenant)
-        if lookup is None:
-            return denial(tenant, None, advertised)
-        principal = principal_of((yield lookup), tenant, now)
     except InvalidToken as exc:
-        return denial(tenant, exc, advertised)
+        return denial(tenant, exc, _advertised(tenant, required_scopes))
+    if lookup is None:
+        return denial(tenant, None, _advertised(tenant, required_scopes))
+    return lookup
+
+
+def after_lookup(lookup: GetAccessToken, tenant: Tenant, now: int,
+                 required_scopes: tuple[str, ...] | None) -> Flow[Principal | Response]:
+    """The decision from the token's lookup on."""
+    try:
+        record = yield lookup
     except StorageUnavailable:
         # Not the client's fault and not a verdict on its token: try again.
         return STORAGE_UNAVAILABLE
+    return settle(record, tenant, now, required_scopes)
+
+
+def settle(record: AccessToken | None, tenant: Tenant, now: int,
+           required_scopes: tuple[str, ...] | None) -> Principal | Response:
+    """The decision once the token's record is known (None: none found)."""
+    required = required_scopes_of(tenant, required_scopes)
+    try:
+        principal = principal_of(record, tenant, now)
+    except InvalidToken as exc:
+        return denial(tenant, exc, _advertised(tenant, required_scopes))
     missing = missing_scopes(principal, required)
     if missing:
         # RFC 6750 §3.1 / MCP: 403 insufficient_scope names the scopes needed.
         return denial(tenant, InsufficientScope("the token lacks scope: " + " ".join(missing)), required)
     return principal
+
+
+def _advertised(tenant: Tenant, required_scopes: tuple[str, ...] | None) -> tuple[str, ...]:
+    # The scopes a challenge names: those required, else all the tenant's.
+    return required_scopes_of(tenant, required_scopes) or tenant.scopes

@@ -4,27 +4,87 @@ Prometheus server adds them up.
 
 Labels never carry a token, a user id or a client-supplied string of
 unbounded variety: a tenant's slug (the operator's), an endpoint's name (a
-fixed set), a status, an outcome, an event name (ours). Where the guard
-counts, on every request, the labelled child is looked up once and kept
-(:func:`_child`), so counting is one locked addition."""
+fixed set), a status, an outcome, an event name (ours). Elsewhere the
+labelled child is looked up once and kept (:func:`_child`), so counting is
+one locked addition; what the guard counts on every request is a
+:class:`_ShardedCounter`, counting with no lock at all."""
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Callable
+from collections import Counter as Tally
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.metrics_core import CounterMetricFamily
 
 T = TypeVar("T")
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 _P = "mcp_oauth_proxy_"
 
+
+
+class _ShardedCounter:
+    """A counter for the hot path: each thread adds to a dict of its own
+    (only that thread writes it, so no lock and no lost addition); a scrape
+    sums them. A thread's counts outlive it: once it has ended they are
+    folded into ``_retired`` (when a new thread first counts, and on each
+    scrape), so a server that starts a thread per request keeps one dict per
+    live thread, not one per thread it ever ran."""
+
+    def __init__(self, name: str, documentation: str, labelnames: tuple[str, ...]) -> None:
+        self._name, self._documentation, self._labelnames = name, documentation, labelnames
+        self._local = threading.local()
+        self._lock = threading.Lock()  # guards _shards and _retired
+        self._shards: list[tuple[threading.Thread, dict[tuple[str, ...], int]]] = []
+        self._retired: Tally[tuple[str, ...]] = Tally()
+
+    def inc(self, labels: tuple[str, ...]) -> None:
+        try:
+            counts = self._local.counts
+        except AttributeError:
+            counts = self._local.counts = self._new_shard()
+        counts[labels] = counts.get(labels, 0) + 1
+
+    def _new_shard(self) -> dict[tuple[str, ...], int]:
+        counts: dict[tuple[str, ...], int] = {}
+        with self._lock:
+            self._fold_ended()
+            self._shards.append((threading.current_thread(), counts))
+        return counts
+
+    def _fold_ended(self) -> None:
+        live = []
+        for thread, counts in self._shards:
+            if thread.is_alive():
+                live.append((thread, counts))
+            else:  # it counts no more
+                self._retired.update(counts)
+        self._shards = live
+
+    def totals(self) -> Tally[tuple[str, ...]]:
+        with self._lock:
+            self._fold_ended()
+            totals = Tally(self._retired)
+            for _, counts in self._shards:
+                totals.update(counts.copy())  # one atomic copy of a dict its thread may be writing
+        return totals
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(self._name, self._documentation, labels=self._labelnames)
+        for labels, value in sorted(self.totals().items()):
+            family.add_metric(labels, value)
+        yield family
+
+
 requests = Counter(_P + "requests", "Requests to the OAuth endpoints and metadata, by tenant, endpoint and status",
                    ["tenant", "endpoint", "status"], registry=REGISTRY)
-guard_decisions = Counter(_P + "guard_decisions", "The guard's decisions on requests to protected resources",
-                          ["tenant", "decision"], registry=REGISTRY)
+guard_decisions = _ShardedCounter(_P + "guard_decisions", "The guard's decisions on requests to protected resources",
+                                  ("tenant", "decision"))
+REGISTRY.register(guard_decisions)
 grant_events = Counter(_P + "grant_events", "Grants issued, refreshed, revoked; refresh reuse detected (the audit "
                        "events of the OAuth flows)", ["tenant", "event"], registry=REGISTRY)
 upstream_calls = Counter(_P + "upstream_calls", "Calls to upstream identity providers, by kind and outcome",
@@ -39,8 +99,9 @@ store_failures = Counter(_P + "store_failures", "Store calls that found the data
                          ["operation"], registry=REGISTRY)
 rate_limited = Counter(_P + "rate_limit_refusals", "Requests refused by a rate limit (429)", ["tenant", "endpoint"],
                        registry=REGISTRY)
-token_cache = Counter(_P + "token_cache_lookups", "Access-token lookups answered from memory (hit) or not (miss)",
-                      ["result"], registry=REGISTRY)
+token_cache = _ShardedCounter(_P + "token_cache_lookups",
+                              "Access-token lookups answered from memory (hit) or not (miss)", ("result",))
+REGISTRY.register(token_cache)
 
 _children: dict[tuple[Any, ...], Any] = {}
 
@@ -55,17 +116,16 @@ def _child(metric: Any, *labels: str) -> Any:
 
 
 _DECISIONS = {None: "allowed", 401: "unauthorized", 403: "forbidden", 503: "unavailable"}
-# The guard's children by (tenant, status): one dict read on its hot path.
-_guard_children: dict[tuple[str, int | None], Any] = {}
+# The guard's labels by (tenant, status): one dict read on its hot path.
+_guard_labels: dict[tuple[str, int | None], tuple[str, str]] = {}
 
 
 def guard_decision(tenant: str, status: int | None) -> None:
     """``status`` None: let in; else the status the guard answered."""
-    child = _guard_children.get((tenant, status))
-    if child is None:
-        decision = _DECISIONS.get(status) or str(status)
-        child = _guard_children[(tenant, status)] = guard_decisions.labels(tenant, decision)
-    child.inc()
+    labels = _guard_labels.get((tenant, status))
+    if labels is None:
+        labels = _guard_labels[(tenant, status)] = (tenant, _DECISIONS.get(status) or str(status))
+    guard_decisions.inc(labels)
 
 
 def request(tenant: str, endpoint: str, status: int) -> None:
@@ -74,11 +134,11 @@ def request(tenant: str, endpoint: str, status: int) -> None:
         _child(rate_limited, tenant, endpoint).inc()
 
 
-_HIT, _MISS = token_cache.labels("hit"), token_cache.labels("miss")
+_HIT, _MISS = ("hit",), ("miss",)
 
 
 def cache_lookup(hit: bool) -> None:
-    (_HIT if hit else _MISS).inc()
+    token_cache.inc(_HIT if hit else _MISS)
 
 
 def grant_event(tenant: str, event: str) -> None:

@@ -13,6 +13,10 @@ on before), and measures, case after case:
   (b) GET /bare: the same trivial app, no guard, nor anything else of ours
       (same process): the server's own limit;
   (c) GET /mcp with no token: the guard's 401;
+  (e) GET /floor with the token: the trivial app behind the least a guard
+      can do in Python (one dict lookup of the Authorization header, a
+      copy of the scope): the ceiling of (a)/(b) for any guard on this
+      server, measured beside it;
   (d1) refresh-token grants at POST /oauth/token, one after another on one
        family (chain of rotated refresh tokens);
   (dN) the same with N families (one per connection) at once.
@@ -102,16 +106,39 @@ async def trivial(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": b"ok"})
 
 
-class WithBare:
-    """The served app, and /bare beside it: the trivial app alone."""
+class FloorGuard:
+    """The least a bearer guard can do: the Authorization header's value
+    looked up in a dict, the scope copied with what it found; else a 401."""
 
-    def __init__(self, guarded: Any) -> None:
+    def __init__(self, token: str) -> None:
+        self.known = {f"Bearer {token}".encode(): "someone"}
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                who = self.known.get(value)
+                if who is not None:
+                    return await trivial({**scope, "principal": who}, receive, send)
+        await send({"type": "http.response.start", "status": 401,
+                    "headers": [(b"www-authenticate", b"Bearer"), (b"content-length", b"0")]})
+        await send({"type": "http.response.body", "body": b""})
+
+
+class WithBare:
+    """The served app, and /bare beside it: the trivial app alone; /floor:
+    the trivial app behind :class:`FloorGuard`."""
+
+    def __init__(self, guarded: Any, floor: FloorGuard) -> None:
         self.guarded = guarded
+        self.floor = floor
         self.site = guarded.site  # for the housekeeping beside the server
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["path"] == "/bare":
-            return await trivial(scope, receive, send)
+        if scope["type"] == "http":
+            if scope["path"] == "/bare":
+                return await trivial(scope, receive, send)
+            if scope["path"] == "/floor":
+                return await self.floor(scope, receive, send)
         return await self.guarded(scope, receive, send)
 
 
@@ -129,7 +156,13 @@ def serve(config_path: str, on: str) -> None:
         metrics.guard_decision = lambda *a: None  # type: ignore[assignment]
         metrics.cache_lookup = lambda *a: None  # type: ignore[assignment]
         on = on[:-len(WITHOUT_METRICS)]
-    run_server(WithBare(build_app(config, backend=trivial)), config, on)
+    floor = FloorGuard(floor_token_file(config_path).read_text())
+    run_server(WithBare(build_app(config, backend=trivial), floor), config, on)
+
+
+def floor_token_file(config_path: str | Path) -> Path:
+    """Where the access token (d) uses is written for the server's FloorGuard."""
+    return Path(config_path).with_name("floor-token")
 
 
 # A server name's suffix: that server, its guard's metrics not counted.
@@ -321,6 +354,7 @@ def stop_server(proc: subprocess.Popen) -> None:
 
 
 GUARDED, BARE, REFUSED = "(a) guard + trivial app, valid token", "(b) trivial app, no guard", "(c) guard, no token: 401"
+FLOOR = "(e) least possible guard + trivial app"
 REFRESH_ONE = "(d1) refresh grants, one family in turn"
 REFRESH = "(dN) refresh grants, N families at once"
 # What each server runs with, for the record.
@@ -352,6 +386,7 @@ def measure_server(args: argparse.Namespace, on: str, config: Path, base: str, a
             # The same request line and headers, so only the guard differs.
             BARE: (f"{base}/bare", bearer, 200),
             REFUSED: (f"{base}/mcp", {}, 401),
+            FLOOR: (f"{base}/floor", bearer, 200),
         }
         load(f"{base}/bare", bearer, 200, args.connections, 1.0)  # warm up
         rounds: dict[str, list[Result]] = {name: [] for name in cases}
@@ -378,7 +413,7 @@ def report(on: str, rounds: dict[str, list[Result]], pin: bool) -> None:
         r = max(rs, key=lambda r: r.rate)  # the round least disturbed by the rest of the machine
         seen = ", ".join(f"HTTP {status}: {n}" for status, n in sorted(r.statuses.items()))
         print(f"{name:<40}{r.rate:>10.0f}{r.p50:>10.2f}{r.p99:>10.2f}{r.cpu_us:>12.0f}{r.unexpected:>12}  {seen}")
-    for case, target in ((GUARDED, 0.95), (REFUSED, 0.8)):
+    for case, target in ((GUARDED, 0.95), (REFUSED, 0.8), (FLOOR, 0.95)):
         label = case[:3] + "/(b)"
         paired = [rc.rate / rb.rate for rc, rb in zip(rounds[case], rounds[BARE])]
         ratio = statistics.median(paired)
@@ -386,10 +421,11 @@ def report(on: str, rounds: dict[str, list[Result]], pin: bool) -> None:
         print(f"{label} req/s, each round: {', '.join(f'{x:.3f}' for x in paired)}; median {ratio:.3f} "
               f"({'meets' if ratio >= target else 'misses'} >= {target}); as CPU time (b)/{case[:3]}: "
               f"median {cpu:.3f}")
-    cpu = {case[:3]: statistics.median(r.cpu_us for r in rounds[case]) for case in (GUARDED, BARE, REFUSED)}
+    cpu = {case[:3]: statistics.median(r.cpu_us for r in rounds[case]) for case in (GUARDED, BARE, REFUSED, FLOOR)}
     print("server CPU per request, median of rounds: " + ", ".join(f"{k} {v:.1f} us" for k, v in cpu.items())
           + f": the guard adds {cpu['(a)'] - cpu['(b)']:.1f} us to a bare request, a 401 costs "
-          f"{cpu['(c)'] - cpu['(b)']:.1f} us more than one")
+          f"{cpu['(c)'] - cpu['(b)']:.1f} us more than one, the least possible guard adds "
+          f"{cpu['(e)'] - cpu['(b)']:.1f} us")
 
 
 def compare(results: dict[str, dict[str, list[Result]]]) -> None:
@@ -412,6 +448,7 @@ def measure(args: argparse.Namespace, database: str, home: Path) -> None:
     config.write_text(CONFIG.format(port=port, database=database, keys=keys, tenant=TENANT,
                                     token_cache=args.token_cache))
     access, refresh = issue(database, str(keys), port, args.connections)
+    floor_token_file(config).write_text(access)
     chains = [[token] for token in refresh]
     results = {on: measure_server(args, on, config, base, access, chains, home, pin)
                for on in args.servers.split(",")}

@@ -4,7 +4,10 @@ that starts a thread per request keeps no dict per thread it ever ran."""
 
 from __future__ import annotations
 
+import _thread
 import threading
+import time
+from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, generate_latest
 
@@ -33,15 +36,39 @@ def test_every_threads_additions_are_summed_and_outlive_the_thread() -> None:
     _run_threads(counter, 2, 5, ("globex", "unauthorized"))
     assert counter.totals() == {("acme", "allowed"): 160_001, ("globex", "unauthorized"): 10}
     # Ended threads were folded: only this one's dict is still kept apart.
-    assert [thread for thread, _ in counter._shards] == [threading.current_thread()]
+    assert list(counter._live.values()) == [counter._local.shard.counts]
 
 
 def test_a_thread_per_request_leaves_no_dict_per_thread() -> None:
     counter = _ShardedCounter("t_lookups", "test", ("result",))
     for _ in range(200):
         _run_threads(counter, 1, 1, ("hit",))
-    assert len(counter._shards) <= 1  # at most the last one, ended since it registered
+    assert len(counter._live) <= 1  # at most the last one, if it registered before the one before it ended
     assert counter.totals() == {("hit",): 200}
+
+
+def test_threads_not_made_by_threading_leave_no_dict_either() -> None:
+    # Their threading.Thread (a dummy) is "alive" for ever, as a gevent
+    # greenlet's is: what ends is their thread-local, and the counts go with it.
+    counter = _ShardedCounter("t_raw", "test", ("result",))
+    for _ in range(300):
+        done = threading.Event()
+
+        def count() -> None:
+            counter.inc(("miss",))
+            done.set()
+
+        _thread.start_new_thread(count, ())
+        done.wait()
+    _wait_for(lambda: counter.totals() == {("miss",): 300} and len(counter._live) == 0)
+
+
+def _wait_for(condition: Callable[[], bool]) -> None:
+    # A raw thread's locals are cleared just after it returns: wait for the last one.
+    deadline = time.monotonic() + 5
+    while not condition():
+        assert time.monotonic() < deadline, "the ended threads' counts were not folded"
+        time.sleep(0.01)
 
 
 def test_it_is_exposed_as_a_prometheus_counter() -> None:

@@ -11,8 +11,10 @@ one locked addition; what the guard counts on every request is a
 
 from __future__ import annotations
 
+import collections
 import threading
 import time
+import weakref
 from collections import Counter as Tally
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -27,49 +29,62 @@ _P = "mcp_oauth_proxy_"
 
 
 
+class _Shard:
+    """One thread's counts, held by its thread-local: when the thread (or
+    greenlet) ends, its locals are cleared and this goes with them."""
+
+    __slots__ = ("__weakref__", "counts")
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, ...], int] = {}
+
+
 class _ShardedCounter:
     """A counter for the hot path: each thread adds to a dict of its own
     (only that thread writes it, so no lock and no lost addition); a scrape
-    sums them. A thread's counts outlive it: once it has ended they are
-    folded into ``_retired`` (when a new thread first counts, and on each
-    scrape), so a server that starts a thread per request keeps one dict per
-    live thread, not one per thread it ever ran."""
+    sums them. A thread's counts outlive it: when its thread-local goes
+    (the thread, or a greenlet where gevent patches threads, has ended),
+    they are queued, and folded into ``_retired`` when a new thread first
+    counts and on each scrape. So a server that runs a thread or greenlet
+    per request keeps one dict per live one, not one per one it ever ran."""
 
     def __init__(self, name: str, documentation: str, labelnames: tuple[str, ...]) -> None:
         self._name, self._documentation, self._labelnames = name, documentation, labelnames
         self._local = threading.local()
-        self._lock = threading.Lock()  # guards _shards and _retired
-        self._shards: list[tuple[threading.Thread, dict[tuple[str, ...], int]]] = []
+        self._lock = threading.Lock()  # guards _live and _retired
+        self._live: dict[int, dict[tuple[str, ...], int]] = {}  # by id(): each kept alive here until folded
+        # Counts of ended threads, not folded yet. Appended to by a
+        # finalizer, which may run anywhere (even inside this lock): a
+        # deque's append needs no lock.
+        self._ended: collections.deque[dict[tuple[str, ...], int]] = collections.deque()
         self._retired: Tally[tuple[str, ...]] = Tally()
 
     def inc(self, labels: tuple[str, ...]) -> None:
         try:
-            counts = self._local.counts
+            counts = self._local.shard.counts
         except AttributeError:
-            counts = self._local.counts = self._new_shard()
+            counts = self._new_shard()
         counts[labels] = counts.get(labels, 0) + 1
 
     def _new_shard(self) -> dict[tuple[str, ...], int]:
-        counts: dict[tuple[str, ...], int] = {}
+        shard = self._local.shard = _Shard()
+        weakref.finalize(shard, self._ended.append, shard.counts)
         with self._lock:
             self._fold_ended()
-            self._shards.append((threading.current_thread(), counts))
-        return counts
+            self._live[id(shard.counts)] = shard.counts
+        return shard.counts
 
     def _fold_ended(self) -> None:
-        live = []
-        for thread, counts in self._shards:
-            if thread.is_alive():
-                live.append((thread, counts))
-            else:  # it counts no more
-                self._retired.update(counts)
-        self._shards = live
+        while self._ended:
+            counts = self._ended.popleft()  # its thread writes it no more
+            del self._live[id(counts)]
+            self._retired.update(counts)
 
     def totals(self) -> Tally[tuple[str, ...]]:
         with self._lock:
             self._fold_ended()
             totals = Tally(self._retired)
-            for _, counts in self._shards:
+            for counts in self._live.values():
                 totals.update(counts.copy())  # one atomic copy of a dict its thread may be writing
         return totals
 

@@ -131,18 +131,20 @@ def relay_main(port: int, backend_port: int) -> None:
 
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
             self.transport = cast(asyncio.Transport, transport)
-            self.transport.pause_reading()  # until its backend connection is open
+            self.early: list[bytes] = []  # what came before its backend connection was open
             asyncio.get_running_loop().create_task(self.connect())
 
         async def connect(self) -> None:
             loop = asyncio.get_running_loop()
             self.backend, _ = await loop.create_connection(lambda: ToBackend(self.transport), "127.0.0.1",
                                                            backend_port)
-            self.transport.resume_reading()
+            self.backend.write(b"".join(self.early))
 
         def data_received(self, data: bytes) -> None:
-            assert self.backend is not None
-            self.backend.write(data)
+            if self.backend is None:
+                self.early.append(data)
+            else:
+                self.backend.write(data)
 
         def connection_lost(self, exc: Exception | None) -> None:
             if self.backend is not None:

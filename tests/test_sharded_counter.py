@@ -5,9 +5,13 @@ that starts a thread per request keeps no dict per thread it ever ran."""
 from __future__ import annotations
 
 import _thread
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry, generate_latest
 
@@ -80,3 +84,32 @@ def test_it_is_exposed_as_a_prometheus_counter() -> None:
     text = generate_latest(registry).decode()
     assert "# TYPE t_guard_total counter" in text
     assert 't_guard_total{decision="forbidden",tenant="acme"} 2.0' in text
+
+
+def test_a_thread_still_counting_at_exit_loses_nothing(tmp_path: Path) -> None:
+    # At exit its counts must not be folded (and its dict let go) while it goes on counting.
+    script = tmp_path / "exiting.py"
+    script.write_text(textwrap.dedent("""
+        import atexit, threading, time
+        from mcp_oauth_proxy.metrics import _ShardedCounter
+        counter = _ShardedCounter("t_exit", "test", ("result",))
+        counted = [0]
+        stop = threading.Event()
+        def at_exit():
+            counter.totals()  # a scrape at exit
+            time.sleep(0.2)
+            stop.set()
+            worker.join()
+            print(sum(counter.totals().values()) == counted[0], counted[0])
+        atexit.register(at_exit)
+        def count():
+            while not stop.is_set():
+                counter.inc(("hit",))
+                counted[0] += 1
+                time.sleep(0.001)
+        worker = threading.Thread(target=count, daemon=True)
+        worker.start()
+        time.sleep(0.2)
+    """))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert done.stdout.startswith("True "), done.stdout + done.stderr

@@ -68,7 +68,9 @@ class _ShardedCounter:
 
     def _new_shard(self) -> dict[tuple[str, ...], int]:
         shard = self._local.shard = _Shard()
-        weakref.finalize(shard, self._ended.append, shard.counts)
+        # Not at exit: a thread still counting then would have its counts
+        # folded, and what it counts after that lost.
+        weakref.finalize(shard, self._ended.append, shard.counts).atexit = False
         with self._lock:
             self._fold_ended()
             self._live[id(shard.counts)] = shard.counts

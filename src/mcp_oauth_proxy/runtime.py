@@ -9,10 +9,11 @@ import secrets
 import time
 import weakref
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import anyio.to_thread
+import attrs
 from anyio.lowlevel import RunVar
 
 from . import metrics
@@ -25,6 +26,7 @@ from .core.effects import (
     Flow,
     RecordAudit,
     ResolveKeys,
+    RotateRefreshToken,
     Sleep,
     StoreEffect,
     run_async,
@@ -32,7 +34,6 @@ from .core.effects import (
 )
 from .core.errors import FetchFailed, StorageUnavailable, TooManyFetches
 from .core.http import HttpRequest, HttpResponse
-from .core.models import AuditEvent
 from .core.store import AUDIT_RETENTION, Store, traits_of
 from .core.tenant import Tenant
 from .logs import Throttled
@@ -90,8 +91,15 @@ def recorded(event: Audit, retention: int) -> RecordAudit:
     """The store operation that keeps a flow's event in the audit log
     (the admin API's ``audit`` list), for ``retention`` seconds."""
     now = now_seconds()
-    return RecordAudit(AuditEvent(at=now, event=event.event, tenant=event.tenant, client_id=event.client_id,
-                                  user_id=event.user_id, detail=dict(event.detail)), now + retention)
+    return RecordAudit(event.at(now), now + retention)
+
+
+def _retained(effect: StoreEffect[Any], retention: int) -> StoreEffect[Any]:
+    # A rotation carrying its audit event keeps it as long as any other.
+    if isinstance(effect, RotateRefreshToken) and effect.event is not None:
+        # (A store operation is made an attrs class by its decorator, unseen by mypy.)
+        return cast(StoreEffect[Any], attrs.evolve(cast(Any, effect), keep_until=effect.event.at + retention))
+    return effect
 
 
 def _no_documents(effect: FetchClientMetadata) -> HttpResponse:
@@ -144,6 +152,7 @@ def sync_performer(
 ) -> Callable[[Effect], Any]:
     def perform(effect: Effect) -> Any:
         if isinstance(effect, StoreEffect):
+            effect = _retained(effect, audit_retention)
             try:
                 return metrics.timed_store_call(effect.method, lambda: effect.apply(store))
             except StorageUnavailable as failure:
@@ -170,7 +179,7 @@ def sync_performer(
             return run_sync(resolve_keys(effect), perform)
         if isinstance(effect, Audit):
             audit(effect)
-            return perform(recorded(effect, audit_retention))
+            return None if effect.kept else perform(recorded(effect, audit_retention))
         if isinstance(effect, Sleep):
             return sleep(effect.seconds)
         raise TypeError(f"unknown effect {effect!r}")
@@ -204,6 +213,7 @@ def async_performer(
 
     async def perform(effect: Effect) -> Any:
         if isinstance(effect, StoreEffect):
+            effect = _retained(effect, audit_retention)
             if not blocks:
                 return effect.apply(store)
             started = time.perf_counter()
@@ -238,7 +248,7 @@ def async_performer(
             return await run_async(resolve_keys(effect), perform)
         if isinstance(effect, Audit):
             audit(effect)
-            return await perform(recorded(effect, audit_retention))
+            return None if effect.kept else await perform(recorded(effect, audit_retention))
         if isinstance(effect, Sleep):
             return await anyio.sleep(effect.seconds)
         raise TypeError(f"unknown effect {effect!r}")

@@ -170,6 +170,25 @@ def test_audit_events_of_a_full_flow_name_tenant_client_user_and_no_secret(caplo
         assert secret not in log_text
 
 
+def test_a_refresh_keeps_its_event_in_the_rotations_own_commit_and_logs_it_once(caplog):
+    caplog.set_level(logging.INFO, logger="mcp_oauth_proxy.audit")
+    h = Harness()
+    client, tokens = h.tokens()
+    writes: list[str] = []
+    rotate, record = h.store.rotate_refresh_token, h.store.record_audit
+    h.store.rotate_refresh_token = lambda *a, **kw: (writes.append("rotate"), rotate(*a, **kw))[1]  # type: ignore[method-assign]
+    h.store.record_audit = lambda *a, **kw: (writes.append("record"), record(*a, **kw))[1]  # type: ignore[method-assign]
+    h.now += 60
+    answer = h.token({"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"],
+                      "client_id": client["client_id"]})
+    assert answer.status == 200
+    assert writes == ["rotate"]  # one write: the event went with the rotation
+    (kept,) = [e for e in h.store.list_audit_events(100) if e.event == "tokens_refreshed"]
+    assert kept.client_id == client["client_id"] and kept.user_id == "user-42" and kept.tenant == "acme"
+    logged = [r.audit for r in caplog.records if hasattr(r, "audit") and r.audit["event"] == "tokens_refreshed"]
+    assert len(logged) == 1 and logged[0]["grant_id"] == kept.detail["grant_id"]
+
+
 def test_consent_refused_and_code_replay_are_audited(caplog):
     caplog.set_level(logging.INFO, logger="mcp_oauth_proxy.audit")
     h = Harness()

@@ -151,6 +151,32 @@ def test_audit_events_are_swept_when_kept_long_enough_and_never_renumbered(store
     assert store.list_audit_events(1)[0].event_id > newest.event_id  # a swept number is not given again
 
 
+def test_a_rotation_keeps_its_audit_event_exactly_when_it_rotates_and_as_long_as_it_says(store):
+    from storage_records import access, refresh
+
+    g = grant(grant_id="g-rot")
+    store.save_grant_and_code(g, code(g))
+    assert store.issue_tokens(tenant="acme", grant_id="g-rot", access=access(g, "at-1"), refresh=refresh(g, "rt-1"))
+
+    def rotate(now: int, n: str) -> str:
+        event = audit(now, "tokens_refreshed", tenant="acme", client_id=g.client_id, user_id=g.user_id,
+                      detail={"grant_id": "g-rot", "n": n})
+        outcome = store.rotate_refresh_token("acme", "rt-1", now, 30, access(g, f"at-{n}"), refresh(g, f"rt-{n}"),
+                                             event, now + 50)
+        return str(outcome.name)
+
+    assert rotate(T0 + 100, "a") == "ROTATED"
+    assert rotate(T0 + 200, "b") == "REUSED"  # past the grace: the family is revoked, no event kept
+    assert rotate(T0 + 300, "c") == "GONE"
+    (kept,) = store.list_audit_events(10)
+    assert kept == audit(T0 + 100, "tokens_refreshed", tenant="acme", client_id=g.client_id, user_id=g.user_id,
+                         detail={"grant_id": "g-rot", "n": "a"}, event_id=kept.event_id)
+    store.delete_expired(T0 + 149)
+    assert store.list_audit_events(10) == [kept]
+    store.delete_expired(T0 + 150)
+    assert store.list_audit_events(10) == []
+
+
 # -- clients ----------------------------------------------------------------------------
 def test_clients_are_listed_by_id_in_pages(store):
     for client_id in ("client-c", "client-a", "client-e", "client-b", "client-d"):

@@ -111,13 +111,21 @@ class ResolveKeys(Effect):
 
 @attrs.frozen
 class Audit(Effect):
-    """Record a security event -> None. Never carries a token, code or secret."""
+    """Record a security event -> None. Never carries a token, code or secret.
+    ``kept``: the store operation that carried it (RotateRefreshToken's
+    ``event``) has kept it already; it is only logged."""
 
     event: str
     tenant: str
     client_id: str | None = None
     user_id: str | None = None
     detail: tuple[tuple[str, str], ...] = ()
+    kept: bool = False
+
+    def at(self, now: int) -> AuditEvent:
+        """The event as the store keeps it, happened at ``now``."""
+        return AuditEvent(at=now, event=self.event, tenant=self.tenant, client_id=self.client_id,
+                          user_id=self.user_id, detail=dict(self.detail))
 
 
 @attrs.frozen
@@ -316,6 +324,11 @@ class RotateRefreshToken(StoreEffect[Rotation]):
     Rotated earlier, or its successor already used: revoke its grant,
     REUSED (RFC 9700 §4.14.2).
     Unknown, expired, or grant revoked: GONE.
+
+    ``event``: the rotation's audit event, kept in the same transaction
+    when it ROTATED, until ``keep_until``: kept exactly when the rotation
+    is, in one commit, not two. ``keep_until`` is the performer's to set,
+    from the audit retention it keeps every event for (runtime.py).
     """
 
     tenant: str
@@ -324,6 +337,8 @@ class RotateRefreshToken(StoreEffect[Rotation]):
     grace: int
     access: AccessToken
     refresh: RefreshToken
+    event: AuditEvent | None = None
+    keep_until: int = 0
 
 
 @store_operation

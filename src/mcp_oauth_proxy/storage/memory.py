@@ -190,7 +190,8 @@ class MemoryStore:
         return token if token is not None and self._live(tenant, token.grant_id) else None
 
     def rotate_refresh_token(
-        self, tenant: str, token_hash: str, now: int, grace: int, access: AccessToken, refresh: RefreshToken
+        self, tenant: str, token_hash: str, now: int, grace: int, access: AccessToken, refresh: RefreshToken,
+        event: AuditEvent | None = None, keep_until: int = 0,
     ) -> Rotation:
         with self._lock:
             old = self._refresh.get((tenant, token_hash))
@@ -208,6 +209,8 @@ class MemoryStore:
             self._access[(tenant, access.token_hash)] = access
             self._refresh[(tenant, refresh.token_hash)] = refresh
             self._last_used[(tenant, old.grant_id)] = access.issued_at
+            if event is not None:
+                self._keep_event(event, keep_until)
             return Rotation.ROTATED
 
     def revoke_access_token(self, tenant: str, token_hash: str) -> None:
@@ -471,11 +474,15 @@ class MemoryStore:
 
     def record_audit(self, event: AuditEvent, keep_until: int) -> None:
         with self._lock:
-            self._last_event_id += 1
-            owner = self._servers.get(event.tenant or "")
-            if event.organization is None and owner is not None:
-                event = attrs.evolve(event, organization=owner.organization)
-            self._audit[self._last_event_id] = (attrs.evolve(event, event_id=self._last_event_id), keep_until)
+            self._keep_event(event, keep_until)
+
+    def _keep_event(self, event: AuditEvent, keep_until: int) -> None:
+        # Under the lock.
+        self._last_event_id += 1
+        owner = self._servers.get(event.tenant or "")
+        if event.organization is None and owner is not None:
+            event = attrs.evolve(event, organization=owner.organization)
+        self._audit[self._last_event_id] = (attrs.evolve(event, event_id=self._last_event_id), keep_until)
 
     def list_audit_events(self, limit: int, before: int | None = None, organization: str | None = None,
                           tenant: str | None = None, user_id: str | None = None, client_id: str | None = None,

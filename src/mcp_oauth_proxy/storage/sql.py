@@ -290,6 +290,17 @@ def _of_organization(tenant: Any, organization: str) -> Any:
     return tenant.in_(select(servers.c.slug).where(servers.c.organization == organization))
 
 
+def _audit_row(event: AuditEvent, keep_until: int) -> dict[str, Any]:
+    row = _row(event, expires_at=keep_until)
+    del row["event_id"]  # the database numbers it
+    if event.organization is None and event.tenant is not None:
+        # A flow's event belongs to the organization owning its server now:
+        # one that later owns a server of that slug does not see it.
+        row["organization"] = select(servers.c.organization).where(
+            servers.c.slug == event.tenant).scalar_subquery()
+    return row
+
+
 class SqlStore:
     def __init__(self, engine_or_url: Engine | str, keyring: KeyRing, timeout: float = DEFAULT_TIMEOUT) -> None:
         """``timeout``: the engine's (make_engine), which an async caller
@@ -511,7 +522,8 @@ class SqlStore:
         return self._get_token(refresh_tokens, RefreshToken, tenant, token_hash)
 
     def rotate_refresh_token(
-        self, tenant: str, token_hash: str, now: int, grace: int, access: AccessToken, refresh: RefreshToken
+        self, tenant: str, token_hash: str, now: int, grace: int, access: AccessToken, refresh: RefreshToken,
+        event: AuditEvent | None = None, keep_until: int = 0,
     ) -> Rotation:
         old = refresh_tokens.c
         mine = (old.tenant == tenant, old.token_hash == token_hash, old.expires_at > now)
@@ -539,6 +551,8 @@ class SqlStore:
             self._upsert(conn, access_tokens, _row(access))
             self._upsert(conn, refresh_tokens, _row(refresh))
             self._used(conn, tenant, row.grant_id, access.issued_at)
+            if event is not None:
+                conn.execute(audit_events.insert().values(_audit_row(event, keep_until)))
             return Rotation.ROTATED
 
         return self._write(op)
@@ -864,13 +878,7 @@ class SqlStore:
         return self._write(lambda c: c.execute(stmt).rowcount == 1)
 
     def record_audit(self, event: AuditEvent, keep_until: int) -> None:
-        row = _row(event, expires_at=keep_until)
-        del row["event_id"]  # the database numbers it
-        if event.organization is None and event.tenant is not None:
-            # A flow's event belongs to the organization owning its server now:
-            # one that later owns a server of that slug does not see it.
-            row["organization"] = select(servers.c.organization).where(
-                servers.c.slug == event.tenant).scalar_subquery()
+        row = _audit_row(event, keep_until)
         self._write(lambda c: c.execute(audit_events.insert().values(row)))
 
     def list_audit_events(self, limit: int, before: int | None = None, organization: str | None = None,

@@ -40,7 +40,7 @@ from ..core.effects import (
     RotateRefreshToken,
     UpdateServer,
 )
-from ..core.models import AccessToken, RefreshToken, Revocation, Rotation, Server
+from ..core.models import AccessToken, AuditEvent, RefreshToken, Revocation, Rotation, Server
 from ..core.store import Store, StoreTraits, forwarding, traits_of
 
 
@@ -124,9 +124,10 @@ class TokenCache:
             self._forget(lambda t: t.tenant == tenant)
         return revoked
 
-    def rotate_refresh_token(self, tenant: str, token_hash: str, now: int, grace: int,
-                             access: AccessToken, refresh: RefreshToken) -> Rotation:
-        outcome: Rotation = self.store.rotate_refresh_token(tenant, token_hash, now, grace, access, refresh)
+    def rotate_refresh_token(self, tenant: str, token_hash: str, now: int, grace: int, access: AccessToken,
+                             refresh: RefreshToken, event: AuditEvent | None = None, keep_until: int = 0) -> Rotation:
+        outcome: Rotation = self.store.rotate_refresh_token(tenant, token_hash, now, grace, access, refresh, event,
+                                                            keep_until)
         if outcome is Rotation.REUSED:  # the grant was revoked with it
             self._forget(lambda t: t.tenant == tenant and t.grant_id == access.grant_id)
         return outcome

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import attrs
+
 from .. import ratelimit
 from ..client_auth import authenticate
 from ..context import ACCESS_PREFIX, REFRESH_PREFIX, Context, token_hash
@@ -137,8 +139,10 @@ def refresh_token_grant(form: Mapping[str, list[str]], client: Client, ctx: Cont
         ctx, client, old.grant_id, old.user_id, scope, old.resource, old.scope, old.expires_at
     )
     assert refresh is not None
+    refreshed = Audit("tokens_refreshed", ctx.tenant.slug, client.client_id, old.user_id,
+                      (("grant_id", old.grant_id),))
     outcome = yield RotateRefreshToken(
-        ctx.tenant.slug, old_hash, ctx.now, ctx.tenant.policy.refresh_grace, access, refresh
+        ctx.tenant.slug, old_hash, ctx.now, ctx.tenant.policy.refresh_grace, access, refresh, refreshed.at(ctx.now)
     )
     if outcome is Rotation.REUSED:
         # RFC 9700 §4.14.2: reuse of a rotated token revokes the family.
@@ -147,7 +151,7 @@ def refresh_token_grant(form: Mapping[str, list[str]], client: Client, ctx: Cont
         raise InvalidGrant("the refresh token was already used; the grant has been revoked")
     if outcome is not Rotation.ROTATED:
         raise InvalidGrant("the refresh token is unknown, expired or revoked")
-    yield Audit("tokens_refreshed", ctx.tenant.slug, client.client_id, old.user_id, (("grant_id", old.grant_id),))
+    yield attrs.evolve(refreshed, kept=True)  # logged; the rotation kept it
     return _token_response(ctx, access_value, access, refresh_value)
 
 

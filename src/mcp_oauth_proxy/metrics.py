@@ -28,7 +28,6 @@ REGISTRY = CollectorRegistry(auto_describe=True)
 _P = "mcp_oauth_proxy_"
 
 
-
 class _Shard:
     """One thread's counts, held by its thread-local: when the thread (or
     greenlet) ends, its locals are cleared and this goes with them."""

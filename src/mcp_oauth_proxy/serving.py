@@ -35,6 +35,12 @@ handshake (there is no access log). Hypercorn's traceback for a request
 whose client broke the protocol under the app (bytes after a refused
 WebSocket handshake, a close after ``100 Continue``) is that line too.
 
+A request names one host. RFC 9112 §3.2: a server MUST answer 400 to a
+request with no Host, with two, or with one whose value no URI could hold;
+uvicorn answered them all, its first Host picking the tenant. Here each is
+answered 400 and its connection closed, on both servers (h11 refuses the
+first two itself).
+
 A client must read what it asked for. Neither server bounds how long an
 answer may wait on a client that does not read it (an event stream it
 stopped reading held its connection, and the backend's stream, for ever):
@@ -51,8 +57,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import importlib.util
 import logging
+import re
 import sys
 import weakref
 from collections.abc import Awaitable, Callable, Iterator
@@ -87,6 +95,38 @@ GRACE = 3.0
 # Requests a client may send ahead of the answers to its earlier ones (HTTP/1.1
 # pipelining, RFC 9112 §9.3.2); past them its connection is closed.
 MAX_PIPELINED = 32
+
+# RFC 9110 §7.2: Host = uri-host [ ":" port ] (RFC 3986 §3.2.2: an IP
+# literal in brackets, else a reg-name, which an IPv4 address also is).
+_HOST = re.compile(rb"(?:\[(?:[0-9A-Fa-f:.]+|v[0-9A-Fa-f]+\.[A-Za-z0-9._~!$&'()*+,;=:-]+)\]"
+                   rb"|(?:[A-Za-z0-9._~!$&'()*+,;=-]|%[0-9A-Fa-f]{2})*)(?::[0-9]*)?")
+
+
+@functools.lru_cache(maxsize=1024)  # a server hears the same few hosts: each checked once
+def valid_host(value: bytes) -> bool:
+    """Whether a Host field value is one a URI's authority could hold."""
+    return _HOST.fullmatch(value) is not None
+
+
+def one_valid_host(headers: list[tuple[bytes, bytes]], http_version: str) -> bool:
+    """RFC 9112 §3.2: exactly one Host in an HTTP/1.1 request (at most one
+    in an HTTP/1.0 one), its value valid. ``headers``: names lower-cased."""
+    host = None
+    for name, value in headers:
+        if name == b"host":
+            if host is not None:
+                return False
+            host = value
+    return http_version != "1.1" if host is None else valid_host(host)
+
+
+async def _bad_host(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    body = b"A request names exactly one host, in one Host header field (RFC 9112 section 3.2).\n"
+    await send({"type": "http.response.start", "status": 400,
+                "headers": [(b"content-type", b"text/plain; charset=utf-8"),
+                            (b"content-length", str(len(body)).encode("ascii")), (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body})
+
 
 # What serve runs on: uvicorn (the default), Hypercorn on trio (--trio); and
 # Hypercorn on asyncio, what it ran on before (bench/bench_guard.py compares them).
@@ -256,7 +296,16 @@ class _Connection(HttpToolsProtocol):
             _failed("closed a connection with more than %d requests ahead of their answers", MAX_PIPELINED)
             self.transport.abort()  # its unread answers are not flushed first
             return
-        super().on_headers_complete()
+        if one_valid_host(self.headers, self.parser.get_http_version()):
+            super().on_headers_complete()
+        else:
+            # Answered in its turn among those pipelined ahead of it, by an
+            # app of its own; "connection: close" ends the connection after.
+            app, self.app = self.app, _bad_host
+            try:
+                super().on_headers_complete()
+            finally:
+                self.app = app
         if self.cycle is not None:  # none for a WebSocket handshake, which the ws protocol takes over
             self._cycles.add(self.cycle)
 
@@ -385,8 +434,8 @@ class _HypercornConnection:
     async def run(self) -> None:
         try:
             await super().run()  # type: ignore[misc]
-        except _NoHTTP2:
-            pass  # a client that spoke HTTP/2: its connection is closed, as said
+        except _EndConnection:
+            pass  # a client that spoke HTTP/2, or named no valid host: its connection is closed, as said
         except Exception as error:  # noqa: BLE001 - cancellation passes; anything else was this connection's
             _failed("closed a connection on a protocol error (%s)", _names(error))
 
@@ -440,9 +489,8 @@ class _HypercornConnection:
             self.writer.transport.abort()
 
 
-class _NoHTTP2(Exception):
-    pass
-
+class _EndConnection(Exception):
+    """The connection is closed (its client told why where it can be)."""
 
 
 def _http1_only(h11_protocol: type[Any]) -> type[Any]:
@@ -453,12 +501,16 @@ def _http1_only(h11_protocol: type[Any]) -> type[Any]:
     opened its window, and leaked extended CONNECTs on trio: serve speaks
     HTTP/1.1 alone, as it does on uvicorn. An ``Upgrade: h2c`` is ignored
     (RFC 9113 §3.1 drops that upgrade; the request is answered in HTTP/1.1);
-    the HTTP/2 preface ends the connection."""
+    the HTTP/2 preface ends the connection. So does a Host no URI could
+    hold, after a 400 (h11 refuses a missing or repeated Host itself)."""
 
     class HTTP1Only(h11_protocol):  # type: ignore[misc]  # a base given at run time
         async def _check_protocol(self, event: Any) -> None:
             if event.method == b"PRI" and event.target == b"*":
-                raise _NoHTTP2()
+                raise _EndConnection()
+            if not one_valid_host(list(event.headers), event.http_version.decode("ascii")):
+                await self._send_error_response(400)
+                raise _EndConnection()
 
     return HTTP1Only
 

@@ -1,6 +1,9 @@
 """One line per request (``server.access_log = true``), that leaks nothing:
 authorization URLs carry codes and state, so every query value is replaced
-by its length; no header, cookie or body is logged. The line names the
+by its length; no header, cookie or body is logged. The path is the one
+the client sent, still percent-encoded, with anything but visible ASCII
+encoded too: decoded, a client's ``%0a`` would end the line and begin a
+forged one. The line names the
 tenant (picked by host and path, as the request was routed) and, once the
 guard has let a request in, the client it let in. With ``--log-json`` the
 fields are the JSON line's own (logs.JsonLines)."""
@@ -11,7 +14,7 @@ import logging
 import time
 from collections.abc import MutableMapping
 from typing import Any
-from urllib.parse import parse_qsl, quote
+from urllib.parse import parse_qsl, quote, quote_from_bytes
 
 from .asgi import ASGIApp, Receive, Scope, Send
 from .site import ACCESS_NOTE_KEY, Site
@@ -23,6 +26,17 @@ def redacted_query(raw: bytes) -> str:
     """Each value replaced by its length: ``code=43&state=22``."""
     pairs = parse_qsl(raw.decode("latin-1"), keep_blank_values=True)
     return "&".join(f"{quote(name, safe='')}={len(value)}" for name, value in pairs)
+
+
+# What a logged path keeps as it is: visible ASCII but the space.
+_PATH_SAFE = "".join(chr(c) for c in range(0x21, 0x7F))
+
+
+def logged_path(scope: Scope) -> str:
+    """The request's path as sent (a server that gives no ``raw_path``: the
+    decoded path, encoded again as UTF-8), never a control character."""
+    raw = scope.get("raw_path") or scope.get("path", "").encode("utf-8", "surrogateescape")
+    return quote_from_bytes(raw, safe=_PATH_SAFE)
 
 
 class AccessLog:
@@ -56,7 +70,8 @@ class AccessLog:
         path = scope.get("path", "")
         entry = self.site.pick_at(scope.get("scheme", "http"), host, path) if host else None
         fields = {
-            "method": scope.get("method", ""), "path": path, "query": redacted_query(scope.get("query_string", b"")),
+            "method": scope.get("method", ""), "path": logged_path(scope),
+            "query": redacted_query(scope.get("query_string", b"")),
             "status": status, "duration_ms": round(seconds * 1000, 1), "bytes": sent,
             "tenant": entry.tenant.slug if entry else None, "client_id": note.get("client_id"),
         }

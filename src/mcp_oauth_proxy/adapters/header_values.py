@@ -9,9 +9,8 @@ from urllib.parse import quote
 import attrs
 
 from ..core.http import Response
+from .site import VISIBLE as VISIBLE  # importable from here too
 from .site import server_error
-
-VISIBLE = "".join(chr(c) for c in range(0x20, 0x7F))
 
 
 class UnsendableHeader(ValueError):

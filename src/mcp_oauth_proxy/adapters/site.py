@@ -10,6 +10,7 @@ import os
 import traceback
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
+from urllib.parse import quote
 
 from .. import metrics
 from ..core.effects import (
@@ -252,10 +253,18 @@ def not_found() -> Response:
     return json_response({"error": "not_found", "error_description": "no tenant is served at this address"}, 404)
 
 
+# Visible ASCII and the space (RFC 9110 §5.5: what a header value may hold
+# unencoded; header_values.py), and what a log line may.
+VISIBLE = "".join(chr(c) for c in range(0x20, 0x7F))
+
+
 def server_error(where: str, exc: BaseException) -> Response:
     # Only the type and the stack: an exception's message could carry a value.
     frames = "".join(traceback.format_tb(exc.__traceback__))
-    log.error("unexpected %s while answering %s\n%s", type(exc).__name__, where, frames)
+    # ``where`` names the request (its decoded path): a client's newline
+    # in it would begin a forged log line; its control characters are encoded.
+    log.error("unexpected %s while answering %s\n%s", type(exc).__name__,
+              quote(where, safe=VISIBLE), frames)
     return json_response({"error": "server_error", "error_description": "an unexpected error occurred"}, 500)
 
 

@@ -18,6 +18,7 @@ from cattrs.cols import list_structure_factory
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
 
 from . import machine_clients
+from .admin.backends import allowed_entry_problem
 from .core.tenant import COUNTS, Policy, RateLimit, RateLimits
 from .upstream.egress import EgressError, egress_from
 
@@ -176,6 +177,10 @@ class ServerConfig:
     outbound_proxy: str | None = attrs.field(default=None, repr=False)
     # A PEM file of CAs trusted besides the default ones (a private CA's).
     ca_bundle: str | None = None
+    # URLs an organization's admin token may name its servers' backends
+    # beneath (same scheme, host and port; the path or beneath it); empty:
+    # only a global admin token, the CLI or this file names a backend.
+    organization_backends: list[str] = attrs.field(factory=list)
 
 
 @attrs.frozen
@@ -499,6 +504,10 @@ def _check_server(s: ServerConfig, problems: list[str]) -> None:
         problems.append("server.audit_retention_days: must be positive")
     if not s.database.startswith(("memory:", "sqlite:", "postgresql", "mysql", "mariadb")):
         problems.append("server.database: must be memory://, sqlite:///FILE or a PostgreSQL/MySQL URL")
+    for i, allowed in enumerate(s.organization_backends):
+        problem = allowed_entry_problem(allowed)
+        if problem is not None:
+            problems.append(f"server.organization_backends[{i}]: {problem}")
     for i, entry in enumerate(s.trusted_proxies):
         try:
             ipaddress.ip_network(entry, strict=False)

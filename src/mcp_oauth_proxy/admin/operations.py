@@ -32,6 +32,7 @@ from ..core.models import AuditEvent, Client, GrantInfo, OAuthConfig, Organizati
 from ..core.store import AUDIT_RETENTION, Store
 from ..directory import Entry
 from ..tenants_db import oauth_config_problems, server_clash, server_problems
+from .backends import backend_allowed
 
 T = TypeVar("T")
 
@@ -293,6 +294,8 @@ class Management:
     file_tenants: Sequence[Entry] = ()
     audit_retention: int = AUDIT_RETENTION
     clock: Callable[[], float] = time.time
+    # Where an organization's servers may forward (server.organization_backends; admin/backends.py).
+    organization_backends: Sequence[str] = ()
 
     def _now(self) -> int:
         return int(self.clock())
@@ -432,6 +435,18 @@ class Management:
         docs.sort(key=lambda d: str(d["slug"]))
         return _paged(docs, lambda d: str(d["slug"]), limit, after)
 
+    def _check_backend(self, actor: Actor, fields: Mapping[str, Any]) -> None:
+        """An organization names a backend only beneath one the operator
+        listed (admin/backends.py); taking one away is always its own to do."""
+        backend = fields.get("backend")
+        if actor.organization is None or backend is None or backend_allowed(backend, self.organization_backends):
+            return
+        if not self.organization_backends:
+            raise Forbidden("an organization's admin token names no backend: server.organization_backends "
+                            "lists none; a global admin token (or the CLI) names it")
+        raise Forbidden("an organization's admin token names a backend only beneath one of "
+                        "server.organization_backends: " + ", ".join(self.organization_backends))
+
     def _check_server(self, actor: Actor, s: Server) -> None:
         """The file's rules, and a place of its own: no other tenant's
         requests may reach it (tenants_db.place_problems, file_clash, server_clash)."""
@@ -452,6 +467,7 @@ class Management:
         check_name(slug, "slug")
         self.organization(actor, organization)
         fields = checked_fields(values, SERVER_FIELDS, required=("oauth_config", "issuer", "resource"))
+        self._check_backend(actor, fields)
         if self._file_entry(slug) is not None:
             raise Conflict(_FILE_MANAGED.format(slug=slug))
         if self.store.get_server(slug) is not None:
@@ -467,6 +483,7 @@ class Management:
         (another OAuth configuration revokes those made through the old one)."""
         old = self._database_server(actor, slug)
         fields = checked_fields(values, SERVER_FIELDS)
+        self._check_backend(actor, fields)
         if "policy" in fields:
             fields["policy"] = {**old.policy, **fields["policy"]}
         if fields.get("backend", old.backend) is None:

@@ -217,6 +217,12 @@ BAD = [
     ("c1 control in client_name", {"client_name": "a\x85b"}, "invalid_client_metadata"),
     # Trojan Source style spoofing on the consent page (CVE-2021-42574).
     ("bidi override in client_name", {"client_name": "Good \u202eppA liveE"}, "invalid_client_metadata"),
+    # Invisible format characters: "Clau\u200bde" shows as a known client's name.
+    ("zero-width space in client_name", {"client_name": "Clau\u200bde"}, "invalid_client_metadata"),
+    ("zero-width joiner in client_name", {"client_name": "Clau\u200dde"}, "invalid_client_metadata"),
+    ("word joiner in client_name", {"client_name": "Clau\u2060de"}, "invalid_client_metadata"),
+    ("byte order mark in client_name", {"client_name": "\ufeffClaude"}, "invalid_client_metadata"),
+    ("soft hyphen in client_name", {"client_name": "Clau\u00adde"}, "invalid_client_metadata"),
     ("client_name a number", {"client_name": 5}, "invalid_client_metadata"),
     ("client_name an object", {"client_name": {"en": "x"}}, "invalid_client_metadata"),
     ("client_uri a number", {"client_uri": 5}, "invalid_client_metadata"),
@@ -289,3 +295,27 @@ def test_nan_and_infinity_are_not_json():
     for text in ('{"exp": NaN}', '{"exp": Infinity}', '[-Infinity]'):
         with _pytest.raises(ValueError):
             parse_json(text)
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data",
+                                          None])
+def test_a_registration_is_json_by_its_content_type(content_type):
+    # RFC 7591 §3.1: the request is application/json. A page elsewhere can
+    # post text/plain (or a form) to us from a visitor's browser without
+    # asking; never a JSON request.
+    h = Harness()
+    before = h.store.dump()
+    headers = [] if content_type is None else [("content-type", content_type)]
+    body = json.dumps({"redirect_uris": REDIRECT_OK, "token_endpoint_auth_method": "none"}).encode()
+    response = h.request("POST", URL, body=body, headers=headers)
+    assert response.status == 400
+    assert response.json()["error"] == "invalid_client_metadata"
+    assert h.store.dump() == before
+
+
+def test_a_json_content_type_may_name_its_charset():
+    h = Harness()
+    response = h.request("POST", URL, body=json.dumps({"redirect_uris": REDIRECT_OK,
+                                                       "token_endpoint_auth_method": "none"}).encode(),
+                         headers=[("content-type", "Application/JSON; charset=utf-8")])
+    assert response.status == 201, response.body

@@ -11,7 +11,7 @@ import attrs
 from ..context import Context, token_hash
 from ..effects import Audit, Flow, SaveClient
 from ..errors import InvalidClientMetadata, InvalidRedirectUri, InvalidScope
-from ..http import Request, Response, json_response, parse_json
+from ..http import Request, Response, json_response, media_type, parse_json
 from ..models import Client
 from ..redirect_uris import check_registrable, is_loopback_redirect
 from ..scopes import parse_scope
@@ -21,9 +21,11 @@ GRANT_TYPES = ("authorization_code", "refresh_token")
 MAX_BODY = 64 * 1024
 MAX_REDIRECT_URIS = 20
 MAX_NAME = 200
-# Bidi embeddings, overrides and isolates: they reorder what the consent page
-# shows (Unicode TR #36, "Trojan Source" CVE-2021-42574).
-_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+# Control characters (Cc), and format characters (Cf): bidi embeddings,
+# overrides and isolates reorder what the consent page shows (Unicode TR #36,
+# "Trojan Source" CVE-2021-42574); zero-width ones and the soft hyphen are
+# not seen at all, so "Clau\u200bde" would show as another client's name.
+_HIDDEN = ("Cc", "Cf")
 
 
 def _string(doc: dict[str, Any], key: str, limit: int = 2000) -> str | None:
@@ -32,8 +34,8 @@ def _string(doc: dict[str, Any], key: str, limit: int = 2000) -> str | None:
         return None
     if not isinstance(value, str) or len(value) > limit:
         raise InvalidClientMetadata(f"{key} must be a string of at most {limit} characters")
-    if any(unicodedata.category(ch) == "Cc" or ch in _BIDI_CONTROLS for ch in value):
-        raise InvalidClientMetadata(f"{key} must not contain control characters")
+    if not value.isprintable() and any(unicodedata.category(ch) in _HIDDEN for ch in value):
+        raise InvalidClientMetadata(f"{key} must not contain control or invisible format characters")
     return value
 
 
@@ -161,6 +163,10 @@ def client_metadata(client: Client) -> dict[str, Any]:
 
 
 def register(request: Request, ctx: Context) -> Flow[Response]:
+    # RFC 7591 §3.1: the request is application/json, which a page
+    # elsewhere cannot make a visitor's browser send without asking first.
+    if media_type(request.header("content-type")) != "application/json":
+        raise InvalidClientMetadata("the registration request must be application/json (RFC 7591 section 3.1)")
     doc = parse_metadata(request.body)
     client = validate(doc, ctx)
     client_id = ctx.token("mcp_client_")

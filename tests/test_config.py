@@ -319,3 +319,11 @@ def test_id_jags_of_an_upstream_naming_people_otherwise_are_refused(settings: st
                           'resource = "https://acme.example.com/mcp"\nid_jag_issuers = ["upstream"]')
     assert problems(text + settings + "\n") == [f"tenants[0].id_jag_issuers[0]: {expected}"]
     assert config.parse(tomllib.loads(text + 'kind = "keycloak"\nissuer = "https://kc.example/realms/a"\n'))
+
+
+@pytest.mark.parametrize("key", ["issuer", "resource"])
+def test_an_issuer_or_resource_with_user_info_is_refused(key: str) -> None:
+    # RFC 9110 §4.2.4; a resource with it would match no resource a client names.
+    value = {"issuer": "http://u@acme.localhost:8000", "resource": "http://u:p@acme.localhost:8000/mcp"}[key]
+    text = GOOD.replace(f'{key} = "http://acme.localhost:8000', f'{key} = "{value.removesuffix("/mcp")}', 1)
+    assert f"tenants[0].{key}: must not have user info" in problems(text)

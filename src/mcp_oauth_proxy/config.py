@@ -382,6 +382,11 @@ def _check_tenant(t: TenantConfig, where: str, problems: list[str], upstream: bo
         problems.append(f"{where}.slug: must be 1-63 characters of a-z 0-9 _ - (starting with a letter or digit)")
     _url(t.issuer, f"{where}.issuer", problems)
     _url(t.resource, f"{where}.resource", problems)
+    for key in ("issuer", "resource"):
+        # RFC 9110 §4.2.4: user info in an http(s) URI is an error; a
+        # resource holding it would match no resource a client names.
+        if "@" in getattr(t, key).partition("//")[2].partition("/")[0]:
+            problems.append(f"{where}.{key}: must not have user info")
     if t.backend is not None:
         _url(t.backend, f"{where}.backend", problems)
     header = t.forward_upstream_token_header

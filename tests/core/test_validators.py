@@ -460,6 +460,11 @@ def test_normalize_resource_different(value):
         "https://acme.example.com:99999/mcp",
         "https://acme.example.com:x/mcp",
         "urn:example:mcp",  # no host
+        # RFC 9110 §4.2.4: user info in an http(s) URI is to be treated as an
+        # error; dropped, it let "x@" pass for our resource (found by a review).
+        "https://x@acme.example.com/mcp",
+        "https://x:y@acme.example.com/mcp",
+        "https://@acme.example.com/mcp",
     ],
 )
 def test_normalize_resource_not_a_resource(value):
@@ -717,3 +722,9 @@ def test_token_hash_is_sha256_hex():
     from mcp_oauth_proxy.core.context import token_hash
 
     assert token_hash("abc") == hashlib.sha256(b"abc").hexdigest()
+
+
+def test_check_resource_refuses_every_resource_when_its_own_is_none():
+    # Never "None == None": a tenant resource that is no resource matches nothing.
+    with pytest.raises(InvalidTarget):
+        check_resource(["urn:x"], "urn:example")

@@ -38,13 +38,15 @@ def choose_scope(
 def normalize_resource(uri: str) -> str | None:
     """The canonical form of a resource indicator, or None if it is not one
     (RFC 8707 §2: absolute, no fragment). Scheme and host are case-insensitive
-    (RFC 3986 §6.2.2.1) and a lone trailing slash does not change the resource."""
+    (RFC 3986 §6.2.2.1) and a lone trailing slash does not change the resource.
+    User info is refused (RFC 9110 §4.2.4: a recipient treats it as an error),
+    never dropped: "https://x@host/mcp" is not "https://host/mcp"."""
     try:
         parts = urlsplit(uri)
         port = parts.port
     except ValueError:
         return None
-    if not parts.scheme or not parts.hostname or "#" in uri:
+    if not parts.scheme or not parts.hostname or "#" in uri or "@" in parts.netloc:
         return None
     scheme = parts.scheme.lower()
     default_port = {"https": 443, "http": 80}.get(scheme)
@@ -64,6 +66,6 @@ def check_resource(values: list[str] | None, resource: str) -> str:
     for value in values or []:
         if not value:
             continue
-        if normalize_resource(value) != ours:
+        if ours is None or normalize_resource(value) != ours:
             raise InvalidTarget("resource is not served by this authorization server")
     return resource

@@ -41,6 +41,13 @@ uvicorn answered them all, its first Host picking the tenant. Here each is
 answered 400 and its connection closed, on both servers (h11 refuses the
 first two itself).
 
+An upgrade we do not speak is not half-made. RFC 9110 §7.8 lets a server
+ignore an Upgrade (``h2c``, say), as Hypercorn does; uvicorn's httptools
+cannot: it skips the body of any request with ``Connection: Upgrade`` and
+drops the bytes after its head (a token request lost its form, a
+forwarded POST its body). Here such a request with a body is refused
+(400), and one without is answered; either way its connection then ends.
+
 A client must read what it asked for. Neither server bounds how long an
 answer may wait on a client that does not read it (an event stream it
 stopped reading held its connection, and the backend's stream, for ever):
@@ -121,7 +128,22 @@ def one_valid_host(headers: list[tuple[bytes, bytes]], http_version: str) -> boo
 
 
 async def _bad_host(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    body = b"A request names exactly one host, in one Host header field (RFC 9112 section 3.2).\n"
+    await _refuse(send, b"A request names exactly one host, in one Host header field (RFC 9112 section 3.2).\n")
+
+
+def _has_body(headers: list[tuple[bytes, bytes]]) -> bool:
+    """RFC 9112 §6.3: an HTTP/1.1 request has a body only if it says so."""
+    return any(name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0")
+               for name, value in headers)
+
+
+async def _upgrade_with_body(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    await _refuse(send, b"A request asking to upgrade (Connection: Upgrade) to anything but a WebSocket "
+                        b"cannot carry a body here: send it without the Upgrade.\n")
+
+
+async def _refuse(send: Any, body: bytes) -> None:
+    """400, in plain text, and the connection closed."""
     await send({"type": "http.response.start", "status": 400,
                 "headers": [(b"content-type", b"text/plain; charset=utf-8"),
                             (b"content-length", str(len(body)).encode("ascii")), (b"connection", b"close")]})
@@ -296,18 +318,27 @@ class _Connection(HttpToolsProtocol):
             _failed("closed a connection with more than %d requests ahead of their answers", MAX_PIPELINED)
             self.transport.abort()  # its unread answers are not flushed first
             return
-        if one_valid_host(self.headers, self.parser.get_http_version()):
+        # An upgrade to anything but a WebSocket (which the ws protocol takes over).
+        upgrade = self.parser.should_upgrade() and not self._should_upgrade()
+        refusal = None
+        if not one_valid_host(self.headers, self.parser.get_http_version()):
+            refusal = _bad_host
+        elif upgrade and _has_body(self.headers):
+            refusal = _upgrade_with_body
+        if refusal is None:
             super().on_headers_complete()
         else:
             # Answered in its turn among those pipelined ahead of it, by an
             # app of its own; "connection: close" ends the connection after.
-            app, self.app = self.app, _bad_host
+            app, self.app = self.app, refusal
             try:
                 super().on_headers_complete()
             finally:
                 self.app = app
         if self.cycle is not None:  # none for a WebSocket handshake, which the ws protocol takes over
             self._cycles.add(self.cycle)
+            if upgrade:  # httptools dropped what came after its head: the connection ends with its answer
+                self.cycle.keep_alive = False
 
     def on_body(self, body: bytes) -> None:
         if not self._flooded:

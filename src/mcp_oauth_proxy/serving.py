@@ -39,7 +39,9 @@ A request names one host. RFC 9112 §3.2: a server MUST answer 400 to a
 request with no Host, with two, or with one whose value no URI could hold;
 uvicorn answered them all, its first Host picking the tenant. Here each is
 answered 400 and its connection closed, on both servers (h11 refuses the
-first two itself).
+first two itself). A request whose target is absolute (``GET http://host/``)
+names its host there, and Host is ignored (RFC 9112 §3.2.2): uvicorn routed
+it by Host; Hypercorn finds no tenant at such a path (404).
 
 An upgrade we do not speak is not half-made. RFC 9110 §7.8 lets a server
 ignore an Upgrade (``h2c``, say), as Hypercorn does; uvicorn's httptools
@@ -75,6 +77,7 @@ from typing import Any
 
 import anyio
 import h11
+import httptools
 import trio
 import uvicorn
 from hypercorn.config import Config as HypercornConfig
@@ -129,6 +132,24 @@ def one_valid_host(headers: list[tuple[bytes, bytes]], http_version: str) -> boo
 
 async def _bad_host(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await _refuse(send, b"A request names exactly one host, in one Host header field (RFC 9112 section 3.2).\n")
+
+
+def _host_of_target(target: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    """RFC 9112 §3.2.2: for a request whose target is absolute
+    (``GET http://host/path``) the server MUST ignore Host and use the
+    target's host; uvicorn routed by Host. ``headers``' Host is made the
+    target's (it holds exactly one: checked before)."""
+    if not target[:8].lower().startswith((b"http://", b"https://")):
+        return  # "*" (OPTIONS) or an authority (CONNECT): no host to read
+    try:
+        url = httptools.parse_url(target)
+    except httptools.HttpParserInvalidURLError:
+        return  # uvicorn refuses it
+    host = url.host or b""
+    authority = (b"[" + host + b"]" if b":" in host else host) + (b":%d" % url.port if url.port else b"")
+    for i, (name, _) in enumerate(headers):
+        if name == b"host":
+            headers[i] = (name, authority)
 
 
 def _has_body(headers: list[tuple[bytes, bytes]]) -> bool:
@@ -325,6 +346,8 @@ class _Connection(HttpToolsProtocol):
             refusal = _bad_host
         elif upgrade and _has_body(self.headers):
             refusal = _upgrade_with_body
+        elif self.url[:1] != b"/":
+            _host_of_target(self.url, self.headers)
         if refusal is None:
             super().on_headers_complete()
         else:

@@ -146,3 +146,19 @@ def _answers(sock: socket.socket) -> list[h11.Response]:
         if isinstance(event, h11.ConnectionClosed) or parser.their_state is h11.MUST_CLOSE:
             return answers
         parser.start_next_cycle()
+
+
+def test_an_absolute_target_names_the_host_not_the_host_field(server: Server) -> None:
+    # RFC 9112 §3.2.2: an origin server MUST ignore Host for an absolute-form
+    # target and use the target's host. The token is for 127.0.0.1's
+    # tenant; the target names localhost, where no tenant is served.
+    served, token = server.served, server.token
+    status, _ = _exchange(served, _head(f"GET http://localhost:{served.port}/mcp HTTP/1.1",
+                                        f"Host: 127.0.0.1:{served.port}", f"Authorization: Bearer {token}",
+                                        "Connection: close"))
+    assert status == 404
+    # And the other way round: the target's host is the tenant's.
+    status, _ = _exchange(served, _head(f"GET http://127.0.0.1:{served.port}/mcp HTTP/1.1",
+                                        f"Host: localhost:{served.port}", f"Authorization: Bearer {token}",
+                                        "Connection: close"))
+    assert status in (200, 502, 404) and (status != 404 or server.loop == "trio")

@@ -42,7 +42,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_guard import CONFIG, TENANT, floor_token_file, free_port, issue, versions  # noqa: E402
+from bench_guard import CONFIG, TENANT, floor_token_file, free_port, issue, versions
 
 WARM_UP = 200
 CASES = {  # name: (path, with the token, status expected)

@@ -119,37 +119,59 @@ def valid_host(value: bytes) -> bool:
 
 
 def one_valid_host(headers: list[tuple[bytes, bytes]], http_version: str) -> bool:
-    """RFC 9112 §3.2: exactly one Host in an HTTP/1.1 request (at most one
-    in an HTTP/1.0 one), its value valid. ``headers``: names lower-cased."""
-    host = None
-    for name, value in headers:
+    """RFC 9112 §3.2: exactly one Host (at most one in an HTTP/1.0 request;
+    §2.5: a later 1.x is read as 1.1), its value valid once trimmed of the
+    whitespace around it (§5: not part of the value), as which it is left
+    in ``headers`` (names lower-cased)."""
+    at = None
+    for i, (name, _) in enumerate(headers):
         if name == b"host":
-            if host is not None:
+            if at is not None:
                 return False
-            host = value
-    return http_version != "1.1" if host is None else valid_host(host)
+            at = i
+    if at is None:
+        return http_version == "1.0"
+    value = headers[at][1]
+    trimmed = value.strip(b" \t")
+    if len(trimmed) != len(value):
+        headers[at] = (b"host", trimmed)
+    return valid_host(trimmed)
+
+
+async def _bad_target(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    await _refuse(send, b"A request's target is a path, or an http or https URL without user info "
+                        b"(RFC 9112 section 3.2).\n")
 
 
 async def _bad_host(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await _refuse(send, b"A request names exactly one host, in one Host header field (RFC 9112 section 3.2).\n")
 
 
-def _host_of_target(target: bytes, headers: list[tuple[bytes, bytes]]) -> None:
-    """RFC 9112 §3.2.2: for a request whose target is absolute
-    (``GET http://host/path``) the server MUST ignore Host and use the
-    target's host; uvicorn routed by Host. ``headers``' Host is made the
-    target's (it holds exactly one: checked before)."""
+def host_of_target(target: bytes, headers: list[tuple[bytes, bytes]]) -> bool:
+    """RFC 9112 §3.2.2: a request whose target is absolute (``GET
+    http://host/path``) names its host there, and Host is ignored: the
+    target's is put in ``headers`` (in place of its one Host, or as it, in
+    HTTP/1.0). False for a target no origin server of ours reads: another
+    scheme, user info (RFC 9110 §4.2.4: an error), an authority (CONNECT)
+    or one httptools cannot parse."""
+    if target == b"*":
+        return True  # OPTIONS * (RFC 9112 §3.2.4): the server itself
     if not target[:8].lower().startswith((b"http://", b"https://")):
-        return  # "*" (OPTIONS) or an authority (CONNECT): no host to read
+        return False
     try:
         url = httptools.parse_url(target)
     except httptools.HttpParserInvalidURLError:
-        return  # uvicorn refuses it
-    host = url.host or b""
+        return False
+    if url.userinfo is not None or not url.host:
+        return False
+    host = url.host
     authority = (b"[" + host + b"]" if b":" in host else host) + (b":%d" % url.port if url.port else b"")
     for i, (name, _) in enumerate(headers):
         if name == b"host":
             headers[i] = (name, authority)
+            return valid_host(authority)
+    headers.append((b"host", authority))
+    return valid_host(authority)
 
 
 def _has_body(headers: list[tuple[bytes, bytes]]) -> bool:
@@ -346,8 +368,8 @@ class _Connection(HttpToolsProtocol):
             refusal = _bad_host
         elif upgrade and _has_body(self.headers):
             refusal = _upgrade_with_body
-        elif self.url[:1] != b"/":
-            _host_of_target(self.url, self.headers)
+        elif self.url[:1] != b"/" and not host_of_target(self.url, self.headers):
+            refusal = _bad_target
         if refusal is None:
             super().on_headers_complete()
         else:

@@ -162,3 +162,34 @@ def test_an_absolute_target_names_the_host_not_the_host_field(server: Server) ->
                                         f"Host: localhost:{served.port}", f"Authorization: Bearer {token}",
                                         "Connection: close"))
     assert status in (200, 502, 404) and (status != 404 or server.loop == "trio")
+
+
+@pytest.mark.parametrize("value", ["127.0.0.1:{port} ", " 127.0.0.1:{port}", "\t127.0.0.1:{port}\t"])
+def test_whitespace_around_the_host_is_not_part_of_it(server: Server, value: str) -> None:
+    # RFC 9112 §5: a field value excludes the whitespace around it.
+    status, _ = _exchange(server.served, _head("GET /.well-known/oauth-authorization-server HTTP/1.1",
+                                               "Host: " + value.format(port=server.served.port)))
+    assert status == 200
+
+
+def test_a_later_http1_version_needs_a_host_too(server: Server) -> None:
+    # RFC 9112 §2.5: read as the highest 1.x we speak, 1.1, which needs Host.
+    status, _ = _exchange(server.served, _head("GET /.well-known/oauth-authorization-server HTTP/1.2"))
+    assert status == 400
+
+
+@pytest.mark.parametrize("target", ["foo://localhost:{port}/mcp", "ws://localhost:{port}/mcp",
+                                    "http://127.0.0.1:{port}@localhost:{port}/mcp", "localhost:{port}"])
+def test_a_target_no_origin_server_reads_is_refused(server: Server, target: str) -> None:
+    served, token = server.served, server.token
+    status, _ = _exchange(served, _head(f"GET {target.format(port=served.port)} HTTP/1.1",
+                                        f"Host: 127.0.0.1:{served.port}", f"Authorization: Bearer {token}"))
+    # Never the tenant Host names, the token let through: refused (Hypercorn: no tenant at such a path).
+    assert status == (404 if server.loop == "trio" else 400)
+
+
+def test_an_http10_absolute_target_without_host_is_routed_by_its_host(server: Server) -> None:
+    served, token = server.served, server.token
+    status, _ = _exchange(served, _head(f"GET http://localhost:{served.port}/mcp HTTP/1.0",
+                                        f"Authorization: Bearer {token}"))
+    assert status == 404  # localhost serves no tenant; the token is 127.0.0.1's

@@ -223,6 +223,11 @@ BAD = [
     ("word joiner in client_name", {"client_name": "Clau\u2060de"}, "invalid_client_metadata"),
     ("byte order mark in client_name", {"client_name": "\ufeffClaude"}, "invalid_client_metadata"),
     ("soft hyphen in client_name", {"client_name": "Clau\u00adde"}, "invalid_client_metadata"),
+    # Default_Ignorable_Code_Point (Unicode UAX #44) that are not format characters, and
+    # what isprintable() calls invisible: unseen on the page all the same (a second review).
+    *[(f"U+{ord(ch):04X} in client_name", {"client_name": f"Clau{ch}de"}, "invalid_client_metadata")
+      for ch in "\u034f\ufe0f\U000e0100\u180b\u17b4\u115f\u1160\u3164\uffa0\u2028\u2029\u00a0\u3000"
+                "\u0378\ue000\U000e0041\u061c\U0001bca0\U0001d173"],
     ("client_name a number", {"client_name": 5}, "invalid_client_metadata"),
     ("client_name an object", {"client_name": {"en": "x"}}, "invalid_client_metadata"),
     ("client_uri a number", {"client_uri": 5}, "invalid_client_metadata"),
@@ -311,6 +316,15 @@ def test_a_registration_is_json_by_its_content_type(content_type):
     assert response.status == 400
     assert response.json()["error"] == "invalid_client_metadata"
     assert h.store.dump() == before
+
+
+@pytest.mark.parametrize("name", ["Café Bot", "Cafe\u0301 Bot", "日本語のクライアント", "Ünïcödé ✓", "Claude (Desktop)",
+                                  "مساعد", "क्लाइंट"])
+def test_names_in_any_script_are_kept(name):
+    h = Harness()
+    response = post(h, {"redirect_uris": REDIRECT_OK, "token_endpoint_auth_method": "none", "client_name": name})
+    assert response.status == 201, response.body
+    assert response.json()["client_name"] == name
 
 
 def test_a_json_content_type_may_name_its_charset():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import unicodedata
+import re
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -21,11 +21,21 @@ GRANT_TYPES = ("authorization_code", "refresh_token")
 MAX_BODY = 64 * 1024
 MAX_REDIRECT_URIS = 20
 MAX_NAME = 200
-# Control characters (Cc), and format characters (Cf): bidi embeddings,
-# overrides and isolates reorder what the consent page shows (Unicode TR #36,
-# "Trojan Source" CVE-2021-42574); zero-width ones and the soft hyphen are
-# not seen at all, so "Clau\u200bde" would show as another client's name.
-_HIDDEN = ("Cc", "Cf")
+# What the consent page would show as nothing, or as a mere space: control
+# and format characters, separators but the space, private use, unassigned
+# code points (all that str.isprintable() refuses); bidi controls reorder
+# what is shown (Unicode TR #36, "Trojan Source" CVE-2021-42574). And the
+# Default_Ignorable_Code_Point characters (Unicode UAX #44, its
+# DerivedCoreProperties.txt) that are printable by that measure: variation
+# selectors, fillers, joiners. "Clau\u200bde" would show as another
+# client's name.
+_IGNORABLE = re.compile("[\u034f\u115f\u1160\u17b4\u17b5\u180b-\u180f\u3164\ufe00-\ufe0f\uffa0\U0001bca0-\U0001bca3"
+                        "\U0001d173-\U0001d17a\U000e0000-\U000e0fff]")
+
+
+def _shown(value: str) -> bool:
+    """Whether every character of ``value`` is seen on a page."""
+    return value.isprintable() and _IGNORABLE.search(value) is None
 
 
 def _string(doc: dict[str, Any], key: str, limit: int = 2000) -> str | None:
@@ -34,8 +44,8 @@ def _string(doc: dict[str, Any], key: str, limit: int = 2000) -> str | None:
         return None
     if not isinstance(value, str) or len(value) > limit:
         raise InvalidClientMetadata(f"{key} must be a string of at most {limit} characters")
-    if not value.isprintable() and any(unicodedata.category(ch) in _HIDDEN for ch in value):
-        raise InvalidClientMetadata(f"{key} must not contain control or invisible format characters")
+    if not _shown(value):
+        raise InvalidClientMetadata(f"{key} must not contain control characters or characters not seen")
     return value
 
 

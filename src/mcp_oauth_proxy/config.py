@@ -18,7 +18,7 @@ from cattrs.cols import list_structure_factory
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
 
 from . import machine_clients
-from .admin.backends import allowed_entry_problem
+from .admin.backends import allowed_entry_problem, written_as_uri
 from .core.tenant import COUNTS, Policy, RateLimit, RateLimits
 from .upstream.egress import EgressError, egress_from
 
@@ -389,6 +389,8 @@ def _check_tenant(t: TenantConfig, where: str, problems: list[str], upstream: bo
             problems.append(f"{where}.{key}: must not have user info")
     if t.backend is not None:
         _url(t.backend, f"{where}.backend", problems)
+        if not written_as_uri(t.backend):
+            problems.append(f"{where}.backend: must be written as a URI: ASCII, no spaces (RFC 3986 §2)")
     header = t.forward_upstream_token_header
     if header is not None:
         key = f"{where}.forward_upstream_token_header"

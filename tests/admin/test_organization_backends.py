@@ -72,6 +72,9 @@ def test_an_organization_names_a_backend_beneath_one_allowed(store: Any, backend
     "https://mcp.internal.example.evil.example/tools/a",
     "http://10.0.3.7:9001/mcp", "http://10.0.3.7/mcp", "http://10.0.3.70:9000/mcp",
     "https://mcp.internal.example/tools/a?x=1", "https://mcp.internal.example/tools/a#f",
+    # A space or a character beyond ASCII would go into the request line as it is (a second review).
+    "https://mcp.internal.example/tools/ HTTP/1.0", "https://mcp.internal.example/tools/\uff0e\uff0e/x",
+    "https://mcp.internal.example/tools/\u2025/x", "https://mcp.internal.example/tools/a\tb",
 ])
 def test_an_organization_may_not_name_a_backend_elsewhere(store: Any, backend: str) -> None:
     _, acme = _admin(store, ALLOWED)
@@ -102,3 +105,10 @@ def test_the_list_is_checked_in_the_configuration() -> None:
 def test_backend_allowed_compares_urls_not_strings() -> None:
     assert backend_allowed("https://mcp.internal.example/tools", ALLOWED)
     assert not backend_allowed("https://mcp.internal.example/", ALLOWED)
+
+
+@pytest.mark.parametrize("backend", ["http://127.0.0.1:9000/mcp HTTP/1.0", "http://127.0.0.1:9000/caf\u00e9"])
+def test_any_backend_is_written_as_a_uri(store: Any, backend: str) -> None:
+    admin, _ = _admin(store, ())
+    made = admin.post("/servers", server(backend=backend))
+    assert made.status == 422 and made.body["errors"][0]["field"] == "backend", made.body

@@ -8,12 +8,22 @@ the configuration file are the operator's own, and name any."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from urllib.parse import SplitResult, urlsplit
 
 from ..adapters.paths import is_safe_path
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+# RFC 3986 §2: what a URI is written with (unreserved, reserved, "%"). A
+# space or a character beyond ASCII in a backend's path would go into the
+# forwarded request line as it is (RFC 9112 §3: split on spaces).
+_URI = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+")
+
+
+def written_as_uri(url: str) -> bool:
+    """Whether ``url`` holds only what a URI may (RFC 3986 §2)."""
+    return _URI.fullmatch(url) is not None
 
 
 def _origin(parts: SplitResult) -> tuple[str, str, int | None]:
@@ -24,6 +34,8 @@ def _parts(url: str) -> SplitResult | None:
     """``url`` split, if it is an http(s) URL with a host and nothing a
     reader could take elsewhere: no user info, query, fragment, dot
     segment or encoded slash."""
+    if not written_as_uri(url):
+        return None
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - a port that is not a number, or out of range, raises here

@@ -250,7 +250,7 @@ def build_admin_app(config: Config, site: Site, environ: Mapping[str, str] | Non
 
     file = config_entries(config, os.environ if environ is None else environ)
     management = Management(site.store, file, audit_retention=config.server.audit_retention_days * 86400,
-                            organization_backends=tuple(config.server.organization_backends))
+                            organization_backends=config.server.organization_backends)
     check = functools.partial(check_discovery, fetch=functools.partial(bounded_fetch, egress=site.egress))
     return AdminApp(AdminApi(management), site, Console(management, console_key(site.cookie_key), check),
                     max_body=config.server.max_body)

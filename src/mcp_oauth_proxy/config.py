@@ -177,10 +177,11 @@ class ServerConfig:
     outbound_proxy: str | None = attrs.field(default=None, repr=False)
     # A PEM file of CAs trusted besides the default ones (a private CA's).
     ca_bundle: str | None = None
-    # URLs an organization's admin token may name its servers' backends
-    # beneath (same scheme, host and port; the path or beneath it); empty:
-    # only a global admin token, the CLI or this file names a backend.
-    organization_backends: list[str] = attrs.field(factory=list)
+    # By organization, the URLs its admin token may name its servers'
+    # backends beneath (same scheme, host and port; the path or beneath it);
+    # an organization not named: only a global admin token, the CLI or this
+    # file names its servers' backends.
+    organization_backends: dict[str, list[str]] = attrs.field(factory=dict)
 
 
 @attrs.frozen
@@ -511,10 +512,11 @@ def _check_server(s: ServerConfig, problems: list[str]) -> None:
         problems.append("server.audit_retention_days: must be positive")
     if not s.database.startswith(("memory:", "sqlite:", "postgresql", "mysql", "mariadb")):
         problems.append("server.database: must be memory://, sqlite:///FILE or a PostgreSQL/MySQL URL")
-    for i, allowed in enumerate(s.organization_backends):
-        problem = allowed_entry_problem(allowed)
-        if problem is not None:
-            problems.append(f"server.organization_backends[{i}]: {problem}")
+    for organization, allowed in s.organization_backends.items():
+        for i, entry in enumerate(allowed):
+            problem = allowed_entry_problem(entry)
+            if problem is not None:
+                problems.append(f"server.organization_backends.{organization}[{i}]: {problem}")
     for i, entry in enumerate(s.trusted_proxies):
         try:
             ipaddress.ip_network(entry, strict=False)

@@ -1,10 +1,12 @@
 """An organization's admin token names its servers' backends only where the
-operator allows (``server.organization_backends``): a server's backend is
+operator allows it (``server.organization_backends``, by organization): a server's backend is
 where the forwarder sends requests and whose answers it passes back, so a
 backend of an organization's choosing read any address the proxy reaches
 (found by a review: an organization token pointed a server at the admin
-listener and read its OpenAPI document through /mcp). A global token, the
-CLI and the configuration file are the operator's, and name any."""
+listener and read its OpenAPI document through /mcp); nor where another
+organization's may, whose backend believes the X-MCP-User it is sent (a
+second review). A global token, the CLI and the configuration file are the
+operator's, and name any."""
 
 from __future__ import annotations
 
@@ -19,13 +21,17 @@ from mcp_oauth_proxy.admin.operations import Management, backend_allowed
 from mcp_oauth_proxy.admin.tokens import new_token
 
 ALLOWED = ("https://mcp.internal.example/tools/", "http://10.0.3.7:9000")
+OTHERS = ("https://beta.internal.example/secret-backend",)
 
 
 def _admin(store: Any, allowed: tuple[str, ...]) -> tuple[Admin, Admin]:
     token, record = new_token(None, "root", T0)
     store.create_admin_token(token=record)
-    admin = Admin(AdminApi(Management(store, clock=lambda: T0, organization_backends=allowed)), store, token)
-    admin.post("/organizations", {"name": "acme"})
+    admin = Admin(AdminApi(Management(store, clock=lambda: T0,
+                                      organization_backends={"acme": list(allowed), "beta": list(OTHERS)})),
+                  store, token)
+    for name in ("acme", "beta"):
+        admin.post("/organizations", {"name": name})
     assert admin.post("/oauth-configs", oauth_config()).status == 201
     return admin, org_token(admin, "acme")
 
@@ -37,7 +43,15 @@ def test_with_no_list_an_organization_names_no_backend(store: Any, backend: str)
     made = acme.post("/servers", server(backend=backend))
     assert made.status == 403, made.body
     assert "server.organization_backends" in made.body["detail"]
+    assert "beta.internal" not in made.body["detail"]  # another organization's list is not told
     assert acme.get("/servers").body["items"] == []
+
+
+def test_an_organization_may_not_name_another_organizations_backend(store: Any) -> None:
+    _, acme = _admin(store, ALLOWED)
+    made = acme.post("/servers", server(backend=OTHERS[0] + "/mcp"))
+    assert made.status == 403, made.body
+    assert "beta.internal" not in made.body["detail"] and "mcp.internal.example/tools/" in made.body["detail"]
 
 
 def test_an_organization_may_not_change_its_servers_backend_to_one_not_allowed(store: Any) -> None:
@@ -91,7 +105,7 @@ def test_a_global_token_names_any_backend(store: Any) -> None:
 def test_the_list_is_checked_in_the_configuration() -> None:
     def problems(allowed: list[str]) -> list[str]:
         try:
-            config_mod.parse({"server": {"organization_backends": allowed, "database": "sqlite:///x.db"}})
+            config_mod.parse({"server": {"organization_backends": {"acme": allowed}, "database": "sqlite:///x.db"}})
         except config_mod.ConfigError as error:
             return [p for p in error.problems if "organization_backends" in p]
         return []
@@ -99,7 +113,7 @@ def test_the_list_is_checked_in_the_configuration() -> None:
     assert problems(["https://mcp.internal.example/tools/", "http://10.0.3.7:9000"]) == []
     for bad in ("mcp.internal.example", "ftp://x.example/", "https://u@x.example/", "https://x.example/?q",
                 "https://x.example/a/../b"):
-        assert problems([bad]), bad
+        assert problems([bad]) and problems([bad])[0].startswith("server.organization_backends.acme[0]: "), bad
 
 
 def test_backend_allowed_compares_urls_not_strings() -> None:

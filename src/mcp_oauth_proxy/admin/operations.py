@@ -294,8 +294,8 @@ class Management:
     file_tenants: Sequence[Entry] = ()
     audit_retention: int = AUDIT_RETENTION
     clock: Callable[[], float] = time.time
-    # Where an organization's servers may forward (server.organization_backends; admin/backends.py).
-    organization_backends: Sequence[str] = ()
+    # Where each organization's servers may forward (server.organization_backends; admin/backends.py).
+    organization_backends: Mapping[str, Sequence[str]] = attrs.field(factory=dict)
 
     def _now(self) -> int:
         return int(self.clock())
@@ -437,15 +437,18 @@ class Management:
 
     def _check_backend(self, actor: Actor, fields: Mapping[str, Any]) -> None:
         """An organization names a backend only beneath one the operator
-        listed (admin/backends.py); taking one away is always its own to do."""
+        listed for it (admin/backends.py); taking one away is always its
+        own to do. Its refusal names that organization's list alone."""
         backend = fields.get("backend")
-        if actor.organization is None or backend is None or backend_allowed(backend, self.organization_backends):
+        if actor.organization is None or backend is None:
             return
-        if not self.organization_backends:
-            raise Forbidden("an organization's admin token names no backend: server.organization_backends "
-                            "lists none; a global admin token (or the CLI) names it")
-        raise Forbidden("an organization's admin token names a backend only beneath one of "
-                        "server.organization_backends: " + ", ".join(self.organization_backends))
+        allowed = self.organization_backends.get(actor.organization, ())
+        if backend_allowed(backend, allowed):
+            return
+        if not allowed:
+            raise Forbidden("this organization's admin token names no backend (server.organization_backends "
+                            "lists none for it); a global admin token or the CLI names it")
+        raise Forbidden("this organization's admin token names a backend only beneath one of: " + ", ".join(allowed))
 
     def _check_server(self, actor: Actor, s: Server) -> None:
         """The file's rules, and a place of its own: no other tenant's

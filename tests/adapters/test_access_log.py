@@ -73,3 +73,18 @@ def test_an_unexpected_error_names_its_path_on_one_line(caplog: pytest.LogCaptur
             server_error(f"GET /x\n{FAKE}", exc)
     first = caplog.records[-1].getMessage().splitlines()[0]
     assert first == f"unexpected RuntimeError while answering GET /x%0A{FAKE}"
+
+
+def test_a_query_logs_names_and_lengths_never_a_value() -> None:
+    from mcp_oauth_proxy.adapters.access_log import redacted_query
+
+    assert redacted_query(b"code=abc&state=12345&iss=x") == "code=3&state=5&iss=1"
+    # No "=": the whole of it would be the name (a second review); logged as its length.
+    assert redacted_query(b"state%3DSECRETSTATE7") == "~18=0"  # "state=SECRETSTATE7"
+    assert redacted_query(b"a%0Ab=1&ok_name[]=22") == "~3=1&ok_name[]=2"
+
+
+def test_the_admin_surfaces_log_a_failed_path_on_one_line(caplog: pytest.LogCaptureFixture) -> None:
+    from mcp_oauth_proxy.adapters.site import loggable
+
+    assert loggable(f"/admin/x\n{FAKE}") == f"/admin/x%0A{FAKE}"

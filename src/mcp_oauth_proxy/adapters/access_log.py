@@ -11,10 +11,11 @@ fields are the JSON line's own (logs.JsonLines)."""
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import MutableMapping
 from typing import Any
-from urllib.parse import parse_qsl, quote, quote_from_bytes
+from urllib.parse import parse_qsl, quote_from_bytes
 
 from .asgi import ASGIApp, Receive, Scope, Send
 from .site import ACCESS_NOTE_KEY, Site
@@ -22,10 +23,16 @@ from .site import ACCESS_NOTE_KEY, Site
 log = logging.getLogger("mcp_oauth_proxy.access")
 
 
+# A parameter's name as logged; any other "name" (``?state%3DSECRET`` has
+# no "=", so the whole of it is the name) is logged as its length.
+_NAME = re.compile(r"[A-Za-z0-9_.\-\[\]]{1,64}")
+
+
 def redacted_query(raw: bytes) -> str:
-    """Each value replaced by its length: ``code=43&state=22``."""
+    """Each value replaced by its length: ``code=43&state=22``; a name
+    that is not one, as ``~`` and its length."""
     pairs = parse_qsl(raw.decode("latin-1"), keep_blank_values=True)
-    return "&".join(f"{quote(name, safe='')}={len(value)}" for name, value in pairs)
+    return "&".join(f"{name if _NAME.fullmatch(name) else f'~{len(name)}'}={len(value)}" for name, value in pairs)
 
 
 # What a logged path keeps as it is: visible ASCII but the space.

@@ -258,13 +258,17 @@ def not_found() -> Response:
 VISIBLE = "".join(chr(c) for c in range(0x20, 0x7F))
 
 
+def loggable(text: str) -> str:
+    """``text`` from a request, fit for a log line: its control characters
+    (a newline would begin a forged line) and those beyond ASCII encoded."""
+    return quote(text, safe=VISIBLE)
+
+
 def server_error(where: str, exc: BaseException) -> Response:
     # Only the type and the stack: an exception's message could carry a value.
     frames = "".join(traceback.format_tb(exc.__traceback__))
-    # ``where`` names the request (its decoded path): a client's newline
-    # in it would begin a forged log line; its control characters are encoded.
-    log.error("unexpected %s while answering %s\n%s", type(exc).__name__,
-              quote(where, safe=VISIBLE), frames)
+    # ``where`` names the request (its decoded path, which a client chose).
+    log.error("unexpected %s while answering %s\n%s", type(exc).__name__, loggable(where), frames)
     return json_response({"error": "server_error", "error_description": "an unexpected error occurred"}, 500)
 
 

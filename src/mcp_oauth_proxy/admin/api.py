@@ -21,6 +21,7 @@ from urllib.parse import unquote
 
 import attrs
 
+from ..adapters.site import loggable
 from ..core.errors import DecryptionFailed, DirectoryRefused, OAuthError, StorageUnavailable
 from ..core.http import Request, Response, media_type, parse_json, parse_params
 from ..directory import Entry
@@ -334,7 +335,7 @@ class AdminApi:
             return problem(500, "a stored client secret does not open with this server's key ring: "
                                 "restore the key it was sealed with (see `keys`)")
         except Exception:
-            log.exception("admin API: %s %s failed", request.method, request.path.split("?")[0])
+            log.exception("admin API: %s %s failed", request.method, loggable(request.path.split("?")[0]))
             return problem(500, "the server failed; the error is in its log")
 
     def _handle(self, request: Request) -> Response:

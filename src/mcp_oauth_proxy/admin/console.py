@@ -23,6 +23,7 @@ import attrs
 import jinja2
 
 from .. import config as config_mod
+from ..adapters.site import loggable
 from ..core.errors import DecryptionFailed, DirectoryRefused, OAuthError, StorageUnavailable
 from ..core.http import Request, Response, parse_params
 from ..directory import Entry
@@ -106,7 +107,7 @@ class Console:
         except (DecryptionFailed, DirectoryRefused) as failure:
             return self._error(409, "Refused", str(failure))
         except Exception:
-            log.exception("console: %s %s failed", request.method, request.path)
+            log.exception("console: %s %s failed", request.method, loggable(request.path))
             return self._error(500, "The console failed", "The error is in the server's log.")
 
     def _handle(self, request: Request) -> Response:

@@ -276,7 +276,7 @@ def _structure_problems(exc: Exception) -> list[str]:
 # -- checks beyond types ----------------------------------------------------------
 
 
-def _url(value: str, where: str, problems: list[str], *, path_ok: bool = True) -> None:
+def _url(value: str, where: str, problems: list[str], *, path_ok: bool = True, user_info_ok: bool = True) -> None:
     try:
         parts = urlsplit(value)
         parts.port  # noqa: B018 - a port that is not a number, or out of range, raises here
@@ -289,6 +289,9 @@ def _url(value: str, where: str, problems: list[str], *, path_ok: bool = True) -
         problems.append(f"{where}: must not have a query or fragment")
     elif not path_ok and parts.path not in ("", "/"):
         problems.append(f"{where}: must not have a path")
+    elif not user_info_ok and "@" in parts.netloc:
+        # RFC 9110 §4.2.4: user info in an http(s) URI is an error.
+        problems.append(f"{where}: must not have user info")
 
 
 def _check_upstream(up: UpstreamConfig, where: str, problems: list[str]) -> None:
@@ -381,13 +384,9 @@ def _check_preset(up: UpstreamConfig, where: str, problems: list[str]) -> None:
 def _check_tenant(t: TenantConfig, where: str, problems: list[str], upstream: bool = True) -> None:
     if not _SLUG.fullmatch(t.slug):
         problems.append(f"{where}.slug: must be 1-63 characters of a-z 0-9 _ - (starting with a letter or digit)")
-    _url(t.issuer, f"{where}.issuer", problems)
-    _url(t.resource, f"{where}.resource", problems)
-    for key in ("issuer", "resource"):
-        # RFC 9110 §4.2.4: user info in an http(s) URI is an error; a
-        # resource holding it would match no resource a client names.
-        if "@" in getattr(t, key).partition("//")[2].partition("/")[0]:
-            problems.append(f"{where}.{key}: must not have user info")
+    # A resource with user info would match no resource a client names (core/scopes.py).
+    _url(t.issuer, f"{where}.issuer", problems, user_info_ok=False)
+    _url(t.resource, f"{where}.resource", problems, user_info_ok=False)
     if t.backend is not None:
         _url(t.backend, f"{where}.backend", problems)
         if not written_as_uri(t.backend):

@@ -83,6 +83,7 @@ import uvicorn
 from hypercorn.config import Config as HypercornConfig
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from .adapters.bodies import declares_body
 from .config import ServerConfig
 from .logs import Throttled
 
@@ -172,12 +173,6 @@ def host_of_target(target: bytes, headers: list[tuple[bytes, bytes]]) -> bool:
             return valid_host(authority)
     headers.append((b"host", authority))
     return valid_host(authority)
-
-
-def _has_body(headers: list[tuple[bytes, bytes]]) -> bool:
-    """RFC 9112 §6.3: an HTTP/1.1 request has a body only if it says so."""
-    return any(name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0")
-               for name, value in headers)
 
 
 async def _upgrade_with_body(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -366,7 +361,7 @@ class _Connection(HttpToolsProtocol):
         refusal = None
         if not one_valid_host(self.headers, self.parser.get_http_version()):
             refusal = _bad_host
-        elif upgrade and _has_body(self.headers):
+        elif upgrade and declares_body(self.headers):
             refusal = _upgrade_with_body
         elif self.url[:1] != b"/" and not host_of_target(self.url, self.headers):
             refusal = _bad_target

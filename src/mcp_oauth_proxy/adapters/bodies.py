@@ -24,7 +24,7 @@ left unanswered is answered 408.
 from __future__ import annotations
 
 import math
-from collections.abc import MutableMapping
+from collections.abc import Iterable, MutableMapping
 from typing import Any
 
 import anyio
@@ -58,11 +58,13 @@ class RequestBodies:
 
 
 def _may_have_body(scope: Scope) -> bool:
-    # RFC 9112 §6.3: an HTTP/1.1 request has a body only if it says so. An
-    # HTTP/2 one need not say.
-    if scope.get("http_version") not in ("1.0", "1.1"):
-        return True
-    for name, value in scope.get("headers", ()):
+    # An HTTP/2 request need not say that it has a body.
+    return scope.get("http_version") not in ("1.0", "1.1") or declares_body(scope.get("headers", ()))
+
+
+def declares_body(headers: Iterable[tuple[bytes, bytes]]) -> bool:
+    """RFC 9112 §6.3: whether an HTTP/1.x request's head says it has a body."""
+    for name, value in headers:
         name = name.lower()
         if name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0"):
             return True

@@ -197,12 +197,12 @@ def issue(database: str, keys: str, port: int, chains: int) -> tuple[str, list[s
                       user_id=f"user-{i}", redirect_uri="http://127.0.0.1/cb", redirect_uri_given=False,
                       code_challenge="c" * 43, scope=("mcp",), resource=resource, expires_at=now + 60))
         at, rt = "mcp_at_" + secrets.token_urlsafe(32), "mcp_rt_" + secrets.token_urlsafe(32)
-        store.issue_tokens(
-            TENANT, grant_id,
+        store.redeem_code(
+            TENANT, code_hash, now,
             AccessToken(token_hash=hashlib.sha256(at.encode()).hexdigest(), issued_at=now, expires_at=now + 3600,
                         **common),  # type: ignore[arg-type]
             RefreshToken(token_hash=hashlib.sha256(rt.encode()).hexdigest(), issued_at=now,
-                         expires_at=now + 86400, **common))  # type: ignore[arg-type]
+                         expires_at=now + 86400, **common), False)  # type: ignore[arg-type]
         access_tokens.append(at)
         refresh_tokens.append(rt)
     dispose = getattr(getattr(store, "engine", None), "dispose", None)

@@ -46,7 +46,7 @@ def _app() -> tuple[Any, str]:
                                            redirect_uri="http://127.0.0.1/cb", redirect_uri_given=True,
                                            code_challenge="c" * 43, scope=("mcp",), resource=g.resource,
                                            expires_at=now + 60))
-    store.issue_tokens(tenant="bench", grant_id="g", access=AccessToken(
+    store.redeem_code(tenant="bench", code_hash="ch", now=now, keep_client=False, access=AccessToken(
         tenant="bench", token_hash=hashlib.sha256(token.encode()).hexdigest(), grant_id="g", client_id="c",
         user_id="u", scope=("mcp",), resource=g.resource, issued_at=now, expires_at=now + 3600), refresh=None)
     return app, token

@@ -94,8 +94,8 @@ def latencies(store: SqlStore, stored: int, n: int) -> tuple[float, float]:
 
 def rotations(store: SqlStore, n: int) -> float:
     first = RefreshToken(tenant=TENANT, token_hash="rt-0", issued_at=T0, expires_at=T0 + 10**6, **FIELDS)
-    store.issue_tokens(TENANT, GRANT, AccessToken(tenant=TENANT, token_hash="at-r0", issued_at=T0,
-                                                  expires_at=T0 + 3600, **FIELDS), first)
+    store.redeem_code(TENANT, "bench-code", T0, AccessToken(tenant=TENANT, token_hash="at-r0", issued_at=T0,
+                                                            expires_at=T0 + 3600, **FIELDS), first, False)
 
     def rotate(i: int) -> None:
         outcome = store.rotate_refresh_token(

@@ -25,6 +25,7 @@ from .core.effects import (
     FetchClientMetadata,
     Flow,
     RecordAudit,
+    RedeemCode,
     ResolveKeys,
     RotateRefreshToken,
     Sleep,
@@ -95,8 +96,8 @@ def recorded(event: Audit, retention: int) -> RecordAudit:
 
 
 def _retained(effect: StoreEffect[Any], retention: int) -> StoreEffect[Any]:
-    # A rotation carrying its audit event keeps it as long as any other.
-    if isinstance(effect, RotateRefreshToken) and effect.event is not None:
+    # A rotation or redemption carrying its audit event keeps it as long as any other.
+    if isinstance(effect, (RotateRefreshToken, RedeemCode)) and effect.event is not None:
         # (A store operation is made an attrs class by its decorator, unseen by mypy.)
         return cast(StoreEffect[Any], attrs.evolve(cast(Any, effect), keep_until=effect.event.at + retention))
     return effect

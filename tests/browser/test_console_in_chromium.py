@@ -69,7 +69,8 @@ class Deployment:
         access = AccessToken(tenant=tenant, token_hash=hashlib.sha256(token.encode()).hexdigest(), grant_id=grant_id,
                              client_id=client_id, user_id=user, scope=("mcp",), resource=resource, issued_at=now,
                              expires_at=now + 3600)
-        assert store.issue_tokens(tenant=tenant, grant_id=grant_id, access=access, refresh=None)
+        assert store.redeem_code(tenant=tenant, code_hash=grant.code_hash, now=now, access=access, refresh=None,
+                                 keep_client=False).name == "ISSUED"
         store.engine.dispose()
         return token
 

@@ -11,7 +11,7 @@ import pytest
 from support import DOC_URL, ISSUER, DocHarness, Harness, params_of, tenant
 from support import document as _doc
 from mcp_oauth_proxy.core.cimd import MAX_CACHE, MIN_CACHE, cache_seconds
-from mcp_oauth_proxy.core.effects import Audit, MarkClientUsed, run_sync
+from mcp_oauth_proxy.core.effects import Audit, RedeemCode, run_sync
 from mcp_oauth_proxy.core.errors import FetchFailed
 from mcp_oauth_proxy.core.http import HttpResponse
 from mcp_oauth_proxy.runtime import sync_performer
@@ -37,7 +37,7 @@ def test_a_document_client_completes_the_whole_flow():
                          "client_id": DOC_URL})
     assert refreshed.status == 200
     # A document client is never stored, so there is no registration to keep from lapsing.
-    assert not any(isinstance(e, MarkClientUsed) for e in h.effects)
+    assert [e.keep_client for e in h.effects if isinstance(e, RedeemCode)] == [False]
 
 
 @pytest.mark.parametrize(

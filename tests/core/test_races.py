@@ -9,7 +9,7 @@ from urllib.parse import urlencode
 
 from support import REDIRECT, VERIFIER, Harness
 from mcp_oauth_proxy.core.context import token_hash
-from mcp_oauth_proxy.core.effects import Effect, IssueTokens, RevokeGrantOfCode, RotateRefreshToken, TakeCode
+from mcp_oauth_proxy.core.effects import Effect, GetCode, RedeemCode, RevokeGrantOfCode, RotateRefreshToken
 from mcp_oauth_proxy.core.http import Request
 from mcp_oauth_proxy.core.router import handle
 
@@ -70,28 +70,41 @@ def _parked_at(h: Harness, form: dict[str, str], kind: type) -> tuple[Stepper, S
 
 def test_two_redemptions_of_one_code_exactly_one_gets_tokens_and_they_are_revoked():
     h = Harness()
-    a, b = _parked_at(h, _code_form(h), TakeCode)
-    # Both ask to take the code; A's take lands first, then B's.
-    a.step()
+    a, b = _parked_at(h, _code_form(h), RedeemCode)
+    # Both read the code and passed its checks; B's redemption lands first, then A's.
     b.step()
-    assert isinstance(b.effect, RevokeGrantOfCode)  # B lost: it is a replay
-    assert isinstance(a.effect, IssueTokens)
-    # B revokes the grant before A stores its tokens: A must not get live tokens.
-    b_response = b.finish()
+    a.step()
+    assert isinstance(a.effect, RevokeGrantOfCode)  # A found it spent: a replay
     a_response = a.finish()
-    assert b_response.status == 400 and b_response.json()["error"] == "invalid_grant"
+    b_response = b.finish()
     assert a_response.status == 400 and a_response.json()["error"] == "invalid_grant"
-    assert h.store._access == {}
+    # B got its tokens in one transaction, and A's replay revoked them.
+    assert b_response.status == 200
+    assert h.store.get_access_token("acme", token_hash(b_response.json()["access_token"])) is None
+    assert h.store.get_refresh_token("acme", token_hash(b_response.json()["refresh_token"])) is None
 
 
 def test_replay_after_issue_revokes_the_issued_tokens():
     h = Harness()
-    a, b = _parked_at(h, _code_form(h), TakeCode)
+    a, b = _parked_at(h, _code_form(h), GetCode)
     a_response = a.finish()
     assert a_response.status == 200
     assert b.finish().status == 400
     # A's tokens were issued, then revoked by B's replay.
     assert h.store.get_access_token("acme", token_hash(a_response.json()["access_token"])) is None
+
+
+def test_a_grant_revoked_while_its_code_is_redeemed_gets_no_tokens():
+    h = Harness()
+    form = _code_form(h)
+    a = Stepper(h, handle(_token_request(form), h.ctx())).start().run_until(RedeemCode)
+    grant_id = next(iter(h.store._grants))[1]
+    h.store.revoke_grant("acme", grant_id)  # the person disconnected the client meanwhile
+    response = a.finish()
+    assert response.status == 400 and response.json()["error"] == "invalid_grant"
+    assert h.store._access == {}
+    # The code was spent with it: it cannot be tried again.
+    assert h.store.get_code("acme", token_hash(form["code"]), h.now) is None
 
 
 def test_two_concurrent_refreshes_within_grace_both_succeed_leaving_one_live_refresh_token():

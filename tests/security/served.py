@@ -213,7 +213,7 @@ def seed_access_token(database: str, keys: Path, tenant: str, resource: str, use
     access = AccessToken(tenant=tenant, token_hash=hashlib.sha256(token.encode()).hexdigest(),
                          grant_id=grant.grant_id, client_id="c", user_id=user, scope=("mcp",), resource=resource,
                          issued_at=now, expires_at=now + 3600)
-    assert store.issue_tokens(tenant, grant.grant_id, access, None)
+    assert store.redeem_code(tenant, grant.code_hash, now, access, None, False).name == "ISSUED"
     store.engine.dispose()
     return token
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import attrs
+
 from mcp_oauth_proxy.core.models import (
     AccessToken,
     AuthorizationRequest,
@@ -16,6 +18,7 @@ from mcp_oauth_proxy.core.models import (
     Grant,
     OAuthConfig,
     Organization,
+    Redemption,
     RefreshToken,
     Server,
     UpstreamTokens,
@@ -79,11 +82,20 @@ def refresh(g: Grant, token_hash: str, expires_at: int = T0 + 86400) -> RefreshT
                         user_id=g.user_id, scope=g.scope, resource=g.resource, issued_at=T0, expires_at=expires_at)
 
 
+def issue(store: Any, g: Grant, at: AccessToken, rt: RefreshToken | None = None) -> bool:
+    """Store tokens of the grant as the code grant does: the grant saved with
+    a code of its own for them (named after ``at``), and that code redeemed.
+    Whether they were stored."""
+    c = attrs.evolve(code(g), code_hash=f"code-for-{at.token_hash}")
+    store.save_grant_and_code(g, c)
+    return store.redeem_code(g.tenant, c.code_hash, T0, at, rt, keep_client=False) is Redemption.ISSUED
+
+
 def with_tokens(store: Any, g: Grant, n: str = "1") -> tuple[AccessToken, RefreshToken]:
-    """Save the grant and its code, and issue one token pair."""
+    """Save the grant and its code, and issue one token pair (its code left unspent)."""
     store.save_grant_and_code(g, code(g))
     pair = access(g, f"at-{g.grant_id}-{n}"), refresh(g, f"rt-{g.grant_id}-{n}")
-    assert store.issue_tokens(g.tenant, g.grant_id, *pair)
+    assert issue(store, g, *pair)
     return pair
 
 

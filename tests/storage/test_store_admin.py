@@ -152,11 +152,10 @@ def test_audit_events_are_swept_when_kept_long_enough_and_never_renumbered(store
 
 
 def test_a_rotation_keeps_its_audit_event_exactly_when_it_rotates_and_as_long_as_it_says(store):
-    from storage_records import access, refresh
+    from storage_records import access, issue, refresh
 
     g = grant(grant_id="g-rot")
-    store.save_grant_and_code(g, code(g))
-    assert store.issue_tokens(tenant="acme", grant_id="g-rot", access=access(g, "at-1"), refresh=refresh(g, "rt-1"))
+    assert issue(store, g, access(g, "at-1"), refresh(g, "rt-1"))
 
     def rotate(now: int, n: str) -> str:
         event = audit(now, "tokens_refreshed", tenant="acme", client_id=g.client_id, user_id=g.user_id,
@@ -292,7 +291,8 @@ def test_a_grant_is_last_used_when_its_newest_token_was_issued(store):
     store.save_grant_and_code(g, code(g))
     assert store.get_grant_info(tenant="acme", grant_id="g-used", now=T0).last_used_at is None
     first = access(g, "at-1")
-    assert store.issue_tokens(tenant="acme", grant_id="g-used", access=first, refresh=refresh(g, "rt-1"))
+    assert store.redeem_code(tenant="acme", code_hash=g.code_hash, now=T0, access=first, refresh=refresh(g, "rt-1"),
+                             keep_client=False).name == "ISSUED"
     assert store.get_grant_info(tenant="acme", grant_id="g-used", now=T0).last_used_at == first.issued_at
     later = attrs.evolve(access(g, "at-2"), issued_at=T0 + 600)
     rotated = store.rotate_refresh_token(tenant="acme", token_hash="rt-1", now=T0 + 600, grace=30, access=later,
@@ -308,8 +308,8 @@ def test_a_clients_last_use_is_its_newest_grants(store):
     for grant_id, client_id, at in (("g1", "c1", T0 + 5), ("g2", "c1", T0 + 9), ("g3", "c2", T0 + 7)):
         g = grant(grant_id=grant_id, client_id=client_id)
         store.save_grant_and_code(g, code(g))
-        assert store.issue_tokens(tenant="acme", grant_id=grant_id,
-                                  access=attrs.evolve(access(g, f"at-{grant_id}"), issued_at=at), refresh=None)
+        assert store.redeem_code(tenant="acme", code_hash=g.code_hash, now=T0, refresh=None, keep_client=False,
+                                 access=attrs.evolve(access(g, f"at-{grant_id}"), issued_at=at)).name == "ISSUED"
     g = grant(grant_id="g4", client_id="c3")  # a grant with no token yet
     store.save_grant_and_code(g, code(g))
     assert store.clients_last_used(tenant="acme", client_ids=("c1", "c2", "c3", "c9")) == {"c1": T0 + 9,

@@ -10,10 +10,10 @@ import attrs
 import pytest
 
 from mcp_oauth_proxy.core.errors import DecryptionFailed
-from mcp_oauth_proxy.core.models import ConnectionsSignIn, Revocation, Rotation, UpstreamTokens
+from mcp_oauth_proxy.core.models import AuditEvent, ConnectionsSignIn, Redemption, Revocation, Rotation, UpstreamTokens
 from mcp_oauth_proxy.core.store import REPLACED, REVOCATION_RECORD, Store
 from mcp_oauth_proxy.storage.crypto import KeyRing
-from storage_records import T0, access, client, code, consent, grant, refresh, session, with_tokens
+from storage_records import T0, access, client, code, consent, grant, issue, refresh, session, with_tokens
 
 
 def rotate(store: Any, rt: Any, now: int, grace: int = 30, n: str = "next") -> Rotation:
@@ -42,12 +42,13 @@ def test_a_client_is_found_only_in_its_tenant_and_by_its_exact_id(store):
     assert store.get_client("acme", "client-2") is None
 
 
-def test_a_used_client_no_longer_lapses(store):
+def test_a_client_that_redeemed_a_code_no_longer_lapses(store):
     store.save_client(client(client_id="used", expires_at=T0 + 10))
     store.save_client(client(client_id="unused", expires_at=T0 + 10))
     store.save_client(client("globex", "used", expires_at=T0 + 10))
-    store.mark_client_used("acme", "used")
-    store.mark_client_used("acme", "no-such-client")
+    g = grant(client_id="used")
+    store.save_grant_and_code(g, code(g))
+    assert store.redeem_code("acme", g.code_hash, T0, access(g, "at-1"), None, True) is Redemption.ISSUED
     assert store.get_client("acme", "used").expires_at is None
     assert store.delete_expired(T0 + 9) == 0
     assert store.delete_expired(T0 + 10) == 2
@@ -181,18 +182,47 @@ def test_a_machine_client_keeps_its_public_keys(store):
 
 
 # -- our tokens --------------------------------------------------------------------------
-def test_tokens_are_issued_only_for_a_live_grant(store):
+def test_a_code_is_redeemed_once_for_its_grants_tokens_and_its_event(store):
+    g = grant()
+    store.save_client(client(expires_at=T0 + 10))
+    store.save_grant_and_code(g, code(g))
+    assert store.get_code("acme", g.code_hash, T0) == code(g)
+    at, rt = access(g, "at-1"), refresh(g, "rt-1")
+    event = AuditEvent(at=T0, event="tokens_issued", tenant="acme", client_id=g.client_id, user_id=g.user_id)
+    assert store.redeem_code("acme", g.code_hash, T0, at, rt, True, event, T0 + 60) is Redemption.ISSUED
+    assert (store.get_access_token("acme", "at-1"), store.get_refresh_token("acme", "rt-1")) == (at, rt)
+    assert store.get_client("acme", "client-1").expires_at is None  # kept for good
+    assert [e.event for e in store.list_audit_events(10)] == ["tokens_issued"]
+    assert store.get_code("acme", g.code_hash, T0) is None
+    # Spent: a second redemption stores nothing, and neither does its event.
+    again = store.redeem_code("acme", g.code_hash, T0, access(g, "at-2"), refresh(g, "rt-2"), False, event, T0 + 60)
+    assert again is Redemption.SPENT
+    assert store.get_access_token("acme", "at-2") is None and len(store.list_audit_events(10)) == 1
+
+
+def test_a_code_is_not_redeemed_expired_elsewhere_or_for_another_grant(store):
+    g, other = grant(), grant(grant_id="grant-2", code_hash="code-2")
+    store.save_grant_and_code(g, code(g, expires_at=T0 + 60))
+    store.save_grant_and_code(other, code(other))
+    assert store.get_code("acme", g.code_hash, T0 + 60) is None
+    assert store.get_code("globex", g.code_hash, T0) is None
+    tries = [("acme", g.code_hash, T0 + 60, access(g, "at-late")),  # expired
+             ("globex", g.code_hash, T0, attrs.evolve(access(g, "at-there"), tenant="globex")),
+             ("acme", g.code_hash, T0, access(other, "at-other"))]  # another grant's tokens
+    for tenant, code_hash, now, at in tries:
+        assert store.redeem_code(tenant, code_hash, now, at, None, False) is Redemption.SPENT
+        assert store.get_access_token(tenant, at.token_hash) is None
+    assert store.get_code("acme", g.code_hash, T0) == code(g)  # none of them spent it
+
+
+def test_a_code_of_a_revoked_grant_is_spent_and_issues_nothing(store):
     g = grant()
     store.save_grant_and_code(g, code(g))
-    assert store.issue_tokens("acme", g.grant_id, access(g, "at-1"), None) is True
-    assert store.get_access_token("acme", "at-1") == access(g, "at-1")
-    assert store.issue_tokens("acme", "no-such-grant", access(g, "at-2"), refresh(g, "rt-2")) is False
     store.revoke_grant("acme", g.grant_id)
-    assert store.issue_tokens("acme", g.grant_id, access(g, "at-3"), refresh(g, "rt-3")) is False
-    store.save_grant_and_code(grant(grant_id="grant-2"), code(grant(grant_id="grant-2")))
-    # Nothing of the refused issues was stored, even under a live grant's id.
-    for token_hash in ("at-2", "at-3"):
-        assert store.get_access_token("acme", token_hash) is None
+    assert store.redeem_code("acme", g.code_hash, T0, access(g, "at-1"), refresh(g, "rt-1"), False) \
+        is Redemption.REVOKED
+    assert store.get_access_token("acme", "at-1") is None and store.get_refresh_token("acme", "rt-1") is None
+    assert store.get_code("acme", g.code_hash, T0) is None
 
 
 def test_tokens_are_found_only_in_their_tenant(store):
@@ -221,7 +251,7 @@ def test_expiry_of_a_token_is_the_callers_to_check(store):
 def test_revoking_an_access_token_removes_only_that_token(store):
     g = grant()
     at, rt = with_tokens(store, g)
-    assert store.issue_tokens("acme", g.grant_id, access(g, "at-other"), None)
+    assert issue(store, g, access(g, "at-other"))
     store.revoke_access_token("globex", at.token_hash)
     assert store.get_access_token("acme", at.token_hash) == at
     store.revoke_access_token("acme", at.token_hash)
@@ -345,9 +375,8 @@ def test_a_retry_after_its_successor_was_used_is_reuse_and_revokes_the_family(st
 
 def test_rotation_of_an_unknown_expired_or_foreign_token_is_gone_and_stores_nothing(store):
     g = grant()
-    store.save_grant_and_code(g, code(g))
     rt = refresh(g, "rt-short", expires_at=T0 + 50)
-    assert store.issue_tokens("acme", g.grant_id, access(g, "at-1"), rt)
+    assert issue(store, g, access(g, "at-1"), rt)
     assert rotate(store, rt, T0 + 50, n="x") is Rotation.GONE
     assert rotate(store, attrs.evolve(rt, tenant="globex"), T0, n="y") is Rotation.GONE
     assert rotate(store, attrs.evolve(rt, token_hash="unknown"), T0, n="z") is Rotation.GONE
@@ -398,8 +427,8 @@ def test_delete_expired_removes_only_expired_records_in_batches(store):
     store.save_grant_and_code(old, code(old, expires_at=T0 + 10))
     store.save_grant_and_code(live, code(live, expires_at=T0 + 60))
     for i in range(3):
-        assert store.issue_tokens("acme", "live", access(live, f"at-{i}", T0 + 10), refresh(live, f"rt-{i}", T0 + 10))
-    store.issue_tokens("acme", "live", access(live, "at-live"), refresh(live, "rt-live"))
+        assert issue(store, live, access(live, f"at-{i}", T0 + 10), refresh(live, f"rt-{i}", T0 + 10))
+    assert issue(store, live, access(live, "at-live"), refresh(live, "rt-live"))
     store.save_consent_request(consent(expires_at=T0 + 10))
     store.save_auth_session(session(expires_at=T0 + 10))
     store.save_auth_session(session(state_hash="state-live"))

@@ -3,6 +3,7 @@ survives a restart, and leaves no secret readable in any table."""
 
 from __future__ import annotations
 
+import pytest
 import sqlalchemy
 
 from support import Harness, params_of
@@ -64,4 +65,37 @@ def test_after_a_full_flow_no_table_holds_a_secret_in_plain_text(sql_url, ring):
         assert secret not in dump, secret
     # ...and it is really the whole content we looked at.
     assert client["client_id"] in dump and "user-42" in dump and "auth_sessions" in dump
+    h.store.engine.dispose()
+
+
+@pytest.mark.parametrize("table", ["access_tokens", "refresh_tokens", "audit_events"])
+def test_a_database_failure_while_a_code_is_redeemed_loses_no_login(sql_url, ring, table):
+    """The code grant spends its code, stores its tokens and keeps its audit
+    event in one transaction: a failure anywhere in it spends nothing, so the
+    client's retry gets its tokens (and is no replay that revokes the login)."""
+    h = Harness(store=open_store(sql_url, ring))
+    client = h.register()
+    params = h.login(client["client_id"])
+    dbapi_failure = h.store.engine.dialect.dbapi.OperationalError
+    armed = [True]
+
+    def fail_once(conn, cursor, statement, parameters, context, executemany):
+        if armed[0] and statement.lstrip().upper().startswith(f"INSERT INTO {table.upper()}"):
+            armed[0] = False
+            raise dbapi_failure("injected: the database went away")
+
+    sqlalchemy.event.listen(h.store.engine, "before_cursor_execute", fail_once)
+    try:
+        failed = h.redeem(client["client_id"], params["code"])
+    finally:
+        sqlalchemy.event.remove(h.store.engine, "before_cursor_execute", fail_once)
+    assert not armed[0], f"no INSERT INTO {table} was made"
+    assert failed.status == 503, failed.body
+    with h.store.engine.connect() as conn:
+        assert conn.execute(sqlalchemy.text("SELECT COUNT(*) FROM access_tokens")).scalar() == 0
+
+    retried = h.redeem(client["client_id"], params["code"])
+    assert retried.status == 200, retried.body
+    assert not isinstance(h.guard(retried.json()["access_token"]), Response)
+    assert [e.event for e in h.store.list_audit_events(10, tenant=h.tenant.slug)].count("tokens_issued") == 1
     h.store.engine.dispose()

@@ -313,7 +313,7 @@ def test_an_https_backend_under_a_private_ca_is_trusted_through_ca_bundle(tmp_pa
     import anyio
     import httpx
     from https_server import self_signed
-    from storage.storage_records import access, code, grant
+    from storage.storage_records import T0, access, code, grant
 
     from mcp_oauth_proxy import config as config_mod
     from mcp_oauth_proxy.app import build_app
@@ -346,8 +346,8 @@ def test_an_https_backend_under_a_private_ca_is_trusted_through_ca_bundle(tmp_pa
         app = build_app(config_mod.parse(data))
         g = grant()
         app.site.store.save_grant_and_code(g, code(g))
-        assert app.site.store.issue_tokens(tenant="acme", grant_id=g.grant_id, refresh=None,
-                                           access=access(g, hashlib.sha256(token.encode()).hexdigest()))
+        assert app.site.store.redeem_code(tenant="acme", code_hash=g.code_hash, now=T0, refresh=None, keep_client=False,
+                                          access=access(g, hashlib.sha256(token.encode()).hexdigest())).name == "ISSUED"
 
         async def call() -> int:
             async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), timeout=10) as http:

@@ -37,6 +37,7 @@ from .models import (
     GrantInfo,
     OAuthConfig,
     Organization,
+    Redemption,
     RefreshToken,
     Revocation,
     Rotation,
@@ -267,6 +268,15 @@ class SaveGrantAndToken(StoreEffect[None]):
 
 
 @store_operation
+class GetCode(StoreEffect[CodeGrant | None]):
+    """The code's grant while the code is unspent and unexpired; spends nothing."""
+
+    tenant: str
+    code_hash: str
+    now: int
+
+
+@store_operation
 class TakeCode(StoreEffect[CodeGrant | None]):
     """Get and delete, only while unexpired: exactly one caller wins."""
 
@@ -285,13 +295,26 @@ class RevokeGrantOfCode(StoreEffect[bool]):
 
 
 @store_operation
-class IssueTokens(StoreEffect[bool]):
-    """Store new tokens of a grant, only if the grant is not revoked."""
+class RedeemCode(StoreEffect[Redemption]):
+    """Exchange a code for its grant's first tokens, in one transaction:
+    spend the code (unexpired, of ``access.grant_id``) and, while its grant
+    is live, store ``access`` and ``refresh``, keep the client for good
+    (``keep_client``: its registration no longer lapses) and keep ``event``
+    until ``keep_until`` (the performer's to set, as RotateRefreshToken's).
+    ISSUED; SPENT: the code was gone (another request redeemed it, or it
+    expired), nothing stored; REVOKED: the grant was revoked, the code is
+    spent and nothing else stored. A failure commits nothing: the code
+    stays good for the client's retry.
+    """
 
     tenant: str
-    grant_id: str
+    code_hash: str
+    now: int
     access: AccessToken
     refresh: RefreshToken | None
+    keep_client: bool
+    event: AuditEvent | None = None
+    keep_until: int = 0
 
 
 @store_operation
@@ -406,14 +429,6 @@ class UpdateUpstreamTokens(StoreEffect[bool]):
     grant_id: str
     version: int
     tokens: UpstreamTokens
-
-
-@store_operation
-class MarkClientUsed(StoreEffect[None]):
-    """The client completed an authorization: its registration no longer lapses."""
-
-    tenant: str
-    client_id: str
 
 
 @store_operation

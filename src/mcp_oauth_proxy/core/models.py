@@ -259,6 +259,14 @@ class Rotation(enum.Enum):
     GONE = "gone"  # unknown, expired or its grant is revoked
 
 
+class Redemption(enum.Enum):
+    """What redeeming a code did (RedeemCode)."""
+
+    ISSUED = "issued"  # the code is spent and its tokens stored
+    SPENT = "spent"  # the code was already spent or expired: nothing stored
+    REVOKED = "revoked"  # its grant is revoked: the code is spent, nothing else stored
+
+
 # -- the directory kept in the database: organizations, their upstream
 # OAuth configurations, and their servers (tenants) ---------------------------
 

@@ -25,6 +25,7 @@ from ..core.models import (
     GrantInfo,
     OAuthConfig,
     Organization,
+    Redemption,
     RefreshToken,
     Revocation,
     Rotation,
@@ -84,12 +85,6 @@ class MemoryStore:
     def get_client(self, tenant: str, client_id: str) -> Client | None:
         return self._clients.get((tenant, client_id))
 
-    def mark_client_used(self, tenant: str, client_id: str) -> None:
-        with self._lock:
-            client = self._clients.get((tenant, client_id))
-            if client is not None:
-                self._clients[(tenant, client_id)] = attrs.evolve(client, expires_at=None)
-
     def hit_counter(self, key: str, window_start: int, expires_at: int) -> int:
         with self._lock:
             count = self._counters.get((key, window_start), (0, expires_at))[0] + 1
@@ -137,10 +132,36 @@ class MemoryStore:
             self._access[(access.tenant, access.token_hash)] = access
             self._last_used[(grant.tenant, grant.grant_id)] = access.issued_at
 
+    def get_code(self, tenant: str, code_hash: str, now: int) -> CodeGrant | None:
+        code = self._codes.get((tenant, code_hash))
+        return code if code is not None and code.expires_at > now else None
+
     def take_code(self, tenant: str, code_hash: str, now: int) -> CodeGrant | None:
         with self._lock:
             code = self._codes.pop((tenant, code_hash), None)
         return code if code is not None and code.expires_at > now else None
+
+    def redeem_code(
+        self, tenant: str, code_hash: str, now: int, access: AccessToken, refresh: RefreshToken | None,
+        keep_client: bool, event: AuditEvent | None = None, keep_until: int = 0,
+    ) -> Redemption:
+        with self._lock:
+            code = self._codes.get((tenant, code_hash))
+            if code is None or code.expires_at <= now or code.grant_id != access.grant_id:
+                return Redemption.SPENT
+            del self._codes[(tenant, code_hash)]
+            if not self._live(tenant, access.grant_id):
+                return Redemption.REVOKED
+            self._access[(tenant, access.token_hash)] = access
+            if refresh is not None:
+                self._refresh[(tenant, refresh.token_hash)] = refresh
+            self._last_used[(tenant, access.grant_id)] = access.issued_at
+            client = self._clients.get((tenant, access.client_id))
+            if keep_client and client is not None:
+                self._clients[(tenant, access.client_id)] = attrs.evolve(client, expires_at=None)
+            if event is not None:
+                self._keep_event(event, keep_until)
+            return Redemption.ISSUED
 
     def _revoke(self, tenant: str, grant_id: str) -> bool:
         entry = self._grants.get((tenant, grant_id))
@@ -171,16 +192,6 @@ class MemoryStore:
         return entry is not None and not entry[0].revoked
 
     # -- our tokens ------------------------------------------------------------
-    def issue_tokens(self, tenant: str, grant_id: str, access: AccessToken, refresh: RefreshToken | None) -> bool:
-        with self._lock:
-            if not self._live(tenant, grant_id):
-                return False
-            self._access[(tenant, access.token_hash)] = access
-            if refresh is not None:
-                self._refresh[(tenant, refresh.token_hash)] = refresh
-            self._last_used[(tenant, grant_id)] = access.issued_at
-            return True
-
     def get_access_token(self, tenant: str, token_hash: str) -> AccessToken | None:
         token = self._access.get((tenant, token_hash))
         return token if token is not None and self._live(tenant, token.grant_id) else None

@@ -58,6 +58,7 @@ from ..core.models import (
     GrantInfo,
     OAuthConfig,
     Organization,
+    Redemption,
     RefreshToken,
     Revocation,
     Rotation,
@@ -401,10 +402,6 @@ class SqlStore:
             clients.c.tenant == tenant, clients.c.client_id == client_id)).mappings().first())
         return None if row is None else _record(Client, row)
 
-    def mark_client_used(self, tenant: str, client_id: str) -> None:
-        stmt = update(clients).where(clients.c.tenant == tenant, clients.c.client_id == client_id)
-        self._write(lambda c: c.execute(stmt.values(expires_at=None)))
-
     def hit_counter(self, key: str, window_start: int, expires_at: int) -> int:
         key_hash = hashlib.sha256(key.encode("utf-8")).hexdigest()
         row = {"key_hash": key_hash, "window_start": window_start, "count": 1, "expires_at": expires_at}
@@ -455,9 +452,41 @@ class SqlStore:
 
         self._write(op)
 
+    def get_code(self, tenant: str, code_hash: str, now: int) -> CodeGrant | None:
+        stmt = select(codes).where(codes.c.tenant == tenant, codes.c.code_hash == code_hash, codes.c.expires_at > now)
+        row = self._read(lambda c: c.execute(stmt).mappings().first())
+        return None if row is None else _record(CodeGrant, row)
+
     def take_code(self, tenant: str, code_hash: str, now: int) -> CodeGrant | None:
         row = self._write(lambda c: self._take(c, codes, tenant, "code_hash", code_hash))
         return None if row is None or row["expires_at"] <= now else _record(CodeGrant, row)
+
+    def redeem_code(
+        self, tenant: str, code_hash: str, now: int, access: AccessToken, refresh: RefreshToken | None,
+        keep_client: bool, event: AuditEvent | None = None, keep_until: int = 0,
+    ) -> Redemption:
+        c = codes.c
+        # Whoever deletes the row redeems it; a concurrent redemption waits on its lock and finds none.
+        spend = delete(codes).where(c.tenant == tenant, c.code_hash == code_hash, c.grant_id == access.grant_id,
+                                    c.expires_at > now)
+        keep = update(clients).where(clients.c.tenant == tenant, clients.c.client_id == access.client_id)
+
+        def op(conn: Connection) -> Redemption:
+            if conn.execute(spend).rowcount != 1:
+                return Redemption.SPENT
+            if not conn.execute(select(_live_grant(tenant, access.grant_id))).scalar():
+                return Redemption.REVOKED
+            self._upsert(conn, access_tokens, _row(access))
+            if refresh is not None:
+                self._upsert(conn, refresh_tokens, _row(refresh))
+            self._used(conn, tenant, access.grant_id, access.issued_at)
+            if keep_client:
+                conn.execute(keep.values(expires_at=None))
+            if event is not None:
+                conn.execute(audit_events.insert().values(_audit_row(event, keep_until)))
+            return Redemption.ISSUED
+
+        return self._write(op)
 
     def revoke_grant_of_code(self, tenant: str, code_hash: str) -> bool:
         def op(conn: Connection) -> bool:
@@ -498,18 +527,6 @@ class SqlStore:
     # -- our tokens -----------------------------------------------------------------------
     # A token's grant is checked on every read, so a token stored while its
     # grant is being revoked by another transaction is hidden all the same.
-    def issue_tokens(self, tenant: str, grant_id: str, access: AccessToken, refresh: RefreshToken | None) -> bool:
-        def op(conn: Connection) -> bool:
-            if not conn.execute(select(_live_grant(tenant, grant_id))).scalar():
-                return False
-            self._upsert(conn, access_tokens, _row(access))
-            if refresh is not None:
-                self._upsert(conn, refresh_tokens, _row(refresh))
-            self._used(conn, tenant, grant_id, access.issued_at)
-            return True
-
-        return self._write(op)
-
     def _get_token(self, table: Table, cls: type[T], tenant: str, token_hash: str) -> T | None:
         stmt = _TOKEN_BY_HASH[table.name]
         row = self._read(lambda c: c.execute(stmt, {"tenant": tenant, "token_hash": token_hash}).mappings().first())

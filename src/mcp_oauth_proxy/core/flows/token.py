@@ -13,16 +13,25 @@ from ..context import ACCESS_PREFIX, REFRESH_PREFIX, Context, token_hash
 from ..effects import (
     Audit,
     Flow,
+    GetCode,
     GetRefreshToken,
-    IssueTokens,
-    MarkClientUsed,
+    RedeemCode,
     RevokeGrantOfCode,
     RotateRefreshToken,
     TakeCode,
 )
-from ..errors import InvalidGrant, InvalidScope, InvalidTarget, UnauthorizedClient, UnsupportedGrantType
+from ..errors import InvalidGrant, InvalidScope, InvalidTarget, OAuthError, UnauthorizedClient, UnsupportedGrantType
 from ..http import Request, Response, form_params, json_response, required, single
-from ..models import CLIENT_CREDENTIALS, JWT_BEARER, AccessToken, Client, RefreshToken, Rotation
+from ..models import (
+    CLIENT_CREDENTIALS,
+    JWT_BEARER,
+    AccessToken,
+    Client,
+    CodeGrant,
+    Redemption,
+    RefreshToken,
+    Rotation,
+)
 from ..pkce import check_verifier
 from ..scopes import check_resource, normalize_resource, parse_scope
 from .machine_grants import client_credentials_grant, jwt_bearer_grant
@@ -84,16 +93,7 @@ def _check_resource_matches(form: Mapping[str, list[str]], bound: str, ctx: Cont
             raise InvalidTarget("resource differs from the one authorized")
 
 
-def authorization_code_grant(form: Mapping[str, list[str]], client: Client, ctx: Context) -> Flow[Response]:
-    code = required(form, "code")
-    code_hash = token_hash(code)
-    grant = yield TakeCode(ctx.tenant.slug, code_hash, ctx.now)
-    if grant is None:
-        # RFC 6749 §4.1.2: a code used twice revokes what was issued from it.
-        revoked = yield RevokeGrantOfCode(ctx.tenant.slug, code_hash)
-        if revoked:
-            yield Audit("code_replay_grant_revoked", ctx.tenant.slug, client.client_id)
-        raise InvalidGrant("the code is unknown, expired or already used")
+def _check_redemption(form: Mapping[str, list[str]], client: Client, grant: CodeGrant, ctx: Context) -> None:
     if grant.client_id != client.client_id:
         raise InvalidGrant("the code was issued to another client")
     redirect_uri = single(form, "redirect_uri")
@@ -102,16 +102,41 @@ def authorization_code_grant(form: Mapping[str, list[str]], client: Client, ctx:
         raise InvalidGrant("redirect_uri does not match the authorization request")
     check_verifier(single(form, "code_verifier"), grant.code_challenge)
     _check_resource_matches(form, grant.resource, ctx)
+
+
+def _replayed(ctx: Context, client: Client, code_hash: str) -> Flow[Response]:
+    # RFC 6749 §4.1.2: a code used twice revokes what was issued from it.
+    revoked = yield RevokeGrantOfCode(ctx.tenant.slug, code_hash)
+    if revoked:
+        yield Audit("code_replay_grant_revoked", ctx.tenant.slug, client.client_id)
+    raise InvalidGrant("the code is unknown, expired or already used")
+
+
+def authorization_code_grant(form: Mapping[str, list[str]], client: Client, ctx: Context) -> Flow[Response]:
+    code_hash = token_hash(required(form, "code"))
+    grant = yield GetCode(ctx.tenant.slug, code_hash, ctx.now)
+    if grant is None:
+        return (yield from _replayed(ctx, client, code_hash))
+    try:
+        _check_redemption(form, client, grant, ctx)
+    except OAuthError:
+        # A refused attempt spends the code all the same: whoever holds it
+        # gets one try (another client's, or one without the verifier).
+        yield TakeCode(ctx.tenant.slug, code_hash, ctx.now)
+        raise
     refresh_expires = ctx.now + ctx.tenant.policy.refresh_token_ttl
     access_value, access, refresh_value, refresh = _new_tokens(
         ctx, client, grant.grant_id, grant.user_id, grant.scope, grant.resource, grant.scope, refresh_expires
     )
-    issued = yield IssueTokens(ctx.tenant.slug, grant.grant_id, access, refresh)
-    if not issued:
+    issued = Audit("tokens_issued", ctx.tenant.slug, client.client_id, grant.user_id, (("grant_id", grant.grant_id),))
+    # One transaction: a failure in it leaves the code good for a retry.
+    outcome = yield RedeemCode(ctx.tenant.slug, code_hash, ctx.now, access, refresh,
+                               keep_client=client.expires_at is not None, event=issued.at(ctx.now))
+    if outcome is Redemption.SPENT:  # another request redeemed it first
+        return (yield from _replayed(ctx, client, code_hash))
+    if outcome is not Redemption.ISSUED:
         raise InvalidGrant("the grant was revoked")
-    if client.expires_at is not None:
-        yield MarkClientUsed(ctx.tenant.slug, client.client_id)
-    yield Audit("tokens_issued", ctx.tenant.slug, client.client_id, grant.user_id, (("grant_id", grant.grant_id),))
+    yield attrs.evolve(issued, kept=True)  # logged; the redemption kept it
     return _token_response(ctx, access_value, access, refresh_value)
 
 

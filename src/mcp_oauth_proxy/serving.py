@@ -9,7 +9,12 @@ that sends nothing, or a request head a byte at a time, held its
 connection for ever; and it reads a request head without a bound (52 MB
 in 3 s). Here the timer runs from the connection's start or its last
 answer until a whole request head has come, as Hypercorn's does, and a
-head over ``MAX_HEAD`` bytes is refused (431), Hypercorn's (h11's) bound.
+head over ``MAX_HEAD`` bytes is refused (431), Hypercorn's (h11's) bound:
+whether it comes in one read or many, and while an answer is under way
+(pipelined behind a long tool call, a hostile review's head grew a server
+past 5 GB), counted as the reads inside it and as the lines parsed of it
+(each no more than the head holds, so a head within the bound is never
+refused).
 
 A request whose answer is complete before its body is ends its connection:
 uvicorn would read and drop the rest for as long as it came, each byte
@@ -293,7 +298,11 @@ class _Connection(HttpToolsProtocol):
 
     # When the request head awaited must have come by (loop time); None while none is.
     _head_due: float | None = None
-    _head_bytes = 0
+    # While a request head is being read: the bytes of the reads that began
+    # and ended inside it, and of its request line and header lines parsed.
+    _in_head = False
+    _head_read = 0
+    _head_parsed = 0
     # At most one timer per connection, moved on lazily: not one made and
     # cancelled per request.
     _timer: asyncio.TimerHandle | None = None
@@ -301,8 +310,9 @@ class _Connection(HttpToolsProtocol):
     # and the timer that holds it to them while the send buffer is full.
     send_timeout = 30.0
     _unread: asyncio.TimerHandle | None = None
-    # Whether the client sent too many requests ahead (MAX_PIPELINED).
-    _flooded = False
+    # Whether the connection was dropped (too many requests ahead, a head
+    # too large): the rest of the read is parsed, but no request of it runs.
+    _dropped = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -330,29 +340,55 @@ class _Connection(HttpToolsProtocol):
                 cycle.message_event.set()
 
     def data_received(self, data: bytes) -> None:
+        inside = self._in_head
         try:
             super().data_received(data)
         except Exception as error:  # noqa: BLE001 - this connection's failure: it is closed, the server goes on
             _failed("closed a connection on a protocol error (%s)", _names(error))
             self.transport.close()
             return
-        if self._head_due is not None:
-            self._head_bytes += len(data)
-            if self._head_bytes > MAX_HEAD:
-                _failed("closed a connection whose request head went past %d bytes", MAX_HEAD)
-                self.transport.write(b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
-                                     b"content-length: 0\r\nconnection: close\r\n\r\n")
-                self.transport.close()
+        if inside and self._in_head:
+            self._head_read += len(data)
+        if self._in_head and max(self._head_read, self._head_parsed) > MAX_HEAD:
+            self._head_too_large()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._in_head, self._head_read, self._head_parsed = True, 0, 0
+
+    def on_url(self, url: bytes) -> None:
+        super().on_url(url)
+        self._head_parsed += len(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        super().on_header(name, value)
+        self._head_parsed += len(name) + len(value) + 4  # ": " and CRLF
+
+    def _head_too_large(self) -> None:
+        self._in_head = False
+        if self._dropped:
+            return
+        self._dropped = True
+        _failed("closed a connection whose request head went past %d bytes", MAX_HEAD)
+        if self.cycle is None or self.cycle.response_complete:
+            self.transport.write(b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+                                 b"content-length: 0\r\nconnection: close\r\n\r\n")
+            self.transport.close()
+        else:  # an answer is under way: nothing may be written between its bytes
+            self.transport.abort()
 
     def on_headers_complete(self) -> None:
         self._head_due = None
-        if self._flooded:
+        self._in_head = False
+        if self._head_parsed > MAX_HEAD:
+            self._head_too_large()  # it came in one read
+        if self._dropped:
             return  # the rest of the read, parsed after the connection was dropped
         if len(self.pipeline) >= MAX_PIPELINED:
             # uvicorn queues every request a read brings, however many are
             # ahead of their answers, and reads on after each answer: one
             # connection that sent without reading took gigabytes.
-            self._flooded = True
+            self._dropped = True
             _failed("closed a connection with more than %d requests ahead of their answers", MAX_PIPELINED)
             self.transport.abort()  # its unread answers are not flushed first
             return
@@ -381,11 +417,11 @@ class _Connection(HttpToolsProtocol):
                 self.cycle.keep_alive = False
 
     def on_body(self, body: bytes) -> None:
-        if not self._flooded:
+        if not self._dropped:
             super().on_body(body)
 
     def on_message_complete(self) -> None:
-        if not self._flooded:
+        if not self._dropped:
             super().on_message_complete()
 
     def on_response_complete(self) -> None:
@@ -416,7 +452,6 @@ class _Connection(HttpToolsProtocol):
 
     def _await_head(self) -> None:
         self._head_due = self.loop.time() + self.timeout_keep_alive
-        self._head_bytes = 0
         if self._timer is None:
             self._timer = self.loop.call_at(self._head_due, self._head_overdue)
 
@@ -573,7 +608,8 @@ def _http1_only(h11_protocol: type[Any]) -> type[Any]:
     HTTP/1.1 alone, as it does on uvicorn. An ``Upgrade: h2c`` is ignored
     (RFC 9113 §3.1 drops that upgrade; the request is answered in HTTP/1.1);
     the HTTP/2 preface ends the connection. So does a Host no URI could
-    hold, after a 400 (h11 refuses a missing or repeated Host itself)."""
+    hold, after a 400 (h11 refuses a missing or repeated Host itself), and a
+    head past MAX_HEAD that came whole, after a 431."""
 
     class HTTP1Only(h11_protocol):  # type: ignore[misc]  # a base given at run time
         async def _check_protocol(self, event: Any) -> None:
@@ -581,6 +617,10 @@ def _http1_only(h11_protocol: type[Any]) -> type[Any]:
                 raise _EndConnection()
             if not one_valid_host(list(event.headers), event.http_version.decode("ascii")):
                 await self._send_error_response(400)
+                raise _EndConnection()
+            # h11 bounds a head still incomplete; one that came whole in a read is held to it here.
+            if len(event.target) + sum(len(name) + len(value) + 4 for name, value in event.headers) > MAX_HEAD:
+                await self._send_error_response(431)
                 raise _EndConnection()
 
     return HTTP1Only

@@ -1,0 +1,130 @@
+"""A request head is held to MAX_HEAD (16 KiB) however it comes: in one
+read, a line at a time, or pipelined behind a request whose answer is
+still under way (a long tool call, an MCP event stream). A hostile review
+grew a server past 5 GB from one connection so: the bound was kept only
+between answers, and only for heads still incomplete at the end of a read.
+On the default server and on ``--trio``, through a real ``serve`` process."""
+
+from __future__ import annotations
+
+import http.server
+import socket
+import time
+from pathlib import Path
+from typing import Iterator
+
+import attrs
+import pytest
+from processes import free_port
+from served import LOOPS, Served, backend_at_mcp, read_answer, request, seed_access_token, serve
+
+from mcp_oauth_proxy.serving import MAX_HEAD
+
+# Far more than any server may hold of one request head.
+FLOOD = 256 * 1024 * 1024
+# What the server may grow by while refusing it: the head, a read or two, slack.
+GROWTH = 64 * 1024 * 1024
+
+
+class _Stalling(http.server.BaseHTTPRequestHandler):
+    """A backend whose answer takes long: a long tool call."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:  # noqa: N802
+        time.sleep(30)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@attrs.frozen
+class Proxy:
+    served: Served
+    token: str
+
+
+@pytest.fixture(scope="module", params=LOOPS)
+def proxy(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
+    tmp: Path = tmp_path_factory.mktemp(f"heads-{request.param}")
+    port = free_port()
+    database = f"sqlite:///{tmp / 'proxy.db'}"
+    token = seed_access_token(database, tmp / "keys", "acme", f"http://127.0.0.1:{port}/mcp")
+    with backend_at_mcp(_Stalling) as backend, serve(
+            tmp, request.param, port=port, database=database, server="keep_alive_timeout = 60",
+            tenant=f'backend = "{backend}"') as served:
+        yield Proxy(served, token)
+
+
+def _rss(served: Served) -> int:
+    for line in Path(f"/proc/{served.proc.pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def _flood(sock: socket.socket, piece: bytes) -> int:
+    """Send ``piece`` again and again until the server stops taking it; how much went."""
+    sent = 0
+    try:
+        while sent < FLOOD:
+            sock.sendall(piece)
+            sent += len(piece)
+    except OSError:  # reset, or a write after the server closed
+        pass
+    return sent
+
+
+def _in_flight(proxy: Proxy, sock: socket.socket) -> None:
+    """A request whose answer will take long, sent on ``sock``."""
+    sock.sendall(request("GET", "/mcp", proxy.served.host, (("authorization", f"Bearer {proxy.token}"),
+                                                            ("accept", "text/event-stream"))))
+    time.sleep(0.5)  # forwarded: the backend holds it
+
+
+PIECES = {
+    "header_lines": b"x-a: " + b"a" * 8000 + b"\r\n",  # each a whole line: parsed and kept, one by one
+    "one_endless_line": b"a" * 65536,  # never a whole line
+}
+
+
+@pytest.mark.parametrize("piece", PIECES)
+def test_a_head_pipelined_behind_an_answer_under_way_is_held_to_the_bound(proxy: Proxy, piece: str) -> None:
+    before = _rss(proxy.served)
+    with proxy.served.connect(timeout=30) as sock:
+        _in_flight(proxy, sock)
+        sock.sendall(b"GET /mcp HTTP/1.1\r\nhost: " + proxy.served.host + b"\r\nx-endless: ")
+        sent = _flood(sock, PIECES[piece])
+        grown = _rss(proxy.served) - before
+    assert sent < FLOOD, "the server took it all"
+    assert grown < GROWTH, f"the server grew by {grown >> 20} MiB"
+    alive = read_answer(_fresh(proxy), timeout=5)
+    assert alive is not None and alive.status == 200
+
+
+def _fresh(proxy: Proxy) -> socket.socket:
+    sock = proxy.served.connect()
+    sock.sendall(request("GET", "/.well-known/oauth-authorization-server", proxy.served.host))
+    return sock
+
+
+@pytest.mark.parametrize("size", [MAX_HEAD + 1024, 60_000, 4 * MAX_HEAD])
+def test_a_head_past_the_bound_in_one_read_is_refused(proxy: Proxy, size: int) -> None:
+    with proxy.served.connect() as sock:
+        sock.sendall(request("GET", "/.well-known/oauth-authorization-server", proxy.served.host,
+                             (("x-big", "a" * size),)))
+        answer = read_answer(sock)
+    assert answer is not None and answer.status in (400, 431), answer
+
+
+def test_a_head_within_the_bound_is_served_however_it_comes(proxy: Proxy) -> None:
+    head = request("GET", "/.well-known/oauth-authorization-server", proxy.served.host,
+                   tuple((f"x-h{i}", "b" * 1000) for i in range(12)))
+    assert len(head) < MAX_HEAD
+    for pieces in ([head], [head[i:i + 700] for i in range(0, len(head), 700)]):
+        with proxy.served.connect() as sock:
+            for piece in pieces:
+                sock.sendall(piece)
+                time.sleep(0.01)
+            answer = read_answer(sock)
+        assert answer is not None and answer.status == 200, answer

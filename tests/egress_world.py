@@ -62,10 +62,13 @@ def make_ca(where: Path) -> tuple[str, str, str]:
 class TlsProvider:
     """An OIDC provider over HTTPS on 127.0.0.1: its discovery document, a
     token endpoint, userinfo, a JWK Set and a client metadata document;
-    ``seen`` records (method, path, authorization header) of each request."""
+    ``seen`` records (method, path, authorization header) of each request,
+    ``hosts`` its Host header, ``server_names`` each TLS handshake's SNI."""
 
     def __init__(self, cert: str, key: str) -> None:
         self.seen: list[tuple[str, str, str | None]] = []
+        self.hosts: list[str | None] = []
+        self.server_names: list[str | None] = []
         provider = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -75,6 +78,7 @@ class TlsProvider:
                 length = int(self.headers.get("content-length") or 0)
                 self.rfile.read(length)
                 provider.seen.append((self.command, self.path, self.headers.get("authorization")))
+                provider.hosts.append(self.headers.get("host"))
                 body = json.dumps(provider.document(self.path)).encode()
                 self.send_response(200)
                 self.send_header("content-type", "application/json")
@@ -91,6 +95,7 @@ class TlsProvider:
         self.httpd.daemon_threads = True
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(cert, key)
+        context.sni_callback = lambda sock, name, ctx: self.server_names.append(name)
         self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
         self.port = self.httpd.server_address[1]
         self.issuer = f"https://localhost:{self.port}"

@@ -16,7 +16,7 @@ from mcp_oauth_proxy.directory import Directory
 from mcp_oauth_proxy.housekeeping import follow_directory
 from mcp_oauth_proxy.storage.memory import MemoryStore
 from mcp_oauth_proxy.tenants_db import DatabaseTenants, server_problems
-from mcp_oauth_proxy.upstream.providers import OidcDiscovery, Static
+from mcp_oauth_proxy.upstream.providers import OidcDiscovery, PublicOnly, Static
 
 UP = Upstream(authorization_endpoint="https://idp.test/a", token_endpoint="https://idp.test/t", client_id="c")
 FILE = Tenant(slug="acme", issuer="https://shared.test", resource="https://shared.test/mcp", upstream=UP)
@@ -56,8 +56,9 @@ def test_the_databases_servers_are_served_beside_the_files(store):
     beta = directory.current.pick("https", "shared.test", "/beta/oauth/token")
     assert beta is not None and beta.tenant.slug == "beta"
     assert beta.tenant.policy.access_token_ttl == 60 and beta.tenant.scopes == ("mcp", "extra")
-    assert beta.tenant.upstream is None and isinstance(beta.source, OidcDiscovery)
-    assert beta.source.issuer == "https://idp.test"
+    # An organization's upstream: every request of it is public-only.
+    assert beta.tenant.upstream is None and isinstance(beta.source, PublicOnly)
+    assert isinstance(beta.source.source, OidcDiscovery) and beta.source.source.issuer == "https://idp.test"
     assert directory.current.pick("https", "shared.test", "/oauth/token").tenant.slug == "acme"
     assert source.backend("beta").url == "http://127.0.0.1:9/mcp" and source.backend("acme") is None
     assert "/beta/mcp" in directory.current.resource_paths
@@ -90,7 +91,7 @@ def test_unchanged_configurations_keep_their_upstream_source(store):
     assert directory.refresh()
     rotated = {e.tenant.slug: e.source for e in directory.current.entries}
     assert rotated["beta"] is not before["beta"] and rotated["gamma"] is before["gamma"]
-    assert isinstance(rotated["gamma"], Static)
+    assert isinstance(rotated["gamma"].source, Static)
 
 
 def test_the_files_tenants_win_a_slug_or_a_place(store):
@@ -149,7 +150,7 @@ def test_a_named_presets_configuration_is_served_with_its_preset(store):
     store.create_oauth_config(config("corp", kind="entra", issuer=None, tenant="organizations"))
     store.create_server(server("beta", "https://beta.test", oauth_config="corp"))
     entry = Directory(DatabaseTenants(store, [])).current.entry("beta")
-    assert isinstance(entry.source, OidcDiscovery)
-    assert entry.source.issuer == "https://login.microsoftonline.com/{tenantid}/v2.0"
+    assert isinstance(entry.source.source, OidcDiscovery)
+    assert entry.source.source.issuer == "https://login.microsoftonline.com/{tenantid}/v2.0"
     assert entry.source.discovery_url == (
         "https://login.microsoftonline.com/organizations/v2.0/.well-known/openid-configuration")

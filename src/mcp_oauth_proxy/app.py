@@ -169,7 +169,8 @@ def tenant_source(config: Config, store: Store, environ: Mapping[str, str]) -> T
 def build_site(config: Config, environ: Mapping[str, str] | None = None, upgrade: bool = False) -> Site:
     environ = os.environ if environ is None else environ
     # Before the store: a proxy or CA setting that cannot work stops the start.
-    egress = egress_from(config.server.outbound_proxy, config.server.ca_bundle, environ)
+    egress = egress_from(config.server.outbound_proxy, config.server.ca_bundle, environ,
+                         config.server.organization_upstream_networks)
     store, keyring = open_storage(config.server, upgrade)
     return Site(Directory(tenant_source(config, store, environ)), store, cookie_key(keyring),
                 trusted_proxies=config.server.trusted_proxies, max_body=config.server.max_body,

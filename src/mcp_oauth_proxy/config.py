@@ -182,6 +182,11 @@ class ServerConfig:
     # an organization not named: only a global admin token, the CLI or this
     # file names its servers' backends.
     organization_backends: dict[str, list[str]] = attrs.field(factory=dict)
+    # What an organization's OAuth configuration (its issuer, its endpoints,
+    # found by discovery or written) may reach besides public addresses:
+    # networks (10.20.0.0/16) or addresses; none by default, so that whoever
+    # writes one cannot reach this network through it (upstream/egress.py).
+    organization_upstream_networks: list[str] = attrs.field(factory=list)
 
 
 @attrs.frozen
@@ -537,7 +542,7 @@ def _check_server(s: ServerConfig, problems: list[str]) -> None:
     if s.token_cache_seconds < 0:
         problems.append("server.token_cache_seconds: must not be negative (0 turns it off)")
     try:
-        egress_from(s.outbound_proxy, s.ca_bundle, {})
+        egress_from(s.outbound_proxy, s.ca_bundle, {}, s.organization_upstream_networks)
     except EgressError as exc:
         problems.append(str(exc))
 

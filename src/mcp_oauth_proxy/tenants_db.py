@@ -24,7 +24,7 @@ from .core.store import Store
 from .core.tenancy import RESERVED, Places, intrudes, places, reserved
 from .core.tenant import Policy
 from .directory import Entry, Listed, entry_of
-from .upstream.providers import UpstreamSource
+from .upstream.providers import PublicOnly, UpstreamSource
 
 log = logging.getLogger("mcp_oauth_proxy")
 
@@ -168,9 +168,10 @@ class DatabaseTenants:
                 log.warning("not serving server %r from the database: %s", s.slug, why_not[s.slug])
                 continue
             c = configs[(s.organization, s.oauth_config)]
-            source = sources.get(c) or self._sources.get(c) or upstream_source(upstream_config(c), {})
+            source = sources.get(c) or self._sources.get(c) or PublicOnly(upstream_source(upstream_config(c), {}))
             sources[c] = source
-            entries.append(Entry(tenant(tenant_config(s, upstream_config(c))), source))
+            served = attrs.evolve(tenant(tenant_config(s, upstream_config(c))), fetches_public_only=True)
+            entries.append(Entry(served, source))
             if s.backend is not None:
                 backends[s.slug] = backend_for(s.resource, s.backend, s.forward_upstream_token_header)
         self._sources = sources

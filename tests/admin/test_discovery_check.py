@@ -5,7 +5,9 @@ the deadline at most), two at a time."""
 
 from __future__ import annotations
 
+import functools
 import http.server
+import ipaddress
 import json
 import threading
 import time
@@ -16,6 +18,7 @@ import pytest
 from mcp_oauth_proxy.admin import discovery_check
 from mcp_oauth_proxy.admin.discovery_check import bounded_fetch, check_discovery
 from mcp_oauth_proxy.core.models import OAuthConfig
+from mcp_oauth_proxy.upstream.egress import Egress
 
 
 @pytest.fixture
@@ -56,14 +59,22 @@ def _config(issuer: str) -> OAuthConfig:
     return OAuthConfig("acme", "idp", "oidc", "cid", "secret", issuer=issuer)
 
 
+# The operator lets organizations' configurations reach this provider on loopback.
+LOOPBACK = Egress(reachable=(ipaddress.ip_network("127.0.0.0/8"),))
+
+
+def _check(config: OAuthConfig) -> object:
+    return check_discovery(config, fetch=functools.partial(bounded_fetch, egress=LOOPBACK))
+
+
 def test_it_shows_what_discovery_finds_or_why_not(provider: tuple[str, dict]) -> None:
     url, state = provider
-    found = check_discovery(_config(url))
+    found = _check(_config(url))
     assert found.ok and dict(found.found)["token_endpoint"] == url + "/t"
     state["mode"] = "other-issuer"
-    refused = check_discovery(_config(url))
+    refused = _check(_config(url))
     assert not refused.ok and "names another issuer" in refused.summary
-    assert not check_discovery(_config("http://127.0.0.1:1")).ok
+    assert not _check(_config("http://127.0.0.1:1")).ok
 
 
 def test_a_trickling_or_huge_answer_ends_at_the_deadline_or_the_cap(provider: tuple[str, dict],

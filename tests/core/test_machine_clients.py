@@ -36,10 +36,12 @@ class Web:
     idp: FakeIdP
     documents: dict[str, Any] = attrs.Factory(dict)
     fetched: list[str] = attrs.Factory(list)
+    public_only: list[bool] = attrs.Factory(list)  # of each document fetched
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         if request.url in self.documents:
             self.fetched.append(request.url)
+            self.public_only.append(request.public_only)
             return HttpResponse(200, (("content-type", "application/json"),),
                                 json.dumps(self.documents[request.url]).encode())
         if request.url.startswith((PARTNER, "https://keys.example", f"{UPSTREAM_ISSUER}/.well-known",
@@ -425,3 +427,21 @@ def test_no_fetch_is_made_for_a_malformed_assertion():
         response = exchange(h, junk)
         assert error_of(response) in ("invalid_grant", "invalid_request")
     assert h.web.fetched == []
+
+
+@pytest.mark.parametrize("organizations", [False, True])
+def test_an_organizations_server_fetches_keys_from_public_addresses_only(organizations):
+    """A server kept in the database is an organization's: whoever wrote its
+    machine clients' jwks_uri and its ID-JAG issuers must not reach our
+    network through them (upstream/egress.py PUBLIC_ONLY)."""
+    signer = Signer("RS256")
+    h = harness(machine(method="private_key_jwt", jwks_uri=CLIENT_JWKS_URI))
+    h.tenant = attrs.evolve(h.tenant, fetches_public_only=organizations)
+    h.web.documents[CLIENT_JWKS_URI] = {"keys": [signer.jwk]}
+    assert pkj(h, signer.assertion(ME, TOKEN, NOW)).status == 200
+    j = idjag_harness(signer)
+    j.tenant = attrs.evolve(j.tenant, fetches_public_only=organizations)
+    assert exchange(j, grant_of(signer, PARTNER, sub="ada")).status == 200
+    assert h.web.fetched == [CLIENT_JWKS_URI] and j.web.fetched == [f"{PARTNER}/.well-known/openid-configuration",
+                                                                     f"{PARTNER}/jwks"]
+    assert h.web.public_only + j.web.public_only == [organizations] * 3

@@ -37,6 +37,8 @@ listen = "127.0.0.1:{listen}"
 database = "{database}"
 key_file = "{keys}"
 token_cache_seconds = 300
+# The OpenID provider runs on loopback: organizations' configurations may reach it.
+organization_upstream_networks = ["127.0.0.0/8"]
 
 [[tenants]]
 slug = "acme"

@@ -200,12 +200,13 @@ def test_netrc_is_never_read(ca: tuple[str, str, str], provider: TlsProvider, pr
 def test_the_consoles_check_goes_through_the_proxy(ca: tuple[str, str, str], provider: TlsProvider,
                                                    proxy: ConnectProxy) -> None:
     config = OAuthConfig("acme", "idp", "oidc", "cid", "secret", issuer=provider.issuer)
-    egress = egress_from(proxy.url, ca[0], {})
+    # An organization's configuration: the proxy is asked for the address checked (on loopback: listed).
+    egress = egress_from(proxy.url, ca[0], {}, ["127.0.0.1"])
     found = check_discovery(config, fetch=lambda request: bounded_fetch(request, egress=egress))
     assert found.ok, found.summary
-    assert proxy.targets == [f"localhost:{provider.port}"]
+    assert proxy.targets == [f"127.0.0.1:{provider.port}"]
     assert not check_discovery(config, fetch=lambda request: bounded_fetch(
-        request, egress=egress_from(proxy.url, None, {}))).ok
+        request, egress=egress_from(proxy.url, None, {}, ["127.0.0.1"]))).ok
 
 
 def test_introspection_goes_through_the_proxy(ca: tuple[str, str, str], provider: TlsProvider,

@@ -20,6 +20,8 @@ from ..core.http import HttpRequest, HttpResponse
 from ..core.models import OAuthConfig
 from ..tenants_db import upstream_config
 from ..upstream.egress import Egress
+from ..upstream.http import marked
+from ..upstream.providers import PublicOnly
 
 
 @attrs.frozen
@@ -45,7 +47,8 @@ def bounded_fetch(request: HttpRequest, deadline: float = DEADLINE, limit: int =
     transport = (egress or Egress()).transport(limits=httpx.Limits(max_connections=1))
     try:
         with httpx.Client(transport=transport, timeout=deadline, follow_redirects=False, trust_env=False) as client, \
-                client.stream(request.method, request.url, headers=list(request.headers)) as response:
+                client.stream(request.method, request.url, headers=list(request.headers),
+                              extensions=marked(request)) as response:
             body = bytearray()
             for chunk in response.iter_bytes():
                 body += chunk
@@ -71,7 +74,7 @@ def check_discovery(c: OAuthConfig, fetch: Callable[[HttpRequest], HttpResponse]
 def _check(c: OAuthConfig, fetch: Callable[[HttpRequest], HttpResponse]) -> Check:
     from ..app import upstream_source
 
-    source = upstream_source(upstream_config(c), {})
+    source = PublicOnly(upstream_source(upstream_config(c), {}))
 
     def perform(effect: Any) -> Any:
         if isinstance(effect, Fetch):

@@ -140,7 +140,8 @@ def _check_assertion(assertion: Unverified, client: Client, ctx: Context) -> Flo
         if client.jwks is not None:
             claims = verify_signature(assertion, keys_for(assertion, key_set(client.jwks)))
         elif client.jwks_uri is not None:
-            claims = yield from verified(assertion, client.jwks_uri, discover=False)
+            claims = yield from verified(assertion, client.jwks_uri, discover=False,
+                                         public_only=ctx.tenant.fetches_public_only)
         else:
             raise JwtRefused("the client has no public keys")
         audiences = (ctx.tenant.endpoint("token"), ctx.tenant.issuer)

@@ -108,6 +108,8 @@ class ResolveKeys(Effect):
     location: str
     discover: bool = False
     refresh: bool = False
+    # Fetched only from public addresses (an organization chose the location).
+    public_only: bool = False
 
 
 @attrs.frozen

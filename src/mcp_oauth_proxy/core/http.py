@@ -90,6 +90,9 @@ class HttpRequest:
     url: str
     headers: tuple[tuple[str, str], ...] = ()
     body: bytes = b""
+    # Sent only to a public address (or one the operator lets through): an
+    # organization's admin chose the URL (upstream/egress.py PUBLIC_ONLY).
+    public_only: bool = False
 
 
 @attrs.frozen

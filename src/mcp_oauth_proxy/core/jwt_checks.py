@@ -125,13 +125,14 @@ def key_set(text: str) -> list[Any]:
     return keys if isinstance(keys, list) else []
 
 
-def verified(jwt_: Unverified, location: str, discover: bool) -> Flow[dict[str, Any]]:
+def verified(jwt_: Unverified, location: str, discover: bool, public_only: bool) -> Flow[dict[str, Any]]:
     """The claims of a JWT signed by a key published at ``location`` (a JWK
-    Set URL, or with ``discover`` an issuer). A kid not among the keys
-    cached means they may have rotated: they are fetched again, once."""
-    keys = keys_for(jwt_, (yield ResolveKeys(location, discover)))
+    Set URL, or with ``discover`` an issuer; fetched only from public
+    addresses with ``public_only``). A kid not among the keys cached means
+    they may have rotated: they are fetched again, once."""
+    keys = keys_for(jwt_, (yield ResolveKeys(location, discover, public_only=public_only)))
     if not keys:
-        keys = keys_for(jwt_, (yield ResolveKeys(location, discover, refresh=True)))
+        keys = keys_for(jwt_, (yield ResolveKeys(location, discover, refresh=True, public_only=public_only)))
         if not keys:
             raise JwtRefused("no key of the signer matches the JWT's kid and alg")
     return verify_signature(jwt_, keys)

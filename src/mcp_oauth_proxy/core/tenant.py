@@ -40,6 +40,9 @@ class Upstream:
     # Whether the upstream accepts our PKCE challenge (most do; harmless if ignored).
     pkce: bool = True
     extra_authorize_params: tuple[tuple[str, str], ...] = ()
+    # An organization's OAuth configuration: its endpoints, found in its
+    # discovery document or not, are called as PUBLIC_ONLY requests.
+    public_only: bool = False
 
 
 @attrs.frozen
@@ -155,6 +158,10 @@ class Tenant:
     # The issuers whose ID-JAGs (SEP-990) the jwt-bearer grant accepts;
     # UPSTREAM_ISSUER stands for the issuer of the tenant's upstream.
     id_jag_issuers: tuple[str, ...] = ()
+    # An organization's server (kept in the database): the keys it fetches
+    # (its machine clients' jwks_uri, its ID-JAG issuers') are PUBLIC_ONLY
+    # requests, as its upstream's are (upstream/egress.py).
+    fetches_public_only: bool = False
 
     # Asked on every request: parsed once per tenant.
     @functools.cached_property

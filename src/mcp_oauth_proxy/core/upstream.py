@@ -58,7 +58,8 @@ def token_request(upstream: Upstream, params: dict[str, str]) -> HttpRequest:
         body["client_id"] = upstream.client_id
         if upstream.client_secret:
             body["client_secret"] = upstream.client_secret
-    return HttpRequest("POST", upstream.token_endpoint, tuple(headers), urlencode(body).encode())
+    return HttpRequest("POST", upstream.token_endpoint, tuple(headers), urlencode(body).encode(),
+                       public_only=upstream.public_only)
 
 
 def userinfo_request(upstream: Upstream, access_token: str) -> HttpRequest:
@@ -67,6 +68,7 @@ def userinfo_request(upstream: Upstream, access_token: str) -> HttpRequest:
         "GET",
         upstream.userinfo_endpoint,
         (("authorization", f"Bearer {access_token}"), ("accept", "application/json")),
+        public_only=upstream.public_only,
     )
 
 

@@ -17,15 +17,12 @@ cache_seconds); failures are remembered for FAILED_CACHE seconds.
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import math
-import socket
 import ssl
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import anyio
@@ -37,46 +34,11 @@ from ..core.effects import FetchClientMetadata
 from ..core.errors import FetchFailed, TooManyFetches
 from ..core.http import HttpResponse
 from ..core.requesters import requester_key
+from .addresses import Address, address_allowed, addresses_of
 from .closing_backend import ClosingBackend
 from .egress import Egress
 from .http import TooLarge, append_limited
 from .tunnel import TunnelBackend
-
-Address = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-
-# RFC 6052 §2.1: the well-known NAT64 prefix; the last 32 bits are the IPv4
-# address a translator connects to (DNS64 networks reach IPv4 hosts so).
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")
-# RFC 4291 §2.4: IANA assigns global unicast addresses only from 2000::/3.
-# Outside it sit the forms that carry an IPv4 address where no rule looks
-# (IPv4-compatible ::/96, IPv4-translated ::ffff:0:0:0/96, local-use NAT64
-# 64:ff9b:1::/48 whose IPv4 may sit anywhere), which Python calls global.
-_GLOBAL_UNICAST = ipaddress.ip_network("2000::/3")
-
-
-def _public(address: Address) -> bool:
-    return address.is_global and not address.is_multicast
-
-
-def address_allowed(address: Address, allow_loopback: bool) -> bool:
-    """Public unicast only; loopback when allowed. Private, link-local,
-    shared (CGNAT), multicast, reserved and unspecified ranges are refused,
-    and so is an IPv6 form carrying such an IPv4 address."""
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:  # a socket to ::ffff:a.b.c.d reaches a.b.c.d here
-            address = address.ipv4_mapped
-        elif address in _NAT64:
-            # Another host (the translator) connects on: its loopback is not ours.
-            return _public(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
-        elif address.sixtofour is not None:  # RFC 3056: 2002:a.b.c.d::/48 is routed to a.b.c.d
-            return _public(address.sixtofour)
-        elif not address.is_loopback and address not in _GLOBAL_UNICAST:
-            return False
-    if address.is_loopback:
-        return allow_loopback
-    # Teredo (2001::/32, a client behind NAT, never a server) is not global.
-    return _public(address)
 
 
 def _target(url: str) -> tuple[str, int]:
@@ -86,8 +48,7 @@ def _target(url: str) -> tuple[str, int]:
     return parts.hostname, parts.port or 443
 
 
-def _checked(infos: list[tuple[Any, ...]], allow_loopback: bool) -> str:
-    addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
+def _checked(addresses: list[Address], allow_loopback: bool) -> str:
     if not addresses:
         raise FetchFailed("the document's host does not resolve")
     # All of them, not just the first: a host may mix public and private answers.
@@ -159,13 +120,6 @@ class _Cache:
             self._entries.move_to_end(effect)
             while len(self._entries) > self._size:
                 self._entries.popitem(last=False)
-
-
-def _resolve(host: str, port: int) -> list[tuple[Any, ...]]:
-    try:
-        return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError):
-        raise FetchFailed("the document's host does not resolve") from None
 
 
 class _Slots:
@@ -250,8 +204,8 @@ class DocumentFetcher:
         try:
             with anyio.fail_after(self._deadline):
                 # A resolver that hangs is left behind (its thread ends on its own) at the deadline.
-                infos = await anyio.to_thread.run_sync(_resolve, host, port, abandon_on_cancel=True)
-                url, headers, extensions = _pinned(effect.url, _checked(infos, effect.allow_loopback))
+                found = await anyio.to_thread.run_sync(addresses_of, host, port, abandon_on_cancel=True)
+                url, headers, extensions = _pinned(effect.url, _checked(found, effect.allow_loopback))
                 proxy = self._egress.proxy_for(effect.url)
                 backend = ClosingBackend() if proxy is None else TunnelBackend(ClosingBackend(), proxy)
                 with _transport_failures():

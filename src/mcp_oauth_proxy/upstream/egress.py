@@ -15,6 +15,13 @@ configuration first and the standard environment variables second:
 
 The Client ID Metadata Document fetcher follows the same proxy, asking it to
 CONNECT to the address it checked (upstream/tunnel.py).
+
+A request marked PUBLIC_ONLY (one to an organization's OAuth configuration:
+an organization's admin chose its URLs, and must not reach our network
+through it) goes only to a host whose every address is public, or in the
+networks the operator lists (``server.organization_upstream_networks``),
+and to the address that was checked (no second DNS answer), through the
+proxy or not.
 """
 
 from __future__ import annotations
@@ -22,12 +29,18 @@ from __future__ import annotations
 import functools
 import ipaddress
 import ssl
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from urllib.parse import urlsplit
 
+import anyio.to_thread
 import attrs
 import certifi
 import httpx
+
+from .addresses import Address, Network, addresses_of, reachable
+
+# The request extension marking a request PUBLIC_ONLY (see above).
+PUBLIC_ONLY = "mcp_oauth_proxy.public_only"
 
 
 class EgressError(ValueError):
@@ -58,6 +71,8 @@ class Egress:
     http_proxy: str | None = attrs.field(default=None, repr=False)
     no_proxy: tuple[str, ...] = ()
     ssl_context: ssl.SSLContext = attrs.field(factory=_default_context, eq=False, repr=False)
+    # The private networks a PUBLIC_ONLY request may reach all the same.
+    reachable: tuple[Network, ...] = ()
 
     def proxy_for(self, url: str) -> str | None:
         """The proxy a request to ``url`` goes through; None: straight there."""
@@ -134,8 +149,11 @@ def _first(environ: Mapping[str, str], *names: str) -> tuple[str, str] | None:
     return None
 
 
-def egress_from(outbound_proxy: str | None, ca_bundle: str | None, environ: Mapping[str, str]) -> Egress:
-    """The settings every outbound client follows; raises EgressError."""
+def egress_from(outbound_proxy: str | None, ca_bundle: str | None, environ: Mapping[str, str],
+                reachable: Sequence[str] = ()) -> Egress:
+    """The settings every outbound client follows; raises EgressError.
+    ``reachable``: the networks a PUBLIC_ONLY request may reach besides
+    public addresses (CIDR, or one address)."""
     https_proxy: str | None
     http_proxy: str | None
     if outbound_proxy is not None:
@@ -149,7 +167,34 @@ def egress_from(outbound_proxy: str | None, ca_bundle: str | None, environ: Mapp
         http_proxy = _proxy_url(found[1], found[0]) if found else None
     found = _first(environ, "no_proxy", "NO_PROXY")
     no_proxy = tuple(e.strip() for e in found[1].split(",") if e.strip()) if found else ()
-    return Egress(https_proxy, http_proxy, no_proxy, trust(ca_bundle, environ))
+    networks = []
+    for entry in reachable:
+        try:
+            networks.append(ipaddress.ip_network(entry))
+        except ValueError:
+            raise EgressError(f"server.organization_upstream_networks: {entry!r} is not a network "
+                              "like 10.20.0.0/16 or an address") from None
+    return Egress(https_proxy, http_proxy, no_proxy, trust(ca_bundle, environ), tuple(networks))
+
+
+class Unreachable(httpx.ConnectError):
+    """A PUBLIC_ONLY request's host resolves to no address, or to one it may not reach."""
+
+
+def _target(request: httpx.Request) -> tuple[str, int]:
+    return request.url.host, request.url.port or (443 if request.url.scheme == "https" else 80)
+
+
+def _pin(request: httpx.Request, addresses: list[Address], networks: tuple[Network, ...]) -> None:
+    """Send ``request`` to the first of ``addresses``, if every one may be
+    reached (a host may mix public and private answers); its Host header
+    (set when it was made) and TLS server name stay the host's, so the
+    certificate is still verified for the host."""
+    if not addresses or not all(reachable(a, networks) for a in addresses):
+        raise Unreachable("the host resolves to no address an organization's configuration may reach",
+                          request=request)
+    request.extensions = {**request.extensions, "sni_hostname": request.url.host}
+    request.url = request.url.copy_with(host=str(addresses[0]))
 
 
 class _Routed(httpx.BaseTransport):
@@ -162,6 +207,8 @@ class _Routed(httpx.BaseTransport):
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         proxy = self._egress.proxy_for(str(request.url))
+        if request.extensions.get(PUBLIC_ONLY):
+            _pin(request, addresses_of(*_target(request)), self._egress.reachable)
         return (self._proxied[proxy] if proxy else self._direct).handle_request(request)
 
     def close(self) -> None:
@@ -177,6 +224,9 @@ class _AsyncRouted(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         proxy = self._egress.proxy_for(str(request.url))
+        if request.extensions.get(PUBLIC_ONLY):
+            found = await anyio.to_thread.run_sync(addresses_of, *_target(request), abandon_on_cancel=True)
+            _pin(request, found, self._egress.reachable)
         return await (self._proxied[proxy] if proxy else self._direct).handle_async_request(request)
 
     async def aclose(self) -> None:

@@ -20,7 +20,7 @@ import httpx
 from ..core.errors import FetchFailed
 from ..core.http import HttpRequest, HttpResponse
 from ..core.upstream import MAX_UPSTREAM_BODY
-from .egress import Egress
+from .egress import PUBLIC_ONLY, Egress
 
 log = logging.getLogger("mcp_oauth_proxy.upstream")
 
@@ -59,6 +59,11 @@ def _where(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
 
 
+def marked(request: HttpRequest) -> dict[str, Any]:
+    """The httpx request extensions carrying ``request.public_only``."""
+    return {PUBLIC_ONLY: True} if request.public_only else {}
+
+
 def _failed(request: HttpRequest, exc: Exception) -> FetchFailed:
     # The exception class is enough to diagnose; its text may echo the URL.
     log.warning("upstream request to %s failed: %s", _where(request.url), type(exc).__name__)
@@ -77,7 +82,7 @@ class SyncFetcher:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         try:
             with self._client.stream(request.method, request.url, headers=list(request.headers),
-                                     content=request.body or None) as response:
+                                     content=request.body or None, extensions=marked(request)) as response:
                 body = bytearray()
                 for chunk in response.iter_bytes():
                     append_limited(body, chunk, self._max_body)
@@ -106,7 +111,7 @@ class AsyncFetcher:
             self._client = httpx.AsyncClient(transport=self._egress.async_transport(limits=_LIMITS), **self._args)
         try:
             async with self._client.stream(request.method, request.url, headers=list(request.headers),
-                                           content=request.body or None) as response:
+                                           content=request.body or None, extensions=marked(request)) as response:
                 body = bytearray()
                 async for chunk in response.aiter_bytes():
                     append_limited(body, chunk, self._max_body)

@@ -55,8 +55,8 @@ def _json(response: HttpResponse, what: str) -> dict[str, Any]:
     return doc
 
 
-def _get(url: str) -> HttpRequest:
-    return HttpRequest("GET", url, (("accept", "application/json"),))
+def _get(url: str, public_only: bool) -> HttpRequest:
+    return HttpRequest("GET", url, (("accept", "application/json"),), public_only=public_only)
 
 
 def metadata_urls(issuer: str) -> tuple[str, str]:
@@ -78,15 +78,15 @@ class KeySets:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._lock = threading.Lock()
-        # (location, discover) -> (fetched at, keys), and -> failed until
-        self._keys: dict[tuple[str, bool], tuple[float, list[Any]]] = {}
-        self._failed: dict[tuple[str, bool], float] = {}
+        # (location, discover, public_only) -> (fetched at, keys), and -> failed until
+        self._keys: dict[tuple[str, bool, bool], tuple[float, list[Any]]] = {}
+        self._failed: dict[tuple[str, bool, bool], float] = {}
         # Locations being fetched -> until when the fetch may hold them.
-        self._fetching: dict[tuple[str, bool], float] = {}
+        self._fetching: dict[tuple[str, bool, bool], float] = {}
 
     def resolve(self, effect: ResolveKeys) -> Flow[list[Any]]:
         """The keys at the effect's location: cached, or fetched (Fetch)."""
-        where = (effect.location, effect.discover)
+        where = (effect.location, effect.discover, effect.public_only)
         now = self._clock()
         with self._lock:
             cached = self._keys.get(where)
@@ -104,8 +104,9 @@ class KeySets:
                 return cached[1]
             raise FetchFailed(_UNAVAILABLE)
         try:
-            jwks_uri = (yield from self._discover(effect.location)) if effect.discover else effect.location
-            keys = self._key_set(_json((yield Fetch(_get(jwks_uri), "keys")), "JWK Set"))
+            jwks_uri = (yield from self._discover(effect.location, effect.public_only)) if effect.discover \
+                else effect.location
+            keys = self._key_set(_json((yield Fetch(_get(jwks_uri, effect.public_only), "keys")), "JWK Set"))
         except (_Unusable, EffectError) as exc:
             log.warning("the keys of %s could not be had: %s", effect.location, exc)
             with self._lock:
@@ -121,7 +122,7 @@ class KeySets:
             self._failed.pop(where, None)
         return keys
 
-    def _claim(self, where: tuple[str, bool], now: float) -> bool:
+    def _claim(self, where: tuple[str, bool, bool], now: float) -> bool:
         with self._lock:
             for held, until in list(self._fetching.items()):
                 if until <= now:  # a fetch that outlived its time: no longer counted
@@ -131,11 +132,11 @@ class KeySets:
             self._fetching[where] = now + FETCH_ALONE
             return True
 
-    def _discover(self, issuer: str) -> Flow[str]:
+    def _discover(self, issuer: str, public_only: bool) -> Flow[str]:
         """The issuer's jwks_uri, from its metadata."""
         for url in metadata_urls(issuer):
             try:
-                doc = _json((yield Fetch(_get(url), "keys")), "metadata")
+                doc = _json((yield Fetch(_get(url, public_only), "keys")), "metadata")
             except _Unusable:
                 continue  # not published there: the other place
             # RFC 8414 §3.3, OIDC Discovery §4.3: the issuer identical to the one asked.

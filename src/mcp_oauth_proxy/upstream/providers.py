@@ -71,6 +71,35 @@ class NotReady:
         yield
 
 
+@attrs.frozen
+class PublicOnly:
+    """An organization's upstream: ``source``, its every request (discovery
+    and the endpoints it finds alike) made PUBLIC_ONLY."""
+
+    source: UpstreamSource
+
+    @property
+    def discovery_url(self) -> str | None:
+        return getattr(self.source, "discovery_url", None)
+
+    def resolve(self) -> Flow[Upstream]:
+        flow = self.source.resolve()
+        try:
+            effect = next(flow)
+            while True:
+                if isinstance(effect, Fetch):
+                    effect = attrs.evolve(effect, request=attrs.evolve(effect.request, public_only=True))
+                try:
+                    answer = yield effect
+                except Exception as failure:  # noqa: BLE001 - the driver's, thrown back into the source
+                    effect = flow.throw(failure)
+                else:
+                    effect = flow.send(answer)
+        except StopIteration as done:
+            upstream: Upstream = done.value
+            return attrs.evolve(upstream, public_only=True)
+
+
 @overload
 def _string(doc: dict[str, Any], key: str, required: Literal[True] = True) -> str: ...
 @overload

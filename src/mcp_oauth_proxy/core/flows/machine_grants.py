@@ -115,7 +115,7 @@ def jwt_bearer_grant(form: Mapping[str, list[str]], client: Client, ctx: Context
         issuer = assertion.claims.get("iss")
         if not isinstance(issuer, str) or issuer not in trusted:
             raise JwtRefused("the ID-JAG's issuer is not trusted by this server")
-        claims = yield from verified(assertion, issuer, discover=True)
+        claims = yield from verified(assertion, issuer, discover=True, public_only=ctx.tenant.fetches_public_only)
         id_jag, jti, exp = check_id_jag(assertion, claims, issuer=ctx.tenant.issuer, client_id=client.client_id,
                                         resource=ctx.tenant.resource, now=ctx.now)
     except JwtRefused as exc:

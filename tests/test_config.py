@@ -159,6 +159,11 @@ def test_upstream_token_header_opt_in() -> None:
         ("Authorization", f"{key}: Authorization is a header the forwarder sets or passes on; name another"),
         ("X-MCP-Token", f"{key}: X-MCP-Token is a header the forwarder sets or passes on; name another"),
         ("mcp-session-id", f"{key}: mcp-session-id is a header the forwarder sets or passes on; name another"),
+        # A backend may read "_" as "-" (WSGI, CGI): these are the same names spelt otherwise.
+        ("X_MCP_User", f"{key}: X_MCP_User is a header the forwarder sets or passes on; name another"),
+        ("Mcp_Session_Id", f"{key}: Mcp_Session_Id is a header the forwarder sets or passes on; name another"),
+        ("proxy_authorization", f"{key}: proxy_authorization is a header the forwarder sets or passes on; "
+                                "name another"),
     ]:
         text = with_header.replace('"X-Upstream-Token"', f'"{header}"')
         assert problems(text) == [expected], header

@@ -18,6 +18,7 @@ from cattrs.cols import list_structure_factory
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
 
 from . import machine_clients
+from .adapters.forward_headers import canonical
 from .admin.backends import allowed_entry_problem, written_as_uri
 from .core.tenant import COUNTS, Policy, RateLimit, RateLimits
 from .upstream.egress import EgressError, egress_from
@@ -403,7 +404,8 @@ def _check_tenant(t: TenantConfig, where: str, problems: list[str], upstream: bo
             problems.append(f"{key}: needs backend (it is a header of the forwarded requests)")
         if not _FIELD_NAME.fullmatch(header):
             problems.append(f"{key}: must be an HTTP header name, like X-Upstream-Token")
-        elif header.lower() in _RESERVED_FIELDS or header.lower().startswith(("x-mcp-", "proxy-")):
+        # Compared as the backends compare names ("_" read as "-" by WSGI and CGI).
+        elif (name := canonical(header.encode()).decode()) in _RESERVED_FIELDS or name.startswith(("x-mcp-", "proxy-")):
             problems.append(f"{key}: {header} is a header the forwarder sets or passes on; name another")
     if not t.scopes:
         problems.append(f"{where}.scopes: must name at least one scope")

@@ -155,6 +155,12 @@ class ServerConfig:
     # Requests of one person (or machine client) forwarded at once, event
     # streams included: one token cannot take every backend connection.
     max_forward_per_person: int = 32
+    # Connections held at once from one address (an IPv6 /64; the trusted
+    # proxies' are not counted), and in all (0: half the process's limit on
+    # open files, less a reserve); past them a new connection is closed as
+    # soon as it is accepted (connection_caps.py). 0 per address: no cap.
+    max_connections_per_address: int = 256
+    max_connections: int = 0
     # Seconds between removals of expired records (0: never; `db gc` does it
     # by hand), and how many of each kind one batch removes.
     gc_interval: int = 300
@@ -537,6 +543,9 @@ def _check_server(s: ServerConfig, problems: list[str]) -> None:
         problems.append("server.max_forward_body: must be positive")
     if s.max_forward_per_person <= 0:
         problems.append("server.max_forward_per_person: must be positive")
+    for name in ("max_connections_per_address", "max_connections"):
+        if getattr(s, name) < 0:
+            problems.append(f"server.{name}: must not be negative (0: no cap of yours)")
     if s.gc_interval < 0:
         problems.append("server.gc_interval: must not be negative (0 turns it off)")
     if s.gc_batch <= 0:

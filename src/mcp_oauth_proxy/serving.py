@@ -90,6 +90,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from .adapters.bodies import declares_body
 from .config import ServerConfig
+from .connection_caps import ConnectionCaps, default_total, descriptor_limit
 from .logs import Throttled
 
 if sys.version_info < (3, 11):  # pragma: no cover
@@ -259,10 +260,22 @@ async def _on_uvicorn(app: Any, server: ServerConfig, until: Callable[[], Awaita
         tasks.cancel_scope.cancel()
 
 
+def connection_caps(server: ServerConfig) -> ConnectionCaps:
+    """The caps on connections held (connection_caps.py), once the
+    descriptor limit is raised (``more_descriptors``)."""
+    total = server.max_connections or default_total(descriptor_limit())
+    return ConnectionCaps(total, server.max_connections_per_address, server.trusted_proxies)
+
+
+def _peer_address(peername: Any) -> str | None:
+    return peername[0] if isinstance(peername, tuple) and peername and isinstance(peername[0], str) else None
+
+
 def uvicorn_config(app: Any, server: ServerConfig) -> uvicorn.Config:
     host, _, port = server.listen.rpartition(":")
     logging.getLogger("uvicorn.error").addFilter(_client_caused)  # once (a filter is added once)
-    connection = type("Connection", (_Connection,), {"send_timeout": server.send_timeout})
+    connection = type("Connection", (_Connection,), {"send_timeout": server.send_timeout,
+                                                      "caps": connection_caps(server)})
     return uvicorn.Config(
         app, host=host.strip("[]"), port=int(port), http=connection, ws="wsproto", lifespan="on",
         # No access log: callback and authorize URLs carry codes and state.
@@ -313,6 +326,11 @@ class _Connection(HttpToolsProtocol):
     # Whether the connection was dropped (too many requests ahead, a head
     # too large): the rest of the read is parsed, but no request of it runs.
     _dropped = False
+    # The caps on connections held (a subclass's, per server); whether they
+    # admitted this connection, and its address.
+    caps: ConnectionCaps | None = None
+    _admitted = False
+    _peer: str | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -323,9 +341,19 @@ class _Connection(HttpToolsProtocol):
     # As uvicorn's HttpToolsProtocol declares it (narrower than asyncio's BaseProtocol).
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        if self.caps is not None:
+            peer = _peer_address(transport.get_extra_info("peername"))
+            if not self.caps.admit(peer):
+                _failed("closed a connection past the cap on connections held")
+                transport.abort()
+                return
+            self._admitted, self._peer = True, peer
         self._await_head()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._admitted and self.caps is not None:
+            self._admitted = False
+            self.caps.release(self._peer)
         self._head_due = None
         for timer in (self._timer, self._unread):
             if timer is not None:
@@ -470,6 +498,7 @@ class _Connection(HttpToolsProtocol):
 
 class _HypercornConfig(HypercornConfig):
     send_timeout: float  # ours: _HypercornConnection.protocol_send
+    caps: ConnectionCaps  # ours: _HypercornConnection.run
 
 
 def hypercorn_config(server: ServerConfig) -> HypercornConfig:
@@ -484,6 +513,7 @@ def hypercorn_config(server: ServerConfig) -> HypercornConfig:
     hyper.keep_alive_timeout = server.keep_alive_timeout
     hyper.graceful_timeout = GRACE
     hyper.send_timeout = server.send_timeout  # ours: _HypercornConnection.protocol_send
+    hyper.caps = connection_caps(server)  # ours: _HypercornConnection.run
     logging.getLogger("hypercorn.error").addFilter(_client_caused_errors)  # once
     return hyper
 
@@ -538,12 +568,22 @@ class _HypercornConnection:
     idle_task: Any
 
     async def run(self) -> None:
+        caps: ConnectionCaps | None = getattr(self.config, "caps", None)
+        peer = _peer_address(self.stream.socket.getpeername() if hasattr(self, "stream")
+                             else self.writer.get_extra_info("peername"))
+        if caps is not None and not caps.admit(peer):
+            _failed("closed a connection past the cap on connections held")
+            await self._abort()
+            return
         try:
             await super().run()  # type: ignore[misc]
         except _EndConnection:
             pass  # a client that spoke HTTP/2, or named no valid host: its connection is closed, as said
         except Exception as error:  # noqa: BLE001 - cancellation passes; anything else was this connection's
             _failed("closed a connection on a protocol error (%s)", _names(error))
+        finally:
+            if caps is not None:
+                caps.release(peer)
 
     async def _read_data(self) -> None:
         await super()._read_data()  # type: ignore[misc]

@@ -1,7 +1,8 @@
 """Make ``tests/support.py`` importable from every test folder, keep
 property tests reproducible in CI, serve client metadata documents over
-real HTTPS on loopback (``doc_server``), and let a test move the server's
-clock (``server_clock``)."""
+real HTTPS on loopback (``doc_server``), an OpenID provider over HTTPS
+under a CA of the test's own (``ca``, ``provider``: egress_world.py), and
+let a test move the server's clock (``server_clock``)."""
 
 import os
 import sys
@@ -13,6 +14,7 @@ from hypothesis import settings
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from egress_world import TlsProvider, make_ca  # noqa: E402 - needs the path above
 from https_server import DocumentServer, self_signed  # noqa: E402 - needs the path above
 from support import ServerClock  # importable once the path is set
 
@@ -25,6 +27,18 @@ from mcp_oauth_proxy.adapters import site as site_module
 settings.register_profile("ci", derandomize=True, print_blob=True)
 if os.environ.get("CI") == "true":
     settings.load_profile("ci")
+
+
+@pytest.fixture
+def ca(tmp_path: Path) -> tuple[str, str, str]:
+    return make_ca(tmp_path)
+
+
+@pytest.fixture
+def provider(ca: tuple[str, str, str]) -> Iterator[TlsProvider]:
+    server = TlsProvider(ca[1], ca[2])
+    yield server
+    server.close()
 
 
 @pytest.fixture

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import ipaddress
 import ssl
-from pathlib import Path
-from typing import Iterator
 
 import anyio
 import attrs
 import pytest
 
-from egress_world import ConnectProxy, TlsProvider, make_ca
+from egress_world import ConnectProxy, TlsProvider
 from mcp_oauth_proxy import config as config_mod
 from mcp_oauth_proxy.admin.discovery_check import bounded_fetch, check_discovery
 from mcp_oauth_proxy.core.effects import Fetch, run_sync
@@ -30,18 +28,6 @@ from mcp_oauth_proxy.upstream.http import AsyncFetcher, SyncFetcher
 from mcp_oauth_proxy.upstream.providers import OidcDiscovery, PublicOnly
 
 LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"),)
-
-
-@pytest.fixture
-def ca(tmp_path: Path) -> tuple[str, str, str]:
-    return make_ca(tmp_path)
-
-
-@pytest.fixture
-def provider(ca: tuple[str, str, str]) -> Iterator[TlsProvider]:
-    server = TlsProvider(ca[1], ca[2])
-    yield server
-    server.close()
 
 
 def _egress(ca: tuple[str, str, str], **kw: object) -> Egress:

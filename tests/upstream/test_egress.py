@@ -14,7 +14,7 @@ import anyio
 import httpx
 import pytest
 
-from egress_world import ConnectProxy, TlsProvider, make_ca
+from egress_world import ConnectProxy, TlsProvider
 from mcp_oauth_proxy.admin.discovery_check import bounded_fetch, check_discovery
 from mcp_oauth_proxy.core.effects import FetchClientMetadata, ResolveKeys
 from mcp_oauth_proxy.core.errors import FetchFailed
@@ -27,18 +27,6 @@ from mcp_oauth_proxy.upstream.client_metadata import DocumentFetcher
 from mcp_oauth_proxy.upstream.egress import Egress, EgressError, bypasses, egress_from, trust
 from mcp_oauth_proxy.upstream.http import AsyncFetcher, SyncFetcher
 from mcp_oauth_proxy.upstream.key_sets import KeySets
-
-
-@pytest.fixture
-def ca(tmp_path: Path) -> tuple[str, str, str]:
-    return make_ca(tmp_path)
-
-
-@pytest.fixture
-def provider(ca: tuple[str, str, str]) -> Iterator[TlsProvider]:
-    server = TlsProvider(ca[1], ca[2])
-    yield server
-    server.close()
 
 
 @pytest.fixture

@@ -98,6 +98,8 @@ class PublicOnly:
         except StopIteration as done:
             upstream: Upstream = done.value
             return attrs.evolve(upstream, public_only=True)
+        finally:
+            flow.close()  # abandoned half-way (this one closed): so is the source's
 
 
 @overload

@@ -346,3 +346,16 @@ def test_tenants_sharing_a_host_remember_their_approvals_apart():
     # Approving on the second did not undo the first's remembered approval.
     for h, client in ((first, one), (second, two)):
         assert h.request("GET", h.authorize_url(client["client_id"])).status == 302
+
+
+def test_a_presets_extra_parameters_go_to_the_upstream_with_ours_untouched():
+    # Google's (upstream/providers.py GOOGLE_OFFLINE): a refresh token at every sign-in.
+    h = Harness(tenant=tenant(upstream=upstream(extra_authorize_params=(("access_type", "offline"),
+                                                                       ("prompt", "consent")))))
+    client = h.register()
+    page = h.request("GET", h.authorize_url(client["client_id"]))
+    sent = h.request("POST", f"{ISSUER}/oauth/consent",
+                     form={"request_id": h.consent_request_id(page), "decision": "approve"})
+    params = params_of(sent.header("location") or "")
+    assert params["access_type"] == "offline" and params["prompt"] == "consent"
+    assert params["client_id"] == "upstream-client" and params["code_challenge_method"] == "S256"

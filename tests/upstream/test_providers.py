@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any, Iterator
 
 import pytest
 from adapters.local_idp import LocalIdP
 
 from mcp_oauth_proxy.core.effects import Fetch, run_sync
+from mcp_oauth_proxy.core.http import HttpResponse
 from mcp_oauth_proxy.runtime import sync_performer
 from mcp_oauth_proxy.storage.memory import MemoryStore
 from mcp_oauth_proxy.upstream import providers
@@ -134,3 +136,20 @@ def test_presets() -> None:
     assert not plain.oidc
     with pytest.raises(providers.UpstreamNotReady, match="FOO"):
         resolve(providers.NotReady("environment variable FOO is not set"))
+
+
+def test_google_is_asked_for_a_refresh_token_at_every_sign_in() -> None:
+    """Google gives a refresh token only with access_type=offline, and only at
+    a sign-in that showed its consent screen (prompt=consent): without one,
+    the upstream token the server behind us asks for ends within the hour."""
+    issuer = "https://accounts.google.com"
+    doc = {"issuer": issuer, "authorization_endpoint": f"{issuer}/o/oauth2/v2/auth",
+           "token_endpoint": "https://oauth2.googleapis.com/token",
+           "userinfo_endpoint": "https://openidconnect.googleapis.com/v1/userinfo"}
+
+    def perform(effect: Any) -> Any:
+        assert isinstance(effect, Fetch) and effect.request.url == f"{issuer}/.well-known/openid-configuration"
+        return HttpResponse(200, (("content-type", "application/json"),), json.dumps(doc).encode())
+
+    google = run_sync(providers.google("cid", "s").resolve(), perform)
+    assert dict(google.extra_authorize_params) == {"access_type": "offline", "prompt": "consent"}

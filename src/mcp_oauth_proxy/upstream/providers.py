@@ -240,8 +240,16 @@ def oidc(issuer: str, client_id: str, client_secret: str, *, scopes: tuple[str, 
     return OidcDiscovery(issuer, client_id, client_secret, scopes=scopes, **options)
 
 
+# Google gives a refresh token only to access_type=offline, and only at a
+# sign-in that showed its consent screen: without prompt=consent, a person's
+# second sign-in (another MCP client, a grant revoked and made again) would
+# get none, and the server behind us no fresh upstream token after the hour.
+GOOGLE_OFFLINE = (("access_type", "offline"), ("prompt", "consent"))
+
+
 def google(client_id: str, client_secret: str, **options: Any) -> OidcDiscovery:
-    return oidc("https://accounts.google.com", client_id, client_secret, **options)
+    return oidc("https://accounts.google.com", client_id, client_secret, extra_authorize_params=GOOGLE_OFFLINE,
+                **options)
 
 
 def auth0(domain: str, client_id: str, client_secret: str, **options: Any) -> OidcDiscovery:

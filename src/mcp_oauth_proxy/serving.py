@@ -181,6 +181,13 @@ def host_of_target(target: bytes, headers: list[tuple[bytes, bytes]]) -> bool:
     return valid_host(authority)
 
 
+def origin_form(target: bytes) -> bytes:
+    """An absolute target's path and query (RFC 9112 §3.2.1), as an origin
+    server reads them; ``host_of_target`` said it parses."""
+    url = httptools.parse_url(target)
+    return (url.path or b"/") + (b"?" + url.query if url.query else b"")
+
+
 async def _upgrade_with_body(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await _refuse(send, b"A request asking to upgrade (Connection: Upgrade) to anything but a WebSocket "
                         b"cannot carry a body here: send it without the Upgrade.\n")
@@ -649,7 +656,9 @@ def _http1_only(h11_protocol: type[Any]) -> type[Any]:
     (RFC 9113 §3.1 drops that upgrade; the request is answered in HTTP/1.1);
     the HTTP/2 preface ends the connection. So does a Host no URI could
     hold, after a 400 (h11 refuses a missing or repeated Host itself), and a
-    head past MAX_HEAD that came whole, after a 431."""
+    head past MAX_HEAD that came whole, after a 431. An absolute target is
+    served at its host (RFC 9112 §3.2.2), as on uvicorn; one no origin
+    server reads ends the connection after a 400."""
 
     class HTTP1Only(h11_protocol):  # type: ignore[misc]  # a base given at run time
         async def _check_protocol(self, event: Any) -> None:
@@ -662,6 +671,16 @@ def _http1_only(h11_protocol: type[Any]) -> type[Any]:
             if len(event.target) + sum(len(name) + len(value) + 4 for name, value in event.headers) > MAX_HEAD:
                 await self._send_error_response(431)
                 raise _EndConnection()
+
+        async def _create_stream(self, request: Any) -> None:
+            if request.target[:1] != b"/" and request.target != b"*":
+                headers = list(request.headers)
+                if not host_of_target(request.target, headers):
+                    await self._send_error_response(400)
+                    raise _EndConnection()
+                request = h11.Request(method=request.method, target=origin_form(request.target), headers=headers,
+                                      http_version=request.http_version)
+            await super()._create_stream(request)
 
     return HTTP1Only
 

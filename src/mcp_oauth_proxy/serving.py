@@ -12,9 +12,10 @@ answer until a whole request head has come, as Hypercorn's does, and a
 head over ``MAX_HEAD`` bytes is refused (431), Hypercorn's (h11's) bound:
 whether it comes in one read or many, and while an answer is under way
 (pipelined behind a long tool call, a hostile review's head grew a server
-past 5 GB), counted as the reads inside it and as the lines parsed of it
-(each no more than the head holds, so a head within the bound is never
-refused).
+past 5 GB); so are a chunked body's trailers (a 300 MB trailer section was
+kept whole). Counted as the lines parsed, and as the reads that gave the
+parser nothing (a line it holds unfinished): neither is more than what a
+head or trailer section holds, so one within the bound is never refused.
 
 A request whose answer is complete before its body is ends its connection:
 uvicorn would read and drop the rest for as long as it came, each byte
@@ -318,11 +319,12 @@ class _Connection(HttpToolsProtocol):
 
     # When the request head awaited must have come by (loop time); None while none is.
     _head_due: float | None = None
-    # While a request head is being read: the bytes of the reads that began
-    # and ended inside it, and of its request line and header lines parsed.
-    _in_head = False
-    _head_read = 0
-    _head_parsed = 0
+    # The bytes of the request line, header and trailer lines parsed of the
+    # request being read; of the reads since the parser last gave anything
+    # (a line it holds, unfinished); whether it gave anything this read.
+    _lines = 0
+    _unparsed = 0
+    _heard = False
     # At most one timer per connection, moved on lazily: not one made and
     # cancelled per request.
     _timer: asyncio.TimerHandle | None = None
@@ -375,36 +377,42 @@ class _Connection(HttpToolsProtocol):
                 cycle.message_event.set()
 
     def data_received(self, data: bytes) -> None:
-        inside = self._in_head
+        self._heard = False
         try:
             super().data_received(data)
         except Exception as error:  # noqa: BLE001 - this connection's failure: it is closed, the server goes on
             _failed("closed a connection on a protocol error (%s)", _names(error))
             self.transport.close()
             return
-        if inside and self._in_head:
-            self._head_read += len(data)
-        if self._in_head and max(self._head_read, self._head_parsed) > MAX_HEAD:
-            self._head_too_large()
+        # What came after the parser last gave anything this read is not
+        # counted: a line held unfinished past the bound is caught a read later.
+        self._unparsed = 0 if self._heard else self._unparsed + len(data)
+        if self._unparsed > MAX_HEAD:
+            self._too_large()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._in_head, self._head_read, self._head_parsed = True, 0, 0
+        self._heard, self._lines = True, 0
 
     def on_url(self, url: bytes) -> None:
         super().on_url(url)
-        self._head_parsed += len(url)
+        self._parsed(len(url))
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        super().on_header(name, value)
-        self._head_parsed += len(name) + len(value) + 4  # ": " and CRLF
+        super().on_header(name, value)  # a trailer's too, after the body
+        self._parsed(len(name) + len(value) + 4)  # ": " and CRLF
 
-    def _head_too_large(self) -> None:
-        self._in_head = False
+    def _parsed(self, size: int) -> None:
+        self._heard = True
+        self._lines += size
+        if self._lines > MAX_HEAD:
+            self._too_large()
+
+    def _too_large(self) -> None:
         if self._dropped:
             return
         self._dropped = True
-        _failed("closed a connection whose request head went past %d bytes", MAX_HEAD)
+        _failed("closed a connection whose request head or trailers went past %d bytes", MAX_HEAD)
         if self.cycle is None or self.cycle.response_complete:
             self.transport.write(b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
                                  b"content-length: 0\r\nconnection: close\r\n\r\n")
@@ -414,9 +422,7 @@ class _Connection(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._head_due = None
-        self._in_head = False
-        if self._head_parsed > MAX_HEAD:
-            self._head_too_large()  # it came in one read
+        self._heard = True
         if self._dropped:
             return  # the rest of the read, parsed after the connection was dropped
         if len(self.pipeline) >= MAX_PIPELINED:
@@ -452,10 +458,12 @@ class _Connection(HttpToolsProtocol):
                 self.cycle.keep_alive = False
 
     def on_body(self, body: bytes) -> None:
+        self._heard = True
         if not self._dropped:
             super().on_body(body)
 
     def on_message_complete(self) -> None:
+        self._heard = True
         if not self._dropped:
             super().on_message_complete()
 

@@ -54,7 +54,7 @@ def _app() -> tuple[Any, str]:
 
 async def _round(app: Any, token: str, n: int) -> float:
     scope = {"type": "http", "method": "GET", "path": "/mcp", "raw_path": b"/mcp", "query_string": b"",
-             "scheme": "https", "headers": [(b"host", HOST.encode()), (b"authorization", f"Bearer {token}".encode())],
+             "scheme": "https", "http_version": "1.1", "headers": [(b"host", HOST.encode()), (b"authorization", f"Bearer {token}".encode())],
              "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 443)}
     statuses: list[int] = []
 

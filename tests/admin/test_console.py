@@ -171,6 +171,57 @@ def test_clients_and_grants_are_listed_escaped_and_taken_back(admin: Admin, brow
     assert "admin.client_deleted" in text(page) and "admin.grant_revoked" in text(page)
 
 
+def test_a_machine_client_is_made_in_the_console_its_secret_shown_once(admin: Admin, browser: Browser) -> None:
+    from mcp_oauth_proxy.core.context import token_hash
+
+    admin.post("/organizations", {"name": "acme"})
+    admin.post("/oauth-configs", oauth_config())
+    admin.post("/servers", server())
+    browser.sign_in(admin.token)
+    assert "New machine client" in text(browser.get("/admin/servers/acme/clients"))
+    form = browser.get("/admin/servers/acme/clients/+new")
+    assert form.status == 200 and 'name="grant_client_credentials" checked' in form.body.decode()
+    # Each rule next to its field: no grant; keys for private_key_jwt; JSON that is not.
+    refused = browser.post("/admin/servers/acme/clients/+new", {"token_endpoint_auth_method": "client_secret_basic"})
+    assert refused.status == 422 and "grant" in text(refused)
+    browser.get("/admin/servers/acme/clients/+new")
+    refused = browser.post("/admin/servers/acme/clients/+new", {
+        "token_endpoint_auth_method": "private_key_jwt", "grant_client_credentials": "on", "jwks": "{not json",
+        "client_name": "<b>robot</b>"})
+    assert refused.status == 422 and "not JSON" in text(refused) and "&lt;b&gt;robot&lt;/b&gt;" in refused.body.decode()
+    assert admin.store.list_clients(tenant="acme", limit=10) == []
+    browser.get("/admin/servers/acme/clients/+new")
+    made = browser.post("/admin/servers/acme/clients/+new", {
+        "token_endpoint_auth_method": "client_secret_post", "grant_client_credentials": "on", "client_name": "Robot",
+        "scope": "mcp"})
+    assert made.status == 200 and made.header("cache-control") == "no-store"
+    page = made.body.decode()
+    client_id = page.split('id="client-id">')[1].split("<")[0]
+    secret = page.split('id="client-secret">')[1].split("<")[0]
+    (stored,) = admin.store.list_clients(tenant="acme", limit=10)
+    assert stored.client_id == client_id and stored.client_name == "Robot" and stored.grant_types == (
+        "client_credentials",) and stored.token_endpoint_auth_method == "client_secret_post"
+    assert stored.secret_hash == token_hash(secret) and secret.startswith("mcp_secret_")
+    # Never shown again: the list names the client, not its secret.
+    listed = browser.get("/admin/servers/acme/clients").body.decode()
+    assert client_id in listed and secret not in listed
+    assert "admin.client_created" in text(browser.get("/admin/audit"))
+
+
+def test_an_organizations_session_makes_machine_clients_of_its_own_servers_only(admin: Admin,
+                                                                               browser: Browser) -> None:
+    for org in ("acme", "globex"):
+        admin.post("/organizations", {"name": org})
+        admin.post("/oauth-configs", oauth_config(organization=org))
+        admin.post("/servers", server(slug=org, organization=org))
+    browser.sign_in(org_token(admin, "acme").token)
+    assert browser.get("/admin/servers/globex/clients/+new").status == 404
+    browser.get("/admin/servers/acme/clients/+new")
+    assert browser.post("/admin/servers/globex/clients/+new", {
+        "token_endpoint_auth_method": "client_secret_basic", "grant_client_credentials": "on"}).status == 404
+    assert admin.store.list_clients(tenant="globex", limit=10) == []
+
+
 def test_an_organizations_session_sees_only_its_own(admin: Admin, browser: Browser) -> None:
     for org in ("acme", "globex"):
         admin.post("/organizations", {"name": org})

@@ -209,6 +209,22 @@ def test_an_operator_runs_the_console(deployment: Deployment, chromium: object) 
     assert INJECTION in page.locator("main table").inner_text() and page.locator("main table img").count() == 0
     _shoot(page, d, "06-clients")
 
+    # A machine client, made here: its secret shown once, and it gets a token with it.
+    page.click("text=New machine client")
+    page.get_by_label("Name", exact=True).fill("Nightly report")
+    page.get_by_label("Authentication").select_option("client_secret_basic")
+    _submit(page)
+    page.wait_for_selector("#client-secret")
+    _shoot(page, d, "06b-machine-client")
+    robot, secret = page.inner_text("#client-id"), page.inner_text("#client-secret")
+    got = httpx.post(f"{d.base}/tools/oauth/token", data={"grant_type": "client_credentials"},
+                     auth=(robot, secret), trust_env=False)
+    assert got.status_code == 200 and got.json()["access_token"].startswith("mcp_at_"), got.text
+    page.goto(f"{d.console}/servers/tools/clients")
+    assert secret not in page.content()
+    page.click(f"main table tr:has-text('{robot}') button:has-text('Delete')")
+    page.wait_for_url("**notice=deleted**")
+
     page.goto(f"{d.console}/servers/tools")
     page.get_by_label("OAuth configuration").select_option("github-next")
     _submit(page)
@@ -256,6 +272,6 @@ def test_an_operator_runs_the_console(deployment: Deployment, chromium: object) 
     page.goto(f"{d.console}/servers")
     assert page.url.endswith("/admin/sign-in")
     shots = sorted(p.name for p in d.shots.iterdir())
-    assert len(shots) == 10, shots
+    assert len(shots) == 11, shots
     if os.environ.get("MCP_OAUTH_PROXY_SCREENSHOTS"):  # for the README: docs/console.png
         Path(os.environ["MCP_OAUTH_PROXY_SCREENSHOTS"]).write_bytes((d.shots / "05-servers.png").read_bytes())

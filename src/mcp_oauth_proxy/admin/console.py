@@ -11,6 +11,7 @@ from the console's own origin; sign-in is rate limited per address.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -26,10 +27,21 @@ from .. import config as config_mod
 from ..adapters.site import loggable
 from ..core.errors import DecryptionFailed, DirectoryRefused, OAuthError, StorageUnavailable
 from ..core.http import Request, Response, parse_params
+from ..core.models import CLIENT_CREDENTIALS, JWT_BEARER
 from ..directory import Entry
 from . import console_session as session
 from .discovery_check import Check, check_discovery
-from .operations import MAX_PAGE, Actor, AdminError, Conflict, Invalid, Management, NotFound, text_problem
+from .operations import (
+    MAX_PAGE,
+    Actor,
+    AdminError,
+    Conflict,
+    FieldError,
+    Invalid,
+    Management,
+    NotFound,
+    text_problem,
+)
 from .tokens import authenticate
 
 log = logging.getLogger("mcp_oauth_proxy.admin")
@@ -236,6 +248,8 @@ class Console:
                 return _see_other(PREFIX + "/servers?notice=deleted")
             case ["servers", slug, "clients"] if get:
                 return self._clients(page, slug)
+            case ["servers", slug, "clients", "+new"]:
+                return self._machine_client_new(page, slug)
             case ["servers", slug, "clients", client_id, "delete"] if not get:
                 self.management.delete_client(page.actor, slug, client_id)
                 return _see_other(f"{PREFIX}/servers/{quote(slug)}/clients?notice=deleted")
@@ -378,7 +392,27 @@ class Console:
                   "delete": f"{PREFIX}/servers/{quote(slug)}/clients/{quote(c.client_id, safe='')}/delete"}
                  for c in listed.items]
         return self._render("clients.html", page, f"Clients registered to {slug}", items=items, next=listed.next,
-                            section="servers")
+                            new=f"{PREFIX}/servers/{quote(slug)}/clients/+new", section="servers")
+
+    def _machine_client_new(self, page: _Page, slug: str) -> Response:
+        """A client without a browser (client credentials, ID-JAG): its
+        secret is shown on the page that answers the form, once, and never
+        again (kept only as its hash); no redirect carries it."""
+        action = f"{PREFIX}/servers/{quote(slug)}/clients/+new"
+        title = f"New machine client of {slug}"
+        self.management.server(page.actor, slug)  # one the actor sees, else 404
+        if page.request.method == "GET":
+            return self._render("machine_client_form.html", page, title, action=action, errors={},
+                                values={"grant_client_credentials": True}, methods=_MACHINE_METHODS,
+                                section="servers")
+        try:
+            client, secret = self.management.create_machine_client(page.actor, slug, _machine_values(page.form))
+        except Invalid as refused:
+            return self._render("machine_client_form.html", page, title, refused.status, action=action,
+                                errors=_field_errors(refused, "token_endpoint_auth_method"),
+                                values=_machine_shown(page.form), methods=_MACHINE_METHODS, section="servers")
+        return self._render("machine_client_created.html", page, f"Machine client of {slug}", client=client,
+                            secret=secret, back=f"{PREFIX}/servers/{quote(slug)}/clients", section="servers")
 
     def _grants(self, page: _Page) -> Response:
         q = page.query
@@ -442,6 +476,31 @@ def _server_values(form: Mapping[str, str], creating: bool) -> dict[str, Any]:
     values["scopes"] = form.get("scopes", "").split()
     values["required_scopes"] = form.get("required_scopes", "").split()
     return values
+
+
+_MACHINE_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt")
+# The form's checkbox for each grant a machine client may be registered for.
+_MACHINE_GRANTS = {"grant_client_credentials": CLIENT_CREDENTIALS, "grant_jwt_bearer": JWT_BEARER}
+
+
+def _machine_values(form: Mapping[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {
+        "token_endpoint_auth_method": form.get("token_endpoint_auth_method", ""),
+        "grant_types": [grant for box, grant in _MACHINE_GRANTS.items() if form.get(box) == "on"],
+    }
+    for name in ("client_name", "scope", "jwks_uri"):
+        if form.get(name, "").strip():
+            values[name] = form[name].strip()
+    if form.get("jwks", "").strip():
+        try:
+            values["jwks"] = json.loads(form["jwks"])
+        except ValueError:
+            raise Invalid([FieldError("jwks", "not JSON: paste the JWK Set, {\"keys\": [...]}")]) from None
+    return values
+
+
+def _machine_shown(form: Mapping[str, str]) -> dict[str, Any]:
+    return {**{k: v for k, v in form.items() if k != "csrf"}, **{box: form.get(box) == "on" for box in _MACHINE_GRANTS}}
 
 
 def _shown(form: Mapping[str, str]) -> dict[str, Any]:

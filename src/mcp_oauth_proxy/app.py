@@ -102,7 +102,8 @@ def upstream_source(up: UpstreamConfig, environ: Mapping[str, str], issuer: str 
         return providers.auth0(up.domain, client_id, client_secret, **options)
     if up.kind == "entra":
         assert up.tenant
-        return presets.entra(up.tenant, client_id, client_secret, **options)
+        return presets.entra(up.tenant, client_id, client_secret, cloud=up.domain or presets.ENTRA_CLOUDS[0],
+                             **options)
     if up.kind == "okta":
         assert up.issuer
         return presets.okta(up.issuer, client_id, client_secret, **options)

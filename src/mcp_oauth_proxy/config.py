@@ -22,6 +22,7 @@ from .adapters.forward_headers import canonical
 from .admin.backends import allowed_entry_problem, written_as_uri
 from .core.tenant import COUNTS, Policy, RateLimit, RateLimits
 from .upstream.egress import EgressError, egress_from
+from .upstream.presets import ENTRA_CLOUDS
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -62,7 +63,8 @@ class UpstreamConfig:
     client_secret: str | None = attrs.field(default=None, repr=False)
     client_secret_env: str | None = None
     # oidc, okta, keycloak (and gitlab, self-managed): the issuer to discover;
-    # auth0: the tenant's domain; ghes: the server's host.
+    # auth0: the tenant's domain; ghes: the server's host; entra: a national
+    # cloud's sign-in host (presets.ENTRA_CLOUDS; the global one by default).
     issuer: str | None = None
     domain: str | None = None
     # entra: the directory (tenant) id, or common / organizations.
@@ -375,6 +377,9 @@ def _check_preset(up: UpstreamConfig, where: str, problems: list[str]) -> None:
     if up.tenant is not None and up.tenant not in ("common", "organizations") and not _TENANT_ID.fullmatch(up.tenant):
         problems.append(f"{where}.tenant: must be the directory (tenant) id (a GUID, in lower case), "
                         "common or organizations")
+    if up.kind == "entra" and up.domain is not None and up.domain not in ENTRA_CLOUDS:
+        problems.append(f"{where}.domain: for entra, the cloud's sign-in host: {', '.join(ENTRA_CLOUDS[:-1])} or "
+                        f"{ENTRA_CLOUDS[-1]}")
     if up.user_pool_id is not None and not _USER_POOL_ID.fullmatch(up.user_pool_id):
         problems.append(f"{where}.user_pool_id: must be a user pool id, its region first, like eu-west-1_AbC123")
     try:

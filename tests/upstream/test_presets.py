@@ -317,3 +317,24 @@ def test_an_odd_expires_in_is_ignored_not_a_500(value: str) -> None:
     tokens, _ = parse_token_response(HttpResponse(200, (("content-type", "application/json"),), json.dumps(
         {"access_token": "at", "token_type": "Bearer", "expires_in": value}).encode()), 1_800_000_000)
     assert tokens.expires_at is None
+
+
+@pytest.mark.parametrize("cloud", ["login.microsoftonline.us", "login.partner.microsoftonline.cn"])
+def test_entra_in_a_national_cloud_is_found_at_its_own_sign_in_host(cloud: str) -> None:
+    from mcp_oauth_proxy.app import upstream_source
+
+    tid = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+    single = upstream_source(config.UpstreamConfig(kind="entra", tenant=tid, domain=cloud, client_id="c",
+                                                   client_secret="s"), {})
+    assert single.issuer == f"https://{cloud}/{tid}/v2.0"
+    assert single.discovery_url == f"https://{cloud}/{tid}/v2.0/.well-known/openid-configuration"
+    common = upstream_source(config.UpstreamConfig(kind="entra", tenant="common", domain=cloud, client_id="c",
+                                                   client_secret="s"), {})
+    assert common.issuer == f"https://{cloud}/{{tenantid}}/v2.0"
+    # The global cloud when none is named; nothing but Microsoft's sign-in hosts is one.
+    default = upstream_source(config.UpstreamConfig(kind="entra", tenant=tid, client_id="c", client_secret="s"), {})
+    assert default.issuer == f"https://login.microsoftonline.com/{tid}/v2.0"
+    assert config.upstream_problems(config.UpstreamConfig(kind="entra", tenant=tid, domain="login.evil.example",
+                                                          client_id="c", client_secret="s"), "up") == [
+        "up.domain: for entra, the cloud's sign-in host: login.microsoftonline.com, login.microsoftonline.us or "
+        "login.partner.microsoftonline.cn"]

@@ -16,7 +16,9 @@ from ..core.tenant import Upstream
 from ..core.upstream import TENANT_PLACEHOLDER
 from .providers import OidcDiscovery, Static, github
 
-ENTRA_AUTHORITY = "https://login.microsoftonline.com"
+# Entra's sign-in hosts: the global cloud's, then the national clouds'
+# (US Government, China operated by 21Vianet), each with its own issuers.
+ENTRA_CLOUDS = ("login.microsoftonline.com", "login.microsoftonline.us", "login.partner.microsoftonline.cn")
 # Entra's tenants for apps any organization's people sign in to.
 ENTRA_MULTI_TENANT = ("common", "organizations")
 OIDC_SCOPES = ("openid", "profile", "email")
@@ -29,21 +31,23 @@ def _oidc(issuer: str, client_id: str, client_secret: str, options: dict[str, An
     return OidcDiscovery(issuer, client_id, client_secret, **options)
 
 
-def entra_issuer(tenant: str) -> str:
+def entra_issuer(tenant: str, cloud: str = ENTRA_CLOUDS[0]) -> str:
     """The issuer a tenant's tokens name; a template for multi-tenant apps."""
-    return f"{ENTRA_AUTHORITY}/{TENANT_PLACEHOLDER if tenant in ENTRA_MULTI_TENANT else tenant}/v2.0"
+    return f"https://{cloud}/{TENANT_PLACEHOLDER if tenant in ENTRA_MULTI_TENANT else tenant}/v2.0"
 
 
-def entra(tenant: str, client_id: str, client_secret: str, **options: Any) -> OidcDiscovery:
+def entra(tenant: str, client_id: str, client_secret: str, cloud: str = ENTRA_CLOUDS[0],
+          **options: Any) -> OidcDiscovery:
     """Microsoft Entra ID, v2.0 endpoints. ``tenant``: the directory's id,
     or ``common`` / ``organizations`` (multi-tenant apps), whose issuer is
     the template ``…/{tenantid}/v2.0``: each id_token's ``iss`` must be it
     filled with the token's own ``tid``. The person is ``tid+oid``: ``sub``
     is pairwise (another application sees another ``sub`` for the same
-    person), ``oid`` is their object id, unique within their tenant."""
-    return _oidc(entra_issuer(tenant), client_id, client_secret, options,
+    person), ``oid`` is their object id, unique within their tenant.
+    ``cloud``: one of ENTRA_CLOUDS, where the directory lives."""
+    return _oidc(entra_issuer(tenant, cloud), client_id, client_secret, options,
                  scopes=OIDC_SCOPES + ("offline_access",), user_id_claim="tid+oid",
-                 discovery_url=f"{ENTRA_AUTHORITY}/{tenant}/v2.0/.well-known/openid-configuration")
+                 discovery_url=f"https://{cloud}/{tenant}/v2.0/.well-known/openid-configuration")
 
 
 def okta(issuer: str, client_id: str, client_secret: str, **options: Any) -> OidcDiscovery:

@@ -360,9 +360,7 @@ class _Connection(HttpToolsProtocol):
         self._await_head()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._admitted and self.caps is not None:
-            self._admitted = False
-            self.caps.release(self._peer)
+        self._let_go()
         self._head_due = None
         for timer in (self._timer, self._unread):
             if timer is not None:
@@ -375,6 +373,18 @@ class _Connection(HttpToolsProtocol):
             if not cycle.response_complete:
                 cycle.disconnected = True
                 cycle.message_event.set()
+
+    def _let_go(self) -> None:
+        if self._admitted and self.caps is not None:
+            self._admitted = False
+            self.caps.release(self._peer)
+
+    def handle_websocket_upgrade(self) -> None:
+        # The WebSocket protocol takes the connection over (and is told when
+        # it ends, not this one): it is no longer counted here. The served
+        # app refuses every handshake at once (MCP speaks streamable HTTP).
+        self._let_go()
+        super().handle_websocket_upgrade()
 
     def data_received(self, data: bytes) -> None:
         self._heard = False

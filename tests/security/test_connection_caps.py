@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -58,6 +59,25 @@ def test_one_address_holds_no_more_than_its_cap(capped: Served) -> None:
         # Its place is free once the server has seen it go.
         assert any(_answered(capped) for _ in range(20))
     assert _answered(capped)
+
+
+def test_connections_that_ended_are_no_longer_counted(capped: Served) -> None:
+    """Whatever became of them: answered, refused WebSocket handshakes (on
+    uvicorn another protocol takes the connection over), cut off."""
+    handshake = (b"GET /mcp HTTP/1.1\r\nhost: " + capped.host + b"\r\nupgrade: websocket\r\nconnection: Upgrade\r\n"
+                 b"sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n\r\n")
+    for _ in range(3 * CAP):
+        with capped.connect() as sock:
+            sock.sendall(handshake)
+            sock.settimeout(5)
+            assert sock.recv(65536)  # refused: MCP speaks streamable HTTP
+    for _ in range(3 * CAP):
+        with capped.connect() as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nhost: " + capped.host + b"\r\n")  # cut off half-way
+    time.sleep(1.0)  # the server sees the last of them go
+    with contextlib.ExitStack() as stack:
+        held = _idle(capped, CAP, stack)
+        assert all(closed_within(sock, 0.5) is None for sock in held), "ended connections are still counted"
 
 
 def test_the_cap_is_per_address() -> None:

@@ -594,8 +594,11 @@ class _HypercornConnection:
 
     async def run(self) -> None:
         caps: ConnectionCaps | None = getattr(self.config, "caps", None)
-        peer = _peer_address(self.stream.socket.getpeername() if hasattr(self, "stream")
-                             else self.writer.get_extra_info("peername"))
+        try:
+            peer = _peer_address(self.stream.socket.getpeername() if hasattr(self, "stream")
+                                 else self.writer.get_extra_info("peername"))
+        except OSError:  # gone already: counted in all only, for the moment it lasts
+            peer = None
         if caps is not None and not caps.admit(peer):
             _failed("closed a connection past the cap on connections held")
             await self._abort()

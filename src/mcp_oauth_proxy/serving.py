@@ -325,6 +325,8 @@ class _Connection(HttpToolsProtocol):
     _lines = 0
     _unparsed = 0
     _heard = False
+    # Past the head of the request being read: what comes now is trailers.
+    _trailing = False
     # At most one timer per connection, moved on lazily: not one made and
     # cancelled per request.
     _timer: asyncio.TimerHandle | None = None
@@ -402,15 +404,19 @@ class _Connection(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._heard, self._lines = True, 0
+        self._heard, self._lines, self._trailing = True, 0, False
 
     def on_url(self, url: bytes) -> None:
         super().on_url(url)
         self._parsed(len(url))
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        super().on_header(name, value)  # a trailer's too, after the body
-        self._parsed(len(name) + len(value) + 4)  # ": " and CRLF
+        if not self._trailing:
+            super().on_header(name, value)
+        # A trailer is counted and dropped (RFC 9110 §6.5.1: a recipient may
+        # discard them): uvicorn added them to the request's headers, which
+        # the Host check, the guard and the app had read before them.
+        self._parsed(len(name) + len(value) + 3)  # ":" and CRLF (the space is optional)
 
     def _parsed(self, size: int) -> None:
         self._heard = True
@@ -432,7 +438,8 @@ class _Connection(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._head_due = None
-        self._heard = True
+        # The trailers, if any, get a bound of their own, as under h11.
+        self._heard, self._lines, self._trailing = True, 0, True
         if self._dropped:
             return  # the rest of the read, parsed after the connection was dropped
         if len(self.pipeline) >= MAX_PIPELINED:
@@ -689,7 +696,7 @@ def _http1_only(h11_protocol: type[Any]) -> type[Any]:
                 await self._send_error_response(400)
                 raise _EndConnection()
             # h11 bounds a head still incomplete; one that came whole in a read is held to it here.
-            if len(event.target) + sum(len(name) + len(value) + 4 for name, value in event.headers) > MAX_HEAD:
+            if len(event.target) + sum(len(name) + len(value) + 3 for name, value in event.headers) > MAX_HEAD:
                 await self._send_error_response(431)
                 raise _EndConnection()
 

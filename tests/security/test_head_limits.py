@@ -153,3 +153,39 @@ def test_a_chunked_body_with_trailers_within_the_bound_is_served(proxy: Proxy) -
         answer = read_answer(sock)
     # Read whole and answered: an OAuth error (no such grant for us), not a cut connection.
     assert answer is not None and answer.status in (400, 401), answer
+
+
+def test_a_head_just_within_the_bound_written_tightly_is_served(proxy: Proxy) -> None:
+    # No space after the colons (RFC 9110 §5.6.3: optional): each line as short as a line can be.
+    lines = b"".join(b"x%d:v\r\n" % i for i in range(2200))
+    head = b"GET /.well-known/oauth-authorization-server HTTP/1.1\r\nhost: " + proxy.served.host + b"\r\n" + lines
+    head = head[:MAX_HEAD - 200].rpartition(b"\r\n")[0] + b"\r\n\r\n"
+    assert MAX_HEAD - 300 < len(head) <= MAX_HEAD
+    with proxy.served.connect() as sock:
+        sock.sendall(head)
+        answer = read_answer(sock)
+    assert answer is not None and answer.status == 200, answer
+
+
+def test_a_head_and_trailers_each_within_the_bound_are_served(proxy: Proxy) -> None:
+    near = MAX_HEAD * 5 // 8  # together past the bound, each within it
+    with proxy.served.connect() as sock:
+        sock.sendall(request("POST", "/oauth/token", proxy.served.host,
+                             (("transfer-encoding", "chunked"), ("x-big", "h" * near),
+                              ("content-type", "application/x-www-form-urlencoded")))
+                     + b"14\r\ngrant_type=password\r\n0\r\nx-trailer: " + b"t" * near + b"\r\n\r\n")
+        answer = read_answer(sock)
+    assert answer is not None and answer.status in (400, 401), answer
+
+
+def test_trailers_never_join_the_head_the_guard_read(proxy: Proxy) -> None:
+    """A trailer is dropped (RFC 9110 §6.5.1): one naming Authorization (or
+    Host) cannot change what the guard, or the Host check, decided on."""
+    with proxy.served.connect() as sock:
+        sock.sendall(request("POST", "/mcp", proxy.served.host,
+                             (("authorization", f"Bearer {proxy.token}"), ("transfer-encoding", "chunked"),
+                              ("content-type", "application/json")))
+                     + b"2\r\n{}\r\n0\r\nauthorization: Bearer mcp_at_forged\r\nhost: elsewhere.test\r\n\r\n")
+        answer = read_answer(sock)
+    # Forwarded, the token in the head good: the backend's own answer (it takes no POST: 501).
+    assert answer is not None and answer.status == 501, answer

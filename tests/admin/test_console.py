@@ -222,6 +222,29 @@ def test_an_organizations_session_makes_machine_clients_of_its_own_servers_only(
     assert admin.store.list_clients(tenant="globex", limit=10) == []
 
 
+def test_the_server_list_shows_the_files_servers_beside_the_databases(admin: Admin) -> None:
+    """A second review: with a tenant in the configuration file, the page
+    sign-in lands on answered 500 to a global admin (its record lacked the
+    OAuth configuration the list shows)."""
+    import attrs
+
+    from mcp_oauth_proxy.directory import Entry
+    from mcp_oauth_proxy.upstream.providers import NotReady
+    from support import tenant
+
+    admin.post("/organizations", {"name": "acme"})
+    admin.post("/oauth-configs", oauth_config())
+    admin.post("/servers", server())
+    files = (Entry(tenant("from-file", issuer="https://file.example", resource="https://file.example/mcp"),
+                   NotReady("-")),)
+    management = attrs.evolve(admin.api.management, file_tenants=files)
+    browser = Browser(Console(management, console_key(b"k" * 32), clock=lambda: T0))
+    browser.sign_in(admin.token)
+    page = browser.get("/admin/servers")
+    assert page.status == 200, text(page)
+    assert "from-file" in text(page) and "file (read-only)" in text(page) and "acme" in text(page)
+
+
 def test_an_organizations_session_sees_only_its_own(admin: Admin, browser: Browser) -> None:
     for org in ("acme", "globex"):
         admin.post("/organizations", {"name": org})

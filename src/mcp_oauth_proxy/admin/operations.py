@@ -243,10 +243,13 @@ def server_doc(s: Server) -> dict[str, Any]:
 
 
 def file_server_doc(e: Entry) -> dict[str, Any]:
+    """A file tenant as the list shows a server: of no organization and no
+    OAuth configuration (its upstream is the file's)."""
     t = e.tenant
-    return {"slug": t.slug, "organization": None, "issuer": t.issuer, "resource": t.resource,
+    return {"slug": t.slug, "organization": None, "oauth_config": None, "issuer": t.issuer, "resource": t.resource,
             "scopes": list(t.scopes), "required_scopes": list(t.required_scopes),
-            "resource_name": t.resource_name, "managed": "file", "read_only": True}
+            "resource_name": t.resource_name, "id_jag_issuers": list(t.id_jag_issuers), "managed": "file",
+            "read_only": True}
 
 
 def client_doc(c: Client, last_used_at: int | None = None) -> dict[str, Any]:

@@ -91,7 +91,10 @@ def test_unfetchable_documents_are_refused_with_a_reason(answer, reason):
      "https://user:pw@app.example.net/c.json", "https://app.example.net/c.json#frag",
      "https://\u0430\u0440\u0440\u04cf\u0435.com/c.json", "https://app.example.net/caf\u00e9.json",
      "https://app.example.net\\@evil.example/c.json", "https://app.example.net/a\\..\\c.json",
-     "https://good.com%2eevil.com/c.json"],
+     "https://good.com%2eevil.com/c.json",
+     # RFC 3986 §6.2.2.2: %2E is "."; a dot segment written so is one all the same.
+     "https://app.example.net/official/%2e%2e/u/mallory/c.json", "https://app.example.net/a/%2E/c.json",
+     "https://app.example.net/a/.%2e/c.json"],
 )
 def test_malformed_client_id_urls_are_refused_without_fetching(client_id):
     h = DocHarness()

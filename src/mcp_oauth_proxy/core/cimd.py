@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import attrs
 
@@ -52,7 +52,8 @@ def check_client_id_url(url: str) -> None:
         raise InvalidClient("the client_id URL must be https with a host")
     if not parts.path or parts.path == "/":
         raise InvalidClient("the client_id URL must have a path")
-    if any(seg in (".", "..") for seg in parts.path.split("/")):
+    # RFC 3986 §6.2.2.2: "%2E" is "."; such a segment is a dot segment too.
+    if any(unquote(seg) in (".", "..") for seg in parts.path.split("/")):
         raise InvalidClient("the client_id URL must not contain dot segments")
     if "#" in url or parts.username is not None or parts.password is not None:
         raise InvalidClient("the client_id URL must not contain a fragment or credentials")

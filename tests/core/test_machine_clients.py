@@ -175,6 +175,10 @@ ME = "mcp_client_robot"
 @pytest.mark.parametrize("over, why", [
     ({"aud": "https://other.example/oauth/token"}, "aud"),
     ({"aud": None}, "aud"),
+    # One assertion for two servers (another tenant's token endpoint beside
+    # ours) would be good at each, its jti spent at each apart: refused.
+    ({"aud": [TOKEN, "https://other.example/oauth/token"]}, "one audience"),
+    ({"aud": [TOKEN, ISSUER]}, "one audience"),
     ({"exp": NOW - 1}, "expired"),
     ({"exp": None}, "exp"),
     ({"exp": NOW + 3600}, "ahead"),

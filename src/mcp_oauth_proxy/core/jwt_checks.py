@@ -191,8 +191,13 @@ def check_client_assertion(claims: dict[str, Any], client_id: str, audiences: Se
     # §3 items 1-2: "the iss ... MUST be the client_id", and so MUST the sub.
     if _string(claims, "iss") != client_id or _string(claims, "sub") != client_id:
         raise JwtRefused("the assertion's iss and sub must both be the client_id")
-    # §3 item 3: the token endpoint, or (RFC 7523bis, OIDC Core §9) the issuer.
-    if not any(a in audiences for a in _audiences(claims)):
+    # §3 item 3: the token endpoint, or (RFC 7523bis, OIDC Core §9) the issuer;
+    # and (RFC 7523bis) one audience alone: an assertion naming two servers
+    # would be good at each, its jti spent at each apart.
+    named = _audiences(claims)
+    if len(named) > 1:
+        raise JwtRefused("the assertion's aud must name one audience: this server's token endpoint or its issuer")
+    if not any(a in audiences for a in named):
         raise JwtRefused("the assertion's aud is neither this server's token endpoint nor its issuer")
     exp = check_times(claims, now, iat_required=False)
     return _string(claims, "jti"), exp

@@ -326,6 +326,7 @@ def grant_of(signer: Signer, issuer: str = UPSTREAM_ISSUER, **over: Any) -> str:
     ({"sub": None}, "sub"),
     ({"typ": "JWT"}, "typ"),
     ({"typ": "at+jwt"}, "typ"),
+    ({"aud": [ISSUER, "https://other.example"]}, "one audience"),
 ])
 def test_an_id_jag_breaking_a_rule_is_invalid_grant(over, why):
     signer = Signer("RS256")

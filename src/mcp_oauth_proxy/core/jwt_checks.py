@@ -221,7 +221,10 @@ def check_id_jag(jwt_: Unverified, claims: dict[str, Any], *, issuer: str, clien
     typ = str(jwt_.header.get("typ", "")).lower().removeprefix("application/")
     if typ != ID_JAG_TYPE:
         raise JwtRefused(f"the assertion's typ must be {ID_JAG_TYPE}")
-    if issuer not in _audiences(claims):
+    named = _audiences(claims)
+    if len(named) > 1:  # as for client assertions: one server's, good at it alone
+        raise JwtRefused("the ID-JAG's aud must name one audience: this server's issuer")
+    if issuer not in named:
         raise JwtRefused("the ID-JAG's aud is not this server's issuer")
     if _string(claims, "client_id") != client_id:
         raise JwtRefused("the ID-JAG was issued to another client")

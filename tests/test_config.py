@@ -164,6 +164,12 @@ def test_upstream_token_header_opt_in() -> None:
         ("Mcp_Session_Id", f"{key}: Mcp_Session_Id is a header the forwarder sets or passes on; name another"),
         ("proxy_authorization", f"{key}: proxy_authorization is a header the forwarder sets or passes on; "
                                 "name another"),
+        # Ones it says itself, or drops from clients for what backends believe of them (a second review:
+        # the upstream token went out as the right-most X-Forwarded-For).
+        *((name, f"{key}: {name} is a header the forwarder sets or passes on; name another")
+          for name in ("X-Forwarded-For", "X_Forwarded_Host", "Forwarded", "Via", "X-Real-IP", "Remote-User",
+                       "X-Auth-Request-User", "X-Amzn-Oidc-Identity", "X-Original-URL", "X-HTTP-Method-Override",
+                       "Set-Cookie", "X-Client-Cert")),
     ]:
         text = with_header.replace('"X-Upstream-Token"', f'"{header}"')
         assert problems(text) == [expected], header

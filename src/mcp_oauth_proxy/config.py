@@ -18,7 +18,7 @@ from cattrs.cols import list_structure_factory
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
 
 from . import machine_clients
-from .adapters.forward_headers import canonical
+from .adapters.forward_headers import canonical, forwarder_reserves
 from .admin.backends import allowed_entry_problem, written_as_uri
 from .core.tenant import COUNTS, Policy, RateLimit, RateLimits
 from .upstream.egress import EgressError, egress_from
@@ -41,10 +41,10 @@ _SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # A field name is a token (RFC 9110 §5.1, §5.6.2).
 _FIELD_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-# Headers the forwarder sets, strips or must pass through untouched (RFC 9110 §7.6.1, MCP).
-_RESERVED_FIELDS = ("authorization", "host", "cookie", "connection", "keep-alive", "transfer-encoding", "te",
-                    "trailer", "upgrade", "expect", "content-length", "content-type", "content-encoding", "accept",
-                    "accept-encoding", "mcp-session-id", "mcp-protocol-version", "last-event-id")
+# Headers the forwarder passes on from the client untouched (MCP's among
+# them); those it sets or strips are forward_headers.forwarder_reserves'.
+_PASSED_ON_FIELDS = ("cookie", "content-type", "content-encoding", "accept", "accept-encoding", "mcp-session-id",
+                     "mcp-protocol-version", "last-event-id")
 
 
 class ConfigError(Exception):
@@ -416,7 +416,7 @@ def _check_tenant(t: TenantConfig, where: str, problems: list[str], upstream: bo
         if not _FIELD_NAME.fullmatch(header):
             problems.append(f"{key}: must be an HTTP header name, like X-Upstream-Token")
         # Compared as the backends compare names ("_" read as "-" by WSGI and CGI).
-        elif (name := canonical(header.encode()).decode()) in _RESERVED_FIELDS or name.startswith(("x-mcp-", "proxy-")):
+        elif canonical(header.encode()).decode() in _PASSED_ON_FIELDS or forwarder_reserves(header.encode()):
             problems.append(f"{key}: {header} is a header the forwarder sets or passes on; name another")
     if not t.scopes:
         problems.append(f"{where}.scopes: must name at least one scope")

@@ -124,6 +124,15 @@ def _dropped_to_backend(token_header: str | None) -> frozenset[bytes]:
     return dropped | {canonical(token_header.encode("latin-1"))} if token_header else dropped
 
 
+def forwarder_reserves(name: bytes) -> bool:
+    """Whether the forwarder says a header of this name itself, or drops it
+    from clients for what backends believe of it (an address, a route, a
+    signed-in person): never a name to carry the upstream token in."""
+    key = canonical(name)
+    return (key in _dropped_to_backend(None) or key in _ORIGIN_CLAIMS or key == b"set-cookie"
+            or key.startswith((b"proxy-", b"x-mcp-", b"x-forwarded-", *_IDENTITY_FAMILIES)))
+
+
 def to_backend(headers: Headers, from_proxy: bool, token_header: str | None) -> list[tuple[bytes, bytes]]:
     """The client's headers that go on: not hop-by-hop ones, nor the body's
     framing (the outbound client frames what it sends), nor our token, our

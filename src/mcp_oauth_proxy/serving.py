@@ -381,6 +381,16 @@ class _Connection(HttpToolsProtocol):
             self._admitted = False
             self.caps.release(self._peer)
 
+    def send_400_response(self, msg: str) -> None:
+        # uvicorn's answer to bytes that parse as no request: while an answer
+        # is under way it would sit among that answer's bytes (or pass for
+        # it, not yet begun), so the connection is cut instead.
+        if self.cycle is not None and not self.cycle.response_complete:
+            _failed("closed a connection whose client sent what parses as no request")
+            self.transport.abort()
+        else:
+            super().send_400_response(msg)
+
     def handle_websocket_upgrade(self) -> None:
         # The WebSocket protocol takes the connection over (and is told when
         # it ends, not this one): it is no longer counted here. The served

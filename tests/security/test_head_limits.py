@@ -149,10 +149,11 @@ def test_a_chunked_body_with_trailers_within_the_bound_is_served(proxy: Proxy) -
         sock.sendall(request("POST", "/oauth/token", proxy.served.host,
                              (("transfer-encoding", "chunked"),
                               ("content-type", "application/x-www-form-urlencoded")))
-                     + b"14\r\ngrant_type=password\r\n0\r\nx-trailer: " + b"t" * 4000 + b"\r\n\r\n")
+                     + b"13\r\ngrant_type=password\r\n0\r\nx-trailer: " + b"t" * 4000 + b"\r\n\r\n")
         answer = read_answer(sock)
-    # Read whole and answered: an OAuth error (no such grant for us), not a cut connection.
+    # Read whole and answered by the token endpoint (an OAuth error: no such grant), not cut or refused.
     assert answer is not None and answer.status in (400, 401), answer
+    assert answer.headers.get("content-type") == "application/json", answer
 
 
 def test_a_head_just_within_the_bound_written_tightly_is_served(proxy: Proxy) -> None:
@@ -173,9 +174,10 @@ def test_a_head_and_trailers_each_within_the_bound_are_served(proxy: Proxy) -> N
         sock.sendall(request("POST", "/oauth/token", proxy.served.host,
                              (("transfer-encoding", "chunked"), ("x-big", "h" * near),
                               ("content-type", "application/x-www-form-urlencoded")))
-                     + b"14\r\ngrant_type=password\r\n0\r\nx-trailer: " + b"t" * near + b"\r\n\r\n")
+                     + b"13\r\ngrant_type=password\r\n0\r\nx-trailer: " + b"t" * near + b"\r\n\r\n")
         answer = read_answer(sock)
     assert answer is not None and answer.status in (400, 401), answer
+    assert answer.headers.get("content-type") == "application/json", answer  # the token endpoint's
 
 
 def test_trailers_never_join_the_head_the_guard_read(proxy: Proxy) -> None:
@@ -189,3 +191,18 @@ def test_trailers_never_join_the_head_the_guard_read(proxy: Proxy) -> None:
         answer = read_answer(sock)
     # Forwarded, the token in the head good: the backend's own answer (it takes no POST: 501).
     assert answer is not None and answer.status == 501, answer
+
+
+def test_a_malformed_request_behind_an_answer_under_way_ends_the_connection_without_a_word(proxy: Proxy) -> None:
+    """A 400 written then would sit among the first answer's bytes (or pass
+    for that answer, which has not begun): the connection is cut instead."""
+    with proxy.served.connect(timeout=10) as sock:
+        _in_flight(proxy, sock)
+        sock.sendall(b"GET /mcp HTTP/1.1\r\nhost: " + proxy.served.host + b"\r\nbad header\r\n\r\n")
+        received = b""
+        try:
+            while chunk := sock.recv(65536):
+                received += chunk
+        except (ConnectionResetError, socket.timeout):
+            pass
+    assert not received.startswith(b"HTTP/1.1 400"), received[:200]

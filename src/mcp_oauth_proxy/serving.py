@@ -412,27 +412,29 @@ class _Connection(HttpToolsProtocol):
         if self._unparsed > MAX_HEAD:
             self._too_large()
 
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        self._heard, self._lines, self._trailing = True, 0, False
-
+    # on_url and on_header are uvicorn's, with the bound counted: called for
+    # every header of every request, they do it in one call, not three.
     def on_url(self, url: bytes) -> None:
-        super().on_url(url)
-        self._parsed(len(url))
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if not self._trailing:
-            super().on_header(name, value)
-        # A trailer is counted and dropped (RFC 9110 §6.5.1: a recipient may
-        # discard them): uvicorn added them to the request's headers, which
-        # the Host check, the guard and the app had read before them.
-        self._parsed(len(name) + len(value) + 3)  # ":" and CRLF (the space is optional)
-
-    def _parsed(self, size: int) -> None:
+        self.url += url
         self._heard = True
-        self._lines += size
+        self._lines += len(url)
         if self._lines > MAX_HEAD:
             self._too_large()
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._heard = True
+        self._lines += len(name) + len(value) + 3  # ":" and CRLF (the space is optional)
+        if self._lines > MAX_HEAD:
+            self._too_large()
+        if self._trailing:
+            # A trailer is counted and dropped (RFC 9110 §6.5.1: a recipient
+            # may discard them): uvicorn added them to the request's headers,
+            # which the Host check, the guard and the app had read before them.
+            return
+        name = name.lower()
+        if name == b"expect" and value.lower() == b"100-continue":
+            self.expect_100_continue = True
+        self.headers.append((name, value))
 
     def _too_large(self) -> None:
         if self._dropped:
@@ -490,7 +492,8 @@ class _Connection(HttpToolsProtocol):
             super().on_body(body)
 
     def on_message_complete(self) -> None:
-        self._heard = True
+        # The next request's head is counted from nothing (and is no trailer).
+        self._heard, self._lines, self._trailing = True, 0, False
         if not self._dropped:
             super().on_message_complete()
 

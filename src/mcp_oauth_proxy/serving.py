@@ -47,7 +47,17 @@ uvicorn answered them all, its first Host picking the tenant. Here each is
 answered 400 and its connection closed, on both servers (h11 refuses the
 first two itself). A request whose target is absolute (``GET http://host/``)
 names its host there, and Host is ignored (RFC 9112 §3.2.2): uvicorn routed
-it by Host; Hypercorn finds no tenant at such a path (404).
+it by Host; Hypercorn found no tenant at such a path (404). Here both serve
+it at the target's host.
+
+No WebSocket is spoken: MCP's transport is streamable HTTP, and the app
+refused every handshake. The servers' WebSocket protocols took the
+connection over all the same: on uvicorn a request pipelined ahead of a
+handshake got the handshake's 403 for its answer (and a traceback), on
+trio a handshake behind an answer under way left its connection's task,
+and its place under the connection caps, for good. Here a handshake is
+answered 403 by the server itself, as an HTTP request, and its connection
+ends.
 
 An upgrade we do not speak is not half-made. RFC 9110 §7.8 lets a server
 ignore an Upgrade (``h2c``, say), as Hypercorn does; uvicorn's httptools
@@ -78,7 +88,7 @@ import logging
 import re
 import sys
 import weakref
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any
 
 import anyio
@@ -194,9 +204,18 @@ async def _upgrade_with_body(scope: dict[str, Any], receive: Any, send: Any) -> 
                         b"cannot carry a body here: send it without the Upgrade.\n")
 
 
-async def _refuse(send: Any, body: bytes) -> None:
-    """400, in plain text, and the connection closed."""
-    await send({"type": "http.response.start", "status": 400,
+async def _no_websocket(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    await _refuse(send, b"No endpoint here takes a WebSocket: MCP speaks streamable HTTP.\n", 403)
+
+
+def asks_for_websocket(headers: Iterable[tuple[bytes, bytes]]) -> bool:
+    """Whether a request's Upgrade names the WebSocket protocol (RFC 6455 §4.1)."""
+    return any(name.lower() == b"upgrade" and b"websocket" in value.lower() for name, value in headers)
+
+
+async def _refuse(send: Any, body: bytes, status: int = 400) -> None:
+    """``status`` (400), in plain text, and the connection closed."""
+    await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"text/plain; charset=utf-8"),
                             (b"content-length", str(len(body)).encode("ascii")), (b"connection", b"close")]})
     await send({"type": "http.response.body", "body": body})
@@ -285,7 +304,8 @@ def uvicorn_config(app: Any, server: ServerConfig) -> uvicorn.Config:
     connection = type("Connection", (_Connection,), {"send_timeout": server.send_timeout,
                                                       "caps": connection_caps(server)})
     return uvicorn.Config(
-        app, host=host.strip("[]"), port=int(port), http=connection, ws="wsproto", lifespan="on",
+        # No WebSocket protocol (see above): a handshake reaches _Connection as a request.
+        app, host=host.strip("[]"), port=int(port), http=connection, ws="none", lifespan="on",
         # No access log: callback and authorize URLs carry codes and state.
         access_log=False, log_config=None, log_level=logging.WARNING,
         # Only the site decides whom to believe about a client's address (trusted_proxies).
@@ -391,13 +411,6 @@ class _Connection(HttpToolsProtocol):
         else:
             super().send_400_response(msg)
 
-    def handle_websocket_upgrade(self) -> None:
-        # The WebSocket protocol takes the connection over (and is told when
-        # it ends, not this one): it is no longer counted here. The served
-        # app refuses every handshake at once (MCP speaks streamable HTTP).
-        self._let_go()
-        super().handle_websocket_upgrade()
-
     def data_received(self, data: bytes) -> None:
         self._heard = False
         try:
@@ -462,11 +475,13 @@ class _Connection(HttpToolsProtocol):
             _failed("closed a connection with more than %d requests ahead of their answers", MAX_PIPELINED)
             self.transport.abort()  # its unread answers are not flushed first
             return
-        # An upgrade to anything but a WebSocket (which the ws protocol takes over).
-        upgrade = self.parser.should_upgrade() and not self._should_upgrade()
+        # Any upgrade: none is spoken (a WebSocket handshake is refused below).
+        upgrade = self.parser.should_upgrade()
         refusal = None
         if not one_valid_host(self.headers, self.parser.get_http_version()):
             refusal = _bad_host
+        elif upgrade and asks_for_websocket(self.headers):
+            refusal = _no_websocket
         elif upgrade and declares_body(self.headers):
             refusal = _upgrade_with_body
         elif self.url[:1] != b"/" and not host_of_target(self.url, self.headers):
@@ -481,10 +496,9 @@ class _Connection(HttpToolsProtocol):
                 super().on_headers_complete()
             finally:
                 self.app = app
-        if self.cycle is not None:  # none for a WebSocket handshake, which the ws protocol takes over
-            self._cycles.add(self.cycle)
-            if upgrade:  # httptools dropped what came after its head: the connection ends with its answer
-                self.cycle.keep_alive = False
+        self._cycles.add(self.cycle)
+        if upgrade:  # httptools dropped what came after its head: the connection ends with its answer
+            self.cycle.keep_alive = False
 
     def on_body(self, body: bytes) -> None:
         self._heard = True
@@ -714,6 +728,9 @@ def _http1_only(h11_protocol: type[Any]) -> type[Any]:
                 raise _EndConnection()
 
         async def _create_stream(self, request: Any) -> None:
+            if asks_for_websocket(request.headers):  # refused here, never a WebSocket stream (see above)
+                await self._send_error_response(403)
+                raise _EndConnection()
             if request.target[:1] != b"/" and request.target != b"*":
                 headers = list(request.headers)
                 if not host_of_target(request.target, headers):

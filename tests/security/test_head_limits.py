@@ -25,6 +25,12 @@ from mcp_oauth_proxy.serving import MAX_HEAD
 FLOOD = 256 * 1024 * 1024
 # What the server may grow by while refusing it: the head, a read or two, slack.
 GROWTH = 64 * 1024 * 1024
+# Connections one address may hold (small, so that a place kept for good shows),
+# and the seconds an idle connection is kept (the floods here are cut long before).
+CAP = 8
+KEEP_ALIVE = 5
+HANDSHAKE = (b"upgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+             b"sec-websocket-version: 13\r\n\r\n")
 
 
 class _Stalling(http.server.BaseHTTPRequestHandler):
@@ -33,6 +39,13 @@ class _Stalling(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def do_GET(self) -> None:  # noqa: N802
+        if self.path.startswith("/mcp/soon"):  # a call that ends in a second
+            time.sleep(1)
+            self.send_response(200)
+            self.send_header("content-length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+            return
         time.sleep(30)
 
     def log_message(self, *args: object) -> None:
@@ -52,7 +65,8 @@ def proxy(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     database = f"sqlite:///{tmp / 'proxy.db'}"
     token = seed_access_token(database, tmp / "keys", "acme", f"http://127.0.0.1:{port}/mcp")
     with backend_at_mcp(_Stalling) as backend, serve(
-            tmp, request.param, port=port, database=database, server="keep_alive_timeout = 60",
+            tmp, request.param, port=port, database=database,
+            server=f"keep_alive_timeout = {KEEP_ALIVE}\nmax_connections_per_address = {CAP}",
             tenant=f'backend = "{backend}"') as served:
         yield Proxy(served, token)
 
@@ -206,3 +220,34 @@ def test_a_malformed_request_behind_an_answer_under_way_ends_the_connection_with
         except (ConnectionResetError, socket.timeout):
             pass
     assert not received.startswith(b"HTTP/1.1 400"), received[:200]
+
+
+def test_a_websocket_handshake_behind_an_answer_under_way_keeps_nothing(proxy: Proxy) -> None:
+    """A third review: on trio the handshake left its connection's task, and
+    its place under the cap, for good; on uvicorn the request ahead of it
+    got the handshake's 403 for its answer. No WebSocket is spoken now: the
+    request ahead gets its own answer, the handshake a 403 from the server,
+    and every place comes free (on trio by the keep-alive timeout at the
+    latest: its reader, paused behind a pipelined request, sees no close
+    before)."""
+    for _ in range(CAP + 2):
+        with proxy.served.connect() as sock:
+            sock.sendall(request("GET", "/mcp/soon", proxy.served.host, (("authorization", f"Bearer {proxy.token}"),))
+                         + b"GET /mcp HTTP/1.1\r\nhost: " + proxy.served.host + b"\r\n" + HANDSHAKE)
+            first = read_answer(sock)
+            assert first is not None and first.status == 200 and first.body == b"{}", first
+    time.sleep(KEEP_ALIVE + 2)
+    held = [proxy.served.connect() for _ in range(CAP)]
+    try:
+        for sock in held:
+            sock.sendall(request("GET", "/.well-known/oauth-authorization-server", proxy.served.host))
+        answers = [read_answer(sock) for sock in held]
+    finally:
+        for sock in held:
+            sock.close()
+    assert all(a is not None and a.status == 200 for a in answers), "places kept after their connections ended"
+    time.sleep(KEEP_ALIVE + 2)
+    with proxy.served.connect() as alone:  # a handshake alone: refused by the server itself
+        alone.sendall(b"GET /mcp HTTP/1.1\r\nhost: " + proxy.served.host + b"\r\n" + HANDSHAKE)
+        answer = read_answer(alone)
+    assert answer is not None and answer.status == 403, answer

@@ -548,6 +548,10 @@ class _Connection(HttpToolsProtocol):
             return  # it came; the next wait starts a timer
         if self.loop.time() < self._head_due:  # a later wait
             self._timer = self.loop.call_at(self._head_due, self._head_overdue)
+        elif self.transport.get_write_buffer_size():
+            # Answers its client never read (too few to pause writing, so no
+            # send_timeout): close() would wait for them for ever.
+            self.transport.abort()
         else:
             self.transport.close()
 

@@ -105,3 +105,40 @@ def test_a_request_head_that_grows_without_end_is_cut_off(patient: Served) -> No
     assert sent < ENDLESS_HEAD
     alive = httpx.get(f"{patient.base}/.well-known/oauth-authorization-server", timeout=5, trust_env=False)
     assert alive.status_code == 200
+
+
+def _send_queue(server_port: int, client_port: int) -> int:
+    """Bytes the kernel holds unsent on the server's side of a connection (/proc/net/tcp)."""
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote = fields[1].split(":"), fields[2].split(":")
+        if int(local[1], 16) == server_port and int(remote[1], 16) == client_port:
+            return int(fields[4].split(":")[0], 16)
+    return -1
+
+
+def test_a_client_that_never_reads_its_answers_is_let_go(served: Served) -> None:
+    """A third review: answers a client never reads, too few to pause the
+    server's writing (so no send_timeout), left uvicorn's close() waiting
+    for a flush that never came: the connection, its descriptor and its
+    place under the caps were held for good. Its idle timer now aborts it."""
+    before = served.fds()
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+        sock.connect(("127.0.0.1", served.port))
+        mine, last, sent = sock.getsockname()[1], -2, 0
+        while sent < 20000:  # one at a time, never read, until the server's kernel takes no more
+            sock.sendall(request("GET", "/.well-known/oauth-authorization-server", served.host))
+            sent += 1
+            time.sleep(0.004)
+            if sent % 5 == 0:
+                time.sleep(0.02)
+                queued = _send_queue(served.port, mine)
+                if queued == last:
+                    break
+                last = queued
+        # On uvicorn within the idle timeout; on trio its send waits out send_timeout (30 s here).
+        deadline = time.monotonic() + 30 + 15
+        while served.fds() > before:
+            assert time.monotonic() < deadline, "the connection is still held"
+            time.sleep(0.2)

@@ -169,7 +169,7 @@ def test_upstream_token_header_opt_in() -> None:
         *((name, f"{key}: {name} is a header the forwarder sets or passes on; name another")
           for name in ("X-Forwarded-For", "X_Forwarded_Host", "Forwarded", "Via", "X-Real-IP", "Remote-User",
                        "X-Auth-Request-User", "X-Amzn-Oidc-Identity", "X-Original-URL", "X-HTTP-Method-Override",
-                       "Set-Cookie", "X-Client-Cert")),
+                       "Set-Cookie", "X-Client-Cert", "Impersonate-User", "Fly-Client-IP", "X-Middleware-Subrequest")),
     ]:
         text = with_header.replace('"X-Upstream-Token"', f'"{header}"')
         assert problems(text) == [expected], header

@@ -65,6 +65,12 @@ SPOOFED = [
     ("X-Pomerium-Claim-Email", "a@evil.test"), ("Tailscale-User-Login", "admin"), ("X-Authentik-Username", "admin"),
     ("X-Vouch-User", "admin"), ("X-Credential-Username", "admin"), ("X-Proxy-User", "admin"), ("Auth-User", "admin"),
     ("X-Auth-Email", "a@evil.test"), ("X-Email", "a@evil.test"), ("X-ARR-ClientCert", "MII"),
+    # a third review: Kubernetes impersonation, API gateways' identities, platforms' client addresses, routes
+    ("Impersonate-User", "admin"), ("Impersonate-Group", "system:masters"), ("X-Endpoint-Api-Userinfo", "e30"),
+    ("X-Apigateway-Api-Userinfo", "e30"), ("X-Jwt-Assertion", "e30.e30."), ("X-Middleware-Subrequest", "middleware"),
+    ("X-Invoke-Path", "/admin"), ("Fly-Client-IP", "6.6.6.6"), ("X-Envoy-External-Address", "6.6.6.6"),
+    ("X-Appengine-User-Ip", "6.6.6.6"), ("X-Azure-ClientIP", "6.6.6.6"), ("X-Azure-SocketIP", "6.6.6.6"),
+    ("X-Vercel-Forwarded-For", "6.6.6.6"),
 ]
 
 
@@ -108,12 +114,16 @@ def test_underscored_identity_headers_never_reach_a_wsgi_backend(
                  "HTTP_REMOTE_GROUPS", "HTTP_REMOTE_EMAIL", "HTTP_X_WEBAUTH_EMAIL", "HTTP_X_POMERIUM_CLAIM_EMAIL",
                  "HTTP_TAILSCALE_USER_LOGIN", "HTTP_X_AUTHENTIK_USERNAME", "HTTP_X_VOUCH_USER",
                  "HTTP_X_CREDENTIAL_USERNAME", "HTTP_X_PROXY_USER", "HTTP_AUTH_USER", "HTTP_X_AUTH_EMAIL",
-                 "HTTP_X_EMAIL", "HTTP_X_ARR_CLIENTCERT"):
+                 "HTTP_X_EMAIL", "HTTP_X_ARR_CLIENTCERT", "HTTP_IMPERSONATE_USER", "HTTP_IMPERSONATE_GROUP",
+                 "HTTP_X_ENDPOINT_API_USERINFO", "HTTP_X_APIGATEWAY_API_USERINFO", "HTTP_X_JWT_ASSERTION",
+                 "HTTP_X_MIDDLEWARE_SUBREQUEST", "HTTP_X_INVOKE_PATH"):
         assert gone not in environ, gone
     # A client's address claims pass only from a trusted proxy.
     for claim in ("HTTP_X_REAL_IP", "HTTP_TRUE_CLIENT_IP", "HTTP_CLIENT_IP", "HTTP_VIA",
                   "HTTP_X_ORIGINAL_FORWARDED_FOR", "HTTP_FORWARDED_FOR", "HTTP_X_FORWARDED",
-                  "HTTP_X_CUSTOM_IP_AUTHORIZATION", "HTTP_X_ORIGINAL_HOST", "HTTP_X_SCRIPT_NAME"):
+                  "HTTP_X_CUSTOM_IP_AUTHORIZATION", "HTTP_X_ORIGINAL_HOST", "HTTP_X_SCRIPT_NAME",
+                  "HTTP_FLY_CLIENT_IP", "HTTP_X_ENVOY_EXTERNAL_ADDRESS", "HTTP_X_APPENGINE_USER_IP",
+                  "HTTP_X_AZURE_CLIENTIP", "HTTP_X_AZURE_SOCKETIP", "HTTP_X_VERCEL_FORWARDED_FOR"):
         assert (claim in environ) == behind_proxy, claim
 
 

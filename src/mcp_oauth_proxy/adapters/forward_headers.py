@@ -35,12 +35,17 @@ _ORIGIN_CLAIMS = frozenset({
     b"x-original-forwarded-for", b"x-originating-ip", b"x-remote-ip", b"x-remote-addr", b"x-host", b"via",
     b"forwarded-for", b"x-forwarded", b"x-custom-ip-authorization", b"x-original-host", b"x-scheme",
     b"x-script-name",
+    # Platforms' own (Fly, Envoy, App Engine, Azure Front Door, Vercel).
+    b"fly-client-ip", b"x-envoy-external-address", b"x-appengine-user-ip", b"x-azure-clientip",
+    b"x-azure-socketip", b"x-vercel-forwarded-for",
 })
 # Names some servers and frameworks route or pick the method by, instead of
 # the request line the guard checked: dropped from everyone.
 _REROUTING = frozenset({
     b"x-original-url", b"x-rewrite-url", b"x-original-uri", b"x-http-method-override", b"x-http-method",
     b"x-method-override", b"x-envoy-original-path", b"x-original-method", b"x-original-path", b"x-request-uri",
+    # Next.js: a subrequest skips its middleware (CVE-2025-29927); its own routing.
+    b"x-middleware-subrequest", b"x-invoke-path", b"x-invoke-query", b"x-invoke-output",
 })
 # Names an authenticating proxy tells its backend who signed in by (or
 # hands it the person's tokens or client certificate in): the backend's one
@@ -53,12 +58,15 @@ _IDENTITY_CLAIMS = frozenset({
     b"x-client-cert", b"x-client-verify", b"x-ssl-cert", b"ssl-client-cert", b"x-forwarded-client-cert",
     b"x-arr-clientcert", b"x-credential-username", b"x-proxy-user", b"auth-user", b"x-auth-email",
     b"x-auth-groups", b"x-email",
+    # Google's API gateways and ESP, WSO2.
+    b"x-endpoint-api-userinfo", b"x-apigateway-api-userinfo", b"x-jwt-assertion",
 })
 _IDENTITY_FAMILIES = (
     b"x-auth-request-", b"x-forwarded-user", b"x-forwarded-email", b"x-forwarded-preferred-username",
     b"x-forwarded-groups", b"x-forwarded-access-token", b"oidc-claim-", b"x-amzn-oidc-", b"x-ms-client-principal",
     b"x-ms-token-", b"x-goog-authenticated-user-", b"cf-access-", b"x-ssl-client-", b"ssl-client-",
     b"remote-", b"x-webauth-", b"x-pomerium-", b"tailscale-user-", b"x-authentik-", b"x-vouch-",
+    b"impersonate-",  # Kubernetes: act as another user or group
 )
 
 

@@ -94,7 +94,11 @@ def test_unfetchable_documents_are_refused_with_a_reason(answer, reason):
      "https://good.com%2eevil.com/c.json",
      # RFC 3986 §6.2.2.2: %2E is "."; a dot segment written so is one all the same.
      "https://app.example.net/official/%2e%2e/u/mallory/c.json", "https://app.example.net/a/%2E/c.json",
-     "https://app.example.net/a/.%2e/c.json"],
+     "https://app.example.net/a/.%2e/c.json",
+     # A third review: an encoded "/" or "%" makes another path on some hosts, a ";" hides ".." from others.
+     "https://app.example.net/official%2F..%2Fu%2Fmallory%2Fc.json", "https://app.example.net/official/%2e%2e%2fx.json",
+     "https://app.example.net/official/..;/u/c.json", "https://app.example.net/official/%252e%252e/c.json",
+     "https://app.example.net/a%5C..%5Cc.json", "https://app.example.net/a%00/c.json"],
 )
 def test_malformed_client_id_urls_are_refused_without_fetching(client_id):
     h = DocHarness()

@@ -40,6 +40,9 @@ def names_document(client_id: str, ctx: Context) -> bool:
     return is_metadata_url(client_id) and ctx.tenant.client_metadata_documents
 
 
+_PATH_ESCAPES = re.compile(r"%(?:2[eEfF]|5[cC]|25|[01][0-9A-Fa-f]|7[fF])")
+
+
 def check_client_id_url(url: str) -> None:
     """CIMD §3: https, with a path, no dot segments, fragment or userinfo;
     ASCII only, no backslash."""
@@ -52,9 +55,15 @@ def check_client_id_url(url: str) -> None:
         raise InvalidClient("the client_id URL must be https with a host")
     if not parts.path or parts.path == "/":
         raise InvalidClient("the client_id URL must have a path")
-    # RFC 3986 §6.2.2.2: "%2E" is "."; such a segment is a dot segment too.
-    if any(unquote(seg) in (".", "..") for seg in parts.path.split("/")):
+    # RFC 3986 §6.2.2.2: "%2E" is "."; such a segment is a dot segment too,
+    # and so is one whose ";" parameter a host cuts off (Tomcat, Spring).
+    if any(unquote(seg.partition(";")[0]) in (".", "..") for seg in parts.path.split("/")):
         raise InvalidClient("the client_id URL must not contain dot segments")
+    # An encoded "/", "\", "%" or control character makes another path of
+    # the same text on some hosts: one document presented as another's.
+    if _PATH_ESCAPES.search(parts.path):
+        raise InvalidClient("the client_id URL must not percent-encode '.', '/', '\\', '%' or a control "
+                            "character in its path")
     if "#" in url or parts.username is not None or parts.password is not None:
         raise InvalidClient("the client_id URL must not contain a fragment or credentials")
     if any(ord(ch) <= 0x20 or ord(ch) == 0x7F for ch in url):

@@ -69,13 +69,19 @@ forwarded POST its body). Here such a request with a body is refused
 A client must read what it asked for. Neither server bounds how long an
 answer may wait on a client that does not read it (an event stream it
 stopped reading held its connection, and the backend's stream, for ever):
-past ``send_timeout`` the connection is dropped. uvicorn also queued every
+past ``send_timeout`` the connection is dropped. On uvicorn a few answers
+left unread, too few to pause writing, held it too (its idle timer's close
+waited for them): the timer aborts such a connection. uvicorn also queued every
 request a client pipelined ahead of its answers, reading on after each
 answer (one connection took gigabytes): past ``MAX_PIPELINED`` waiting
 requests the connection is dropped, and nothing more is read while any wait.
 When a client leaves, every request of its connection hears so: uvicorn told
 only the one parsed last, and the one being answered wrote on to the closed
 connection.
+
+No address holds every connection: past ``max_connections_per_address`` (or
+``max_connections`` in all) a connection is closed as it is accepted
+(connection_caps.py).
 """
 
 from __future__ import annotations

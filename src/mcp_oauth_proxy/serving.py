@@ -647,6 +647,7 @@ class _HypercornConnection:
             _failed("closed a connection past the cap on connections held")
             await self._abort()
             return
+        self._held = (caps, peer) if caps is not None else None
         try:
             await super().run()  # type: ignore[misc]
         except _EndConnection:
@@ -654,8 +655,31 @@ class _HypercornConnection:
         except Exception as error:  # noqa: BLE001 - cancellation passes; anything else was this connection's
             _failed("closed a connection on a protocol error (%s)", _names(error))
         finally:
-            if caps is not None:
-                caps.release(peer)
+            self._let_go()
+
+    # The caps and address that admitted this connection, until its socket closes.
+    _held: tuple[ConnectionCaps, str | None] | None = None
+
+    def _let_go(self) -> None:
+        """Its place under the caps, given back once: when its socket closes.
+        Its task may outlive the socket (Hypercorn's, waiting on a stream a
+        pipelined request left behind, a third review saw): the place is the
+        descriptor's, not the task's."""
+        held, self._held = self._held, None
+        if held is not None:
+            held[0].release(held[1])
+
+    async def _close(self) -> None:
+        try:
+            await super()._close()  # type: ignore[misc]
+        finally:
+            self._let_go()
+
+    async def _initiate_server_close(self) -> None:
+        try:
+            await super()._initiate_server_close()  # type: ignore[misc]
+        finally:
+            self._let_go()
 
     async def _read_data(self) -> None:
         await super()._read_data()  # type: ignore[misc]
@@ -701,10 +725,13 @@ class _HypercornConnection:
         return True
 
     async def _abort(self) -> None:
-        if hasattr(self, "stream"):
-            await trio.aclose_forcefully(self.stream)
-        else:
-            self.writer.transport.abort()
+        try:
+            if hasattr(self, "stream"):
+                await trio.aclose_forcefully(self.stream)
+            else:
+                self.writer.transport.abort()
+        finally:
+            self._let_go()
 
 
 class _EndConnection(Exception):

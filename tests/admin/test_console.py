@@ -189,6 +189,12 @@ def test_a_machine_client_is_made_in_the_console_its_secret_shown_once(admin: Ad
         "token_endpoint_auth_method": "private_key_jwt", "grant_client_credentials": "on", "jwks": "{not json",
         "client_name": "<b>robot</b>"})
     assert refused.status == 422 and "not JSON" in text(refused) and "&lt;b&gt;robot&lt;/b&gt;" in refused.body.decode()
+    # JSON the API refuses is refused here too (a fourth review: a 500, and a NaN stored).
+    for jwks in ('{"keys":' + "[" * 50000 + "]" * 50000 + "}", '{"keys":[{"kty":"EC","crv":NaN,"x":Infinity}]}'):
+        browser.get("/admin/servers/acme/clients/+new")
+        refused = browser.post("/admin/servers/acme/clients/+new", {
+            "token_endpoint_auth_method": "private_key_jwt", "grant_client_credentials": "on", "jwks": jwks})
+        assert refused.status == 422 and "not JSON" in text(refused), refused.status
     assert admin.store.list_clients(tenant="acme", limit=10) == []
     browser.get("/admin/servers/acme/clients/+new")
     made = browser.post("/admin/servers/acme/clients/+new", {

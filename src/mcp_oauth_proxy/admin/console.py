@@ -11,7 +11,6 @@ from the console's own origin; sign-in is rate limited per address.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -26,7 +25,7 @@ import jinja2
 from .. import config as config_mod
 from ..adapters.site import loggable
 from ..core.errors import DecryptionFailed, DirectoryRefused, OAuthError, StorageUnavailable
-from ..core.http import Request, Response, parse_params
+from ..core.http import Request, Response, parse_json, parse_params
 from ..core.models import CLIENT_CREDENTIALS, JWT_BEARER
 from ..directory import Entry
 from . import console_session as session
@@ -493,7 +492,7 @@ def _machine_values(form: Mapping[str, str]) -> dict[str, Any]:
             values[name] = form[name].strip()
     if form.get("jwks", "").strip():
         try:
-            values["jwks"] = json.loads(form["jwks"])
+            values["jwks"] = parse_json(form["jwks"])  # the API's rules: no NaN, no nesting without end
         except ValueError:
             raise Invalid([FieldError("jwks", "not JSON: paste the JWK Set, {\"keys\": [...]}")]) from None
     return values

@@ -29,6 +29,8 @@ GROWTH = 64 * 1024 * 1024
 # and the seconds an idle connection is kept (the floods here are cut long before).
 CAP = 8
 KEEP_ALIVE = 5
+# Seconds the backend takes over a call that stands for a long tool call.
+STALL = 30
 HANDSHAKE = (b"upgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
              b"sec-websocket-version: 13\r\n\r\n")
 
@@ -46,7 +48,7 @@ class _Stalling(http.server.BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(b"{}")
             return
-        time.sleep(30)
+        time.sleep(STALL)
 
     def log_message(self, *args: object) -> None:
         pass
@@ -60,12 +62,22 @@ class Proxy:
 
 @pytest.fixture(scope="module", params=LOOPS)
 def proxy(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
-    tmp: Path = tmp_path_factory.mktemp(f"heads-{request.param}")
+    yield from _proxy(request.param, tmp_path_factory)
+
+
+@pytest.fixture(params=LOOPS)
+def fresh_proxy(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
+    """A proxy of its own: no connection of another test holds a place."""
+    yield from _proxy(request.param, tmp_path_factory)
+
+
+def _proxy(loop: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
+    tmp: Path = tmp_path_factory.mktemp(f"heads-{loop}")
     port = free_port()
     database = f"sqlite:///{tmp / 'proxy.db'}"
     token = seed_access_token(database, tmp / "keys", "acme", f"http://127.0.0.1:{port}/mcp")
     with backend_at_mcp(_Stalling) as backend, serve(
-            tmp, request.param, port=port, database=database,
+            tmp, loop, port=port, database=database,
             server=f"keep_alive_timeout = {KEEP_ALIVE}\nmax_connections_per_address = {CAP}",
             tenant=f'backend = "{backend}"') as served:
         yield Proxy(served, token)
@@ -239,7 +251,7 @@ def _all_places_free(proxy: Proxy) -> bool:
     return all(a is not None and a.status == 200 for a in answers)
 
 
-def test_a_websocket_handshake_behind_an_answer_under_way_keeps_nothing(proxy: Proxy) -> None:
+def test_a_websocket_handshake_behind_an_answer_under_way_keeps_nothing(fresh_proxy: Proxy) -> None:
     """A third review: on trio the handshake left its connection's task, and
     its place under the cap, for good; on uvicorn the request ahead of it
     got the handshake's 403 for its answer. No WebSocket is spoken now: the
@@ -247,21 +259,21 @@ def test_a_websocket_handshake_behind_an_answer_under_way_keeps_nothing(proxy: P
     and every place comes free once its socket closes (on trio a task may
     outlive its socket: the place is the socket's)."""
     for _ in range(CAP + 2):
-        with proxy.served.connect() as sock:
-            sock.sendall(request("GET", "/mcp/soon", proxy.served.host, (("authorization", f"Bearer {proxy.token}"),))
-                         + b"GET /mcp HTTP/1.1\r\nhost: " + proxy.served.host + b"\r\n" + HANDSHAKE)
+        with fresh_proxy.served.connect() as sock:
+            sock.sendall(request("GET", "/mcp/soon", fresh_proxy.served.host, (("authorization", f"Bearer {fresh_proxy.token}"),))
+                         + b"GET /mcp HTTP/1.1\r\nhost: " + fresh_proxy.served.host + b"\r\n" + HANDSHAKE)
             first = read_answer(sock)
             assert first is not None and first.status == 200 and first.body == b"{}", first
     deadline = time.monotonic() + KEEP_ALIVE + 25  # a loaded machine lets them go late, but not never
-    while not _all_places_free(proxy):
+    while not _all_places_free(fresh_proxy):
         assert time.monotonic() < deadline, "places kept after their connections ended"
         time.sleep(1.0)
     answer = None
     while answer is None:  # a handshake alone: refused by the server itself (once the probes' places are back)
         assert time.monotonic() < deadline, "no answer to a handshake"
         try:
-            with proxy.served.connect() as alone:
-                alone.sendall(b"GET /mcp HTTP/1.1\r\nhost: " + proxy.served.host + b"\r\n" + HANDSHAKE)
+            with fresh_proxy.served.connect() as alone:
+                alone.sendall(b"GET /mcp HTTP/1.1\r\nhost: " + fresh_proxy.served.host + b"\r\n" + HANDSHAKE)
                 answer = read_answer(alone)
         except OSError:
             time.sleep(0.5)

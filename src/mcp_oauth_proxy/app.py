@@ -22,6 +22,7 @@ from .adapters.forward import Forwarder, backend_for
 from .adapters.site import Site
 from .config import Config, ServerConfig, TenantConfig, UpstreamConfig, secret
 from .core.flows import dev_login
+from .core.models import Principal
 from .core.store import Store, traits_of
 from .core.tenant import ResourceServer, Tenant
 from .directory import Directory, Entry, FixedTenants, TenantSource
@@ -191,16 +192,31 @@ class ServerApp:
     guarded: BearerGuard
     body_timeout: float | None = None
     # Each of the two, its request bodies seen to (one layer less per request
-    # than one RequestBodies around the routing).
+    # than one RequestBodies around the routing); and the backend's, for a
+    # request the guard's remembered verdict lets in.
     _guarded_bodies: RequestBodies = attrs.field(init=False)
     _oauth_bodies: RequestBodies = attrs.field(init=False)
+    _backend_bodies: RequestBodies = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         self._guarded_bodies = RequestBodies(self.guarded, self.body_timeout)
         self._oauth_bodies = RequestBodies(self.oauth, self.body_timeout)
+        self._backend_bodies = RequestBodies(self.guarded.app, self.body_timeout)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
+        kind = scope["type"]
+        if kind == "http":
+            # The hot path: a request the guard has a verdict for goes
+            # where that verdict sends it, without routing.
+            recalled = self.guarded.recall(scope)
+            if recalled is not None:
+                verdict, may_have_body = recalled
+                if isinstance(verdict.answer, Principal):
+                    app = self._backend_bodies if may_have_body else self.guarded.app
+                    return await app(self.guarded.let_in(verdict, scope), receive, send)
+                if not may_have_body:  # else its body is seen to below
+                    return await self.guarded.refuse(verdict, send)
+        elif kind == "lifespan":
             return await self._lifespan(scope, receive, send)
         path = scope.get("path", "")
         if path in probes.PATHS and scope["type"] == "http" and scope.get("method") in ("GET", "HEAD"):

@@ -136,12 +136,26 @@ _DECISIONS = {None: "allowed", 401: "unauthorized", 403: "forbidden", 503: "unav
 _guard_labels: dict[tuple[str, int | None], tuple[str, str]] = {}
 
 
-def guard_decision(tenant: str, status: int | None) -> None:
-    """``status`` None: let in; else the status the guard answered."""
+def guard_labels(tenant: str, status: int | None) -> tuple[str, str]:
+    """The labels of a guard decision: ``status`` None: let in; else the status the guard answered."""
     labels = _guard_labels.get((tenant, status))
     if labels is None:
         labels = _guard_labels[(tenant, status)] = (tenant, _DECISIONS.get(status) or str(status))
+    return labels
+
+
+def guard_decision(tenant: str, status: int | None) -> None:
+    """``status`` None: let in; else the status the guard answered."""
+    guard_decisions.inc(guard_labels(tenant, status))
+
+
+def remembered_decision(labels: tuple[str, str]) -> None:
+    """A decision the guard remembered (adapters/verdicts.py), ``labels``
+    its guard_labels: counted as the decision it is; one that lets a
+    token in, also as the lookup from memory it stands for."""
     guard_decisions.inc(labels)
+    if labels[1] == "allowed":
+        token_cache.inc(_HIT)
 
 
 def request(tenant: str, endpoint: str, status: int) -> None:

@@ -172,13 +172,19 @@ def test_the_guard_answering_from_memory_answers_as_the_guard_asking_the_store(b
     method, path, headers, peer, required = req
     fast, slow, _ = SITES[behind_proxy]
     scope = _scope(method, path, headers, peer)
+    # One guard per case for every example: what it remembers of one
+    # request (its verdicts, adapters/verdicts.py) is there for the others.
+    remembering = GUARDS.setdefault((behind_proxy, required), BearerGuard(shown, fast, required_scopes=required))
 
-    async def both() -> tuple[Any, Any]:
-        return (await _answer(BearerGuard(shown, fast, required_scopes=required), scope),
+    async def all_three() -> tuple[Any, Any, Any]:
+        return (await _answer(remembering, scope), await _answer(remembering, scope),
                 await _answer(BearerGuard(shown, slow, required_scopes=required), scope))
 
-    remembered, flowed = anyio.run(both)
-    assert remembered == flowed
+    first, again, flowed = anyio.run(all_three)
+    assert first == again == flowed
+
+
+GUARDS: dict[tuple[bool, Any], BearerGuard] = {}
 
 
 def _no_second_driver(*args: Any) -> Any:
@@ -289,3 +295,258 @@ def test_only_places_of_a_sane_length_are_remembered() -> None:
     assert fast.directory.current._picked.cache_info().currsize == 0
     assert fast.pick_at("http", "acme.test", "/mcp").tenant.slug == "acme"  # type: ignore[union-attr]
     assert fast.directory.current._picked.cache_info().currsize == 1
+
+
+# -- verdicts remembered by request (adapters/verdicts.py) --------------------------------
+
+
+def _decided_anew(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Counts the requests the guard decides anew (not from a remembered verdict)."""
+    decided: list[Any] = []
+    guard = Site.guard
+
+    def counting(self: Site, *args: Any, **kwargs: Any) -> Any:
+        decided.append(args[0])
+        return guard(self, *args, **kwargs)
+
+    monkeypatch.setattr(Site, "guard", counting)
+    return decided
+
+
+def _harnessed(ttl: float = 60, clock: Any = None) -> tuple[Any, TokenCache, Site, str]:
+    """(the harness, its token cache, a site over it, an access token the harness issued)"""
+    import time
+
+    from mcp_oauth_proxy.storage.memory import MemoryStore
+    from support import Harness
+
+    cache = TokenCache(MemoryStore(), ttl, clock=clock or time.monotonic)
+    h = Harness(store=cache)  # type: ignore[arg-type]
+    _, tokens = h.tokens()
+    site = Site([h.tenant], cache, b"k" * 32, store_blocks=False)  # type: ignore[arg-type]
+    return h, cache, site, tokens["access_token"]
+
+
+def _acme(token: str | None, method: str = "GET", host: bytes = b"acme.example.com") -> dict[str, Any]:
+    headers = [(b"host", host)] + ([(b"authorization", f"Bearer {token}".encode())] if token else [])
+    return {**_scope(method, "/mcp", headers, "1.2.3.4"), "scheme": "https", "http_version": "1.1"}
+
+
+def test_a_request_like_one_let_in_before_is_let_in_without_deciding_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    _, _, site, token = _harnessed()
+    guard = BearerGuard(shown, site)
+    decided = _decided_anew(monkeypatch)
+    answers = [anyio.run(_answer, guard, _acme(token)) for _ in range(5)]
+    assert {status for status, _, _ in answers} == {200} and len({body for _, _, body in answers}) == 1
+    # The first looked the token up, the second decided from the token
+    # cache's memory and was remembered; the rest were let in by that.
+    assert len(decided) == 2
+    # Another token, path or method is another request: decided anew.
+    anyio.run(_answer, guard, _acme(token, "POST"))
+    anyio.run(_answer, guard, _acme(token + "x"))
+    anyio.run(_answer, guard, {**_acme(token), "path": "/mcp/x", "raw_path": b"/mcp/x"})
+    assert len(decided) == 5
+
+
+@pytest.mark.parametrize("revoke", ["token", "grant", "followed", "forget_all", "client"])
+def test_a_remembered_verdict_goes_with_a_revocation_at_once(revoke: str) -> None:
+    from mcp_oauth_proxy.core.context import token_hash
+    from mcp_oauth_proxy.core.models import Revocation
+
+    h, cache, site, token = _harnessed()
+    guard = BearerGuard(shown, site)
+    for _ in range(3):
+        assert anyio.run(_answer, guard, _acme(token))[0] == 200  # remembered by now
+    record = cache.remembered("acme", token_hash(token))
+    assert record is not None
+    if revoke == "token":
+        cache.revoke_access_token("acme", record.token_hash)
+    elif revoke == "grant":
+        cache.revoke_grant("acme", record.grant_id)
+    elif revoke == "followed":  # another process revoked it; this one follows the record of revocations
+        cache.store.revoke_grant("acme", record.grant_id)
+        cache.follow([Revocation("acme", Revocation.GRANT, record.grant_id, 0)])
+    elif revoke == "forget_all":
+        cache.store.revoke_access_token("acme", record.token_hash)
+        cache.forget_all()
+    else:
+        cache.delete_client("acme", record.client_id)
+    assert anyio.run(_answer, guard, _acme(token))[0] == 401
+
+
+def test_a_remembered_verdict_lasts_no_longer_than_the_token_cache_remembers(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [1000.0]
+    _, cache, site, token = _harnessed(ttl=30, clock=lambda: clock[0])
+    guard = BearerGuard(shown, site)
+    decided = _decided_anew(monkeypatch)
+    for _ in range(3):
+        assert anyio.run(_answer, guard, _acme(token))[0] == 200
+    assert len(decided) == 2
+    clock[0] += 29.9
+    assert anyio.run(_answer, guard, _acme(token))[0] == 200 and len(decided) == 2
+    clock[0] += 0.2  # the cache's entry has lapsed: the store is asked again, and the verdict made again
+    assert anyio.run(_answer, guard, _acme(token))[0] == 200 and len(decided) == 3
+    assert anyio.run(_answer, guard, _acme(token))[0] == 200 and len(decided) == 4
+    assert anyio.run(_answer, guard, _acme(token))[0] == 200 and len(decided) == 4
+
+
+def test_a_remembered_verdict_ends_when_the_token_expires(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    from mcp_oauth_proxy.core.context import token_hash
+
+    wall = time.time()
+    steady = [1000.0]  # the token memory's clock
+    monkeypatch.setattr(time, "time", lambda: wall)
+    _, cache, site, token = _harnessed(ttl=10**6, clock=lambda: steady[0])
+    guard = BearerGuard(shown, site)
+    for _ in range(3):  # remembered by now
+        assert anyio.run(_answer, guard, _acme(token))[0] == 200
+    expires_at = cache.remembered("acme", token_hash(token)).expires_at  # type: ignore[union-attr]
+    # Time passes on both clocks, to the token's last second, then past it.
+    for at, status in ((expires_at + 0.99, 200), (expires_at + 1.0, 401)):
+        monkeypatch.setattr(time, "time", lambda at=at: at)
+        steady[0] = 1000.0 + (at - wall)
+        assert anyio.run(_answer, guard, _acme(token))[0] == status
+
+
+def test_a_remembered_verdict_goes_when_the_tenant_changes(monkeypatch: pytest.MonkeyPatch) -> None:
+    import attrs
+
+    from mcp_oauth_proxy.directory import Entry
+
+    h, _, site, token = _harnessed()
+    guard = BearerGuard(shown, site)
+    for _ in range(3):  # remembered by now
+        assert anyio.run(_answer, guard, _acme(token))[0] == 200
+    entry = site.directory.current.entries[0]
+    # The tenant now requires a scope the token lacks.
+    site.directory.replace([Entry(attrs.evolve(entry.tenant, scopes=("mcp", "admin"), required_scopes=("admin",)),
+                                  entry.source)])
+    status, headers, _ = anyio.run(_answer, guard, _acme(token))
+    assert status == 403 and b"insufficient_scope" in dict(headers)[b"www-authenticate"]
+    site.directory.replace([])
+    assert anyio.run(_answer, guard, _acme(token))[0] == 404
+
+
+def test_a_tenants_401_is_remembered_but_never_a_refused_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    _, _, site, token = _harnessed()
+    guard = BearerGuard(shown, site)
+    decided = _decided_anew(monkeypatch)
+    for _ in range(3):
+        assert anyio.run(_answer, guard, _acme(None))[0] == 401
+    assert len(decided) == 1
+    for i in range(3):
+        assert anyio.run(_answer, guard, _acme("mcp_at_forged"))[0] == 401
+    assert len(decided) == 4  # each decided anew: an unknown token is never remembered
+    # A CORS preflight's verdict hangs on a header the key leaves out: never remembered.
+    preflight = _acme(None, "OPTIONS")
+    assert anyio.run(_answer, guard, preflight)[0] == 401
+    preflight["headers"] = [*preflight["headers"], (b"access-control-request-method", b"POST")]
+    assert anyio.run(_answer, guard, preflight)[0] == 204
+
+
+def test_remembered_verdicts_hold_no_token_and_are_bounded() -> None:
+    from mcp_oauth_proxy.adapters import verdicts
+
+    _, _, site, token = _harnessed()
+    guard = BearerGuard(shown, site)
+    for _ in range(2):  # looked up, then decided from memory and remembered
+        assert anyio.run(_answer, guard, _acme(token))[0] == 200
+    kept = guard._verdicts._kept
+    assert len(kept) == 1
+    (key,) = kept
+    # The Authorization value only as two hashes; nowhere the token itself.
+    assert [type(part) for part in key] == [str, str, bytes, str, bytes, int, int]
+    assert not any(token in repr(part) or token.encode() in repr(part).encode() for part in key)
+    verdict = kept[key]
+    assert not any(token in repr(getattr(verdict, name)) for name in verdicts.Verdict.__slots__)
+    # A flood of requests made up to be remembered costs the memory no more than its bound.
+    guard = BearerGuard(shown, site)
+    guard._verdicts = verdicts.Verdicts(site.store.traits.memory, size=50)  # type: ignore[attr-defined]
+    for i in range(120):
+        scope = {**_acme(None), "path": f"/mcp/{i}", "raw_path": f"/mcp/{i}".encode()}
+        assert anyio.run(_answer, guard, scope)[0] == 401
+        assert len(guard._verdicts._kept) <= 50
+
+
+def _served(site: Site) -> Any:
+    """The standalone server's app over ``site``, its backend showing the principal and the body it read."""
+    from mcp_oauth_proxy.adapters.asgi import OAuthApp
+    from mcp_oauth_proxy.app import ServerApp
+
+    async def backend(scope: Any, receive: Any, send: Any) -> None:
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": scope[PRINCIPAL_KEY].user_id.encode() + b" " + body})
+
+    oauth = OAuthApp(site)
+    return ServerApp(site, oauth, BearerGuard(backend, site, elsewhere=oauth), body_timeout=5)
+
+
+SERVED = {behind_proxy: (_served(SITES[behind_proxy][0]), _served(SITES[behind_proxy][1]))
+          for behind_proxy in (False, True)}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.booleans(), request)
+@example(False, ("GET", "/mcp", VALID, "127.0.0.1", None))
+@example(False, ("GET", "/mcp", [(b"host", b"acme.test")], "127.0.0.1", None))
+@example(False, ("GET", "/t1/other", [(b"host", b"auth.test")], "127.0.0.1", None))
+def test_the_served_app_answering_from_remembered_verdicts_answers_as_asking_the_store(behind_proxy: bool,
+                                                                                       req: Any) -> None:
+    method, path, headers, peer, _ = req
+    remembering, flowing = SERVED[behind_proxy]
+    scope = _scope(method, path, headers, peer)
+
+    async def all_three() -> tuple[Any, Any, Any]:
+        return await _answer(remembering, scope), await _answer(remembering, scope), await _answer(flowing, scope)
+
+    first, again, flowed = anyio.run(all_three)
+    assert first == again == flowed
+
+
+def test_a_remembered_verdict_lets_a_body_through_whole_and_a_401_still_drains_one() -> None:
+    _, _, site, token = _harnessed()
+    served = _served(site)
+
+    async def post(token: str | None, parts: list[bytes]) -> tuple[int, bytes, int]:
+        scope = _acme(token, "POST")
+        scope["headers"] = [*scope["headers"], (b"content-length", str(sum(map(len, parts))).encode())]
+        pending = [{"type": "http.request", "body": part, "more_body": i < len(parts) - 1}
+                   for i, part in enumerate(parts)]
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            return pending.pop(0) if pending else {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        await served(scope, receive, send)
+        return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:]), len(pending)
+
+    parts = [b"a" * 10, b"b" * 10, b"c" * 10]
+    for _ in range(3):  # the third by the remembered verdict
+        status, body, unread = anyio.run(post, token, parts)
+        assert status == 200 and body.endswith(b" " + b"".join(parts)) and unread == 0
+    for _ in range(3):
+        status, _, unread = anyio.run(post, None, parts)
+        assert status == 401 and unread == 0  # read and dropped, so the connection can carry the next request
+
+
+def test_the_access_log_names_the_client_a_remembered_verdict_let_in(caplog: pytest.LogCaptureFixture) -> None:
+    from mcp_oauth_proxy.adapters.access_log import AccessLog
+
+    _, _, site, token = _harnessed()
+    logged = AccessLog(_served(site), site)
+    with caplog.at_level("INFO", logger="mcp_oauth_proxy.access"):
+        for _ in range(3):
+            assert anyio.run(_answer, logged, _acme(token))[0] == 200
+    lines = [r.getMessage() for r in caplog.records if r.name == "mcp_oauth_proxy.access"]
+    assert len(lines) == 3 and all("client_id=mcp_client_" in line for line in lines)

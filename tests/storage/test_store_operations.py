@@ -8,6 +8,7 @@ from __future__ import annotations
 import inspect
 import threading
 import typing
+import time
 from typing import Any
 
 import anyio
@@ -219,7 +220,8 @@ def test_the_backends_declare_their_traits(tmp_path: Any) -> None:
     assert traits_of(sql) == StoreTraits(blocks=True, shared=True, pool=engine, concurrency=10, timeout=2.5,
                                          schema_current=sql.schema_current)
     cache = TokenCache(sql, 60)
-    assert traits_of(cache) == attrs.evolve(sql.traits, remembered=cache.remembered)
+    assert traits_of(cache) == attrs.evolve(sql.traits, remembered=cache.remembered, memory=cache.traits.memory)
+    assert cache.traits.memory is not None and cache.traits.memory.clock is time.monotonic
     assert traits_of(TokenCache(memory, 60)).blocks is False
     engine.dispose()
 

@@ -30,8 +30,10 @@ import attrs
 from .. import metrics
 from ..core.effects import Effect, FetchClientMetadata, Suspended, run_async
 from ..core.http import Request, Response
-from ..core.models import Principal
+from ..core.models import AccessToken, Principal
 from ..core.router import endpoint_name
+from ..core.store import traits_of
+from ..directory import Snapshot
 from ..runtime import async_performer
 from ..upstream.http import AsyncFetcher
 from . import probes
@@ -44,6 +46,7 @@ from .site import (
     BodyTooLarge,
     Entry,
     GuardView,
+    Keep,
     Site,
     declared_length,
     guard_view,
@@ -55,6 +58,7 @@ from .site import (
     server_error,
     upstream_token_flow,
 )
+from .verdicts import RequestKey, Verdict, Verdicts, request_key
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -140,12 +144,21 @@ def raw_path(scope: Scope) -> str:
     return raw.decode("latin-1") if raw else quote(scope["path"])
 
 
-def _guard_view(scope: Scope) -> GuardView | None:
-    """What the guard reads of a request, straight from the scope, without
-    building a whole Request; None where that would not read the same as
-    :func:`request_of` (no Host, a repeated Host or Authorization)."""
+# What the guard reads of a request's head: its Host and Authorization
+# values, whether it is a CORS preflight, whether a body may follow (RFC
+# 9112 §6.3: without Content-Length or Transfer-Encoding an HTTP/1.x
+# request has none); and the key its verdict is remembered by
+# (verdicts.py; None for OPTIONS, whose verdict also hangs on whether it
+# is a preflight).
+Head = tuple[bytes, "bytes | None", bool, bool, "RequestKey | None"]
+
+
+def guard_head(scope: Scope) -> Head | None:
+    """What the guard reads of a request's head, straight from the scope,
+    without building a whole Request; None where that would not read the
+    same as :func:`request_of` (no Host, a repeated Host or Authorization)."""
     host = authorization = None
-    preflight = False
+    preflight = framed = False
     for name, value in scope["headers"]:
         name = name.lower()  # ASGI servers send them lower-cased; a hand-made scope may not
         if name == b"host":
@@ -155,14 +168,24 @@ def _guard_view(scope: Scope) -> GuardView | None:
         elif name == b"authorization":
             if authorization is not None:
                 return None
-            authorization = value.decode("latin-1")
+            authorization = value
+        elif name == b"content-length" or name == b"transfer-encoding":
+            framed = True
         elif name == b"access-control-request-method":
             preflight = True
     if host is None:
         return None
+    method = scope.get("method", "GET")
+    key = None if method == "OPTIONS" else request_key(method, scope.get("scheme", "http"), host, scope["path"],
+                                                          scope.get("raw_path"), authorization)
+    return host, authorization, preflight, framed or scope.get("http_version") not in ("1.0", "1.1"), key
+
+
+def _view(scope: Scope, head: Head) -> GuardView:
+    host, authorization, preflight, _, _ = head
     # A websocket scope has no method.
     return (scope.get("method", "GET"), scope.get("scheme", "http"), host.decode("latin-1"), scope["path"],
-            authorization, preflight)
+            None if authorization is None else authorization.decode("latin-1"), preflight)
 
 
 async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
@@ -330,41 +353,85 @@ class BearerGuard:
         # not protect its path: a server routing by path alone sends it
         # here when some tenant, on some host, protects that path.
         self.elsewhere = elsewhere
+        self._verdicts = Verdicts(traits_of(site.store).memory)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
+        kind = scope["type"]
+        if kind == "lifespan":
             # The wrapped app owns the lifespan; close our pool on its shutdown.
             return await self.app(scope, closing_on_shutdown(receive, self._carriers.fetch.aclose), send)
-        if scope["type"] not in ("http", "websocket"):
+        if kind not in ("http", "websocket"):
             return await self.app(scope, receive, send)
+        head, verdict = self._head_and_verdict(scope)
+        if verdict is not None:
+            if isinstance(verdict.answer, Response):
+                return await self.refuse(verdict, send)
+            return await self.app(self.let_in(verdict, scope), receive, send)
         try:
-            verdict = await self._verdict(scope)
+            verdict_or_answer = await self._verdict(scope, head)
         except Exception as exc:  # noqa: BLE001 - answered 500, the connection kept
-            verdict = server_error(f"guard of {scope.get('path')}", exc)
-        if verdict is None:
+            verdict_or_answer = server_error(f"guard of {scope.get('path')}", exc)
+        if verdict_or_answer is None:
             assert self.elsewhere is not None
             return await self.elsewhere(scope, receive, send)
-        if isinstance(verdict, Response):
-            if scope["type"] == "websocket":
+        if isinstance(verdict_or_answer, Response):
+            if kind == "websocket":
                 return await refuse_websocket(send)
-            await send_response(send, verdict)
+            await send_response(send, verdict_or_answer)
             return
-        entry, principal = verdict
-        scope = dict(scope)
-        scope[PRINCIPAL_KEY] = principal
+        entry, principal = verdict_or_answer
+        await self.app(self._admitted(scope, principal, self._token_getter(entry, principal)), receive, send)
+
+    def recall(self, scope: Scope) -> tuple[Verdict, bool] | None:
+        """The verdict remembered for this HTTP request (verdicts.py), and
+        whether the request may have a body; None when there is none, or
+        the guard must decide it anew."""
+        head, verdict = self._head_and_verdict(scope)
+        return None if verdict is None else (verdict, head[3])  # type: ignore[index]  # read with the verdict
+
+    def _head_and_verdict(self, scope: Scope) -> tuple[Head | None, Verdict | None]:
+        """What the guard reads of the request's head (None where the whole
+        Request must be read: X-Forwarded-* may be believed, or the head is
+        unusual), and the verdict remembered for it, if any."""
+        head = None if self.site.trusted else guard_head(scope)
+        if head is None or head[4] is None or scope["type"] != "http":
+            return head, None
+        return head, self._verdicts.recall(head[4], self.site.directory.current)
+
+    def let_in(self, verdict: Verdict, scope: Scope) -> Scope:
+        """The scope the wrapped app sees under a remembered verdict that lets the request in."""
+        metrics.remembered_decision(verdict.labels)
+        return self._admitted(scope, verdict.answer, verdict.extra)  # type: ignore[arg-type]  # a principal
+
+    async def refuse(self, verdict: Verdict, send: Send) -> None:
+        """Answers under a remembered verdict that does not let the request in."""
+        metrics.remembered_decision(verdict.labels)
+        await send_response(send, verdict.answer)  # type: ignore[arg-type]  # a response
+
+    def _keep(self, key: RequestKey) -> Keep:
+        def keep(snapshot: Snapshot, entry: Entry, answer: Principal | Response, record: AccessToken | None) -> None:
+            if isinstance(answer, Response):
+                self._verdicts.keep_denial(key, snapshot, entry, answer)
+            elif record is not None:
+                self._verdicts.keep_principal(key, snapshot, entry, answer, record, self._token_getter(entry, answer))
+
+        return keep
+
+    @staticmethod
+    def _admitted(scope: Scope, principal: Principal, upstream_token: Callable[[], Awaitable[str]]) -> Scope:
+        """The scope the wrapped app sees: the principal and the upstream-token getter added."""
         note = scope.get(ACCESS_NOTE_KEY)
         if note is not None:
             note["client_id"] = principal.client_id
-        scope[UPSTREAM_TOKEN_KEY] = self._token_getter(entry, principal)
-        await self.app(scope, receive, send)
+        return {**scope, PRINCIPAL_KEY: principal, UPSTREAM_TOKEN_KEY: upstream_token}
 
-    async def _verdict(self, scope: Scope) -> Response | tuple[Entry, Principal] | None:
+    async def _verdict(self, scope: Scope, head: Head | None) -> Response | tuple[Entry, Principal] | None:
         if not is_safe_path(raw_path(scope)):
             return refused_path()  # the tenant is picked by path: only one that says where it goes
-        # X-Forwarded-* may be believed: then the whole Request is read.
-        view = None if self.site.trusted else _guard_view(scope)
-        answer = self.site.guard(view or guard_view(request_of(self.site, scope)), self.required_scopes,
-                                 resource_only=self.elsewhere is not None)
+        # X-Forwarded-* may be believed, or the head is unusual: the whole Request is read.
+        view = guard_view(request_of(self.site, scope)) if head is None else _view(scope, head)
+        keep = None if head is None or head[4] is None or scope["type"] != "http" else self._keep(head[4])
+        answer = self.site.guard(view, self.required_scopes, resource_only=self.elsewhere is not None, keep=keep)
         if answer is None or isinstance(answer, Response):
             return answer
         entry, decision = answer

@@ -28,13 +28,13 @@ from ..core.errors import EffectError, NoUpstreamTokens, TemporarilyUnavailable,
 from ..core.flows.guard import after_lookup, first_step, settle
 from ..core.flows.upstream_token import NO_UPSTREAM_TOKENS, fresh_upstream_token
 from ..core.http import Request, Response, json_response
-from ..core.models import Principal
+from ..core.models import AccessToken, Principal
 from ..core.router import handle
 from ..core.store import AUDIT_RETENTION, Store, traits_of
 from ..core.tenancy import beneath
 from ..core.tenant import Upstream
 from ..core.upstream import with_upstream
-from ..directory import Directory, Listed
+from ..directory import Directory, Listed, Snapshot
 from ..directory import Entry as Entry  # importable from here too
 from ..runtime import new_context, now_seconds
 from ..upstream.client_metadata import DocumentFetcher
@@ -110,7 +110,7 @@ class Site:
         return self.directory.current.pick(scheme, host, path)
 
     def guard(self, view: GuardView, required_scopes: tuple[str, ...] | None,
-              resource_only: bool = False) -> GuardAnswer:
+              resource_only: bool = False, keep: Keep | None = None) -> GuardAnswer:
         """The guard's answer to a request to this site's protected
         resources: a 404 for a place no tenant serves, the RFC 9728 metadata
         at its well-known URL, else the tenant with the guard decision
@@ -121,9 +121,13 @@ class Site:
         called straight (``first_step``, ``settle``), without the flow's
         generator: the hot path.
         With ``resource_only``: None for a path the tenant picked does not
-        protect (beneath its issuer, say: one of its OAuth endpoints)."""
+        protect (beneath its issuer, say: one of its OAuth endpoints).
+        ``keep`` is given the verdicts that may be remembered
+        (adapters/verdicts.py): a principal decided from a remembered
+        token, a 401 to a request without credentials."""
         method, scheme, host, path, authorization, preflight = view
-        entry = self.directory.current.pick(scheme, host, path)
+        snapshot = self.directory.current
+        entry = snapshot.pick(scheme, host, path)
         if entry is None:
             return not_found()
         if is_resource_metadata(path, entry):
@@ -136,13 +140,18 @@ class Site:
         tenant = entry.tenant
         step = first_step(method, authorization, preflight, tenant, required_scopes)
         if isinstance(step, Response):
+            if keep is not None and authorization is None:
+                keep(snapshot, entry, step, None)
             return entry, step
         now = now_seconds()
         if self._remembered is not None:
             record = self._remembered(step.tenant, step.token_hash)
             metrics.cache_lookup(record is not None)
             if record is not None:  # the hot path: no generator, no effect
-                return entry, settle(record, tenant, now, required_scopes)
+                decision = settle(record, tenant, now, required_scopes)
+                if keep is not None and not isinstance(decision, Response):
+                    keep(snapshot, entry, decision, record)
+                return entry, decision
         return entry, run_ready(after_lookup(step, tenant, now, required_scopes), self._ready)
 
     def trusts(self, peer: str | None) -> bool:
@@ -297,6 +306,9 @@ def is_resource_metadata(path: str, entry: Entry) -> bool:
 # what the guard reads of a request.
 GuardView = tuple[str, str, str, str, "str | None", bool]
 GuardAnswer = Response | None | tuple[Entry, Principal | Response | Suspended[Principal | Response]]
+# Given a verdict that may be remembered: (the snapshot it was decided in,
+# the tenant, the principal or response, the token's record if one decided it).
+Keep = Callable[[Snapshot, Entry, Principal | Response, AccessToken | None], None]
 
 
 def guard_view(request: Request) -> GuardView:

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import inspect
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import attrs
@@ -50,6 +50,18 @@ REVOCATION_RECORD = 3600
 AUDIT_RETENTION = 90 * 24 * 3600
 
 OPERATIONS: dict[str, type[StoreEffect[Any]]] = {op.method: op for op in STORE_OPERATIONS}
+
+
+@attrs.frozen
+class TokenMemory:
+    """What a store remembers of access tokens, to be read, never written:
+    ``entries[(tenant, token_hash)]`` is ``(until, record)``, ``until`` on
+    ``clock``. An entry is replaced or removed, never changed in place, so
+    what was decided from one holds while that same entry is there
+    (adapters/verdicts.py)."""
+
+    entries: Mapping[tuple[str, str], tuple[float, AccessToken]]
+    clock: Callable[[], float]
 
 
 @attrs.frozen
@@ -78,6 +90,8 @@ class StoreTraits:
     # (``remembered(tenant, token_hash)``: the token or None); the guard's
     # first driver answers with it. None: it remembers nothing.
     remembered: Callable[[str, str], AccessToken | None] | None = None
+    # The memory ``remembered`` answers from, itself (see TokenMemory).
+    memory: TokenMemory | None = None
     # Waits up to the seconds given for other processes' announcements of
     # changes (``notices(timeout)``: the topics heard, storage/notices.py),
     # so housekeeping follows them at once. None: it announces nothing.

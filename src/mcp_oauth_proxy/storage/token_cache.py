@@ -18,7 +18,7 @@ overrides (the lookup, and every revoking one), and every other declared
 operation (core/effects.py) is passed on to the wrapped store by
 ``core.store.forwarding``; nothing else of the store shows through (its
 engine, say, is ``cache.store.engine``, or the pool in ``cache.traits``).
-Its traits are the wrapped store's, with ``remembered`` added.
+Its traits are the wrapped store's, with ``remembered`` and ``memory`` added.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from ..core.effects import (
     UpdateServer,
 )
 from ..core.models import AccessToken, AuditEvent, RefreshToken, Revocation, Rotation, Server
-from ..core.store import Store, StoreTraits, forwarding, traits_of
+from ..core.store import Store, StoreTraits, TokenMemory, forwarding, traits_of
 
 
 @forwarding(to="store", overrides=(GetAccessToken, RevokeAccessToken, RevokeGrant, RevokeGrantOfCode,
@@ -63,7 +63,8 @@ class TokenCache:
         # Counts revocations: a lookup that overlapped one does not remember
         # what it found, which may be what was just revoked.
         self._revocations = 0
-        self.traits = attrs.evolve(traits_of(store), remembered=self.remembered)
+        self.traits = attrs.evolve(traits_of(store), remembered=self.remembered,
+                                    memory=TokenMemory(self._entries, clock))
 
     def remembered(self, tenant: str, token_hash: str, now: float | None = None) -> AccessToken | None:
         """The token, if it was found within the last TTL; never asks the

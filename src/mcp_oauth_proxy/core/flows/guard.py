@@ -61,6 +61,13 @@ def principal_of(record: AccessToken | None, tenant: Tenant, now: int) -> Princi
     return record.principal
 
 
+def holds_until(record: AccessToken) -> int:
+    """The moment (seconds since the epoch) from which :func:`principal_of`
+    may answer otherwise for this record: expiry is its only test of the
+    time, and a token is good through its last whole second."""
+    return record.expires_at + 1
+
+
 def ours(value: str) -> bool:
     """Whether a bearer value has the shape of our access tokens. Any other
     token is never looked up, accepted or passed through (MCP authorization)."""

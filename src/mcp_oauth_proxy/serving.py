@@ -92,6 +92,7 @@ import functools
 import importlib.util
 import logging
 import re
+import socket
 import sys
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Iterator
@@ -129,6 +130,25 @@ GRACE = 3.0
 # Requests a client may send ahead of the answers to its earlier ones (HTTP/1.1
 # pipelining, RFC 9112 §9.3.2); past them its connection is closed.
 MAX_PIPELINED = 32
+
+# Bytes an answer may leave unsent in the kernel for a connection (Linux's
+# TCP_NOTSENT_LOWAT): past them writing blocks, so send_timeout can start.
+# Unset, the kernel took megabytes of answers a client never read before
+# the server's writing was held up at all. What is in flight is not
+# bounded by it: a reading client's throughput is not.
+UNSENT_LOWAT = 16 * 1024
+_NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", None)
+
+
+def hold_little_unsent(sock: Any) -> None:
+    """Sets UNSENT_LOWAT on an accepted TCP socket, where the system has it."""
+    if _NOTSENT_LOWAT is None or sock is None:
+        return
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, _NOTSENT_LOWAT, UNSENT_LOWAT)
+    except OSError:  # not TCP (a Unix socket), or gone already
+        pass
+
 
 # RFC 9110 §7.2: Host = uri-host [ ":" port ] (RFC 3986 §3.2.2: an IP
 # literal in brackets, else a reg-name, which an IPv4 address also is).
@@ -378,6 +398,7 @@ class _Connection(HttpToolsProtocol):
     # As uvicorn's HttpToolsProtocol declares it (narrower than asyncio's BaseProtocol).
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        hold_little_unsent(transport.get_extra_info("socket"))
         if self.caps is not None:
             peer = _peer_address(transport.get_extra_info("peername"))
             if not self.caps.admit(peer):
@@ -648,6 +669,7 @@ class _HypercornConnection:
             await self._abort()
             return
         self._held = (caps, peer) if caps is not None else None
+        hold_little_unsent(self.stream.socket if hasattr(self, "stream") else self.writer.get_extra_info("socket"))
         try:
             await super().run()  # type: ignore[misc]
         except _EndConnection:

@@ -142,3 +142,37 @@ def test_a_client_that_never_reads_its_answers_is_let_go(served: Served) -> None
         while served.fds() > before:
             assert time.monotonic() < deadline, "the connection is still held"
             time.sleep(0.2)
+
+
+SEND_TIMEOUT = 2.0
+
+
+@pytest.fixture(scope="module", params=LOOPS)
+def impatient(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """A server that gives a client SEND_TIMEOUT seconds to read what it asked for."""
+    tmp: Path = tmp_path_factory.mktemp(f"impatient-{request.param}")
+    with serve(tmp, request.param, server=f"send_timeout = {SEND_TIMEOUT}\nkeep_alive_timeout = 10") as running:
+        yield running
+
+
+def test_a_client_that_asks_on_and_never_reads_is_let_go(impatient: Served) -> None:
+    """A eighth review: a client that sends a request every few moments
+    (so its connection is never idle) and never reads the answers had them
+    pile up in the server's kernel send buffer, megabytes of it, before
+    writing ever blocked and send_timeout could start. The server's kernel
+    now holds little unsent (TCP_NOTSENT_LOWAT): writing blocks, and the
+    connection is let go send_timeout later."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+        sock.connect(("127.0.0.1", impatient.port))
+        mine, most, start, took = sock.getsockname()[1], 0, time.monotonic(), None
+        while time.monotonic() - start < 40:
+            try:
+                sock.sendall(request("GET", "/.well-known/oauth-authorization-server", impatient.host))
+            except OSError:  # reset: the server let it go
+                took = time.monotonic() - start
+                break
+            most = max(most, _send_queue(impatient.port, mine))
+            time.sleep(0.01)
+    assert took is not None, f"still open after 40 s; the server's kernel held {most} bytes unsent"
+    assert most <= 256 * 1024, most

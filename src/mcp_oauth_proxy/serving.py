@@ -69,7 +69,10 @@ forwarded POST its body). Here such a request with a body is refused
 A client must read what it asked for. Neither server bounds how long an
 answer may wait on a client that does not read it (an event stream it
 stopped reading held its connection, and the backend's stream, for ever):
-past ``send_timeout`` the connection is dropped. On uvicorn a few answers
+past ``send_timeout`` the connection is dropped. That clock starts only
+once writing blocks, so the kernel may hold little unsent for a connection
+(``UNSENT_LOWAT``): it took megabytes of answers from a client that asked
+on and never read. On uvicorn a few answers
 left unread, too few to pause writing, held it too (its idle timer's close
 waited for them): the timer aborts such a connection. uvicorn also queued every
 request a client pipelined ahead of its answers, reading on after each

@@ -208,9 +208,9 @@ class ServerApp:
         if kind == "http":
             # The hot path: a request the guard has a verdict for goes
             # where that verdict sends it, without routing.
-            recalled = self.guarded.recall(scope)
-            if recalled is not None:
-                verdict, may_have_body = recalled
+            head, verdict = self.guarded.recall(scope)
+            if verdict is not None:
+                may_have_body = head[3]  # type: ignore[index]  # read with the verdict
                 if isinstance(verdict.answer, Principal):
                     app = self._backend_bodies if may_have_body else self.guarded.app
                     return await app(self.guarded.let_in(verdict, scope), receive, send)

@@ -362,7 +362,7 @@ class BearerGuard:
             return await self.app(scope, closing_on_shutdown(receive, self._carriers.fetch.aclose), send)
         if kind not in ("http", "websocket"):
             return await self.app(scope, receive, send)
-        head, verdict = self._head_and_verdict(scope)
+        head, verdict = self.recall(scope)
         if verdict is not None:
             if isinstance(verdict.answer, Response):
                 return await self.refuse(verdict, send)
@@ -382,17 +382,10 @@ class BearerGuard:
         entry, principal = verdict_or_answer
         await self.app(self._admitted(scope, principal, self._token_getter(entry, principal)), receive, send)
 
-    def recall(self, scope: Scope) -> tuple[Verdict, bool] | None:
-        """The verdict remembered for this HTTP request (verdicts.py), and
-        whether the request may have a body; None when there is none, or
-        the guard must decide it anew."""
-        head, verdict = self._head_and_verdict(scope)
-        return None if verdict is None else (verdict, head[3])  # type: ignore[index]  # read with the verdict
-
-    def _head_and_verdict(self, scope: Scope) -> tuple[Head | None, Verdict | None]:
+    def recall(self, scope: Scope) -> tuple[Head | None, Verdict | None]:
         """What the guard reads of the request's head (None where the whole
         Request must be read: X-Forwarded-* may be believed, or the head is
-        unusual), and the verdict remembered for it, if any."""
+        unusual), and the verdict remembered for it (verdicts.py), if any."""
         head = None if self.site.trusted else guard_head(scope)
         if head is None or head[4] is None or scope["type"] != "http":
             return head, None

@@ -550,3 +550,67 @@ def test_the_access_log_names_the_client_a_remembered_verdict_let_in(caplog: pyt
             assert anyio.run(_answer, logged, _acme(token))[0] == 200
     lines = [r.getMessage() for r in caplog.records if r.name == "mcp_oauth_proxy.access"]
     assert len(lines) == 3 and all("client_id=mcp_client_" in line for line in lines)
+
+
+def test_a_made_up_place_too_long_to_remember_is_decided_anew_and_kept_nowhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hostile review: each remembered 401 kept its path (twice, decoded
+    and raw), up to a 16 KiB head each: 10,000 made-up paths held about
+    290 MB. A place (host and path) is remembered no longer than the
+    tenant directory remembers one."""
+    from mcp_oauth_proxy.directory import REMEMBERED_PLACE
+
+    _, _, site, token = _harnessed()
+    guard = BearerGuard(shown, site)
+    decided = _decided_anew(monkeypatch)
+    long = "/mcp/" + "a" * REMEMBERED_PLACE
+    for credentials in (None, token, token):
+        scope = {**_acme(credentials), "path": long, "raw_path": long.encode()}
+        assert anyio.run(_answer, guard, scope)[0] == (401 if credentials is None else 200)
+    assert len(decided) == 3 and not guard._verdicts._kept
+    short = "/mcp/" + "a" * (REMEMBERED_PLACE - len("/mcp/") - len("acme.example.com"))
+    for _ in range(2):
+        assert anyio.run(_answer, guard, {**_acme(None), "path": short, "raw_path": short.encode()})[0] == 401
+    assert len(decided) == 4 and len(guard._verdicts._kept) == 1
+
+
+def test_verdicts_of_a_tenant_directory_replaced_are_let_go(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hostile review: verdicts kept every snapshot of the directory they
+    were decided in alive (each edit of a server makes one) until 10,000
+    were kept. Once the directory is replaced, they are all forgotten."""
+    import gc
+
+    from mcp_oauth_proxy.directory import Snapshot
+
+    _, _, site, token = _harnessed()
+    guard = BearerGuard(shown, site)
+    for _ in range(3):
+        assert anyio.run(_answer, guard, _acme(token))[0] == 200
+        assert anyio.run(_answer, guard, _acme(None))[0] == 401
+    assert guard._verdicts._kept
+    old = id(site.directory.current)
+    site.directory.replace(list(site.directory.current.entries))
+    assert anyio.run(_answer, guard, _acme(None, "DELETE"))[0] == 401
+    gc.collect()
+    assert not any(isinstance(o, Snapshot) and id(o) == old for o in gc.get_objects())
+
+
+def test_a_remembered_verdict_ends_when_the_wall_clock_steps_past_the_tokens_expiry(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hostile review: the verdict counted the token's expiry on the
+    token memory's clock from when it was decided; a step of the wall clock
+    (NTP) past the expiry let the token in for the rest of the cache's TTL,
+    where the guard deciding anew refused it at once."""
+    import time
+
+    from mcp_oauth_proxy.core.context import token_hash
+
+    wall = time.time()
+    steady = [1000.0]
+    monkeypatch.setattr(time, "time", lambda: wall)
+    _, cache, site, token = _harnessed(ttl=60, clock=lambda: steady[0])
+    guard = BearerGuard(shown, site)
+    for _ in range(3):  # remembered by now
+        assert anyio.run(_answer, guard, _acme(token))[0] == 200
+    expires_at = cache.remembered("acme", token_hash(token)).expires_at  # type: ignore[union-attr]
+    monkeypatch.setattr(time, "time", lambda: expires_at + 1.0)  # stepped; the steady clock has not moved
+    assert anyio.run(_answer, guard, _acme(token))[0] == 401

@@ -7,19 +7,22 @@ an earlier one gets the earlier one's verdict, while all it was decided
 from still holds:
 
 - the tenant directory's snapshot (the same object: a tenant changed,
-  added or removed makes a new one);
-- the token cache's record of the token (the same object: a revocation
-  forgets it, and once its TTL lapses the cache fetches a new one), so a
-  verdict never outlives the memory it came from, and revocation stays as
-  exact as the cache's (storage/token_cache.py);
-- the decision's own clock (``guard.holds_until``), counted on the token
-  memory's clock from when it was decided (a step of the wall clock is
-  felt by the token cache's next lookup, within its TTL).
+  added or removed makes a new one, and every verdict of the old one is
+  forgotten);
+- the token cache's record of the token (the same object, in the same
+  entry: a revocation forgets it, and once its TTL lapses the cache
+  fetches a new one), so a verdict never outlives the memory it came
+  from, and revocation stays as exact as the cache's
+  (storage/token_cache.py);
+- the decision's own clock (``guard.holds_until``), on the wall clock as
+  the guard reads it.
 
 Only two answers are kept: a principal, decided from a record the token
 cache remembered, and a tenant's 401 to a request without credentials. A
 refusal of a token is not (the cache never remembers unknown tokens either,
-and a client could otherwise fill this memory with tokens of its own).
+and a client could otherwise fill this memory with tokens of its own), nor
+an answer at a place (host and path) longer than the tenant directory
+remembers one (``REMEMBERED_PLACE``): made-up places fill no memory.
 
 The Authorization value is kept only as two 64-bit hashes, Python's own
 (SipHash, keyed at random when the process starts unless PYTHONHASHSEED
@@ -41,7 +44,7 @@ from ..core.flows.guard import holds_until
 from ..core.http import Response
 from ..core.models import AccessToken, Principal
 from ..core.store import TokenMemory
-from ..directory import Entry, Snapshot
+from ..directory import REMEMBERED_PLACE, Entry, Snapshot
 
 # Verdicts kept at most; past that all are forgotten at once (a flood of
 # places a client made up costs the others a lookup each, never the memory).
@@ -52,9 +55,12 @@ RequestKey = tuple[Hashable, ...]
 
 
 def request_key(method: str, scheme: str, host: bytes, path: str, raw_path: Any,
-                authorization: bytes | None) -> RequestKey:
+                authorization: bytes | None) -> RequestKey | None:
     """What a verdict is remembered by: everything the guard reads of a
-    request, the Authorization value only as its two hashes."""
+    request, the Authorization value only as its two hashes; None for a
+    place too long to remember."""
+    if len(host) + max(len(path), len(raw_path or b"")) > REMEMBERED_PLACE:
+        return None
     if authorization is None:
         return (method, scheme, host, path, raw_path)
     return (method, scheme, host, path, raw_path, hash(authorization), hash(authorization + _SUFFIX))
@@ -65,66 +71,71 @@ class Verdict:
     or the response; ``extra``: what the adapter made of it once (the
     upstream-token getter), kept with it; ``remembered``: the token
     cache's entry of the token that decided it, and its key there;
-    ``until``: when it lapses, on the token memory's clock."""
+    ``expires``: when the token expires (wall clock)."""
 
-    __slots__ = ("answer", "entry", "extra", "labels", "remembered", "remembered_as", "snapshot", "until")
+    __slots__ = ("answer", "entry", "expires", "extra", "labels", "remembered", "remembered_as")
 
-    def __init__(self, snapshot: Snapshot, entry: Entry, answer: Principal | Response, extra: Any = None,
+    def __init__(self, entry: Entry, answer: Principal | Response, extra: Any = None,
                  remembered: tuple[float, AccessToken] | None = None, remembered_as: tuple[str, str] = ("", ""),
-                 until: float = float("inf")) -> None:
-        self.snapshot = snapshot
+                 expires: float = float("inf")) -> None:
         self.entry = entry
         self.answer = answer
         self.extra = extra
         self.remembered = remembered
         self.remembered_as = remembered_as
-        self.until = until
+        self.expires = expires
         # How it is counted (metrics.remembered_decision).
         self.labels = metrics.guard_labels(entry.tenant.slug, answer.status if isinstance(answer, Response) else None)
 
 
 class Verdicts:
-    """One guard's remembered verdicts. ``memory``: the token cache's
-    (StoreTraits); None (a store that remembers nothing): only 401s are kept."""
+    """One guard's remembered verdicts, all of one snapshot of the tenant
+    directory. ``memory``: the token cache's (StoreTraits); None (a store
+    that remembers nothing): only 401s are kept."""
 
     def __init__(self, memory: TokenMemory | None, size: int = SIZE) -> None:
         self._memory = memory
         self._size = size
+        self._snapshot: Snapshot | None = None
         self._kept: dict[RequestKey, Verdict] = {}
 
     def recall(self, key: RequestKey, snapshot: Snapshot) -> Verdict | None:
         """The verdict kept for this request, if all it was decided from still holds."""
+        if snapshot is not self._snapshot:  # the tenants changed: every verdict goes
+            self._kept = {}
+            self._snapshot = snapshot
+            return None
         kept = self._kept.get(key)
-        if kept is None or kept.snapshot is not snapshot:
+        if kept is None:
             return None
         remembered = kept.remembered
         if remembered is not None:
             memory = self._memory
             assert memory is not None  # nothing was remembered without it
-            if memory.entries.get(kept.remembered_as) is not remembered or memory.clock() >= kept.until:
+            if (memory.entries.get(kept.remembered_as) is not remembered or memory.clock() >= remembered[0]
+                    or time.time() >= kept.expires):
                 return None
         return kept
 
     def keep_denial(self, key: RequestKey, snapshot: Snapshot, entry: Entry, answer: Response) -> None:
         """Keeps a tenant's answer to a request without credentials."""
-        self._keep(key, Verdict(snapshot, entry, answer))
+        if snapshot is self._snapshot:
+            self._keep(key, Verdict(entry, answer))
 
     def keep_principal(self, key: RequestKey, snapshot: Snapshot, entry: Entry, principal: Principal,
                        record: AccessToken, extra: Any) -> None:
         """Keeps a principal decided from ``record``, while the token memory
         holds that record as it did (``record`` as the tenant's)."""
         memory = self._memory
-        if memory is None:
+        if memory is None or snapshot is not self._snapshot:
             return
         remembered_as = (entry.tenant.slug, record.token_hash)
         remembered = memory.entries.get(remembered_as)
         if remembered is None or remembered[1] is not record:
             return  # forgotten or replaced since it was read: decided afresh next time
-        # The token's expiry, counted on the memory's clock from now.
-        until = min(remembered[0], memory.clock() + holds_until(record) - time.time())
-        self._keep(key, Verdict(snapshot, entry, principal, extra, remembered, remembered_as, until))
+        self._keep(key, Verdict(entry, principal, extra, remembered, remembered_as, holds_until(record)))
 
     def _keep(self, key: RequestKey, verdict: Verdict) -> None:
         if len(self._kept) >= self._size:
-            self._kept.clear()
+            self._kept = {}
         self._kept[key] = verdict

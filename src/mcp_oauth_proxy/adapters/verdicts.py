@@ -21,8 +21,9 @@ Only two answers are kept: a principal, decided from a record the token
 cache remembered, and a tenant's 401 to a request without credentials. A
 refusal of a token is not (the cache never remembers unknown tokens either,
 and a client could otherwise fill this memory with tokens of its own), nor
-an answer at a place (host and path) longer than the tenant directory
-remembers one (``REMEMBERED_PLACE``): made-up places fill no memory.
+an answer at a place (host and path) much longer than the tenant
+directory remembers one (``REMEMBERED_PLACE``): made-up places fill no
+memory.
 
 The Authorization value is kept only as two 64-bit hashes, Python's own
 (SipHash, keyed at random when the process starts unless PYTHONHASHSEED
@@ -58,8 +59,9 @@ def request_key(method: str, scheme: str, host: bytes, path: str, raw_path: Any,
                 authorization: bytes | None) -> RequestKey | None:
     """What a verdict is remembered by: everything the guard reads of a
     request, the Authorization value only as its two hashes; None for a
-    place too long to remember."""
-    if len(host) + max(len(path), len(raw_path or b"")) > REMEMBERED_PLACE:
+    place too long to remember: its host and path, as sent and as decoded,
+    longer than twice what the tenant directory remembers of a place."""
+    if len(host) + len(path) + len(raw_path or b"") > 2 * REMEMBERED_PLACE:
         return None
     if authorization is None:
         return (method, scheme, host, path, raw_path)

@@ -614,3 +614,13 @@ def test_a_remembered_verdict_ends_when_the_wall_clock_steps_past_the_tokens_exp
     expires_at = cache.remembered("acme", token_hash(token)).expires_at  # type: ignore[union-attr]
     monkeypatch.setattr(time, "time", lambda: expires_at + 1.0)  # stepped; the steady clock has not moved
     assert anyio.run(_answer, guard, _acme(token))[0] == 401
+
+
+def test_a_made_up_method_too_long_to_remember_is_kept_nowhere() -> None:
+    """A second review: on trio (h11 takes any token as a method) 10,000
+    requests with 60 KB methods held 565 MB of remembered 401s."""
+    _, _, site, _ = _harnessed()
+    guard = BearerGuard(shown, site)
+    for i in range(3):
+        assert anyio.run(_answer, guard, _acme(None, "M" * 2000 + str(i)))[0] == 401
+    assert not guard._verdicts._kept

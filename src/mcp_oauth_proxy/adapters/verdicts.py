@@ -61,7 +61,8 @@ def request_key(method: str, scheme: str, host: bytes, path: str, raw_path: Any,
     request, the Authorization value only as its two hashes; None for a
     place too long to remember: its host and path, as sent and as decoded,
     longer than twice what the tenant directory remembers of a place."""
-    if len(host) + len(path) + len(raw_path or b"") > 2 * REMEMBERED_PLACE:
+    # The method too: h11 takes any token as one (a review kept 60 KB methods).
+    if len(method) + len(host) + len(path) + len(raw_path or b"") > 2 * REMEMBERED_PLACE:
         return None
     if authorization is None:
         return (method, scheme, host, path, raw_path)

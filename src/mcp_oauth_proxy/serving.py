@@ -72,7 +72,9 @@ stopped reading held its connection, and the backend's stream, for ever):
 past ``send_timeout`` the connection is dropped. That clock starts only
 once writing blocks, so the kernel may hold little unsent for a connection
 (``UNSENT_LOWAT``): it took megabytes of answers from a client that asked
-on and never read. On uvicorn a few answers
+on and never read; and uvicorn waits to write as soon as the kernel takes
+no more, not 64 KiB later. A connection given up on is reset
+(``reset_on_close``): closed, it sat minutes in FIN_WAIT1. On uvicorn a few answers
 left unread, too few to pause writing, held it too (its idle timer's close
 waited for them): the timer aborts such a connection. uvicorn also queued every
 request a client pipelined ahead of its answers, reading on after each
@@ -96,6 +98,7 @@ import importlib.util
 import logging
 import re
 import socket
+import struct
 import sys
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Iterator
@@ -141,6 +144,19 @@ MAX_PIPELINED = 32
 # bounded by it: a reading client's throughput is not.
 UNSENT_LOWAT = 16 * 1024
 _NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", None)
+
+
+def reset_on_close(sock: Any) -> None:
+    """Makes closing ``sock`` reset its connection (SO_LINGER 0): unsent
+    bytes are dropped. A connection given up on is gone at once; closed
+    the usual way, its kernel side sat minutes in FIN_WAIT1 behind answers
+    its client never read, outside every cap."""
+    if sock is None:
+        return
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError:  # gone already
+        pass
 
 
 def hold_little_unsent(sock: Any) -> None:
@@ -402,11 +418,15 @@ class _Connection(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         hold_little_unsent(transport.get_extra_info("socket"))
+        # Writing pauses (and send_timeout starts) as soon as the kernel
+        # takes no more, not once 64 KiB more wait here (asyncio's mark): a
+        # client asking now and then, never reading, was held for minutes.
+        transport.set_write_buffer_limits(high=0)
         if self.caps is not None:
             peer = _peer_address(transport.get_extra_info("peername"))
             if not self.caps.admit(peer):
                 _failed("closed a connection past the cap on connections held")
-                transport.abort()
+                self._cut()
                 return
             self._admitted, self._peer = True, peer
         self._await_head()
@@ -431,13 +451,18 @@ class _Connection(HttpToolsProtocol):
             self._admitted = False
             self.caps.release(self._peer)
 
+    def _cut(self) -> None:
+        """Ends the connection at once, reset: nothing it left unsent is kept."""
+        reset_on_close(self.transport.get_extra_info("socket"))
+        self.transport.abort()
+
     def send_400_response(self, msg: str) -> None:
         # uvicorn's answer to bytes that parse as no request: while an answer
         # is under way it would sit among that answer's bytes (or pass for
         # it, not yet begun), so the connection is cut instead.
         if self.cycle is not None and not self.cycle.response_complete:
             _failed("closed a connection whose client sent what parses as no request")
-            self.transport.abort()
+            self._cut()
         else:
             super().send_400_response(msg)
 
@@ -489,7 +514,7 @@ class _Connection(HttpToolsProtocol):
                                  b"content-length: 0\r\nconnection: close\r\n\r\n")
             self.transport.close()
         else:  # an answer is under way: nothing may be written between its bytes
-            self.transport.abort()
+            self._cut()
 
     def on_headers_complete(self) -> None:
         self._head_due = None
@@ -503,7 +528,7 @@ class _Connection(HttpToolsProtocol):
             # connection that sent without reading took gigabytes.
             self._dropped = True
             _failed("closed a connection with more than %d requests ahead of their answers", MAX_PIPELINED)
-            self.transport.abort()  # its unread answers are not flushed first
+            self._cut()  # its unread answers are not flushed first
             return
         # Any upgrade: none is spoken (a WebSocket handshake is refused below).
         upgrade = self.parser.should_upgrade()
@@ -565,7 +590,7 @@ class _Connection(HttpToolsProtocol):
     def _answers_unread(self) -> None:
         self._unread = None
         _failed("closed a connection whose client left its answers unread for %g s", self.send_timeout)
-        self.transport.abort()  # close() would wait to send what the client does not read
+        self._cut()  # close() would wait to send what the client does not read
 
     def _await_head(self) -> None:
         self._head_due = self.loop.time() + self.timeout_keep_alive
@@ -581,7 +606,7 @@ class _Connection(HttpToolsProtocol):
         elif self.transport.get_write_buffer_size():
             # Answers its client never read (too few to pause writing, so no
             # send_timeout): close() would wait for them for ever.
-            self.transport.abort()
+            self._cut()
         else:
             self.transport.close()
 
@@ -751,6 +776,7 @@ class _HypercornConnection:
 
     async def _abort(self) -> None:
         try:
+            reset_on_close(self.stream.socket if hasattr(self, "stream") else self.writer.get_extra_info("socket"))
             if hasattr(self, "stream"):
                 await trio.aclose_forcefully(self.stream)
             else:

@@ -45,6 +45,23 @@ def test_signing_in_and_out(admin: Admin, browser: Browser) -> None:
     assert browser.get("/admin/servers").status == 303
 
 
+def test_a_cookie_copied_before_signing_out_is_signed_out_too(admin: Admin, browser: Browser) -> None:
+    """A review: signing out only told the browser to drop its cookie; a
+    copy taken before (a shared machine, a proxy's log) stayed good for the
+    rest of its eight hours. The session now ends on the server."""
+    browser.sign_in(admin.token)
+    copied = dict(browser.cookies)
+    assert browser.get("/admin/servers").status == 200
+    assert browser.post("/admin/sign-out", {}).status == 303
+    browser.cookies = copied
+    assert browser.get("/admin/servers").status == 303  # to the sign-in page
+    assert browser.post("/admin/organizations/+new", {"name": "evil"}).status == 401
+    # Signing in again gives a session of its own, which works.
+    browser.cookies = {}
+    browser.sign_in(admin.token)
+    assert browser.get("/admin/servers").status == 200
+
+
 def test_the_cookie_is_host_bound_and_secure_on_https(admin: Admin, browser: Browser) -> None:
     from mcp_oauth_proxy.core.http import Request
 

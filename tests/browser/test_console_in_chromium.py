@@ -271,6 +271,9 @@ def test_an_operator_runs_the_console(deployment: Deployment, chromium: object) 
     page.wait_for_url("**/admin/sign-in?notice=signed-out")
     page.goto(f"{d.console}/servers")
     assert page.url.endswith("/admin/sign-in")
+    # The phone's copy of the cookie was signed out with it.
+    small.goto(f"{d.console}/servers")
+    assert small.url.endswith("/admin/sign-in")
     shots = sorted(p.name for p in d.shots.iterdir())
     assert len(shots) == 11, shots
     if os.environ.get("MCP_OAUTH_PROXY_SCREENSHOTS"):  # for the README: docs/console.png

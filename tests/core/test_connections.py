@@ -374,6 +374,26 @@ def test_sign_out_drops_the_cookie_and_the_page_asks_to_sign_in_again():
     assert h.request("GET", PAGE).status == 302
 
 
+def test_a_cookie_copied_before_signing_out_is_signed_out_too():
+    """Signing out only dropped the browser's cookie: a copy taken before
+    still opened the page, and could disconnect applications, until it
+    expired. The sign-in now ends on the server, for every replica."""
+    h = Harness()
+    _, tokens = _connected(h)
+    page = h.sign_in_to_connections()
+    copied, form = h.cookies[COOKIE], hidden_value(page, "form_token")
+    grant_id = hidden_value(page, "grant_id")
+    assert _post(h, {"form_token": form, "action": "sign_out"}).status == 200
+    h.cookies[COOKIE] = copied
+    assert h.request("GET", PAGE).status == 302  # to sign in again
+    refused = _disconnect(h, page, grant_id)
+    assert refused.status == 403 and "nothing was changed" in refused.body.decode()
+    assert isinstance(h.guard(tokens["access_token"]), Principal)
+    # A new sign-in is a session of its own.
+    h.cookies.pop(COOKIE)
+    assert "Disconnect" in h.sign_in_to_connections().body.decode()
+
+
 def test_requests_to_the_page_are_counted_per_address():
     h = Harness(remote_addr="198.51.100.7")
     allowed = h.tenant.rate_limits.connections.per_address

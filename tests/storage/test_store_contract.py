@@ -68,6 +68,20 @@ def test_a_counter_counts_hits_per_key_and_window(store):
     assert store.hit_counter(key, T0 + 60, T0 + 120) == 2
 
 
+def test_a_signed_out_session_is_remembered_until_it_expires(store):
+    assert store.session_ended("s1", T0) is False
+    store.end_session("s1", T0 + 60)
+    store.end_session("s1", T0 + 60)  # twice: the same
+    assert store.session_ended("s1", T0) is True and store.session_ended("s1", T0 + 59) is True
+    assert store.session_ended("s1", T0 + 60) is False  # its cookie has expired: nothing to refuse
+    assert store.session_ended("s2", T0) is False
+    # Not a rate-limit counter of the same name, nor one of them.
+    assert store.hit_counter("s1", 0, T0 + 60) == 1
+    assert store.session_ended("session-ended:s1", T0) is False
+    assert store.delete_expired(T0 + 60) == 2
+    assert store.session_ended("s1", T0) is False
+
+
 # -- consent requests and auth sessions ---------------------------------------------
 def test_a_consent_request_is_taken_once(store):
     store.save_consent_request(consent())

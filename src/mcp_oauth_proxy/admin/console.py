@@ -149,6 +149,7 @@ class Console:
                 return self._error(403, "Refused", "This form is stale or was not sent from the console: "
                                                    "reload the page and try again.")
         if path == PREFIX + "/sign-out" and request.method == "POST":
+            session.end_session(cookie, self.management.store)
             self.management.audit(actor, "console_signed_out")
             return _see_other(PREFIX + "/sign-in?notice=signed-out", session.clear_cookie(secure))
         try:

@@ -5,8 +5,8 @@ sessions at once), and every form carries a CSRF token bound to the cookie.
 
 The cookie is HttpOnly and SameSite=Strict, ``Secure`` with the ``__Host-``
 prefix on https (RFC 6265bis §4.1.3.2: the browser keeps it to this host
-and path ``/``). Signing out clears it; a copied cookie still works until
-its expiry (``SESSION_SECONDS``) unless the token is revoked."""
+and path ``/``). Signing out clears it and ends the session in the store
+(EndSession), so a copy of the cookie is refused too, on every replica."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import hmac
 import secrets
 from typing import Any
 
-from ..core.context import urlsafe
+from ..core.context import token_hash, urlsafe
 from ..core.cookies import ADMIN_SESSION_COOKIE
 from .operations import Actor
 
@@ -47,8 +47,8 @@ def clear_cookie(secure: bool) -> tuple[str, str]:
 
 
 def session_actor(key: bytes, value: str | None, now: int, store: Any) -> Actor | None:
-    """The actor of a session cookie: its signature good, unexpired, its
-    admin token still there."""
+    """The actor of a session cookie: its signature good, unexpired, not
+    signed out, its admin token still there."""
     if not value or value.count(".") != 3:
         return None
     body, _, mac = value.rpartition(".")
@@ -57,8 +57,21 @@ def session_actor(key: bytes, value: str | None, now: int, store: Any) -> Actor 
         return None
     if not expires.isdigit() or int(expires) <= now:
         return None
+    if store.session_ended(session_hash=_ended(body), now=now):
+        return None
     token = next((t for t in store.list_admin_tokens() if t.token_id == token_id), None)
     return None if token is None else Actor(token.token_id, token.organization)
+
+
+def end_session(value: str, store: Any) -> None:
+    """Signs out the session of a cookie session_actor accepted: until it
+    would have expired, no copy of it is accepted either."""
+    body = value.rpartition(".")[0]
+    store.end_session(session_hash=_ended(body), expires_at=int(body.split(".")[1]))
+
+
+def _ended(body: str) -> str:
+    return token_hash("console-session\n" + body)
 
 
 def csrf_token(key: bytes, session: str) -> str:

@@ -445,6 +445,26 @@ class HitCounter(StoreEffect[int]):
 
 
 @store_operation
+class EndSession(StoreEffect[None]):
+    """Remember, for every replica, that the browser sign-in ``session_hash``
+    (a hash of what its signed cookie holds) was signed out, until
+    ``expires_at``, when its cookie expires anyway. (A signed cookie cannot
+    be taken back: a copy of it stays good unless the server says no.)"""
+
+    session_hash: str
+    expires_at: int
+
+
+@store_operation
+class SessionEnded(StoreEffect[bool]):
+    """Whether ``session_hash`` was signed out (EndSession) before its
+    remembering expired at or before ``now``."""
+
+    session_hash: str
+    now: int
+
+
+@store_operation
 class DeleteExpired(StoreEffect[int]):
     """Remove up to ``limit`` expired records of each kind; the count
     removed. (Housekeeping's, not a flow's.)"""

@@ -45,6 +45,7 @@ from .crypto import (
 )
 
 _SEALED = UpstreamTokens(access_token="")  # stands in for the sealed tokens
+_ENDED = "session-ended:"  # a signed-out session's counter, by its hash
 
 
 class MemoryStore:
@@ -90,6 +91,16 @@ class MemoryStore:
             count = self._counters.get((key, window_start), (0, expires_at))[0] + 1
             self._counters[(key, window_start)] = (count, expires_at)
             return count
+
+    # A signed-out session is a counter of its own (window 0), so housekeeping
+    # forgets it with them.
+    def end_session(self, session_hash: str, expires_at: int) -> None:
+        with self._lock:
+            self._counters[(_ENDED + session_hash, 0)] = (1, expires_at)
+
+    def session_ended(self, session_hash: str, now: int) -> bool:
+        ended = self._counters.get((_ENDED + session_hash, 0))
+        return ended is not None and ended[1] > now
 
     # -- consent and sessions --------------------------------------------------
     def save_consent_request(self, consent: ConsentRequest) -> None:

@@ -238,6 +238,11 @@ def _tune_sqlite(engine: Engine, *, wal: bool, busy_timeout_ms: int) -> None:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+def _ended_key(session_hash: str) -> str:
+    """A signed-out session's counter row, keyed as hit_counter keys its own."""
+    return hashlib.sha256(("session-ended:" + session_hash).encode("utf-8")).hexdigest()
+
+
 def _row(record: Any, **override: Any) -> dict[str, Any]:
     row: dict[str, Any] = _convert.unstructure(record)
     row.update(override)
@@ -414,6 +419,17 @@ class SqlStore:
             return int(conn.execute(current).scalar_one())
 
         return self._write(op)
+
+    # A signed-out session is a row of counters (window 0), so housekeeping
+    # deletes it with them once expired.
+    def end_session(self, session_hash: str, expires_at: int) -> None:
+        row = {"key_hash": _ended_key(session_hash), "window_start": 0, "count": 1, "expires_at": expires_at}
+        self._write(lambda c: self._upsert(c, counters, row))
+
+    def session_ended(self, session_hash: str, now: int) -> bool:
+        found = select(counters.c.count).where(counters.c.key_hash == _ended_key(session_hash),
+                                               counters.c.window_start == 0, counters.c.expires_at > now)
+        return self._read(lambda c: c.execute(found).first() is not None)
 
     # -- consent and sessions --------------------------------------------------------
     def save_consent_request(self, consent: ConsentRequest) -> None:

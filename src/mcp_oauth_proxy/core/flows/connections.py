@@ -34,7 +34,7 @@ _DISCONNECTED = "The application was disconnected: its tokens no longer work."
 def connections(request: Request, ctx: Context) -> Flow[Response]:
     if request.method == "POST":
         return (yield from _answer_form(request, ctx))
-    session = connections_session.current(ctx, request)
+    session = yield from connections_session.current(ctx, request)
     if session is None:
         return (yield from _sign_in(request, ctx))
     return (yield from _show(request, ctx, session))
@@ -115,7 +115,7 @@ def _answer_form(request: Request, ctx: Context) -> Flow[Response]:
         form = form_params(request)
     except OAuthError as exc:
         raise BrowserError("Invalid request", exc.description) from exc
-    session = connections_session.current(ctx, request)
+    session = yield from connections_session.current(ctx, request)
     action = ctx.tenant.endpoint("connections")
     if session is None:
         return signed_out_page(action, "Your sign-in to this page has ended, so nothing was changed.", status=403)
@@ -123,7 +123,8 @@ def _answer_form(request: Request, ctx: Context) -> Flow[Response]:
         raise BrowserError("Request refused", "This form did not come from the page we showed.", status=403)
     what = single(form, "action")
     if what == "sign_out":
-        return signed_out_page(action, "You are signed out of this page.", headers=(connections_session.end(ctx),))
+        signed_out = yield from connections_session.end(ctx, session)
+        return signed_out_page(action, "You are signed out of this page.", headers=(signed_out,))
     if what != "disconnect":
         raise BrowserError("Invalid request", "The form is incomplete.")
     grant_id = single(form, "grant_id")

@@ -210,11 +210,11 @@ class ServerApp:
             # where that verdict sends it, without routing.
             head, verdict = self.guarded.recall(scope)
             if verdict is not None:
-                may_have_body = head[3]  # type: ignore[index]  # read with the verdict
+                assert head is not None  # a verdict is recalled by what was read of the head
                 if isinstance(verdict.answer, Principal):
-                    app = self._backend_bodies if may_have_body else self.guarded.app
+                    app = self._backend_bodies if head.may_have_body else self.guarded.app
                     return await app(self.guarded.let_in(verdict, scope), receive, send)
-                if not may_have_body:  # else its body is seen to below
+                if not head.may_have_body:  # else its body is seen to below
                     return await self.guarded.refuse(verdict, send)
         elif kind == "lifespan":
             return await self._lifespan(scope, receive, send)

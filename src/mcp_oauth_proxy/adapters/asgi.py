@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import weakref
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
-from typing import Any, TypeVar, cast
+from typing import Any, NamedTuple, TypeVar, cast
 from urllib.parse import quote
 
 import anyio
@@ -144,13 +144,18 @@ def raw_path(scope: Scope) -> str:
     return raw.decode("latin-1") if raw else quote(scope["path"])
 
 
-# What the guard reads of a request's head: its Host and Authorization
-# values, whether it is a CORS preflight, whether a body may follow (RFC
-# 9112 §6.3: without Content-Length or Transfer-Encoding an HTTP/1.x
-# request has none); and the key its verdict is remembered by
-# (verdicts.py; None for OPTIONS, whose verdict also hangs on whether it
-# is a preflight).
-Head = tuple[bytes, "bytes | None", bool, bool, "RequestKey | None"]
+class Head(NamedTuple):
+    """What the guard reads of a request's head."""
+
+    host: bytes
+    authorization: bytes | None
+    preflight: bool  # a CORS preflight
+    # Whether a body may follow (RFC 9112 §6.3: without Content-Length or
+    # Transfer-Encoding an HTTP/1.x request has none).
+    may_have_body: bool
+    # What its verdict is remembered by (verdicts.py); None for OPTIONS,
+    # whose verdict also hangs on whether it is a preflight.
+    key: RequestKey | None
 
 
 def guard_head(scope: Scope) -> Head | None:
@@ -178,7 +183,15 @@ def guard_head(scope: Scope) -> Head | None:
     method = scope.get("method", "GET")
     key = None if method == "OPTIONS" else request_key(method, scope.get("scheme", "http"), host, scope["path"],
                                                           scope.get("raw_path"), authorization)
-    return host, authorization, preflight, framed or scope.get("http_version") not in ("1.0", "1.1"), key
+    # Made as a tuple is: Head(...) runs a Python __new__ (1 k instructions a request).
+    return tuple.__new__(Head, (host, authorization, preflight,
+                                framed or scope.get("http_version") not in ("1.0", "1.1"), key))
+
+
+def _remembered_by(scope: Scope, head: Head | None) -> RequestKey | None:
+    """The key a request's verdict is remembered by; None where none may be
+    (the whole Request read, OPTIONS, a websocket)."""
+    return None if head is None or scope["type"] != "http" else head.key
 
 
 def _view(scope: Scope, head: Head) -> GuardView:
@@ -387,9 +400,8 @@ class BearerGuard:
         Request must be read: X-Forwarded-* may be believed, or the head is
         unusual), and the verdict remembered for it (verdicts.py), if any."""
         head = None if self.site.trusted else guard_head(scope)
-        if head is None or head[4] is None or scope["type"] != "http":
-            return head, None
-        return head, self._verdicts.recall(head[4], self.site.directory.current)
+        key = _remembered_by(scope, head)
+        return head, None if key is None else self._verdicts.recall(key, self.site.directory.current)
 
     def let_in(self, verdict: Verdict, scope: Scope) -> Scope:
         """The scope the wrapped app sees under a remembered verdict that lets the request in."""
@@ -423,7 +435,8 @@ class BearerGuard:
             return refused_path()  # the tenant is picked by path: only one that says where it goes
         # X-Forwarded-* may be believed, or the head is unusual: the whole Request is read.
         view = guard_view(request_of(self.site, scope)) if head is None else _view(scope, head)
-        keep = None if head is None or head[4] is None or scope["type"] != "http" else self._keep(head[4])
+        key = _remembered_by(scope, head)
+        keep = None if key is None else self._keep(key)
         answer = self.site.guard(view, self.required_scopes, resource_only=self.elsewhere is not None, keep=keep)
         if answer is None or isinstance(answer, Response):
             return answer

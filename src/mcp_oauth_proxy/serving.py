@@ -73,8 +73,12 @@ past ``send_timeout`` the connection is dropped. That clock starts only
 once writing blocks, so the kernel may hold little unsent for a connection
 (``UNSENT_LOWAT``): it took megabytes of answers from a client that asked
 on and never read; and uvicorn waits to write as soon as the kernel takes
-no more, not 64 KiB later. A connection given up on is reset
-(``reset_on_close``): closed, it sat minutes in FIN_WAIT1. On uvicorn a few answers
+no more, not 64 KiB later. The clock measures a client that reads
+nothing: one reading steadily, however slowly, gets it started again. A
+connection given up on is reset (``reset_on_close``): closed, it sat
+minutes in FIN_WAIT1; and the kernel gives up on a peer whose window
+stays shut for ``send_timeout`` (TCP_USER_TIMEOUT), so a connection closed
+the usual way behind answers never read does not linger either. On uvicorn a few answers
 left unread, too few to pause writing, held it too (its idle timer's close
 waited for them): the timer aborts such a connection. uvicorn also queued every
 request a client pipelined ahead of its answers, reading on after each
@@ -144,6 +148,7 @@ MAX_PIPELINED = 32
 # bounded by it: a reading client's throughput is not.
 UNSENT_LOWAT = 16 * 1024
 _NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", None)
+_USER_TIMEOUT = getattr(socket, "TCP_USER_TIMEOUT", None)
 
 
 def reset_on_close(sock: Any) -> None:
@@ -159,14 +164,24 @@ def reset_on_close(sock: Any) -> None:
         pass
 
 
-def hold_little_unsent(sock: Any) -> None:
-    """Sets UNSENT_LOWAT on an accepted TCP socket, where the system has it."""
-    if _NOTSENT_LOWAT is None or sock is None:
+def tune_accepted(sock: Any, send_timeout: float) -> None:
+    """On an accepted TCP socket, where the system has them: UNSENT_LOWAT,
+    and TCP_USER_TIMEOUT of ``send_timeout`` (RFC 5482): the kernel gives
+    up on a peer that acknowledges nothing, or keeps its window shut, that
+    long. Without it a connection closed while its client read nothing
+    stayed in the kernel, FIN_WAIT1 behind the unsent answer, some five
+    minutes, outside every cap; a client whose window opens now and then
+    (one that reads, however slowly) is not affected."""
+    if sock is None:
         return
-    try:
-        sock.setsockopt(socket.IPPROTO_TCP, _NOTSENT_LOWAT, UNSENT_LOWAT)
-    except OSError:  # not TCP (a Unix socket), or gone already
-        pass
+    user_timeout = min(max(1, int(send_timeout * 1000)), 2**31 - 1)  # milliseconds, a C int
+    for option, value in ((_NOTSENT_LOWAT, UNSENT_LOWAT), (_USER_TIMEOUT, user_timeout)):
+        if option is None:
+            continue
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, option, value)
+        except OSError:  # not TCP (a Unix socket), or gone already
+            return
 
 
 # RFC 9110 §7.2: Host = uri-host [ ":" port ] (RFC 3986 §3.2.2: an IP
@@ -395,10 +410,12 @@ class _Connection(HttpToolsProtocol):
     # At most one timer per connection, moved on lazily: not one made and
     # cancelled per request.
     _timer: asyncio.TimerHandle | None = None
-    # Seconds the client may leave answers unread (uvicorn waits for ever),
-    # and the timer that holds it to them while the send buffer is full.
+    # Seconds the client may read nothing of its answers (uvicorn waits for
+    # ever), the timer that holds it to them while writing is paused, and
+    # the bytes held here for it when that timer was last set.
     send_timeout = 30.0
     _unread: asyncio.TimerHandle | None = None
+    _unsent = 0
     # Whether the connection was dropped (too many requests ahead, a head
     # too large): the rest of the read is parsed, but no request of it runs.
     _dropped = False
@@ -417,7 +434,7 @@ class _Connection(HttpToolsProtocol):
     # As uvicorn's HttpToolsProtocol declares it (narrower than asyncio's BaseProtocol).
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        hold_little_unsent(transport.get_extra_info("socket"))
+        tune_accepted(transport.get_extra_info("socket"), self.send_timeout)
         # Writing pauses (and send_timeout starts) as soon as the kernel
         # takes no more, not once 64 KiB more wait here (asyncio's mark): a
         # client asking now and then, never reading, was held for minutes.
@@ -579,6 +596,7 @@ class _Connection(HttpToolsProtocol):
     def pause_writing(self) -> None:
         super().pause_writing()
         if self._unread is None:
+            self._unsent = self.transport.get_write_buffer_size()
             self._unread = self.loop.call_later(self.send_timeout, self._answers_unread)
 
     def resume_writing(self) -> None:
@@ -588,6 +606,14 @@ class _Connection(HttpToolsProtocol):
             self._unread = None
 
     def _answers_unread(self) -> None:
+        # send_timeout is the most a client may read nothing: one reading
+        # steadily, however slowly, gets its clock started again (a single
+        # large write took longer than send_timeout to drain at 16 KiB/s).
+        unsent = self.transport.get_write_buffer_size()
+        if unsent < self._unsent:
+            self._unsent = unsent
+            self._unread = self.loop.call_later(self.send_timeout, self._answers_unread)
+            return
         self._unread = None
         _failed("closed a connection whose client left its answers unread for %g s", self.send_timeout)
         self._cut()  # close() would wait to send what the client does not read
@@ -604,9 +630,9 @@ class _Connection(HttpToolsProtocol):
         if self.loop.time() < self._head_due:  # a later wait
             self._timer = self.loop.call_at(self._head_due, self._head_overdue)
         elif self.transport.get_write_buffer_size():
-            # Answers its client never read (too few to pause writing, so no
-            # send_timeout): close() would wait for them for ever.
-            self._cut()
+            # Its last answer still going out (writing is paused, so
+            # send_timeout judges whether the client reads): not idle yet.
+            self._await_head()
         else:
             self.transport.close()
 
@@ -697,7 +723,8 @@ class _HypercornConnection:
             await self._abort()
             return
         self._held = (caps, peer) if caps is not None else None
-        hold_little_unsent(self.stream.socket if hasattr(self, "stream") else self.writer.get_extra_info("socket"))
+        tune_accepted(self.stream.socket if hasattr(self, "stream") else self.writer.get_extra_info("socket"),
+                      self.config.send_timeout)
         try:
             await super().run()  # type: ignore[misc]
         except _EndConnection:
@@ -764,9 +791,15 @@ class _HypercornConnection:
         bytes off mid-write; only this deadline may. (One scope of the
         loop's own: anyio's two cost trio 100 us a request.)"""
         if hasattr(self, "stream"):  # trio
-            with trio.CancelScope(shield=True, deadline=trio.current_time() + timeout) as scope:
-                await self.stream.send_all(data)
-            return not scope.cancelled_caught
+            # In pieces, each with its own deadline: a client reading
+            # steadily, however slowly, is never cut off mid-answer.
+            view = memoryview(data)
+            for start in range(0, max(len(view), 1), _SEND_PIECE):
+                with trio.CancelScope(shield=True, deadline=trio.current_time() + timeout) as scope:
+                    await self.stream.send_all(view[start:start + _SEND_PIECE])
+                if scope.cancelled_caught:
+                    return False
+            return True
         self.writer.write(data)  # asyncio
         try:
             await asyncio.shield(asyncio.wait_for(self.writer.drain(), timeout))
@@ -783,6 +816,10 @@ class _HypercornConnection:
                 self.writer.transport.abort()
         finally:
             self._let_go()
+
+
+# Bytes a client must read within send_timeout (serve --trio).
+_SEND_PIECE = 64 * 1024
 
 
 class _EndConnection(Exception):

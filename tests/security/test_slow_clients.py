@@ -235,3 +235,25 @@ def test_a_client_that_asks_slowly_and_never_reads_is_let_go_soon(impatient: Ser
             time.sleep(0.4)
     assert took is not None, "still open after 40 s"
     assert took < 12, took  # 20.4 s on uvicorn before; about 6.4 s on both now
+
+
+def test_a_closed_connection_its_client_never_reads_is_not_left_behind(impatient: Served) -> None:
+    """The same review, again: an answer that ends its connection
+    (``Connection: close``), or the idle timer's close, while the client
+    never reads: closed the usual way, the server's kernel kept the
+    connection, FIN_WAIT1 behind the unsent answer, for some five minutes,
+    outside every cap (no token needed, on either server). The kernel now
+    gives up on a peer whose window stays shut for send_timeout."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+        sock.connect(("127.0.0.1", impatient.port))
+        mine = sock.getsockname()[1]
+        ask = request("GET", "/.well-known/oauth-authorization-server", impatient.host)
+        # Answers the server's kernel takes whole (below UNSENT_LOWAT): writing never pauses.
+        sock.sendall(ask * 6 + request("GET", "/.well-known/oauth-authorization-server", impatient.host,
+                                        (("connection", "close"),)))
+        deadline = time.monotonic() + SEND_TIMEOUT + 15
+        while _server_side_state(impatient.port, mine) is not None:
+            assert time.monotonic() < deadline, (f"the server's side is still held: state "
+                                                 f"{_server_side_state(impatient.port, mine)}")
+            time.sleep(0.2)

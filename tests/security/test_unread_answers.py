@@ -126,3 +126,58 @@ def test_a_client_that_stops_reading_a_stream_is_cut_off(loop: str, tmp_path: Pa
             time.sleep(0.1)
         assert _Endless.ended and _Endless.ended[-1] - started < SEND_TIMEOUT + 12
         assert "left its answers unread" in served.log_text()
+
+
+BIG = 600 * 1024
+
+
+class _Big(http.server.BaseHTTPRequestHandler):
+    """A backend answering one large body, written in one piece."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length", "0")))
+        self.send_response(200)
+        self.send_header("content-type", "application/octet-stream")
+        self.send_header("content-length", str(BIG))
+        self.end_headers()
+        self.wfile.write(b"x" * BIG)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_client_reading_slowly_but_steadily_gets_the_whole_answer(loop: str, tmp_path: Path) -> None:
+    """A review: a client reading a large forwarded answer at a steady
+    16-24 KiB/s was cut off (uvicorn): send_timeout ran from the moment
+    writing paused until every byte held for the client had gone, however
+    steadily it went. The clock measures a client that reads nothing."""
+    with backend_at_mcp(_Big) as url:
+        port = free_port()
+        database = f"sqlite:///{tmp_path / 'proxy.db'}"
+        token = seed_access_token(database, tmp_path / "keys", "acme", f"http://127.0.0.1:{port}/mcp")
+        with serve(tmp_path, loop, port=port, database=database, server=f"send_timeout = {SEND_TIMEOUT}",
+                   tenant=f'backend = "{url}"') as served:
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+            sock.connect(("127.0.0.1", served.port))
+            sock.sendall(b"POST /mcp HTTP/1.1\r\nhost: " + served.host + b"\r\nauthorization: Bearer "
+                         + token.encode() + b"\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}")
+            received, start = b"", time.monotonic()
+            sock.settimeout(SEND_TIMEOUT + 5)
+            try:
+                while b"\r\n\r\n" not in received or len(received.partition(b"\r\n\r\n")[2]) < BIG:
+                    data = sock.recv(4096)  # some 80 KiB/s: the whole takes several send_timeouts
+                    if not data:
+                        break
+                    received += data
+                    time.sleep(0.05)
+            except OSError as error:
+                raise AssertionError(f"cut off after {len(received)} bytes, "
+                                     f"{time.monotonic() - start:.1f} s: {error!r}") from None
+            finally:
+                sock.close()
+    assert received.startswith(b"HTTP/1.1 200 ")
+    assert received.partition(b"\r\n\r\n")[2] == b"x" * BIG

@@ -162,20 +162,27 @@ def test_a_client_that_asks_on_and_never_reads_is_let_go(impatient: Served) -> N
     writing ever blocked and send_timeout could start. The server's kernel
     now holds little unsent (TCP_NOTSENT_LOWAT): writing blocks, and the
     connection is let go send_timeout later."""
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
-        sock.connect(("127.0.0.1", impatient.port))
-        mine, most, start, took = sock.getsockname()[1], 0, time.monotonic(), None
-        while time.monotonic() - start < 40:
-            try:
-                sock.sendall(request("GET", "/.well-known/oauth-authorization-server", impatient.host))
-            except OSError:  # reset: the server let it go
-                took = time.monotonic() - start
-                break
-            most = max(most, _send_queue(impatient.port, mine))
-            time.sleep(0.01)
+    took, most = _ask_until_let_go(impatient, every=0.01)
     assert took is not None, f"still open after 40 s; the server's kernel held {most} bytes unsent"
     assert most <= 256 * 1024, most
+
+
+def _ask_until_let_go(served: Served, every: float) -> tuple[float | None, int]:
+    """Asks for a small answer ``every`` seconds, never reading, until the
+    server lets the connection go: how long that took (None: not within 40
+    s), and the most its kernel held unsent meanwhile."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+        sock.connect(("127.0.0.1", served.port))
+        mine, most, start = sock.getsockname()[1], 0, time.monotonic()
+        while time.monotonic() - start < 40:
+            try:
+                sock.sendall(request("GET", "/.well-known/oauth-authorization-server", served.host))
+            except OSError:  # reset: the server let it go
+                return time.monotonic() - start, most
+            most = max(most, _send_queue(served.port, mine))
+            time.sleep(every)
+    return None, most
 
 
 def _server_side_state(server_port: int, client_port: int) -> str | None:
@@ -222,17 +229,7 @@ def test_a_client_that_asks_slowly_and_never_reads_is_let_go_soon(impatient: Ser
     asking for a small answer every few seconds, never reading, held its
     connection for minutes before send_timeout even began. Writing now
     pauses as soon as the kernel takes no more."""
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
-        sock.connect(("127.0.0.1", impatient.port))
-        start, took = time.monotonic(), None
-        while time.monotonic() - start < 40:
-            try:
-                sock.sendall(request("GET", "/.well-known/oauth-authorization-server", impatient.host))
-            except OSError:  # reset: the server let it go
-                took = time.monotonic() - start
-                break
-            time.sleep(0.4)
+    took, _ = _ask_until_let_go(impatient, every=0.4)
     assert took is not None, "still open after 40 s"
     assert took < 12, took  # 20.4 s on uvicorn before; about 6.4 s on both now
 

@@ -222,3 +222,15 @@ def test_a_backend_is_sent_none_of_our_cookies() -> None:
     use it to revoke the person's grants."""
     sent = [(b"cookie", b"__Host-mcp_connections_acme=signed.value; theirs=1; __Host-mcp_browser=b")]
     assert to_backend(sent, False, None) == [(b"cookie", b"theirs=1")]
+
+
+@pytest.mark.parametrize("name", ["X.MCP.User", "x.mcp.scopes", "X~Mcp~Client~Id", "X-MCP.Principal-Type",
+                                  "X.Forwarded.For", "Remote.User", "Impersonate.User", "Proxy.Authorization",
+                                  "X*Upstream*Token"])
+def test_identity_headers_spelled_with_other_punctuation_are_dropped(name: str) -> None:
+    """A CGI-style backend files every character of a header name that is
+    neither a letter nor a digit as "_" (RFC 3875 §4.1.18 names only "-"; some
+    go further): "X.MCP.User" would arrive as the X-MCP-User we set. Names
+    are compared with every such character as "-"."""
+    kept = to_backend([(name.encode(), b"admin"), (b"x.other", b"1")], False, "X-Upstream-Token")
+    assert kept == [(b"x.other", b"1")]

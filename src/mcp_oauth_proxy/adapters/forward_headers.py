@@ -74,9 +74,16 @@ _IDENTITY_SAFE = VISIBLE.replace("%", "")
 _EDGE_SPACES = re.compile(r"^ +| +$")
 
 
+# Every byte that is neither a letter nor a digit, as "-"; letters lower-cased.
+_CANONICAL = bytes(b if chr(b).isascii() and chr(b).isalnum() else ord("-") for b in range(256)).lower()
+
+
 def canonical(name: bytes) -> bytes:
-    """A header name as the servers behind us compare it."""
-    return name.lower().replace(b"_", b"-")
+    """A header name as the servers behind us may compare it: a WSGI or
+    CGI-style server files "X_MCP_User" (and some "X.MCP.User") under the
+    key it files "X-MCP-User" by, so every character that is neither a
+    letter nor a digit counts as "-"."""
+    return name.translate(_CANONICAL)
 
 
 def header_value(value: str) -> bytes:

@@ -174,6 +174,12 @@ ME = "mcp_client_robot"
 
 @pytest.mark.parametrize("over, why", [
     ({"aud": "https://other.example/oauth/token"}, "aud"),
+    # RFC 7523bis §2.1 (client authentication): the issuer identifier as the
+    # sole audience; the token endpoint "MUST NOT be used": a malicious
+    # server's metadata naming our token endpoint as its own got the
+    # client to sign an assertion good here.
+    ({"aud": TOKEN}, "aud"),
+    ({"aud": [TOKEN]}, "aud"),
     ({"aud": None}, "aud"),
     # One assertion for two servers (another tenant's token endpoint beside
     # ours) would be good at each, its jti spent at each apart: refused.
@@ -191,7 +197,7 @@ ME = "mcp_client_robot"
 def test_a_client_assertion_breaking_a_rule_is_invalid_client(over, why):
     signer = Signer("ES256")
     h = keyed(signer)
-    response = pkj(h, signer.assertion(ME, TOKEN, NOW, **over))
+    response = pkj(h, signer.assertion(ME, ISSUER, NOW, **over))
     assert response.status == 401 and error_of(response) == "invalid_client", response.body
     assert why in response.json()["error_description"]
 
@@ -199,7 +205,7 @@ def test_a_client_assertion_breaking_a_rule_is_invalid_client(over, why):
 def test_an_assertion_with_alg_none_or_hmac_keyed_with_the_public_key_is_refused():
     signer = Signer("RS256")
     h = keyed(signer)
-    claims = {"iss": ME, "sub": ME, "aud": TOKEN, "exp": NOW + 60, "jti": "j1"}
+    claims = {"iss": ME, "sub": ME, "aud": ISSUER, "exp": NOW + 60, "jti": "j1"}
     for forged in (unsigned(claims, kid=signer.kid), hmac_with(signer.public_pem, claims, kid=signer.kid),
                    hmac_with(json.dumps(signer.jwk).encode(), claims, kid=signer.kid)):
         response = pkj(h, forged)
@@ -209,8 +215,8 @@ def test_an_assertion_with_alg_none_or_hmac_keyed_with_the_public_key_is_refused
 def test_an_assertion_signed_by_another_key_or_tampered_with_is_refused():
     mine, theirs = Signer("ES256", kid="k1"), Signer("ES256", kid="k1")
     h = keyed(mine)
-    assert "signature" in pkj(h, theirs.assertion(ME, TOKEN, NOW)).json()["error_description"]
-    good = mine.assertion(ME, TOKEN, NOW)
+    assert "signature" in pkj(h, theirs.assertion(ME, ISSUER, NOW)).json()["error_description"]
+    good = mine.assertion(ME, ISSUER, NOW)
     head, payload, signature = good.split(".")
     claims = json.loads(base64.urlsafe_b64decode(payload + "=="))
     forged_payload = base64.urlsafe_b64encode(json.dumps({**claims, "exp": NOW + 200}).encode()).rstrip(b"=")
@@ -229,20 +235,20 @@ def test_a_replayed_assertion_is_refused():
 def test_an_assertion_must_name_the_client_it_authenticates_and_be_the_only_method():
     signer = Signer("ES256")
     h = keyed(signer)
-    assert error_of(pkj(h, signer.assertion(ME, TOKEN, NOW), client_id="mcp_client_other")) == "invalid_client"
+    assert error_of(pkj(h, signer.assertion(ME, ISSUER, NOW), client_id="mcp_client_other")) == "invalid_client"
     response = h.token({"grant_type": "client_credentials", "client_assertion_type": CLIENT_ASSERTION_TYPE,
-                        "client_assertion": signer.assertion(ME, TOKEN, NOW)}, basic(ME, SECRET))
+                        "client_assertion": signer.assertion(ME, ISSUER, NOW)}, basic(ME, SECRET))
     assert error_of(response) == "invalid_request"
     assert error_of(h.token({"grant_type": "client_credentials", "client_assertion_type": "urn:other",
-                             "client_assertion": signer.assertion(ME, TOKEN, NOW)})) == "invalid_client"
+                             "client_assertion": signer.assertion(ME, ISSUER, NOW)})) == "invalid_client"
     # A client registered for a secret cannot authenticate with an assertion instead, nor the reverse.
     h2 = harness(machine())
-    assert error_of(pkj(h2, signer.assertion(ME, TOKEN, NOW))) == "invalid_client"
+    assert error_of(pkj(h2, signer.assertion(ME, ISSUER, NOW))) == "invalid_client"
     assert error_of(h.token({"grant_type": "client_credentials"}, basic(ME, SECRET))) == "invalid_client"
 
 
 @pytest.mark.parametrize("alg", ["RS256", "ES256", "EdDSA"])
-@pytest.mark.parametrize("audience", [TOKEN, ISSUER])
+@pytest.mark.parametrize("audience", [ISSUER, [ISSUER]])
 def test_private_key_jwt_with_keys_given_at_registration(alg, audience):
     signer = Signer(alg)
     h = keyed(signer)
@@ -255,22 +261,22 @@ def test_keys_from_a_jwks_uri_are_cached_and_fetched_again_for_an_unknown_kid_at
     old, new, stranger = Signer("RS256", kid="old"), Signer("RS256", kid="new"), Signer("RS256", kid="who")
     h = harness(machine(method="private_key_jwt", jwks_uri=CLIENT_JWKS_URI))
     h.web.documents[CLIENT_JWKS_URI] = {"keys": [old.jwk]}
-    assert pkj(h, old.assertion(ME, TOKEN, NOW)).status == 200
-    assert pkj(h, old.assertion(ME, TOKEN, NOW)).status == 200
+    assert pkj(h, old.assertion(ME, ISSUER, NOW)).status == 200
+    assert pkj(h, old.assertion(ME, ISSUER, NOW)).status == 200
     assert h.web.fetched == [CLIENT_JWKS_URI]  # cached
     # An unknown kid: fetched again, then refused.
     h.seconds += REFETCH_AFTER
-    response = pkj(h, stranger.assertion(ME, TOKEN, NOW))
+    response = pkj(h, stranger.assertion(ME, ISSUER, NOW))
     assert error_of(response) == "invalid_client" and "kid" in response.json()["error_description"]
     assert h.web.fetched == [CLIENT_JWKS_URI] * 2
     # Made-up kids do not make us hammer the client's server: not again so soon.
     for _ in range(5):
-        assert error_of(pkj(h, Signer("RS256").assertion(ME, TOKEN, NOW))) == "invalid_client"
+        assert error_of(pkj(h, Signer("RS256").assertion(ME, ISSUER, NOW))) == "invalid_client"
     assert h.web.fetched == [CLIENT_JWKS_URI] * 2
     # The client rotated its keys: its new kid is found once they are fetched again.
     h.web.documents[CLIENT_JWKS_URI] = {"keys": [new.jwk]}
     h.seconds += REFETCH_AFTER
-    assert pkj(h, new.assertion(ME, TOKEN, NOW)).status == 200
+    assert pkj(h, new.assertion(ME, ISSUER, NOW)).status == 200
     assert h.web.fetched == [CLIENT_JWKS_URI] * 3
 
 
@@ -278,11 +284,11 @@ def test_keys_of_the_wrong_kind_are_never_used():
     """A symmetric ("oct") key, an encryption key, a key for another alg."""
     signer = Signer("ES256", kid="k")
     secret = base64.urlsafe_b64encode(b"shared-secret").rstrip(b"=").decode()
-    claims = {"iss": ME, "sub": ME, "aud": TOKEN, "exp": NOW + 60, "jti": "j"}
+    claims = {"iss": ME, "sub": ME, "aud": ISSUER, "exp": NOW + 60, "jti": "j"}
     for jwk, token in (
         ({"kty": "oct", "k": secret, "kid": "k"}, hmac_with(b"shared-secret", claims, kid="k")),
-        ({**signer.jwk, "use": "enc"}, signer.assertion(ME, TOKEN, NOW)),
-        ({**signer.jwk, "alg": "ES384"}, signer.assertion(ME, TOKEN, NOW)),
+        ({**signer.jwk, "use": "enc"}, signer.assertion(ME, ISSUER, NOW)),
+        ({**signer.jwk, "alg": "ES384"}, signer.assertion(ME, ISSUER, NOW)),
     ):
         h = harness(machine(method="private_key_jwt", jwks=json.dumps({"keys": [jwk]})))
         assert error_of(pkj(h, token)) == "invalid_client"
@@ -443,7 +449,7 @@ def test_an_organizations_server_fetches_keys_from_public_addresses_only(organiz
     h = harness(machine(method="private_key_jwt", jwks_uri=CLIENT_JWKS_URI))
     h.tenant = attrs.evolve(h.tenant, fetches_public_only=organizations)
     h.web.documents[CLIENT_JWKS_URI] = {"keys": [signer.jwk]}
-    assert pkj(h, signer.assertion(ME, TOKEN, NOW)).status == 200
+    assert pkj(h, signer.assertion(ME, ISSUER, NOW)).status == 200
     j = idjag_harness(signer)
     j.tenant = attrs.evolve(j.tenant, fetches_public_only=organizations)
     assert exchange(j, grant_of(signer, PARTNER, sub="ada")).status == 200

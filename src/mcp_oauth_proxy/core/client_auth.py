@@ -144,8 +144,7 @@ def _check_assertion(assertion: Unverified, client: Client, ctx: Context) -> Flo
                                          public_only=ctx.tenant.fetches_public_only)
         else:
             raise JwtRefused("the client has no public keys")
-        audiences = (ctx.tenant.endpoint("token"), ctx.tenant.issuer)
-        jti, exp = check_client_assertion(claims, client.client_id, audiences, ctx.now)
+        jti, exp = check_client_assertion(claims, client.client_id, ctx.tenant.issuer, ctx.now)
         yield from spend_jti(ctx.tenant.slug, "client", client.client_id, jti, exp)
     except JwtRefused as exc:
         raise InvalidClient(f"client authentication failed: {exc}") from None

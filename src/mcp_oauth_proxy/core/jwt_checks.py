@@ -184,21 +184,23 @@ def _audiences(claims: dict[str, Any]) -> list[Any]:
     return aud if isinstance(aud, list) else [aud]
 
 
-def check_client_assertion(claims: dict[str, Any], client_id: str, audiences: Sequence[str],
-                           now: int) -> tuple[str, int]:
-    """RFC 7523 §3 for client authentication (§2.2): iss and sub are the
-    client, aud names us, exp bounded, a jti. The (jti, exp) to spend."""
+def check_client_assertion(claims: dict[str, Any], client_id: str, issuer: str, now: int) -> tuple[str, int]:
+    """RFC 7523 §3 for client authentication (§2.2), as RFC 7523bis §4
+    updates it: iss and sub are the client, aud our issuer alone, exp
+    bounded, a jti. The (jti, exp) to spend."""
     # §3 items 1-2: "the iss ... MUST be the client_id", and so MUST the sub.
     if _string(claims, "iss") != client_id or _string(claims, "sub") != client_id:
         raise JwtRefused("the assertion's iss and sub must both be the client_id")
-    # §3 item 3: the token endpoint, or (RFC 7523bis, OIDC Core §9) the issuer;
-    # and (RFC 7523bis) one audience alone: an assertion naming two servers
-    # would be good at each, its jti spent at each apart.
+    # RFC 7523bis §4: "The authorization server MUST reject any JWT that does not
+    # contain its issuer identifier as its sole audience value"; the token
+    # endpoint "MUST NOT be used" (a server whose metadata named our token
+    # endpoint as its own would get an assertion good here). One audience
+    # alone: an assertion naming two servers would be good at each.
     named = _audiences(claims)
     if len(named) > 1:
-        raise JwtRefused("the assertion's aud must name one audience: this server's token endpoint or its issuer")
-    if not any(a in audiences for a in named):
-        raise JwtRefused("the assertion's aud is neither this server's token endpoint nor its issuer")
+        raise JwtRefused("the assertion's aud must name one audience: this server's issuer")
+    if named != [issuer]:
+        raise JwtRefused("the assertion's aud is not this server's issuer (RFC 7523bis: not its token endpoint)")
     exp = check_times(claims, now, iat_required=False)
     return _string(claims, "jti"), exp
 

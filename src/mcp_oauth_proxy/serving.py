@@ -70,20 +70,20 @@ A client must read what it asked for. Neither server bounds how long an
 answer may wait on a client that does not read it (an event stream it
 stopped reading held its connection, and the backend's stream, for ever):
 past ``send_timeout`` the connection is dropped. That clock starts only
-once writing blocks, so the kernel may hold little unsent for a connection
-(``UNSENT_LOWAT``): it took megabytes of answers from a client that asked
-on and never read; and uvicorn waits to write as soon as the kernel takes
-no more, not 64 KiB later. The clock measures a client that reads
-nothing: one reading steadily, however slowly, gets it started again. A
-connection given up on is reset (``reset_on_close``): closed, it sat
-minutes in FIN_WAIT1; and the kernel gives up on a peer whose window
-stays shut for ``send_timeout`` (TCP_USER_TIMEOUT), so a connection closed
-the usual way behind answers never read does not linger either. On uvicorn a few answers
-left unread, too few to pause writing, held it too (its idle timer's close
-waited for them): the timer aborts such a connection. uvicorn also queued every
-request a client pipelined ahead of its answers, reading on after each
-answer (one connection took gigabytes): past ``MAX_PIPELINED`` waiting
-requests the connection is dropped, and nothing more is read while any wait.
+once writing blocks, so the kernel holds little unsent for a connection
+(``UNSENT_LOWAT``; it took megabytes of answers from a client that asked
+on and never read), and uvicorn pauses writing as soon as the kernel takes
+no more, not 64 KiB later (a few answers left unread below that mark held
+a connection for good). The clock measures a client that takes nothing:
+uvicorn's starts again whenever the bytes held for the client go down,
+trio's runs per 16 KiB sent. A connection given up on is reset
+(``reset_on_close``); one closed the usual way first has the kernel give
+up on a client that takes nothing for ``send_timeout``
+(``give_up_after_close``): either way none sits minutes in FIN_WAIT1.
+uvicorn also queued every request a client pipelined ahead of its
+answers, reading on after each answer (one connection took gigabytes):
+past ``MAX_PIPELINED`` waiting requests the connection is dropped, and
+nothing more is read while any wait.
 When a client leaves, every request of its connection hears so: uvicorn told
 only the one parsed last, and the one being answered wrote on to the closed
 connection.
@@ -164,24 +164,48 @@ def reset_on_close(sock: Any) -> None:
         pass
 
 
-def tune_accepted(sock: Any, send_timeout: float) -> None:
-    """On an accepted TCP socket, where the system has them: UNSENT_LOWAT,
-    and TCP_USER_TIMEOUT of ``send_timeout`` (RFC 5482): the kernel gives
-    up on a peer that acknowledges nothing, or keeps its window shut, that
-    long. Without it a connection closed while its client read nothing
-    stayed in the kernel, FIN_WAIT1 behind the unsent answer, some five
-    minutes, outside every cap; a client whose window opens now and then
-    (one that reads, however slowly) is not affected."""
-    if sock is None:
+def hold_little_unsent(sock: Any) -> None:
+    """Sets UNSENT_LOWAT on an accepted TCP socket, where the system has it."""
+    _set_tcp(sock, _NOTSENT_LOWAT, UNSENT_LOWAT)
+
+
+def give_up_after_close(sock: Any, send_timeout: float) -> None:
+    """Before a connection is closed the usual way (its answers sent, then
+    FIN): TCP_USER_TIMEOUT of ``send_timeout`` (RFC 5482), so the kernel
+    gives up on a client that takes none of what is left for that long.
+    Without it such a connection stayed in the kernel, FIN_WAIT1 behind the
+    answer its client never read, some five minutes, outside every cap.
+    Only then: while the connection is ours, send_timeout is judged here,
+    and the kernel's clock (which a window smaller than the waiting segment
+    never restarts) reset clients reading slowly but steadily."""
+    _set_tcp(sock, _USER_TIMEOUT, min(max(1, int(send_timeout * 1000)), 2**31 - 1))  # ms, a C int
+
+
+def _set_tcp(sock: Any, option: int | None, value: int) -> None:
+    if sock is None or option is None:
         return
-    user_timeout = min(max(1, int(send_timeout * 1000)), 2**31 - 1)  # milliseconds, a C int
-    for option, value in ((_NOTSENT_LOWAT, UNSENT_LOWAT), (_USER_TIMEOUT, user_timeout)):
-        if option is None:
-            continue
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, option, value)
-        except OSError:  # not TCP (a Unix socket), or gone already
-            return
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, option, value)
+    except OSError:  # not TCP (a Unix socket), or gone already
+        pass
+
+
+class _ClosingTransport:
+    """uvicorn's view of a connection's transport: the transport itself
+    (its methods bound once, no call in between), but closing it first
+    has the kernel give up on a client that reads nothing
+    (give_up_after_close). Every close of uvicorn's, and of ours, goes
+    through it."""
+
+    def __init__(self, transport: asyncio.Transport, send_timeout: float) -> None:
+        self._transport, self._send_timeout = transport, send_timeout
+        for name in ("write", "is_closing", "get_extra_info", "set_protocol", "get_protocol", "pause_reading",
+                     "resume_reading", "abort", "get_write_buffer_size", "set_write_buffer_limits"):
+            setattr(self, name, getattr(transport, name))
+
+    def close(self) -> None:
+        give_up_after_close(self._transport.get_extra_info("socket"), self._send_timeout)
+        self._transport.close()
 
 
 # RFC 9110 §7.2: Host = uri-host [ ":" port ] (RFC 3986 §3.2.2: an IP
@@ -434,7 +458,8 @@ class _Connection(HttpToolsProtocol):
     # As uvicorn's HttpToolsProtocol declares it (narrower than asyncio's BaseProtocol).
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        tune_accepted(transport.get_extra_info("socket"), self.send_timeout)
+        hold_little_unsent(transport.get_extra_info("socket"))
+        self.transport = _ClosingTransport(transport, self.send_timeout)  # type: ignore[assignment]
         # Writing pauses (and send_timeout starts) as soon as the kernel
         # takes no more, not once 64 KiB more wait here (asyncio's mark): a
         # client asking now and then, never reading, was held for minutes.
@@ -606,9 +631,9 @@ class _Connection(HttpToolsProtocol):
             self._unread = None
 
     def _answers_unread(self) -> None:
-        # send_timeout is the most a client may read nothing: one reading
-        # steadily, however slowly, gets its clock started again (a single
-        # large write took longer than send_timeout to drain at 16 KiB/s).
+        # send_timeout is the most a client may take nothing: one reading
+        # steadily gets its clock started again (a single large write took
+        # longer than send_timeout to drain at 16 KiB/s).
         unsent = self.transport.get_write_buffer_size()
         if unsent < self._unsent:
             self._unsent = unsent
@@ -723,8 +748,7 @@ class _HypercornConnection:
             await self._abort()
             return
         self._held = (caps, peer) if caps is not None else None
-        tune_accepted(self.stream.socket if hasattr(self, "stream") else self.writer.get_extra_info("socket"),
-                      self.config.send_timeout)
+        hold_little_unsent(self._socket())
         try:
             await super().run()  # type: ignore[misc]
         except _EndConnection:
@@ -746,13 +770,18 @@ class _HypercornConnection:
         if held is not None:
             held[0].release(held[1])
 
+    def _socket(self) -> Any:
+        return self.stream.socket if hasattr(self, "stream") else self.writer.get_extra_info("socket")
+
     async def _close(self) -> None:
+        give_up_after_close(self._socket(), self.config.send_timeout)
         try:
             await super()._close()  # type: ignore[misc]
         finally:
             self._let_go()
 
     async def _initiate_server_close(self) -> None:
+        give_up_after_close(self._socket(), self.config.send_timeout)
         try:
             await super()._initiate_server_close()  # type: ignore[misc]
         finally:
@@ -792,7 +821,8 @@ class _HypercornConnection:
         loop's own: anyio's two cost trio 100 us a request.)"""
         if hasattr(self, "stream"):  # trio
             # In pieces, each with its own deadline: a client reading
-            # steadily, however slowly, is never cut off mid-answer.
+            # steadily, at 16 KiB per send_timeout or faster, is never cut
+            # off mid-answer.
             view = memoryview(data)
             for start in range(0, max(len(view), 1), _SEND_PIECE):
                 with trio.CancelScope(shield=True, deadline=trio.current_time() + timeout) as scope:
@@ -809,7 +839,7 @@ class _HypercornConnection:
 
     async def _abort(self) -> None:
         try:
-            reset_on_close(self.stream.socket if hasattr(self, "stream") else self.writer.get_extra_info("socket"))
+            reset_on_close(self._socket())
             if hasattr(self, "stream"):
                 await trio.aclose_forcefully(self.stream)
             else:
@@ -818,8 +848,9 @@ class _HypercornConnection:
             self._let_go()
 
 
-# Bytes a client must read within send_timeout (serve --trio).
-_SEND_PIECE = 64 * 1024
+# Bytes a client must take within send_timeout (serve --trio): what the
+# kernel holds unsent for it.
+_SEND_PIECE = UNSENT_LOWAT
 
 
 class _EndConnection(Exception):

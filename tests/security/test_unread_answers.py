@@ -181,3 +181,37 @@ def test_a_client_reading_slowly_but_steadily_gets_the_whole_answer(loop: str, t
                 sock.close()
     assert received.startswith(b"HTTP/1.1 200 ")
     assert received.partition(b"\r\n\r\n")[2] == b"x" * BIG
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_client_with_a_small_window_reading_steadily_is_not_cut_off(loop: str, tmp_path: Path) -> None:
+    """A second review: with TCP_USER_TIMEOUT set on every connection, a
+    client reading a steady 8-16 KB/s through a window smaller than the
+    segment waiting for it was reset by the kernel send_timeout after its
+    first window probe (the probe's clock restarts only when the whole
+    segment fits), however much it read meanwhile."""
+    with backend_at_mcp(_Big) as url:
+        port = free_port()
+        database = f"sqlite:///{tmp_path / 'proxy.db'}"
+        token = seed_access_token(database, tmp_path / "keys", "acme", f"http://127.0.0.1:{port}/mcp")
+        with serve(tmp_path, loop, port=port, database=database, server=f"send_timeout = {SEND_TIMEOUT}",
+                   tenant=f'backend = "{url}"') as served:
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect(("127.0.0.1", served.port))
+            sock.sendall(b"POST /mcp HTTP/1.1\r\nhost: " + served.host + b"\r\nauthorization: Bearer "
+                         + token.encode() + b"\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}")
+            received, start = 0, time.monotonic()
+            sock.settimeout(SEND_TIMEOUT + 5)
+            try:
+                while time.monotonic() - start < 4 * SEND_TIMEOUT:  # 16 KiB a second
+                    data = sock.recv(1024)
+                    assert data, f"ended after {received} bytes, {time.monotonic() - start:.1f} s"
+                    received += len(data)
+                    time.sleep(1 / 16)
+            except OSError as error:
+                raise AssertionError(f"cut off after {received} bytes, "
+                                     f"{time.monotonic() - start:.1f} s: {error!r}") from None
+            finally:
+                sock.close()
+    assert received > 4 * SEND_TIMEOUT * 12 * 1024

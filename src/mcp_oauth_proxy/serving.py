@@ -77,9 +77,10 @@ no more, not 64 KiB later (a few answers left unread below that mark held
 a connection for good). The clock measures a client that takes nothing:
 uvicorn's starts again whenever the bytes held for the client go down,
 trio's runs per 16 KiB sent. A connection given up on is reset
-(``reset_on_close``); one closed the usual way first has the kernel give
-up on a client that takes nothing for ``send_timeout``
-(``give_up_after_close``): either way none sits minutes in FIN_WAIT1.
+(``reset_on_close``); one closed the usual way lingers until its client
+has taken all the kernel holds for it, judged by the same clock
+(``_ClosingTransport``, ``_HypercornConnection._lingered``): either way
+none sits minutes in FIN_WAIT1, outside the caps.
 uvicorn also queued every request a client pipelined ahead of its
 answers, reading on after each answer (one connection took gigabytes):
 past ``MAX_PIPELINED`` waiting requests the connection is dropped, and
@@ -148,7 +149,13 @@ MAX_PIPELINED = 32
 # bounded by it: a reading client's throughput is not.
 UNSENT_LOWAT = 16 * 1024
 _NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", None)
-_USER_TIMEOUT = getattr(socket, "TCP_USER_TIMEOUT", None)
+try:  # not on Windows
+    import fcntl
+    import termios
+
+    _OUTQ: int | None = getattr(termios, "TIOCOUTQ", None)  # SIOCOUTQ on Linux
+except ImportError:  # pragma: no cover
+    _OUTQ = None
 
 
 def reset_on_close(sock: Any) -> None:
@@ -169,18 +176,6 @@ def hold_little_unsent(sock: Any) -> None:
     _set_tcp(sock, _NOTSENT_LOWAT, UNSENT_LOWAT)
 
 
-def give_up_after_close(sock: Any, send_timeout: float) -> None:
-    """Before a connection is closed the usual way (its answers sent, then
-    FIN): TCP_USER_TIMEOUT of ``send_timeout`` (RFC 5482), so the kernel
-    gives up on a client that takes none of what is left for that long.
-    Without it such a connection stayed in the kernel, FIN_WAIT1 behind the
-    answer its client never read, some five minutes, outside every cap.
-    Only then: while the connection is ours, send_timeout is judged here,
-    and the kernel's clock (which a window smaller than the waiting segment
-    never restarts) reset clients reading slowly but steadily."""
-    _set_tcp(sock, _USER_TIMEOUT, min(max(1, int(send_timeout * 1000)), 2**31 - 1))  # ms, a C int
-
-
 def _set_tcp(sock: Any, option: int | None, value: int) -> None:
     if sock is None or option is None:
         return
@@ -190,22 +185,68 @@ def _set_tcp(sock: Any, option: int | None, value: int) -> None:
         pass
 
 
+def unacknowledged(sock: Any) -> int:
+    """Bytes the kernel holds for a connection that its client has not
+    acknowledged (SIOCOUTQ); 0 where the system cannot say, or the socket
+    is gone."""
+    if _OUTQ is None or sock is None:
+        return 0
+    try:
+        return int(struct.unpack("i", fcntl.ioctl(sock.fileno(), _OUTQ, b"\0\0\0\0"))[0])
+    except (OSError, ValueError):
+        return 0
+
+
+# How often a closing connection looks whether its client took the rest (seconds).
+LINGER_POLL = 0.25
+
+
 class _ClosingTransport:
     """uvicorn's view of a connection's transport: the transport itself
-    (its methods bound once, no call in between), but closing it first
-    has the kernel give up on a client that reads nothing
-    (give_up_after_close). Every close of uvicorn's, and of ours, goes
-    through it."""
+    (its methods bound once, no call in between), but its close lingers.
+    Closed at once, a connection whose client had not yet taken its last
+    answer stayed in the kernel, FIN_WAIT1 behind it, some five minutes,
+    outside every cap. Here reading stops, and the close waits until the
+    kernel holds nothing the client has not acknowledged; a client that
+    takes none of it for ``send_timeout`` is reset. The descriptor, and
+    its place under the caps, is held meanwhile. Every close of uvicorn's,
+    and of ours, goes through it."""
 
-    def __init__(self, transport: asyncio.Transport, send_timeout: float) -> None:
-        self._transport, self._send_timeout = transport, send_timeout
-        for name in ("write", "is_closing", "get_extra_info", "set_protocol", "get_protocol", "pause_reading",
-                     "resume_reading", "abort", "get_write_buffer_size", "set_write_buffer_limits"):
+    def __init__(self, transport: asyncio.Transport, send_timeout: float, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport, self._send_timeout, self._loop = transport, send_timeout, loop
+        self._closing = False
+        for name in ("write", "get_extra_info", "set_protocol", "get_protocol", "pause_reading", "resume_reading",
+                     "abort", "get_write_buffer_size", "set_write_buffer_limits"):
             setattr(self, name, getattr(transport, name))
 
+    def is_closing(self) -> bool:
+        return self._closing or self._transport.is_closing()
+
     def close(self) -> None:
-        give_up_after_close(self._transport.get_extra_info("socket"), self._send_timeout)
-        self._transport.close()
+        if self._closing:
+            return
+        self._closing = True
+        if self._transport.is_closing():
+            return
+        self._transport.pause_reading()  # the connection's last request was its last
+        self._linger(None, self._loop.time())
+
+    def _linger(self, before: int | None, progressed: float) -> None:
+        if self._transport.is_closing():  # gone meanwhile
+            return
+        left = self._transport.get_write_buffer_size() + unacknowledged(self._transport.get_extra_info("socket"))
+        if left == 0:
+            self._transport.close()
+            return
+        now = self._loop.time()
+        if before is None or left < before:
+            progressed = now
+        elif now - progressed >= self._send_timeout:
+            _failed("closed a connection whose client left its answers unread for %g s", self._send_timeout)
+            reset_on_close(self._transport.get_extra_info("socket"))
+            self._transport.abort()
+            return
+        self._loop.call_later(LINGER_POLL, self._linger, left, progressed)
 
 
 # RFC 9110 §7.2: Host = uri-host [ ":" port ] (RFC 3986 §3.2.2: an IP
@@ -459,7 +500,7 @@ class _Connection(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         hold_little_unsent(transport.get_extra_info("socket"))
-        self.transport = _ClosingTransport(transport, self.send_timeout)  # type: ignore[assignment]
+        self.transport = _ClosingTransport(transport, self.send_timeout, self.loop)  # type: ignore[assignment]
         # Writing pauses (and send_timeout starts) as soon as the kernel
         # takes no more, not once 64 KiB more wait here (asyncio's mark): a
         # client asking now and then, never reading, was held for minutes.
@@ -774,18 +815,46 @@ class _HypercornConnection:
         return self.stream.socket if hasattr(self, "stream") else self.writer.get_extra_info("socket")
 
     async def _close(self) -> None:
-        give_up_after_close(self._socket(), self.config.send_timeout)
         try:
-            await super()._close()  # type: ignore[misc]
+            if await self._lingered():
+                await super()._close()  # type: ignore[misc]
+            else:
+                await self._abort()
         finally:
             self._let_go()
 
     async def _initiate_server_close(self) -> None:
-        give_up_after_close(self._socket(), self.config.send_timeout)
         try:
-            await super()._initiate_server_close()  # type: ignore[misc]
+            if await self._lingered():
+                await super()._initiate_server_close()  # type: ignore[misc]
+            else:
+                from hypercorn.events import Closed
+
+                await self.protocol.handle(Closed())
+                await self._abort()
         finally:
             self._let_go()
+
+    async def _lingered(self) -> bool:
+        """Whether the client took all the kernel holds for it before it
+        took none of it for ``send_timeout`` (then it is reset): as
+        _ClosingTransport, a close waits for that."""
+        try:
+            sock = self._socket()
+        except (OSError, AttributeError):
+            return True
+        before, progressed = None, anyio.current_time()
+        while left := unacknowledged(sock):
+            now = anyio.current_time()
+            if before is None or left < before:
+                progressed = now
+            elif now - progressed >= self.config.send_timeout:
+                _failed("closed a connection whose client left its answers unread for %g s",
+                        self.config.send_timeout)
+                return False
+            before = left
+            await anyio.sleep(LINGER_POLL)
+        return True
 
     async def _read_data(self) -> None:
         await super()._read_data()  # type: ignore[misc]

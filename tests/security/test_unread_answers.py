@@ -135,14 +135,15 @@ class _Big(http.server.BaseHTTPRequestHandler):
     """A backend answering one large body, written in one piece."""
 
     protocol_version = "HTTP/1.1"
+    size = BIG
 
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("content-length", "0")))
         self.send_response(200)
         self.send_header("content-type", "application/octet-stream")
-        self.send_header("content-length", str(BIG))
+        self.send_header("content-length", str(self.size))
         self.end_headers()
-        self.wfile.write(b"x" * BIG)
+        self.wfile.write(b"x" * self.size)
 
     def log_message(self, *args: object) -> None:
         pass
@@ -215,3 +216,42 @@ def test_a_client_with_a_small_window_reading_steadily_is_not_cut_off(loop: str,
             finally:
                 sock.close()
     assert received > 4 * SEND_TIMEOUT * 12 * 1024
+
+
+class _Smaller(_Big):
+    size = 100_000
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_slow_reader_of_an_answer_that_ends_its_connection_gets_all_of_it(loop: str, tmp_path: Path) -> None:
+    """A third review: with TCP_USER_TIMEOUT set as a connection closed (to
+    free it from the kernel soon), a client reading 16 KB/s through a small
+    window an answer it had asked to end the connection with
+    (``Connection: close``, or HTTP/1.0) was reset before its end. The close
+    now waits, judged by the same clock as any answer: a client that takes
+    nothing for send_timeout is reset, one that reads gets all of it."""
+    with backend_at_mcp(_Smaller) as url:
+        port = free_port()
+        database = f"sqlite:///{tmp_path / 'proxy.db'}"
+        token = seed_access_token(database, tmp_path / "keys", "acme", f"http://127.0.0.1:{port}/mcp")
+        with serve(tmp_path, loop, port=port, database=database, server=f"send_timeout = {SEND_TIMEOUT}",
+                   tenant=f'backend = "{url}"') as served:
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect(("127.0.0.1", served.port))
+            sock.sendall(b"POST /mcp HTTP/1.1\r\nhost: " + served.host + b"\r\nauthorization: Bearer "
+                         + token.encode() + b"\r\nconnection: close\r\ncontent-type: application/json"
+                         b"\r\ncontent-length: 2\r\n\r\n{}")
+            received, start = b"", time.monotonic()
+            sock.settimeout(SEND_TIMEOUT + 5)
+            try:
+                while data := sock.recv(1024):  # 16 KiB a second, to the end of the connection
+                    received += data
+                    time.sleep(1 / 16)
+            except OSError as error:
+                raise AssertionError(f"cut off after {len(received)} bytes, "
+                                     f"{time.monotonic() - start:.1f} s: {error!r}") from None
+            finally:
+                sock.close()
+    assert received.startswith(b"HTTP/1.1 200 ")
+    assert received.partition(b"\r\n\r\n")[2] == b"x" * _Smaller.size

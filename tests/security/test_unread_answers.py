@@ -5,11 +5,12 @@ connection). A real ``serve`` on each loop, with ``send_timeout`` short."""
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import socket
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import httpx
 import pytest
@@ -149,37 +150,60 @@ class _Big(http.server.BaseHTTPRequestHandler):
         pass
 
 
-@pytest.mark.parametrize("loop", LOOPS)
-def test_a_client_reading_slowly_but_steadily_gets_the_whole_answer(loop: str, tmp_path: Path) -> None:
-    """A review: a client reading a large forwarded answer at a steady
-    16-24 KiB/s was cut off (uvicorn): send_timeout ran from the moment
-    writing paused until every byte held for the client had gone, however
-    steadily it went. The clock measures a client that reads nothing."""
-    with backend_at_mcp(_Big) as url:
+@contextlib.contextmanager
+def _asked(loop: str, tmp_path: Path, handler: type[_Big], rcvbuf: int, headers: bytes = b"") -> Iterator[socket.socket]:
+    """A client's connection to serve (send_timeout short), its receive
+    buffer ``rcvbuf``, that has asked POST /mcp of a backend answering with
+    ``handler`` (``headers`` added to the request)."""
+    with backend_at_mcp(handler) as url:
         port = free_port()
         database = f"sqlite:///{tmp_path / 'proxy.db'}"
         token = seed_access_token(database, tmp_path / "keys", "acme", f"http://127.0.0.1:{port}/mcp")
         with serve(tmp_path, loop, port=port, database=database, server=f"send_timeout = {SEND_TIMEOUT}",
                    tenant=f'backend = "{url}"') as served:
             sock = socket.socket()
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
             sock.connect(("127.0.0.1", served.port))
             sock.sendall(b"POST /mcp HTTP/1.1\r\nhost: " + served.host + b"\r\nauthorization: Bearer "
-                         + token.encode() + b"\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}")
-            received, start = b"", time.monotonic()
+                         + token.encode() + b"\r\n" + headers + b"content-type: application/json"
+                         b"\r\ncontent-length: 2\r\n\r\n{}")
             sock.settimeout(SEND_TIMEOUT + 5)
             try:
-                while b"\r\n\r\n" not in received or len(received.partition(b"\r\n\r\n")[2]) < BIG:
-                    data = sock.recv(4096)  # some 80 KiB/s: the whole takes several send_timeouts
-                    if not data:
-                        break
-                    received += data
-                    time.sleep(0.05)
-            except OSError as error:
-                raise AssertionError(f"cut off after {len(received)} bytes, "
-                                     f"{time.monotonic() - start:.1f} s: {error!r}") from None
+                yield sock
             finally:
                 sock.close()
+
+
+def _read(sock: socket.socket, per_second: int, until: Callable[[bytes, float], bool]) -> bytes:
+    """What the server sends, read 1 KiB at a time, ``per_second`` of them a
+    second, until ``until(what came, seconds)`` or the end of the connection;
+    an error if the server cuts the connection off."""
+    received, start = b"", time.monotonic()
+    try:
+        while not until(received, time.monotonic() - start):
+            data = sock.recv(1024)
+            if not data:
+                break
+            received += data
+            time.sleep(1 / per_second)
+    except OSError as error:
+        raise AssertionError(f"cut off after {len(received)} bytes, "
+                             f"{time.monotonic() - start:.1f} s: {error!r}") from None
+    return received
+
+
+def _whole(size: int) -> Callable[[bytes, float], bool]:
+    return lambda received, _: len(received.partition(b"\r\n\r\n")[2]) >= size
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_client_reading_slowly_but_steadily_gets_the_whole_answer(loop: str, tmp_path: Path) -> None:
+    """A review: a client reading a large forwarded answer at a steady
+    16-24 KiB/s was cut off (uvicorn): send_timeout ran from the moment
+    writing paused until every byte held for the client had gone, however
+    steadily it went. The clock measures a client that reads nothing."""
+    with _asked(loop, tmp_path, _Big, 8192) as sock:
+        received = _read(sock, 64, _whole(BIG))  # 64 KiB/s: the whole takes several send_timeouts
     assert received.startswith(b"HTTP/1.1 200 ")
     assert received.partition(b"\r\n\r\n")[2] == b"x" * BIG
 
@@ -191,31 +215,9 @@ def test_a_client_with_a_small_window_reading_steadily_is_not_cut_off(loop: str,
     segment waiting for it was reset by the kernel send_timeout after its
     first window probe (the probe's clock restarts only when the whole
     segment fits), however much it read meanwhile."""
-    with backend_at_mcp(_Big) as url:
-        port = free_port()
-        database = f"sqlite:///{tmp_path / 'proxy.db'}"
-        token = seed_access_token(database, tmp_path / "keys", "acme", f"http://127.0.0.1:{port}/mcp")
-        with serve(tmp_path, loop, port=port, database=database, server=f"send_timeout = {SEND_TIMEOUT}",
-                   tenant=f'backend = "{url}"') as served:
-            sock = socket.socket()
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            sock.connect(("127.0.0.1", served.port))
-            sock.sendall(b"POST /mcp HTTP/1.1\r\nhost: " + served.host + b"\r\nauthorization: Bearer "
-                         + token.encode() + b"\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}")
-            received, start = 0, time.monotonic()
-            sock.settimeout(SEND_TIMEOUT + 5)
-            try:
-                while time.monotonic() - start < 4 * SEND_TIMEOUT:  # 16 KiB a second
-                    data = sock.recv(1024)
-                    assert data, f"ended after {received} bytes, {time.monotonic() - start:.1f} s"
-                    received += len(data)
-                    time.sleep(1 / 16)
-            except OSError as error:
-                raise AssertionError(f"cut off after {received} bytes, "
-                                     f"{time.monotonic() - start:.1f} s: {error!r}") from None
-            finally:
-                sock.close()
-    assert received > 4 * SEND_TIMEOUT * 12 * 1024
+    with _asked(loop, tmp_path, _Big, 4096) as sock:
+        received = _read(sock, 16, lambda _, seconds: seconds >= 4 * SEND_TIMEOUT)
+    assert len(received) > 4 * SEND_TIMEOUT * 12 * 1024
 
 
 class _Smaller(_Big):
@@ -230,28 +232,7 @@ def test_a_slow_reader_of_an_answer_that_ends_its_connection_gets_all_of_it(loop
     (``Connection: close``, or HTTP/1.0) was reset before its end. The close
     now waits, judged by the same clock as any answer: a client that takes
     nothing for send_timeout is reset, one that reads gets all of it."""
-    with backend_at_mcp(_Smaller) as url:
-        port = free_port()
-        database = f"sqlite:///{tmp_path / 'proxy.db'}"
-        token = seed_access_token(database, tmp_path / "keys", "acme", f"http://127.0.0.1:{port}/mcp")
-        with serve(tmp_path, loop, port=port, database=database, server=f"send_timeout = {SEND_TIMEOUT}",
-                   tenant=f'backend = "{url}"') as served:
-            sock = socket.socket()
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            sock.connect(("127.0.0.1", served.port))
-            sock.sendall(b"POST /mcp HTTP/1.1\r\nhost: " + served.host + b"\r\nauthorization: Bearer "
-                         + token.encode() + b"\r\nconnection: close\r\ncontent-type: application/json"
-                         b"\r\ncontent-length: 2\r\n\r\n{}")
-            received, start = b"", time.monotonic()
-            sock.settimeout(SEND_TIMEOUT + 5)
-            try:
-                while data := sock.recv(1024):  # 16 KiB a second, to the end of the connection
-                    received += data
-                    time.sleep(1 / 16)
-            except OSError as error:
-                raise AssertionError(f"cut off after {len(received)} bytes, "
-                                     f"{time.monotonic() - start:.1f} s: {error!r}") from None
-            finally:
-                sock.close()
+    with _asked(loop, tmp_path, _Smaller, 4096, b"connection: close\r\n") as sock:
+        received = _read(sock, 16, lambda _, __: False)  # to the end of the connection
     assert received.startswith(b"HTTP/1.1 200 ")
     assert received.partition(b"\r\n\r\n")[2] == b"x" * _Smaller.size

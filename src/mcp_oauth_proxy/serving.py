@@ -156,6 +156,8 @@ try:  # not on Windows
     _OUTQ: int | None = getattr(termios, "TIOCOUTQ", None)  # SIOCOUTQ on Linux
 except ImportError:  # pragma: no cover
     _OUTQ = None
+_TCP_INFO = getattr(socket, "TCP_INFO", None)
+_SENDING = (1, 8)  # Linux's TCP_ESTABLISHED and TCP_CLOSE_WAIT: what is unsent may yet go
 
 
 def reset_on_close(sock: Any) -> None:
@@ -192,6 +194,10 @@ def unacknowledged(sock: Any) -> int:
     if _OUTQ is None or sock is None:
         return 0
     try:
+        # Reset or closed, a connection still counts what it had not sent
+        # (SIOCOUTQ reads its sequence numbers), but none of it will be.
+        if _TCP_INFO is not None and sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, 1)[0] not in _SENDING:
+            return 0
         return int(struct.unpack("i", fcntl.ioctl(sock.fileno(), _OUTQ, b"\0\0\0\0"))[0])
     except (OSError, ValueError):
         return 0

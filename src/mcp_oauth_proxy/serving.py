@@ -212,11 +212,12 @@ class _ClosingTransport:
     (its methods bound once, no call in between), but its close lingers.
     Closed at once, a connection whose client had not yet taken its last
     answer stayed in the kernel, FIN_WAIT1 behind it, some five minutes,
-    outside every cap. Here reading stops, and the close waits until the
-    kernel holds nothing the client has not acknowledged; a client that
-    takes none of it for ``send_timeout`` is reset. The descriptor, and
-    its place under the caps, is held meanwhile. Every close of uvicorn's,
-    and of ours, goes through it."""
+    outside every cap. Here the close waits until the kernel holds nothing
+    the client has not acknowledged; a client that takes none of it for
+    ``send_timeout`` is reset. Meanwhile what the client sends is no
+    request (:class:`_Discarding`), and the descriptor and its place under
+    the caps are held. Every close of uvicorn's, and of ours, goes through
+    it."""
 
     def __init__(self, transport: asyncio.Transport, send_timeout: float, loop: asyncio.AbstractEventLoop) -> None:
         self._transport, self._send_timeout, self._loop = transport, send_timeout, loop
@@ -234,13 +235,20 @@ class _ClosingTransport:
         self._closing = True
         if self._transport.is_closing():
             return
-        self._transport.pause_reading()  # the connection's last request was its last
+        if not self._left():
+            self._transport.close()
+            return
+        self._transport.set_protocol(_Discarding(self._transport.get_protocol()))
+        self._transport.resume_reading()
         self._linger(None, self._loop.time())
+
+    def _left(self) -> int:
+        return self._transport.get_write_buffer_size() + unacknowledged(self._transport.get_extra_info("socket"))
 
     def _linger(self, before: int | None, progressed: float) -> None:
         if self._transport.is_closing():  # gone meanwhile
             return
-        left = self._transport.get_write_buffer_size() + unacknowledged(self._transport.get_extra_info("socket"))
+        left = self._left()
         if left == 0:
             self._transport.close()
             return
@@ -253,6 +261,31 @@ class _ClosingTransport:
             self._transport.abort()
             return
         self._loop.call_later(LINGER_POLL, self._linger, left, progressed)
+
+
+class _Discarding(asyncio.Protocol):
+    """What reads a connection whose close lingers: its last request was its
+    last, so what comes now is read and dropped (left unread, it would make
+    the close a reset, and a client could lose the end of its answer). The
+    connection's own protocol still hears of writing and of the end."""
+
+    def __init__(self, protocol: Any) -> None:
+        self._protocol = protocol
+
+    def data_received(self, data: bytes) -> None:
+        pass
+
+    def eof_received(self) -> bool:
+        return True  # what is left still goes out
+
+    def pause_writing(self) -> None:
+        self._protocol.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._protocol.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._protocol.connection_lost(exc)
 
 
 # RFC 9110 §7.2: Host = uri-host [ ":" port ] (RFC 3986 §3.2.2: an IP
@@ -830,6 +863,9 @@ class _HypercornConnection:
             self._let_go()
 
     async def _initiate_server_close(self) -> None:
+        # Closing while idle: what the client sends from now on is no request
+        # (its reading goes on while the close lingers).
+        self.protocol = _Deaf(self.protocol)
         try:
             if await self._lingered():
                 await super()._initiate_server_close()  # type: ignore[misc]
@@ -926,6 +962,22 @@ class _HypercornConnection:
 # Bytes a client must take within send_timeout (serve --trio): what the
 # kernel holds unsent for it.
 _SEND_PIECE = UNSENT_LOWAT
+
+
+class _Deaf:
+    """A Hypercorn connection's protocol, but deaf to the client's bytes."""
+
+    def __init__(self, protocol: Any) -> None:
+        self._protocol = protocol
+
+    async def handle(self, event: Any) -> None:
+        from hypercorn.events import RawData
+
+        if not isinstance(event, RawData):
+            await self._protocol.handle(event)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._protocol, name)
 
 
 class _EndConnection(Exception):

@@ -254,3 +254,25 @@ def test_a_closed_connection_its_client_never_reads_is_not_left_behind(impatient
             assert time.monotonic() < deadline, (f"the server's side is still held: state "
                                                  f"{_server_side_state(impatient.port, mine)}")
             time.sleep(0.2)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_request_sent_while_an_idle_connection_closes_is_not_served(loop: str, tmp_path: Path) -> None:
+    """A fourth review: while the idle close of a connection waited for its
+    client to take the last answers (trio), the server read on and ran
+    what came meanwhile (a forwarded POST reached its backend), then cut
+    its answer off. A closing connection serves nothing more; what its
+    client sends is read and dropped, so the close is no reset either."""
+    with serve(tmp_path, loop, server="send_timeout = 5\nkeep_alive_timeout = 2") as served:
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+            sock.connect(("127.0.0.1", served.port))
+            ask = request("GET", "/.well-known/oauth-authorization-server", served.host)
+            sock.sendall(ask * 6)  # answers the kernel takes whole, left unread
+            time.sleep(2.7)  # past the idle timeout: the connection is closing, its answers not yet taken
+            sock.sendall(ask)
+            received = b""
+            sock.settimeout(10)
+            while data := sock.recv(65536):
+                received += data
+    assert received.count(b"HTTP/1.1 200 ") == 6, received.count(b"HTTP/1.1 200 ")

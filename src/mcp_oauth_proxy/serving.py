@@ -238,7 +238,7 @@ class _ClosingTransport:
         if not self._left():
             self._transport.close()
             return
-        self._transport.set_protocol(_Discarding(self._transport.get_protocol()))
+        self._transport.set_protocol(_Discarding(self._transport.get_protocol(), self._transport))
         self._transport.resume_reading()
         self._linger(None, self._loop.time())
 
@@ -266,14 +266,18 @@ class _ClosingTransport:
 class _Discarding(asyncio.Protocol):
     """What reads a connection whose close lingers: its last request was its
     last, so what comes now is read and dropped (left unread, it would make
-    the close a reset, and a client could lose the end of its answer). The
-    connection's own protocol still hears of writing and of the end."""
+    the close a reset, and a client could lose the end of its answer), up
+    to MAX_HEAD bytes; past them reading stops. The connection's own
+    protocol still hears of writing and of the end."""
 
-    def __init__(self, protocol: Any) -> None:
-        self._protocol = protocol
+    def __init__(self, protocol: Any, transport: asyncio.Transport) -> None:
+        self._protocol, self._transport = protocol, transport
+        self._budget = MAX_HEAD  # then reading stops: a flood would cost a core for nothing
 
     def data_received(self, data: bytes) -> None:
-        pass
+        self._budget -= len(data)
+        if self._budget < 0:
+            self._transport.pause_reading()
 
     def eof_received(self) -> bool:
         return True  # what is left still goes out
@@ -886,7 +890,10 @@ class _HypercornConnection:
         except (OSError, AttributeError):
             return True
         before, progressed = None, anyio.current_time()
+        context = getattr(self, "context", None)
         while left := unacknowledged(sock):
+            if context is not None and context.terminated.is_set():
+                return False  # the server is stopping: Hypercorn shields this wait from its own deadline
             now = anyio.current_time()
             if before is None or left < before:
                 progressed = now

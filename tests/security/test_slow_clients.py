@@ -8,13 +8,16 @@ real ``serve`` process."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
+import threading
 import time
 from pathlib import Path
 from typing import Iterator
 
 import httpx
 import pytest
+from processes import stop_process
 from served import LOOPS, Served, closed_within, read_answer, request, serve
 
 TIMEOUT = 1.0
@@ -276,3 +279,30 @@ def test_a_request_sent_while_an_idle_connection_closes_is_not_served(loop: str,
             while data := sock.recv(65536):
                 received += data
     assert received.count(b"HTTP/1.1 200 ") == 6, received.count(b"HTTP/1.1 200 ")
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_server_told_to_stop_does_not_wait_on_a_lingering_close(loop: str, tmp_path: Path) -> None:
+    """A fifth review: on trio, a client taking the rest of its answers a
+    little at a time kept the idle close lingering, and the server, told to
+    stop, waited on it (Hypercorn shields that wait from its own deadline)
+    for as long as the client went on. It now gives up the connection."""
+    with serve(tmp_path, loop, server="send_timeout = 5\nkeep_alive_timeout = 2") as served:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+        sock.connect(("127.0.0.1", served.port))
+        sock.sendall(request("GET", "/.well-known/oauth-authorization-server", served.host) * 6)
+        time.sleep(2.7)  # the idle close lingers: its answers are not all taken
+
+        def trickle() -> None:  # takes a little now and then, so the linger goes on
+            with contextlib.suppress(OSError):
+                while sock.recv(512):
+                    time.sleep(1)
+
+        reader = threading.Thread(target=trickle, daemon=True)
+        reader.start()
+        started = time.monotonic()
+        stop_process(served.proc, grace=15)
+        took = time.monotonic() - started
+        sock.close()
+    assert took < 8, f"the server took {took:.1f} s to stop"

@@ -175,14 +175,10 @@ def reset_on_close(sock: Any) -> None:
 
 def hold_little_unsent(sock: Any) -> None:
     """Sets UNSENT_LOWAT on an accepted TCP socket, where the system has it."""
-    _set_tcp(sock, _NOTSENT_LOWAT, UNSENT_LOWAT)
-
-
-def _set_tcp(sock: Any, option: int | None, value: int) -> None:
-    if sock is None or option is None:
+    if _NOTSENT_LOWAT is None or sock is None:
         return
     try:
-        sock.setsockopt(socket.IPPROTO_TCP, option, value)
+        sock.setsockopt(socket.IPPROTO_TCP, _NOTSENT_LOWAT, UNSENT_LOWAT)
     except OSError:  # not TCP (a Unix socket), or gone already
         pass
 
@@ -205,6 +201,33 @@ def unacknowledged(sock: Any) -> int:
 
 # How often a closing connection looks whether its client took the rest (seconds).
 LINGER_POLL = 0.25
+
+
+class _Taking:
+    """Whether a client takes what is held for it: stalled once the bytes
+    held have not gone down for ``timeout`` seconds (send_timeout, the most
+    a client may take nothing)."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self._least: int | None = None
+        self._since = 0.0
+
+    def stalled(self, held: int, now: float) -> bool:
+        if self._least is None or held < self._least:
+            self._least, self._since = held, now
+            return False
+        return now - self._since >= self.timeout
+
+
+def _left_unread(send_timeout: float) -> None:
+    _failed("closed a connection whose client left its answers unread for %g s", send_timeout)
+
+
+def _cut(transport: Any) -> None:
+    """Ends an asyncio connection at once, reset: nothing it left unsent is kept."""
+    reset_on_close(transport.get_extra_info("socket"))
+    transport.abort()
 
 
 class _ClosingTransport:
@@ -240,27 +263,22 @@ class _ClosingTransport:
             return
         self._transport.set_protocol(_Discarding(self._transport.get_protocol(), self._transport))
         self._transport.resume_reading()
-        self._linger(None, self._loop.time())
+        self._linger(_Taking(self._send_timeout))
 
     def _left(self) -> int:
         return self._transport.get_write_buffer_size() + unacknowledged(self._transport.get_extra_info("socket"))
 
-    def _linger(self, before: int | None, progressed: float) -> None:
+    def _linger(self, taking: _Taking) -> None:
         if self._transport.is_closing():  # gone meanwhile
             return
         left = self._left()
         if left == 0:
             self._transport.close()
-            return
-        now = self._loop.time()
-        if before is None or left < before:
-            progressed = now
-        elif now - progressed >= self._send_timeout:
-            _failed("closed a connection whose client left its answers unread for %g s", self._send_timeout)
-            reset_on_close(self._transport.get_extra_info("socket"))
-            self._transport.abort()
-            return
-        self._loop.call_later(LINGER_POLL, self._linger, left, progressed)
+        elif taking.stalled(left, self._loop.time()):
+            _left_unread(self._send_timeout)
+            _cut(self._transport)
+        else:
+            self._loop.call_later(LINGER_POLL, self._linger, taking)
 
 
 class _Discarding(asyncio.Protocol):
@@ -578,9 +596,7 @@ class _Connection(HttpToolsProtocol):
             self.caps.release(self._peer)
 
     def _cut(self) -> None:
-        """Ends the connection at once, reset: nothing it left unsent is kept."""
-        reset_on_close(self.transport.get_extra_info("socket"))
-        self.transport.abort()
+        _cut(self.transport)
 
     def send_400_response(self, msg: str) -> None:
         # uvicorn's answer to bytes that parse as no request: while an answer
@@ -724,7 +740,7 @@ class _Connection(HttpToolsProtocol):
             self._unread = self.loop.call_later(self.send_timeout, self._answers_unread)
             return
         self._unread = None
-        _failed("closed a connection whose client left its answers unread for %g s", self.send_timeout)
+        _left_unread(self.send_timeout)
         self._cut()  # close() would wait to send what the client does not read
 
     def _await_head(self) -> None:
@@ -889,19 +905,14 @@ class _HypercornConnection:
             sock = self._socket()
         except (OSError, AttributeError):
             return True
-        before, progressed = None, anyio.current_time()
+        taking = _Taking(self.config.send_timeout)
         context = getattr(self, "context", None)
         while left := unacknowledged(sock):
             if context is not None and context.terminated.is_set():
                 return False  # the server is stopping: Hypercorn shields this wait from its own deadline
-            now = anyio.current_time()
-            if before is None or left < before:
-                progressed = now
-            elif now - progressed >= self.config.send_timeout:
-                _failed("closed a connection whose client left its answers unread for %g s",
-                        self.config.send_timeout)
+            if taking.stalled(left, anyio.current_time()):
+                _left_unread(self.config.send_timeout)
                 return False
-            before = left
             await anyio.sleep(LINGER_POLL)
         return True
 
@@ -927,8 +938,7 @@ class _HypercornConnection:
             else:
                 if sent:
                     return
-                _failed("closed a connection whose client left its answers unread for %g s",
-                        self.config.send_timeout)
+                _left_unread(self.config.send_timeout)
                 await self._abort()
         await self.protocol.handle(Closed())
 

@@ -8,6 +8,7 @@ from urllib.parse import parse_qsl, urlsplit
 import attrs
 import pytest
 
+from mcp_oauth_proxy.core.flows.authorize import MAX_STATE
 from mcp_oauth_proxy.core.tenant import Policy
 from support import ISSUER, REDIRECT, RESOURCE, Harness, params_of, tenant, upstream
 
@@ -359,3 +360,36 @@ def test_a_presets_extra_parameters_go_to_the_upstream_with_ours_untouched():
     params = params_of(sent.header("location") or "")
     assert params["access_type"] == "offline" and params["prompt"] == "consent"
     assert params["client_id"] == "upstream-client" and params["code_challenge_method"] == "S256"
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_a_state_too_long_to_keep_is_refused_with_a_page_and_nothing_stored(method):
+    # A review: each authorization request is kept for the session's lifetime
+    # with its state, and the state had no bound: 60 requests of 1 MB each,
+    # no sign-in needed, grew the database by 59 MB.
+    h = Harness()
+    client = h.register()
+    url = h.authorize_url(client["client_id"], state="s" * (MAX_STATE + 1))
+    if method == "GET":
+        response = h.request("GET", url)
+    else:
+        path, _, query = url.partition("?")
+        response = h.request("POST", path, form=dict(parse_qsl(query)))
+    assert response.status == 400 and response.header("location") is None
+    assert response.header("content-type").startswith("text/html")
+    assert "state" in response.body.decode()
+    assert h.store._consents == {} and h.store._sessions == {}
+    # The longest state kept is kept whole, and comes back as it went.
+    page = h.request("GET", h.authorize_url(client["client_id"], state="s" * MAX_STATE))
+    assert page.status == 200
+    assert h.login(client["client_id"], state="s" * MAX_STATE)["state"] == "s" * MAX_STATE
+
+
+def test_a_client_stored_with_a_blank_name_is_shown_by_its_id():
+    # Registered before blank names were refused.
+    h = Harness()
+    client = h.register()
+    stored = h.store.get_client("acme", client["client_id"])
+    h.store.save_client(attrs.evolve(stored, client_name=" \u2800 "))
+    page = h.request("GET", h.authorize_url(client["client_id"]))
+    assert page.status == 200 and f"Allow {client['client_id']}" in page.body.decode().replace("<h1>", "")

@@ -46,6 +46,8 @@ def test_a_document_client_completes_the_whole_flow():
         (_doc(client_id="https://app.example.net/other.json"), "client_id is not its URL"),
         (_doc(client_id=DOC_URL + "/"), "client_id is not its URL"),
         (_doc(client_name=None), "no client_name"),
+        (_doc(client_name="  "), "no client_name"),
+        (_doc(client_name="\u2800"), "no client_name"),
         (_doc(redirect_uris=None), "redirect_uris is required"),
         (_doc(redirect_uris=["javascript:alert(1)"]), "not allowed"),
         (_doc(token_endpoint_auth_method="client_secret_basic"), "only token_endpoint_auth_method"),

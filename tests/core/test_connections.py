@@ -457,3 +457,70 @@ def test_the_identity_providers_own_error_is_a_502_page_not_ours():
     back = h.request("GET", f"{h.tenant.issuer}/oauth/callback?" + urlencode(
         {"error": "server_error", "state": state, "iss": UPSTREAM_ISSUER}))
     assert back.status == 502
+
+
+def _asks_consent(h: Harness, client_id: str, **extra: str) -> bool:
+    """Whether an authorization by this client shows the consent page (else
+    the browser's remembered approval sends it straight upstream)."""
+    answer = h.request("GET", h.authorize_url(client_id, **extra))
+    assert answer.status in (200, 302), answer.body
+    return answer.status == 200
+
+
+def _approve(h: Harness, client_id: str, **extra: str) -> None:
+    page = h.request("GET", h.authorize_url(client_id, **extra))
+    assert page.status == 200, page.body
+    answer = h.request("POST", f"{ISSUER}/oauth/consent",
+                       form={"request_id": h.consent_request_id(page), "decision": "approve"})
+    assert answer.status == 303, answer.body
+
+
+def test_a_disconnected_application_must_ask_again():
+    # A review: the approval the browser remembered outlived the disconnect,
+    # so the app had a new grant without a page shown (an upstream that
+    # signs in silently showed nothing at all).
+    h = Harness()
+    client, tokens = _connected(h)
+    assert not _asks_consent(h, client["client_id"])  # remembered, as before
+    _disconnect(h, h.sign_in_to_connections(), _grant_id(h, tokens["access_token"]))
+    assert _asks_consent(h, client["client_id"])
+    # Approved again, it is remembered again (from the next second on: an
+    # approval in the very second of the disconnect counts as before it).
+    _approve(h, client["client_id"])
+    assert _asks_consent(h, client["client_id"])
+    h.now += 1
+    _approve(h, client["client_id"])
+    h.now += 1
+    assert not _asks_consent(h, client["client_id"])
+
+
+def test_a_disconnect_forgets_every_browsers_approval_of_that_application_only():
+    ada, bob = Harness(), Harness(seed=10_000)
+    bob.store, bob.idp.sub = ada.store, "user-7"
+    client, tokens = _connected(ada)
+    other, _ = _connected(ada)
+    _approve(bob, client["client_id"])
+    bob.now += 1
+    assert not _asks_consent(bob, client["client_id"])
+    _disconnect(ada, ada.sign_in_to_connections(), _grant_id(ada, tokens["access_token"]))
+    # Approvals are the browser's, not the person's (the person is not known
+    # before the upstream login): whoever uses that application next is asked.
+    assert _asks_consent(bob, client["client_id"])
+    assert not _asks_consent(ada, other["client_id"])
+
+
+def test_approvals_from_before_a_disconnect_add_no_scope_to_a_new_one():
+    h = Harness()
+    client = h.register()
+    _approve(h, client["client_id"], scope="mcp mcp:admin")
+    h.now += 1
+    assert not _asks_consent(h, client["client_id"], scope="mcp mcp:admin")
+    params = h.login(client["client_id"], scope="mcp mcp:admin")
+    access = h.redeem(client["client_id"], params["code"]).json()["access_token"]
+    h.now += 1
+    _disconnect(h, h.sign_in_to_connections(), _grant_id(h, access))
+    h.now += 1
+    _approve(h, client["client_id"], scope="mcp")
+    h.now += 1
+    assert not _asks_consent(h, client["client_id"], scope="mcp")
+    assert _asks_consent(h, client["client_id"], scope="mcp mcp:admin")

@@ -228,6 +228,11 @@ BAD = [
     *[(f"U+{ord(ch):04X} in client_name", {"client_name": f"Clau{ch}de"}, "invalid_client_metadata")
       for ch in "\u034f\ufe0f\U000e0100\u180b\u17b4\u115f\u1160\u3164\uffa0\u2028\u2029\u00a0\u3000"
                 "\u0378\ue000\U000e0041\u061c\U0001bca0\U0001d173"],
+    # A name that shows as nothing (a review: the consent page said "Allow   ?"
+    # rather than falling back to the client's id).
+    ("blank client_name", {"client_name": "   "}, "invalid_client_metadata"),
+    ("braille blank client_name", {"client_name": "\u2800"}, "invalid_client_metadata"),
+    ("blanks client_name", {"client_name": " \u2800\u2800 "}, "invalid_client_metadata"),
     ("client_name a number", {"client_name": 5}, "invalid_client_metadata"),
     ("client_name an object", {"client_name": {"en": "x"}}, "invalid_client_metadata"),
     ("client_uri a number", {"client_uri": 5}, "invalid_client_metadata"),

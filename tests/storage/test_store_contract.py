@@ -82,6 +82,24 @@ def test_a_signed_out_session_is_remembered_until_it_expires(store):
     assert store.session_ended("s1", T0) is False
 
 
+def test_withdrawn_approvals_are_remembered_by_client_until_they_expire(store):
+    assert store.approvals_withdrawn("acme", "c1", T0) is None
+    store.withdraw_approvals("acme", "c1", T0, T0 + 60)
+    assert store.approvals_withdrawn("acme", "c1", T0 + 59) == T0
+    store.withdraw_approvals("acme", "c1", T0 + 5, T0 + 65)  # again: the later one
+    assert store.approvals_withdrawn("acme", "c1", T0 + 64) == T0 + 5
+    assert store.approvals_withdrawn("acme", "c1", T0 + 65) is None  # every cookie from before has expired
+    # Another client's, another tenant's, a session's and a counter of the same names are other things.
+    assert store.approvals_withdrawn("acme", "c2", T0) is None
+    assert store.approvals_withdrawn("globex", "c1", T0) is None
+    store.end_session("c1", T0 + 60)
+    assert store.hit_counter("c1", 0, T0 + 60) == 1
+    assert store.approvals_withdrawn("acme", "c1", T0 + 64) == T0 + 5
+    assert store.session_ended("c1", T0) is True
+    assert store.delete_expired(T0 + 65) == 3
+    assert store.approvals_withdrawn("acme", "c1", T0) is None
+
+
 # -- consent requests and auth sessions ---------------------------------------------
 def test_a_consent_request_is_taken_once(store):
     store.save_consent_request(consent())

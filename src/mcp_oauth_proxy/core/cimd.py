@@ -14,7 +14,7 @@ import attrs
 from .context import Context
 from .effects import FetchClientMetadata, Flow, GetClient
 from .errors import BrowserError, FetchFailed, InvalidClient, InvalidClientMetadata, InvalidRedirectUri
-from .flows.register import validate
+from .flows.register import is_blank, validate
 from .http import HttpResponse, media_type, parse_json
 from .models import Client
 from .redirect_uris import is_plain_host
@@ -112,7 +112,7 @@ def client_from_document(url: str, response: HttpResponse, ctx: Context) -> Clie
     # CIMD §4.1: exact, simple string comparison.
     if doc.get("client_id") != url:
         raise InvalidClient("the document's client_id is not its URL")
-    if not isinstance(doc.get("client_name"), str) or not doc["client_name"].strip():
+    if not isinstance(doc.get("client_name"), str) or is_blank(doc["client_name"]):
         raise InvalidClient("the client metadata document has no client_name")
     # CIMD §4.1: no shared secrets in a public document.
     if "client_secret" in doc or "client_secret_expires_at" in doc:

@@ -14,6 +14,7 @@ import json
 from typing import Any
 
 from .context import Context, from_urlsafe, token_hash, urlsafe
+from .effects import ApprovalsWithdrawn, Flow, WithdrawApprovals
 from .http import Request, parse_json
 from .models import AuthorizationRequest
 from .redirect_uris import shown_host
@@ -84,7 +85,7 @@ def opened(ctx: Context, raw: str | None, purpose: str | None = None) -> dict[st
 
 def _approvals(ctx: Context, request: Request) -> list[list[Any]]:
     """What this browser approved for this tenant, [client_id, destination,
-    scopes] each, if the cookie is intact, ours, for this tenant and
+    scopes, when] each, if the cookie is intact, ours, for this tenant and
     unexpired; else nothing."""
     data = opened(ctx, request.cookies().get(cookie_name(ctx, CONSENT_COOKIE + ctx.tenant.slug)))
     approvals = data.get("a") if data is not None else None
@@ -94,8 +95,9 @@ def _approvals(ctx: Context, request: Request) -> list[list[Any]]:
 
 
 def _is_approval(item: object) -> bool:
-    return (isinstance(item, list) and len(item) == 3 and isinstance(item[0], str) and isinstance(item[1], str)
-            and isinstance(item[2], list) and all(isinstance(scope, str) for scope in item[2]))
+    return (isinstance(item, list) and len(item) == 4 and isinstance(item[0], str) and isinstance(item[1], str)
+            and isinstance(item[2], list) and all(isinstance(scope, str) for scope in item[2])
+            and type(item[3]) is int)
 
 
 def _destination(auth: AuthorizationRequest) -> str:
@@ -103,27 +105,42 @@ def _destination(auth: AuthorizationRequest) -> str:
     return shown_host(auth.redirect_uri)
 
 
-def is_approved(ctx: Context, request: Request, auth: AuthorizationRequest) -> bool:
+def _standing(ctx: Context, request: Request, client_id: str) -> Flow[list[list[Any]]]:
+    """This browser's approvals, less those of ``client_id`` given no later
+    than its approvals were withdrawn (a person disconnected it: it asks
+    again)."""
+    approvals = _approvals(ctx, request)
+    if not any(approval[0] == client_id for approval in approvals):
+        return approvals
+    withdrawn = yield ApprovalsWithdrawn(ctx.tenant.slug, client_id, ctx.now)
+    if withdrawn is None:
+        return approvals
+    return [approval for approval in approvals if approval[0] != client_id or approval[3] > withdrawn]
+
+
+def is_approved(ctx: Context, request: Request, auth: AuthorizationRequest) -> Flow[bool]:
     """Whether this browser approved this client sending the person to this
-    destination, for these scopes or more: an approval shown for one
-    redirect host is no approval for another (the consent page named it)."""
+    destination, for these scopes or more, since its approvals were last
+    withdrawn: an approval shown for one redirect host is no approval for
+    another (the consent page named it)."""
     destination = _destination(auth)
+    approvals = yield from _standing(ctx, request, auth.client_id)
     return any(client == auth.client_id and where == destination and set(auth.scope) <= set(scopes)
-               for client, where, scopes in _approvals(ctx, request))
+               for client, where, scopes, _ in approvals)
 
 
-def remember_approval(ctx: Context, request: Request, auth: AuthorizationRequest) -> tuple[str, str]:
+def remember_approval(ctx: Context, request: Request, auth: AuthorizationRequest) -> Flow[tuple[str, str]]:
     """The Set-Cookie header that adds this approval to the browser's list,
     newest first: at most MAX_REMEMBERED, and few enough to fit a cookie."""
     key = [auth.client_id, _destination(auth)]
     scopes = set(auth.scope)
     kept = []
-    for approval in _approvals(ctx, request):
+    for approval in (yield from _standing(ctx, request, auth.client_id)):
         if approval[:2] == key:
             scopes.update(approval[2])  # what was approved before stays approved
         else:
             kept.append(approval)
-    approvals = [[*key, sorted(scopes)], *kept][:MAX_REMEMBERED]
+    approvals = [[*key, sorted(scopes), ctx.now], *kept][:MAX_REMEMBERED]
     ttl = ctx.tenant.policy.consent_ttl
     while True:
         data = {"t": ctx.tenant.slug, "a": approvals, "e": ctx.now + ttl}
@@ -131,6 +148,12 @@ def remember_approval(ctx: Context, request: Request, auth: AuthorizationRequest
             break
         approvals.pop()  # the oldest goes
     return set_cookie(ctx, CONSENT_COOKIE + ctx.tenant.slug, signed_value(ctx, data), ttl)
+
+
+def withdraw_approvals(ctx: Context, client_id: str) -> Flow[None]:
+    """Every browser's remembered approval of ``client_id`` on this tenant,
+    given until now, counts no more: the application asks again."""
+    yield WithdrawApprovals(ctx.tenant.slug, client_id, ctx.now, ctx.now + ctx.tenant.policy.consent_ttl)
 
 
 def is_ours(name: str) -> bool:

@@ -465,6 +465,30 @@ class SessionEnded(StoreEffect[bool]):
 
 
 @store_operation
+class WithdrawApprovals(StoreEffect[None]):
+    """Remember, for every replica, that the approvals browsers remember of
+    ``client_id`` (the consent cookie's) given at or before ``at`` count no
+    more, until ``expires_at``, when every such cookie has expired anyway.
+    (A browser's approval names no person: the person is known only after
+    the upstream login that the approval lets begin.)"""
+
+    tenant: str
+    client_id: str
+    at: int
+    expires_at: int
+
+
+@store_operation
+class ApprovalsWithdrawn(StoreEffect[int | None]):
+    """When the approvals of ``client_id`` were last withdrawn
+    (WithdrawApprovals), if that is remembered at ``now``; else None."""
+
+    tenant: str
+    client_id: str
+    now: int
+
+
+@store_operation
 class DeleteExpired(StoreEffect[int]):
     """Remove up to ``limit`` expired records of each kind; the count
     removed. (Housekeeping's, not a flow's.)"""

@@ -6,6 +6,7 @@ Upstream secrets are kept encrypted here as in every backend.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from typing import Any
@@ -46,6 +47,7 @@ from .crypto import (
 
 _SEALED = UpstreamTokens(access_token="")  # stands in for the sealed tokens
 _ENDED = "session-ended:"  # a signed-out session's counter, by its hash
+_WITHDRAWN = "approvals-withdrawn:"  # a client's withdrawn approvals, by tenant and client id
 
 
 class MemoryStore:
@@ -101,6 +103,15 @@ class MemoryStore:
     def session_ended(self, session_hash: str, now: int) -> bool:
         ended = self._counters.get((_ENDED + session_hash, 0))
         return ended is not None and ended[1] > now
+
+    # A client's withdrawn approvals: a counter too, its count the time.
+    def withdraw_approvals(self, tenant: str, client_id: str, at: int, expires_at: int) -> None:
+        with self._lock:
+            self._counters[(_WITHDRAWN + json.dumps([tenant, client_id]), 0)] = (at, expires_at)
+
+    def approvals_withdrawn(self, tenant: str, client_id: str, now: int) -> int | None:
+        withdrawn = self._counters.get((_WITHDRAWN + json.dumps([tenant, client_id]), 0))
+        return withdrawn[0] if withdrawn is not None and withdrawn[1] > now else None
 
     # -- consent and sessions --------------------------------------------------
     def save_consent_request(self, consent: ConsentRequest) -> None:

@@ -10,6 +10,7 @@ which the core answers with a 503.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
 import threading
@@ -243,6 +244,11 @@ def _ended_key(session_hash: str) -> str:
     return hashlib.sha256(("session-ended:" + session_hash).encode("utf-8")).hexdigest()
 
 
+def _withdrawn_key(tenant: str, client_id: str) -> str:
+    """A client's withdrawn approvals' counter row."""
+    return hashlib.sha256(("approvals-withdrawn:" + json.dumps([tenant, client_id])).encode("utf-8")).hexdigest()
+
+
 def _row(record: Any, **override: Any) -> dict[str, Any]:
     row: dict[str, Any] = _convert.unstructure(record)
     row.update(override)
@@ -430,6 +436,18 @@ class SqlStore:
         found = select(counters.c.count).where(counters.c.key_hash == _ended_key(session_hash),
                                                counters.c.window_start == 0, counters.c.expires_at > now)
         return self._read(lambda c: c.execute(found).first() is not None)
+
+    # A client's withdrawn approvals: a counter row too, its count the time.
+    def withdraw_approvals(self, tenant: str, client_id: str, at: int, expires_at: int) -> None:
+        row = {"key_hash": _withdrawn_key(tenant, client_id), "window_start": 0, "count": at,
+               "expires_at": expires_at}
+        self._write(lambda c: self._upsert(c, counters, row))
+
+    def approvals_withdrawn(self, tenant: str, client_id: str, now: int) -> int | None:
+        found = select(counters.c.count).where(counters.c.key_hash == _withdrawn_key(tenant, client_id),
+                                               counters.c.window_start == 0, counters.c.expires_at > now)
+        at = self._read(lambda c: c.execute(found).scalar())
+        return None if at is None else int(at)
 
     # -- consent and sessions --------------------------------------------------------
     def save_consent_request(self, consent: ConsentRequest) -> None:

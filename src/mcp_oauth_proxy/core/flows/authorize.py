@@ -26,7 +26,13 @@ from ..pages import ConsentView, consent_page
 from ..pkce import check_challenge
 from ..redirect_uris import is_loopback_redirect, is_well_formed, matches, shown_host
 from ..scopes import check_resource, choose_scope, parse_scope
+from .register import shown_name
 from .upstream_login import start_upstream_login
+
+# The longest ``state`` kept (RFC 6749 sets none): each authorization
+# request is stored with it until the person answers, and anyone may send
+# one. Clients send some 22-64 characters; a few encode more in it.
+MAX_STATE = 2048
 
 
 def _client_and_redirect(params: Mapping[str, list[str]], ctx: Context) -> Flow[tuple[Client, str, bool]]:
@@ -80,6 +86,10 @@ def authorize(request: Request, ctx: Context) -> Flow[Response]:
         params = form_params(request) if request.method == "POST" else query_params(request)
     except OAuthError as exc:
         raise BrowserError("Invalid request", exc.description) from exc
+    state = single(params, "state")
+    if state is not None and len(state) > MAX_STATE:
+        # A page, not a redirect: the error would carry the state back.
+        raise BrowserError("Invalid request", f"The request's state is longer than {MAX_STATE} characters.")
     client, redirect_uri, given = yield from _client_and_redirect(params, ctx)
     yield from ratelimit.by_client(ctx, "authorize", client.client_id, request.remote_addr)
     try:
@@ -92,7 +102,7 @@ def authorize(request: Request, ctx: Context) -> Flow[Response]:
     # the page said the person goes, the scopes). Either way the next step
     # is bound to this browser.
     browser, browser_cookie = cookies.browser_binding(request, ctx)
-    if cookies.is_approved(ctx, request, auth):
+    if (yield from cookies.is_approved(ctx, request, auth)):
         response = yield from start_upstream_login(ctx, auth, token_hash(browser), status=302)
         return response.with_headers(browser_cookie)
     return (yield from show_consent(ctx, client, auth, browser, browser_cookie))
@@ -113,7 +123,7 @@ def show_consent(ctx: Context, client: Client, auth: AuthorizationRequest, brows
     view = ConsentView(
         action=ctx.tenant.endpoint("consent"),
         request_id=request_id,
-        client_name=client.client_name or client.client_id,
+        client_name=shown_name(client),
         client_id=client.client_id,
         redirect_host=shown_host(auth.redirect_uri),
         scopes=auth.scope,

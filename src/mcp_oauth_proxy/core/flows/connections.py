@@ -24,6 +24,7 @@ from ..origins import is_from_our_pages
 from ..pages import error_page
 from ..redirect_uris import shown_host
 from ..upstream import with_upstream
+from .register import shown_name
 from .upstream_login import start_upstream_login
 
 # Grants listed on one page; a person with more pages on.
@@ -95,7 +96,7 @@ def _connection(grant: GrantInfo, client: Client | None) -> Connection:
     document_host = shown_host(grant.client_id) if is_metadata_url(grant.client_id) else None
     return Connection(
         grant_id=grant.grant_id,
-        client_name=(client.client_name if client is not None else None) or grant.client_id,
+        client_name=shown_name(client) if client is not None else grant.client_id,
         client_id=grant.client_id,
         destinations=tuple(dict.fromkeys(shown_host(u) for u in client.redirect_uris)) if client else (),
         described_by=document_host,
@@ -138,6 +139,9 @@ def _answer_form(request: Request, ctx: Context) -> Flow[Response]:
     # Every token of the grant stops working, on every replica (RevokeGrant
     # records the revocation that the others follow).
     yield RevokeGrant(ctx.tenant.slug, grant.grant_id)
+    # "To have it back, it must ask you again" (the page says): the approval
+    # a browser remembered would otherwise let it straight back in.
+    yield from cookies.withdraw_approvals(ctx, grant.client_id)
     yield Audit("grant_revoked_by_user", ctx.tenant.slug, grant.client_id, grant.user_id,
                 (("grant_id", grant.grant_id),))
     # RFC 9110 §15.4.4: 303 after a form POST, so a reload does not post again.

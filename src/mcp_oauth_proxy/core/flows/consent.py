@@ -44,4 +44,5 @@ def consent(request: Request, ctx: Context) -> Flow[Response]:
     # is kept for the session's lifetime.
     response = yield from start_upstream_login(ctx, auth, pending.browser_hash, status=303)
     _, browser_cookie = cookies.browser_binding(request, ctx)
-    return response.with_headers(cookies.remember_approval(ctx, request, auth), browser_cookie)
+    remembered = yield from cookies.remember_approval(ctx, request, auth)
+    return response.with_headers(remembered, browser_cookie)

@@ -38,6 +38,19 @@ def _shown(value: str) -> bool:
     return value.isprintable() and _IGNORABLE.search(value) is None
 
 
+def is_blank(name: str) -> bool:
+    """Whether a name shows as nothing but blank space: spaces, and the
+    braille blank that is drawn as one (U+2800, a symbol by its category)."""
+    return not name.replace("\u2800", " ").strip()
+
+
+def shown_name(client: Client) -> str:
+    """What a page calls a client: its name, else (none, or a blank one
+    registered before blank names were refused) its id."""
+    name = client.client_name
+    return name if name is not None and not is_blank(name) else client.client_id
+
+
 def _string(doc: dict[str, Any], key: str, limit: int = 2000) -> str | None:
     value = doc.get(key)
     if value is None:
@@ -47,6 +60,14 @@ def _string(doc: dict[str, Any], key: str, limit: int = 2000) -> str | None:
     if not _shown(value):
         raise InvalidClientMetadata(f"{key} must not contain control characters or characters not seen")
     return value
+
+
+def _name(doc: dict[str, Any]) -> str | None:
+    name = _string(doc, "client_name", MAX_NAME)
+    if name is not None and is_blank(name):
+        # The consent page would ask "Allow   ?" (no name: it shows the id).
+        raise InvalidClientMetadata("client_name must show something: it is blank")
+    return name
 
 
 def _string_list(doc: dict[str, Any], key: str, default: tuple[str, ...]) -> tuple[str, ...]:
@@ -148,7 +169,7 @@ def validate(doc: dict[str, Any], ctx: Context) -> Client:
         application_type=application_type,
         created_at=ctx.now,
         expires_at=ctx.now + ctx.tenant.policy.unused_client_ttl,
-        client_name=_string(doc, "client_name", MAX_NAME),
+        client_name=_name(doc),
         client_uri=client_uri,
         scope=scope,
     )

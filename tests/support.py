@@ -8,7 +8,9 @@ import base64
 import hashlib
 import json
 import random
+import re
 import time
+from html import unescape
 from typing import Any, Callable
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -126,6 +128,18 @@ class ServerClock:
 
 def params_of(url: str) -> dict[str, str]:
     return {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
+
+
+def refusal_of(response: Response) -> dict[str, str]:
+    """What an authorization request was refused with, for the client: at
+    its redirect URI, or, for one not trusted yet, behind the link on the
+    page the person is shown (RFC 9700 §4.11.2)."""
+    if response.status in (302, 303):
+        return params_of(response.header("location") or "")
+    assert response.status == 400 and response.header("location") is None, response
+    link = re.search(r'<a href="([^"]+)">Go back to', response.body.decode())
+    assert link is not None, response.body
+    return params_of(unescape(link.group(1)))
 
 
 def hidden_value(page: Response, name: str) -> str:

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import re
+from html import unescape
 from urllib.parse import parse_qsl, urlsplit
 
 import attrs
@@ -10,7 +12,7 @@ import pytest
 
 from mcp_oauth_proxy.core.flows.authorize import MAX_STATE
 from mcp_oauth_proxy.core.tenant import Policy
-from support import ISSUER, REDIRECT, RESOURCE, Harness, params_of, tenant, upstream
+from support import ISSUER, REDIRECT, RESOURCE, Harness, params_of, refusal_of, tenant, upstream
 
 
 def _page(h: Harness, **extra: str):
@@ -118,7 +120,9 @@ def test_redirect_uri_may_be_omitted_when_exactly_one_is_registered():
 )
 def test_errors_after_the_redirect_is_verified_go_back_with_state_and_iss(extra, error):
     h = Harness()
-    client, response = _page(h, **extra)
+    client = h.register()
+    h.login(client["client_id"])  # approved in this browser: its redirect URI is trusted
+    response = h.request("GET", h.authorize_url(client["client_id"], **extra))
     assert response.status == 302
     location = response.header("location")
     assert location.startswith(REDIRECT + "?")
@@ -126,6 +130,36 @@ def test_errors_after_the_redirect_is_verified_go_back_with_state_and_iss(extra,
     assert params["error"] == error
     assert params["state"] == "client-state"
     assert params["iss"] == ISSUER  # RFC 9207 §2
+
+
+@pytest.mark.parametrize("extra", [{"response_type": "token"}, {"code_challenge": None}, {"scope": "admin"}])
+def test_an_error_for_a_redirect_uri_not_yet_trusted_is_a_page_with_a_link_to_it(extra):
+    # RFC 9700 §4.11.2: the authorization server "MUST only automatically
+    # redirect the user agent if it trusts the redirection URI". Anyone may
+    # register one (a review bounced browsers to https://attacker.example
+    # through a made-up error, nothing shown); a person who approved the
+    # client in this browser trusts it.
+    h = Harness()
+    client, response = _page(h, **extra)
+    assert response.status == 400 and response.header("location") is None
+    assert response.header("content-type").startswith("text/html")
+    html = response.body.decode()
+    back = re.search(r'<a href="([^"]+)"', html)
+    assert back is not None
+    target = unescape(back.group(1))
+    assert target.startswith(REDIRECT + "?")
+    params = params_of(target)
+    assert params["error"] and params["state"] == "client-state" and params["iss"] == ISSUER
+    assert "127.0.0.1" in html  # where the link goes, said
+
+
+def test_an_approval_for_another_redirect_host_does_not_make_this_one_trusted():
+    h = Harness()
+    client = h.register(redirect_uris=[REDIRECT, "https://app.example.com/cb"])
+    h.login(client["client_id"])
+    response = h.request("GET", h.authorize_url(client["client_id"], redirect_uri="https://app.example.com/cb",
+                                                 response_type="token"))
+    assert response.status == 400 and response.header("location") is None
 
 
 @pytest.mark.parametrize("resource", ["HTTPS://ACME.EXAMPLE.COM/mcp", RESOURCE + "/", None])
@@ -139,7 +173,7 @@ def test_scope_is_limited_to_what_the_client_registered():
     h = Harness()
     client = h.register(scope="mcp")
     response = h.request("GET", h.authorize_url(client["client_id"], scope="mcp:admin"))
-    assert params_of(response.header("location"))["error"] == "invalid_scope"
+    assert refusal_of(response)["error"] == "invalid_scope"
 
 
 def _approve(h: Harness, page) -> object:

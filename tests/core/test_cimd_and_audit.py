@@ -8,7 +8,7 @@ import logging
 import attrs
 import pytest
 
-from support import DOC_URL, ISSUER, DocHarness, Harness, params_of, tenant
+from support import DOC_URL, ISSUER, DocHarness, Harness, params_of, refusal_of, tenant
 from support import document as _doc
 from mcp_oauth_proxy.core.cimd import MAX_CACHE, MIN_CACHE, cache_seconds
 from mcp_oauth_proxy.core.effects import Audit, RedeemCode, run_sync
@@ -121,7 +121,7 @@ def test_document_scopes_beyond_the_tenant_are_dropped_not_fatal():
     h.serve(_doc(scope="mcp calendar.read"))
     assert h.request("GET", h.authorize_url(DOC_URL, scope="mcp")).status == 200
     back = h.request("GET", h.authorize_url(DOC_URL, scope="mcp:admin"))
-    assert params_of(back.header("location"))["error"] == "invalid_scope"
+    assert refusal_of(back)["error"] == "invalid_scope"
 
 
 def test_tenant_may_turn_documents_off_or_allow_loopback():

@@ -129,6 +129,15 @@ def is_approved(ctx: Context, request: Request, auth: AuthorizationRequest) -> F
                for client, where, scopes, _ in approvals)
 
 
+def trusts_destination(ctx: Context, request: Request, client_id: str, redirect_uri: str) -> Flow[bool]:
+    """Whether this browser approved this client sending the person to the
+    destination ``redirect_uri`` names (for any scopes): the person has
+    seen it on the consent page, and trusted it."""
+    destination = shown_host(redirect_uri)
+    approvals = yield from _standing(ctx, request, client_id)
+    return any(client == client_id and where == destination for client, where, _, _ in approvals)
+
+
 def remember_approval(ctx: Context, request: Request, auth: AuthorizationRequest) -> Flow[tuple[str, str]]:
     """The Set-Cookie header that adds this approval to the browser's list,
     newest first: at most MAX_REMEMBERED, and few enough to fit a cookie."""

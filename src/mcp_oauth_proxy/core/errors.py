@@ -181,11 +181,15 @@ class AuthorizationRedirectError(Exception):
     """An error returned to the client at its (verified) redirect URI, with
     ``state`` and ``iss`` (RFC 6749 §4.1.2.1, RFC 9207 §2)."""
 
-    def __init__(self, error: OAuthError, redirect_uri: str, state: str | None) -> None:
+    def __init__(self, error: OAuthError, redirect_uri: str, state: str | None, trusted: bool = True) -> None:
         super().__init__(error.description)
         self.error = error
         self.redirect_uri = redirect_uri
         self.state = state
+        # RFC 9700 §4.11.2: an authorization server "MUST only automatically
+        # redirect the user agent if it trusts the redirection URI"; else the
+        # person is shown the error and a link there (anyone may register one).
+        self.trusted = trusted
 
 
 class DirectoryRefused(Exception):

@@ -59,6 +59,15 @@ def error_page(title: str, detail: str, status: int = 400, headers: tuple[tuple[
     return render(title, content, status, headers)
 
 
+def refused_request_page(detail: str, location: str, host: str) -> Response:
+    """An authorization request refused, for a client whose redirect URI
+    is not trusted yet: what went wrong, and a link back that the person
+    follows or not (RFC 9700 §4.11.2)."""
+    content = (f"<h1>The application's request was refused</h1>\n<p>{escape(detail)}</p>\n"
+               f'<p><a href="{escape(location)}">Go back to {escape(host)}</a></p>')
+    return render("Request refused", content, 400)
+
+
 @attrs.frozen
 class ConsentView:
     """What the consent page shows (MCP security best practices: client

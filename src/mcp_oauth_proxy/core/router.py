@@ -39,7 +39,8 @@ from .flows import (
     userinfo,
 )
 from .http import Request, Response, add_query, json_response, redirect
-from .pages import error_page
+from .pages import error_page, refused_request_page
+from .redirect_uris import shown_host
 from .tenant import Tenant
 from .upstream import with_upstream
 
@@ -153,6 +154,9 @@ def _error_response(exc: Exception, route: Route | None, request: Request, ctx: 
                 "iss": ctx.tenant.issuer,
             },
         )
+        if not exc.trusted:
+            return refused_request_page(exc.error.description or exc.error.error, location,
+                                        shown_host(exc.redirect_uri))
         return redirect(location, status=303 if request.method == "POST" else 302)
     if isinstance(exc, BrowserError):
         return error_page(exc.title, exc.detail, exc.status)

@@ -95,7 +95,8 @@ def authorize(request: Request, ctx: Context) -> Flow[Response]:
     try:
         auth = _validated_request(params, client, redirect_uri, given, ctx)
     except OAuthError as exc:
-        raise AuthorizationRedirectError(exc, redirect_uri, single(params, "state")) from exc
+        trusted = yield from cookies.trusts_destination(ctx, request, client.client_id, redirect_uri)
+        raise AuthorizationRedirectError(exc, redirect_uri, single(params, "state"), trusted) from exc
 
     # MCP security best practices: consent per client before anything goes
     # upstream; the browser remembers what it approved (the client, where

@@ -1,6 +1,7 @@
 """``/healthz`` and ``/readyz`` of a ``serve`` process: alive at once;
-ready once the database answers at the schema it knows and every tenant's
-upstream endpoints are known (an OIDC issuer's discovered, retried while it
+ready once the database answers at the schema it knows and every file
+tenant's upstream endpoints are known (an organization's server is not
+waited for) (an OIDC issuer's discovered, retried while it
 fails); tiny bodies that say nothing more; probes of any host."""
 
 from __future__ import annotations
@@ -95,3 +96,37 @@ def test_not_ready_at_a_schema_it_does_not_know(tmp_path: Path, monkeypatch: pyt
     migrations.head_version.cache_clear()
     assert anyio.run(status) == 503
     app.site.store.traits.pool.dispose()
+
+
+def test_an_organizations_server_whose_upstream_is_unknown_leaves_the_replica_ready(tmp_path: Path) -> None:
+    # A review: one organization's admin made every replica unready (out of
+    # every load balancer, every tenant with it) with a server whose OAuth
+    # configuration names an issuer without a discovery document. An
+    # organization's upstream failing fails its own logins only.
+    import anyio
+
+    from mcp_oauth_proxy import config as config_mod
+    from mcp_oauth_proxy.app import build_app
+    from mcp_oauth_proxy.core.models import OAuthConfig, Organization, Server
+
+    port = free_port()
+    path = tmp_path / "proxy.toml"
+    path.write_text(CONFIG.format(port=port, db=tmp_path / "p.db", keys=tmp_path / "keys", idp="http://127.0.0.1:9")
+                    .replace('kind = "oidc"\nissuer = "http://127.0.0.1:9"', 'kind = "github"'))
+    app = build_app(config_mod.load(str(path)))
+
+    async def status() -> int:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app)) as http:
+            return (await http.get("http://x/readyz")).status_code
+
+    store = app.site.store
+    store.create_organization(Organization("org", "Org", 0))
+    store.create_oauth_config(OAuthConfig("org", "idp", kind="oidc", client_id="c", client_secret="s",
+                                          issuer="https://idp.invalid"))
+    store.create_server(Server(slug="beta", organization="org", oauth_config="idp", issuer="https://beta.invalid",
+                               resource="https://beta.invalid/mcp"))
+    assert app.site.directory.refresh() and len(app.site.directory.current.entries) == 2
+    try:
+        assert anyio.run(status) == 200
+    finally:
+        app.site.store.traits.pool.dispose()

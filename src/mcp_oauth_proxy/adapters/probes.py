@@ -1,7 +1,10 @@
 """``GET /healthz`` and ``GET /readyz`` on the public listener, for
 Kubernetes-style probes. Liveness: the process answers. Readiness: the
-database answers at the schema this program knows, and every tenant's
-upstream endpoints are known (discovered at least once, or given). Each
+database answers at the schema this program knows, and the upstream
+endpoints of every tenant of the configuration file are known (discovered
+at least once, or given). An organization's server (kept in the database)
+is not waited for: one organization's upstream, down or never there, would
+take every replica, and every tenant, out of its load balancer. Each
 answers 200 or 503 with a tiny JSON body that tells an outsider nothing
 more."""
 
@@ -42,6 +45,8 @@ async def _ready(site: Site, perform: Callable[[Effect], Awaitable[Any]]) -> boo
         except StorageUnavailable:
             return False
     for entry in site.directory.current.entries:
+        if entry.tenant.fetches_public_only:  # an organization's server
+            continue
         try:
             # Known endpoints come back at once; unknown ones are discovered
             # now (and then kept), so a probe readies the server.

@@ -268,7 +268,8 @@ def build_admin_app(config: Config, site: Site, environ: Mapping[str, str] | Non
 
     file = config_entries(config, os.environ if environ is None else environ)
     management = Management(site.store, file, audit_retention=config.server.audit_retention_days * 86400,
-                            organization_backends=config.server.organization_backends)
+                            organization_backends=config.server.organization_backends,
+                            max_servers_per_organization=config.server.max_servers_per_organization)
     check = functools.partial(check_discovery, fetch=functools.partial(bounded_fetch, egress=site.egress))
     return AdminApp(AdminApi(management), site, Console(management, console_key(site.cookie_key), check),
                     max_body=config.server.max_body)

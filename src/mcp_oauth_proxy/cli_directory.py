@@ -63,7 +63,8 @@ class _Context:
                                        timeout=self.config.server.database_timeout)
         file: tuple[Entry, ...] = config_entries(self.config, os.environ)
         self.ops = Management(self.store, file, audit_retention=self.config.server.audit_retention_days * 86400,
-                              organization_backends=self.config.server.organization_backends)
+                              organization_backends=self.config.server.organization_backends,
+                              max_servers_per_organization=self.config.server.max_servers_per_organization)
         self.json = args.json
 
     def close(self) -> None:

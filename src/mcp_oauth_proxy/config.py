@@ -196,6 +196,10 @@ class ServerConfig:
     # networks (10.20.0.0/16) or addresses; none by default, so that whoever
     # writes one cannot reach this network through it (upstream/egress.py).
     organization_upstream_networks: list[str] = attrs.field(factory=list)
+    # Servers one organization may keep in the database (0: no cap). Every
+    # replica reloads them all after any change: a few thousand cost each
+    # reload a fraction of a second.
+    max_servers_per_organization: int = 100
 
 
 @attrs.frozen
@@ -548,7 +552,7 @@ def _check_server(s: ServerConfig, problems: list[str]) -> None:
         problems.append("server.max_forward_body: must be positive")
     if s.max_forward_per_person <= 0:
         problems.append("server.max_forward_per_person: must be positive")
-    for name in ("max_connections_per_address", "max_connections"):
+    for name in ("max_connections_per_address", "max_connections", "max_servers_per_organization"):
         if getattr(s, name) < 0:
             problems.append(f"server.{name}: must not be negative (0: no cap of yours)")
     if s.gc_interval < 0:

@@ -185,3 +185,34 @@ def test_names_no_record_could_have_are_not_asked_for(admin: Admin, name: str) -
     assert admin.post("/oauth-configs", oauth_config(organization=name, name="x")).status == 404
     assert admin.post("/servers", server(slug="ok", organization=name)).status == 404
     assert admin.get("/grants", server=name.replace("\x00", "")).status == 404
+
+
+def test_an_organization_has_at_most_so_many_servers(store: Any) -> None:
+    # A review: one organization's admin made 500 servers, and every
+    # replica's reload after any organization's change took 15 s.
+    from admin_client import T0
+
+    from mcp_oauth_proxy.admin.api import AdminApi
+    from mcp_oauth_proxy.admin.operations import Management
+    from mcp_oauth_proxy.admin.tokens import new_token
+
+    token, record = new_token(None, "root", T0)
+    store.create_admin_token(token=record)
+    admin = Admin(AdminApi(Management(store, clock=lambda: T0, max_servers_per_organization=3)), store, token)
+    alpha, beta = _two_orgs(admin)  # alpha has one
+    for n in (2, 3):
+        made = alpha.post("/servers", server(slug=f"a{n}", organization="alpha", oauth_config="gh",
+                                             issuer=f"https://a{n}.example", resource=f"https://a{n}.example/mcp"))
+        assert made.status == 201, made.body
+    refused = alpha.post("/servers", server(slug="a4", organization="alpha", oauth_config="gh",
+                                            issuer="https://a4.example", resource="https://a4.example/mcp"))
+    assert refused.status == 409 and "3 servers" in refused.body["detail"], refused.body
+    assert admin.post("/servers", server(slug="a5", organization="alpha", oauth_config="gh",
+                                         issuer="https://a5.example", resource="https://a5.example/mcp")).status == 409
+    # Another organization's are its own.
+    assert beta.post("/servers", server(slug="b1", organization="beta", oauth_config="gh",
+                                        issuer="https://b1.example", resource="https://b1.example/mcp")).status == 201
+    # One deleted, one more may be made.
+    assert alpha.delete("/servers/a2").status == 200
+    assert alpha.post("/servers", server(slug="a4", organization="alpha", oauth_config="gh",
+                                         issuer="https://a4.example", resource="https://a4.example/mcp")).status == 201

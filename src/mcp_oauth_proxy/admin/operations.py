@@ -299,6 +299,9 @@ class Management:
     clock: Callable[[], float] = time.time
     # Where each organization's servers may forward (server.organization_backends; admin/backends.py).
     organization_backends: Mapping[str, Sequence[str]] = attrs.field(factory=dict)
+    # Servers one organization may have (server.max_servers_per_organization;
+    # 0: no cap): every replica reloads them all after any change.
+    max_servers_per_organization: int = 0
 
     def _now(self) -> int:
         return int(self.clock())
@@ -478,6 +481,10 @@ class Management:
             raise Conflict(_FILE_MANAGED.format(slug=slug))
         if self.store.get_server(slug) is not None:
             raise Conflict(f"server {slug!r} exists already")
+        cap = self.max_servers_per_organization
+        if cap and len(self.store.list_servers(organization)) >= cap:
+            raise Conflict(f"organization {organization!r} has {cap} servers, the most it may have "
+                           "(server.max_servers_per_organization)")
         s = Server(slug=slug, organization=organization, updated_at=self._now(), **fields)
         self._check_server(actor, s)
         self._refusing(self.store.create_server, s)

@@ -110,7 +110,7 @@ def test_limits_are_counted_in_the_store_shared_by_replicas():
 def test_a_registration_that_never_completes_an_authorization_lapses_and_is_collected():
     h = Harness(tenant=tenant(policy=Policy(unused_client_ttl=3600)))
     idle = h.register()
-    used, _ = h.tokens()
+    used, _ = h.tokens(token_endpoint_auth_method="client_secret_post")
     h.now += 3600
     assert h.request("GET", h.authorize_url(idle["client_id"])).status == 400
     assert h.request("GET", h.authorize_url(used["client_id"])).status == 302  # consent remembered

@@ -202,9 +202,15 @@ def test_approve_redirects_upstream_with_303_state_pkce_and_nonce():
     assert cookie.startswith("__Host-mcp_consent_acme=") and "HttpOnly" in cookie and "Secure" in cookie
 
 
+# A client whose identity is assured (it proves itself at the token endpoint),
+# so that a remembered approval may skip the page (RFC 8252 §8.6).
+ASSURED = {"token_endpoint_auth_method": "client_secret_post"}
+
+
 def test_a_remembered_client_skips_consent_for_this_tenant_only():
     h = Harness()
-    client, page = _page(h)
+    client = h.register(**ASSURED)
+    page = h.request("GET", h.authorize_url(client["client_id"]))
     _approve(h, page)
     again = h.request("GET", h.authorize_url(client["client_id"]))
     assert again.status == 302 and again.header("location").startswith("https://idp.example.org/")
@@ -223,7 +229,7 @@ def test_an_approval_is_remembered_for_the_destination_the_page_named_only():
     """Approved for 127.0.0.1, a request that sends the code to another
     registered host (never shown to the person) gets the page again."""
     h = Harness()
-    client = h.register(redirect_uris=[REDIRECT, "https://evil.example/cb"], application_type="web")
+    client = h.register(redirect_uris=[REDIRECT, "https://evil.example/cb"], application_type="web", **ASSURED)
     page = h.request("GET", h.authorize_url(client["client_id"]))
     assert "evil.example" not in page.body.decode()
     _approve(h, page)
@@ -243,7 +249,8 @@ def test_an_approval_is_remembered_for_the_destination_the_page_named_only():
 
 def test_an_approval_is_remembered_for_the_scopes_approved_only():
     h = Harness()
-    client, page = _page(h, scope="mcp")
+    client = h.register(**ASSURED)
+    page = h.request("GET", h.authorize_url(client["client_id"], scope="mcp"))
     _approve(h, page)
     assert h.request("GET", h.authorize_url(client["client_id"], scope="mcp")).status == 302
     wider = h.request("GET", h.authorize_url(client["client_id"], scope="mcp mcp:admin"))
@@ -375,7 +382,7 @@ def test_tenants_sharing_a_host_remember_their_approvals_apart():
     first = Harness(tenant=tenant(slug="first", issuer=f"{base}/first", resource=f"{base}/first/mcp"))
     second = Harness(tenant=tenant(slug="second", issuer=f"{base}/second", resource=f"{base}/second/mcp"),
                      cookies=first.cookies)  # one browser
-    one, two = first.register(), second.register()
+    one, two = first.register(**ASSURED), second.register(**ASSURED)
     first.login(one["client_id"])
     second.login(two["client_id"])
     # Approving on the second did not undo the first's remembered approval.
@@ -427,3 +434,31 @@ def test_a_client_stored_with_a_blank_name_is_shown_by_its_id():
     h.store.save_client(attrs.evolve(stored, client_name=" \u2800 "))
     page = h.request("GET", h.authorize_url(client["client_id"]))
     assert page.status == 200 and f"Allow {client['client_id']}" in page.body.decode().replace("<h1>", "")
+
+
+@pytest.mark.parametrize("redirect", ["http://127.0.0.1:44444/callback", "com.example.app:/callback"])
+def test_a_remembered_approval_does_not_send_a_public_native_clients_code_unasked(redirect):
+    # RFC 8252 §8.6: "authorization servers SHOULD NOT process authorization
+    # requests automatically without user consent or interaction, except when
+    # the identity of the client can be assured", even when the person
+    # approved the client before. A review: a program listening on another
+    # loopback port, with the client's public id and its own PKCE challenge,
+    # got a code from a browser that had approved the real client once.
+    h = Harness()
+    client = h.register(redirect_uris=[REDIRECT, redirect])
+    h.login(client["client_id"])
+    for uri in (REDIRECT, redirect):
+        again = h.request("GET", h.authorize_url(client["client_id"], redirect_uri=uri))
+        assert again.status == 200 and "Allow" in again.body.decode()
+
+
+def test_a_remembered_approval_still_skips_the_page_where_the_client_is_assured():
+    # An https redirect URI on a host of the web: only that host gets the code.
+    h = Harness()
+    web = h.register(redirect_uris=["https://app.example.com/cb"], application_type="web")
+    h.login(web["client_id"], redirect_uri="https://app.example.com/cb")
+    assert h.request("GET", h.authorize_url(web["client_id"], redirect_uri="https://app.example.com/cb")).status == 302
+    # A client that proves itself at the token endpoint: a code is no use to another.
+    secret = h.register(token_endpoint_auth_method="client_secret_basic")
+    h.login(secret["client_id"])
+    assert h.request("GET", h.authorize_url(secret["client_id"])).status == 302

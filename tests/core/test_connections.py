@@ -459,6 +459,11 @@ def test_the_identity_providers_own_error_is_a_502_page_not_ours():
     assert back.status == 502
 
 
+# Clients that prove themselves at the token endpoint: a remembered approval
+# skips the page for them only (RFC 8252 §8.6).
+ASSURED = {"token_endpoint_auth_method": "client_secret_post"}
+
+
 def _asks_consent(h: Harness, client_id: str, **extra: str) -> bool:
     """Whether an authorization by this client shows the consent page (else
     the browser's remembered approval sends it straight upstream)."""
@@ -480,7 +485,7 @@ def test_a_disconnected_application_must_ask_again():
     # so the app had a new grant without a page shown (an upstream that
     # signs in silently showed nothing at all).
     h = Harness()
-    client, tokens = _connected(h)
+    client, tokens = _connected(h, **ASSURED)
     assert not _asks_consent(h, client["client_id"])  # remembered, as before
     _disconnect(h, h.sign_in_to_connections(), _grant_id(h, tokens["access_token"]))
     assert _asks_consent(h, client["client_id"])
@@ -497,8 +502,8 @@ def test_a_disconnected_application_must_ask_again():
 def test_a_disconnect_forgets_every_browsers_approval_of_that_application_only():
     ada, bob = Harness(), Harness(seed=10_000)
     bob.store, bob.idp.sub = ada.store, "user-7"
-    client, tokens = _connected(ada)
-    other, _ = _connected(ada)
+    client, tokens = _connected(ada, **ASSURED)
+    other, _ = _connected(ada, **ASSURED)
     _approve(bob, client["client_id"])
     bob.now += 1
     assert not _asks_consent(bob, client["client_id"])
@@ -511,12 +516,12 @@ def test_a_disconnect_forgets_every_browsers_approval_of_that_application_only()
 
 def test_approvals_from_before_a_disconnect_add_no_scope_to_a_new_one():
     h = Harness()
-    client = h.register()
+    client = h.register(**ASSURED)
     _approve(h, client["client_id"], scope="mcp mcp:admin")
     h.now += 1
     assert not _asks_consent(h, client["client_id"], scope="mcp mcp:admin")
     params = h.login(client["client_id"], scope="mcp mcp:admin")
-    access = h.redeem(client["client_id"], params["code"]).json()["access_token"]
+    access = h.redeem(client["client_id"], params["code"], client_secret=client["client_secret"]).json()["access_token"]
     h.now += 1
     _disconnect(h, h.sign_in_to_connections(), _grant_id(h, access))
     h.now += 1

@@ -96,14 +96,15 @@ def build_world(t: Tenant) -> World:
                        redirect_uris=["https://app.example.com/cb"])
     post = h.register(token_endpoint_auth_method="client_secret_post", redirect_uris=[REDIRECT])
     tokens = h.redeem(public["client_id"], h.login(public["client_id"])["code"]).json()
-    code = h.login(public["client_id"])["code"]  # approved now: straight upstream
+    code = h.login(public["client_id"])["code"]  # a public native client: asked again (RFC 8252 §8.6)
     # A sign-in to the connections page left pending (its state), and one finished: the page's form.
     connections = f"{t.issuer}/oauth/connections"
     pending_sign_in = params_of(h.request("GET", connections).header("location") or "")["state"]
     page = h.sign_in_to_connections()
     form_token, grant_id = hidden_value(page, "form_token"), hidden_value(page, "grant_id")
-    # A pending upstream login (its state) ...
-    upstream = params_of(h.request("GET", h.authorize_url(public["client_id"])).header("location") or "")
+    # A pending upstream login (its state), of a client approved before that proves itself ...
+    h.login(post["client_id"])
+    upstream = params_of(h.request("GET", h.authorize_url(post["client_id"])).header("location") or "")
     # ... and a pending consent, shown to the same browser without its consent cookie.
     approved = dict(h.cookies)
     h.cookies = {k: v for k, v in approved.items() if "mcp_consent" not in k}

@@ -103,10 +103,22 @@ def authorize(request: Request, ctx: Context) -> Flow[Response]:
     # the page said the person goes, the scopes). Either way the next step
     # is bound to this browser.
     browser, browser_cookie = cookies.browser_binding(request, ctx)
-    if (yield from cookies.is_approved(ctx, request, auth)):
+    if _assured(client, auth.redirect_uri) and (yield from cookies.is_approved(ctx, request, auth)):
         response = yield from start_upstream_login(ctx, auth, token_hash(browser), status=302)
         return response.with_headers(browser_cookie)
     return (yield from show_consent(ctx, client, auth, browser, browser_cookie))
+
+
+def _assured(client: Client, redirect_uri: str) -> bool:
+    """Whether only this client can use a code sent to ``redirect_uri``:
+    it proves itself at the token endpoint, or the URI is https on a host
+    of the web. RFC 8252 §8.6: a public client's loopback or private-use
+    redirect can be any program's on the person's machine, so a request
+    for it is shown to the person "as if no previous request had been
+    approved"."""
+    if client.token_endpoint_auth_method != "none":
+        return True
+    return redirect_uri.partition(":")[0].lower() == "https" and not is_loopback_redirect(redirect_uri)
 
 
 def show_consent(ctx: Context, client: Client, auth: AuthorizationRequest, browser: str,

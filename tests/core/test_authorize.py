@@ -362,12 +362,25 @@ def test_client_name_is_escaped_on_the_consent_page():
     assert "&lt;script&gt;alert(1)&lt;/script&gt;&quot;" in html
 
 
-def test_authorize_by_post_form_is_supported():
+def test_authorize_by_post_form_is_supported_as_the_same_get():
+    # A POST from the client's own site arrives without the person's
+    # SameSite=Lax cookies: answered there, it set a new browser cookie over
+    # theirs, ending the logins under way in their other tabs (a review, by
+    # a cross-site form). The GET it is sent on to carries them.
     h = Harness()
     client = h.register()
     query = urlsplit(h.authorize_url(client["client_id"])).query
+    h.request("GET", h.authorize_url(client["client_id"]))
+    browser = dict(h.cookies)
+    h.cookies = {}  # the cross-site POST carries none
     response = h.request("POST", f"{ISSUER}/oauth/authorize", form=dict(parse_qsl(query)))
-    assert response.status == 200
+    assert response.status == 303 and response.header("set-cookie") is None
+    location = response.header("location")
+    assert location.startswith(f"{ISSUER}/oauth/authorize?")
+    assert sorted(parse_qsl(urlsplit(location).query)) == sorted(parse_qsl(query))
+    h.cookies = browser
+    page = h.request("GET", location)
+    assert page.status == 200 and h.cookies == browser  # the same browser value, kept
 
 
 def test_oauth2_upstream_without_oidc_gets_no_nonce():

@@ -8,6 +8,7 @@ that, errors go back to the client with ``state`` and ``iss`` (RFC 9207).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from urllib.parse import urlencode
 
 from .. import cookies, ratelimit
 from ..cimd import is_metadata_url, load_browser_client
@@ -20,7 +21,7 @@ from ..errors import (
     UnauthorizedClient,
     UnsupportedResponseType,
 )
-from ..http import Request, Response, form_params, query_params, required, single
+from ..http import Request, Response, form_params, query_params, redirect, required, single
 from ..models import AuthorizationRequest, Client, ConsentRequest
 from ..pages import ConsentView, consent_page
 from ..pkce import check_challenge
@@ -90,6 +91,13 @@ def authorize(request: Request, ctx: Context) -> Flow[Response]:
     if state is not None and len(state) > MAX_STATE:
         # A page, not a redirect: the error would carry the state back.
         raise BrowserError("Invalid request", f"The request's state is longer than {MAX_STATE} characters.")
+    if request.method == "POST":
+        # RFC 6749 §3.1 lets a client POST it, from its own site: without the
+        # person's SameSite=Lax cookies, so a browser cookie set here would
+        # replace theirs (ending their logins in other tabs). The same
+        # request as a GET carries them.
+        query = urlencode([(name, value) for name, values in params.items() for value in values])
+        return redirect(f"{ctx.tenant.endpoint('authorize')}?{query}", status=303)
     client, redirect_uri, given = yield from _client_and_redirect(params, ctx)
     yield from ratelimit.by_client(ctx, "authorize", client.client_id, request.remote_addr)
     try:

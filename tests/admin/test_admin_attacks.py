@@ -216,3 +216,20 @@ def test_an_organization_has_at_most_so_many_servers(store: Any) -> None:
     assert alpha.delete("/servers/a2").status == 200
     assert alpha.post("/servers", server(slug="a4", organization="alpha", oauth_config="gh",
                                          issuer="https://a4.example", resource="https://a4.example/mcp")).status == 201
+
+
+def test_field_values_beyond_reason_are_422_naming_the_field(admin: Admin) -> None:
+    # A review: a policy's bad lifetime was a 409 (as if it clashed with
+    # something), an empty client_secret was kept, 100,000 scopes were taken.
+    admin.post("/organizations", {"name": "acme"})
+    assert admin.post("/oauth-configs", oauth_config()).status == 201
+    a = admin.post("/servers", {**server(), "policy": {"access_token_ttl": 0}})
+    assert a.status == 422 and a.body["errors"][0]["field"] == "policy.access_token_ttl", a.body
+    for field in ("client_secret", "client_id"):
+        a = admin.post("/oauth-configs", {**oauth_config(name="x"), field: ""})
+        assert a.status == 422 and a.body["errors"][0]["field"] == field, a.body
+    a = admin.patch("/oauth-configs/acme/github-main", {"client_secret": ""})
+    assert a.status == 422 and a.body["errors"][0]["field"] == "client_secret", a.body
+    a = admin.post("/oauth-configs", {**oauth_config(name="y"), "scopes": [f"s{i}" for i in range(101)]})
+    assert a.status == 422 and a.body["errors"][0]["field"] == "scopes", a.body
+    assert admin.post("/oauth-configs", {**oauth_config(name="z"), "scopes": [f"s{i}" for i in range(100)]}).status == 201

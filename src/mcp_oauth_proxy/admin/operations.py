@@ -156,6 +156,9 @@ def _fits(value: Any, kind: Any) -> bool:
 _LONGEST = {"issuer": 512, "resource": 512, "user_id_claim": 255, "token_auth_method": 32,
             "forward_upstream_token_header": 255, "tenant": 64, "user_pool_id": 64}
 _TEXT_LIMIT = 2000
+# Credentials a provider never issues empty; and the longest list a field holds.
+_NOT_EMPTY = frozenset({"client_id", "client_secret"})
+MAX_LIST = 100
 
 
 def text_problem(value: str, longest: int = _TEXT_LIMIT) -> str | None:
@@ -194,6 +197,10 @@ def checked_fields(values: Mapping[str, Any], allowed: Mapping[str, _Kinds],
             continue
         problem = next((p for p in (text_problem(t, _LONGEST.get(name, _TEXT_LIMIT)) for t in _texts(value)) if p),
                        None)
+        if problem is None and value == "" and name in _NOT_EMPTY:
+            problem = "must not be empty"
+        if problem is None and isinstance(value, list) and len(value) > MAX_LIST:
+            problem = f"at most {MAX_LIST} entries"
         if problem is not None:
             errors.append(FieldError(name, problem))
         elif "policy" in kinds and isinstance(value, dict) and any(not 0 <= v < 2**62 for v in value.values()):
@@ -203,7 +210,7 @@ def checked_fields(values: Mapping[str, Any], allowed: Mapping[str, _Kinds],
     return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
 
 
-_PROBLEM = re.compile(r"^[a-z _]+\.(?P<field>[a-z_]+)(?:\[\d+\])?: (?P<detail>.*)$", re.S)
+_PROBLEM = re.compile(r"^[a-z _]+\.(?P<field>[a-z_]+(?:\.[a-z_]+)*)(?:\[\d+\])?: (?P<detail>.*)$", re.S)
 
 
 def _problems(problems: Sequence[str]) -> None:

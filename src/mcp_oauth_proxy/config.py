@@ -193,9 +193,10 @@ class ServerConfig:
     organization_backends: dict[str, list[str]] = attrs.field(factory=dict)
     # What an organization's OAuth configuration (its issuer, its endpoints,
     # found by discovery or written) may reach besides public addresses:
-    # networks (10.20.0.0/16) or addresses; none by default, so that whoever
-    # writes one cannot reach this network through it (upstream/egress.py).
-    organization_upstream_networks: list[str] = attrs.field(factory=list)
+    # networks (10.20.0.0/16) or addresses, a list for every organization or
+    # a table by organization; none by default, so that whoever writes one
+    # cannot reach this network through it (upstream/egress.py).
+    organization_upstream_networks: list[str] | dict[str, list[str]] = attrs.field(factory=list)
     # Servers one organization may keep in the database (0: no cap). Every
     # replica reloads them all after any change: a few thousand cost each
     # reload a fraction of a second.
@@ -251,6 +252,16 @@ def _converter() -> cattrs.Converter:
         return get_origin(t) is list
 
     converter.register_structure_hook_factory(is_list, list_factory)
+
+    # A list of networks for every organization, or a table of them by organization.
+    def networks(value: Any, _: Any) -> Any:
+        if isinstance(value, dict):
+            return converter.structure(value, dict[str, list[str]])
+        if isinstance(value, list):
+            return converter.structure(value, list[str])
+        raise _Bad("must be a list of networks, or a table of them by organization")
+
+    converter.register_structure_hook(list[str] | dict[str, list[str]], networks)
 
     def table(cls: type) -> Callable[[Any, type], Any]:
         inner: Callable[[Mapping[str, Any], Any], Any] = converter.gen_structure_attrs_fromdict(cls)

@@ -208,9 +208,10 @@ class DatabaseTenants:
                 log.warning("not serving server %r from the database: %s", s.slug, why_not[s.slug])
                 continue
             c = configs[(s.organization, s.oauth_config)]
-            source = sources.get(c) or self._sources.get(c) or PublicOnly(upstream_source(upstream_config(c), {}))
+            source = sources.get(c) or self._sources.get(c) or PublicOnly(upstream_source(upstream_config(c), {}),
+                                                                                   c.organization)
             sources[c] = source
-            served = attrs.evolve(tenant(tenant_config(s, upstream_config(c))), fetches_public_only=True)
+            served = attrs.evolve(tenant(tenant_config(s, upstream_config(c))), fetches_public_only=s.organization)
             entries.append(Entry(served, source))
             if s.backend is not None:
                 backends[s.slug] = backend_for(s.resource, s.backend, s.forward_upstream_token_header)

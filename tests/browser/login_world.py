@@ -58,11 +58,12 @@ class World:
             "response_type": "code", "client_id": self.client_id, "redirect_uri": self.redirect_uri, "state": "st",
             "code_challenge": s256(VERIFIER), "code_challenge_method": "S256", "resource": f"{self.base}/mcp"})
 
-    def register(self, client_name: str) -> str:
-        """A public client registered through the API, redirecting to this world's client site."""
+    def register(self, client_name: str, auth_method: str = "none") -> str:
+        """A client (public unless ``auth_method`` says) registered through the
+        API, redirecting to this world's client site."""
         r = httpx.post(f"{self.base}/oauth/register", json={
             "redirect_uris": [self.redirect_uri], "client_name": client_name,
-            "token_endpoint_auth_method": "none", "grant_types": ["authorization_code"]})
+            "token_endpoint_auth_method": auth_method, "grant_types": ["authorization_code"]})
         assert r.status_code == 201, r.text
         return r.json()["client_id"]
 

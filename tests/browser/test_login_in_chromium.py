@@ -36,10 +36,22 @@ def test_a_person_approves_signs_in_and_the_client_gets_its_code(world: World, c
     assert "Browser Test Client" in page.content()
     page.click("button[value=approve]")
     assert world.code_at_client(page).startswith("mcp_code_")
-    # Approved before: the next login goes straight through, still bound to this browser.
+    # A public client at a loopback redirect is asked again, approved before
+    # or not: any program on this machine could be listening there (RFC 8252 §8.6).
     page.goto(world.authorize_url())
+    assert "Browser Test Client" in page.content()
+    page.click("button[value=approve]")
     assert world.code_at_client(page).startswith("mcp_code_")
     assert len(world.arrived) == 2
+    # One that proves itself at the token endpoint, approved before, goes
+    # straight through, still bound to this browser.
+    world.client_id = world.register("Confidential Test Client", "client_secret_basic")
+    page.goto(world.authorize_url())
+    page.click("button[value=approve]")
+    assert world.code_at_client(page).startswith("mcp_code_")
+    page.goto(world.authorize_url())
+    assert world.code_at_client(page).startswith("mcp_code_")
+    assert len(world.arrived) == 4
 
 
 def test_two_tabs_of_one_browser_both_finish(world: World, chromium: object) -> None:

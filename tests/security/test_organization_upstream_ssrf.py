@@ -34,7 +34,7 @@ def _egress(ca: tuple[str, str, str], **kw: object) -> Egress:
     return Egress(ssl_context=ssl.create_default_context(cafile=ca[0]), **kw)  # type: ignore[arg-type]
 
 
-def _get(url: str, public_only: bool = True) -> HttpRequest:
+def _get(url: str, public_only: str | None = "acme") -> HttpRequest:
     return HttpRequest("GET", url, (("accept", "application/json"),), public_only=public_only)
 
 
@@ -82,7 +82,7 @@ def test_the_certificate_is_still_checked_for_the_hosts_name(ca, provider: TlsPr
 
 
 def test_a_request_of_the_operators_own_configuration_goes_where_it_says(ca, provider: TlsProvider) -> None:
-    assert _sync(_egress(ca), _get(provider.issuer + "/jwks", public_only=False)).status == 200
+    assert _sync(_egress(ca), _get(provider.issuer + "/jwks", public_only=None)).status == 200
 
 
 def test_a_host_answering_public_and_private_addresses_is_refused(ca, provider: TlsProvider,
@@ -127,17 +127,18 @@ def _drive(source: PublicOnly, answer_with) -> object:
 
 def test_discovery_and_the_endpoints_it_finds_are_all_marked(ca, provider: TlsProvider) -> None:
     fetch = SyncFetcher(timeout=5, egress=_egress(ca, reachable=LOOPBACK))
-    source = PublicOnly(OidcDiscovery(provider.issuer, "cid", "secret", scopes=("openid",)))
+    source = PublicOnly(OidcDiscovery(provider.issuer, "cid", "secret", scopes=("openid",)), "acme")
     upstream, sent = _drive(source, fetch)
-    assert [r.public_only for r in sent] == [True]
-    assert upstream.public_only and upstream.token_endpoint == provider.issuer + "/token"
-    assert token_request(upstream, {"grant_type": "authorization_code"}).public_only
-    assert userinfo_request(upstream, "at").public_only
+    # Each marked with the organization, whose networks it may reach.
+    assert [r.public_only for r in sent] == ["acme"]
+    assert upstream.public_only == "acme" and upstream.token_endpoint == provider.issuer + "/token"
+    assert token_request(upstream, {"grant_type": "authorization_code"}).public_only == "acme"
+    assert userinfo_request(upstream, "at").public_only == "acme"
 
 
 def test_a_refused_discovery_is_the_upstreams_failure(ca, provider: TlsProvider) -> None:
     fetch = SyncFetcher(timeout=5, egress=_egress(ca))
-    source = PublicOnly(OidcDiscovery(provider.issuer, "cid", "secret", scopes=("openid",)))
+    source = PublicOnly(OidcDiscovery(provider.issuer, "cid", "secret", scopes=("openid",)), "acme")
     with pytest.raises(UpstreamNotReady):
         _drive(source, fetch)
     assert provider.seen == []
@@ -158,8 +159,8 @@ def test_the_database_serves_organizations_upstreams_marked() -> None:
                                resource="https://beta.test/mcp"))
     (entry,) = Directory(DatabaseTenants(store, [])).current.entries
     upstream = run_sync(entry.source.resolve(), lambda effect: None)
-    assert upstream.public_only and token_request(upstream, {}).public_only
-    assert entry.tenant.fetches_public_only  # its machine clients' and ID-JAG issuers' keys too
+    assert upstream.public_only == "org" and token_request(upstream, {}).public_only == "org"
+    assert entry.tenant.fetches_public_only == "org"  # its machine clients' and ID-JAG issuers' keys too
 
 
 # -- the console's check --------------------------------------------------------------------------------
@@ -172,6 +173,18 @@ def test_the_consoles_check_of_an_internal_address_is_refused_unless_listed(ca, 
     allowed = check_discovery(config, fetch=lambda request: bounded_fetch(
         request, egress=_egress(ca, reachable=LOOPBACK)))
     assert allowed.ok, allowed.summary
+
+
+@pytest.mark.parametrize("carrier", CARRIERS)
+def test_a_network_listed_for_one_organization_is_not_anothers(ca, provider: TlsProvider, carrier: str) -> None:
+    # A review: the one list was every organization's, so one listed for
+    # acme's identity provider let beta probe acme's backend and read back
+    # what an internal JSON endpoint there answered.
+    egress = _egress(ca, reachable_by=(("acme", LOOPBACK),))
+    assert CARRIERS[carrier](egress, _get(provider.issuer + "/jwks", public_only="acme")).status == 200
+    with pytest.raises(FetchFailed):
+        CARRIERS[carrier](egress, _get(provider.issuer + "/jwks", public_only="beta"))
+    assert len(provider.seen) == 1
 
 
 # -- the setting -----------------------------------------------------------------------------------------
@@ -188,4 +201,14 @@ def test_the_networks_are_read_from_the_configuration_and_checked() -> None:
         config_mod.parse({"server": {"organization_upstream_networks": ["10.20.0.1/16"]}, "tenants": [tenant]})
     with pytest.raises(EgressError):
         egress_from(None, None, {}, ["intranet"])
+    # Or a table by organization: each its own.
+    parsed = config_mod.parse({"server": {"organization_upstream_networks": {"acme": ["10.20.0.0/16"], "beta": []}},
+                               "tenants": [tenant]})
+    egress = egress_from(None, None, {}, parsed.server.organization_upstream_networks)
+    assert egress.networks_for("acme") == (ipaddress.ip_network("10.20.0.0/16"),)
+    assert egress.networks_for("beta") == () and egress.networks_for("gamma") == ()
+    with pytest.raises(config_mod.ConfigError, match=r"organization_upstream_networks\.acme"):
+        config_mod.parse({"server": {"organization_upstream_networks": {"acme": ["intranet"]}}, "tenants": [tenant]})
+    with pytest.raises(config_mod.ConfigError, match="organization_upstream_networks"):
+        config_mod.parse({"server": {"organization_upstream_networks": "10.0.0.0/8"}, "tenants": [tenant]})
     assert attrs.fields(Egress).reachable.default == ()

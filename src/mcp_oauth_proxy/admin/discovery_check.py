@@ -74,7 +74,7 @@ def check_discovery(c: OAuthConfig, fetch: Callable[[HttpRequest], HttpResponse]
 def _check(c: OAuthConfig, fetch: Callable[[HttpRequest], HttpResponse]) -> Check:
     from ..app import upstream_source
 
-    source = PublicOnly(upstream_source(upstream_config(c), {}))
+    source = PublicOnly(upstream_source(upstream_config(c), {}), c.organization)
 
     def perform(effect: Any) -> Any:
         if isinstance(effect, Fetch):

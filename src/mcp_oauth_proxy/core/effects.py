@@ -108,8 +108,9 @@ class ResolveKeys(Effect):
     location: str
     discover: bool = False
     refresh: bool = False
-    # Fetched only from public addresses (an organization chose the location).
-    public_only: bool = False
+    # The organization that chose the location: fetched only from public
+    # addresses, or its networks (HttpRequest.public_only).
+    public_only: str | None = None
 
 
 @attrs.frozen

@@ -90,9 +90,10 @@ class HttpRequest:
     url: str
     headers: tuple[tuple[str, str], ...] = ()
     body: bytes = b""
-    # Sent only to a public address (or one the operator lets through): an
-    # organization's admin chose the URL (upstream/egress.py PUBLIC_ONLY).
-    public_only: bool = False
+    # The organization whose admin chose the URL: sent only to a public
+    # address, or into the networks the operator lets that organization
+    # reach (upstream/egress.py PUBLIC_ONLY). None: anywhere.
+    public_only: str | None = None
 
 
 @attrs.frozen

@@ -125,7 +125,7 @@ def key_set(text: str) -> list[Any]:
     return keys if isinstance(keys, list) else []
 
 
-def verified(jwt_: Unverified, location: str, discover: bool, public_only: bool) -> Flow[dict[str, Any]]:
+def verified(jwt_: Unverified, location: str, discover: bool, public_only: str | None) -> Flow[dict[str, Any]]:
     """The claims of a JWT signed by a key published at ``location`` (a JWK
     Set URL, or with ``discover`` an issuer; fetched only from public
     addresses with ``public_only``). A kid not among the keys cached means

@@ -40,9 +40,10 @@ class Upstream:
     # Whether the upstream accepts our PKCE challenge (most do; harmless if ignored).
     pkce: bool = True
     extra_authorize_params: tuple[tuple[str, str], ...] = ()
-    # An organization's OAuth configuration: its endpoints, found in its
-    # discovery document or not, are called as PUBLIC_ONLY requests.
-    public_only: bool = False
+    # An organization's OAuth configuration (the organization's name): its
+    # endpoints, found in its discovery document or not, are called as
+    # PUBLIC_ONLY requests.
+    public_only: str | None = None
 
 
 @attrs.frozen
@@ -161,7 +162,7 @@ class Tenant:
     # An organization's server (kept in the database): the keys it fetches
     # (its machine clients' jwks_uri, its ID-JAG issuers') are PUBLIC_ONLY
     # requests, as its upstream's are (upstream/egress.py).
-    fetches_public_only: bool = False
+    fetches_public_only: str | None = None
 
     # Asked on every request: parsed once per tenant.
     @functools.cached_property

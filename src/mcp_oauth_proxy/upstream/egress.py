@@ -19,9 +19,11 @@ CONNECT to the address it checked (upstream/tunnel.py).
 A request marked PUBLIC_ONLY (one to an organization's OAuth configuration:
 an organization's admin chose its URLs, and must not reach our network
 through it) goes only to a host whose every address is public, or in the
-networks the operator lists (``server.organization_upstream_networks``),
-and to the address that was checked (no second DNS answer), through the
-proxy or not.
+networks the operator lets that organization reach
+(``server.organization_upstream_networks``: a list for every organization,
+or a table by organization), and to the address that was checked (no
+second DNS answer), through the proxy or not. The request's PUBLIC_ONLY
+extension names the organization.
 """
 
 from __future__ import annotations
@@ -71,8 +73,14 @@ class Egress:
     http_proxy: str | None = attrs.field(default=None, repr=False)
     no_proxy: tuple[str, ...] = ()
     ssl_context: ssl.SSLContext = attrs.field(factory=_default_context, eq=False, repr=False)
-    # The private networks a PUBLIC_ONLY request may reach all the same.
+    # The private networks a PUBLIC_ONLY request may reach all the same: of
+    # every organization, and (organization, its networks) of each named.
     reachable: tuple[Network, ...] = ()
+    reachable_by: tuple[tuple[str, tuple[Network, ...]], ...] = ()
+
+    def networks_for(self, organization: object) -> tuple[Network, ...]:
+        """What a PUBLIC_ONLY request of ``organization`` may reach besides public addresses."""
+        return self.reachable + next((n for name, n in self.reachable_by if name == organization), ())
 
     def proxy_for(self, url: str) -> str | None:
         """The proxy a request to ``url`` goes through; None: straight there."""
@@ -150,10 +158,11 @@ def _first(environ: Mapping[str, str], *names: str) -> tuple[str, str] | None:
 
 
 def egress_from(outbound_proxy: str | None, ca_bundle: str | None, environ: Mapping[str, str],
-                reachable: Sequence[str] = ()) -> Egress:
+                reachable: Sequence[str] | Mapping[str, Sequence[str]] = ()) -> Egress:
     """The settings every outbound client follows; raises EgressError.
     ``reachable``: the networks a PUBLIC_ONLY request may reach besides
-    public addresses (CIDR, or one address)."""
+    public addresses (CIDR, or one address): of every organization, or by
+    organization."""
     https_proxy: str | None
     http_proxy: str | None
     if outbound_proxy is not None:
@@ -167,14 +176,23 @@ def egress_from(outbound_proxy: str | None, ca_bundle: str | None, environ: Mapp
         http_proxy = _proxy_url(found[1], found[0]) if found else None
     found = _first(environ, "no_proxy", "NO_PROXY")
     no_proxy = tuple(e.strip() for e in found[1].split(",") if e.strip()) if found else ()
+    if isinstance(reachable, Mapping):
+        every: tuple[Network, ...] = ()
+        by = tuple((name, _networks(entries, f".{name}")) for name, entries in reachable.items())
+    else:
+        every, by = _networks(reachable, ""), ()
+    return Egress(https_proxy, http_proxy, no_proxy, trust(ca_bundle, environ), every, by)
+
+
+def _networks(entries: Sequence[str], where: str) -> tuple[Network, ...]:
     networks = []
-    for entry in reachable:
+    for entry in entries:
         try:
             networks.append(ipaddress.ip_network(entry))
         except ValueError:
-            raise EgressError(f"server.organization_upstream_networks: {entry!r} is not a network "
+            raise EgressError(f"server.organization_upstream_networks{where}: {entry!r} is not a network "
                               "like 10.20.0.0/16 or an address") from None
-    return Egress(https_proxy, http_proxy, no_proxy, trust(ca_bundle, environ), tuple(networks))
+    return tuple(networks)
 
 
 class Unreachable(httpx.ConnectError):
@@ -208,7 +226,8 @@ class _Routed(httpx.BaseTransport):
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         proxy = self._egress.proxy_for(str(request.url))
         if request.extensions.get(PUBLIC_ONLY):
-            _pin(request, addresses_of(*_target(request)), self._egress.reachable)
+            _pin(request, addresses_of(*_target(request)),
+                 self._egress.networks_for(request.extensions[PUBLIC_ONLY]))
         return (self._proxied[proxy] if proxy else self._direct).handle_request(request)
 
     def close(self) -> None:
@@ -226,7 +245,7 @@ class _AsyncRouted(httpx.AsyncBaseTransport):
         proxy = self._egress.proxy_for(str(request.url))
         if request.extensions.get(PUBLIC_ONLY):
             found = await anyio.to_thread.run_sync(addresses_of, *_target(request), abandon_on_cancel=True)
-            _pin(request, found, self._egress.reachable)
+            _pin(request, found, self._egress.networks_for(request.extensions[PUBLIC_ONLY]))
         return await (self._proxied[proxy] if proxy else self._direct).handle_async_request(request)
 
     async def aclose(self) -> None:

@@ -60,8 +60,8 @@ def _where(url: str) -> str:
 
 
 def marked(request: HttpRequest) -> dict[str, Any]:
-    """The httpx request extensions carrying ``request.public_only``."""
-    return {PUBLIC_ONLY: True} if request.public_only else {}
+    """The httpx request extensions carrying ``request.public_only`` (the organization)."""
+    return {PUBLIC_ONLY: request.public_only} if request.public_only else {}
 
 
 def _failed(request: HttpRequest, exc: Exception) -> FetchFailed:

@@ -55,7 +55,7 @@ def _json(response: HttpResponse, what: str) -> dict[str, Any]:
     return doc
 
 
-def _get(url: str, public_only: bool) -> HttpRequest:
+def _get(url: str, public_only: str | None) -> HttpRequest:
     return HttpRequest("GET", url, (("accept", "application/json"),), public_only=public_only)
 
 
@@ -79,10 +79,10 @@ class KeySets:
         self._clock = clock
         self._lock = threading.Lock()
         # (location, discover, public_only) -> (fetched at, keys), and -> failed until
-        self._keys: dict[tuple[str, bool, bool], tuple[float, list[Any]]] = {}
-        self._failed: dict[tuple[str, bool, bool], float] = {}
+        self._keys: dict[tuple[str, bool, str | None], tuple[float, list[Any]]] = {}
+        self._failed: dict[tuple[str, bool, str | None], float] = {}
         # Locations being fetched -> until when the fetch may hold them.
-        self._fetching: dict[tuple[str, bool, bool], float] = {}
+        self._fetching: dict[tuple[str, bool, str | None], float] = {}
 
     def resolve(self, effect: ResolveKeys) -> Flow[list[Any]]:
         """The keys at the effect's location: cached, or fetched (Fetch)."""
@@ -122,7 +122,7 @@ class KeySets:
             self._failed.pop(where, None)
         return keys
 
-    def _claim(self, where: tuple[str, bool, bool], now: float) -> bool:
+    def _claim(self, where: tuple[str, bool, str | None], now: float) -> bool:
         with self._lock:
             for held, until in list(self._fetching.items()):
                 if until <= now:  # a fetch that outlived its time: no longer counted
@@ -132,7 +132,7 @@ class KeySets:
             self._fetching[where] = now + FETCH_ALONE
             return True
 
-    def _discover(self, issuer: str, public_only: bool) -> Flow[str]:
+    def _discover(self, issuer: str, public_only: str | None) -> Flow[str]:
         """The issuer's jwks_uri, from its metadata."""
         for url in metadata_urls(issuer):
             try:

@@ -74,9 +74,10 @@ class NotReady:
 @attrs.frozen
 class PublicOnly:
     """An organization's upstream: ``source``, its every request (discovery
-    and the endpoints it finds alike) made PUBLIC_ONLY."""
+    and the endpoints it finds alike) made PUBLIC_ONLY for ``organization``."""
 
     source: UpstreamSource
+    organization: str
 
     @property
     def discovery_url(self) -> str | None:
@@ -88,7 +89,8 @@ class PublicOnly:
             effect = next(flow)
             while True:
                 if isinstance(effect, Fetch):
-                    effect = attrs.evolve(effect, request=attrs.evolve(effect.request, public_only=True))
+                    effect = attrs.evolve(effect, request=attrs.evolve(effect.request,
+                                                                       public_only=self.organization))
                 try:
                     answer = yield effect
                 except Exception as failure:  # noqa: BLE001 - the driver's, thrown back into the source
@@ -97,7 +99,7 @@ class PublicOnly:
                     effect = flow.send(answer)
         except StopIteration as done:
             upstream: Upstream = done.value
-            return attrs.evolve(upstream, public_only=True)
+            return attrs.evolve(upstream, public_only=self.organization)
         finally:
             flow.close()  # abandoned half-way (this one closed): so is the source's
 

@@ -123,3 +123,26 @@ def test_one_fetch_per_location_at_a_time_and_a_few_in_all():
     assert run_sync(sets.resolve(ResolveKeys("https://slow0.example/keys", discover=False)), web) == [KEY]
     for flow in others:
         flow.close()
+
+
+def test_one_organization_holds_few_of_the_fetches_at_once():
+    # A review: one organization's eight slow jwks_uri held every fetch of
+    # the process, and another organization's new client could not sign in.
+    from mcp_oauth_proxy.upstream.key_sets import MAX_FETCHING_PER_ORGANIZATION
+
+    sets = KeySets(Clock())
+    held = []
+    for i in range(MAX_FETCHING_PER_ORGANIZATION):
+        flow = sets.resolve(ResolveKeys(f"https://slow{i}.acme.example/keys", public_only="acme"))
+        assert isinstance(next(flow), Fetch)
+        held.append(flow)
+    more = Web({"https://more.acme.example/keys": {"keys": [KEY]}})
+    with pytest.raises(FetchFailed):
+        run_sync(sets.resolve(ResolveKeys("https://more.acme.example/keys", public_only="acme")), more)
+    assert more.fetched == []  # refused before it was fetched
+    web = Web({"https://beta.example/keys": {"keys": [KEY]}})
+    assert run_sync(sets.resolve(ResolveKeys("https://beta.example/keys", public_only="beta")), web) == [KEY]
+    web = Web({"https://ours.example/keys": {"keys": [KEY]}})
+    assert run_sync(sets.resolve(ResolveKeys("https://ours.example/keys")), web) == [KEY]
+    for flow in held:
+        flow.close()

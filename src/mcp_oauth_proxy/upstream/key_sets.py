@@ -36,6 +36,9 @@ FAILED_FOR = 10.0
 # fetch its keys, and a slow signer must not take the upstream pool.
 FETCH_ALONE = 15.0
 MAX_FETCHING = 8
+# Of which one organization's (the locations its admin chose) hold at most
+# this many: its slow signers must not keep every other's keys away.
+MAX_FETCHING_PER_ORGANIZATION = 2
 _UNAVAILABLE = "the signer's keys could not be fetched"
 
 
@@ -128,6 +131,10 @@ class KeySets:
                 if until <= now:  # a fetch that outlived its time: no longer counted
                     del self._fetching[held]
             if where in self._fetching or len(self._fetching) >= MAX_FETCHING:
+                return False
+            organization = where[2]
+            if organization is not None and sum(held[2] == organization for held in self._fetching) \
+                    >= MAX_FETCHING_PER_ORGANIZATION:
                 return False
             self._fetching[where] = now + FETCH_ALONE
             return True

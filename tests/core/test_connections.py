@@ -13,9 +13,11 @@ from support import ISSUER, REDIRECT, UPSTREAM_ISSUER, DocHarness, Harness, hidd
 from support import document as _doc
 
 from mcp_oauth_proxy.core.connections_session import SESSION_TTL
+from mcp_oauth_proxy.core.cookies import CLOCK_SKEW
 from mcp_oauth_proxy.core.flows.connections import PAGE_SIZE
 from mcp_oauth_proxy.core.http import Response
 from mcp_oauth_proxy.core.models import ConnectionsSignIn, Principal, Revocation
+from mcp_oauth_proxy.core.tenant import Policy
 
 PAGE = f"{ISSUER}/oauth/connections"
 COOKIE = "__Host-mcp_connections_acme"
@@ -489,11 +491,12 @@ def test_a_disconnected_application_must_ask_again():
     assert not _asks_consent(h, client["client_id"])  # remembered, as before
     _disconnect(h, h.sign_in_to_connections(), _grant_id(h, tokens["access_token"]))
     assert _asks_consent(h, client["client_id"])
-    # Approved again, it is remembered again (from the next second on: an
-    # approval in the very second of the disconnect counts as before it).
+    # Approved again, it is remembered again, once replicas' clocks cannot
+    # disagree on which came first (an approval within CLOCK_SKEW of the
+    # disconnect counts as before it).
     _approve(h, client["client_id"])
     assert _asks_consent(h, client["client_id"])
-    h.now += 1
+    h.now += CLOCK_SKEW + 1
     _approve(h, client["client_id"])
     h.now += 1
     assert not _asks_consent(h, client["client_id"])
@@ -524,8 +527,37 @@ def test_approvals_from_before_a_disconnect_add_no_scope_to_a_new_one():
     access = h.redeem(client["client_id"], params["code"], client_secret=client["client_secret"]).json()["access_token"]
     h.now += 1
     _disconnect(h, h.sign_in_to_connections(), _grant_id(h, access))
-    h.now += 1
+    h.now += CLOCK_SKEW + 1
     _approve(h, client["client_id"], scope="mcp")
     h.now += 1
     assert not _asks_consent(h, client["client_id"], scope="mcp")
     assert _asks_consent(h, client["client_id"], scope="mcp mcp:admin")
+
+
+def test_a_disconnect_is_not_undone_when_the_withdrawal_is_forgotten():
+    # A review: approving another client rewrote the consent cookie with a
+    # fresh expiry, keeping the disconnected app's old approval; once the
+    # withdrawal's record lapsed (consent_ttl after the disconnect), the app
+    # was let straight back in. Each approval now lapses consent_ttl after it
+    # was given, before the withdrawal's record does.
+    h = Harness(tenant=tenant(policy=Policy(consent_ttl=60)))
+    client, tokens = _connected(h, **ASSURED)
+    other = h.register(**ASSURED)
+    _disconnect(h, h.sign_in_to_connections(), _grant_id(h, tokens["access_token"]))
+    h.now += 50
+    _approve(h, other["client_id"])  # the cookie rewritten, fresh
+    h.now += 11  # past the withdrawal's record, inside the new cookie's life
+    assert _asks_consent(h, client["client_id"])
+    assert not _asks_consent(h, other["client_id"])
+
+
+def test_an_approval_stamped_by_a_replica_whose_clock_runs_ahead_is_still_withdrawn():
+    # A review: approved through a replica 30 s fast, disconnected through
+    # another 2 s later, the approval looked newer than the disconnect.
+    fast, right = Harness(), Harness(seed=10_000)
+    right.store, right.cookies = fast.store, fast.cookies  # two replicas, one database, one browser
+    fast.now += 30
+    client, tokens = _connected(fast, **ASSURED)  # approved, stamped 30 s ahead
+    right.now += 2
+    _disconnect(right, right.sign_in_to_connections(), _grant_id(right, tokens["access_token"]))
+    assert _asks_consent(right, client["client_id"])

@@ -31,6 +31,10 @@ BROWSER_COOKIE = "mcp_browser"
 ADMIN_SESSION_COOKIE = "mcp_admin_session"
 # Signed in to the connections page, one per tenant (connections_session.py).
 CONNECTIONS_COOKIE = "mcp_connections_"
+# Seconds an approval must be given after a withdrawal to count: replicas'
+# clocks disagree a little (an approval stamped by one running ahead would
+# otherwise pass for one given after a disconnect made on another).
+CLOCK_SKEW = 60
 # A browser value shorter than ours (256 bits, base64url) is not ours: replaced.
 _BROWSER_VALUE_LENGTH = 43
 
@@ -91,7 +95,10 @@ def _approvals(ctx: Context, request: Request) -> list[list[Any]]:
     approvals = data.get("a") if data is not None else None
     if not isinstance(approvals, list) or not all(_is_approval(a) for a in approvals):
         return []
-    return approvals
+    # Each lapses consent_ttl after it was given, whenever the cookie was
+    # last rewritten: so before the record of a withdrawal made after it
+    # (WithdrawApprovals) lapses, and never comes back with a new cookie.
+    return [approval for approval in approvals if approval[3] + ctx.tenant.policy.consent_ttl > ctx.now]
 
 
 def _is_approval(item: object) -> bool:
@@ -115,7 +122,7 @@ def _standing(ctx: Context, request: Request, client_id: str) -> Flow[list[list[
     withdrawn = yield ApprovalsWithdrawn(ctx.tenant.slug, client_id, ctx.now)
     if withdrawn is None:
         return approvals
-    return [approval for approval in approvals if approval[0] != client_id or approval[3] > withdrawn]
+    return [approval for approval in approvals if approval[0] != client_id or approval[3] > withdrawn + CLOCK_SKEW]
 
 
 def is_approved(ctx: Context, request: Request, auth: AuthorizationRequest) -> Flow[bool]:

@@ -226,8 +226,9 @@ def test_field_values_beyond_reason_are_422_naming_the_field(admin: Admin) -> No
     a = admin.post("/servers", {**server(), "policy": {"access_token_ttl": 0}})
     assert a.status == 422 and a.body["errors"][0]["field"] == "policy.access_token_ttl", a.body
     for field in ("client_secret", "client_id"):
-        a = admin.post("/oauth-configs", {**oauth_config(name="x"), field: ""})
-        assert a.status == 422 and a.body["errors"][0]["field"] == field, a.body
+        for blank in ("", "   "):
+            a = admin.post("/oauth-configs", {**oauth_config(name="x"), field: blank})
+            assert a.status == 422 and a.body["errors"][0]["field"] == field, a.body
     a = admin.patch("/oauth-configs/acme/github-main", {"client_secret": ""})
     assert a.status == 422 and a.body["errors"][0]["field"] == "client_secret", a.body
     a = admin.post("/oauth-configs", {**oauth_config(name="y"), "scopes": [f"s{i}" for i in range(101)]})

@@ -10,7 +10,7 @@ from urllib.parse import parse_qsl, urlsplit
 import attrs
 import pytest
 
-from mcp_oauth_proxy.core.flows.authorize import MAX_STATE
+from mcp_oauth_proxy.core.flows.authorize import MAX_LINK, MAX_STATE
 from mcp_oauth_proxy.core.tenant import Policy
 from support import ISSUER, REDIRECT, RESOURCE, Harness, params_of, refusal_of, tenant, upstream
 
@@ -475,3 +475,26 @@ def test_a_remembered_approval_still_skips_the_page_where_the_client_is_assured(
     secret = h.register(token_endpoint_auth_method="client_secret_basic")
     h.login(secret["client_id"])
     assert h.request("GET", h.authorize_url(secret["client_id"])).status == 302
+
+
+def test_a_posted_request_too_long_for_a_link_is_a_page():
+    # A review: a 1 MB POST became a 1 MB Location header (which the
+    # server's own 16 KB head limit then refused as a GET).
+    h = Harness()
+    client = h.register()
+    query = dict(parse_qsl(urlsplit(h.authorize_url(client["client_id"])).query))
+    response = h.request("POST", f"{ISSUER}/oauth/authorize", form={**query, "extra": "x" * MAX_LINK})
+    assert response.status == 400 and response.header("location") is None
+    assert response.header("content-type").startswith("text/html")
+
+
+@pytest.mark.parametrize("redirect", ["https://localhost./cb", "https://app.localhost/cb",
+                                      "https://[::ffff:127.0.0.1]/cb", "https://0.0.0.0/cb", "https://[::]/cb",
+                                      "https://127.1.2.3/cb", "https://LOCALHOST/cb"])
+def test_an_https_redirect_to_this_machine_assures_no_public_client(redirect):
+    # A second review: hosts that reach this machine, not spelled as loopback.
+    h = Harness()
+    client = h.register(redirect_uris=[redirect], application_type="web")
+    h.login(client["client_id"], redirect_uri=redirect)
+    again = h.request("GET", h.authorize_url(client["client_id"], redirect_uri=redirect))
+    assert again.status == 200, redirect

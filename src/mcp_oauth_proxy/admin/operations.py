@@ -197,8 +197,8 @@ def checked_fields(values: Mapping[str, Any], allowed: Mapping[str, _Kinds],
             continue
         problem = next((p for p in (text_problem(t, _LONGEST.get(name, _TEXT_LIMIT)) for t in _texts(value)) if p),
                        None)
-        if problem is None and value == "" and name in _NOT_EMPTY:
-            problem = "must not be empty"
+        if problem is None and isinstance(value, str) and not value.strip() and name in _NOT_EMPTY:
+            problem = "must not be empty or blank"
         if problem is None and isinstance(value, list) and len(value) > MAX_LIST:
             problem = f"at most {MAX_LIST} entries"
         if problem is not None:

@@ -32,6 +32,24 @@ def is_loopback_host(host: str | None) -> bool:
         return False
 
 
+def is_this_machine(host: str | None) -> bool:
+    """Whether a host reaches the machine the browser runs on: loopback
+    however written (a trailing dot, a name under .localhost, RFC 6761
+    §6.3; an IPv4 address mapped into IPv6), or the unspecified address,
+    which connects there too."""
+    if host is None:
+        return False
+    name = host.lower().rstrip(".")
+    if is_loopback_host(name) or name.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(name.strip("[]"))
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return address.is_unspecified or (mapped is not None and (mapped.is_loopback or mapped.is_unspecified))
+
+
 def _split(uri: str) -> SplitResult:
     """The parts of a redirect URI that reads the same to Python, to a
     browser and to a person, or InvalidRedirectUri saying why not."""

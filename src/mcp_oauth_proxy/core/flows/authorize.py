@@ -8,7 +8,7 @@ that, errors go back to the client with ``state`` and ``iss`` (RFC 9207).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from .. import cookies, ratelimit
 from ..cimd import is_metadata_url, load_browser_client
@@ -25,7 +25,7 @@ from ..http import Request, Response, form_params, query_params, redirect, requi
 from ..models import AuthorizationRequest, Client, ConsentRequest
 from ..pages import ConsentView, consent_page
 from ..pkce import check_challenge
-from ..redirect_uris import is_loopback_redirect, is_well_formed, matches, shown_host
+from ..redirect_uris import is_loopback_redirect, is_this_machine, is_well_formed, matches, shown_host
 from ..scopes import check_resource, choose_scope, parse_scope
 from .register import shown_name
 from .upstream_login import start_upstream_login
@@ -34,6 +34,9 @@ from .upstream_login import start_upstream_login
 # request is stored with it until the person answers, and anyone may send
 # one. Clients send some 22-64 characters; a few encode more in it.
 MAX_STATE = 2048
+# The longest authorization request sent on as a link (a POSTed one, below):
+# servers refuse longer request heads (ours at 16 KiB).
+MAX_LINK = 8192
 
 
 def _client_and_redirect(params: Mapping[str, list[str]], ctx: Context) -> Flow[tuple[Client, str, bool]]:
@@ -96,8 +99,11 @@ def authorize(request: Request, ctx: Context) -> Flow[Response]:
         # person's SameSite=Lax cookies, so a browser cookie set here would
         # replace theirs (ending their logins in other tabs). The same
         # request as a GET carries them.
-        query = urlencode([(name, value) for name, values in params.items() for value in values])
-        return redirect(f"{ctx.tenant.endpoint('authorize')}?{query}", status=303)
+        link = ctx.tenant.endpoint("authorize") + "?" + urlencode(
+            [(name, value) for name, values in params.items() for value in values])
+        if len(link) > MAX_LINK:
+            raise BrowserError("Invalid request", "The authorization request is too long.")
+        return redirect(link, status=303)
     client, redirect_uri, given = yield from _client_and_redirect(params, ctx)
     yield from ratelimit.by_client(ctx, "authorize", client.client_id, request.remote_addr)
     try:
@@ -126,7 +132,7 @@ def _assured(client: Client, redirect_uri: str) -> bool:
     approved"."""
     if client.token_endpoint_auth_method != "none":
         return True
-    return redirect_uri.partition(":")[0].lower() == "https" and not is_loopback_redirect(redirect_uri)
+    return redirect_uri.partition(":")[0].lower() == "https" and not is_this_machine(urlsplit(redirect_uri).hostname)
 
 
 def show_consent(ctx: Context, client: Client, auth: AuthorizationRequest, browser: str,

@@ -117,3 +117,16 @@ def test_a_registration_that_never_completes_an_authorization_lapses_and_is_coll
     assert h.store.delete_expired(h.now) >= 1
     assert h.store.get_client("acme", idle["client_id"]) is None
     assert h.store.get_client("acme", used["client_id"]) is not None
+
+
+def test_consent_answers_are_limited_per_address():
+    # A second review: each answer at /oauth/consent is a 90-day audit
+    # event, written without any sign-in, and /oauth/consent counted none.
+    h = _limited(consent=RateLimit(per_address=1, window=60))
+    client = h.register()
+    h.remote_addr = "203.0.113.11"
+    pages = [h.request("GET", h.authorize_url(client["client_id"])) for _ in range(2)]
+    answers = [h.request("POST", f"{ISSUER}/oauth/consent",
+                         form={"request_id": h.consent_request_id(page), "decision": "deny"}) for page in pages]
+    assert [a.status for a in answers] == [303, 429]
+    assert answers[1].header("content-type").startswith("text/html") and answers[1].header("retry-after")

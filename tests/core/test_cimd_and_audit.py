@@ -100,7 +100,9 @@ def test_unfetchable_documents_are_refused_with_a_reason(answer, reason):
      # A third review: an encoded "/" or "%" makes another path on some hosts, a ";" hides ".." from others.
      "https://app.example.net/official%2F..%2Fu%2Fmallory%2Fc.json", "https://app.example.net/official/%2e%2e%2fx.json",
      "https://app.example.net/official/..;/u/c.json", "https://app.example.net/official/%252e%252e/c.json",
-     "https://app.example.net/a%5C..%5Cc.json", "https://app.example.net/a%00/c.json"],
+     "https://app.example.net/a%5C..%5Cc.json", "https://app.example.net/a%00/c.json",
+     # A fourth: a long one is a long audit event at every consent, kept 90 days.
+     "https://app.example.net/" + "a" * 500 + ".json"],
 )
 def test_malformed_client_id_urls_are_refused_without_fetching(client_id):
     h = DocHarness()

@@ -43,9 +43,16 @@ def names_document(client_id: str, ctx: Context) -> bool:
 _PATH_ESCAPES = re.compile(r"%(?:2[eEfF]|5[cC]|25|[01][0-9A-Fa-f]|7[fF])")
 
 
+# The longest client_id URL taken (CIMD sets none; real ones are a few dozen characters).
+MAX_CLIENT_ID_URL = 512
+
+
 def check_client_id_url(url: str) -> None:
     """CIMD §3: https, with a path, no dot segments, fragment or userinfo;
     ASCII only, no backslash."""
+    if len(url) > MAX_CLIENT_ID_URL:
+        # It is written into every audit event of the client, kept for months.
+        raise InvalidClient(f"the client_id URL is longer than {MAX_CLIENT_ID_URL} characters")
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError on a bad port

@@ -69,7 +69,7 @@ def _static(fn: Callable[[Context], Response]) -> Handler:
 _OAUTH_ROUTES = {
     "register": Route(("POST",), register.register, cors=True, limit="register"),
     "authorize": Route(("GET", "POST"), authorize.authorize, browser=True, limit="authorize", upstream=True),
-    "consent": Route(("POST",), consent.consent, browser=True, upstream=True),
+    "consent": Route(("POST",), consent.consent, browser=True, limit="consent", upstream=True),
     "callback": Route(("GET",), callback.callback, browser=True, limit="callback", upstream=True),
     "token": Route(("POST",), token.token, cors=True, limit="token"),
     "userinfo": Route(("GET", "POST"), userinfo.userinfo, cors=True, upstream=True),

@@ -97,6 +97,8 @@ class RateLimits:
     introspect: RateLimit = RateLimit(per_address=120)
     # Each request to the connections page (a sign-in started, a page, a form).
     connections: RateLimit = RateLimit(per_address=120)
+    # Answers to consent pages: each is an audit event, made before anyone signs in.
+    consent: RateLimit = RateLimit(per_address=30)
 
 
 # The counts each endpoint keeps. A registration has no client yet; a
@@ -111,6 +113,7 @@ COUNTS = {
     "revoke": ("per_address",),
     "introspect": ("per_address",),
     "connections": ("per_address",),
+    "consent": ("per_address",),
 }
 
 

@@ -179,3 +179,30 @@ def test_clashes_found_at_once_are_those_server_clash_finds_one_by_one():
         assert clashes(servers) == one_by_one, seed
         clashed.append(len(one_by_one) / len(servers))
     assert 0.2 < sum(clashed) / len(clashed) < 0.8  # sets with clashes and without
+
+
+def test_follow_directory_reloads_at_most_once_a_second_however_often_it_is_woken():
+    # A review: an organization's admin renaming it in a loop made another
+    # replica reload every server 114 times in 15 s (each change a notice).
+    from mcp_oauth_proxy.housekeeping import Wake
+
+    class Changing:
+        reloads = 0
+        current = Directory([FILE]).current
+
+        def refresh(self) -> bool:
+            self.reloads += 1
+            return True
+
+    directory, wake = Changing(), Wake()
+
+    async def run() -> None:
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(lambda: follow_directory(directory, 60.0, wake=wake, least=0.2))  # type: ignore[arg-type]
+            for _ in range(100):  # a notice every 10 ms for a second
+                wake.ring()
+                await anyio.sleep(0.01)
+            tasks.cancel_scope.cancel()
+
+    anyio.run(run)
+    assert 1 <= directory.reloads <= 6

@@ -140,11 +140,14 @@ async def follow_revocations(cache: TokenCache, interval: float = 1.0,
 
 
 async def follow_directory(directory: Directory, interval: float = 1.0, turns: Turns | None = None,
-                           wake: Wake | None = None) -> None:
+                           wake: Wake | None = None, least: float = 1.0) -> None:
     """Every ``interval`` seconds, or when ``wake`` rings, until cancelled:
     the tenant directory's source is asked its version (one row of the
     database) and, once it moved, its tenants swapped in (Directory.refresh,
-    in a worker thread). A failed look keeps the tenants served until the next."""
+    in a worker thread), at most once every ``least`` seconds: any
+    organization's admin may change something as often as it likes, and
+    each change is a reload of every server on every replica. A failed look
+    keeps the tenants served until the next."""
     pause = anyio.sleep if wake is None else wake.pause
     while True:
         await pause(interval)
@@ -158,3 +161,4 @@ async def follow_directory(directory: Directory, interval: float = 1.0, turns: T
         if changed:
             log.info("serving %d tenant(s): directory version %d", len(directory.current.entries),
                      directory.current.version)
+            await anyio.sleep(least)

@@ -28,6 +28,7 @@ _PUBLIC_KEY_TYPES = ("RSA", "EC", "OKP")
 # Members of a JWK that only a private key has (RFC 7518 §6.2.2, §6.3.2, RFC 8037 §2).
 _PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "oth", "k")
 MAX_KEYS = 20
+MAX_JWKS = 64 * 1024
 
 
 def grant_types_of(values: tuple[str, ...] | list[str]) -> tuple[tuple[str, ...], str | None]:
@@ -43,6 +44,9 @@ def jwks_problem(jwks: Any) -> str | None:
     keys = jwks.get("keys") if isinstance(jwks, dict) else None
     if not isinstance(keys, list) or not keys or len(keys) > MAX_KEYS:
         return f"must be a JWK Set: an object whose keys list holds 1 to {MAX_KEYS} keys"
+    if len(json.dumps(jwks)) > MAX_JWKS:
+        # Kept with the client and read at every assertion: public keys are small.
+        return f"must be at most {MAX_JWKS // 1024} KiB as JSON"
     for key in keys:
         if not isinstance(key, dict) or key.get("kty") not in _PUBLIC_KEY_TYPES:
             return "each key must be an RSA, EC or OKP public key (never a shared secret)"

@@ -234,3 +234,8 @@ def test_field_values_beyond_reason_are_422_naming_the_field(admin: Admin) -> No
     a = admin.post("/oauth-configs", {**oauth_config(name="y"), "scopes": [f"s{i}" for i in range(101)]})
     assert a.status == 422 and a.body["errors"][0]["field"] == "scopes", a.body
     assert admin.post("/oauth-configs", {**oauth_config(name="z"), "scopes": [f"s{i}" for i in range(100)]}).status == 201
+    # Each entry is as long as its kind needs: 100 scopes of 2,000 characters made 400 KB servers.
+    a = admin.post("/oauth-configs", {**oauth_config(name="w"), "scopes": ["s" * 256]})
+    assert a.status == 422 and a.body["errors"][0]["field"] == "scopes", a.body
+    a = admin.post("/servers", {**server(), "scopes": ["mcp", "s" * 256]})
+    assert a.status == 422 and a.body["errors"][0]["field"] == "scopes", a.body

@@ -41,6 +41,9 @@ def test_invalid_machine_clients_are_refused_naming_the_field(admin: Admin) -> N
         ({"scope": "mcp admin:everything"}, "scope"),
         ({"redirect_uris": ["https://x.example/cb"]}, "redirect_uris"),
         ({"client_secret": "mine"}, "client_secret"),
+        # A review: a key with 900,000 characters of padding was kept.
+        ({"token_endpoint_auth_method": "private_key_jwt",
+          "jwks": {"keys": [Signer("ES256").jwk | {"x-padding": "a" * 70_000}]}}, "jwks"),
     ):
         a = admin.post("/servers/acme/clients", body)
         assert a.status == 422, body

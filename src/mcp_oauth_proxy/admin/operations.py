@@ -154,7 +154,9 @@ def _fits(value: Any, kind: Any) -> bool:
 # The longest text each field may hold (the database's columns; text
 # columns are bounded here all the same), characters.
 _LONGEST = {"issuer": 512, "resource": 512, "user_id_claim": 255, "token_auth_method": 32,
-            "forward_upstream_token_header": 255, "tenant": 64, "user_pool_id": 64}
+            "forward_upstream_token_header": 255, "tenant": 64, "user_pool_id": 64,
+            # Of each entry: a scope, an issuer's URL, a grant type.
+            "scopes": 255, "required_scopes": 255, "id_jag_issuers": 512, "grant_types": 64}
 _TEXT_LIMIT = 2000
 # Credentials a provider never issues empty; and the longest list a field holds.
 _NOT_EMPTY = frozenset({"client_id", "client_secret"})

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 import httpx
 import pytest
@@ -69,17 +70,17 @@ def test_liveness_at_once_readiness_once_the_upstream_is_discovered(tmp_path: Pa
     assert proc.returncode == 0, tail(log)
 
 
-def test_not_ready_at_a_schema_it_does_not_know(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _github_app(tmp_path: Path) -> tuple[Path, Any, Callable[[], int]]:
+    """The served app of a config whose tenant needs no discovery (SQLite),
+    and what its /readyz answers."""
     import anyio
 
     from mcp_oauth_proxy import config as config_mod
     from mcp_oauth_proxy.app import build_app
-    from mcp_oauth_proxy.storage import migrations
-    from schema_history import add_revision
 
-    port = free_port()
     path = tmp_path / "proxy.toml"
-    path.write_text(CONFIG.format(port=port, db=tmp_path / "p.db", keys=tmp_path / "keys", idp="http://127.0.0.1:9")
+    path.write_text(CONFIG.format(port=free_port(), db=tmp_path / "p.db", keys=tmp_path / "keys",
+                                  idp="http://127.0.0.1:9")
                     .replace('kind = "oidc"\nissuer = "http://127.0.0.1:9"', 'kind = "github"'))
     app = build_app(config_mod.load(str(path)))
 
@@ -87,14 +88,24 @@ def test_not_ready_at_a_schema_it_does_not_know(tmp_path: Path, monkeypatch: pyt
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app)) as http:
             return (await http.get("http://x/readyz")).status_code
 
-    assert anyio.run(status) == 200
+    return path, app, lambda: anyio.run(status)
+
+
+def test_not_ready_at_a_schema_it_does_not_know(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mcp_oauth_proxy import config as config_mod
+    from mcp_oauth_proxy.app import build_app
+    from mcp_oauth_proxy.storage import migrations
+    from schema_history import add_revision
+
+    path, app, status = _github_app(tmp_path)
+    assert status() == 200
     # Another replica moved the database on to a schema this one does not know.
     add_revision(tmp_path, monkeypatch)
     migrations.head_version.cache_clear()
     build_app(config_mod.load(str(path)), upgrade=True).site.store.traits.pool.dispose()
     monkeypatch.undo()
     migrations.head_version.cache_clear()
-    assert anyio.run(status) == 503
+    assert status() == 503
     app.site.store.traits.pool.dispose()
 
 
@@ -103,22 +114,9 @@ def test_an_organizations_server_whose_upstream_is_unknown_leaves_the_replica_re
     # every load balancer, every tenant with it) with a server whose OAuth
     # configuration names an issuer without a discovery document. An
     # organization's upstream failing fails its own logins only.
-    import anyio
-
-    from mcp_oauth_proxy import config as config_mod
-    from mcp_oauth_proxy.app import build_app
     from mcp_oauth_proxy.core.models import OAuthConfig, Organization, Server
 
-    port = free_port()
-    path = tmp_path / "proxy.toml"
-    path.write_text(CONFIG.format(port=port, db=tmp_path / "p.db", keys=tmp_path / "keys", idp="http://127.0.0.1:9")
-                    .replace('kind = "oidc"\nissuer = "http://127.0.0.1:9"', 'kind = "github"'))
-    app = build_app(config_mod.load(str(path)))
-
-    async def status() -> int:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app)) as http:
-            return (await http.get("http://x/readyz")).status_code
-
+    _, app, status = _github_app(tmp_path)
     store = app.site.store
     store.create_organization(Organization("org", "Org", 0))
     store.create_oauth_config(OAuthConfig("org", "idp", kind="oidc", client_id="c", client_secret="s",
@@ -127,6 +125,6 @@ def test_an_organizations_server_whose_upstream_is_unknown_leaves_the_replica_re
                                resource="https://beta.invalid/mcp"))
     assert app.site.directory.refresh() and len(app.site.directory.current.entries) == 2
     try:
-        assert anyio.run(status) == 200
+        assert status() == 200
     finally:
         app.site.store.traits.pool.dispose()

@@ -4,6 +4,7 @@ a fixed message, on sync, asyncio and trio."""
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import threading
 import time
@@ -37,8 +38,26 @@ class Handler(BaseHTTPRequestHandler):
             return self._send(302, b"", [("location", "/ok")])
         if self.path == "/big":
             return self._send(200, b"x" * 5000)
+        if self.path.startswith("/trickle"):
+            return self._trickle()
+        if self.path.startswith("/held"):
+            HELD.wait(10)
+            return self._send(200, b"held")
         echo = f"{self.command} {self.headers.get('accept')} {body.decode()}".encode()
         self._send(200, echo, [("x-conn", str(id(self.connection)))])
+
+    def _trickle(self) -> None:
+        # A head, then a byte every 0.1 s for ever: no read ever waits long.
+        try:
+            self.send_response(200)
+            self.send_header("content-length", "100000")
+            self.end_headers()
+            for _ in range(600):
+                self.wfile.write(b"x")
+                self.wfile.flush()
+                time.sleep(0.1)
+        except OSError:
+            pass
 
     def _send(self, status: int, body: bytes, headers: list[tuple[str, str]] = ()) -> None:  # type: ignore[assignment]
         try:
@@ -50,6 +69,9 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
         except OSError:
             pass  # the client gave up (timeout test)
+
+
+HELD = threading.Event()  # /held answers once it is set
 
 
 class Server(ThreadingHTTPServer):
@@ -126,4 +148,59 @@ async def test_async_answers_and_failures(base: str, anyio_backend: str) -> None
         assert str(info.value) == MESSAGE, request.url
     # Still usable after failures.
     assert (await fetch(get(f"{base}/ok"))).status == 200
+    await fetch.aclose()
+
+
+def test_sync_a_provider_that_trickles_is_given_up_at_the_deadline(base: str) -> None:
+    # A third review: a byte every few seconds kept each call (and its pool
+    # connection) for ever, every read well inside its own timeout.
+    fetch = SyncFetcher(timeout=0.5, max_body=1_000_000)
+    started = time.monotonic()
+    with pytest.raises(FetchFailed):
+        fetch(get(f"{base}/trickle"))
+    assert time.monotonic() - started < 3  # the deadline (0.5 s) and one read, not 60 s
+    fetch.close()
+
+
+@pytest.mark.anyio
+async def test_async_a_provider_that_trickles_is_given_up_at_the_deadline(base: str, anyio_backend: str) -> None:
+    fetch = AsyncFetcher(timeout=0.5, max_body=1_000_000)
+    started = time.monotonic()
+    with pytest.raises(FetchFailed):
+        await fetch(get(f"{base}/trickle"))
+    assert time.monotonic() - started < 3
+    await fetch.aclose()
+
+
+@pytest.mark.anyio
+async def test_one_organizations_calls_hold_few_of_the_pool(base: str, anyio_backend: str) -> None:
+    # A third review: one organization's slow provider took all 100 pooled
+    # connections, and every other tenant's sign-ins waited 10 s and failed.
+    import anyio
+
+    from mcp_oauth_proxy.upstream.egress import Egress
+    from mcp_oauth_proxy.upstream.http import PER_ORGANIZATION
+
+    # The organizations' providers on loopback, let through for the test.
+    fetch = AsyncFetcher(timeout=5, max_body=1000, egress=Egress(reachable=(ipaddress.ip_network("127.0.0.0/8"),)))
+    HELD.clear()
+    answers: list[int] = []
+
+    async def call(organization: str | None, path: str) -> None:
+        try:
+            answers.append((await fetch(HttpRequest("GET", f"{base}{path}", public_only=organization))).status)
+        except FetchFailed:
+            answers.append(0)
+
+    async with anyio.create_task_group() as tasks:
+        for _ in range(PER_ORGANIZATION):
+            tasks.start_soon(call, "acme", "/held")
+        await anyio.sleep(0.5)  # all under way, held by the provider
+        with anyio.fail_after(1):  # refused at once, not queued for the pool
+            await call("acme", "/held")
+        with anyio.fail_after(1):  # another organization's, and ours, go through
+            await call("beta", "/ok")
+            await call(None, "/ok")
+        HELD.set()
+    assert sorted(answers) == [0] + [200] * (PER_ORGANIZATION + 2)
     await fetch.aclose()

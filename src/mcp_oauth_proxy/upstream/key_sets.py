@@ -31,10 +31,13 @@ log = logging.getLogger("mcp_oauth_proxy.upstream")
 KEYS_TTL = 300.0
 REFETCH_AFTER = 10.0
 FAILED_FOR = 10.0
-# One fetch per location at a time (held at most this long), and no more
-# than this many at once in all: anyone who knows a client's id can make us
-# fetch its keys, and a slow signer must not take the upstream pool.
-FETCH_ALONE = 15.0
+# One fetch per location at a time (held at most this long: longer than its
+# three calls, metadata twice and the keys, each ended by the fetcher's
+# deadline, 10 s by default; a review saw claims lapse at 15 s while their
+# fetches went on), and no more than this many at once in all: anyone who
+# knows a client's id can make us fetch its keys, and a slow signer must
+# not take the upstream pool.
+FETCH_ALONE = 60.0
 MAX_FETCHING = 8
 # Of which one organization's (the locations its admin chose) hold at most
 # this many: its slow signers must not keep every other's keys away.

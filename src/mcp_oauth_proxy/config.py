@@ -20,7 +20,7 @@ from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, Iterabl
 from . import machine_clients
 from .adapters.forward_headers import canonical, forwarder_reserves
 from .admin.backends import allowed_entry_problem, written_as_uri
-from .core.tenant import COUNTS, Policy, RateLimit, RateLimits
+from .core.tenant import COUNTS, MAX_CONSENT_TTL, Policy, RateLimit, RateLimits
 from .upstream.egress import EgressError, egress_from
 from .upstream.presets import ENTRA_CLOUDS
 
@@ -448,6 +448,8 @@ def _check_tenant(t: TenantConfig, where: str, problems: list[str], upstream: bo
     for name in ("access_token_ttl", "refresh_token_ttl", "code_ttl", "session_ttl"):
         if getattr(t.policy, name) == 0:
             problems.append(f"{where}.policy.{name}: must be positive")
+    if t.policy.consent_ttl > MAX_CONSENT_TTL:
+        problems.append(f"{where}.policy.consent_ttl: at most {MAX_CONSENT_TTL} seconds (366 days)")
     for endpoint in attrs.fields(RateLimits):
         limit: RateLimit = getattr(t.rate_limits, endpoint.name)
         key = f"{where}.rate_limits.{endpoint.name}"

@@ -561,3 +561,30 @@ def test_an_approval_stamped_by_a_replica_whose_clock_runs_ahead_is_still_withdr
     right.now += 2
     _disconnect(right, right.sign_in_to_connections(), _grant_id(right, tokens["access_token"]))
     assert _asks_consent(right, client["client_id"])
+
+
+def test_a_disconnect_is_not_undone_by_a_longer_consent_ttl():
+    # A third review: the withdrawal was kept for the consent_ttl of its day;
+    # raised later (an organization's admin may), the old approval lived on
+    # in a rewritten cookie past the withdrawal's record.
+    import attrs
+
+    h = Harness(tenant=tenant(policy=Policy(consent_ttl=120)))
+    client, tokens = _connected(h, **ASSURED)
+    other = h.register(**ASSURED)
+    _disconnect(h, h.sign_in_to_connections(), _grant_id(h, tokens["access_token"]))
+    h.tenant = attrs.evolve(h.tenant, policy=Policy(consent_ttl=30 * 24 * 3600))
+    h.now += 10
+    _approve(h, other["client_id"])  # the cookie rewritten, for 30 days
+    h.now += 125  # past the consent_ttl the disconnect was made under
+    assert _asks_consent(h, client["client_id"])
+
+
+def test_a_consent_ttl_is_at_most_a_year():
+    from mcp_oauth_proxy.config import ConfigError, parse
+
+    tenant_doc = {"slug": "a", "issuer": "https://a.example.com", "resource": "https://a.example.com/mcp",
+                  "upstream": {"kind": "github", "client_id": "x", "client_secret": "y"}}
+    with pytest.raises(ConfigError, match="consent_ttl"):
+        parse({"tenants": [{**tenant_doc, "policy": {"consent_ttl": 367 * 24 * 3600}}]})
+    parse({"tenants": [{**tenant_doc, "policy": {"consent_ttl": 366 * 24 * 3600}}]})

@@ -18,6 +18,7 @@ from .effects import ApprovalsWithdrawn, Flow, WithdrawApprovals
 from .http import Request, parse_json
 from .models import AuthorizationRequest
 from .redirect_uris import shown_host
+from .tenant import MAX_CONSENT_TTL
 
 # The browser remembers this many approvals per tenant, newest first, in
 # at most this many bytes of JSON (a cookie holds about 4 KB, base64 4/3 of it).
@@ -169,7 +170,9 @@ def remember_approval(ctx: Context, request: Request, auth: AuthorizationRequest
 def withdraw_approvals(ctx: Context, client_id: str) -> Flow[None]:
     """Every browser's remembered approval of ``client_id`` on this tenant,
     given until now, counts no more: the application asks again."""
-    yield WithdrawApprovals(ctx.tenant.slug, client_id, ctx.now, ctx.now + ctx.tenant.policy.consent_ttl)
+    # Kept as long as any approval can live (the consent_ttl may be raised
+    # later, and an approval lapses by the consent_ttl of its reading).
+    yield WithdrawApprovals(ctx.tenant.slug, client_id, ctx.now, ctx.now + MAX_CONSENT_TTL + CLOCK_SKEW)
 
 
 def is_ours(name: str) -> bool:

@@ -65,7 +65,7 @@ class Policy:
     # longer than an upstream call may take, since requests waiting for the
     # refresh take the lease over only once it has expired.
     upstream_refresh_lease: int = 30
-    # How long the browser remembers approved clients.
+    # How long the browser remembers approved clients (at most MAX_CONSENT_TTL).
     consent_ttl: int = 30 * 24 * 3600
     # A registered client that completes no authorization within this time lapses.
     unused_client_ttl: int = 24 * 3600
@@ -81,6 +81,12 @@ class RateLimit:
     per_client: int = 0
     per_grant: int = 0
     window: int = 60
+
+
+# The longest a browser may remember an approval: a withdrawal of approvals
+# (a disconnect) is kept this long, so no approval outlives it, however the
+# tenant's consent_ttl changes later.
+MAX_CONSENT_TTL = 366 * 24 * 3600
 
 
 @attrs.frozen

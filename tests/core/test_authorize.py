@@ -490,7 +490,10 @@ def test_a_posted_request_too_long_for_a_link_is_a_page():
 
 @pytest.mark.parametrize("redirect", ["https://localhost./cb", "https://app.localhost/cb",
                                       "https://[::ffff:127.0.0.1]/cb", "https://0.0.0.0/cb", "https://[::]/cb",
-                                      "https://127.1.2.3/cb", "https://LOCALHOST/cb"])
+                                      "https://127.1.2.3/cb", "https://LOCALHOST/cb",
+                                      # A third review: names hosts files give loopback, "this network".
+                                      "https://localhost.localdomain/cb", "https://ip6-localhost/cb",
+                                      "https://0.1.2.3/cb", "https://[::ffff:0.0.0.1]/cb"])
 def test_an_https_redirect_to_this_machine_assures_no_public_client(redirect):
     # A second review: hosts that reach this machine, not spelled as loopback.
     h = Harness()

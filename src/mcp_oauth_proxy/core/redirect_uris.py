@@ -32,22 +32,31 @@ def is_loopback_host(host: str | None) -> bool:
         return False
 
 
+# Names the usual /etc/hosts gives the loopback address; and 0.0.0.0/8,
+# "this network" (RFC 1122 §3.2.1.3), which Linux connects to itself.
+_LOCAL_NAMES = frozenset({"localhost.localdomain", "localhost4", "localhost6", "ip6-localhost", "ip6-loopback"})
+_THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")
+
+
 def is_this_machine(host: str | None) -> bool:
     """Whether a host reaches the machine the browser runs on: loopback
     however written (a trailing dot, a name under .localhost, RFC 6761
-    §6.3; an IPv4 address mapped into IPv6), or the unspecified address,
-    which connects there too."""
+    §6.3, or another the usual hosts file gives it; an IPv4 address mapped
+    into IPv6), or an address of 0.0.0.0/8 or the unspecified one, which
+    connect there too. (A public name whose DNS answers loopback is not
+    known here; such a redirect needs a certificate a browser trusts.)"""
     if host is None:
         return False
     name = host.lower().rstrip(".")
-    if is_loopback_host(name) or name.endswith(".localhost"):
+    if is_loopback_host(name) or name.endswith(".localhost") or name in _LOCAL_NAMES:
         return True
     try:
         address = ipaddress.ip_address(name.strip("[]"))
     except ValueError:
         return False
     mapped = getattr(address, "ipv4_mapped", None)
-    return address.is_unspecified or (mapped is not None and (mapped.is_loopback or mapped.is_unspecified))
+    return any(a is not None and (a.is_loopback or a in _THIS_NETWORK) for a in (address, mapped)) \
+        or address.is_unspecified
 
 
 def _split(uri: str) -> SplitResult:

@@ -28,6 +28,13 @@ def provider() -> Iterator[tuple[str, dict]]:
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802
             issuer = f"http://127.0.0.1:{self.server.server_address[1]}"
+            if state["mode"] == "trickle-head":
+                # The status line itself a byte at a time: no answer has begun.
+                for byte in b"HTTP/1.1 200 OK\r\nx-slow: " + b"y" * 200:
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                    time.sleep(0.2)
+                return
             if state["mode"] == "trickle":
                 self.send_response(200)
                 self.end_headers()
@@ -91,6 +98,14 @@ def test_a_trickling_or_huge_answer_ends_at_the_deadline_or_the_cap(provider: tu
     state["mode"] = "huge"
     with pytest.raises(FetchFailed, match="larger than"):
         bounded_fetch(HttpRequest("GET", url))
+    # A fourth review: the deadline was looked at between body chunks only;
+    # a head trickled one byte at a time held the check (and one of the two
+    # check places) for as long as the provider liked.
+    state["mode"] = "trickle-head"
+    started = time.monotonic()
+    with pytest.raises(FetchFailed, match="no whole answer"):
+        bounded_fetch(HttpRequest("GET", url), deadline=1.0)
+    assert time.monotonic() - started < 3
 
 
 def test_two_checks_at_a_time(provider: tuple[str, dict]) -> None:

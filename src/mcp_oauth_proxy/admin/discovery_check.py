@@ -7,10 +7,10 @@ all told: one deadline for the whole answer, a small body, two at a time."""
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
+import anyio
 import attrs
 import httpx
 
@@ -40,23 +40,30 @@ MAX_DOCUMENT = 256 * 1024
 
 def bounded_fetch(request: HttpRequest, deadline: float = DEADLINE, limit: int = MAX_DOCUMENT,
                   egress: Egress | None = None) -> HttpResponse:
-    """One request, over in ``deadline`` seconds all told (however slowly
-    the other side sends), its body at most ``limit`` bytes; no redirects;
-    through the proxy and trusting the CAs a login would (``egress``)."""
-    ends = time.monotonic() + deadline
-    transport = (egress or Egress()).transport(limits=httpx.Limits(max_connections=1))
+    """One request, over in ``deadline`` seconds all told, its head
+    included (however slowly the other side sends), its body at most
+    ``limit`` bytes; no redirects; through the proxy and trusting the CAs a
+    login would (``egress``). Run on an event loop of its own, so that the
+    deadline cuts a read short (a blocking read can only time out)."""
+    return anyio.run(_bounded_fetch, request, deadline, limit, egress or Egress())
+
+
+async def _bounded_fetch(request: HttpRequest, deadline: float, limit: int, egress: Egress) -> HttpResponse:
+    transport = egress.async_transport(limits=httpx.Limits(max_connections=1))
     try:
-        with httpx.Client(transport=transport, timeout=deadline, follow_redirects=False, trust_env=False) as client, \
-                client.stream(request.method, request.url, headers=list(request.headers),
-                              extensions=marked(request)) as response:
-            body = bytearray()
-            for chunk in response.iter_bytes():
-                body += chunk
-                if len(body) > limit:
-                    raise FetchFailed(f"the answer is larger than {limit // 1024} KiB")
-                if time.monotonic() > ends:
-                    raise FetchFailed(f"no whole answer within {deadline:g} s")
-            return HttpResponse(response.status_code, tuple(response.headers.items()), bytes(body))
+        with anyio.fail_after(deadline):
+            async with httpx.AsyncClient(transport=transport, timeout=deadline, follow_redirects=False,
+                                         trust_env=False) as client, \
+                    client.stream(request.method, request.url, headers=list(request.headers),
+                                  extensions=marked(request)) as response:
+                body = bytearray()
+                async for chunk in response.aiter_bytes():
+                    body += chunk
+                    if len(body) > limit:
+                        raise FetchFailed(f"the answer is larger than {limit // 1024} KiB")
+                return HttpResponse(response.status_code, tuple(response.headers.items()), bytes(body))
+    except TimeoutError:
+        raise FetchFailed(f"no whole answer within {deadline:g} s") from None
     except httpx.HTTPError as error:
         raise FetchFailed(f"no answer ({type(error).__name__})") from None
 

@@ -1,10 +1,12 @@
 """Outbound HTTP to the upstream identity provider: the carriers of the
 core's Fetch effects, sync (WSGI) and async (ASGI on asyncio or trio).
 
-One pooled httpx client per carrier (connection reuse), TLS verified,
-timeouts on every phase and one deadline for the whole call (a provider
-sending a byte now and then would otherwise keep a pooled connection for
-ever), a cap on the answer's size, the process's proxy and CAs (egress.py,
+Every call is made on an event loop (the async carrier's pooled httpx
+client; for the sync one, a loop and a connection of each call's own), TLS
+verified, with timeouts on every phase and one deadline for the whole call,
+its head included (a provider sending a byte now and then would otherwise
+keep a connection for ever: a blocking read can only time out, and each
+byte restarts its clock), a cap on the answer's size, the process's proxy and CAs (egress.py,
 never the environment on its own), and no redirects followed: a 3xx comes
 back to the core as it is, which treats it as an unexpected answer. One
 organization's calls (PUBLIC_ONLY, naming it) hold at most PER_ORGANIZATION
@@ -18,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -111,36 +112,46 @@ def _failed(request: HttpRequest, exc: Exception) -> FetchFailed:
     return FetchFailed(_UNREACHABLE)
 
 
+async def _fetch(client: httpx.AsyncClient, request: HttpRequest, deadline: float, max_body: int) -> HttpResponse:
+    """One call, over within ``deadline`` seconds all told, its answer at most ``max_body`` bytes."""
+    try:
+        with anyio.fail_after(deadline):
+            async with client.stream(request.method, request.url, headers=list(request.headers),
+                                     content=request.body or None, extensions=marked(request)) as response:
+                body = bytearray()
+                async for chunk in response.aiter_bytes():
+                    append_limited(body, chunk, max_body)
+                return HttpResponse(response.status_code, tuple(response.headers.items()), bytes(body))
+    except (httpx.HTTPError, httpx.InvalidURL, TooLarge, ValueError, TimeoutError) as exc:
+        raise _failed(request, exc) from None
+
+
 class SyncFetcher:
-    """Carries out Fetch effects with a blocking, pooled httpx client."""
+    """Carries out Fetch effects for a blocking caller (WSGI): each call on
+    an event loop of its own, as the async carrier makes it, so that its
+    deadline cuts a read short (a blocking read can only time out, and a
+    provider sending its head a byte at a time never lets it). So each call
+    has a connection of its own."""
 
     def __init__(self, *, timeout: float = DEFAULT_TIMEOUT, egress: Egress | None = None,
                  max_body: int = MAX_UPSTREAM_BODY) -> None:
-        transport = (egress or Egress()).transport(limits=_LIMITS)
-        self._client = httpx.Client(transport=transport, **_client_args(timeout))
+        self._egress = egress or Egress()
+        self._args = _client_args(timeout)
         self._deadline = timeout
         self._max_body = max_body
         self._places = _Places()
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        # A blocking read cannot be cut short: the deadline is checked
-        # between reads, each bounded by the read timeout.
-        ends = time.monotonic() + self._deadline
-        try:
-            with self._places.of(request), \
-                    self._client.stream(request.method, request.url, headers=list(request.headers),
-                                        content=request.body or None, extensions=marked(request)) as response:
-                body = bytearray()
-                for chunk in response.iter_bytes():
-                    append_limited(body, chunk, self._max_body)
-                    if time.monotonic() > ends:
-                        raise TimeoutError()
-                return HttpResponse(response.status_code, tuple(response.headers.items()), bytes(body))
-        except (httpx.HTTPError, httpx.InvalidURL, TooLarge, ValueError, TimeoutError) as exc:
-            raise _failed(request, exc) from None
+        with self._places.of(request):
+            return anyio.run(self._once, request)
+
+    async def _once(self, request: HttpRequest) -> HttpResponse:
+        transport = self._egress.async_transport(limits=httpx.Limits(max_connections=1))
+        async with httpx.AsyncClient(transport=transport, **self._args) as client:
+            return await _fetch(client, request, self._deadline, self._max_body)
 
     def close(self) -> None:
-        self._client.close()
+        pass  # nothing is kept between calls
 
 
 class AsyncFetcher:
@@ -160,17 +171,8 @@ class AsyncFetcher:
     async def __call__(self, request: HttpRequest) -> HttpResponse:
         if self._client is None:
             self._client = httpx.AsyncClient(transport=self._egress.async_transport(limits=_LIMITS), **self._args)
-        try:
-            with self._places.of(request), anyio.fail_after(self._deadline):
-                async with self._client.stream(request.method, request.url, headers=list(request.headers),
-                                               content=request.body or None,
-                                               extensions=marked(request)) as response:
-                    body = bytearray()
-                    async for chunk in response.aiter_bytes():
-                        append_limited(body, chunk, self._max_body)
-                    return HttpResponse(response.status_code, tuple(response.headers.items()), bytes(body))
-        except (httpx.HTTPError, httpx.InvalidURL, TooLarge, ValueError, TimeoutError) as exc:
-            raise _failed(request, exc) from None
+        with self._places.of(request):
+            return await _fetch(self._client, request, self._deadline, self._max_body)
 
     async def aclose(self) -> None:
         client, self._client = self._client, None

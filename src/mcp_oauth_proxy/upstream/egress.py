@@ -90,11 +90,6 @@ class Egress:
             return None
         return proxy
 
-    def transport(self, *, limits: httpx.Limits) -> httpx.BaseTransport:
-        """A blocking httpx transport following these settings."""
-        return _Routed(self, lambda proxy: httpx.HTTPTransport(
-            verify=self.ssl_context, proxy=proxy, limits=limits, trust_env=False))
-
     def async_transport(self, *, limits: httpx.Limits) -> httpx.AsyncBaseTransport:
         """An async httpx transport following these settings."""
         return _AsyncRouted(self, lambda proxy: httpx.AsyncHTTPTransport(
@@ -213,26 +208,6 @@ def _pin(request: httpx.Request, addresses: list[Address], networks: tuple[Netwo
                           request=request)
     request.extensions = {**request.extensions, "sni_hostname": request.url.host}
     request.url = request.url.copy_with(host=str(addresses[0]))
-
-
-class _Routed(httpx.BaseTransport):
-    """Each request to the proxied transport or the direct one, by its URL."""
-
-    def __init__(self, egress: Egress, make: Callable[[str | None], httpx.HTTPTransport]) -> None:
-        self._egress = egress
-        self._direct = make(None)
-        self._proxied = {p: make(p) for p in {egress.https_proxy, egress.http_proxy} if p}
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        proxy = self._egress.proxy_for(str(request.url))
-        if request.extensions.get(PUBLIC_ONLY):
-            _pin(request, addresses_of(*_target(request)),
-                 self._egress.networks_for(request.extensions[PUBLIC_ONLY]))
-        return (self._proxied[proxy] if proxy else self._direct).handle_request(request)
-
-    def close(self) -> None:
-        for transport in (self._direct, *self._proxied.values()):
-            transport.close()
 
 
 class _AsyncRouted(httpx.AsyncBaseTransport):

@@ -31,6 +31,7 @@ attributes. Backends: :mod:`mcp_oauth_proxy.storage`.
 from __future__ import annotations
 
 import inspect
+import json
 import typing
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -48,6 +49,13 @@ REVOCATION_RECORD = 3600
 # Seconds an audit event is kept, unless the server says otherwise
 # (server.audit_retention_days).
 AUDIT_RETENTION = 90 * 24 * 3600
+# Marks (a value kept until its expiry, among the rate-limit counters) by
+# name: a signed-out session, by its hash; a client's withdrawn approvals.
+ENDED_MARK = "session-ended:"
+
+
+def withdrawn_mark(tenant: str, client_id: str) -> str:
+    return "approvals-withdrawn:" + json.dumps([tenant, client_id])
 
 OPERATIONS: dict[str, type[StoreEffect[Any]]] = {op.method: op for op in STORE_OPERATIONS}
 

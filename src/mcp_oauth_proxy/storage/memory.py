@@ -6,7 +6,6 @@ Upstream secrets are kept encrypted here as in every backend.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from typing import Any
@@ -33,7 +32,7 @@ from ..core.models import (
     Server,
     UpstreamTokens,
 )
-from ..core.store import REPLACED, REVOCATION_RECORD, StoreTraits
+from ..core.store import ENDED_MARK, REPLACED, REVOCATION_RECORD, StoreTraits, withdrawn_mark
 from . import directory_rules as rules
 from .crypto import (
     KeyRing,
@@ -46,8 +45,6 @@ from .crypto import (
 )
 
 _SEALED = UpstreamTokens(access_token="")  # stands in for the sealed tokens
-_ENDED = "session-ended:"  # a signed-out session's counter, by its hash
-_WITHDRAWN = "approvals-withdrawn:"  # a client's withdrawn approvals, by tenant and client id
 
 
 class MemoryStore:
@@ -94,24 +91,28 @@ class MemoryStore:
             self._counters[(key, window_start)] = (count, expires_at)
             return count
 
-    # A signed-out session is a counter of its own (window 0), so housekeeping
+    # A signed-out session, a client's withdrawn approvals: marks, each a
+    # counter of its own (window 0, its count the value), so housekeeping
     # forgets it with them.
-    def end_session(self, session_hash: str, expires_at: int) -> None:
+    def _set_mark(self, name: str, value: int, expires_at: int) -> None:
         with self._lock:
-            self._counters[(_ENDED + session_hash, 0)] = (1, expires_at)
+            self._counters[(name, 0)] = (value, expires_at)
+
+    def _mark(self, name: str, now: int) -> int | None:
+        mark = self._counters.get((name, 0))
+        return mark[0] if mark is not None and mark[1] > now else None
+
+    def end_session(self, session_hash: str, expires_at: int) -> None:
+        self._set_mark(ENDED_MARK + session_hash, 1, expires_at)
 
     def session_ended(self, session_hash: str, now: int) -> bool:
-        ended = self._counters.get((_ENDED + session_hash, 0))
-        return ended is not None and ended[1] > now
+        return self._mark(ENDED_MARK + session_hash, now) is not None
 
-    # A client's withdrawn approvals: a counter too, its count the time.
     def withdraw_approvals(self, tenant: str, client_id: str, at: int, expires_at: int) -> None:
-        with self._lock:
-            self._counters[(_WITHDRAWN + json.dumps([tenant, client_id]), 0)] = (at, expires_at)
+        self._set_mark(withdrawn_mark(tenant, client_id), at, expires_at)
 
     def approvals_withdrawn(self, tenant: str, client_id: str, now: int) -> int | None:
-        withdrawn = self._counters.get((_WITHDRAWN + json.dumps([tenant, client_id]), 0))
-        return withdrawn[0] if withdrawn is not None and withdrawn[1] > now else None
+        return self._mark(withdrawn_mark(tenant, client_id), now)
 
     # -- consent and sessions --------------------------------------------------
     def save_consent_request(self, consent: ConsentRequest) -> None:

@@ -10,7 +10,6 @@ which the core answers with a 503.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 import threading
@@ -66,7 +65,7 @@ from ..core.models import (
     Server,
     UpstreamTokens,
 )
-from ..core.store import REPLACED, REVOCATION_RECORD, StoreTraits
+from ..core.store import ENDED_MARK, REPLACED, REVOCATION_RECORD, StoreTraits, withdrawn_mark
 from . import directory_rules as rules
 from .crypto import (
     KeyRing,
@@ -239,14 +238,9 @@ def _tune_sqlite(engine: Engine, *, wal: bool, busy_timeout_ms: int) -> None:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def _ended_key(session_hash: str) -> str:
-    """A signed-out session's counter row, keyed as hit_counter keys its own."""
-    return hashlib.sha256(("session-ended:" + session_hash).encode("utf-8")).hexdigest()
-
-
-def _withdrawn_key(tenant: str, client_id: str) -> str:
-    """A client's withdrawn approvals' counter row."""
-    return hashlib.sha256(("approvals-withdrawn:" + json.dumps([tenant, client_id])).encode("utf-8")).hexdigest()
+def _mark_key(name: str) -> str:
+    """A mark's counter row, keyed as hit_counter keys its own."""
+    return hashlib.sha256(name.encode("utf-8")).hexdigest()
 
 
 def _row(record: Any, **override: Any) -> dict[str, Any]:
@@ -426,28 +420,30 @@ class SqlStore:
 
         return self._write(op)
 
-    # A signed-out session is a row of counters (window 0), so housekeeping
+    # A signed-out session, a client's withdrawn approvals: marks, each a
+    # row of counters (window 0, its count the value), so housekeeping
     # deletes it with them once expired.
-    def end_session(self, session_hash: str, expires_at: int) -> None:
-        row = {"key_hash": _ended_key(session_hash), "window_start": 0, "count": 1, "expires_at": expires_at}
+    def _set_mark(self, name: str, value: int, expires_at: int) -> None:
+        row = {"key_hash": _mark_key(name), "window_start": 0, "count": value, "expires_at": expires_at}
         self._write(lambda c: self._upsert(c, counters, row))
+
+    def _mark(self, name: str, now: int) -> int | None:
+        found = select(counters.c.count).where(counters.c.key_hash == _mark_key(name), counters.c.window_start == 0,
+                                               counters.c.expires_at > now)
+        value = self._read(lambda c: c.execute(found).scalar())
+        return None if value is None else int(value)
+
+    def end_session(self, session_hash: str, expires_at: int) -> None:
+        self._set_mark(ENDED_MARK + session_hash, 1, expires_at)
 
     def session_ended(self, session_hash: str, now: int) -> bool:
-        found = select(counters.c.count).where(counters.c.key_hash == _ended_key(session_hash),
-                                               counters.c.window_start == 0, counters.c.expires_at > now)
-        return self._read(lambda c: c.execute(found).first() is not None)
+        return self._mark(ENDED_MARK + session_hash, now) is not None
 
-    # A client's withdrawn approvals: a counter row too, its count the time.
     def withdraw_approvals(self, tenant: str, client_id: str, at: int, expires_at: int) -> None:
-        row = {"key_hash": _withdrawn_key(tenant, client_id), "window_start": 0, "count": at,
-               "expires_at": expires_at}
-        self._write(lambda c: self._upsert(c, counters, row))
+        self._set_mark(withdrawn_mark(tenant, client_id), at, expires_at)
 
     def approvals_withdrawn(self, tenant: str, client_id: str, now: int) -> int | None:
-        found = select(counters.c.count).where(counters.c.key_hash == _withdrawn_key(tenant, client_id),
-                                               counters.c.window_start == 0, counters.c.expires_at > now)
-        at = self._read(lambda c: c.execute(found).scalar())
-        return None if at is None else int(at)
+        return self._mark(withdrawn_mark(tenant, client_id), now)
 
     # -- consent and sessions --------------------------------------------------------
     def save_consent_request(self, consent: ConsentRequest) -> None:

@@ -20,7 +20,7 @@ from ..core.http import HttpRequest, HttpResponse
 from ..core.models import OAuthConfig
 from ..tenants_db import upstream_config
 from ..upstream.egress import Egress
-from ..upstream.http import marked
+from ..upstream.http import TooLarge, read_within
 from ..upstream.providers import PublicOnly
 
 
@@ -51,17 +51,11 @@ def bounded_fetch(request: HttpRequest, deadline: float = DEADLINE, limit: int =
 async def _bounded_fetch(request: HttpRequest, deadline: float, limit: int, egress: Egress) -> HttpResponse:
     transport = egress.async_transport(limits=httpx.Limits(max_connections=1))
     try:
-        with anyio.fail_after(deadline):
-            async with httpx.AsyncClient(transport=transport, timeout=deadline, follow_redirects=False,
-                                         trust_env=False) as client, \
-                    client.stream(request.method, request.url, headers=list(request.headers),
-                                  extensions=marked(request)) as response:
-                body = bytearray()
-                async for chunk in response.aiter_bytes():
-                    body += chunk
-                    if len(body) > limit:
-                        raise FetchFailed(f"the answer is larger than {limit // 1024} KiB")
-                return HttpResponse(response.status_code, tuple(response.headers.items()), bytes(body))
+        async with httpx.AsyncClient(transport=transport, timeout=deadline, follow_redirects=False,
+                                     trust_env=False) as client:
+            return await read_within(client, request, deadline, limit)
+    except TooLarge:
+        raise FetchFailed(f"the answer is larger than {limit // 1024} KiB") from None
     except TimeoutError:
         raise FetchFailed(f"no whole answer within {deadline:g} s") from None
     except httpx.HTTPError as error:

@@ -112,16 +112,23 @@ def _failed(request: HttpRequest, exc: Exception) -> FetchFailed:
     return FetchFailed(_UNREACHABLE)
 
 
+async def read_within(client: httpx.AsyncClient, request: HttpRequest, deadline: float,
+                      max_body: int) -> HttpResponse:
+    """One call, over within ``deadline`` seconds all told (TimeoutError),
+    its answer at most ``max_body`` bytes (TooLarge); httpx's own errors as
+    they are."""
+    with anyio.fail_after(deadline):
+        async with client.stream(request.method, request.url, headers=list(request.headers),
+                                 content=request.body or None, extensions=marked(request)) as response:
+            body = bytearray()
+            async for chunk in response.aiter_bytes():
+                append_limited(body, chunk, max_body)
+            return HttpResponse(response.status_code, tuple(response.headers.items()), bytes(body))
+
+
 async def _fetch(client: httpx.AsyncClient, request: HttpRequest, deadline: float, max_body: int) -> HttpResponse:
-    """One call, over within ``deadline`` seconds all told, its answer at most ``max_body`` bytes."""
     try:
-        with anyio.fail_after(deadline):
-            async with client.stream(request.method, request.url, headers=list(request.headers),
-                                     content=request.body or None, extensions=marked(request)) as response:
-                body = bytearray()
-                async for chunk in response.aiter_bytes():
-                    append_limited(body, chunk, max_body)
-                return HttpResponse(response.status_code, tuple(response.headers.items()), bytes(body))
+        return await read_within(client, request, deadline, max_body)
     except (httpx.HTTPError, httpx.InvalidURL, TooLarge, ValueError, TimeoutError) as exc:
         raise _failed(request, exc) from None
 
